@@ -1,0 +1,939 @@
+//! The durable, append-only audit log.
+//!
+//! Guarantees:
+//! - **Durable before acknowledged**: [`AuditLog::append`] returns a sequence number only
+//!   after the record's frame is written and `fdatasync`ed. One writer thread does all
+//!   writes with group commit (up to `max_batch` records or `max_delay` per sync).
+//! - **Fail closed**: if a write, sync or checkpoint fails, the log becomes unhealthy for the
+//!   rest of the process: [`AuditLog::is_healthy`] is `false` and every later append fails
+//!   with [`AuditError::Unavailable`]. The broker must then refuse personal data.
+//! - **Crash recovery**: [`AuditLog::open`] re-reads and re-hashes every record and rebuilds
+//!   the Merkle tree. A torn or garbled *final* frame of the last segment (a write that was
+//!   never acknowledged) is truncated away; damage anywhere else, or a truncation that would
+//!   drop records covered by a signed checkpoint, is [`AuditError::Corrupt`].
+//! - **Signed checkpoints**: the writer signs a checkpoint every `checkpoint_interval` when
+//!   the log grew, on [`AuditLog::checkpoint_now`] and on [`AuditLog::close`]. On open the
+//!   latest checkpoint must match the recomputed root.
+//! - Record `seq` = Merkle leaf index = position in the log, assigned by the writer.
+//!
+//! Not guaranteed: exclusion of a second process opening the same directory (do not do it).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use crate::checkpoint::{
+    validate_key_name, CheckpointError, CheckpointSigner, PublicKey, SignedCheckpoint,
+};
+use crate::merkle::{hash_leaf, Hash, MerkleTree, ProofError};
+use crate::record::{AuditRecord, Decision, RECORD_FORMAT_VERSION};
+use crate::segment::{
+    decode_header, encode_frame, encode_header, frame_check, list_segments, read_frame,
+    segment_name, split_checkpoints, Frame, HeaderError, CHECKPOINTS_FILE, HEADER_LEN,
+    LOG_FORMAT_VERSION, MAX_RECORD_BYTES, PUBLIC_KEY_FILE,
+};
+
+/// Tuning and identity of an audit log.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Checkpoint origin and signing key name, e.g. `safegrid.example.gov.cn/audit`
+    /// (no spaces, no `+`).
+    pub origin: String,
+    /// Most records written per `fdatasync`.
+    pub max_batch: usize,
+    /// Longest time the writer waits for more records before syncing a batch.
+    pub max_delay: Duration,
+    /// How often a checkpoint is signed while the log grows.
+    pub checkpoint_interval: Duration,
+    /// A new segment is started once the current one reaches this size (a segment may
+    /// exceed it by one batch).
+    pub segment_max_bytes: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            origin: "safegrid/audit".to_owned(),
+            max_batch: 1024,
+            max_delay: Duration::from_millis(2),
+            checkpoint_interval: Duration::from_secs(5),
+            segment_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Everything that can go wrong with the audit log.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// An I/O operation failed.
+    #[error("audit log I/O error ({context}): {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log on disk is damaged at a place recovery must not silently repair.
+    #[error("audit log corrupt in {segment} at byte {offset}")]
+    Corrupt { segment: String, offset: u64 },
+    /// The log was written by a newer, unknown format version.
+    #[error("audit log format version {found} is not supported (this build reads {supported})")]
+    UnsupportedVersion { found: u32, supported: u32 },
+    /// The log is unhealthy or closed: nothing more can be recorded (fail closed).
+    #[error("audit log unavailable")]
+    Unavailable,
+    /// The record's canonical encoding exceeds the size limit.
+    #[error("audit record of {len} bytes exceeds the limit of {max}")]
+    RecordTooLarge { len: usize, max: usize },
+    /// The record could not be encoded.
+    #[error("audit record encoding failed: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// No record with that sequence number.
+    #[error("audit record {0} not found")]
+    NotFound(u64),
+    /// A proof was requested for sizes or indices the log does not have.
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    /// A signing key, key name or checkpoint problem.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The directory's public key file names a different key than the signer.
+    #[error("{path} holds a different public key than the configured signing key")]
+    KeyMismatch { path: PathBuf },
+    /// The stored latest checkpoint does not match the records on disk.
+    #[error("checkpoint at size {size} does not match the log (log size {log_size})")]
+    CheckpointMismatch { size: u64, log_size: u64 },
+    /// Invalid configuration.
+    #[error("invalid audit configuration: {0}")]
+    Config(String),
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> AuditError {
+    let context = context.into();
+    move |source| AuditError::Io { context, source }
+}
+
+/// A filter over the log. Results are returned **oldest first** (ascending `seq`);
+/// `after_seq` is the paging cursor: pass the `seq` of the last record of the previous page.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Actor subject (`actor.sub`).
+    pub actor: Option<String>,
+    /// A unified entity id in `entities`.
+    pub entity: Option<String>,
+    /// A resident reference (keyed HMAC) in `residents`.
+    pub resident: Option<String>,
+    /// Records at or after this time.
+    pub from: Option<DateTime<Utc>>,
+    /// Records strictly before this time.
+    pub to: Option<DateTime<Utc>>,
+    /// Declared purpose.
+    pub purpose: Option<String>,
+    /// Policy decision.
+    pub decision: Option<Decision>,
+    /// Action name.
+    pub action: Option<String>,
+    /// Only records with `seq > after_seq`.
+    pub after_seq: Option<u64>,
+    /// Page size; `0` means [`AuditQuery::DEFAULT_LIMIT`].
+    pub limit: usize,
+}
+
+impl AuditQuery {
+    /// The page size used when `limit` is 0.
+    pub const DEFAULT_LIMIT: usize = 100;
+
+    fn matches(&self, r: &AuditRecord) -> bool {
+        fn eq(want: &Option<String>, got: &str) -> bool {
+            want.as_deref().is_none_or(|w| w == got)
+        }
+        fn eq_opt(want: &Option<String>, got: &Option<String>) -> bool {
+            want.is_none() || want.as_deref() == got.as_deref()
+        }
+        fn contains(want: &Option<String>, got: &[String]) -> bool {
+            want.as_deref().is_none_or(|w| got.iter().any(|g| g == w))
+        }
+        eq(&self.actor, &r.actor.sub)
+            && contains(&self.entity, &r.entities)
+            && contains(&self.resident, &r.residents)
+            && self.from.is_none_or(|f| r.time >= f)
+            && self.to.is_none_or(|t| r.time < t)
+            && eq_opt(&self.purpose, &r.purpose)
+            && self.decision.is_none_or(|d| r.decision == d)
+            && eq(&self.action, &r.action)
+    }
+}
+
+/// Where a record's bytes live.
+#[derive(Debug, Clone, Copy)]
+struct Location {
+    segment: u32,
+    /// Offset of the record bytes (after the length prefix).
+    offset: u64,
+    len: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tree: MerkleTree,
+    locations: Vec<Location>,
+    segments: Vec<Arc<File>>,
+    request_ids: HashMap<String, u64>,
+    latest_checkpoint: Option<SignedCheckpoint>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: RwLock<State>,
+    healthy: AtomicBool,
+    closed: AtomicBool,
+    queue_depth: AtomicUsize,
+    size: AtomicU64,
+    #[cfg(test)]
+    fail_writes: AtomicBool,
+}
+
+impl Shared {
+    // A panic while holding the lock leaves the state consistent (it is only ever
+    // updated after a successful sync, field by field), so poisoning is ignored.
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
+
+enum Command {
+    Append(Box<AuditRecord>, Reply<u64>),
+    Checkpoint(Reply<SignedCheckpoint>),
+    Close(Reply<()>),
+}
+
+/// A handle to an open audit log; cheap to clone and share between tasks.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    tx: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log in `dir`, recovers it, writes `checkpoint-public.key`, and
+    /// starts the writer thread.
+    pub fn open(
+        dir: &Path,
+        signer: CheckpointSigner,
+        config: AuditConfig,
+    ) -> Result<AuditLog, AuditError> {
+        validate_key_name(&config.origin)?;
+        if config.max_batch == 0 {
+            return Err(AuditError::Config("max_batch must be at least 1".into()));
+        }
+        std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+        let public_key = signer.public_key(&config.origin)?;
+        write_public_key(dir, &public_key)?;
+
+        let (latest_checkpoint, checkpoints_file) = recover_checkpoints(dir, &public_key)?;
+        let min_size = latest_checkpoint.as_ref().map_or(0, |c| c.size);
+        let recovered = recover_segments(dir, min_size)?;
+        let mut state = recovered.state;
+        if let Some(cp) = &latest_checkpoint {
+            let log_size = state.tree.size();
+            match state.tree.root_at(cp.size) {
+                Ok(root) if root == cp.root => {}
+                _ => {
+                    return Err(AuditError::CheckpointMismatch {
+                        size: cp.size,
+                        log_size,
+                    })
+                }
+            }
+        }
+        state.latest_checkpoint = latest_checkpoint.clone();
+        let size = state.tree.size();
+        let shared = Arc::new(Shared {
+            state: RwLock::new(state),
+            healthy: AtomicBool::new(true),
+            size: AtomicU64::new(size),
+            ..Shared::default()
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            origin: config.origin.clone(),
+            signer,
+            shared: Arc::clone(&shared),
+            file: recovered.current,
+            segment_index: recovered.current_index,
+            segment_len: recovered.current_len,
+            segment_records: recovered.current_records,
+            size,
+            checkpoints: checkpoints_file,
+            last_checkpoint_size: latest_checkpoint.map(|c| c.size),
+            failed: false,
+            config,
+        };
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io_err("spawn audit writer thread"))?;
+        Ok(AuditLog {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                tx,
+                shared,
+            }),
+        })
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Appends `record` and returns its `seq` once it is durable on disk.
+    ///
+    /// The log sets `v` and `seq`; the caller sets everything else (including `time`).
+    pub async fn append(&self, record: AuditRecord) -> Result<u64, AuditError> {
+        if !self.is_healthy() {
+            return Err(AuditError::Unavailable);
+        }
+        let (reply, answer) = oneshot::channel();
+        let shared = &self.inner.shared;
+        shared.queue_depth.fetch_add(1, Ordering::Relaxed);
+        if self
+            .inner
+            .tx
+            .send(Command::Append(Box::new(record), reply))
+            .is_err()
+        {
+            shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(AuditError::Unavailable);
+        }
+        answer.await.map_err(|_| AuditError::Unavailable)?
+    }
+
+    /// `false` once a write, sync or checkpoint failed, or after [`AuditLog::close`].
+    pub fn is_healthy(&self) -> bool {
+        let s = &self.inner.shared;
+        s.healthy.load(Ordering::Acquire) && !s.closed.load(Ordering::Acquire)
+    }
+
+    /// Records waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.inner.shared.queue_depth.load(Ordering::Relaxed)
+    }
+
+    /// Number of durable records (the current tree size).
+    pub fn size(&self) -> u64 {
+        self.inner.shared.size.load(Ordering::Acquire)
+    }
+
+    /// The newest signed checkpoint, if any.
+    pub fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
+        self.inner.shared.read().latest_checkpoint.clone()
+    }
+
+    /// The verifier key file content for this log (also in `checkpoint-public.key`).
+    pub fn public_key_path(&self) -> PathBuf {
+        self.inner.dir.join(PUBLIC_KEY_FILE)
+    }
+
+    /// Signs a checkpoint over everything durable now (returns the latest one unchanged if
+    /// the log has not grown since).
+    pub async fn checkpoint_now(&self) -> Result<SignedCheckpoint, AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command::Checkpoint(reply))
+            .map_err(|_| AuditError::Unavailable)?;
+        answer.await.map_err(|_| AuditError::Unavailable)?
+    }
+
+    /// Writes everything queued, signs a final checkpoint and stops the writer. Later
+    /// appends fail with [`AuditError::Unavailable`].
+    pub async fn close(&self) -> Result<(), AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command::Close(reply))
+            .map_err(|_| AuditError::Unavailable)?;
+        let result = answer.await.map_err(|_| AuditError::Unavailable)?;
+        self.inner.shared.closed.store(true, Ordering::Release);
+        result
+    }
+
+    /// The root of the tree of the first `size` records.
+    pub fn root_at(&self, size: u64) -> Result<Hash, AuditError> {
+        Ok(self.inner.shared.read().tree.root_at(size)?)
+    }
+
+    /// The audit path of record `index` in the tree of size `tree_size`.
+    pub fn inclusion_proof(&self, index: u64, tree_size: u64) -> Result<Vec<Hash>, AuditError> {
+        Ok(self
+            .inner
+            .shared
+            .read()
+            .tree
+            .inclusion_proof(index, tree_size)?)
+    }
+
+    /// The consistency proof between tree sizes `old <= new`.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, AuditError> {
+        Ok(self.inner.shared.read().tree.consistency_proof(old, new)?)
+    }
+
+    /// The Merkle leaf hash of record `seq`.
+    pub fn leaf_hash(&self, seq: u64) -> Option<Hash> {
+        self.inner.shared.read().tree.leaf_hash(seq)
+    }
+
+    /// The `seq` of the first record written for `request_id`.
+    pub fn find_by_request_id(&self, request_id: &str) -> Option<u64> {
+        self.inner
+            .shared
+            .read()
+            .request_ids
+            .get(request_id)
+            .copied()
+    }
+
+    /// Reads record `seq` from disk (re-checking its frame hash). Blocking file I/O.
+    pub fn read(&self, seq: u64) -> Result<AuditRecord, AuditError> {
+        let (file, loc) = {
+            let state = self.inner.shared.read();
+            let loc = usize::try_from(seq)
+                .ok()
+                .and_then(|i| state.locations.get(i).copied())
+                .ok_or(AuditError::NotFound(seq))?;
+            let file = state
+                .segments
+                .get(loc.segment as usize)
+                .cloned()
+                .ok_or(AuditError::NotFound(seq))?;
+            (file, loc)
+        };
+        read_at(&file, loc)
+    }
+
+    /// Records matching `query`, oldest first, at most `query.limit` (see [`AuditQuery`]).
+    /// A full scan from the cursor: blocking file I/O proportional to the records scanned.
+    pub fn search(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
+        const CHUNK: usize = 1024;
+        let limit = if query.limit == 0 {
+            AuditQuery::DEFAULT_LIMIT
+        } else {
+            query.limit
+        };
+        let mut next = query.after_seq.map_or(0, |s| {
+            usize::try_from(s.saturating_add(1)).unwrap_or(usize::MAX)
+        });
+        let mut out = Vec::new();
+        loop {
+            let (files, chunk) = {
+                let state = self.inner.shared.read();
+                if next >= state.locations.len() {
+                    break;
+                }
+                let end = (next + CHUNK).min(state.locations.len());
+                (state.segments.clone(), state.locations[next..end].to_vec())
+            };
+            for loc in &chunk {
+                let file = files
+                    .get(loc.segment as usize)
+                    .ok_or(AuditError::NotFound(next as u64))?;
+                let record = read_at(file, *loc)?;
+                if query.matches(&record) {
+                    out.push(record);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            next += chunk.len();
+        }
+        Ok(out)
+    }
+
+    /// Test hook: make every following write fail as if the disk had failed.
+    #[cfg(test)]
+    pub(crate) fn inject_write_failure(&self) {
+        self.inner.shared.fail_writes.store(true, Ordering::SeqCst);
+    }
+}
+
+fn read_at(file: &File, loc: Location) -> Result<AuditRecord, AuditError> {
+    let mut buf = vec![0u8; loc.len as usize + 4];
+    file.read_exact_at(&mut buf, loc.offset)
+        .map_err(io_err("read audit record"))?;
+    let (bytes, check) = buf.split_at(loc.len as usize);
+    let corrupt = || AuditError::Corrupt {
+        segment: segment_name(loc.segment),
+        offset: loc.offset - 4,
+    };
+    if check != frame_check(bytes) {
+        return Err(corrupt());
+    }
+    AuditRecord::from_canonical_bytes(bytes).map_err(|_| corrupt())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), AuditError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(format!("sync directory {}", dir.display())))
+}
+
+fn write_public_key(dir: &Path, key: &PublicKey) -> Result<(), AuditError> {
+    let path = dir.join(PUBLIC_KEY_FILE);
+    let text = format!("{key}\n");
+    match std::fs::read_to_string(&path) {
+        Ok(existing) if existing.trim() == text.trim() => return Ok(()),
+        Ok(_) => return Err(AuditError::KeyMismatch { path }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
+    }
+    let mut f = File::create(&path).map_err(io_err(format!("create {}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io_err(format!("write {}", path.display())))?;
+    sync_dir(dir)
+}
+
+/// Reads `checkpoints.log`, truncating an incomplete final entry, and returns the latest
+/// checkpoint plus the file opened for appending.
+fn recover_checkpoints(
+    dir: &Path,
+    key: &PublicKey,
+) -> Result<(Option<SignedCheckpoint>, File), AuditError> {
+    let path = dir.join(CHECKPOINTS_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_err(format!("open {}", path.display())))?;
+    let raw = std::fs::read(&path).map_err(io_err(format!("read {}", path.display())))?;
+    // A torn write can split a UTF-8 sequence; only the valid prefix can hold whole notes.
+    let valid_len = match std::str::from_utf8(&raw) {
+        Ok(_) => raw.len(),
+        Err(e) => e.valid_up_to(),
+    };
+    let text = std::str::from_utf8(&raw[..valid_len]).unwrap_or_default();
+    let (entries, tail) = split_checkpoints(text);
+    let mut latest = None;
+    for entry in &entries {
+        let cp = SignedCheckpoint::open(entry.note, key).map_err(|_| AuditError::Corrupt {
+            segment: CHECKPOINTS_FILE.into(),
+            offset: entry.offset as u64,
+        })?;
+        latest = Some(cp);
+    }
+    let keep = tail.unwrap_or(valid_len);
+    if keep < raw.len() {
+        tracing::warn!(
+            file = CHECKPOINTS_FILE,
+            dropped_bytes = raw.len() - keep,
+            "truncating incomplete final checkpoint entry"
+        );
+        file.set_len(keep as u64)
+            .and_then(|()| file.sync_all())
+            .map_err(io_err(format!("truncate {}", path.display())))?;
+    }
+    Ok((latest, file))
+}
+
+struct Recovered {
+    state: State,
+    current: File,
+    current_index: u32,
+    current_len: u64,
+    current_records: u64,
+}
+
+fn create_segment(dir: &Path, index: u32, first_seq: u64) -> Result<File, AuditError> {
+    let path = dir.join(segment_name(index));
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(format!("create {}", path.display())))?;
+    file.write_all(&encode_header(first_seq))
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(format!("write header of {}", path.display())))?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+/// Re-reads every segment, rebuilding the tree and indexes (see the module docs for what is
+/// repaired and what is an error).
+fn recover_segments(dir: &Path, min_size: u64) -> Result<Recovered, AuditError> {
+    let mut segments = list_segments(dir).map_err(io_err(format!("list {}", dir.display())))?;
+    if segments.is_empty() {
+        create_segment(dir, 0, 0)?;
+        segments.push((0, dir.join(segment_name(0))));
+    }
+    let count = segments.len();
+    let mut state = State::default();
+    let mut current_len = 0u64;
+    let mut current_records = 0u64;
+    for (pos, (index, path)) in segments.iter().enumerate() {
+        let name = segment_name(*index);
+        let corrupt = |offset: usize| AuditError::Corrupt {
+            segment: name.clone(),
+            offset: offset as u64,
+        };
+        if *index as usize != pos {
+            return Err(corrupt(0));
+        }
+        let last = pos + 1 == count;
+        let mut buf = std::fs::read(path).map_err(io_err(format!("read {}", path.display())))?;
+        let first_seq = match decode_header(&buf) {
+            Ok(seq) => seq,
+            Err(HeaderError::Short) if last => {
+                // The segment was being created when the process stopped.
+                create_segment(dir, *index, state.tree.size())?;
+                buf = encode_header(state.tree.size()).to_vec();
+                state.tree.size()
+            }
+            Err(HeaderError::UnsupportedVersion(found)) => {
+                return Err(AuditError::UnsupportedVersion {
+                    found,
+                    supported: LOG_FORMAT_VERSION,
+                })
+            }
+            Err(_) => return Err(corrupt(0)),
+        };
+        if first_seq != state.tree.size() {
+            return Err(corrupt(12));
+        }
+        let mut off = HEADER_LEN;
+        let mut records_here = 0u64;
+        let mut truncate_at = None;
+        loop {
+            let damaged_end = match read_frame(&buf, off) {
+                Frame::End => break,
+                Frame::Ok { bytes, next } => {
+                    let seq = state.tree.size();
+                    match AuditRecord::from_canonical_bytes(bytes) {
+                        Ok(record) if record.seq == seq => {
+                            state.tree.push(hash_leaf(bytes));
+                            state.locations.push(Location {
+                                segment: *index,
+                                offset: off as u64 + 4,
+                                len: bytes.len() as u32,
+                            });
+                            state.request_ids.entry(record.request_id).or_insert(seq);
+                            records_here += 1;
+                            off = next;
+                            continue;
+                        }
+                        _ => next,
+                    }
+                }
+                Frame::Torn => buf.len(),
+                Frame::Bad { end } => end,
+            };
+            // A damaged frame is a torn tail only if it is the last thing in the log.
+            if last && damaged_end == buf.len() {
+                truncate_at = Some(off);
+                break;
+            }
+            return Err(corrupt(off));
+        }
+        if let Some(at) = truncate_at {
+            if state.tree.size() < min_size {
+                return Err(corrupt(at));
+            }
+            tracing::warn!(
+                segment = %name,
+                offset = at,
+                dropped_bytes = buf.len() - at,
+                "truncating torn tail of the audit log (never acknowledged)"
+            );
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_err(format!("open {}", path.display())))?;
+            f.set_len(at as u64)
+                .and_then(|()| f.sync_all())
+                .map_err(io_err(format!("truncate {}", path.display())))?;
+            buf.truncate(at);
+        }
+        let read_handle = File::open(path).map_err(io_err(format!("open {}", path.display())))?;
+        state.segments.push(Arc::new(read_handle));
+        current_len = buf.len() as u64;
+        current_records = records_here;
+    }
+    if state.tree.size() < min_size {
+        return Err(AuditError::CheckpointMismatch {
+            size: min_size,
+            log_size: state.tree.size(),
+        });
+    }
+    let current_index = (count - 1) as u32;
+    let current_path = dir.join(segment_name(current_index));
+    let current = OpenOptions::new()
+        .append(true)
+        .open(&current_path)
+        .map_err(io_err(format!("open {}", current_path.display())))?;
+    Ok(Recovered {
+        state,
+        current,
+        current_index,
+        current_len,
+        current_records,
+    })
+}
+
+/// The single writer: owns the files, batches appends, signs checkpoints.
+struct Writer {
+    dir: PathBuf,
+    origin: String,
+    signer: CheckpointSigner,
+    config: AuditConfig,
+    shared: Arc<Shared>,
+    file: File,
+    segment_index: u32,
+    segment_len: u64,
+    segment_records: u64,
+    size: u64,
+    checkpoints: File,
+    last_checkpoint_size: Option<u64>,
+    failed: bool,
+}
+
+type Pending = (Box<AuditRecord>, Reply<u64>);
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        let mut batch: Vec<Pending> = Vec::with_capacity(self.config.max_batch);
+        let mut next_checkpoint = Instant::now() + self.config.checkpoint_interval;
+        loop {
+            let wait = next_checkpoint.saturating_duration_since(Instant::now());
+            let mut control = None;
+            let mut disconnected = false;
+            match rx.recv_timeout(wait) {
+                Ok(Command::Append(record, reply)) => {
+                    self.dequeued();
+                    batch.push((record, reply));
+                    let deadline = Instant::now() + self.config.max_delay;
+                    while batch.len() < self.config.max_batch {
+                        let next = match rx.try_recv() {
+                            Ok(cmd) => cmd,
+                            Err(TryRecvError::Disconnected) => {
+                                disconnected = true;
+                                break;
+                            }
+                            Err(TryRecvError::Empty) => {
+                                let now = Instant::now();
+                                if now >= deadline {
+                                    break;
+                                }
+                                match rx.recv_timeout(deadline - now) {
+                                    Ok(cmd) => cmd,
+                                    Err(RecvTimeoutError::Timeout) => break,
+                                    Err(RecvTimeoutError::Disconnected) => {
+                                        disconnected = true;
+                                        break;
+                                    }
+                                }
+                            }
+                        };
+                        match next {
+                            Command::Append(record, reply) => {
+                                self.dequeued();
+                                batch.push((record, reply));
+                            }
+                            other => {
+                                control = Some(other);
+                                break;
+                            }
+                        }
+                    }
+                    self.commit(&mut batch);
+                }
+                Ok(other) => control = Some(other),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => disconnected = true,
+            }
+            match control {
+                Some(Command::Checkpoint(reply)) => {
+                    let _ = reply.send(self.checkpoint());
+                }
+                Some(Command::Close(reply)) => {
+                    let result = self.checkpoint().map(|_| ());
+                    self.shared.closed.store(true, Ordering::Release);
+                    let _ = reply.send(result);
+                    return;
+                }
+                Some(Command::Append(..)) | None => {}
+            }
+            if disconnected {
+                let _ = self.checkpoint();
+                return;
+            }
+            if Instant::now() >= next_checkpoint {
+                if self.last_checkpoint_size != Some(self.size) && self.size > 0 {
+                    let _ = self.checkpoint();
+                }
+                next_checkpoint = Instant::now() + self.config.checkpoint_interval;
+            }
+        }
+    }
+
+    fn dequeued(&self) {
+        self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn fail(&mut self, what: &str, error: &std::io::Error) {
+        tracing::error!(%error, operation = what, "audit log failed; refusing further appends");
+        self.failed = true;
+        self.shared.healthy.store(false, Ordering::Release);
+    }
+
+    fn injected_failure(&self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.shared.fail_writes.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected write failure"));
+        }
+        Ok(())
+    }
+
+    fn roll_segment(&mut self) -> Result<(), AuditError> {
+        let index = self.segment_index + 1;
+        create_segment(&self.dir, index, self.size)?;
+        let path = self.dir.join(segment_name(index));
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err(format!("open {}", path.display())))?;
+        let read_handle = File::open(&path).map_err(io_err(format!("open {}", path.display())))?;
+        self.shared.write().segments.push(Arc::new(read_handle));
+        self.file = file;
+        self.segment_index = index;
+        self.segment_len = HEADER_LEN as u64;
+        self.segment_records = 0;
+        Ok(())
+    }
+
+    fn commit(&mut self, batch: &mut Vec<Pending>) {
+        if self.failed {
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(AuditError::Unavailable));
+            }
+            return;
+        }
+        if self.segment_len >= self.config.segment_max_bytes && self.segment_records > 0 {
+            if let Err(e) = self.roll_segment() {
+                let io = std::io::Error::other(e.to_string());
+                self.fail("start new segment", &io);
+                return self.commit(batch);
+            }
+        }
+        let mut buf = Vec::new();
+        let mut accepted = Vec::with_capacity(batch.len());
+        let mut seq = self.size;
+        for (mut record, reply) in batch.drain(..) {
+            record.v = RECORD_FORMAT_VERSION;
+            record.seq = seq;
+            let bytes = match record.canonical_bytes() {
+                Ok(b) if b.len() <= MAX_RECORD_BYTES => b,
+                Ok(b) => {
+                    let _ = reply.send(Err(AuditError::RecordTooLarge {
+                        len: b.len(),
+                        max: MAX_RECORD_BYTES,
+                    }));
+                    continue;
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(AuditError::Encode(e)));
+                    continue;
+                }
+            };
+            let location = Location {
+                segment: self.segment_index,
+                offset: self.segment_len + buf.len() as u64 + 4,
+                len: bytes.len() as u32,
+            };
+            encode_frame(&bytes, &mut buf);
+            accepted.push((seq, hash_leaf(&bytes), location, record.request_id, reply));
+            seq += 1;
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        let written = self
+            .injected_failure()
+            .and_then(|()| self.file.write_all(&buf))
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            self.fail("write and sync records", &e);
+            for (.., reply) in accepted {
+                let _ = reply.send(Err(AuditError::Unavailable));
+            }
+            return;
+        }
+        self.segment_len += buf.len() as u64;
+        self.segment_records += accepted.len() as u64;
+        self.size = seq;
+        let mut replies = Vec::with_capacity(accepted.len());
+        {
+            let mut state = self.shared.write();
+            for (seq, leaf, location, request_id, reply) in accepted {
+                state.tree.push(leaf);
+                state.locations.push(location);
+                state.request_ids.entry(request_id).or_insert(seq);
+                replies.push((seq, reply));
+            }
+            self.shared.size.store(self.size, Ordering::Release);
+        }
+        for (seq, reply) in replies {
+            let _ = reply.send(Ok(seq));
+        }
+    }
+
+    fn checkpoint(&mut self) -> Result<SignedCheckpoint, AuditError> {
+        if self.failed {
+            return Err(AuditError::Unavailable);
+        }
+        if self.last_checkpoint_size == Some(self.size) {
+            if let Some(cp) = self.shared.read().latest_checkpoint.clone() {
+                return Ok(cp);
+            }
+        }
+        let root = self.shared.read().tree.root_at(self.size)?;
+        let cp = self
+            .signer
+            .sign_checkpoint(&self.origin, self.size, &root)?;
+        let entry = format!("{}\n", cp.note);
+        let written = self
+            .injected_failure()
+            .and_then(|()| self.checkpoints.write_all(entry.as_bytes()))
+            .and_then(|()| self.checkpoints.sync_data());
+        if let Err(e) = written {
+            self.fail("write checkpoint", &e);
+            return Err(AuditError::Unavailable);
+        }
+        self.last_checkpoint_size = Some(self.size);
+        self.shared.write().latest_checkpoint = Some(cp.clone());
+        Ok(cp)
+    }
+}

@@ -1,0 +1,593 @@
+//! Tests of the log and the offline verifier against real files.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+
+use crate::segment::{list_segments, HEADER_LEN};
+use crate::*;
+
+const ORIGIN: &str = "safegrid.test/audit";
+
+fn pkcs8() -> Vec<u8> {
+    // A fixed key per test process keeps reopen tests simple.
+    static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    KEY.get_or_init(CheckpointSigner::generate_pkcs8).clone()
+}
+
+fn signer() -> CheckpointSigner {
+    CheckpointSigner::from_pkcs8(&pkcs8()).unwrap()
+}
+
+fn public_key() -> PublicKey {
+    signer().public_key(ORIGIN).unwrap()
+}
+
+fn config() -> AuditConfig {
+    AuditConfig {
+        origin: ORIGIN.into(),
+        max_delay: Duration::from_millis(1),
+        checkpoint_interval: Duration::from_secs(3600),
+        ..AuditConfig::default()
+    }
+}
+
+fn record(i: u64) -> AuditRecord {
+    let mut r = AuditRecord::new(
+        format!("req-{i}"),
+        Actor {
+            sub: format!("user-{}", i % 3),
+            name: "网格员".into(),
+            roles: vec!["grid_worker".into()],
+            dept: None,
+        },
+        if i % 2 == 0 {
+            "read_resident"
+        } else {
+            "search"
+        },
+        "/v1/residents/{id}",
+        if i % 5 == 0 {
+            Decision::Deny
+        } else {
+            Decision::Masked
+        },
+    );
+    r.time =
+        Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).unwrap() + chrono::Duration::seconds(i as i64);
+    r.residents = vec![format!("hmac-{}", i % 4)];
+    r.entities = vec![format!("ent-{}", i % 4)];
+    r.purpose = Some("routine_visit".into());
+    r
+}
+
+async fn filled_log(dir: &Path, n: u64, cfg: AuditConfig) -> AuditLog {
+    let log = AuditLog::open(dir, signer(), cfg).unwrap();
+    for i in 0..n {
+        assert_eq!(log.append(record(i)).await.unwrap(), i);
+    }
+    log
+}
+
+fn only_segment(dir: &Path) -> PathBuf {
+    let segs = list_segments(dir).unwrap();
+    assert_eq!(segs.len(), 1);
+    segs[0].1.clone()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn verify(dir: &Path, opts: VerifyOptions) -> Result<VerifyReport, VerifyError> {
+    verify_log_dir(dir, &public_key(), opts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_are_durable_readable_and_provable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(tmp.path(), signer(), config()).unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..25u64 {
+                let mut r = record(t * 100 + i);
+                r.request_id = format!("t{t}-{i}");
+                seqs.push(log.append(r).await.unwrap());
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..200).collect::<Vec<_>>());
+    assert_eq!(log.size(), 200);
+    assert_eq!(log.queue_depth(), 0);
+    assert!(log.is_healthy());
+
+    let seq = log.find_by_request_id("t3-7").unwrap();
+    let back = log.read(seq).unwrap();
+    assert_eq!(back.seq, seq);
+    assert_eq!(back.request_id, "t3-7");
+    assert!(log.find_by_request_id("nope").is_none());
+    assert!(matches!(log.read(200), Err(AuditError::NotFound(200))));
+
+    let cp = log.checkpoint_now().await.unwrap();
+    assert_eq!(cp.size, 200);
+    assert_eq!(cp.root, log.root_at(200).unwrap());
+    SignedCheckpoint::open(&cp.note, &public_key()).unwrap();
+    for (index, size) in [(0, 1), (seq, 200), (199, 200), (5, 77)] {
+        let proof = log.inclusion_proof(index, size).unwrap();
+        let leaf = log.leaf_hash(index).unwrap();
+        verify_inclusion(&leaf, index, size, &proof, &log.root_at(size).unwrap()).unwrap();
+    }
+    let proof = log.consistency_proof(77, 200).unwrap();
+    verify_consistency(77, 200, &log.root_at(77).unwrap(), &cp.root, &proof).unwrap();
+    log.close().await.unwrap();
+    assert!(!log.is_healthy());
+    assert!(matches!(
+        log.append(record(1)).await,
+        Err(AuditError::Unavailable)
+    ));
+}
+
+#[tokio::test]
+async fn search_filters_and_pages_oldest_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = filled_log(tmp.path(), 40, config()).await;
+    let q = AuditQuery {
+        actor: Some("user-1".into()),
+        limit: 5,
+        ..AuditQuery::default()
+    };
+    let page1 = log.search(&q).unwrap();
+    assert_eq!(
+        page1.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [1, 4, 7, 10, 13]
+    );
+    let page2 = log
+        .search(&AuditQuery {
+            after_seq: Some(13),
+            ..q.clone()
+        })
+        .unwrap();
+    assert_eq!(page2[0].seq, 16);
+
+    let denied = log
+        .search(&AuditQuery {
+            decision: Some(Decision::Deny),
+            resident: Some("hmac-0".into()),
+            ..AuditQuery::default()
+        })
+        .unwrap();
+    assert_eq!(denied.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 20]);
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).unwrap();
+    let window = log
+        .search(&AuditQuery {
+            from: Some(t0 + chrono::Duration::seconds(10)),
+            to: Some(t0 + chrono::Duration::seconds(12)),
+            action: Some("read_resident".into()),
+            entity: Some("ent-2".into()),
+            purpose: Some("routine_visit".into()),
+            ..AuditQuery::default()
+        })
+        .unwrap();
+    assert_eq!(window.iter().map(|r| r.seq).collect::<Vec<_>>(), [10]);
+    assert!(log
+        .search(&AuditQuery {
+            purpose: Some("emergency".into()),
+            ..AuditQuery::default()
+        })
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn reopen_recovers_tree_and_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = filled_log(tmp.path(), 30, config()).await;
+    let root = log.root_at(30).unwrap();
+    log.close().await.unwrap();
+    drop(log);
+
+    let log = AuditLog::open(tmp.path(), signer(), config()).unwrap();
+    assert_eq!(log.size(), 30);
+    assert_eq!(log.root_at(30).unwrap(), root);
+    assert_eq!(log.latest_checkpoint().unwrap().size, 30);
+    assert_eq!(log.find_by_request_id("req-29"), Some(29));
+    assert_eq!(log.append(record(30)).await.unwrap(), 30);
+    log.close().await.unwrap();
+    let report = verify(
+        tmp.path(),
+        VerifyOptions {
+            request_id: Some("req-30".into()),
+            ..VerifyOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(report.records, 31);
+    assert_eq!(report.checkpoints, 2);
+    assert_eq!(report.unsigned_records, 0);
+    assert_eq!(report.inclusion.unwrap().seq, 30);
+}
+
+/// Simulates a crash: the files as they are while the writer is still running.
+async fn crashed_copy(n_checkpointed: u64, n_more: u64) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let live = tmp.path().join("live");
+    let log = filled_log(&live, n_checkpointed, config()).await;
+    log.checkpoint_now().await.unwrap();
+    for i in n_checkpointed..n_checkpointed + n_more {
+        assert_eq!(log.append(record(i)).await.unwrap(), i);
+    }
+    let crashed = tmp.path().join("crashed");
+    copy_dir(&live, &crashed);
+    // Keep the live writer running until the copy is done; then let it go.
+    drop(log);
+    (tmp, crashed)
+}
+
+#[tokio::test]
+async fn torn_tail_mid_record_is_truncated_to_last_complete_record() {
+    let (_tmp, crashed) = crashed_copy(10, 5).await;
+    let seg = only_segment(&crashed);
+    let full = std::fs::read(&seg).unwrap();
+    let frame_start = {
+        // Find where the last frame (seq 14) starts by walking frames.
+        let mut off = HEADER_LEN;
+        let mut starts = Vec::new();
+        while off < full.len() {
+            starts.push(off);
+            let len = u32::from_le_bytes(full[off..off + 4].try_into().unwrap()) as usize;
+            off += len + 8;
+        }
+        assert_eq!(starts.len(), 15);
+        starts[14]
+    };
+    // Cut the final record at every possible point: its write was never acknowledged.
+    for cut in frame_start + 1..full.len() {
+        let case = crashed.with_extension(format!("cut{cut}"));
+        copy_dir(&crashed, &case);
+        std::fs::write(only_segment(&case), &full[..cut]).unwrap();
+        let log = AuditLog::open(&case, signer(), config()).unwrap();
+        assert_eq!(log.size(), 14, "cut at {cut}");
+        for i in 0..14 {
+            assert_eq!(log.read(i).unwrap(), {
+                let mut r = record(i);
+                r.seq = i;
+                r
+            });
+        }
+        assert_eq!(
+            std::fs::metadata(only_segment(&case)).unwrap().len() as usize,
+            frame_start
+        );
+        assert_eq!(log.append(record(99)).await.unwrap(), 14);
+        log.close().await.unwrap();
+        verify(&case, VerifyOptions::default()).unwrap();
+        std::fs::remove_dir_all(&case).unwrap();
+    }
+
+    // Garbage after the last complete frame (a torn write of a new batch) is dropped too.
+    let mut torn = full.clone();
+    torn.extend_from_slice(&[200, 0, 0, 0, b'{', b'"']);
+    std::fs::write(&seg, &torn).unwrap();
+    assert!(matches!(
+        verify(&crashed, VerifyOptions::default()),
+        Err(VerifyError::Malformed { .. })
+    ));
+    let log = AuditLog::open(&crashed, signer(), config()).unwrap();
+    assert_eq!(log.size(), 15);
+    assert_eq!(std::fs::read(&seg).unwrap(), full);
+}
+
+#[tokio::test]
+async fn damage_before_the_tail_or_below_a_checkpoint_is_an_error() {
+    let (_tmp, crashed) = crashed_copy(10, 0).await;
+    let seg = only_segment(&crashed);
+    let full = std::fs::read(&seg).unwrap();
+
+    // A flipped byte in the middle: Corrupt, not silently dropped.
+    let mut bad = full.clone();
+    bad[HEADER_LEN + 30] ^= 0x20;
+    std::fs::write(&seg, &bad).unwrap();
+    match AuditLog::open(&crashed, signer(), config()) {
+        Err(AuditError::Corrupt { segment, offset }) => {
+            assert_eq!(segment, "segment-000000.log");
+            assert_eq!(offset, HEADER_LEN as u64);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+
+    // Cutting into a record covered by the signed checkpoint is not a torn tail.
+    std::fs::write(&seg, &full[..full.len() - 3]).unwrap();
+    assert!(matches!(
+        AuditLog::open(&crashed, signer(), config()),
+        Err(AuditError::Corrupt { .. })
+    ));
+
+    // A newer on-disk format is refused with a clear error.
+    let mut newer = full.clone();
+    newer[8] = 2;
+    std::fs::write(&seg, &newer).unwrap();
+    let err = AuditLog::open(&crashed, signer(), config()).unwrap_err();
+    assert!(matches!(
+        err,
+        AuditError::UnsupportedVersion {
+            found: 2,
+            supported: 1
+        }
+    ));
+    assert!(err.to_string().contains("version 2"));
+}
+
+#[tokio::test]
+async fn write_failure_fails_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = filled_log(tmp.path(), 3, config()).await;
+    log.inject_write_failure();
+    assert!(matches!(
+        log.append(record(3)).await,
+        Err(AuditError::Unavailable)
+    ));
+    assert!(!log.is_healthy());
+    assert!(matches!(
+        log.append(record(4)).await,
+        Err(AuditError::Unavailable)
+    ));
+    assert!(log.checkpoint_now().await.is_err());
+    assert_eq!(log.size(), 3);
+    // Reads of durable records still work for compliance review.
+    assert_eq!(log.read(2).unwrap().request_id, "req-2");
+}
+
+#[tokio::test]
+async fn another_signing_key_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = filled_log(tmp.path(), 1, config()).await;
+    log.close().await.unwrap();
+    let other = CheckpointSigner::from_pkcs8(&CheckpointSigner::generate_pkcs8()).unwrap();
+    assert!(matches!(
+        AuditLog::open(tmp.path(), other, config()),
+        Err(AuditError::KeyMismatch { .. })
+    ));
+    let bad_origin = AuditConfig {
+        origin: "has space".into(),
+        ..config()
+    };
+    assert!(AuditLog::open(tmp.path(), signer(), bad_origin).is_err());
+}
+
+#[tokio::test]
+async fn segments_roll_over_and_everything_still_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = AuditConfig {
+        segment_max_bytes: 2_000,
+        ..config()
+    };
+    let log = filled_log(tmp.path(), 40, cfg.clone()).await;
+    log.close().await.unwrap();
+    let segs = list_segments(tmp.path()).unwrap().len();
+    assert!(segs >= 5, "{segs} segments");
+    let log = AuditLog::open(tmp.path(), signer(), cfg).unwrap();
+    assert_eq!(log.size(), 40);
+    assert_eq!(log.read(39).unwrap().request_id, "req-39");
+    assert_eq!(log.read(0).unwrap().request_id, "req-0");
+    log.close().await.unwrap();
+    let report = verify(tmp.path(), VerifyOptions::default()).unwrap();
+    assert_eq!(report.segments, segs);
+    assert_eq!(report.records, 40);
+}
+
+#[tokio::test]
+async fn periodic_checkpoints_are_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = AuditConfig {
+        checkpoint_interval: Duration::from_millis(50),
+        ..config()
+    };
+    let log = filled_log(tmp.path(), 5, cfg).await;
+    let mut waited = 0;
+    while log.latest_checkpoint().map(|c| c.size) != Some(5) && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    assert_eq!(log.latest_checkpoint().unwrap().size, 5);
+}
+
+#[tokio::test]
+async fn verification_passes_and_each_failure_has_its_exit_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let log = filled_log(&dir, 12, config()).await;
+    let saved = log.checkpoint_now().await.unwrap();
+    for i in 12..20 {
+        log.append(record(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
+    drop(log);
+
+    let key = load_public_key(&dir.join(segment::PUBLIC_KEY_FILE)).unwrap();
+    assert_eq!(key, public_key());
+    let ok = verify_log_dir(
+        &dir,
+        &key,
+        VerifyOptions {
+            saved_checkpoint: Some(saved.note.clone()),
+            request_id: Some("req-17".into()),
+        },
+    )
+    .unwrap();
+    assert_eq!(ok.records, 20);
+    assert_eq!(ok.saved_checkpoint_size, Some(12));
+    assert_eq!(ok.inclusion.unwrap().checkpoint_size, 20);
+
+    let code = |dir: &Path, opts: VerifyOptions| verify(dir, opts).unwrap_err().exit_code();
+    let case = |name: &str| {
+        let d = tmp.path().join(name);
+        copy_dir(&dir, &d);
+        d
+    };
+
+    // 2: a damaged frame.
+    let d = case("frame");
+    let seg = only_segment(&d);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[HEADER_LEN + 50] ^= 1;
+    std::fs::write(&seg, &bytes).unwrap();
+    assert_eq!(code(&d, VerifyOptions::default()), 2);
+
+    // 4: a record rewritten by someone who also fixed up its frame hash.
+    let d = case("rewritten");
+    let seg = only_segment(&d);
+    let text = std::fs::read(&seg).unwrap();
+    let needle = b"\"outcome\":\"ok\"";
+    let at = text
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    let mut rewritten = text.clone();
+    rewritten[at + 11..at + 13].copy_from_slice(b"OK");
+    let frame_end = HEADER_LEN
+        + 4
+        + u32::from_le_bytes(text[HEADER_LEN..HEADER_LEN + 4].try_into().unwrap()) as usize;
+    assert!(at < frame_end);
+    let check = segment::frame_check(&rewritten[HEADER_LEN + 4..frame_end]);
+    rewritten[frame_end..frame_end + 4].copy_from_slice(&check);
+    std::fs::write(&seg, &rewritten).unwrap();
+    assert_eq!(code(&d, VerifyOptions::default()), 4);
+
+    // 4: records removed after they were checkpointed.
+    let d = case("truncated");
+    let seg = only_segment(&d);
+    let len = u32::from_le_bytes(text[HEADER_LEN..HEADER_LEN + 4].try_into().unwrap()) as usize;
+    let mut starts = vec![HEADER_LEN];
+    let mut off = HEADER_LEN + len + 8;
+    while off < text.len() {
+        starts.push(off);
+        off += u32::from_le_bytes(text[off..off + 4].try_into().unwrap()) as usize + 8;
+    }
+    std::fs::write(&seg, &text[..starts[19]]).unwrap();
+    assert_eq!(code(&d, VerifyOptions::default()), 4);
+
+    // 3: a checkpoint signed by another key, and a damaged checkpoints.log.
+    let other = CheckpointSigner::from_pkcs8(&CheckpointSigner::generate_pkcs8()).unwrap();
+    let other_key = other.public_key(ORIGIN).unwrap();
+    assert_eq!(
+        verify_log_dir(&dir, &other_key, VerifyOptions::default())
+            .unwrap_err()
+            .exit_code(),
+        3
+    );
+    let d = case("cpfile");
+    let cp_path = d.join(segment::CHECKPOINTS_FILE);
+    let cp_text = std::fs::read_to_string(&cp_path).unwrap();
+    std::fs::write(&cp_path, cp_text.replacen("\n12\n", "\n11\n", 1)).unwrap();
+    assert_eq!(code(&d, VerifyOptions::default()), 3);
+
+    // 5: a saved checkpoint from a forked log with the same key.
+    let fork = tmp.path().join("fork");
+    let flog = filled_log(&fork, 11, config()).await;
+    let mut odd = record(11);
+    odd.outcome = "forked".into();
+    flog.append(odd).await.unwrap();
+    let forked = flog.checkpoint_now().await.unwrap();
+    flog.close().await.unwrap();
+    let saved_fork = VerifyOptions {
+        saved_checkpoint: Some(forked.note.clone()),
+        ..VerifyOptions::default()
+    };
+    assert_eq!(code(&dir, saved_fork), 5);
+    let too_new = signer().sign_checkpoint(ORIGIN, 500, &[0; 32]).unwrap();
+    let saved_too_new = VerifyOptions {
+        saved_checkpoint: Some(too_new.note),
+        ..VerifyOptions::default()
+    };
+    assert_eq!(code(&dir, saved_too_new), 5);
+
+    // 6: unknown request id, and a record not yet under a checkpoint.
+    let unknown = VerifyOptions {
+        request_id: Some("req-404".into()),
+        ..VerifyOptions::default()
+    };
+    assert_eq!(code(&dir, unknown), 6);
+    let d = case("unsigned");
+    let log = AuditLog::open(&d, signer(), config()).unwrap();
+    let mut late = record(20);
+    late.request_id = "late".into();
+    log.append(late).await.unwrap();
+    let copy = tmp.path().join("unsigned-copy");
+    copy_dir(&d, &copy);
+    drop(log);
+    let late_opts = VerifyOptions {
+        request_id: Some("late".into()),
+        ..VerifyOptions::default()
+    };
+    assert_eq!(code(&copy, late_opts), 6);
+    assert_eq!(
+        verify(&copy, VerifyOptions::default())
+            .unwrap()
+            .unsigned_records,
+        1
+    );
+
+    // 7: a bad public key file, a missing directory.
+    let key_path = tmp.path().join("bad.key");
+    std::fs::write(&key_path, "not a key").unwrap();
+    assert_eq!(load_public_key(&key_path).unwrap_err().exit_code(), 7);
+    assert_eq!(
+        code(&tmp.path().join("missing"), VerifyOptions::default()),
+        7
+    );
+}
+
+#[tokio::test]
+async fn every_single_byte_flip_in_a_segment_fails_verification() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let log = filled_log(&dir, 3, config()).await;
+    log.close().await.unwrap();
+    drop(log);
+    verify(&dir, VerifyOptions::default()).unwrap();
+    let seg = only_segment(&dir);
+    let original = std::fs::read(&seg).unwrap();
+    for i in 0..original.len() {
+        for mask in [0x01u8, 0x80] {
+            let mut bytes = original.clone();
+            bytes[i] ^= mask;
+            std::fs::write(&seg, &bytes).unwrap();
+            assert!(
+                verify(&dir, VerifyOptions::default()).is_err(),
+                "flip {mask:#x} of byte {i} of {} went unnoticed",
+                original.len()
+            );
+        }
+    }
+    // And in the checkpoint file.
+    std::fs::write(&seg, &original).unwrap();
+    let cp = dir.join(segment::CHECKPOINTS_FILE);
+    let cp_original = std::fs::read(&cp).unwrap();
+    for i in 0..cp_original.len() {
+        let mut bytes = cp_original.clone();
+        bytes[i] ^= 0x01;
+        std::fs::write(&cp, &bytes).unwrap();
+        assert!(
+            verify(&dir, VerifyOptions::default()).is_err(),
+            "flip of checkpoint byte {i} went unnoticed"
+        );
+    }
+    std::fs::write(&cp, &cp_original).unwrap();
+    verify(&dir, VerifyOptions::default()).unwrap();
+}

@@ -1,0 +1,552 @@
+//! The HTTP API (v1): routes, shared state, and the audit trail of every access.
+//!
+//! Guarantees:
+//! - Personal data leaves only through handlers that take a [`extract::Reader`]; the profile
+//!   passes through [`crate::view`] (masking) before serialization, and its audit record is
+//!   durable before the response is sent. If the audit log cannot be written, no personal
+//!   data is returned (503 `audit_unavailable`).
+//! - A record outside the caller's jurisdiction answers exactly like a missing one.
+
+pub mod error;
+pub mod extract;
+mod openapi;
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use audit::{Actor, AuditLog, AuditRecord, Decision};
+use model::{Department, DivisionCode, RecordKind};
+
+use crate::auth::{Authenticator, Principal};
+use crate::authz::{Permission, Permissions};
+use crate::crypto::KeyRing;
+use crate::ingest::{IngestError, Pipeline, Receipt};
+use crate::resolve::{AuthorityOrder, Profile, Resolver};
+use crate::store::Store;
+use crate::view;
+
+use error::ApiError;
+use extract::{Authenticated, Publisher, Reader};
+
+/// Everything a request handler may use.
+#[derive(Debug)]
+pub struct AppStateInner {
+    pub store: Arc<Store>,
+    pub keys: Arc<KeyRing>,
+    pub pipeline: Pipeline,
+    pub authenticator: Authenticator,
+    pub permissions: Permissions,
+    pub authority: AuthorityOrder,
+    pub purposes: Vec<String>,
+    pub max_body_bytes: usize,
+    pub audit: AuditLog,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppState(pub Arc<AppStateInner>);
+
+impl Deref for AppState {
+    type Target = AppStateInner;
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// Per-request facts set by the server before routing.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub client_addr: Option<String>,
+}
+
+/// The client's socket address, inserted by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+/// The router with every v1 route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/v1/ingest/{department}", post(ingest))
+        .route("/v1/ingest/{department}/batches/{batch_id}", get(receipt))
+        .route("/v1/residents/{id}", get(get_resident))
+        .route("/v1/houses/{id}", get(get_house))
+        .route("/v1/events/{id}", get(get_event))
+        .route(
+            "/v1/residents/by-source/{department}/{source_id}",
+            get(resident_by_source),
+        )
+        .route(
+            "/v1/houses/by-source/{department}/{source_id}",
+            get(house_by_source),
+        )
+        .route(
+            "/v1/events/by-source/{department}/{source_id}",
+            get(event_by_source),
+        )
+        .route("/v1/whoami", get(whoami))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "route_not_found",
+                "no such route; see /openapi.json",
+            )
+        })
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+/// Gives every request an id (echoed as `x-request-id`) and records the client address.
+async fn request_context(mut request: Request, next: Next) -> Response {
+    let mut bytes = [0u8; 12];
+    // A failed random read leaves zeros: the id is then less unique, which is harmless.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    let request_id = hex::encode(bytes);
+    let client_addr = request
+        .extensions()
+        .get::<ClientAddr>()
+        .map(|a| a.0.to_string());
+    request.extensions_mut().insert(RequestContext {
+        request_id: request_id.clone(),
+        client_addr,
+    });
+    let method = request.method().clone();
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    tracing::info!(
+        request_id = %request_id,
+        method = %method,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    status: &'static str,
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = error::ErrorBody)))]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    if !state.audit.is_healthy() {
+        return Err(ApiError::unavailable(
+            "audit_unavailable",
+            "the audit log cannot be written; personal data is withheld until it can",
+        ));
+    }
+    state
+        .store
+        .read()
+        .map_err(|_| ApiError::unavailable("store_unavailable", "the store cannot be read"))?;
+    Ok(Json(Health { status: "ready" }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    sub: String,
+    roles: Vec<String>,
+    jurisdiction: Vec<String>,
+    dept: Option<String>,
+}
+
+/// Who the token says you are (no personal data of residents).
+#[utoipa::path(get, path = "/v1/whoami", responses((status = 200, body = WhoAmI), (status = 401, body = error::ErrorBody)), security(("bearer" = [])))]
+async fn whoami(caller: Authenticated) -> Json<WhoAmI> {
+    let p = caller.principal;
+    Json(WhoAmI {
+        sub: p.sub,
+        roles: p.roles,
+        jurisdiction: p.jurisdiction.iter().map(|j| j.as_str().to_owned()).collect(),
+        dept: p.dept.map(|d| d.code().to_owned()),
+    })
+}
+
+fn parse_department(code: &str) -> Result<Department, ApiError> {
+    Department::parse(code).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "department_unknown",
+            "unknown department code; use gongan, minzheng, weijian, sifa, zhujian, chengguan, yingji or wangge",
+        )
+    })
+}
+
+/// Publish a batch of records (NDJSON or a JSON array) for a department.
+#[utoipa::path(post, path = "/v1/ingest/{department}",
+    params(("department" = String, Path, description = "department code, e.g. gongan")),
+    request_body(content = String, content_type = "application/x-ndjson", description = "one unified record per line, or a JSON array"),
+    responses((status = 200, body = Receipt), (status = 400, body = error::ErrorBody), (status = 401, body = error::ErrorBody),
+        (status = 403, body = error::ErrorBody), (status = 413, body = error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn ingest(
+    State(state): State<AppState>,
+    publisher: Publisher,
+    Path(department): Path<String>,
+    body: Body,
+) -> Result<Json<Receipt>, ApiError> {
+    let department = parse_department(&department)?;
+    if publisher.principal.dept != Some(department) {
+        let error = ApiError::forbidden(
+            "department_mismatch",
+            "a publisher may only publish for its own department",
+        );
+        state
+            .audit_refusal(&publisher.principal, &publisher.context, None, None, "/v1/ingest/{department}", &error)
+            .await?;
+        return Err(error);
+    }
+    let bytes = axum::body::to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the batch is larger than {} bytes; split it into smaller batches",
+                    state.max_body_bytes
+                ),
+            )
+        })?;
+    let pipeline = state.pipeline.clone();
+    let receipt = tokio::task::spawn_blocking(move || pipeline.ingest(department, &bytes))
+        .await
+        .map_err(|err| ApiError::internal("ingest_failed", &err))?
+        .map_err(|err| match err {
+            IngestError::Malformed(message) => ApiError::bad_request("batch_malformed", message),
+            IngestError::TooManyRecords(_) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_records",
+                err.to_string(),
+            ),
+            other => ApiError::internal("ingest_failed", &other),
+        })?;
+    let mut record = state.audit_record(&publisher.principal, &publisher.context, "ingest", "/v1/ingest/{department}", Decision::Allow);
+    record.result_count = receipt.accepted as u64;
+    record.outcome = format!("ok batch={} rejected={}", receipt.batch_id, receipt.rejected.len());
+    state.append_audit(record).await?;
+    Ok(Json(receipt))
+}
+
+/// A batch receipt, for the department that published it.
+#[utoipa::path(get, path = "/v1/ingest/{department}/batches/{batch_id}",
+    params(("department" = String, Path), ("batch_id" = String, Path)),
+    responses((status = 200, body = Receipt), (status = 404, body = error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn receipt(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path((department, batch_id)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let department = parse_department(&department)?;
+    if !state
+        .permissions
+        .allows(&caller.principal.roles, Permission::ReadOwnReceipts)
+        || caller.principal.dept != Some(department)
+    {
+        return Err(ApiError::not_found());
+    }
+    let reader = state.store.read().map_err(|e| ApiError::internal("store_error", &e))?;
+    let bytes = reader
+        .receipt(&batch_id)
+        .map_err(|e| ApiError::internal("store_error", &e))?
+        .ok_or_else(ApiError::not_found)?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal("store_error", &e))?;
+    if value.get("department").and_then(|d| d.as_str()) != Some(department.code()) {
+        return Err(ApiError::not_found());
+    }
+    Ok(Json(value))
+}
+
+/// One merged, masked resident profile.
+#[utoipa::path(get, path = "/v1/residents/{id}",
+    params(("id" = String, Path, description = "unified id"),
+        ("X-Purpose" = String, Header, description = "purpose of use"),
+        ("X-Case-Id" = Option<String>, Header, description = "case reference")),
+    responses((status = 200, body = Profile), (status = 400, body = error::ErrorBody), (status = 401, body = error::ErrorBody),
+        (status = 403, body = error::ErrorBody), (status = 404, body = error::ErrorBody), (status = 503, body = error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_resident(
+    State(state): State<AppState>,
+    reader: Reader,
+    Path(id): Path<String>,
+) -> Result<Json<Profile>, ApiError> {
+    read_entity(&state, &reader, RecordKind::Resident, &id, "/v1/residents/{id}").await
+}
+
+/// One merged house with its occupants.
+#[utoipa::path(get, path = "/v1/houses/{id}",
+    params(("id" = String, Path), ("X-Purpose" = String, Header)),
+    responses((status = 200, body = Profile), (status = 404, body = error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_house(
+    State(state): State<AppState>,
+    reader: Reader,
+    Path(id): Path<String>,
+) -> Result<Json<Profile>, ApiError> {
+    read_entity(&state, &reader, RecordKind::House, &id, "/v1/houses/{id}").await
+}
+
+/// One event with its parties and house.
+#[utoipa::path(get, path = "/v1/events/{id}",
+    params(("id" = String, Path), ("X-Purpose" = String, Header)),
+    responses((status = 200, body = Profile), (status = 404, body = error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_event(
+    State(state): State<AppState>,
+    reader: Reader,
+    Path(id): Path<String>,
+) -> Result<Json<Profile>, ApiError> {
+    read_entity(&state, &reader, RecordKind::Event, &id, "/v1/events/{id}").await
+}
+
+/// Loads, scopes, masks and audits one entity.
+async fn read_entity(
+    state: &AppState,
+    reader: &Reader,
+    kind: RecordKind,
+    id: &str,
+    endpoint: &str,
+) -> Result<Json<Profile>, ApiError> {
+    let profile = state.load_profile(id).await?;
+    let in_scope = profile
+        .as_ref()
+        .filter(|p| p.kind == kind)
+        .map(|p| state.covers(&reader.principal, p));
+    let action = format!("read_{}", kind.as_str());
+    match (profile, in_scope) {
+        (Some(mut profile), Some(true)) => {
+            let outcome = view::apply(&mut profile, &reader.principal, &reader.purpose);
+            let mut record = state.reader_record(reader, &action, endpoint, outcome.decision());
+            record.entities = vec![profile.id.clone()];
+            record.residents = state.resident_refs(&profile);
+            record.fields_clear = outcome.fields_clear;
+            record.result_count = 1;
+            state.append_audit(record).await?;
+            Ok(Json(profile))
+        }
+        (profile, in_scope) => {
+            let mut record = state.reader_record(reader, &action, endpoint, Decision::Deny);
+            record.entities = vec![id.chars().take(64).collect()];
+            record.outcome = match (profile.is_some(), in_scope) {
+                (true, Some(false)) => "out_of_scope".to_owned(),
+                _ => "not_found".to_owned(),
+            };
+            state.append_audit(record).await?;
+            Err(ApiError::not_found())
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UnifiedId {
+    /// The unified id the source record merged into.
+    id: String,
+}
+
+async fn by_source(
+    state: &AppState,
+    reader: &Reader,
+    kind: RecordKind,
+    department: &str,
+    source_id: &str,
+) -> Result<Json<UnifiedId>, ApiError> {
+    let department = parse_department(department)?;
+    let entity = {
+        let state = state.clone();
+        let source_id = source_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let snapshot = state.store.read()?;
+            let resolver = Resolver {
+                reader: &snapshot,
+                keys: &state.keys,
+                authority: &state.authority,
+            };
+            resolver.entity_of_source(department, kind, &source_id)
+        })
+        .await
+        .map_err(|e| ApiError::internal("lookup_failed", &e))?
+        .map_err(|e| ApiError::internal("lookup_failed", &e))?
+    };
+    let profile = match &entity {
+        Some(entity) => state.load_profile(entity).await?,
+        None => None,
+    };
+    let endpoint = format!("/v1/{}s/by-source/{{department}}/{{source_id}}", kind.as_str());
+    let mut record = state.reader_record(reader, "lookup_by_source", &endpoint, Decision::Allow);
+    match profile.filter(|p| state.covers(&reader.principal, p)) {
+        Some(profile) => {
+            record.entities = vec![profile.id.clone()];
+            record.result_count = 1;
+            state.append_audit(record).await?;
+            Ok(Json(UnifiedId { id: profile.id }))
+        }
+        None => {
+            record.decision = Decision::Deny;
+            record.outcome = "not_found".to_owned();
+            state.append_audit(record).await?;
+            Err(ApiError::not_found())
+        }
+    }
+}
+
+/// The unified id a department's resident record merged into.
+#[utoipa::path(get, path = "/v1/residents/by-source/{department}/{source_id}",
+    params(("department" = String, Path), ("source_id" = String, Path), ("X-Purpose" = String, Header)),
+    responses((status = 200, body = UnifiedId), (status = 404, body = error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn resident_by_source(
+    State(state): State<AppState>,
+    reader: Reader,
+    Path((department, source_id)): Path<(String, String)>,
+) -> Result<Json<UnifiedId>, ApiError> {
+    by_source(&state, &reader, RecordKind::Resident, &department, &source_id).await
+}
+
+/// The unified id a department's house record merged into.
+#[utoipa::path(get, path = "/v1/houses/by-source/{department}/{source_id}",
+    params(("department" = String, Path), ("source_id" = String, Path), ("X-Purpose" = String, Header)),
+    responses((status = 200, body = UnifiedId), (status = 404, body = error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn house_by_source(
+    State(state): State<AppState>,
+    reader: Reader,
+    Path((department, source_id)): Path<(String, String)>,
+) -> Result<Json<UnifiedId>, ApiError> {
+    by_source(&state, &reader, RecordKind::House, &department, &source_id).await
+}
+
+/// The unified id a department's event record merged into.
+#[utoipa::path(get, path = "/v1/events/by-source/{department}/{source_id}",
+    params(("department" = String, Path), ("source_id" = String, Path), ("X-Purpose" = String, Header)),
+    responses((status = 200, body = UnifiedId), (status = 404, body = error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn event_by_source(
+    State(state): State<AppState>,
+    reader: Reader,
+    Path((department, source_id)): Path<(String, String)>,
+) -> Result<Json<UnifiedId>, ApiError> {
+    by_source(&state, &reader, RecordKind::Event, &department, &source_id).await
+}
+
+impl AppState {
+    /// The merged profile of an entity, read from one consistent snapshot.
+    async fn load_profile(&self, id: &str) -> Result<Option<Profile>, ApiError> {
+        if id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Ok(None);
+        }
+        let state = self.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let snapshot = state.store.read()?;
+            let resolver = Resolver {
+                reader: &snapshot,
+                keys: &state.keys,
+                authority: &state.authority,
+            };
+            resolver.profile(&id).map_err(anyhow::Error::from)
+        })
+        .await
+        .map_err(|e| ApiError::internal("read_failed", &e))?
+        .map_err(|e| ApiError::internal("integrity_error", &e))
+    }
+
+    /// Whether the entity's grid lies inside the principal's jurisdiction.
+    fn covers(&self, principal: &Principal, profile: &Profile) -> bool {
+        profile
+            .grid
+            .as_deref()
+            .and_then(|g| DivisionCode::parse(g).ok())
+            .is_some_and(|grid| principal.covers(&grid))
+    }
+
+    /// Keyed references to the residents a profile is about (never the ID numbers).
+    fn resident_refs(&self, profile: &Profile) -> Vec<String> {
+        if profile.kind != RecordKind::Resident {
+            return Vec::new();
+        }
+        vec![hex::encode(&self.keys.audit_subject(&profile.id)[..16])]
+    }
+
+    fn audit_record(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        action: &str,
+        endpoint: &str,
+        decision: Decision,
+    ) -> AuditRecord {
+        let actor = Actor {
+            sub: principal.sub.clone(),
+            name: principal.name.clone(),
+            roles: principal.roles.clone(),
+            dept: principal.dept.map(|d| d.code().to_owned()),
+        };
+        let mut record = AuditRecord::new(&context.request_id, actor, action, endpoint, decision);
+        record.client_addr = context.client_addr.clone();
+        record.policy_version = Some(self.permissions.version.clone());
+        record
+    }
+
+    fn reader_record(
+        &self,
+        reader: &Reader,
+        action: &str,
+        endpoint: &str,
+        decision: Decision,
+    ) -> AuditRecord {
+        let mut record = self.audit_record(&reader.principal, &reader.context, action, endpoint, decision);
+        record.purpose = Some(reader.purpose.clone());
+        record.case_id = reader.case_id.clone();
+        record
+    }
+
+    /// Appends a record and waits until it is durable; fails closed.
+    pub async fn append_audit(&self, record: AuditRecord) -> Result<u64, ApiError> {
+        self.audit.append(record).await.map_err(|err| {
+            tracing::error!(cause = %err, "audit append failed");
+            ApiError::unavailable(
+                "audit_unavailable",
+                "the audit log cannot be written; the request was not served",
+            )
+        })
+    }
+
+    /// Audits a refused request (wrong role, missing purpose …).
+    pub async fn audit_refusal(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        purpose: Option<&str>,
+        case_id: Option<&str>,
+        endpoint: &str,
+        error: &ApiError,
+    ) -> Result<(), ApiError> {
+        let mut record = self.audit_record(principal, context, "refused", endpoint, Decision::Deny);
+        record.purpose = purpose.map(|p| p.chars().take(64).collect());
+        record.case_id = case_id.map(str::to_owned);
+        record.outcome = error.code.to_owned();
+        self.append_audit(record).await.map(|_| ())
+    }
+}

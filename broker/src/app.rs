@@ -1,0 +1,244 @@
+//! Assembling and starting a broker: data directory, master key, keys, store, audit log,
+//! policy, authentication, TLS and the HTTP server.
+//!
+//! Guarantees: [`start`] returns only once the broker is listening and every component is
+//! ready; any missing piece (master key, TLS files, JWKS) is an error naming it. The master
+//! key is never looked for or created inside the data directory. [`RunningBroker::shutdown`]
+//! stops accepting, drains requests, and closes the audit log with a final checkpoint.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use audit::{AuditConfig, AuditLog, CheckpointSigner};
+
+use crate::api::{router, AppState, AppStateInner};
+use crate::auth::{Authenticator, TokenSigner, DEFAULT_AUDIENCE, DEV_ISSUER};
+use crate::authz::Permissions;
+use crate::config::Config;
+use crate::crypto::MasterKey;
+use crate::ingest::Pipeline;
+use crate::keys::{load_key_ring, load_or_create_secret};
+use crate::resolve::AuthorityOrder;
+use crate::store::Store;
+use crate::tls;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+/// How to run a broker.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub config: Config,
+    pub master_key: Option<PathBuf>,
+    pub dev: bool,
+    /// Serve plain HTTP instead of TLS (only for a TLS-terminating proxy in front).
+    pub insecure_http: bool,
+}
+
+/// A broker that is listening.
+#[derive(Debug)]
+pub struct RunningBroker {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    /// The self-signed certificate in dev mode, for clients to trust.
+    pub dev_certificate: Option<PathBuf>,
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+}
+
+impl RunningBroker {
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        let host = if self.addr.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else if self.addr.ip().is_loopback() && self.addr.is_ipv4() {
+            "localhost".to_owned()
+        } else {
+            self.addr.ip().to_string()
+        };
+        format!("{scheme}://{host}:{}", self.addr.port())
+    }
+
+    /// Stops accepting, drains open requests, and closes the audit log (final checkpoint).
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        self.state
+            .audit
+            .close()
+            .await
+            .context("closing the audit log")?;
+        Ok(())
+    }
+}
+
+/// `<DIR>.master-key`: beside the data directory, never inside it.
+pub fn default_master_key_path(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "safegrid".into());
+    name.push(".master-key");
+    data_dir.with_file_name(name)
+}
+
+/// Where dev-mode material (self-signed certificate, instance JWT key) lives.
+pub fn dev_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("dev")
+}
+
+/// Loads the master key the way `serve` does.
+pub fn load_master_key(data_dir: &Path, explicit: Option<&Path>, dev: bool) -> anyhow::Result<MasterKey> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => default_master_key_path(data_dir),
+    };
+    let absolute_data = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    if let Some(parent) = path.parent().and_then(|p| std::fs::canonicalize(p).ok()) {
+        if parent.starts_with(&absolute_data) {
+            bail!(
+                "the master key {} must not live inside the data directory {}",
+                path.display(),
+                data_dir.display()
+            );
+        }
+    }
+    MasterKey::load(Some(&path), dev)
+        .with_context(|| format!("loading the master key ({})", path.display()))
+}
+
+/// The instance's own token-signing key (dev mode), created on first use, stored wrapped.
+pub fn dev_token_signer(data_dir: &Path, master: &MasterKey) -> anyhow::Result<TokenSigner> {
+    let dir = dev_dir(data_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("jwt-signing.key.wrapped");
+    const LABEL: &str = "dev/jwt-signing";
+    let pkcs8 = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let wrapped = STANDARD
+                .decode(text.trim())
+                .with_context(|| format!("{} is not base64", path.display()))?;
+            master
+                .unwrap_bytes(&wrapped, LABEL)
+                .with_context(|| format!("{} does not open under this master key", path.display()))?
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let pkcs8 = zeroize::Zeroizing::new(CheckpointSigner::generate_pkcs8());
+            let wrapped = master.wrap_bytes(&pkcs8, LABEL)?;
+            crate::crypto::write_private_file(&path, STANDARD.encode(wrapped).as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            pkcs8
+        }
+        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+    };
+    let signer = TokenSigner::from_pkcs8(&pkcs8)?;
+    std::fs::write(dir.join("jwt-public.key"), STANDARD.encode(signer.public_key()))
+        .context("writing the dev JWT public key")?;
+    Ok(signer)
+}
+
+/// Opens everything and starts listening.
+pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
+    tls::install_crypto_provider();
+    let data_dir = &options.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let master = load_master_key(data_dir, options.master_key.as_deref(), options.dev)?;
+    let store = Arc::new(
+        Store::open(&data_dir.join("store.redb")).context("opening the store")?,
+    );
+    let keys = Arc::new(load_key_ring(&store, &master).context("loading keys")?);
+
+    let audit_pkcs8 = load_or_create_secret(&store, &master, "audit-checkpoint/1", || {
+        Ok(CheckpointSigner::generate_pkcs8())
+    })?;
+    let audit_config = AuditConfig {
+        origin: options.config.audit.origin.clone(),
+        checkpoint_interval: std::time::Duration::from_secs(options.config.audit.checkpoint_seconds.max(1)),
+        ..AuditConfig::default()
+    };
+    let audit = AuditLog::open(
+        &data_dir.join("audit"),
+        CheckpointSigner::from_pkcs8(&audit_pkcs8)?,
+        audit_config,
+    )
+    .context("opening the audit log")?;
+
+    let authenticator = match (&options.config.auth, options.dev) {
+        (Some(auth), _) => Authenticator::from_jwks_file(&auth.jwks_file, &auth.issuer, &auth.audience)?,
+        (None, true) => {
+            let signer = dev_token_signer(data_dir, &master)?;
+            Authenticator::ed25519(signer.public_key(), DEV_ISSUER, DEFAULT_AUDIENCE)
+        }
+        (None, false) => bail!("no [auth] section in the configuration: set auth.jwks_file and auth.issuer, or run with --dev"),
+    };
+    let permissions = Permissions::load(options.config.policy_dir.as_deref()).await?;
+    let mut authority = AuthorityOrder::default();
+    for (key, order) in &options.config.authority {
+        authority.set(key, order.clone());
+    }
+
+    let (tls_config, dev_certificate) = if options.insecure_http {
+        (None, None)
+    } else {
+        match (&options.config.tls, options.dev) {
+            (Some(section), _) => (
+                Some(tls::server_config(&tls::CertFiles {
+                    cert: section.cert_file.clone(),
+                    key: section.key_file.clone(),
+                })?),
+                None,
+            ),
+            (None, true) => {
+                let files = tls::ensure_dev_certificate(&dev_dir(data_dir))?;
+                (Some(tls::server_config(&files)?), Some(files.cert))
+            }
+            (None, false) => bail!("no [tls] section in the configuration: set tls.cert_file and tls.key_file, run with --dev, or (behind a TLS proxy only) --insecure-http"),
+        }
+    };
+
+    let state = AppState(Arc::new(AppStateInner {
+        pipeline: Pipeline::new(store.clone(), keys.clone()),
+        store,
+        keys,
+        authenticator,
+        permissions,
+        authority,
+        purposes: options.config.purposes.clone(),
+        max_body_bytes: options.config.ingest.max_body_bytes,
+        audit,
+    }));
+    let listen = options
+        .listen
+        .or(options.config.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8443))));
+    let (listener, addr) = crate::server::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        tls_config.clone(),
+        router(state.clone()),
+        shutdown_rx,
+    ));
+    tracing::info!(%addr, tls = tls_config.is_some(), "broker listening");
+    Ok(RunningBroker {
+        addr,
+        tls: tls_config.is_some(),
+        dev_certificate,
+        state,
+        shutdown,
+        server,
+    })
+}

@@ -1,0 +1,228 @@
+//! The broker's configuration file (TOML), every key documented, unknown keys refused.
+//!
+//! Guarantees: [`Config::load`] either returns a configuration whose values were all checked
+//! or an error that names the file, the key and the problem; a secret never appears in it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use model::Department;
+
+/// Default purposes of use (`X-Purpose`).
+pub const DEFAULT_PURPOSES: [&str; 5] = [
+    "routine_visit",
+    "dispute_mediation",
+    "elderly_care",
+    "emergency",
+    "case_investigation",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("config key {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address and port to listen on, e.g. `0.0.0.0:8443`.
+    pub listen: Option<SocketAddr>,
+    /// TLS certificate and key for the API (PEM). Required unless `serve --dev`.
+    pub tls: Option<TlsSection>,
+    /// Who may sign tokens. Required unless `serve --dev`.
+    pub auth: Option<AuthSection>,
+    /// Limits on what departments publish.
+    #[serde(default)]
+    pub ingest: IngestSection,
+    /// Purposes of use a reader may state in `X-Purpose`.
+    #[serde(default = "default_purposes")]
+    pub purposes: Vec<String>,
+    /// Folder with `model.conf` and `policy.csv` (casbin); the shipped defaults if absent.
+    pub policy_dir: Option<PathBuf>,
+    /// Per-field authority order: `"resident.phone" = ["gongan", "minzheng"]`. Departments
+    /// earlier in the list win when departments disagree on that field.
+    #[serde(default)]
+    pub authority: BTreeMap<String, Vec<Department>>,
+    /// Audit log settings.
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf certificate.
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// JWKS file with the public keys of the identity provider (EdDSA, ES256 or RS256).
+    pub jwks_file: PathBuf,
+    /// Expected `iss` claim.
+    pub issuer: String,
+    /// Expected `aud` claim.
+    #[serde(default = "default_audience")]
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSection {
+    /// Largest accepted ingest body in bytes; larger batches get 413 `payload_too_large`.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        IngestSection {
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Checkpoint origin line and key name (no spaces), e.g. `safegrid.example.gov.cn/audit`.
+    #[serde(default = "default_origin")]
+    pub origin: String,
+    /// Seconds between signed checkpoints while the log grows.
+    #[serde(default = "default_checkpoint_seconds")]
+    pub checkpoint_seconds: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            origin: default_origin(),
+            checkpoint_seconds: default_checkpoint_seconds(),
+        }
+    }
+}
+
+fn default_purposes() -> Vec<String> {
+    DEFAULT_PURPOSES.iter().map(|p| (*p).to_owned()).collect()
+}
+fn default_audience() -> String {
+    crate::auth::DEFAULT_AUDIENCE.to_owned()
+}
+fn default_max_body() -> usize {
+    64 * 1024 * 1024
+}
+fn default_origin() -> String {
+    "safegrid/audit".to_owned()
+}
+fn default_checkpoint_seconds() -> u64 {
+    5
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: None,
+            tls: None,
+            auth: None,
+            ingest: IngestSection::default(),
+            purposes: default_purposes(),
+            policy_dir: None,
+            authority: BTreeMap::new(),
+            audit: AuditSection::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            reason: format!(
+                "{}{}",
+                e.message(),
+                e.span()
+                    .map(|s| format!(" (at byte {})", s.start))
+                    .unwrap_or_default()
+            ),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if self.purposes.is_empty() {
+            return Err(invalid("purposes", "list at least one purpose of use"));
+        }
+        if let Some(bad) = self
+            .purposes
+            .iter()
+            .find(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        {
+            let _ = bad;
+            return Err(invalid("purposes", "purposes are snake_case ASCII codes"));
+        }
+        if self.ingest.max_body_bytes < 1024 {
+            return Err(invalid("ingest.max_body_bytes", "must be at least 1024"));
+        }
+        for key in self.authority.keys() {
+            let valid = key
+                .split_once('.')
+                .is_some_and(|(kind, field)| {
+                    ["resident", "house", "event"].contains(&kind) && !field.is_empty()
+                });
+            if !valid {
+                return Err(invalid(
+                    &format!("authority.\"{key}\""),
+                    "keys are <kind>.<field>, e.g. resident.phone",
+                ));
+            }
+        }
+        if self.audit.origin.is_empty() || self.audit.origin.contains([' ', '+', '\n']) {
+            return Err(invalid("audit.origin", "no spaces, '+' or newlines"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listn = \"0.0.0.0:1\"\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn authority_keys_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[authority]\n\"phone\" = [\"gongan\"]\n").unwrap();
+        assert!(Config::load(&path).unwrap_err().to_string().contains("authority"));
+        std::fs::write(&path, "[authority]\n\"resident.phone\" = [\"minzheng\", \"gongan\"]\n").unwrap();
+        assert_eq!(Config::load(&path).unwrap().authority.len(), 1);
+    }
+}

@@ -1,0 +1,508 @@
+//! The ingest pipeline every path ends in: split a batch into records -> validate (model) ->
+//! resolve to a unified entity -> seal personal fields -> store, with one receipt per batch.
+//!
+//! Guarantees:
+//! - Each record is judged on its own: a bad record is rejected with its line, a stable code
+//!   and a message that never repeats its values; the good records beside it are stored.
+//! - The receipt is returned only after the batch is durably committed.
+//! - Re-delivery is idempotent on (`department`, `kind`, `source_id`, `version`): the same
+//!   version again changes nothing, an older version is ignored as stale, and the same version
+//!   with different content is rejected as a conflict.
+//! - Plaintext personal data never reaches the store: only the sealed form and keyed hashes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use model::{Department, IdNumber, Phone, Record, RecordKind};
+
+use crate::crypto::{CryptoError, FieldContext, KeyRing};
+use crate::store::{Store, StoreError, StoredSource};
+
+/// Body fields that are not personal and stay in clear (references, codes, statuses).
+const CLEAR_FIELDS: &[&str] = &[
+    "grid",
+    "house_source_id",
+    "usage",
+    "event_type",
+    "status",
+    "occurred_at",
+    "id_number_legacy",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("the batch is not NDJSON or a JSON array of records: {0}")]
+    Malformed(String),
+    #[error("the batch holds {0} records; send at most {MAX_RECORDS_PER_BATCH} per request")]
+    TooManyRecords(usize),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// Most records one request may carry.
+pub const MAX_RECORDS_PER_BATCH: usize = 100_000;
+
+/// One rejected record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Rejection {
+    /// 1-based line (NDJSON) or position (JSON array) of the record in the batch.
+    pub line: usize,
+    /// Stable snake_case reason code.
+    pub code: String,
+    /// What is wrong and how to fix it; never repeats the rejected value.
+    pub message: String,
+    /// The field at fault, when the error is about one field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The record's source_id, when it could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
+}
+
+/// What happened to a batch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Receipt {
+    /// Same body from the same department => same batch id.
+    pub batch_id: String,
+    pub department: String,
+    pub received_at: DateTime<Utc>,
+    /// Valid records (created + updated + unchanged + stale + deleted).
+    pub accepted: usize,
+    /// New source records.
+    pub created: usize,
+    /// Newer versions of known source records.
+    pub updated: usize,
+    /// Re-delivered with the version already stored: nothing changed.
+    pub unchanged: usize,
+    /// Older than the version already stored: ignored.
+    pub stale: usize,
+    /// Tombstones applied.
+    pub deleted: usize,
+    pub rejected: Vec<Rejection>,
+}
+
+/// The pipeline shared by every ingest path (HTTP push today, connectors later).
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    store: Arc<Store>,
+    keys: Arc<KeyRing>,
+}
+
+/// A record validated, resolved and sealed, waiting for its transaction.
+struct Prepared {
+    line: usize,
+    source: StoredSource,
+}
+
+impl Pipeline {
+    pub fn new(store: Arc<Store>, keys: Arc<KeyRing>) -> Pipeline {
+        Pipeline { store, keys }
+    }
+
+    /// Ingests one batch published by `department` and returns its receipt.
+    pub fn ingest(&self, department: Department, body: &[u8]) -> Result<Receipt, IngestError> {
+        let received_at = Utc::now();
+        let batch_id = batch_id(department, body);
+        let items = split_batch(body)?;
+        if items.len() > MAX_RECORDS_PER_BATCH {
+            return Err(IngestError::TooManyRecords(items.len()));
+        }
+        let mut rejected = Vec::new();
+        let mut prepared = Vec::with_capacity(items.len());
+        for (line, item) in items {
+            match self.prepare(department, &batch_id, received_at, item) {
+                Ok(source) => prepared.push(Prepared { line, source }),
+                Err(rejection) => rejected.push(Rejection { line, ..rejection }),
+            }
+        }
+        let mut receipt = Receipt {
+            batch_id: batch_id.clone(),
+            department: department.code().to_owned(),
+            received_at,
+            accepted: 0,
+            created: 0,
+            updated: 0,
+            unchanged: 0,
+            stale: 0,
+            deleted: 0,
+            rejected,
+        };
+        self.store.write(|writer| -> Result<(), IngestError> {
+            for Prepared { line, source } in &prepared {
+                let previous = writer.source(&source.key())?;
+                match previous {
+                    Some(previous) if previous.version > source.version => receipt.stale += 1,
+                    Some(previous) if previous.version == source.version => {
+                        if previous.digest == source.digest {
+                            receipt.unchanged += 1;
+                        } else {
+                            receipt.rejected.push(Rejection {
+                                line: *line,
+                                code: "version_conflict".to_owned(),
+                                message: "this source_id and version were already received with different content; send the change with a newer version".to_owned(),
+                                field: Some("version".to_owned()),
+                                source_id: Some(source.source_id.clone()),
+                            });
+                            continue;
+                        }
+                    }
+                    previous => {
+                        if source.deleted {
+                            receipt.deleted += 1;
+                        } else if previous.is_some() {
+                            receipt.updated += 1;
+                        } else {
+                            receipt.created += 1;
+                        }
+                        writer.put_source(source, previous.as_ref())?;
+                    }
+                }
+                receipt.accepted += 1;
+            }
+            receipt.rejected.sort_by_key(|r| r.line);
+            let bytes = serde_json::to_vec(&receipt)
+                .map_err(|err| IngestError::Malformed(err.to_string()))?;
+            writer.put_receipt(&batch_id, &bytes)?;
+            Ok(())
+        })?;
+        Ok(receipt)
+    }
+
+    fn prepare(
+        &self,
+        department: Department,
+        batch_id: &str,
+        received_at: DateTime<Utc>,
+        item: Result<Value, String>,
+    ) -> Result<StoredSource, Rejection> {
+        let value = item.map_err(|message| rejection("json_syntax", message, None, None))?;
+        let record = Record::from_value(&value).map_err(|err| {
+            let source_id = value
+                .get("source_id")
+                .and_then(Value::as_str)
+                .map(|s| s.chars().take(200).collect());
+            let field = (!err.field().is_empty()).then(|| err.field().to_owned());
+            rejection(err.code(), err.message().to_owned(), field, source_id)
+        })?;
+        self.seal_record(department, batch_id, received_at, &record)
+            .map_err(|_| rejection("internal_error", "the record could not be sealed; retry later".to_owned(), None, None))
+    }
+
+    /// Resolves the record's entity and links and seals its personal fields.
+    fn seal_record(
+        &self,
+        department: Department,
+        batch_id: &str,
+        received_at: DateTime<Utc>,
+        record: &Record,
+    ) -> Result<StoredSource, CryptoError> {
+        let meta = record.meta();
+        let kind = record.kind();
+        let row = StoredSource::row_key(department, kind, &meta.source_id);
+        let resolved = self.resolve(&row, record);
+        let digest = self
+            .keys
+            .entity_hash("digest", &serde_json::to_string(record).unwrap_or_default())
+            .to_vec();
+        let body = body_fields(record);
+        let mut clear = BTreeMap::new();
+        let mut sealed = BTreeMap::new();
+        if !meta.deleted {
+            for (field, value) in body {
+                if is_empty(&value) || field == "grid" {
+                    continue;
+                }
+                if CLEAR_FIELDS.contains(&field.as_str()) {
+                    clear.insert(field, value);
+                } else {
+                    let ctx = FieldContext {
+                        department,
+                        row: &row,
+                        field: &field,
+                    };
+                    let plaintext = serde_json::to_vec(&value).unwrap_or_default();
+                    sealed.insert(field.clone(), self.keys.seal(ctx, &plaintext)?);
+                }
+            }
+        }
+        Ok(StoredSource {
+            kind,
+            department,
+            source_id: meta.source_id.clone(),
+            version: meta.version.clone(),
+            deleted: meta.deleted,
+            entity: resolved.entity,
+            grid: record.grid().map(|g| g.as_str().to_owned()),
+            received_at,
+            batch_id: batch_id.to_owned(),
+            digest,
+            clear,
+            sealed,
+            links: if meta.deleted { Vec::new() } else { resolved.links },
+        })
+    }
+
+    /// Deterministic resolution: residents merge on the normalised ID number, houses on their
+    /// source id, events stay per source record and link to their parties and house.
+    fn resolve(&self, row: &str, record: &Record) -> Resolved {
+        let keys = &self.keys;
+        match record {
+            Record::Resident { body, .. } => {
+                let entity = match &body.id_number {
+                    Some(id) => resident_entity_id(keys, id),
+                    None => entity_id(keys, "r", "resident-source", row),
+                };
+                let mut links = vec![format!("entity:{entity}")];
+                if let Some(id) = &body.id_number {
+                    links.push(blind_link(keys, "id_number", id.as_str()));
+                }
+                if let Some(phone) = &body.phone {
+                    links.push(phone_link(keys, phone));
+                }
+                if let Some(house) = &body.house_source_id {
+                    links.push(format!("occupant:{}", house_entity_id(keys, house)));
+                }
+                Resolved { entity, links }
+            }
+            Record::House { meta, body } => {
+                let entity = house_entity_id(keys, &meta.source_id);
+                let mut links = vec![format!("entity:{entity}")];
+                if let Some(owner) = &body.owner_id_number {
+                    links.push(format!("owner:{}", resident_entity_id(keys, owner)));
+                }
+                Resolved { entity, links }
+            }
+            Record::Event { body, .. } => {
+                let entity = entity_id(keys, "e", "event", row);
+                let mut links = vec![format!("entity:{entity}")];
+                for party in &body.party_id_numbers {
+                    links.push(format!("party:{}", resident_entity_id(keys, party)));
+                }
+                if let Some(house) = &body.house_source_id {
+                    links.push(format!("house-event:{}", house_entity_id(keys, house)));
+                }
+                Resolved { entity, links }
+            }
+        }
+    }
+}
+
+struct Resolved {
+    entity: String,
+    links: Vec<String>,
+}
+
+/// The unified id of the resident with this ID number.
+pub fn resident_entity_id(keys: &KeyRing, id: &IdNumber) -> String {
+    entity_id(keys, "r", "resident", id.as_str())
+}
+
+/// The unified id of the house with this source id.
+pub fn house_entity_id(keys: &KeyRing, house_source_id: &str) -> String {
+    entity_id(keys, "h", "house", house_source_id)
+}
+
+/// The unified id of the event with this row key.
+pub fn event_entity_id(keys: &KeyRing, department: Department, source_id: &str) -> String {
+    let row = StoredSource::row_key(department, RecordKind::Event, source_id);
+    entity_id(keys, "e", "event", &row)
+}
+
+fn entity_id(keys: &KeyRing, prefix: &str, domain: &str, value: &str) -> String {
+    let hash = keys.entity_hash(domain, value);
+    format!("{prefix}_{}", hex::encode(&hash[..10]))
+}
+
+/// Link key of the blind index of an ID number.
+pub fn blind_link(keys: &KeyRing, domain: &str, normalised: &str) -> String {
+    format!("blind:{domain}:{}", hex::encode(keys.blind_index(domain, normalised)))
+}
+
+fn phone_link(keys: &KeyRing, phone: &Phone) -> String {
+    blind_link(keys, "phone", &phone.digits())
+}
+
+fn body_fields(record: &Record) -> Map<String, Value> {
+    let value = match record {
+        Record::Resident { body, .. } => serde_json::to_value(body),
+        Record::House { body, .. } => serde_json::to_value(body),
+        Record::Event { body, .. } => serde_json::to_value(body),
+    };
+    match value {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::String(s) => s.is_empty(),
+        Value::Number(_) => false,
+    }
+}
+
+fn rejection(
+    code: &str,
+    message: String,
+    field: Option<String>,
+    source_id: Option<String>,
+) -> Rejection {
+    Rejection {
+        line: 0,
+        code: code.to_owned(),
+        message,
+        field,
+        source_id,
+    }
+}
+
+fn batch_id(department: Department, body: &[u8]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(department.code().as_bytes());
+    ctx.update(&[0]);
+    ctx.update(body);
+    let digest = ctx.finish();
+    format!("b_{}", hex::encode(&digest.as_ref()[..12]))
+}
+
+/// Splits a body into (line, record) pairs: a JSON array, or NDJSON (blank lines skipped).
+/// A line that is not valid JSON is kept as an error so it is reported, not dropped.
+pub fn split_batch(body: &[u8]) -> Result<Vec<(usize, Result<Value, String>)>, IngestError> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let text = std::str::from_utf8(body).map_err(|err| {
+        IngestError::Malformed(format!(
+            "the body is not UTF-8 (first bad byte at offset {}); convert GBK exports to UTF-8 or use a file connector",
+            err.valid_up_to()
+        ))
+    })?;
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        let values: Vec<Value> = serde_json::from_str(trimmed).map_err(|err| {
+            IngestError::Malformed(format!(
+                "the JSON array is malformed at line {} column {}",
+                err.line(),
+                err.column()
+            ))
+        })?;
+        return Ok(values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (i + 1, Ok(v)))
+            .collect());
+    }
+    Ok(text
+        .split('\n')
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            let parsed = serde_json::from_str::<Value>(line.trim_end_matches('\r')).map_err(|err| {
+                format!("line is not valid JSON (column {})", err.column())
+            });
+            (i + 1, parsed)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+    use crate::keys::load_key_ring;
+
+    fn pipeline(dir: &std::path::Path) -> Pipeline {
+        let store = Arc::new(Store::open(&dir.join("s.redb")).unwrap());
+        let keys = Arc::new(load_key_ring(&store, &MasterKey::for_tests(3)).unwrap());
+        Pipeline::new(store, keys)
+    }
+
+    const GOOD: &str = r#"{"kind":"resident","source_id":"GA-1","version":"2026-11-01T08:00:00Z","id_number":"11010519491231002X","name":"张三","phone":"13812345678","grid":"110105001001003"}"#;
+
+    #[test]
+    fn bad_records_do_not_cost_good_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let body = format!(
+            "{GOOD}\nnot json\n{}\n\n{}\n",
+            r#"{"kind":"resident","source_id":"GA-2","version":"1","id_number":"110105194912310021","grid":"110105001001003"}"#,
+            r#"{"kind":"house","source_id":"ZJ-1","version":"1","address":"幸福里3号楼","grid":"110105001001003"}"#
+        );
+        let receipt = p.ingest(Department::Gongan, body.as_bytes()).unwrap();
+        assert_eq!(receipt.accepted, 2);
+        assert_eq!(receipt.created, 2);
+        let codes: Vec<_> = receipt.rejected.iter().map(|r| (r.line, r.code.as_str())).collect();
+        assert_eq!(codes, vec![(2, "json_syntax"), (3, "id_number_checksum")]);
+    }
+
+    #[test]
+    fn redelivery_is_idempotent_and_conflicts_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let first = p.ingest(Department::Gongan, GOOD.as_bytes()).unwrap();
+        let again = p.ingest(Department::Gongan, GOOD.as_bytes()).unwrap();
+        assert_eq!(first.batch_id, again.batch_id);
+        assert_eq!((again.created, again.unchanged), (0, 1));
+        let changed = GOOD.replace("张三", "张叁");
+        let conflict = p.ingest(Department::Gongan, changed.as_bytes()).unwrap();
+        assert_eq!(conflict.rejected[0].code, "version_conflict");
+        let newer = changed.replace("2026-11-01T08:00:00Z", "2026-11-02T08:00:00Z");
+        assert_eq!(p.ingest(Department::Gongan, newer.as_bytes()).unwrap().updated, 1);
+        let older = GOOD.replace("2026-11-01T08:00:00Z", "2026-10-01T08:00:00Z");
+        assert_eq!(p.ingest(Department::Gongan, older.as_bytes()).unwrap().stale, 1);
+    }
+
+    #[test]
+    fn json_array_positions_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let body = format!("[{GOOD}, {{\"kind\":\"alien\"}}]");
+        let receipt = p.ingest(Department::Gongan, body.as_bytes()).unwrap();
+        assert_eq!(receipt.accepted, 1);
+        assert_eq!(receipt.rejected[0].line, 2);
+        assert_eq!(receipt.rejected[0].code, "kind_unknown");
+    }
+
+    #[test]
+    fn legacy_and_modern_id_resolve_to_one_entity() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let legacy = GOOD
+            .replace("GA-1", "MZ-1")
+            .replace("11010519491231002X", "110105491231002");
+        p.ingest(Department::Gongan, GOOD.as_bytes()).unwrap();
+        p.ingest(Department::Minzheng, legacy.as_bytes()).unwrap();
+        let reader = p.store.read().unwrap();
+        let a = reader.source("gongan/resident/GA-1").unwrap().unwrap();
+        let b = reader.source("minzheng/resident/MZ-1").unwrap().unwrap();
+        assert_eq!(a.entity, b.entity);
+        assert_eq!(reader.linked_rows(&format!("entity:{}", a.entity)).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn store_holds_no_plaintext() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        p.ingest(Department::Gongan, GOOD.as_bytes()).unwrap();
+        drop(p);
+        let bytes = std::fs::read(dir.path().join("s.redb")).unwrap();
+        for needle in ["11010519491231002X", "13812345678", "张三"] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle}");
+        }
+    }
+
+    #[test]
+    fn non_utf8_body_is_refused_with_advice() {
+        let err = split_batch(&[0xD5, 0xC5, 0xC8, 0xFD]).unwrap_err();
+        assert!(err.to_string().contains("GBK"));
+    }
+}

@@ -1,0 +1,114 @@
+//! Key bootstrap: the data keys of every department, the blind-index key, the entity-id key
+//! and the audit keys, created on first start and kept in the store wrapped by the master key.
+//!
+//! Guarantees: a key is generated once and never silently replaced — a store whose wrapped
+//! keys do not open under the given master key refuses to start (wrong master key), instead
+//! of creating fresh keys that would orphan the data.
+
+use model::Department;
+use ring::rand::SystemRandom;
+
+use crate::crypto::{CryptoError, KeyMaterial, KeyRing, MasterKey, SecretKey};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Loads every key from the store, creating missing ones (version 1) in one transaction.
+pub fn load_key_ring(store: &Store, master: &MasterKey) -> Result<KeyRing, KeyError> {
+    let rng = SystemRandom::new();
+    store.write(|w| -> Result<KeyRing, KeyError> {
+        let load = |w: &mut crate::store::StoreWriter, label: String| -> Result<SecretKey, KeyError> {
+            let meta_key = format!("keys/{label}");
+            match w.meta(&meta_key)? {
+                Some(wrapped) => Ok(master.unwrap_key(&wrapped, &label)?),
+                None => {
+                    let key = SecretKey::generate(&rng)?;
+                    w.put_meta(&meta_key, &master.wrap(&key, &label)?)?;
+                    Ok(key)
+                }
+            }
+        };
+        let mut data_keys = Vec::new();
+        for department in Department::ALL {
+            // Version 1 always exists; rotation adds higher versions under the same prefix.
+            let mut version = 1;
+            loop {
+                let label = format!("data/{}/{version}", department.code());
+                let exists = version == 1 || w.meta(&format!("keys/{label}"))?.is_some();
+                if !exists {
+                    break;
+                }
+                data_keys.push((department, version, load(w, label)?));
+                version += 1;
+            }
+        }
+        let material = KeyMaterial {
+            data_keys,
+            blind_index: load(w, "blind-index/1".to_owned())?,
+            entity_id: load(w, "entity-id/1".to_owned())?,
+            audit_subject: load(w, "audit-subject/1".to_owned())?,
+        };
+        Ok(KeyRing::new(material))
+    })
+}
+
+/// Loads (or creates) a wrapped secret blob such as a signing key's PKCS#8 bytes.
+pub fn load_or_create_secret(
+    store: &Store,
+    master: &MasterKey,
+    label: &str,
+    create: impl FnOnce() -> Result<Vec<u8>, CryptoError>,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, KeyError> {
+    store.write(|w| {
+        let meta_key = format!("keys/{label}");
+        match w.meta(&meta_key)? {
+            Some(wrapped) => Ok(master.unwrap_bytes(&wrapped, label)?),
+            None => {
+                let secret = zeroize::Zeroizing::new(create()?);
+                w.put_meta(&meta_key, &master.wrap_bytes(&secret, label)?)?;
+                Ok(secret)
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::crypto::FieldContext;
+
+    #[test]
+    fn keys_survive_restart_and_wrong_master_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let sealed = {
+            let store = Store::open(&path).unwrap();
+            let ring = load_key_ring(&store, &MasterKey::for_tests(1)).unwrap();
+            let ctx = FieldContext {
+                department: Department::Weijian,
+                row: "r",
+                field: "f",
+            };
+            ring.seal(ctx, b"x").unwrap()
+        };
+        let store = Store::open(&path).unwrap();
+        let ring = load_key_ring(&store, &MasterKey::for_tests(1)).unwrap();
+        let ctx = FieldContext {
+            department: Department::Weijian,
+            row: "r",
+            field: "f",
+        };
+        assert_eq!(ring.open(ctx, &sealed).unwrap(), b"x");
+        assert!(matches!(
+            load_key_ring(&store, &MasterKey::for_tests(2)),
+            Err(KeyError::Crypto(CryptoError::Unwrap))
+        ));
+    }
+}

@@ -1,0 +1,22 @@
+//! SafeGrid broker: the secure data-exchange broker between departments and grid workers.
+//!
+//! Modules follow the data flow: `ingest` (validate, resolve, seal) -> `store` -> `resolve`
+//! (merged views) -> `api` (authenticate, authorize, respond over TLS), with `crypto` and
+//! `keys` for envelope encryption and blind indexes.
+
+pub mod crypto;
+pub mod ingest;
+pub mod keys;
+pub mod resolve;
+pub mod store;
+pub mod api;
+pub mod auth;
+pub mod authz;
+pub mod tls;
+pub mod view;
+pub mod app;
+pub mod config;
+pub mod server;
+pub mod client;
+pub mod demo;
+pub mod audit_cli;

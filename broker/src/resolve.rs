@@ -1,0 +1,461 @@
+//! The merged view of one unified entity: every department's source records opened and
+//! combined field by field, with provenance.
+//!
+//! Guarantees:
+//! - Each merged field names the department and version it came from; where departments
+//!   disagree, the configured per-field authority order decides (公安 first for identity
+//!   fields), newer versions break ties within a department, and every differing value stays
+//!   visible under `conflicts`.
+//! - A sealed field that fails to open (moved, tampered, wrong key) is an error, never a
+//!   silently missing value.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use model::record::Version;
+use model::{Department, RecordKind};
+
+use crate::crypto::{CryptoError, FieldContext, KeyRing};
+use crate::store::{StoreError, StoreReader, StoredSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("sealed field {field} of a {department} record failed to open: {source}")]
+    Integrity {
+        department: Department,
+        field: String,
+        source: CryptoError,
+    },
+}
+
+/// Which department is trusted first for which field.
+#[derive(Debug, Clone)]
+pub struct AuthorityOrder {
+    per_field: HashMap<String, Vec<Department>>,
+    default: Vec<Department>,
+}
+
+impl Default for AuthorityOrder {
+    fn default() -> Self {
+        use Department::*;
+        let identity = vec![Gongan, Minzheng, Weijian, Sifa, Wangge, Zhujian, Chengguan, Yingji];
+        let residence = vec![Wangge, Zhujian, Gongan, Minzheng, Weijian, Sifa, Chengguan, Yingji];
+        let contact = vec![Gongan, Wangge, Minzheng, Weijian, Sifa, Zhujian, Chengguan, Yingji];
+        let house = vec![Zhujian, Wangge, Gongan, Minzheng, Chengguan, Yingji, Weijian, Sifa];
+        let mut per_field = HashMap::new();
+        for field in ["id_number", "name", "gender", "birth_date", "ethnicity", "hukou_address"] {
+            per_field.insert(format!("resident.{field}"), identity.clone());
+        }
+        for field in ["address", "grid", "house_source_id"] {
+            per_field.insert(format!("resident.{field}"), residence.clone());
+        }
+        per_field.insert("resident.phone".to_owned(), contact.clone());
+        for field in ["address", "grid", "usage", "owner_id_number"] {
+            per_field.insert(format!("house.{field}"), house.clone());
+        }
+        AuthorityOrder {
+            per_field,
+            default: identity,
+        }
+    }
+}
+
+impl AuthorityOrder {
+    /// Overrides the order for one `kind.field` (e.g. `resident.phone`).
+    pub fn set(&mut self, kind_field: &str, order: Vec<Department>) {
+        self.per_field.insert(kind_field.to_owned(), order);
+    }
+
+    fn rank(&self, kind: RecordKind, field: &str, department: Department) -> usize {
+        let order = self
+            .per_field
+            .get(&format!("{}.{field}", kind.as_str()))
+            .unwrap_or(&self.default);
+        order
+            .iter()
+            .position(|d| *d == department)
+            .unwrap_or(order.len())
+    }
+}
+
+/// One merged field with its provenance.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct MergedField {
+    #[schema(value_type = Object)]
+    pub value: Value,
+    /// Department the value came from.
+    #[schema(value_type = String)]
+    pub source: Department,
+    /// Version of the source record it came from.
+    pub version: String,
+    /// Values other departments hold for this field, when they disagree.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Alternative>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct Alternative {
+    #[schema(value_type = Object)]
+    pub value: Value,
+    #[schema(value_type = String)]
+    pub source: Department,
+    pub version: String,
+}
+
+/// A tag and the departments that assert it.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct MergedTag {
+    pub tag: String,
+    #[schema(value_type = Vec<String>)]
+    pub sources: Vec<Department>,
+}
+
+/// A source record that contributes to an entity.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct SourceRef {
+    #[schema(value_type = String)]
+    pub department: Department,
+    pub source_id: String,
+    pub version: String,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A reference to another entity.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
+pub struct EntityRef {
+    pub id: String,
+    /// Display label (a name for occupants, a title for events), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// The merged view of one entity of any kind.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct Profile {
+    pub id: String,
+    #[schema(value_type = String)]
+    pub kind: RecordKind,
+    /// Grid the entity lies in (by the authority order).
+    pub grid: Option<String>,
+    pub fields: BTreeMap<String, MergedField>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<MergedTag>,
+    /// Department-specific detail, per department.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub attributes: BTreeMap<Department, Map<String, Value>>,
+    /// Related entities: `house`, `occupants`, `events`, `parties`, `owner_of`.
+    pub related: BTreeMap<String, Vec<EntityRef>>,
+    pub sources: Vec<SourceRef>,
+}
+
+/// A source record with its personal fields opened.
+#[derive(Debug)]
+pub struct OpenedSource {
+    pub stored: StoredSource,
+    pub fields: Map<String, Value>,
+}
+
+/// Opens every sealed field of a source record.
+pub fn open_source(keys: &KeyRing, stored: StoredSource) -> Result<OpenedSource, ResolveError> {
+    let row = stored.key();
+    let mut fields: Map<String, Value> = stored
+        .clear
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (field, sealed) in &stored.sealed {
+        let ctx = FieldContext {
+            department: stored.department,
+            row: &row,
+            field,
+        };
+        let integrity = |source| ResolveError::Integrity {
+            department: stored.department,
+            field: field.clone(),
+            source,
+        };
+        let plain = keys.open(ctx, sealed).map_err(integrity)?;
+        let value = serde_json::from_slice(&plain).map_err(|_| integrity(CryptoError::Malformed))?;
+        fields.insert(field.clone(), value);
+    }
+    if let Some(grid) = &stored.grid {
+        fields.insert("grid".to_owned(), Value::String(grid.clone()));
+    }
+    Ok(OpenedSource { stored, fields })
+}
+
+/// Builds merged profiles from a read snapshot.
+#[derive(Debug)]
+pub struct Resolver<'a> {
+    pub reader: &'a StoreReader,
+    pub keys: &'a KeyRing,
+    pub authority: &'a AuthorityOrder,
+}
+
+impl Resolver<'_> {
+    /// The merged profile of `entity`, or `None` if no live source record forms it.
+    pub fn profile(&self, entity: &str) -> Result<Option<Profile>, ResolveError> {
+        let sources = self.reader.linked_sources(&format!("entity:{entity}"))?;
+        let Some(kind) = sources.first().map(|s| s.kind) else {
+            return Ok(None);
+        };
+        let opened = sources
+            .into_iter()
+            .filter(|s| s.kind == kind)
+            .map(|s| open_source(self.keys, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut profile = merge(entity, kind, &opened, self.authority);
+        match kind {
+            RecordKind::Resident => {
+                if let Some(house) = profile
+                    .fields
+                    .get("house_source_id")
+                    .and_then(|f| f.value.as_str())
+                {
+                    let id = crate::ingest::house_entity_id(self.keys, house);
+                    profile
+                        .related
+                        .insert("house".to_owned(), vec![EntityRef { id, label: None }]);
+                }
+                let events = self.related_entities(&format!("party:{entity}"), "title")?;
+                profile.related.insert("events".to_owned(), events);
+                let owned = self.related_entities(&format!("owner:{entity}"), "address")?;
+                if !owned.is_empty() {
+                    profile.related.insert("owner_of".to_owned(), owned);
+                }
+            }
+            RecordKind::House => {
+                let occupants = self.related_entities(&format!("occupant:{entity}"), "name")?;
+                profile.related.insert("occupants".to_owned(), occupants);
+                let events = self.related_entities(&format!("house-event:{entity}"), "title")?;
+                profile.related.insert("events".to_owned(), events);
+            }
+            RecordKind::Event => {
+                let mut parties = BTreeSet::new();
+                let mut house = None;
+                for source in &opened {
+                    for link in &source.stored.links {
+                        if let Some(id) = link.strip_prefix("party:") {
+                            parties.insert(id.to_owned());
+                        }
+                        if let Some(id) = link.strip_prefix("house-event:") {
+                            house = Some(id.to_owned());
+                        }
+                    }
+                }
+                let parties = parties
+                    .into_iter()
+                    .map(|id| EntityRef { id, label: None })
+                    .collect();
+                profile.related.insert("parties".to_owned(), parties);
+                if let Some(id) = house {
+                    profile
+                        .related
+                        .insert("house".to_owned(), vec![EntityRef { id, label: None }]);
+                }
+            }
+        }
+        Ok(Some(profile))
+    }
+
+    /// The unified id that a department's source record merged into.
+    pub fn entity_of_source(
+        &self,
+        department: Department,
+        kind: RecordKind,
+        source_id: &str,
+    ) -> Result<Option<String>, ResolveError> {
+        let row = StoredSource::row_key(department, kind, source_id);
+        Ok(self
+            .reader
+            .source(&row)?
+            .filter(|s| !s.deleted)
+            .map(|s| s.entity))
+    }
+
+    /// Entities reachable from a link, labelled with the best value of `label_field`.
+    fn related_entities(&self, link: &str, label_field: &str) -> Result<Vec<EntityRef>, ResolveError> {
+        let mut best: BTreeMap<String, (usize, Option<String>)> = BTreeMap::new();
+        for stored in self.reader.linked_sources(link)? {
+            let kind = stored.kind;
+            let department = stored.department;
+            let entity = stored.entity.clone();
+            let opened = open_source(self.keys, stored)?;
+            let label = opened
+                .fields
+                .get(label_field)
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let rank = self.authority.rank(kind, label_field, department);
+            let entry = best.entry(entity).or_insert((usize::MAX, None));
+            if label.is_some() && rank < entry.0 {
+                *entry = (rank, label);
+            }
+        }
+        Ok(best
+            .into_iter()
+            .map(|(id, (_, label))| EntityRef { id, label })
+            .collect())
+    }
+}
+
+/// Merges opened source records of one entity, field by field.
+pub fn merge(
+    entity: &str,
+    kind: RecordKind,
+    sources: &[OpenedSource],
+    authority: &AuthorityOrder,
+) -> Profile {
+    let mut candidates: BTreeMap<&str, Vec<(usize, &Version, Department, &Value)>> = BTreeMap::new();
+    let mut tags: BTreeMap<String, BTreeSet<Department>> = BTreeMap::new();
+    let mut attributes: BTreeMap<Department, Map<String, Value>> = BTreeMap::new();
+    for source in sources {
+        let department = source.stored.department;
+        for (field, value) in &source.fields {
+            match field.as_str() {
+                "tags" => {
+                    for tag in value.as_array().into_iter().flatten().filter_map(Value::as_str) {
+                        tags.entry(tag.to_owned()).or_default().insert(department);
+                    }
+                }
+                "attributes" => {
+                    if let Value::Object(map) = value {
+                        let entry = attributes.entry(department).or_default();
+                        for (k, v) in map {
+                            entry.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+                "id_number_legacy" => {}
+                _ => {
+                    let rank = authority.rank(kind, field, department);
+                    candidates
+                        .entry(field.as_str())
+                        .or_default()
+                        .push((rank, &source.stored.version, department, value));
+                }
+            }
+        }
+    }
+    let mut fields = BTreeMap::new();
+    for (field, mut values) in candidates {
+        // Best authority first; within one department, newest version first.
+        values.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)));
+        let Some((_, version, source, value)) = values.first().copied() else {
+            continue;
+        };
+        let mut conflicts: Vec<Alternative> = Vec::new();
+        for (_, other_version, other_source, other_value) in values.iter().skip(1).copied() {
+            if other_value != value && !conflicts.iter().any(|c| &c.value == other_value) {
+                conflicts.push(Alternative {
+                    value: other_value.clone(),
+                    source: other_source,
+                    version: other_version.to_string(),
+                });
+            }
+        }
+        let name = if field == "event_type" { "type" } else { field };
+        fields.insert(
+            name.to_owned(),
+            MergedField {
+                value: value.clone(),
+                source,
+                version: version.to_string(),
+                conflicts,
+            },
+        );
+    }
+    let mut source_refs: Vec<SourceRef> = sources
+        .iter()
+        .map(|s| SourceRef {
+            department: s.stored.department,
+            source_id: s.stored.source_id.clone(),
+            version: s.stored.version.to_string(),
+            received_at: s.stored.received_at,
+        })
+        .collect();
+    source_refs.sort_by(|a, b| (a.department, &a.source_id).cmp(&(b.department, &b.source_id)));
+    Profile {
+        id: entity.to_owned(),
+        kind,
+        grid: fields
+            .get("grid")
+            .and_then(|f| f.value.as_str())
+            .map(str::to_owned),
+        fields,
+        tags: tags
+            .into_iter()
+            .map(|(tag, sources)| MergedTag {
+                tag,
+                sources: sources.into_iter().collect(),
+            })
+            .collect(),
+        attributes,
+        related: BTreeMap::new(),
+        sources: source_refs,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn opened(department: Department, version: &str, fields: Value) -> OpenedSource {
+        OpenedSource {
+            stored: StoredSource {
+                kind: RecordKind::Resident,
+                department,
+                source_id: format!("{department}-1"),
+                version: Version::parse(version).unwrap(),
+                deleted: false,
+                entity: "r_1".into(),
+                grid: None,
+                received_at: chrono::Utc::now(),
+                batch_id: "b".into(),
+                digest: vec![],
+                clear: BTreeMap::new(),
+                sealed: BTreeMap::new(),
+                links: vec![],
+            },
+            fields: fields.as_object().unwrap().clone(),
+        }
+    }
+
+    #[test]
+    fn gongan_wins_identity_and_disagreement_stays_visible() {
+        let sources = vec![
+            opened(Department::Minzheng, "2026-11-05T00:00:00Z", json!({"name":"張三","phone":"13900000000","tags":["低保"]})),
+            opened(Department::Gongan, "2026-11-01T00:00:00Z", json!({"name":"张三","phone":"13812345678","tags":["户籍人口"]})),
+            opened(Department::Wangge, "2026-11-03T00:00:00Z", json!({"address":"幸福里3号楼2单元501","tags":["低保"]})),
+        ];
+        let profile = merge("r_1", RecordKind::Resident, &sources, &AuthorityOrder::default());
+        let name = &profile.fields["name"];
+        assert_eq!(name.value, json!("张三"));
+        assert_eq!(name.source, Department::Gongan);
+        assert_eq!(name.conflicts[0].value, json!("張三"));
+        assert_eq!(name.conflicts[0].source, Department::Minzheng);
+        assert_eq!(profile.fields["address"].source, Department::Wangge);
+        let dibao = profile.tags.iter().find(|t| t.tag == "低保").unwrap();
+        assert_eq!(dibao.sources, vec![Department::Minzheng, Department::Wangge]);
+        assert_eq!(profile.sources.len(), 3);
+    }
+
+    #[test]
+    fn configured_order_changes_the_winner() {
+        let sources = vec![
+            opened(Department::Minzheng, "1", json!({"phone":"13900000000"})),
+            opened(Department::Gongan, "1", json!({"phone":"13812345678"})),
+        ];
+        let mut order = AuthorityOrder::default();
+        order.set("resident.phone", vec![Department::Minzheng, Department::Gongan]);
+        let profile = merge("r_1", RecordKind::Resident, &sources, &order);
+        assert_eq!(profile.fields["phone"].source, Department::Minzheng);
+    }
+}

@@ -1,0 +1,473 @@
+//! The embedded store (redb): source records as departments sent them (sealed), the links
+//! that join them into unified entities, a change sequence, batch receipts and wrapped keys.
+//!
+//! Guarantees:
+//! - A write batch is one redb transaction committed with `Durability::Immediate`: when
+//!   [`Store::write`] returns `Ok`, the batch survives `kill -9` and power loss; when it
+//!   returns `Err` (or the process dies first), none of it is visible.
+//! - Link entries are always exactly those of the current version of each source record:
+//!   [`StoreWriter::put_source`] removes the old record's links in the same transaction.
+//! - The store carries a format version and refuses to open a newer one.
+//! - Personal fields reach this module only sealed; nothing here sees plaintext.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use redb::{
+    Database, MultimapTableDefinition, ReadTransaction, ReadableDatabase,
+    ReadableTable, TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use model::record::Version;
+use model::{Department, RecordKind};
+
+/// Bumped when the on-disk layout changes incompatibly.
+pub const STORE_FORMAT_VERSION: u32 = 1;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// row key (`department/kind/source_id`) -> [`StoredSource`] as JSON.
+const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("sources");
+/// link key (`entity:…`, `blind:…`, `house:…`, `party:…`) -> row keys.
+const LINKS: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("links");
+/// change sequence number -> unified entity id whose view changed.
+const CHANGES: TableDefinition<u64, &str> = TableDefinition::new("changes");
+/// batch id -> receipt JSON.
+const RECEIPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("receipts");
+
+const META_FORMAT: &str = "format_version";
+const META_CHANGE_SEQ: &str = "change_seq";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store database: {0}")]
+    Database(#[from] redb::Error),
+    #[error("store format version {found} is newer than this broker supports ({supported}); upgrade SafeGrid")]
+    NewerFormat { found: u32, supported: u32 },
+    #[error("store record {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+macro_rules! impl_from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(err: $t) -> Self {
+                StoreError::Database(err.into())
+            }
+        }
+    )*};
+}
+impl_from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// One department's record, as stored: identity and non-personal fields in clear, personal
+/// fields sealed one by one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredSource {
+    pub kind: RecordKind,
+    pub department: Department,
+    pub source_id: String,
+    pub version: Version,
+    pub deleted: bool,
+    /// The unified entity this record is part of.
+    pub entity: String,
+    /// Grid code of the record (a division code, not personal).
+    pub grid: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub batch_id: String,
+    /// Keyed digest of the record's content, to tell a true re-delivery from a conflicting one.
+    #[serde(with = "b64")]
+    pub digest: Vec<u8>,
+    /// Non-personal fields (event type and status, house usage, references).
+    #[serde(default)]
+    pub clear: BTreeMap<String, Value>,
+    /// Personal fields, each sealed under the department's data key.
+    #[serde(default, with = "b64_map")]
+    pub sealed: BTreeMap<String, Vec<u8>>,
+    /// Index keys this record is reachable by (see [`LINKS`]).
+    #[serde(default)]
+    pub links: Vec<String>,
+}
+
+impl StoredSource {
+    pub fn row_key(department: Department, kind: RecordKind, source_id: &str) -> String {
+        format!("{}/{}/{}", department.code(), kind.as_str(), source_id)
+    }
+
+    pub fn key(&self) -> String {
+        StoredSource::row_key(self.department, self.kind, &self.source_id)
+    }
+}
+
+/// The embedded database.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens or creates the store file, creating tables and checking the format version.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let found = meta
+                .get(META_FORMAT)?
+                .map(|v| decode_u32(v.value()))
+                .transpose()?;
+            match found {
+                Some(found) if found > STORE_FORMAT_VERSION => {
+                    return Err(StoreError::NewerFormat {
+                        found,
+                        supported: STORE_FORMAT_VERSION,
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert(META_FORMAT, STORE_FORMAT_VERSION.to_be_bytes().as_slice())?;
+                }
+            }
+            tx.open_table(SOURCES)?;
+            tx.open_multimap_table(LINKS)?;
+            tx.open_table(CHANGES)?;
+            tx.open_table(RECEIPTS)?;
+        }
+        tx.commit()?;
+        Ok(Store { db })
+    }
+
+    /// Runs `f` in one write transaction and commits it durably if `f` returns `Ok`.
+    pub fn write<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut StoreWriter) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let tx = self.db.begin_write().map_err(StoreError::from)?;
+        let mut writer = StoreWriter { tx };
+        let result = f(&mut writer)?;
+        writer.tx.commit().map_err(StoreError::from)?;
+        Ok(result)
+    }
+
+    pub fn read(&self) -> Result<StoreReader, StoreError> {
+        Ok(StoreReader {
+            tx: self.db.begin_read()?,
+        })
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(META)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+}
+
+/// A write transaction.
+pub struct StoreWriter {
+    tx: WriteTransaction,
+}
+
+impl std::fmt::Debug for StoreWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreWriter")
+    }
+}
+
+impl StoreWriter {
+    pub fn source(&self, row: &str) -> Result<Option<StoredSource>, StoreError> {
+        let table = self.tx.open_table(SOURCES)?;
+        let value = table.get(row)?;
+        value.map(|v| decode_source(row, v.value())).transpose()
+    }
+
+    /// Stores `source` (replacing `previous`, which the caller read in this transaction),
+    /// replaces its links and appends the affected entities to the change sequence.
+    pub fn put_source(
+        &mut self,
+        source: &StoredSource,
+        previous: Option<&StoredSource>,
+    ) -> Result<(), StoreError> {
+        let row = source.key();
+        let bytes = serde_json::to_vec(source).map_err(|err| StoreError::Corrupt {
+            key: row.clone(),
+            reason: err.to_string(),
+        })?;
+        {
+            let mut links = self.tx.open_multimap_table(LINKS)?;
+            if let Some(previous) = previous {
+                for link in &previous.links {
+                    links.remove(link.as_str(), row.as_str())?;
+                }
+            }
+            for link in &source.links {
+                links.insert(link.as_str(), row.as_str())?;
+            }
+        }
+        self.tx
+            .open_table(SOURCES)?
+            .insert(row.as_str(), bytes.as_slice())?;
+        let mut changed = vec![source.entity.as_str()];
+        if let Some(previous) = previous {
+            if previous.entity != source.entity {
+                changed.push(previous.entity.as_str());
+            }
+        }
+        for entity in changed {
+            self.append_change(entity)?;
+        }
+        Ok(())
+    }
+
+    fn append_change(&mut self, entity: &str) -> Result<(), StoreError> {
+        let mut meta = self.tx.open_table(META)?;
+        let next = meta
+            .get(META_CHANGE_SEQ)?
+            .map(|v| decode_u64(v.value()))
+            .transpose()?
+            .unwrap_or(0)
+            + 1;
+        meta.insert(META_CHANGE_SEQ, next.to_be_bytes().as_slice())?;
+        self.tx.open_table(CHANGES)?.insert(next, entity)?;
+        Ok(())
+    }
+
+    pub fn put_receipt(&mut self, batch_id: &str, receipt: &[u8]) -> Result<(), StoreError> {
+        self.tx.open_table(RECEIPTS)?.insert(batch_id, receipt)?;
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let table = self.tx.open_table(META)?;
+        let value = table.get(key)?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    pub fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.tx.open_table(META)?.insert(key, value)?;
+        Ok(())
+    }
+}
+
+/// A consistent read snapshot.
+pub struct StoreReader {
+    tx: ReadTransaction,
+}
+
+impl std::fmt::Debug for StoreReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreReader")
+    }
+}
+
+impl StoreReader {
+    pub fn source(&self, row: &str) -> Result<Option<StoredSource>, StoreError> {
+        let table = self.tx.open_table(SOURCES)?;
+        let value = table.get(row)?;
+        value.map(|v| decode_source(row, v.value())).transpose()
+    }
+
+    /// Row keys reachable by one link key, in key order.
+    pub fn linked_rows(&self, link: &str) -> Result<Vec<String>, StoreError> {
+        let table = self.tx.open_multimap_table(LINKS)?;
+        let mut rows = Vec::new();
+        for value in table.get(link)? {
+            rows.push(value?.value().to_owned());
+        }
+        Ok(rows)
+    }
+
+    /// Live (not deleted) source records reachable by one link key.
+    pub fn linked_sources(&self, link: &str) -> Result<Vec<StoredSource>, StoreError> {
+        let mut sources = Vec::new();
+        for row in self.linked_rows(link)? {
+            if let Some(source) = self.source(&row)? {
+                if !source.deleted {
+                    sources.push(source);
+                }
+            }
+        }
+        Ok(sources)
+    }
+
+    pub fn receipt(&self, batch_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let table = self.tx.open_table(RECEIPTS)?;
+        let value = table.get(batch_id)?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// The highest change sequence number written so far.
+    pub fn change_seq(&self) -> Result<u64, StoreError> {
+        let meta = self.tx.open_table(META)?;
+        let value = meta.get(META_CHANGE_SEQ)?;
+        Ok(value.map(|v| decode_u64(v.value())).transpose()?.unwrap_or(0))
+    }
+
+    /// Changes after `after`, at most `limit`, as (sequence, entity id).
+    pub fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+        let table = self.tx.open_table(CHANGES)?;
+        let mut out = Vec::new();
+        for entry in table.range(after.saturating_add(1)..)?.take(limit) {
+            let (seq, entity) = entry?;
+            out.push((seq.value(), entity.value().to_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Number of source records stored (live and tombstones).
+    pub fn source_count(&self) -> Result<u64, StoreError> {
+        use redb::ReadableTableMetadata;
+        Ok(self.tx.open_table(SOURCES)?.len()?)
+    }
+}
+
+fn decode_source(row: &str, bytes: &[u8]) -> Result<StoredSource, StoreError> {
+    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
+        key: row.to_owned(),
+        reason: err.to_string(),
+    })
+}
+
+fn decode_u32(bytes: &[u8]) -> Result<u32, StoreError> {
+    bytes
+        .try_into()
+        .map(u32::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            key: META_FORMAT.to_owned(),
+            reason: "expected 4 bytes".to_owned(),
+        })
+}
+
+fn decode_u64(bytes: &[u8]) -> Result<u64, StoreError> {
+    bytes
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            key: META_CHANGE_SEQ.to_owned(),
+            reason: "expected 8 bytes".to_owned(),
+        })
+}
+
+mod b64 {
+    use base64::engine::general_purpose::STANDARD_NO_PAD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD_NO_PAD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <&str>::deserialize(d)?;
+        STANDARD_NO_PAD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+mod b64_map {
+    use std::collections::BTreeMap;
+
+    use base64::engine::general_purpose::STANDARD_NO_PAD;
+    use base64::Engine;
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<String, Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        let mut out = s.serialize_map(Some(map.len()))?;
+        for (key, value) in map {
+            out.serialize_entry(key, &STANDARD_NO_PAD.encode(value))?;
+        }
+        out.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
+        let raw = BTreeMap::<String, String>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(k, v)| {
+                STANDARD_NO_PAD
+                    .decode(v)
+                    .map(|bytes| (k, bytes))
+                    .map_err(serde::de::Error::custom)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn source(id: &str, links: &[&str]) -> StoredSource {
+        StoredSource {
+            kind: RecordKind::Resident,
+            department: Department::Gongan,
+            source_id: id.to_owned(),
+            version: Version::Counter(1),
+            deleted: false,
+            entity: format!("r_{id}"),
+            grid: Some("110105001001003".to_owned()),
+            received_at: Utc::now(),
+            batch_id: "b".to_owned(),
+            digest: vec![1, 2, 3],
+            clear: BTreeMap::new(),
+            sealed: BTreeMap::from([("name".to_owned(), vec![9, 8, 7])]),
+            links: links.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn put_replaces_links_and_records_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let first = source("GA-1", &["entity:r_GA-1", "blind:a"]);
+        store
+            .write(|w| w.put_source(&first, None).map_err(StoreError::from))
+            .unwrap();
+        let second = source("GA-1", &["entity:r_GA-1", "blind:b"]);
+        store
+            .write(|w| w.put_source(&second, Some(&first)))
+            .unwrap();
+        let reader = store.read().unwrap();
+        assert!(reader.linked_rows("blind:a").unwrap().is_empty());
+        assert_eq!(reader.linked_rows("blind:b").unwrap(), vec!["gongan/resident/GA-1"]);
+        assert_eq!(reader.change_seq().unwrap(), 2);
+        let stored = reader.source("gongan/resident/GA-1").unwrap().unwrap();
+        assert_eq!(stored.sealed["name"], vec![9, 8, 7]);
+    }
+
+    #[test]
+    fn failed_batch_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let result: Result<(), StoreError> = store.write(|w| {
+            w.put_source(&source("GA-2", &["entity:x"]), None)?;
+            Err(StoreError::Corrupt {
+                key: "k".into(),
+                reason: "abort".into(),
+            })
+        });
+        assert!(result.is_err());
+        assert!(store.read().unwrap().source("gongan/resident/GA-2").unwrap().is_none());
+    }
+
+    #[test]
+    fn refuses_newer_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .write(|w| w.put_meta(META_FORMAT, &(STORE_FORMAT_VERSION + 1).to_be_bytes()))
+                .unwrap();
+        }
+        assert!(matches!(Store::open(&path), Err(StoreError::NewerFormat { .. })));
+    }
+}

@@ -1,0 +1,24 @@
+//! SafeGrid's unified model: the resident, house and event records that departments publish,
+//! and the Chinese identifiers inside them, each parsed into a type that is known good.
+//!
+//! Guarantees: every `parse` returns a typed error with a stable `code()` and never panics,
+//! whatever the input; a value that has its type is valid (an [`IdNumber`] has a correct
+//! GB 11643 check digit and a real birth date, a [`DivisionCode`] has 6, 9, 12 or 15 digits).
+
+mod date;
+mod department;
+mod division;
+mod gender;
+mod id_number;
+mod phone;
+pub mod record;
+
+pub use date::{parse_date, parse_timestamp, DateError};
+pub use department::{Department, DepartmentError};
+pub use division::{DivisionCode, DivisionError, DivisionLevel};
+pub use gender::{Gender, GenderError};
+pub use id_number::{IdNumber, IdNumberError};
+pub use phone::{Phone, PhoneError, PhoneKind};
+pub use record::{
+    EventRecord, HouseRecord, Record, RecordError, RecordKind, ResidentRecord, SourceMeta,
+};
