@@ -350,7 +350,7 @@ impl AuditLog {
         self.inner.shared.read().latest_checkpoint.clone()
     }
 
-    /// The verifier key file content for this log (also in `checkpoint-public.key`).
+    /// Path of `checkpoint-public.key`, the verifier key file of this log.
     pub fn public_key_path(&self) -> PathBuf {
         self.inner.dir.join(PUBLIC_KEY_FILE)
     }

@@ -45,7 +45,15 @@ pub fn apply(profile: &mut Profile, principal: &Principal, purpose: &str) -> Vie
     let ids_in_clear = principal.has_role("street_officer") && purpose == "case_investigation";
     let hide_special = !principal.has_role("street_officer") && !principal.has_role("community_officer");
     for (name, field) in profile.fields.iter_mut() {
-        if ID_FIELDS.contains(&name.as_str()) && !ids_in_clear {
+        // A masked ID hides exactly its birth date, so the birth date is cut to the year
+        // whenever the ID is masked (masks are chosen across fields, not one at a time).
+        if name == "birth_date" && !ids_in_clear {
+            mask_value(&mut field.value, policies::mask::mask_birth_date);
+            for alternative in &mut field.conflicts {
+                mask_value(&mut alternative.value, policies::mask::mask_birth_date);
+            }
+            outcome.masked_or_hidden += 1;
+        } else if ID_FIELDS.contains(&name.as_str()) && !ids_in_clear {
             mask_value(&mut field.value, policies::mask::mask_id_number);
             for alternative in &mut field.conflicts {
                 mask_value(&mut alternative.value, policies::mask::mask_id_number);

@@ -17,7 +17,7 @@ pub use date::{parse_date, parse_timestamp, DateError};
 pub use department::{Department, DepartmentError};
 pub use division::{DivisionCode, DivisionError, DivisionLevel};
 pub use gender::{Gender, GenderError};
-pub use id_number::{IdNumber, IdNumberError};
+pub use id_number::{check_digit as id_number_check_digit, IdNumber, IdNumberError};
 pub use phone::{Phone, PhoneError, PhoneKind};
 pub use record::{
     EventRecord, HouseRecord, Record, RecordError, RecordKind, ResidentRecord, SourceMeta,
