@@ -8,6 +8,7 @@
 //!
 //! Layout of a log directory: see [`segment`].
 
+pub mod anomaly;
 pub mod checkpoint;
 pub mod log;
 pub mod merkle;
@@ -15,8 +16,9 @@ pub mod record;
 pub mod segment;
 pub mod verify;
 
+pub use anomaly::{detect_anomalies, Anomaly, AnomalyConfig, AnomalyKind};
 pub use checkpoint::{CheckpointError, CheckpointSigner, PublicKey, SignedCheckpoint};
-pub use log::{AuditConfig, AuditError, AuditLog, AuditQuery};
+pub use log::{AuditConfig, AuditError, AuditLog, AuditQuery, ResidentSubject};
 pub use merkle::{hash_leaf, verify_consistency, verify_inclusion, Hash, MerkleTree, ProofError};
 pub use record::{Actor, AuditRecord, Decision, RecordDecodeError, RECORD_FORMAT_VERSION};
 pub use verify::{

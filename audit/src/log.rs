@@ -141,10 +141,25 @@ pub struct AuditQuery {
     pub decision: Option<Decision>,
     /// Action name.
     pub action: Option<String>,
+    /// One resident named both ways: a record matches if `residents` holds the keyed
+    /// reference **or** `entities` holds the unified id (a refused read names only the id).
+    pub subject: Option<ResidentSubject>,
     /// Only records with `seq > after_seq`.
     pub after_seq: Option<u64>,
+    /// Only records with `seq < before_seq` (e.g. the size of a checkpoint).
+    pub before_seq: Option<u64>,
     /// Page size; `0` means [`AuditQuery::DEFAULT_LIMIT`].
     pub limit: usize,
+}
+
+/// A resident as the log knows them: the keyed reference stored in
+/// [`AuditRecord::residents`] and the unified entity id stored in [`AuditRecord::entities`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResidentSubject {
+    /// Keyed HMAC reference (as in `residents`).
+    pub reference: String,
+    /// Unified entity id (as in `entities`).
+    pub entity: String,
 }
 
 impl AuditQuery {
@@ -169,6 +184,10 @@ impl AuditQuery {
             && eq_opt(&self.purpose, &r.purpose)
             && self.decision.is_none_or(|d| r.decision == d)
             && eq(&self.action, &r.action)
+            && self.subject.as_ref().is_none_or(|s| {
+                r.residents.iter().any(|x| *x == s.reference)
+                    || r.entities.iter().any(|x| *x == s.entity)
+            })
     }
 }
 
@@ -435,40 +454,56 @@ impl AuditLog {
     /// Records matching `query`, oldest first, at most `query.limit` (see [`AuditQuery`]).
     /// A full scan from the cursor: blocking file I/O proportional to the records scanned.
     pub fn search(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
-        const CHUNK: usize = 1024;
         let limit = if query.limit == 0 {
             AuditQuery::DEFAULT_LIMIT
         } else {
             query.limit
         };
+        let mut out = Vec::new();
+        self.scan(query, |record, _| {
+            out.push(record);
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `visit` with every record matching `query` (ignoring `limit`), oldest first,
+    /// together with its canonical bytes exactly as stored (so `hash_leaf(bytes)` is its
+    /// Merkle leaf). Stops early when `visit` returns `false`. Blocking file I/O.
+    pub fn scan(
+        &self,
+        query: &AuditQuery,
+        mut visit: impl FnMut(AuditRecord, &[u8]) -> bool,
+    ) -> Result<(), AuditError> {
+        const CHUNK: usize = 1024;
         let mut next = query.after_seq.map_or(0, |s| {
             usize::try_from(s.saturating_add(1)).unwrap_or(usize::MAX)
         });
-        let mut out = Vec::new();
+        let before = query
+            .before_seq
+            .map_or(usize::MAX, |s| usize::try_from(s).unwrap_or(usize::MAX));
         loop {
             let (files, chunk) = {
                 let state = self.inner.shared.read();
-                if next >= state.locations.len() {
-                    break;
+                let stop = state.locations.len().min(before);
+                if next >= stop {
+                    return Ok(());
                 }
-                let end = (next + CHUNK).min(state.locations.len());
+                let end = (next + CHUNK).min(stop);
                 (state.segments.clone(), state.locations[next..end].to_vec())
             };
             for loc in &chunk {
                 let file = files
                     .get(loc.segment as usize)
                     .ok_or(AuditError::NotFound(next as u64))?;
-                let record = read_at(file, *loc)?;
-                if query.matches(&record) {
-                    out.push(record);
-                    if out.len() >= limit {
-                        return Ok(out);
-                    }
+                let bytes = read_bytes_at(file, *loc)?;
+                let record = decode_at(&bytes, *loc)?;
+                if query.matches(&record) && !visit(record, &bytes) {
+                    return Ok(());
                 }
             }
             next += chunk.len();
         }
-        Ok(out)
     }
 
     /// Test hook: make every following write fail as if the disk had failed.
@@ -479,18 +514,30 @@ impl AuditLog {
 }
 
 fn read_at(file: &File, loc: Location) -> Result<AuditRecord, AuditError> {
+    decode_at(&read_bytes_at(file, loc)?, loc)
+}
+
+/// The record bytes at `loc`, after checking their frame hash.
+fn read_bytes_at(file: &File, loc: Location) -> Result<Vec<u8>, AuditError> {
     let mut buf = vec![0u8; loc.len as usize + 4];
     file.read_exact_at(&mut buf, loc.offset)
         .map_err(io_err("read audit record"))?;
-    let (bytes, check) = buf.split_at(loc.len as usize);
-    let corrupt = || AuditError::Corrupt {
+    let check = buf.split_off(loc.len as usize);
+    if check != frame_check(&buf) {
+        return Err(corrupt_at(loc));
+    }
+    Ok(buf)
+}
+
+fn decode_at(bytes: &[u8], loc: Location) -> Result<AuditRecord, AuditError> {
+    AuditRecord::from_canonical_bytes(bytes).map_err(|_| corrupt_at(loc))
+}
+
+fn corrupt_at(loc: Location) -> AuditError {
+    AuditError::Corrupt {
         segment: segment_name(loc.segment),
         offset: loc.offset - 4,
-    };
-    if check != frame_check(bytes) {
-        return Err(corrupt());
     }
-    AuditRecord::from_canonical_bytes(bytes).map_err(|_| corrupt())
 }
 
 fn sync_dir(dir: &Path) -> Result<(), AuditError> {

@@ -20,7 +20,7 @@ use audit::{AuditConfig, AuditLog, CheckpointSigner};
 
 use crate::api::{router, AppState, AppStateInner};
 use crate::auth::{Authenticator, TokenSigner, DEFAULT_AUDIENCE, DEV_ISSUER};
-use crate::authz::Permissions;
+use crate::authz::PolicyHandle;
 use crate::config::Config;
 use crate::crypto::MasterKey;
 use crate::ingest::Pipeline;
@@ -54,6 +54,8 @@ pub struct RunningBroker {
     pub state: AppState,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
+    /// Background tasks (followers) that stop on shutdown.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningBroker {
@@ -73,6 +75,10 @@ impl RunningBroker {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
+        for task in self.background {
+            let _ = task.await;
+        }
+        self.state.search.shutdown().await;
         self.state
             .audit
             .close()
@@ -158,6 +164,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         Store::open(&data_dir.join("store.redb")).context("opening the store")?,
     );
     let keys = Arc::new(load_key_ring(&store, &master).context("loading keys")?);
+    let search = crate::search::SearchIndex::open(data_dir, &keys).context("opening the search index")?;
 
     let audit_pkcs8 = load_or_create_secret(&store, &master, "audit-checkpoint/1", || {
         Ok(CheckpointSigner::generate_pkcs8())
@@ -182,7 +189,20 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         }
         (None, false) => bail!("no [auth] section in the configuration: set auth.jwks_file and auth.issuer, or run with --dev"),
     };
-    let permissions = Permissions::load(options.config.policy_dir.as_deref()).await?;
+    let permissions = Arc::new(
+        PolicyHandle::load(options.config.policy_dir.as_deref(), &options.config.purposes)
+            .await
+            .context("loading the policy")?,
+    );
+    permissions.watch(std::time::Duration::from_secs(1));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let names = Arc::new(crate::names::NameIndex::default());
+    let background = vec![names.follow(
+        store.clone(),
+        keys.clone(),
+        std::time::Duration::from_secs(10),
+        shutdown_rx.clone(),
+    )];
     let mut authority = AuthorityOrder::default();
     for (key, order) in &options.config.authority {
         authority.set(key, order.clone());
@@ -213,11 +233,19 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         keys,
         authenticator,
         permissions,
+        names,
+        break_glass: crate::api::BreakGlassLimiter::new(options.config.break_glass_per_hour),
         authority,
         purposes: options.config.purposes.clone(),
         max_body_bytes: options.config.ingest.max_body_bytes,
         audit,
+        search: search.clone(),
     }));
+    search.start_follower(crate::search::Source {
+        store: state.store.clone(),
+        keys: state.keys.clone(),
+        authority: state.authority.clone(),
+    });
     let listen = options
         .listen
         .or(options.config.listen)
@@ -225,7 +253,6 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     let (listener, addr) = crate::server::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    let (shutdown, shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(crate::server::serve(
         listener,
         tls_config.clone(),
@@ -240,5 +267,6 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         state,
         shutdown,
         server,
+        background,
     })
 }

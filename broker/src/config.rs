@@ -53,6 +53,9 @@ pub struct Config {
     /// Audit log settings.
     #[serde(default)]
     pub audit: AuditSection,
+    /// Most break-glass reads one principal may make per hour.
+    #[serde(default = "default_break_glass_per_hour")]
+    pub break_glass_per_hour: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +115,9 @@ impl Default for AuditSection {
     }
 }
 
+fn default_break_glass_per_hour() -> usize {
+    20
+}
 fn default_purposes() -> Vec<String> {
     DEFAULT_PURPOSES.iter().map(|p| (*p).to_owned()).collect()
 }
@@ -139,6 +145,7 @@ impl Default for Config {
             policy_dir: None,
             authority: BTreeMap::new(),
             audit: AuditSection::default(),
+            break_glass_per_hour: default_break_glass_per_hour(),
         }
     }
 }

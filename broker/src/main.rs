@@ -85,6 +85,14 @@ enum Command {
         #[arg(long)]
         master_key: Option<PathBuf>,
     },
+    /// Rebuild the search index (<DATA_DIR>/index) from the store, offline.
+    Reindex {
+        #[arg(long, env = "SAFEGRID_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Master key file; default <DATA_DIR>.master-key. SAFEGRID_MASTER_KEY overrides.
+        #[arg(long)]
+        master_key: Option<PathBuf>,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -209,6 +217,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ttl: Duration::from(ttl),
             })?;
             println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reindex {
+            data_dir,
+            master_key,
+        } => {
+            let started = std::time::Instant::now();
+            let entities = broker::search::reindex(&data_dir, master_key.as_deref())?;
+            println!(
+                "indexed {entities} entities into {} in {:.1}s",
+                data_dir.join("index").display(),
+                started.elapsed().as_secs_f64()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {

@@ -200,15 +200,28 @@ pub struct Resolver<'a> {
 impl Resolver<'_> {
     /// The merged profile of `entity`, or `None` if no live source record forms it.
     pub fn profile(&self, entity: &str) -> Result<Option<Profile>, ResolveError> {
+        self.profile_from(entity, &|_| true)
+    }
+
+    /// The merged profile of `entity` built only from the source records of departments for
+    /// which `visible` holds (a resident whose only records are invisible is `None`).
+    pub fn profile_from(
+        &self,
+        entity: &str,
+        visible: &dyn Fn(Department) -> bool,
+    ) -> Result<Option<Profile>, ResolveError> {
         let sources = self.reader.linked_sources(&format!("entity:{entity}"))?;
         let Some(kind) = sources.first().map(|s| s.kind) else {
             return Ok(None);
         };
         let opened = sources
             .into_iter()
-            .filter(|s| s.kind == kind)
+            .filter(|s| s.kind == kind && (kind != RecordKind::Resident || visible(s.department)))
             .map(|s| open_source(self.keys, s))
             .collect::<Result<Vec<_>, _>>()?;
+        if opened.is_empty() {
+            return Ok(None);
+        }
         let mut profile = merge(entity, kind, &opened, self.authority);
         match kind {
             RecordKind::Resident => {
@@ -248,11 +261,15 @@ impl Resolver<'_> {
                         }
                     }
                 }
-                let parties = parties
-                    .into_iter()
-                    .map(|id| EntityRef { id, label: None })
-                    .collect();
-                profile.related.insert("parties".to_owned(), parties);
+                let mut labelled = Vec::new();
+                for id in parties {
+                    let label = self
+                        .related_entities(&format!("entity:{id}"), "name")?
+                        .into_iter()
+                        .find_map(|r| r.label);
+                    labelled.push(EntityRef { id, label });
+                }
+                profile.related.insert("parties".to_owned(), labelled);
                 if let Some(id) = house {
                     profile
                         .related

@@ -320,6 +320,28 @@ impl StoreReader {
         Ok(out)
     }
 
+    /// Calls `f` with every live source record of `kind`, in row-key order.
+    pub fn for_each_source(
+        &self,
+        kind: RecordKind,
+        mut f: impl FnMut(StoredSource),
+    ) -> Result<(), StoreError> {
+        let table = self.tx.open_table(SOURCES)?;
+        let marker = format!("/{}/", kind.as_str());
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            let key = key.value();
+            if !key.contains(&marker) {
+                continue;
+            }
+            let source = decode_source(key, value.value())?;
+            if source.kind == kind && !source.deleted {
+                f(source);
+            }
+        }
+        Ok(())
+    }
+
     /// Number of source records stored (live and tombstones).
     pub fn source_count(&self) -> Result<u64, StoreError> {
         use redb::ReadableTableMetadata;

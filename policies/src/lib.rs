@@ -7,6 +7,10 @@
 use std::path::PathBuf;
 
 pub mod mask;
+pub mod redact;
+pub mod tables;
+
+pub use tables::{FieldTables, Level, TableError, TableFiles, CLASSES};
 
 /// Roles the product knows. A token may carry others; they grant nothing.
 pub const ROLES: [&str; 8] = [
@@ -21,13 +25,24 @@ pub const ROLES: [&str; 8] = [
 ];
 
 /// (action, object) pairs the broker asks the policy about.
-pub const PERMISSIONS: [(&str, &str); 6] = [
+pub const PERMISSIONS: [(&str, &str); 8] = [
     ("read", "personal_data"),
     ("ingest", "own_department"),
     ("read", "own_receipts"),
     ("read", "audit_log"),
     ("write", "policy"),
     ("read", "operations"),
+    ("preview", "policy"),
+    ("use", "break_glass"),
+];
+
+/// Purposes of use the shipped policy is written for.
+pub const DEFAULT_PURPOSES: [&str; 5] = [
+    "routine_visit",
+    "dispute_mediation",
+    "elderly_care",
+    "emergency",
+    "case_investigation",
 ];
 
 /// The policy files shipped with SafeGrid (`policies/default/` in the source tree).
@@ -49,6 +64,6 @@ mod tests {
         let dir = default_policy_dir();
         let model = std::fs::read_to_string(dir.join("model.conf")).unwrap_or_default();
         assert_eq!(model, DEFAULT_MODEL);
-        assert!(DEFAULT_POLICY.contains("dept_publisher, ingest, own_department"));
+        assert!(DEFAULT_POLICY.contains("dept_publisher, *, own_department, ingest"));
     }
 }

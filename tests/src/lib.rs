@@ -176,3 +176,72 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// What a traced GET returns: status, the `x-request-id` response header, and the body.
+#[derive(Debug, Clone)]
+pub struct Traced {
+    pub status: u16,
+    pub request_id: String,
+    pub body: Value,
+}
+
+impl TestApp {
+    /// A compliance officer's token.
+    pub fn compliance(&self) -> String {
+        self.token("compliance_officer", &[STREET], None)
+    }
+
+    /// GET with an optional purpose and case id; returns status, request id and JSON body.
+    pub async fn get_traced(
+        &self,
+        path: &str,
+        token: &str,
+        purpose: Option<&str>,
+        case_id: Option<&str>,
+    ) -> Traced {
+        let mut request = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token);
+        if let Some(purpose) = purpose {
+            request = request.header("x-purpose", purpose);
+        }
+        if let Some(case_id) = case_id {
+            request = request.header("x-case-id", case_id);
+        }
+        let response = request.send().await.expect("the request is sent");
+        let status = response.status().as_u16();
+        let request_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Traced {
+            status,
+            request_id,
+            body,
+        }
+    }
+
+    /// GET returning status, content type and the raw body text.
+    pub async fn get_text(&self, path: &str, token: &str) -> (u16, String, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the request is sent");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = response.text().await.unwrap_or_default();
+        (status, content_type, text)
+    }
+}

@@ -179,9 +179,12 @@ async fn one_person_from_five_departments_merges_with_provenance() {
         .iter()
         .filter_map(|t| t["tag"].as_str())
         .collect();
-    for tag in ["户籍人口", "独居老人", "低保", "慢性病"] {
+    // A community officer sees that 卫健 flags the resident (a masked tag), not the diagnosis.
+    for tag in ["户籍人口", "独居老人", "低保", "健康关注"] {
         assert!(tags.contains(&tag), "{tag} in {tags:?}");
     }
+    assert!(!tags.contains(&"慢性病"));
+    assert!(!profile.to_string().contains("高血压"));
     assert_eq!(profile["attributes"]["minzheng"]["allowance_monthly"], 1200);
     // Related entities: the house (with its occupant) and the event (with its party).
     let house = profile["related"]["house"][0]["id"].as_str().expect("house").to_owned();

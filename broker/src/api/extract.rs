@@ -53,6 +53,20 @@ pub struct Reader {
     pub context: RequestContext,
     pub purpose: String,
     pub case_id: Option<String>,
+    /// The stated reason, when the caller broke the glass (`X-Break-Glass`) and may.
+    pub break_glass: Option<String>,
+}
+
+impl Reader {
+    /// What this caller may see in this request.
+    pub fn plan(&self, state: &AppState) -> crate::view::ViewPlan {
+        crate::view::ViewPlan::new(
+            state.permissions.current(),
+            &self.principal,
+            &self.purpose,
+            self.break_glass.is_some(),
+        )
+    }
 }
 
 impl FromRequestParts<AppState> for Reader {
@@ -73,6 +87,7 @@ impl FromRequestParts<AppState> for Reader {
         };
         let purpose = header_text("x-purpose");
         let case_id = header_text("x-case-id").map(|c| c.chars().take(64).collect());
+        let break_glass = header_text("x-break-glass");
         let refusal = if !state.permissions.allows(&principal.roles, Permission::ReadPersonalData) {
             Some(ApiError::forbidden(
                 "role_cannot_read",
@@ -96,7 +111,24 @@ impl FromRequestParts<AppState> for Reader {
                         ),
                     ))
                 }
-                Some(_) => None,
+                Some(_) => match &break_glass {
+                    Some(_) if !state.permissions.allows(&principal.roles, Permission::UseBreakGlass) => {
+                        Some(ApiError::forbidden(
+                            "break_glass_not_allowed",
+                            "your role may not break the glass; remove X-Break-Glass",
+                        ))
+                    }
+                    Some(reason) if reason.chars().count() < 4 => Some(ApiError::bad_request(
+                        "break_glass_reason_required",
+                        "X-Break-Glass must state the reason (at least 4 characters)",
+                    )),
+                    Some(_) if !state.break_glass.try_use(&principal.sub) => Some(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "break_glass_limit",
+                        "too many break-glass reads in the last hour; ask a street officer or wait",
+                    )),
+                    _ => None,
+                },
             }
         };
         if let Some(error) = refusal {
@@ -110,6 +142,7 @@ impl FromRequestParts<AppState> for Reader {
             context,
             purpose: purpose.unwrap_or_default(),
             case_id,
+            break_glass: break_glass.map(|r| r.chars().take(200).collect()),
         })
     }
 }

@@ -7,9 +7,11 @@
 //!   data is returned (503 `audit_unavailable`).
 //! - A record outside the caller's jurisdiction answers exactly like a missing one.
 
+pub mod compliance;
 pub mod error;
 pub mod extract;
 mod openapi;
+pub mod search;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -27,7 +29,7 @@ use audit::{Actor, AuditLog, AuditRecord, Decision};
 use model::{Department, DivisionCode, RecordKind};
 
 use crate::auth::{Authenticator, Principal};
-use crate::authz::{Permission, Permissions};
+use crate::authz::{Permission, PolicyHandle};
 use crate::crypto::KeyRing;
 use crate::ingest::{IngestError, Pipeline, Receipt};
 use crate::resolve::{AuthorityOrder, Profile, Resolver};
@@ -44,11 +46,14 @@ pub struct AppStateInner {
     pub keys: Arc<KeyRing>,
     pub pipeline: Pipeline,
     pub authenticator: Authenticator,
-    pub permissions: Permissions,
+    pub permissions: Arc<PolicyHandle>,
+    pub names: Arc<crate::names::NameIndex>,
+    pub break_glass: BreakGlassLimiter,
     pub authority: AuthorityOrder,
     pub purposes: Vec<String>,
     pub max_body_bytes: usize,
     pub audit: AuditLog,
+    pub search: crate::search::SearchIndex,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +101,8 @@ pub fn router(state: AppState) -> Router {
             get(event_by_source),
         )
         .route("/v1/whoami", get(whoami))
+        .merge(compliance::routes())
+        .merge(search::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -329,7 +336,8 @@ async fn read_entity(
     id: &str,
     endpoint: &str,
 ) -> Result<Json<Profile>, ApiError> {
-    let profile = state.load_profile(id).await?;
+    let plan = reader.plan(state);
+    let profile = state.load_visible_profile(id, &plan).await?;
     let in_scope = profile
         .as_ref()
         .filter(|p| p.kind == kind)
@@ -337,8 +345,11 @@ async fn read_entity(
     let action = format!("read_{}", kind.as_str());
     match (profile, in_scope) {
         (Some(mut profile), Some(true)) => {
-            let outcome = view::apply(&mut profile, &reader.principal, &reader.purpose);
+            let names = names_in(&profile);
+            let directory = state.names.current();
+            let outcome = plan.apply(&mut profile, &names, Some(&directory));
             let mut record = state.reader_record(reader, &action, endpoint, outcome.decision());
+            record.policy_version = Some(plan.policy_version().to_owned());
             record.entities = vec![profile.id.clone()];
             record.residents = state.resident_refs(&profile);
             record.fields_clear = outcome.fields_clear;
@@ -389,9 +400,13 @@ async fn by_source(
         .map_err(|e| ApiError::internal("lookup_failed", &e))?
         .map_err(|e| ApiError::internal("lookup_failed", &e))?
     };
+    // A caller who may not know that this department holds a record about a resident
+    // gets the same answer as for a missing record.
+    let plan = reader.plan(state);
+    let visible = kind != RecordKind::Resident || plan.department_visible(department);
     let profile = match &entity {
-        Some(entity) => state.load_profile(entity).await?,
-        None => None,
+        Some(entity) if visible => state.load_visible_profile(entity, &plan).await?,
+        _ => None,
     };
     let endpoint = format!("/v1/{}s/by-source/{{department}}/{{source_id}}", kind.as_str());
     let mut record = state.reader_record(reader, "lookup_by_source", &endpoint, Decision::Allow);
@@ -451,13 +466,18 @@ async fn event_by_source(
 }
 
 impl AppState {
-    /// The merged profile of an entity, read from one consistent snapshot.
-    async fn load_profile(&self, id: &str) -> Result<Option<Profile>, ApiError> {
+    /// The merged profile built only from departments the plan lets the caller know about.
+    async fn load_visible_profile(
+        &self,
+        id: &str,
+        plan: &view::ViewPlan,
+    ) -> Result<Option<Profile>, ApiError> {
         if id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Ok(None);
         }
         let state = self.clone();
         let id = id.to_owned();
+        let plan = plan.clone();
         tokio::task::spawn_blocking(move || {
             let snapshot = state.store.read()?;
             let resolver = Resolver {
@@ -465,7 +485,9 @@ impl AppState {
                 keys: &state.keys,
                 authority: &state.authority,
             };
-            resolver.profile(&id).map_err(anyhow::Error::from)
+            resolver
+                .profile_from(&id, &|d| plan.department_visible(d))
+                .map_err(anyhow::Error::from)
         })
         .await
         .map_err(|e| ApiError::internal("read_failed", &e))?
@@ -505,7 +527,7 @@ impl AppState {
         };
         let mut record = AuditRecord::new(&context.request_id, actor, action, endpoint, decision);
         record.client_addr = context.client_addr.clone();
-        record.policy_version = Some(self.permissions.version.clone());
+        record.policy_version = Some(self.permissions.version());
         record
     }
 
@@ -519,6 +541,7 @@ impl AppState {
         let mut record = self.audit_record(&reader.principal, &reader.context, action, endpoint, decision);
         record.purpose = Some(reader.purpose.clone());
         record.case_id = reader.case_id.clone();
+        record.break_glass_reason = reader.break_glass.clone();
         record
     }
 
@@ -548,5 +571,54 @@ impl AppState {
         record.case_id = case_id.map(str::to_owned);
         record.outcome = error.code.to_owned();
         self.append_audit(record).await.map(|_| ())
+    }
+}
+
+/// Names to redact from a profile's free text: the resident's own names and those of the
+/// people related to it.
+fn names_in(profile: &Profile) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Some(field) = profile.fields.get("name") {
+        names.extend(field.value.as_str().map(str::to_owned));
+        names.extend(field.conflicts.iter().filter_map(|c| c.value.as_str().map(str::to_owned)));
+    }
+    for relation in ["occupants", "parties"] {
+        for entity in profile.related.get(relation).into_iter().flatten() {
+            names.extend(entity.label.clone());
+        }
+    }
+    names
+}
+
+/// At most a few break-glass reads per principal per hour.
+#[derive(Debug)]
+pub struct BreakGlassLimiter {
+    per_hour: usize,
+    uses: std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
+}
+
+impl BreakGlassLimiter {
+    pub fn new(per_hour: usize) -> BreakGlassLimiter {
+        BreakGlassLimiter {
+            per_hour,
+            uses: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Records one use by `sub`; false when the hourly allowance is spent.
+    pub fn try_use(&self, sub: &str) -> bool {
+        let hour = std::time::Duration::from_secs(3600);
+        let now = std::time::Instant::now();
+        let mut uses = match self.uses.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let entry = uses.entry(sub.to_owned()).or_default();
+        entry.retain(|t| now.duration_since(*t) < hour);
+        if entry.len() >= self.per_hour {
+            return false;
+        }
+        entry.push(now);
+        true
     }
 }

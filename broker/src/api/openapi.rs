@@ -13,9 +13,11 @@ use utoipa::{Modify, OpenApi};
         super::healthz, super::readyz, super::whoami, super::ingest, super::receipt,
         super::get_resident, super::get_house, super::get_event,
         super::resident_by_source, super::house_by_source, super::event_by_source,
+        super::search::search_residents, super::search::search_houses, super::search::search_events, super::search::search_all,
     ),
     components(schemas(
         super::error::ErrorBody, super::error::ErrorDetail, super::Health, super::WhoAmI, super::UnifiedId,
+        super::search::SearchPage, super::search::SearchItem,
         crate::ingest::Receipt, crate::ingest::Rejection,
         crate::resolve::Profile, crate::resolve::MergedField, crate::resolve::Alternative,
         crate::resolve::MergedTag, crate::resolve::SourceRef, crate::resolve::EntityRef,

@@ -1,0 +1,420 @@
+//! Search endpoints: `GET /v1/residents?q=`, `/v1/houses?q=`, `/v1/events?q=` and
+//! `/v1/search?q=` across kinds.
+//!
+//! Guarantees:
+//! - Only a [`Reader`] can search; the jurisdiction and field visibility are inside the index
+//!   query ([`crate::search::query`]), so `total` and pages count only what the caller may
+//!   find.
+//! - A hit carries the unified id, kind, score and a summary cut from the profile *after*
+//!   [`crate::view::ViewPlan::apply`], exactly as the profile endpoint would show it.
+//! - Every search is audited (action `search`, result count, the entities returned) and the
+//!   record is durable before the response leaves.
+//! - A cursor is bound to its query: used with another query it is refused
+//!   (400 `cursor_mismatch`).
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use audit::Decision;
+use model::{DivisionCode, RecordKind};
+
+use super::error::ApiError;
+use super::extract::Reader;
+use super::AppState;
+use crate::resolve::{Profile, Resolver};
+use crate::search::query::Filters;
+use crate::search::{SearchRequest, SortOrder, MAX_OFFSET};
+
+/// Default page size.
+const DEFAULT_LIMIT: usize = 20;
+/// Largest page size.
+const MAX_LIMIT: usize = 100;
+/// Longest query accepted, in characters.
+const MAX_QUERY_CHARS: usize = 200;
+
+/// The search routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/residents", get(search_residents))
+        .route("/v1/houses", get(search_houses))
+        .route("/v1/events", get(search_events))
+        .route("/v1/search", get(search_all))
+}
+
+/// Query-string parameters of every search endpoint.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    /// What the worker typed: Chinese name, pinyin, initials, a pinyin prefix, an ID number
+    /// or its last 4/6, a phone or its last 4, an address fragment, event words. Parts
+    /// separated by spaces must all match.
+    q: Option<String>,
+    /// Page size, default 20, at most 100.
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page of the same query.
+    cursor: Option<String>,
+    /// Events: event type code (e.g. `dispute`).
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    event_type: Option<String>,
+    /// Events: `open` or `closed`.
+    status: Option<String>,
+    /// A division code (grid, community, street) to narrow the search to.
+    grid: Option<String>,
+    /// Events: occurred at or after (RFC 3339 or YYYY-MM-DD).
+    from: Option<String>,
+    /// Events: occurred before (RFC 3339 or YYYY-MM-DD).
+    to: Option<String>,
+    /// `relevance` (default) or `time` (newest first).
+    sort: Option<String>,
+}
+
+/// One page of results.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SearchPage {
+    pub items: Vec<SearchItem>,
+    /// Number of matching records the caller may see.
+    pub total: usize,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// One hit.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SearchItem {
+    /// Unified id, for `GET /v1/{kind}s/{id}`.
+    pub id: String,
+    #[schema(value_type = String)]
+    pub kind: RecordKind,
+    pub score: f32,
+    /// A few fields of the masked profile (name, address, title …), as the profile shows them.
+    #[schema(value_type = Object)]
+    pub summary: Map<String, Value>,
+}
+
+/// Search residents.
+#[utoipa::path(get, path = "/v1/residents", params(SearchParams, ("X-Purpose" = String, Header)),
+    responses((status = 200, body = SearchPage), (status = 400, body = super::error::ErrorBody),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
+        (status = 503, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn search_residents(
+    State(state): State<AppState>,
+    reader: Reader,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<SearchPage>, ApiError> {
+    run(&state, &reader, params, &[RecordKind::Resident], "/v1/residents").await
+}
+
+/// Search houses.
+#[utoipa::path(get, path = "/v1/houses", params(SearchParams, ("X-Purpose" = String, Header)),
+    responses((status = 200, body = SearchPage), (status = 400, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn search_houses(
+    State(state): State<AppState>,
+    reader: Reader,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<SearchPage>, ApiError> {
+    run(&state, &reader, params, &[RecordKind::House], "/v1/houses").await
+}
+
+/// Search events (full text, filters, sort by relevance or time).
+#[utoipa::path(get, path = "/v1/events", params(SearchParams, ("X-Purpose" = String, Header)),
+    responses((status = 200, body = SearchPage), (status = 400, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn search_events(
+    State(state): State<AppState>,
+    reader: Reader,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<SearchPage>, ApiError> {
+    run(&state, &reader, params, &[RecordKind::Event], "/v1/events").await
+}
+
+/// Search residents, houses and events at once.
+#[utoipa::path(get, path = "/v1/search", params(SearchParams, ("X-Purpose" = String, Header)),
+    responses((status = 200, body = SearchPage), (status = 400, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn search_all(
+    State(state): State<AppState>,
+    reader: Reader,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<SearchPage>, ApiError> {
+    run(&state, &reader, params, &RecordKind::ALL, "/v1/search").await
+}
+
+/// A validated search: the request, and the fingerprint its cursors carry.
+#[derive(Debug)]
+struct Parsed {
+    request: SearchRequest,
+    fingerprint: String,
+}
+
+fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError> {
+    let q = params.q.unwrap_or_default().trim().to_owned();
+    if q.chars().count() > MAX_QUERY_CHARS {
+        return Err(ApiError::bad_request(
+            "query_too_long",
+            format!("q may have at most {MAX_QUERY_CHARS} characters"),
+        ));
+    }
+    let limit = match params.limit.as_deref() {
+        None | Some("") => DEFAULT_LIMIT,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| ApiError::bad_request("limit_invalid", format!("limit must be 1 to {MAX_LIMIT}")))?,
+    };
+    let sort = match params.sort.as_deref() {
+        None | Some("") | Some("relevance") => SortOrder::Relevance,
+        Some("time") if kinds == [RecordKind::Event] => SortOrder::Time,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "sort_invalid",
+                "sort is relevance, or time for /v1/events",
+            ))
+        }
+    };
+    let grid = match params.grid.as_deref().filter(|g| !g.is_empty()) {
+        None => None,
+        Some(text) => Some(
+            DivisionCode::parse(text)
+                .map_err(|_| ApiError::bad_request("grid_invalid", "grid must be a 6, 9, 12 or 15 digit division code"))?
+                .as_str()
+                .to_owned(),
+        ),
+    };
+    let time = |text: Option<&str>, name: &str| -> Result<Option<i64>, ApiError> {
+        let Some(text) = text.filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+            return Ok(Some(at.timestamp()));
+        }
+        chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            // A bare date is a day in China (UTC+8).
+            .map(|t| Some(t.and_utc().timestamp() - 8 * 3600))
+            .ok_or_else(|| ApiError::bad_request("time_invalid", format!("{name} must be RFC 3339 or YYYY-MM-DD")))
+    };
+    let event_only = |value: Option<String>, name: &str| -> Result<Option<String>, ApiError> {
+        match value.filter(|v| !v.is_empty()) {
+            Some(_) if kinds != [RecordKind::Event] => Err(ApiError::bad_request(
+                "filter_not_supported",
+                format!("{name} filters events only: use /v1/events"),
+            )),
+            Some(v) if v.len() > 40 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+                Err(ApiError::bad_request("filter_invalid", format!("{name} is a snake_case code")))
+            }
+            other => Ok(other),
+        }
+    };
+    let from = time(params.from.as_deref(), "from")?;
+    let to = time(params.to.as_deref(), "to")?;
+    if (from.is_some() || to.is_some()) && kinds != [RecordKind::Event] {
+        return Err(ApiError::bad_request("filter_not_supported", "from and to filter events only: use /v1/events"));
+    }
+    let filters = Filters {
+        event_type: event_only(params.event_type, "type")?,
+        status: event_only(params.status, "status")?,
+        grid,
+        from,
+        to,
+    };
+    let fingerprint = {
+        let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+        let text = format!("{kinds:?}\u{0}{q}\u{0}{filters:?}\u{0}{sort:?}");
+        hex::encode(&ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref()[..8])
+    };
+    let offset = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => 0,
+        Some(cursor) => decode_cursor(cursor, &fingerprint)?,
+    };
+    Ok(Parsed {
+        request: SearchRequest {
+            kinds: kinds.to_vec(),
+            q,
+            filters,
+            sort,
+            offset,
+            limit,
+        },
+        fingerprint,
+    })
+}
+
+fn encode_cursor(offset: usize, fingerprint: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("v1:{offset}:{fingerprint}"))
+}
+
+fn decode_cursor(cursor: &str, fingerprint: &str) -> Result<usize, ApiError> {
+    let invalid = || ApiError::bad_request("cursor_invalid", "cursor is not a cursor this API issued");
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let mut parts = text.splitn(3, ':');
+    let (Some("v1"), Some(offset), Some(print)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(invalid());
+    };
+    let offset: usize = offset.parse().map_err(|_| invalid())?;
+    if print != fingerprint {
+        return Err(ApiError::bad_request(
+            "cursor_mismatch",
+            "this cursor belongs to another query; send the same q and filters, or no cursor",
+        ));
+    }
+    if offset > MAX_OFFSET {
+        return Err(invalid());
+    }
+    Ok(offset)
+}
+
+/// Fields of the masked profile shown in a hit.
+fn summary_fields(kind: RecordKind) -> &'static [&'static str] {
+    match kind {
+        RecordKind::Resident => &["name", "gender", "age", "birth_date", "id_number", "phone", "address"],
+        RecordKind::House => &["address", "usage"],
+        RecordKind::Event => &["title", "type", "status", "occurred_at", "address"],
+    }
+}
+
+fn summary(profile: &Profile) -> Map<String, Value> {
+    let mut out = Map::new();
+    for field in summary_fields(profile.kind) {
+        if let Some(f) = profile.fields.get(*field) {
+            out.insert((*field).to_owned(), f.value.clone());
+        }
+    }
+    if let Some(grid) = &profile.grid {
+        out.insert("grid".to_owned(), Value::String(grid.clone()));
+    }
+    out
+}
+
+async fn run(
+    state: &AppState,
+    reader: &Reader,
+    params: Result<Query<SearchParams>, QueryRejection>,
+    kinds: &[RecordKind],
+    endpoint: &str,
+) -> Result<Json<SearchPage>, ApiError> {
+    let parsed = params
+        .map_err(|_| ApiError::bad_request("query_string_invalid", "the query string could not be read"))
+        .and_then(|Query(params)| parse(params, kinds));
+    let parsed = match parsed {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            state
+                .audit_refusal(
+                    &reader.principal,
+                    &reader.context,
+                    Some(&reader.purpose),
+                    reader.case_id.as_deref(),
+                    endpoint,
+                    &error,
+                )
+                .await?;
+            return Err(error);
+        }
+    };
+    let plan = reader.plan(state);
+    let job_state = state.clone();
+    let principal = reader.principal.clone();
+    let job_plan = plan.clone();
+    let request = parsed.request.clone();
+    let (total, profiles) = tokio::task::spawn_blocking(move || {
+        let found = job_state.search.search(&principal, &job_plan, &request)?;
+        let snapshot = job_state.store.read()?;
+        let resolver = Resolver {
+            reader: &snapshot,
+            keys: &job_state.keys,
+            authority: &job_state.authority,
+        };
+        let mut profiles = Vec::with_capacity(found.hits.len());
+        for hit in found.hits {
+            let profile = resolver.profile_from(&hit.id, &|d| job_plan.department_visible(d))?;
+            if let Some(profile) = profile.filter(|p| p.kind == hit.kind && job_state.covers(&principal, p)) {
+                profiles.push((profile, hit.score));
+            }
+        }
+        Ok::<_, anyhow::Error>((found.total, profiles))
+    })
+    .await
+    .map_err(|e| ApiError::internal("search_failed", &e))?
+    .map_err(|e| ApiError::internal("search_failed", &e))?;
+
+    let directory = state.names.current();
+    let mut decision = Decision::Allow;
+    let mut items = Vec::with_capacity(profiles.len());
+    let mut residents = Vec::new();
+    let mut fields_clear: Vec<String> = Vec::new();
+    for (mut profile, score) in profiles {
+        let names = super::names_in(&profile);
+        let outcome = plan.apply(&mut profile, &names, Some(&directory));
+        if outcome.decision() != Decision::Allow {
+            decision = outcome.decision();
+        }
+        for field in outcome.fields_clear {
+            if !fields_clear.contains(&field) {
+                fields_clear.push(field);
+            }
+        }
+        residents.extend(state.resident_refs(&profile));
+        items.push(SearchItem {
+            id: profile.id.clone(),
+            kind: profile.kind,
+            score,
+            summary: summary(&profile),
+        });
+    }
+    let request = &parsed.request;
+    let next_offset = request.offset + request.limit;
+    let next_cursor = (next_offset < total && next_offset <= MAX_OFFSET)
+        .then(|| encode_cursor(next_offset, &parsed.fingerprint));
+    let mut record = state.reader_record(reader, "search", endpoint, decision);
+    record.policy_version = Some(plan.policy_version().to_owned());
+    record.entities = items.iter().map(|i| i.id.clone()).collect();
+    record.residents = residents;
+    record.fields_clear = fields_clear;
+    record.result_count = items.len() as u64;
+    record.outcome = format!("total={total} offset={}", request.offset);
+    state.append_audit(record).await?;
+    Ok(Json(SearchPage {
+        items,
+        total,
+        next_cursor,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_only_fits_its_own_query() {
+        let cursor = encode_cursor(20, "abcd");
+        assert_eq!(decode_cursor(&cursor, "abcd").ok(), Some(20));
+        assert_eq!(decode_cursor(&cursor, "ef01").map_err(|e| e.code), Err("cursor_mismatch"));
+        assert_eq!(decode_cursor("not a cursor", "abcd").map_err(|e| e.code), Err("cursor_invalid"));
+    }
+
+    #[test]
+    fn parameters_are_validated_with_stable_codes() {
+        let events = [RecordKind::Event];
+        let bad = |params: SearchParams, kinds: &[RecordKind]| parse(params, kinds).err().map(|e| e.code);
+        assert_eq!(bad(SearchParams { limit: Some("0".into()), ..Default::default() }, &events), Some("limit_invalid"));
+        assert_eq!(bad(SearchParams { limit: Some("101".into()), ..Default::default() }, &events), Some("limit_invalid"));
+        assert_eq!(bad(SearchParams { sort: Some("time".into()), ..Default::default() }, &[RecordKind::Resident]), Some("sort_invalid"));
+        assert_eq!(bad(SearchParams { grid: Some("12".into()), ..Default::default() }, &events), Some("grid_invalid"));
+        assert_eq!(bad(SearchParams { from: Some("yesterday".into()), ..Default::default() }, &events), Some("time_invalid"));
+        assert_eq!(bad(SearchParams { status: Some("open".into()), ..Default::default() }, &[RecordKind::House]), Some("filter_not_supported"));
+        assert!(parse(SearchParams { q: Some("张三".into()), ..Default::default() }, &events).is_ok());
+    }
+}

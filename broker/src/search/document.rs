@@ -1,0 +1,203 @@
+//! One merged profile turned into one index document.
+//!
+//! Guarantees: every personal value becomes blind tokens only ([`super::blind`]); the
+//! plaintext in a document is limited to the unified id, kind, grid scope codes, event type
+//! and status, house usage and the event time. Each personal field also yields a blind
+//! *source guard* token naming the department its value came from, so a query can be limited
+//! to values whose source the caller may see (see [`super::query`]).
+
+use tantivy::TantivyDocument;
+
+use model::{Department, IdNumber, Phone, RecordKind};
+
+use super::schema::{Family, IndexFields};
+use super::{address, names, text};
+use crate::resolve::Profile;
+
+use super::blind::Blinder;
+
+/// Personal profile fields the index reads, per kind.
+pub fn profile_field(kind: RecordKind, family: Family) -> Option<&'static str> {
+    use Family::*;
+    match (kind, family) {
+        (RecordKind::Resident, NameChars | NamePinyin | NameShort | NameFuzzy) => Some("name"),
+        (RecordKind::Resident, IdNumber) => Some("id_number"),
+        (RecordKind::House, IdNumber) => Some("owner_id_number"),
+        (RecordKind::Resident, Phone) => Some("phone"),
+        (_, Address) => Some("address"),
+        (RecordKind::Resident, Tag) => Some("tags"),
+        (RecordKind::Event, Title) => Some("title"),
+        (RecordKind::Event, Body) => Some("description"),
+        _ => None,
+    }
+}
+
+/// The guard term that says `field`'s value came from `department`.
+pub fn source_guard(field: &str, department: Department) -> String {
+    format!("src:{field}|{}", department.code())
+}
+
+/// The guard term that says `department` holds a record of the entity.
+pub fn department_guard(department: Department) -> String {
+    format!("dept:{}", department.code())
+}
+
+/// The guard term that says `department` asserts `tag`.
+pub fn tag_guard(tag: &str, department: Department) -> String {
+    format!("tag:{tag}|{}", department.code())
+}
+
+/// Every prefix of a grid code that is a division level (district, street, community, grid).
+pub fn scope_terms(grid: &str) -> Vec<&str> {
+    [6, 9, 12, 15]
+        .into_iter()
+        .filter(|n| grid.len() >= *n && grid.is_ascii())
+        .filter_map(|n| grid.get(..n))
+        .collect()
+}
+
+/// Builds the document of `profile` (unmasked, as resolved).
+pub fn build(profile: &Profile, fields: &IndexFields, blinder: &Blinder) -> TantivyDocument {
+    let mut doc = TantivyDocument::default();
+    doc.add_text(fields.id, &profile.id);
+    doc.add_text(fields.kind, profile.kind.as_str());
+    if let Some(grid) = &profile.grid {
+        for scope in scope_terms(grid) {
+            doc.add_text(fields.scope, scope);
+        }
+    }
+    let kind = profile.kind;
+    let mut add = |family: Family, term: &str| {
+        doc.add_text(fields.get(family), blinder.token(family.name(), term));
+    };
+    let mut guards: Vec<String> = Vec::new();
+    let value_of = |field: &str| {
+        profile
+            .fields
+            .get(field)
+            .and_then(|f| f.value.as_str().map(|v| (v.to_owned(), f.source)))
+    };
+    let guarded = |field: &str, guards: &mut Vec<String>| {
+        let found = value_of(field);
+        if let Some((_, source)) = &found {
+            guards.push(source_guard(field, *source));
+        }
+        found.map(|(v, _)| v)
+    };
+    match kind {
+        RecordKind::Resident => {
+            if let Some(name) = guarded("name", &mut guards) {
+                for (family, term) in names::name_terms(&name) {
+                    add(Family::from(family), &term);
+                }
+            }
+            if let Some(id) = guarded("id_number", &mut guards) {
+                for term in id_terms(&id) {
+                    add(Family::IdNumber, &term);
+                }
+            }
+            if let Some(phone) = guarded("phone", &mut guards) {
+                for term in phone_terms(&phone) {
+                    add(Family::Phone, &term);
+                }
+            }
+            if let Some(addr) = guarded("address", &mut guards) {
+                for term in address::index_terms(&addr) {
+                    add(Family::Address, &term);
+                }
+            }
+            for tag in &profile.tags {
+                add(Family::Tag, &format!("t:{}", tag.tag));
+                for department in &tag.sources {
+                    guards.push(tag_guard(&tag.tag, *department));
+                }
+            }
+        }
+        RecordKind::House => {
+            if let Some(addr) = guarded("address", &mut guards) {
+                for term in address::index_terms(&addr) {
+                    add(Family::Address, &term);
+                }
+            }
+            if let Some(id) = guarded("owner_id_number", &mut guards) {
+                for term in id_terms(&id) {
+                    add(Family::IdNumber, &term);
+                }
+            }
+        }
+        RecordKind::Event => {
+            if let Some(title) = guarded("title", &mut guards) {
+                for term in text::index_terms(&title) {
+                    add(Family::Title, &term);
+                }
+            }
+            if let Some(body) = guarded("description", &mut guards) {
+                for term in text::index_terms(&body) {
+                    add(Family::Body, &term);
+                }
+            }
+            if let Some(addr) = guarded("address", &mut guards) {
+                for term in address::index_terms(&addr) {
+                    add(Family::Address, &term);
+                }
+            }
+        }
+    }
+    if kind == RecordKind::Resident {
+        for source in &profile.sources {
+            guards.push(department_guard(source.department));
+        }
+    }
+    guards.sort();
+    guards.dedup();
+    for guard in guards {
+        add(Family::Guard, &guard);
+    }
+    let plain = |field: &str| profile.fields.get(field).and_then(|f| f.value.as_str());
+    match kind {
+        RecordKind::Event => {
+            if let Some(t) = plain("type") {
+                doc.add_text(fields.event_type, t);
+            }
+            if let Some(s) = plain("status") {
+                doc.add_text(fields.status, s);
+            }
+            if let Some(at) = plain("occurred_at").and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+                doc.add_i64(fields.occurred, at.timestamp());
+            }
+        }
+        RecordKind::House => {
+            if let Some(u) = plain("usage") {
+                doc.add_text(fields.usage, u);
+            }
+        }
+        RecordKind::Resident => {}
+    }
+    doc
+}
+
+/// ID number terms: exact (normalised 18 digits), last 6, last 4.
+pub fn id_terms(raw: &str) -> Vec<String> {
+    let Ok(id) = IdNumber::parse(raw) else {
+        return Vec::new();
+    };
+    let s = id.as_str();
+    let mut out = vec![format!("x:{s}")];
+    for n in [6, 4] {
+        if let Some(tail) = s.len().checked_sub(n).and_then(|start| s.get(start..)) {
+            out.push(format!("l{n}:{tail}"));
+        }
+    }
+    out
+}
+
+/// Phone terms: every digit (`t:`), last 4 of the subscriber number (`t4:`).
+pub fn phone_terms(raw: &str) -> Vec<String> {
+    let Ok(phone) = Phone::parse(raw) else {
+        return Vec::new();
+    };
+    vec![
+        format!("t:{}", phone.digits()),
+        format!("t4:{}", phone.last_digits(4)),
+    ]
+}

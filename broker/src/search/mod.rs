@@ -1,0 +1,517 @@
+//! The search index (tantivy): residents, houses and events found the way a grid worker
+//! types — Chinese characters, pinyin, initials, prefixes, ID and phone suffixes, address
+//! fragments, event words — without the index ever holding personal data in plaintext.
+//!
+//! Guarantees:
+//! - **Blind.** Every term of a personal field is a blind token ([`blind`]); the only
+//!   plaintext is the unified id, kind, grid scope codes, event type and status, house usage
+//!   and event time ([`schema`]). A copy of `<data_dir>/index/` reveals no name, ID number,
+//!   phone or address.
+//! - **Authorized inside the query.** Jurisdiction, field visibility and source-department
+//!   visibility are clauses of the tantivy query ([`query`]), so `total` and paging only ever
+//!   see what the caller may find.
+//! - **Fresh.** A follower tails the store's change sequence, re-resolves every changed
+//!   entity and replaces (or deletes) its document, committing at least every
+//!   [`COMMIT_INTERVAL`] while changes arrive. The last indexed change number is stored in the
+//!   commit itself, so a restart resumes where the index is, never ahead of it.
+//! - **Rebuilt when needed.** A missing index, another [`schema::SCHEMA_VERSION`] or another
+//!   key is rebuilt from the store at open (`safegrid reindex` does the same offline).
+
+pub mod address;
+pub mod blind;
+pub mod document;
+pub mod fold;
+pub mod names;
+pub mod query;
+pub mod schema;
+pub mod text;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::{BooleanQuery, Occur, Query};
+use tantivy::schema::Value;
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+
+use model::RecordKind;
+
+use crate::auth::Principal;
+use crate::crypto::KeyRing;
+use crate::resolve::{AuthorityOrder, ResolveError, Resolver};
+use crate::store::{Store, StoreError};
+use crate::view::ViewPlan;
+
+use blind::Blinder;
+use query::{Access, Compiler, Filters};
+use schema::{build_schema, IndexFields, SCHEMA_VERSION};
+
+/// The follower commits at least this often while changes arrive.
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
+/// Changes read from the store per follower pass.
+const CHANGES_PER_PASS: usize = 20_000;
+/// File in the index directory naming the schema version and key fingerprint.
+const VERSION_FILE: &str = "safegrid-index-version";
+/// Memory the index writer may use before flushing a segment.
+const WRITER_MEMORY: usize = 192 * 1024 * 1024;
+/// Deepest result a cursor may reach.
+pub const MAX_OFFSET: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("search index: {0}")]
+    Index(#[from] tantivy::TantivyError),
+    #[error("search index directory {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("the search index is closed")]
+    Closed,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SearchError + '_ {
+    move |source| SearchError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// How results are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SortOrder {
+    #[default]
+    Relevance,
+    /// Newest event first.
+    Time,
+}
+
+/// One search, as the API asks it.
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub kinds: Vec<RecordKind>,
+    /// Whitespace-separated parts; every part must match.
+    pub q: String,
+    pub filters: Filters,
+    pub sort: SortOrder,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// One hit: the unified id and kind, nothing else from the index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub id: String,
+    pub kind: RecordKind,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHits {
+    pub total: usize,
+    pub hits: Vec<Hit>,
+}
+
+/// The index, its writer and the follower's position.
+pub struct SearchIndex {
+    inner: Arc<Inner>,
+}
+
+impl Clone for SearchIndex {
+    fn clone(&self) -> Self {
+        SearchIndex {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SearchIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchIndex")
+            .field("dir", &self.inner.dir)
+            .field("indexed_seq", &self.indexed_seq())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    reader: IndexReader,
+    writer: Mutex<Option<IndexWriter<TantivyDocument>>>,
+    fields: IndexFields,
+    blinder: Blinder,
+    indexed_seq: AtomicU64,
+    stopping: AtomicBool,
+    follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The store side the index follows.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub store: Arc<Store>,
+    pub keys: Arc<KeyRing>,
+    pub authority: AuthorityOrder,
+}
+
+impl SearchIndex {
+    /// Opens `<data_dir>/index`, wiping it first if it is missing, of another schema version
+    /// or built under another key. The caller then catches up from the store
+    /// ([`SearchIndex::catch_up`] or [`SearchIndex::start_follower`]).
+    pub fn open(data_dir: &Path, keys: &KeyRing) -> Result<SearchIndex, SearchError> {
+        text::warm_up();
+        let dir = data_dir.join("index");
+        let blinder = Blinder::new(keys);
+        let expected = format!("schema={SCHEMA_VERSION} key={}\n", blinder.fingerprint());
+        let current = std::fs::read_to_string(dir.join(VERSION_FILE)).ok();
+        if current.as_deref() != Some(expected.as_str()) {
+            if dir.exists() {
+                tracing::warn!(dir = %dir.display(), "search index missing, outdated or under another key: rebuilding");
+                std::fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
+            }
+            std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        }
+        let (schema, fields) = build_schema();
+        let directory = tantivy::directory::MmapDirectory::open(&dir)
+            .map_err(|e| SearchError::Index(tantivy::TantivyError::from(e)))?;
+        let index = Index::open_or_create(directory, schema)?;
+        // The version file is written after the index exists, so a crash in between only
+        // causes another rebuild.
+        if current.as_deref() != Some(expected.as_str()) {
+            std::fs::write(dir.join(VERSION_FILE), &expected).map_err(io_error(&dir))?;
+        }
+        let writer = open_writer(&index)?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let seq = index
+            .load_metas()?
+            .payload
+            .and_then(|p| p.strip_prefix("seq=").and_then(|s| s.parse().ok()))
+            .unwrap_or(0);
+        Ok(SearchIndex {
+            inner: Arc::new(Inner {
+                dir,
+                reader,
+                writer: Mutex::new(Some(writer)),
+                fields,
+                blinder,
+                indexed_seq: AtomicU64::new(seq),
+                stopping: AtomicBool::new(false),
+                follower: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The last change of the store's sequence the searchable index reflects.
+    pub fn indexed_seq(&self) -> u64 {
+        self.inner.indexed_seq.load(Ordering::Acquire)
+    }
+
+    /// The index directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Number of searchable documents.
+    pub fn num_docs(&self) -> u64 {
+        self.inner.reader.searcher().num_docs()
+    }
+
+    /// Indexes every change after [`Self::indexed_seq`] and commits; returns how many
+    /// entities were (re)indexed. A fresh index is built by one pass over every entity.
+    pub fn catch_up(&self, source: &Source) -> Result<usize, SearchError> {
+        let mut total = 0;
+        loop {
+            let snapshot = source.store.read()?;
+            let from = self.indexed_seq();
+            let changes = snapshot.changes_after(from, CHANGES_PER_PASS)?;
+            let Some(last) = changes.last().map(|(seq, _)| *seq) else {
+                return Ok(total);
+            };
+            let mut seen = HashSet::new();
+            let entities: Vec<String> = changes
+                .into_iter()
+                .filter_map(|(_, e)| seen.insert(e.clone()).then_some(e))
+                .collect();
+            let resolver = Resolver {
+                reader: &snapshot,
+                keys: &source.keys,
+                authority: &source.authority,
+            };
+            self.index_entities(&resolver, &entities, true)?;
+            self.commit(last)?;
+            total += entities.len();
+        }
+    }
+
+    /// Wipes the index and indexes every entity of the store once (offline rebuild).
+    pub fn rebuild(&self, source: &Source) -> Result<usize, SearchError> {
+        let snapshot = source.store.read()?;
+        let upto = snapshot.change_seq()?;
+        let mut seen = HashSet::new();
+        let mut entities = Vec::new();
+        let mut after = 0;
+        loop {
+            let changes = snapshot.changes_after(after, 100_000)?;
+            let Some(last) = changes.last().map(|(s, _)| *s) else {
+                break;
+            };
+            after = last;
+            for (_, entity) in changes {
+                if seen.insert(entity.clone()) {
+                    entities.push(entity);
+                }
+            }
+        }
+        drop(seen);
+        self.with_writer(|w| w.delete_all_documents().map(|_| ()))?;
+        let resolver = Resolver {
+            reader: &snapshot,
+            keys: &source.keys,
+            authority: &source.authority,
+        };
+        // Resolving (store reads, decryption) and analysis run on every core; the writer
+        // indexes on its own threads.
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let chunk = entities.len().div_ceil(threads).max(1);
+        let results: Vec<Result<(), SearchError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = entities
+                .chunks(chunk)
+                .map(|part| {
+                    let resolver = &resolver;
+                    scope.spawn(move || {
+                        for batch in part.chunks(1_000) {
+                            self.index_entities(resolver, batch, false)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(Err(SearchError::Closed)))
+                .collect()
+        });
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        self.commit(upto)?;
+        Ok(entities.len())
+    }
+
+    fn with_writer<R>(
+        &self,
+        f: impl FnOnce(&mut IndexWriter<TantivyDocument>) -> tantivy::Result<R>,
+    ) -> Result<R, SearchError> {
+        let mut guard = self.inner.writer.lock().map_err(|_| SearchError::Closed)?;
+        let writer = guard.as_mut().ok_or(SearchError::Closed)?;
+        Ok(f(writer)?)
+    }
+
+    /// Replaces the documents of `entities` with their current profiles (or deletes them).
+    fn index_entities(
+        &self,
+        resolver: &Resolver<'_>,
+        entities: &[String],
+        replace: bool,
+    ) -> Result<(), SearchError> {
+        let mut docs = Vec::with_capacity(entities.len());
+        for entity in entities {
+            let doc = resolver
+                .profile(entity)?
+                .map(|profile| document::build(&profile, &self.inner.fields, &self.inner.blinder));
+            docs.push((entity, doc));
+        }
+        self.with_writer(|writer| {
+            for (entity, doc) in docs {
+                if replace {
+                    writer.delete_term(Term::from_field_text(self.inner.fields.id, entity));
+                }
+                if let Some(doc) = doc {
+                    writer.add_document(doc)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn commit(&self, seq: u64) -> Result<(), SearchError> {
+        self.with_writer(|writer| {
+            let mut prepared = writer.prepare_commit()?;
+            prepared.set_payload(&format!("seq={seq}"));
+            prepared.commit().map(|_| ())
+        })?;
+        self.inner.reader.reload()?;
+        self.inner.indexed_seq.store(seq, Ordering::Release);
+        Ok(())
+    }
+
+    /// Starts the task that keeps the index fresh. Errors are logged and retried.
+    pub fn start_follower(&self, source: Source) {
+        let index = self.clone();
+        let handle = tokio::spawn(async move {
+            let mut failures = 0u32;
+            while !index.inner.stopping.load(Ordering::Acquire) {
+                let pass = index.clone();
+                let source = source.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    // A fresh index is built in one pass over the entities, not change by change.
+                    if pass.indexed_seq() == 0 {
+                        pass.rebuild(&source)?;
+                    }
+                    pass.catch_up(&source)
+                })
+                .await;
+                match result {
+                    Ok(Ok(_)) => failures = 0,
+                    Ok(Err(err)) => {
+                        failures = failures.saturating_add(1);
+                        tracing::error!(cause = %err, failures, "search index follower pass failed");
+                    }
+                    Err(err) => tracing::error!(cause = %err, "search index follower task failed"),
+                }
+                let pause = if failures == 0 {
+                    COMMIT_INTERVAL
+                } else {
+                    Duration::from_secs(u64::from(failures.min(30)))
+                };
+                tokio::time::sleep(pause).await;
+            }
+        });
+        if let Ok(mut slot) = self.inner.follower.lock() {
+            *slot = Some(handle);
+        }
+    }
+
+    /// Stops the follower and releases the writer (and its directory lock).
+    pub async fn shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::Release);
+        let handle = self.inner.follower.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+        let writer = self.inner.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.wait_merging_threads()).await;
+        }
+    }
+
+    /// Runs a search for `principal` with the view `plan` of this request; see [`query`] for what is
+    /// guaranteed about authorization.
+    pub fn search(
+        &self,
+        principal: &Principal,
+        plan: &ViewPlan,
+        request: &SearchRequest,
+    ) -> Result<SearchHits, SearchError> {
+        let parts: Vec<String> = request.q.split_whitespace().take(8).map(str::to_owned).collect();
+        let mut access = Access::new(principal, plan);
+        let mut per_kind: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for kind in &request.kinds {
+            let mut compiler = Compiler {
+                fields: &self.inner.fields,
+                blinder: &self.inner.blinder,
+                access: &mut access,
+                kind: *kind,
+            };
+            if let Some(q) = compiler.kind_query(&parts, &request.filters) {
+                per_kind.push((Occur::Should, q));
+            }
+        }
+        if per_kind.is_empty() {
+            return Ok(SearchHits {
+                total: 0,
+                hits: Vec::new(),
+            });
+        }
+        let query = BooleanQuery::new(per_kind);
+        let searcher = self.inner.reader.searcher();
+        let limit = request.limit.max(1);
+        let offset = request.offset.min(MAX_OFFSET);
+        let top = TopDocs::with_limit(limit).and_offset(offset);
+        let (total, addresses): (usize, Vec<(f32, DocAddress)>) = match request.sort {
+            SortOrder::Relevance => searcher.search(&query, &(Count, top.order_by_score()))?,
+            SortOrder::Time => {
+                let (total, docs) = searcher.search(
+                    &query,
+                    &(Count, top.order_by_fast_field::<i64>("occurred", Order::Desc)),
+                )?;
+                (total, docs.into_iter().map(|(_, a)| (0.0, a)).collect())
+            }
+        };
+        let mut hits = Vec::with_capacity(addresses.len());
+        for (score, address) in addresses {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            let id = doc.get_first(self.inner.fields.id).and_then(|v| v.as_str()).map(str::to_owned);
+            let kind = doc
+                .get_first(self.inner.fields.kind)
+                .and_then(|v| v.as_str())
+                .and_then(RecordKind::parse);
+            if let (Some(id), Some(kind)) = (id, kind) {
+                hits.push(Hit { id, kind, score });
+            }
+        }
+        Ok(SearchHits { total, hits })
+    }
+}
+
+fn open_writer(index: &Index) -> Result<IndexWriter<TantivyDocument>, SearchError> {
+    // A writer of a broker that is still shutting down in this process may hold the lock
+    // for a moment: retry briefly before failing.
+    let mut attempts = 0;
+    loop {
+        match index.writer(WRITER_MEMORY) {
+            Ok(writer) => return Ok(writer),
+            Err(tantivy::TantivyError::LockFailure(..)) if attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// Total size in bytes of the files under `dir`.
+pub fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(next) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// `safegrid reindex`: rebuilds `<data_dir>/index` from the store. A broker running on the
+/// same data directory holds the index writer lock, and reindex then fails without changing
+/// anything. Uses the default authority order (as a broker without `[authority]` does).
+pub fn reindex(data_dir: &Path, master_key: Option<&Path>) -> anyhow::Result<usize> {
+    use anyhow::Context;
+    let master = crate::app::load_master_key(data_dir, master_key, false)?;
+    let store = Arc::new(Store::open(&data_dir.join("store.redb")).context("opening the store")?);
+    let keys = Arc::new(crate::keys::load_key_ring(&store, &master).context("loading keys")?);
+    let index = SearchIndex::open(data_dir, &keys)?;
+    let source = Source {
+        store,
+        keys,
+        authority: AuthorityOrder::default(),
+    };
+    let count = index.rebuild(&source)?;
+    index.catch_up(&source)?;
+    let writer = index.inner.writer.lock().ok().and_then(|mut w| w.take());
+    if let Some(writer) = writer {
+        writer.wait_merging_threads()?;
+    }
+    Ok(count)
+}

@@ -1,0 +1,551 @@
+//! A user's query string turned into one tantivy query with authorization inside it.
+//!
+//! Guarantees:
+//! - The query is `+kind +(scope:j1 scope:j2 …) [+filters] +part1 +part2 …` per kind: the
+//!   jurisdiction filter is part of the query, so totals and pages only ever count records in
+//!   scope.
+//! - A clause on a field the caller may not see ([`ViewPlan::field_level`] `Hidden`, or a
+//!   field [`ViewPlan::apply`] removes) is dropped, and a part with no clause left matches nothing. A
+//!   clause that needs more than the caller sees (a full or 6-digit ID, a full phone, a unit
+//!   or room, a whole name while only the masked form is visible) is dropped too. A masked
+//!   string (`110105********002X`) matches nothing.
+//! - Where a field is visible only when its value came from some departments (e.g. health
+//!   departments hidden from grid workers), the clause also requires the blind source guard
+//!   of a visible department, so a value the caller's view would remove is never matched;
+//!   a resident is found at all only if a department the caller may know about holds it.
+//! - Only the caller's analysis decides what is searched: the same string gives the same
+//!   query for callers with the same access, so counts reveal nothing beyond the results.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+
+use tantivy::query::{BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::schema::IndexRecordOption;
+use tantivy::Term;
+
+use model::{Department, IdNumber, Phone, RecordKind};
+
+use super::blind::Blinder;
+use super::document::{department_guard, profile_field, source_guard, tag_guard};
+use super::schema::{Family, IndexFields};
+use super::{address, fold, names, text};
+use crate::auth::Principal;
+use crate::resolve::{MergedField, MergedTag, Profile, SourceRef};
+use crate::view::ViewPlan;
+use policies::Level as FieldLevel;
+
+/// A clause before authorization: terms of families, combined.
+#[derive(Debug, Clone)]
+pub enum Clause {
+    Term {
+        family: Family,
+        term: String,
+        boost: f32,
+        /// The least level at which the caller must see the field.
+        need: FieldLevel,
+    },
+    /// A tag, visible per tag and per asserting department.
+    Tag { tag: String, boost: f32 },
+    All(Vec<Clause>),
+    Any(Vec<Clause>),
+}
+
+fn term(family: Family, term: String, boost: f32, need: FieldLevel) -> Clause {
+    Clause::Term {
+        family,
+        term,
+        boost,
+        need,
+    }
+}
+
+/// Filters on plaintext fields (events).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Filters {
+    pub event_type: Option<String>,
+    pub status: Option<String>,
+    /// A division code inside the caller's jurisdiction (grid, community …).
+    pub grid: Option<String>,
+    /// Unix seconds, inclusive.
+    pub from: Option<i64>,
+    /// Unix seconds, exclusive.
+    pub to: Option<i64>,
+}
+
+/// The clauses of one whitespace-separated part of the query, for one kind.
+pub fn part_clause(part: &str, kind: RecordKind) -> Clause {
+    let folded = fold::fold(part);
+    if folded.contains('*') || folded.contains('＊') {
+        // A masked value is not a value: it must never match what it hides.
+        return Clause::Any(Vec::new());
+    }
+    let compact: String = folded.chars().filter(|c| !matches!(c, '-' | ' ' | '(' | ')')).collect();
+    let mut any = Vec::new();
+    let is_digits = !compact.is_empty()
+        && compact
+            .char_indices()
+            .all(|(i, c)| c.is_ascii_digit() || (c == 'x' && i + 1 == compact.len()));
+    if is_digits {
+        identifier_clauses(&compact, kind, &mut any);
+    } else if !compact.is_empty() && compact.bytes().all(|b| b.is_ascii_lowercase()) {
+        if kind == RecordKind::Resident {
+            pinyin_clauses(&compact, &mut any);
+        }
+    } else {
+        if kind == RecordKind::Resident {
+            chinese_name_clauses(&compact, &mut any);
+            if compact.chars().all(fold::is_cjk) {
+                any.push(Clause::Tag {
+                    tag: compact.clone(),
+                    boost: 3.0,
+                });
+            }
+        }
+        if let Some(query) = address::query_terms(&compact) {
+            let need = if query.below_building {
+                FieldLevel::Clear
+            } else {
+                FieldLevel::Masked
+            };
+            let groups = query
+                .groups
+                .into_iter()
+                .map(|g| Clause::Any(g.into_iter().map(|t| term(Family::Address, t, 2.0, need)).collect()))
+                .collect();
+            any.push(Clause::All(groups));
+        }
+        if kind == RecordKind::Event {
+            let words = text::query_words(&compact);
+            if !words.is_empty() {
+                let clauses = words
+                    .into_iter()
+                    .map(|w| {
+                        let mut alternatives = Vec::new();
+                        for (family, boost) in [(Family::Title, 2.0), (Family::Body, 1.0)] {
+                            for a in &w.alternatives {
+                                alternatives.push(term(family, a.clone(), boost, FieldLevel::Clear));
+                            }
+                            if !w.bigrams.is_empty() {
+                                alternatives.push(Clause::All(
+                                    w.bigrams
+                                        .iter()
+                                        .map(|b| term(family, b.clone(), boost * 0.5, FieldLevel::Clear))
+                                        .collect(),
+                                ));
+                            }
+                        }
+                        Clause::Any(alternatives)
+                    })
+                    .collect();
+                any.push(Clause::All(clauses));
+            }
+        }
+    }
+    Clause::Any(any)
+}
+
+fn identifier_clauses(digits: &str, kind: RecordKind, any: &mut Vec<Clause>) {
+    let id_family = matches!(kind, RecordKind::Resident | RecordKind::House);
+    match digits.len() {
+        15 | 18 if id_family => {
+            if let Ok(id) = IdNumber::parse(digits) {
+                any.push(term(Family::IdNumber, format!("x:{}", id.as_str()), 10.0, FieldLevel::Clear));
+            }
+        }
+        6 if id_family => {
+            any.push(term(Family::IdNumber, format!("l6:{}", digits.to_uppercase()), 5.0, FieldLevel::Clear));
+        }
+        4 => {
+            if id_family {
+                any.push(term(Family::IdNumber, format!("l4:{}", digits.to_uppercase()), 4.0, FieldLevel::Masked));
+            }
+            if kind == RecordKind::Resident {
+                any.push(term(Family::Phone, format!("t4:{digits}"), 4.0, FieldLevel::Masked));
+            }
+        }
+        _ => {}
+    }
+    if kind == RecordKind::Resident && digits.len() >= 10 {
+        if let Ok(phone) = Phone::parse(digits) {
+            any.push(term(Family::Phone, format!("t:{}", phone.digits()), 10.0, FieldLevel::Clear));
+        }
+    }
+    if digits.len() <= 4 && !digits.contains('x') {
+        let room = digits.trim_start_matches('0');
+        any.push(term(Family::Address, format!("rm:{room}"), 1.0, FieldLevel::Clear));
+    }
+}
+
+fn pinyin_clauses(letters: &str, any: &mut Vec<Clause>) {
+    let clear = FieldLevel::Clear;
+    any.push(term(Family::NamePinyin, format!("f:{letters}"), 6.0, clear));
+    any.push(term(Family::NamePinyin, format!("gf:{letters}"), 2.5, clear));
+    if names::is_syllable(letters) {
+        any.push(term(Family::NamePinyin, format!("y:{letters}"), 2.0, clear));
+    }
+    any.push(term(Family::NameShort, format!("m:{letters}"), 2.0, clear));
+    if letters.len() <= 5 {
+        any.push(term(Family::NameShort, format!("i:{letters}"), 1.5, clear));
+    }
+    if (names::MIN_PREFIX..=names::MAX_PREFIX).contains(&letters.len()) {
+        any.push(term(Family::NameShort, format!("p:{letters}"), 1.2, clear));
+    }
+    if let Some(fuzzy) = names::fuzzy_query_term(letters) {
+        any.push(term(Family::NameFuzzy, fuzzy, 0.6, clear));
+    }
+}
+
+fn chinese_name_clauses(text: &str, any: &mut Vec<Clause>) {
+    let name = names::normalise_name(text);
+    let count = name.chars().count();
+    if count == 0 || count > 5 || !name.chars().all(fold::is_cjk) {
+        return;
+    }
+    let is_surname = count == 1 || fold::COMPOUND_SURNAMES.contains(&name.as_str());
+    if is_surname {
+        // The surname is what a masked name (`张*`) still shows.
+        any.push(term(Family::NameChars, format!("s:{name}"), 3.0, FieldLevel::Masked));
+    }
+    if count >= 2 {
+        let clear = FieldLevel::Clear;
+        any.push(term(Family::NameChars, format!("w:{name}"), 10.0, clear));
+        any.push(term(Family::NameChars, format!("g:{name}"), 2.5, clear));
+        if count == 2 {
+            any.push(term(Family::NameChars, format!("b:{name}"), 2.0, clear));
+        }
+    }
+}
+
+/// What one caller may see, per kind, field and source department, learnt from the
+/// caller's [`ViewPlan`] itself (its declared field levels, and what `apply` does to a probe
+/// profile), so search can never be more permissive than the profile view.
+#[derive(Debug)]
+pub struct Access<'a> {
+    principal: &'a Principal,
+    plan: &'a ViewPlan,
+    levels: HashMap<(RecordKind, &'static str), [FieldLevel; 8]>,
+    tags: HashMap<(RecordKind, String), [bool; 8]>,
+}
+
+/// A value for each personal field that its mask visibly changes.
+fn probe_value(field: &str) -> &'static str {
+    match field {
+        "name" => "张三丰",
+        "id_number" | "owner_id_number" => "11010519491231002X",
+        "phone" => "13812345678",
+        "address" => "北京市朝阳区望京街道幸福里小区3号楼2单元501",
+        _ => "网格事件说明文字",
+    }
+}
+
+impl<'a> Access<'a> {
+    pub fn new(principal: &'a Principal, plan: &'a ViewPlan) -> Access<'a> {
+        Access {
+            principal,
+            plan,
+            levels: HashMap::new(),
+            tags: HashMap::new(),
+        }
+    }
+
+    fn probe_profile(&self, kind: RecordKind, department: Department) -> Profile {
+        Profile {
+            id: "probe".to_owned(),
+            kind,
+            grid: self.principal.jurisdiction.first().map(|j| j.as_str().to_owned()),
+            fields: Default::default(),
+            tags: Vec::new(),
+            attributes: Default::default(),
+            related: Default::default(),
+            sources: vec![SourceRef {
+                department,
+                source_id: "probe".to_owned(),
+                version: "1".to_owned(),
+                received_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+            }],
+        }
+    }
+
+    /// The level at which the caller sees `field` of a `kind` entity when the value came
+    /// from each department: the lower of the plan's field level and what `apply` does.
+    fn levels(&mut self, kind: RecordKind, field: &'static str) -> [FieldLevel; 8] {
+        if let Some(levels) = self.levels.get(&(kind, field)) {
+            return *levels;
+        }
+        let declared = self.plan.field_level(kind, field);
+        let mut out = [FieldLevel::Hidden; 8];
+        for (slot, department) in out.iter_mut().zip(Department::ALL) {
+            let sample = serde_json::Value::String(probe_value(field).to_owned());
+            let mut profile = self.probe_profile(kind, department);
+            profile.fields.insert(
+                field.to_owned(),
+                MergedField {
+                    value: sample.clone(),
+                    source: department,
+                    version: "1".to_owned(),
+                    conflicts: Vec::new(),
+                },
+            );
+            self.plan.apply(&mut profile, &[], None);
+            let applied = match profile.fields.get(field) {
+                None => FieldLevel::Hidden,
+                Some(f) if f.value != sample || f.source != department => FieldLevel::Masked,
+                Some(_) => FieldLevel::Clear,
+            };
+            *slot = declared.min(applied);
+        }
+        self.levels.insert((kind, field), out);
+        out
+    }
+
+    fn tag_visible(&mut self, kind: RecordKind, tag: &str) -> [bool; 8] {
+        if let Some(v) = self.tags.get(&(kind, tag.to_owned())) {
+            return *v;
+        }
+        let mut out = [false; 8];
+        for (slot, department) in out.iter_mut().zip(Department::ALL) {
+            let mut profile = self.probe_profile(kind, department);
+            profile.tags.push(MergedTag {
+                tag: tag.to_owned(),
+                sources: vec![department],
+            });
+            self.plan.apply(&mut profile, &[], None);
+            *slot = profile
+                .tags
+                .iter()
+                .any(|t| t.tag == tag && t.sources.contains(&department));
+        }
+        self.tags.insert((kind, tag.to_owned()), out);
+        out
+    }
+
+    /// Departments whose holding of a resident the caller may know about.
+    fn visible_departments(&self) -> Vec<Department> {
+        Department::ALL
+            .into_iter()
+            .filter(|d| self.plan.department_visible(*d))
+            .collect()
+    }
+}
+
+/// Compiles clauses to tantivy queries for one kind, with authorization.
+#[derive(Debug)]
+pub struct Compiler<'a, 'b> {
+    pub fields: &'a IndexFields,
+    pub blinder: &'a Blinder,
+    pub access: &'a mut Access<'b>,
+    pub kind: RecordKind,
+}
+
+impl Compiler<'_, '_> {
+    fn blind_term(&self, family: Family, term: &str) -> Term {
+        Term::from_field_text(self.fields.get(family), &self.blinder.token(family.name(), term))
+    }
+
+    fn term_query(&self, family: Family, term: &str, boost: f32) -> Box<dyn Query> {
+        let t = self.blind_term(family, term);
+        if family.ranked() {
+            Box::new(BoostQuery::new(Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs)), boost))
+        } else {
+            Box::new(ConstScoreQuery::new(Box::new(TermQuery::new(t, IndexRecordOption::Basic)), boost))
+        }
+    }
+
+    /// A filter that contributes nothing to the score.
+    fn filter(query: Box<dyn Query>) -> Box<dyn Query> {
+        Box::new(ConstScoreQuery::new(query, 0.0))
+    }
+
+    fn any_guard(&self, guards: Vec<String>) -> Box<dyn Query> {
+        let terms = guards
+            .iter()
+            .map(|g| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(self.blind_term(Family::Guard, g), IndexRecordOption::Basic));
+                (Occur::Should, q)
+            })
+            .collect();
+        Self::filter(Box::new(BooleanQuery::new(terms)))
+    }
+
+    /// The query of `clause`, or `None` if it can match nothing for this caller.
+    pub fn compile(&mut self, clause: &Clause) -> Option<Box<dyn Query>> {
+        match clause {
+            Clause::Term {
+                family,
+                term,
+                boost,
+                need,
+            } => {
+                let field = profile_field(self.kind, *family)?;
+                let levels = self.access.levels(self.kind, field);
+                let visible: Vec<Department> = Department::ALL
+                    .into_iter()
+                    .zip(levels)
+                    .filter(|(_, level)| level >= need)
+                    .map(|(d, _)| d)
+                    .collect();
+                if visible.is_empty() {
+                    return None;
+                }
+                let query = self.term_query(*family, term, *boost);
+                if visible.len() == Department::ALL.len() {
+                    return Some(query);
+                }
+                let guards = visible.iter().map(|d| source_guard(field, *d)).collect();
+                Some(Box::new(BooleanQuery::new(vec![
+                    (Occur::Must, query),
+                    (Occur::Must, self.any_guard(guards)),
+                ])))
+            }
+            Clause::Tag { tag, boost } => {
+                profile_field(self.kind, Family::Tag)?;
+                let visible = self.access.tag_visible(self.kind, tag);
+                let guards: Vec<String> = Department::ALL
+                    .into_iter()
+                    .zip(visible)
+                    .filter(|(_, v)| *v)
+                    .map(|(d, _)| tag_guard(tag, d))
+                    .collect();
+                if guards.is_empty() {
+                    return None;
+                }
+                let query = self.term_query(Family::Tag, &format!("t:{tag}"), *boost);
+                Some(Box::new(BooleanQuery::new(vec![
+                    (Occur::Must, query),
+                    (Occur::Must, self.any_guard(guards)),
+                ])))
+            }
+            Clause::All(children) => {
+                if children.is_empty() {
+                    return None;
+                }
+                let mut subs = Vec::with_capacity(children.len());
+                for child in children {
+                    subs.push((Occur::Must, self.compile(child)?));
+                }
+                Some(Box::new(BooleanQuery::new(subs)))
+            }
+            Clause::Any(children) => {
+                let subs: Vec<(Occur, Box<dyn Query>)> = children
+                    .iter()
+                    .filter_map(|c| self.compile(c))
+                    .map(|q| (Occur::Should, q))
+                    .collect();
+                if subs.is_empty() {
+                    None
+                } else {
+                    Some(Box::new(BooleanQuery::new(subs)))
+                }
+            }
+        }
+    }
+
+    /// The whole query for this kind: kind, scope, filters and every part; `None` if it can
+    /// match nothing.
+    pub fn kind_query(&mut self, parts: &[String], filters: &Filters) -> Option<Box<dyn Query>> {
+        let scopes: Vec<(Occur, Box<dyn Query>)> = self
+            .access
+            .principal
+            .jurisdiction
+            .iter()
+            .map(|j| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_text(self.fields.scope, j.as_str()),
+                    IndexRecordOption::Basic,
+                ));
+                (Occur::Should, q)
+            })
+            .collect();
+        if scopes.is_empty() {
+            return None;
+        }
+        let plain = |field, value: &str| -> Box<dyn Query> {
+            Self::filter(Box::new(TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            )))
+        };
+        let mut must: Vec<(Occur, Box<dyn Query>)> = vec![
+            (Occur::Must, plain(self.fields.kind, self.kind.as_str())),
+            (Occur::Must, Self::filter(Box::new(BooleanQuery::new(scopes)))),
+        ];
+        if let Some(grid) = &filters.grid {
+            must.push((Occur::Must, plain(self.fields.scope, grid)));
+        }
+        if self.kind == RecordKind::Resident {
+            let visible = self.access.visible_departments();
+            if visible.is_empty() {
+                return None;
+            }
+            if visible.len() < Department::ALL.len() {
+                let guards = visible.into_iter().map(department_guard).collect();
+                must.push((Occur::Must, self.any_guard(guards)));
+            }
+        }
+        if self.kind == RecordKind::Event {
+            if let Some(t) = &filters.event_type {
+                must.push((Occur::Must, plain(self.fields.event_type, t)));
+            }
+            if let Some(s) = &filters.status {
+                must.push((Occur::Must, plain(self.fields.status, s)));
+            }
+            if filters.from.is_some() || filters.to.is_some() {
+                let bound = |v: Option<i64>, inclusive: bool| match v {
+                    Some(v) if inclusive => Bound::Included(Term::from_field_i64(self.fields.occurred, v)),
+                    Some(v) => Bound::Excluded(Term::from_field_i64(self.fields.occurred, v)),
+                    None => Bound::Unbounded,
+                };
+                let range = RangeQuery::new(bound(filters.from, true), bound(filters.to, false));
+                must.push((Occur::Must, Self::filter(Box::new(range))));
+            }
+        } else if filters.event_type.is_some() || filters.status.is_some() || filters.from.is_some() || filters.to.is_some() {
+            return None;
+        }
+        for part in parts {
+            let clause = part_clause(part, self.kind);
+            must.push((Occur::Must, self.compile(&clause)?));
+        }
+        Some(Box::new(BooleanQuery::new(must)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terms(clause: &Clause, out: &mut Vec<String>) {
+        match clause {
+            Clause::Term { term, .. } => out.push(term.clone()),
+            Clause::Tag { tag, .. } => out.push(format!("t:{tag}")),
+            Clause::All(c) | Clause::Any(c) => c.iter().for_each(|c| terms(c, out)),
+        }
+    }
+
+    #[test]
+    fn a_masked_id_is_no_query() {
+        let clause = part_clause("110105********002X", RecordKind::Resident);
+        let mut out = Vec::new();
+        terms(&clause, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn digits_are_read_as_identifiers() {
+        let mut out = Vec::new();
+        terms(&part_clause("002X", RecordKind::Resident), &mut out);
+        assert!(out.contains(&"l4:002X".to_owned()));
+        let mut out = Vec::new();
+        terms(&part_clause("138-1234-5678", RecordKind::Resident), &mut out);
+        assert!(out.contains(&"t:13812345678".to_owned()));
+    }
+
+    #[test]
+    fn chinese_is_never_fuzzy() {
+        let mut out = Vec::new();
+        terms(&part_clause("张三", RecordKind::Resident), &mut out);
+        assert!(out.iter().all(|t| !t.starts_with("z:")));
+        let mut out = Vec::new();
+        terms(&part_clause("zhangsan", RecordKind::Resident), &mut out);
+        assert!(out.contains(&"z:zansan".to_owned()));
+    }
+}
