@@ -1,7 +1,8 @@
 //! Added latency per request from the audit log: how long one durable `append` takes, as a
-//! distribution (p50 / p90 / p99 / max), under light and heavier load, for two group-commit
-//! settings (`max_delay` 2 ms, the old default, and 0 ms: sync at once, batches form while
-//! the previous sync runs).
+//! distribution (p50 / p90 / p99 / max), under light and heavier load, for three
+//! group-commit policies: always linger 2 ms for more records (the previous default), never
+//! linger (batches form only while the previous sync runs), and the adaptive default (linger
+//! only once batches reach `linger_min_batch`).
 //!
 //! Run: `cargo bench -p audit --bench latency` (about 30 s). Prints one `LATENCY` line per
 //! scenario; the figures are per append, measured from the call to the durable reply, on the
@@ -37,7 +38,7 @@ fn sample_record(i: usize) -> AuditRecord {
     r
 }
 
-fn open_log(dir: &std::path::Path, max_delay: Duration) -> AuditLog {
+fn open_log(dir: &std::path::Path, max_delay: Duration, linger_min_batch: usize) -> AuditLog {
     let signer = CheckpointSigner::from_pkcs8(&CheckpointSigner::generate_pkcs8()).unwrap();
     AuditLog::open(
         dir,
@@ -45,6 +46,7 @@ fn open_log(dir: &std::path::Path, max_delay: Duration) -> AuditLog {
         AuditConfig {
             origin: "bench/audit".into(),
             max_delay,
+            linger_min_batch,
             ..AuditConfig::default()
         },
     )
@@ -104,7 +106,7 @@ fn main() {
     let run = if quick {
         Duration::from_millis(500)
     } else {
-        Duration::from_secs(4)
+        Duration::from_secs(3)
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -129,14 +131,23 @@ fn main() {
             Duration::ZERO,
         ),
     ];
-    for max_delay in [Duration::from_millis(2), Duration::ZERO] {
+    let default = AuditConfig::default();
+    let policies = [
+        ("always linger 2 ms", Duration::from_millis(2), 0),
+        ("never linger", Duration::ZERO, usize::MAX),
+        (
+            "adaptive (default)",
+            default.max_delay,
+            default.linger_min_batch,
+        ),
+    ];
+    for (policy, max_delay, linger_min_batch) in policies {
         for (name, tasks, pause) in scenarios {
             let tmp = tempfile::tempdir().unwrap();
-            let log = open_log(tmp.path(), max_delay);
+            let log = open_log(tmp.path(), max_delay, linger_min_batch);
             let (samples, rate) = rt.block_on(scenario(&log, tasks, pause, run));
             println!(
-                "LATENCY max_delay={} ms | {name} | n={} | {:.0} appends/s | p50 {:.2} ms | p90 {:.2} ms | p99 {:.2} ms | max {:.2} ms",
-                max_delay.as_millis(),
+                "LATENCY {policy} | {name} | n={} | {:.0} appends/s | p50 {:.2} ms | p90 {:.2} ms | p99 {:.2} ms | max {:.2} ms",
                 samples.len(),
                 rate,
                 ms(percentile(&samples, 0.50)),

@@ -3,7 +3,10 @@
 //! Guarantees:
 //! - **Durable before acknowledged**: [`AuditLog::append`] returns a sequence number only
 //!   after the record's frame is written and `fdatasync`ed. One writer thread does all
-//!   writes with group commit (up to `max_batch` records or `max_delay` per sync).
+//!   writes with group commit (up to `max_batch` records or `max_delay` per sync). The
+//!   writer lingers for `max_delay` only while the load is high (the previous batch held at
+//!   least `linger_min_batch` records); under light load it syncs at once, so a lone request
+//!   pays one `fdatasync`, not the linger time.
 //! - **Fail closed**: if a write, sync or checkpoint fails, the log becomes unhealthy for the
 //!   rest of the process: [`AuditLog::is_healthy`] is `false` and every later append fails
 //!   with [`AuditError::Unavailable`]. The broker must then refuse personal data.
@@ -52,6 +55,9 @@ pub struct AuditConfig {
     pub max_batch: usize,
     /// Longest time the writer waits for more records before syncing a batch.
     pub max_delay: Duration,
+    /// The writer waits up to `max_delay` for more records only if the previous batch had at
+    /// least this many records (high load); otherwise it syncs what is queued at once.
+    pub linger_min_batch: usize,
     /// How often a checkpoint is signed while the log grows.
     pub checkpoint_interval: Duration,
     /// A new segment is started once the current one reaches this size (a segment may
@@ -65,6 +71,7 @@ impl Default for AuditConfig {
             origin: "safegrid/audit".to_owned(),
             max_batch: 1024,
             max_delay: Duration::from_millis(2),
+            linger_min_batch: 16,
             checkpoint_interval: Duration::from_secs(5),
             segment_max_bytes: 64 * 1024 * 1024,
         }
@@ -306,6 +313,7 @@ impl AuditLog {
             checkpoints: checkpoints_file,
             last_checkpoint_size: latest_checkpoint.map(|c| c.size),
             failed: false,
+            last_batch: 0,
             config,
         };
         std::thread::Builder::new()
@@ -765,6 +773,8 @@ struct Writer {
     checkpoints: File,
     last_checkpoint_size: Option<u64>,
     failed: bool,
+    /// Records in the previous batch: a measure of the current load.
+    last_batch: usize,
 }
 
 type Pending = (Box<AuditRecord>, Reply<u64>);
@@ -781,7 +791,12 @@ impl Writer {
                 Ok(Command::Append(record, reply)) => {
                     self.dequeued();
                     batch.push((record, reply));
-                    let deadline = Instant::now() + self.config.max_delay;
+                    let linger = if self.last_batch >= self.config.linger_min_batch {
+                        self.config.max_delay
+                    } else {
+                        Duration::ZERO
+                    };
+                    let deadline = Instant::now() + linger;
                     while batch.len() < self.config.max_batch {
                         let next = match rx.try_recv() {
                             Ok(cmd) => cmd,
@@ -815,6 +830,7 @@ impl Writer {
                             }
                         }
                     }
+                    self.last_batch = batch.len();
                     self.commit(&mut batch);
                 }
                 Ok(other) => control = Some(other),

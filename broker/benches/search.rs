@@ -134,17 +134,26 @@ fn principal(role: &str) -> anyhow::Result<Principal> {
         sub: format!("bench-{role}"),
         name: "bench".to_owned(),
         roles: vec![role.to_owned()],
-        jurisdiction: vec![DivisionCode::parse(broker::demo::generate::STREET_CODE).map_err(|e| anyhow::anyhow!("{e:?}"))?],
+        jurisdiction: vec![DivisionCode::parse(broker::demo::generate::STREET_CODE)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?],
         dept: None,
     })
 }
 
 async fn plan(principal: &Principal, purpose: &str) -> anyhow::Result<ViewPlan> {
-    let purposes: Vec<String> = ["routine_visit", "dispute_mediation", "elderly_care", "emergency", "case_investigation"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    let policy = PolicyHandle::load(None, &purposes).await.context("policy")?;
+    let purposes: Vec<String> = [
+        "routine_visit",
+        "dispute_mediation",
+        "elderly_care",
+        "emergency",
+        "case_investigation",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let policy = PolicyHandle::load(None, &purposes)
+        .await
+        .context("policy")?;
     Ok(ViewPlan::new(policy.current(), principal, purpose, false))
 }
 
@@ -156,7 +165,10 @@ fn building_fragment(address: &str) -> Option<String> {
 
 fn room_fragment(address: &str) -> Option<String> {
     let parts = broker::search::address::parse(address);
-    Some(format!("{}{}号楼{}单元{}", parts.compound?, parts.building?, parts.unit?, parts.room?))
+    Some(format!(
+        "{}{}号楼{}单元{}",
+        parts.compound?, parts.building?, parts.unit?, parts.room?
+    ))
 }
 
 fn pinyin(name: &str) -> Option<(String, String)> {
@@ -173,23 +185,43 @@ fn queries_for(p: &Person) -> Vec<(&'static str, String, &'static str)> {
     let building = building_fragment(&p.address);
     out.push(("name_chars", p.name.clone(), "routine_visit"));
     if let Some(b) = &building {
-        out.push(("name_chars+building", format!("{} {b}", p.name), "routine_visit"));
+        out.push((
+            "name_chars+building",
+            format!("{} {b}", p.name),
+            "routine_visit",
+        ));
     }
     if let Some((joined, initials)) = pinyin(&p.name) {
         out.push(("pinyin", joined.clone(), "routine_visit"));
         if let Some(b) = &building {
             out.push(("pinyin+building", format!("{joined} {b}"), "routine_visit"));
-            out.push(("initials+building", format!("{initials} {b}"), "routine_visit"));
+            out.push((
+                "initials+building",
+                format!("{initials} {b}"),
+                "routine_visit",
+            ));
             let cut = joined.len().saturating_sub(2).max(2);
-            out.push(("prefix+building", format!("{} {b}", &joined[..cut.min(joined.len())]), "routine_visit"));
+            out.push((
+                "prefix+building",
+                format!("{} {b}", &joined[..cut.min(joined.len())]),
+                "routine_visit",
+            ));
         }
     }
     out.push(("id_exact", p.id_number.clone(), "case_investigation"));
-    out.push(("id_last6", p.id_number[12..].to_owned(), "case_investigation"));
+    out.push((
+        "id_last6",
+        p.id_number[12..].to_owned(),
+        "case_investigation",
+    ));
     out.push(("id_last4", p.id_number[14..].to_owned(), "routine_visit"));
     if let Some(phone) = p.phone.as_deref().filter(|ph| !ph.contains('-')) {
         out.push(("phone_exact", phone.to_owned(), "case_investigation"));
-        out.push(("phone_last4", phone[phone.len() - 4..].to_owned(), "routine_visit"));
+        out.push((
+            "phone_last4",
+            phone[phone.len() - 4..].to_owned(),
+            "routine_visit",
+        ));
     }
     if let Some(room) = room_fragment(&p.address) {
         out.push(("address_room", room, "routine_visit"));
@@ -197,7 +229,14 @@ fn queries_for(p: &Person) -> Vec<(&'static str, String, &'static str)> {
     out
 }
 
-fn rank_of(index: &SearchIndex, principal: &Principal, plan: &ViewPlan, kinds: &[RecordKind], q: &str, expected: &str) -> anyhow::Result<Option<usize>> {
+fn rank_of(
+    index: &SearchIndex,
+    principal: &Principal,
+    plan: &ViewPlan,
+    kinds: &[RecordKind],
+    q: &str,
+    expected: &str,
+) -> anyhow::Result<Option<usize>> {
     let hits = index.search(
         principal,
         plan,
@@ -225,7 +264,10 @@ async fn quality(args: &Args) -> anyhow::Result<()> {
     let officer = principal("street_officer")?;
     let plans = [
         ("routine_visit", plan(&officer, "routine_visit").await?),
-        ("case_investigation", plan(&officer, "case_investigation").await?),
+        (
+            "case_investigation",
+            plan(&officer, "case_investigation").await?,
+        ),
     ];
     let mut scores: BTreeMap<&str, Score> = BTreeMap::new();
     let step = (args.residents / args.queries.max(1)).max(1);
@@ -236,11 +278,20 @@ async fn quality(args: &Args) -> anyhow::Result<()> {
         if !p.in_gongan {
             continue;
         }
-        let Ok(id) = IdNumber::parse(&p.id_number) else { continue };
+        let Ok(id) = IdNumber::parse(&p.id_number) else {
+            continue;
+        };
         let expected = broker::ingest::resident_entity_id(&s.keys, &id);
         for (kind, q, purpose) in queries_for(&p) {
             let plan = &plans.iter().find(|(p, _)| *p == purpose).context("plan")?.1;
-            let rank = rank_of(&s.index, &officer, plan, &[RecordKind::Resident], &q, &expected)?;
+            let rank = rank_of(
+                &s.index,
+                &officer,
+                plan,
+                &[RecordKind::Resident],
+                &q,
+                &expected,
+            )?;
             count += 1;
             let score = scores.entry(kind).or_default();
             score.n += 1;
@@ -254,12 +305,18 @@ async fn quality(args: &Args) -> anyhow::Result<()> {
     let events = s.world.ndjson("wangge", 0..args.residents);
     let mut taken = 0;
     for line in events.lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
         if v["kind"] != "event" || taken >= args.queries {
             continue;
         }
-        let (Some(title), Some(source_id)) = (v["title"].as_str(), v["source_id"].as_str()) else { continue };
-        let Some((place, what)) = title.split_once("号楼") else { continue };
+        let (Some(title), Some(source_id)) = (v["title"].as_str(), v["source_id"].as_str()) else {
+            continue;
+        };
+        let Some((place, what)) = title.split_once("号楼") else {
+            continue;
+        };
         let what = what.trim_start_matches(|c: char| c.is_ascii_digit() || c == '单' || c == '元');
         let what = what.trim_start_matches(|c: char| c.is_ascii_digit() || c == '室');
         if what.is_empty() {
@@ -268,7 +325,14 @@ async fn quality(args: &Args) -> anyhow::Result<()> {
         taken += 1;
         let expected = broker::ingest::event_entity_id(&s.keys, Department::Wangge, source_id);
         let q = format!("{place}号楼 {what}");
-        let rank = rank_of(&s.index, &officer, &plans[0].1, &[RecordKind::Event], &q, &expected)?;
+        let rank = rank_of(
+            &s.index,
+            &officer,
+            &plans[0].1,
+            &[RecordKind::Event],
+            &q,
+            &expected,
+        )?;
         count += 1;
         let score = scores.entry("event_words+building").or_default();
         score.n += 1;
@@ -278,8 +342,14 @@ async fn quality(args: &Args) -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed();
-    println!("search quality: {} residents, seed 2026, street_officer over the street", args.residents);
-    println!("{:<22} {:>7} {:>10} {:>8}", "query kind", "queries", "recall@10", "MRR@10");
+    println!(
+        "search quality: {} residents, seed 2026, street_officer over the street",
+        args.residents
+    );
+    println!(
+        "{:<22} {:>7} {:>10} {:>8}",
+        "query kind", "queries", "recall@10", "MRR@10"
+    );
     for (kind, score) in &scores {
         println!(
             "{kind:<22} {:>7} {:>10.4} {:>8.4}",
@@ -288,7 +358,11 @@ async fn quality(args: &Args) -> anyhow::Result<()> {
             score.rr / score.n.max(1) as f64
         );
     }
-    println!("{count} queries in {:.1}s ({:.2} ms each, engine only)", elapsed.as_secs_f64(), elapsed.as_secs_f64() * 1000.0 / count.max(1) as f64);
+    println!(
+        "{count} queries in {:.1}s ({:.2} ms each, engine only)",
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1000.0 / count.max(1) as f64
+    );
     Ok(())
 }
 
@@ -338,7 +412,9 @@ async fn load(args: &Args) -> anyhow::Result<()> {
                     authority: &s.source.authority,
                 };
                 for hit in hits.hits {
-                    if let Some(mut profile) = resolver.profile_from(&hit.id, &|d| plan.department_visible(d))? {
+                    if let Some(mut profile) =
+                        resolver.profile_from(&hit.id, &|d| plan.department_visible(d))?
+                    {
                         plan.apply(&mut profile, &[], None);
                     }
                 }
@@ -349,14 +425,31 @@ async fn load(args: &Args) -> anyhow::Result<()> {
     }
     let mut all = Vec::new();
     for h in handles {
-        all.extend(h.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??);
+        all.extend(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a load thread panicked"))??,
+        );
     }
     all.sort_by(f64::total_cmp);
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0.0);
-    println!("search load: {} residents ({} records)", args.residents, s.records);
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    println!(
+        "search load: {} residents ({} records)",
+        args.residents, s.records
+    );
     println!("  ingest (pipeline, no HTTP): {:.1}s", s.ingest_seconds);
-    println!("  index build from store:     {:.1}s ({} docs)", s.index_seconds, s.index.num_docs());
-    println!("  index size:                 {:.1} MiB", s.index_bytes as f64 / 1048576.0);
+    println!(
+        "  index build from store:     {:.1}s ({} docs)",
+        s.index_seconds,
+        s.index.num_docs()
+    );
+    println!(
+        "  index size:                 {:.1} MiB",
+        s.index_bytes as f64 / 1048576.0
+    );
     println!(
         "  queries: {} in {}s on {} threads = {:.0}/s; latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}",
         all.len(),
@@ -373,7 +466,9 @@ async fn load(args: &Args) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args = args();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         match args.mode.as_str() {
             "load" => load(&args).await,

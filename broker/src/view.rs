@@ -408,3 +408,151 @@ fn mask_field(name: &str, value: Value, names: &[&str], directory: Option<&NameD
         _ => Value::String("***".to_owned()),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::OnceLock;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::authz::PolicyFiles;
+    use crate::resolve::{EntityRef, SourceRef};
+
+    /// The default policy, and a variant where grid workers see personal data masked.
+    fn policies() -> &'static (Arc<PolicySet>, Arc<PolicySet>) {
+        static SETS: OnceLock<(Arc<PolicySet>, Arc<PolicySet>)> = OnceLock::new();
+        SETS.get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let purposes: Vec<String> = policies::DEFAULT_PURPOSES.iter().map(|p| (*p).to_owned()).collect();
+            let default = runtime
+                .block_on(PolicySet::compile(&PolicyFiles::defaults(), &purposes))
+                .unwrap();
+            let strict_text = policies::DEFAULT_POLICY.replace(
+                "p, grid_worker, *, field:personal, clear",
+                "p, grid_worker, *, field:personal, masked",
+            );
+            let strict_files = PolicyFiles::defaults().with_file("policy.csv", strict_text).unwrap();
+            let strict = runtime.block_on(PolicySet::compile(&strict_files, &purposes)).unwrap();
+            (Arc::new(default), Arc::new(strict))
+        })
+    }
+
+    fn principal(role: &str) -> Principal {
+        Principal {
+            sub: "t".into(),
+            name: "t".into(),
+            roles: vec![role.into()],
+            jurisdiction: vec![],
+            dept: None,
+        }
+    }
+
+    fn field(value: Value, source: Department) -> MergedField {
+        MergedField {
+            value,
+            source,
+            version: "1".into(),
+            conflicts: vec![],
+        }
+    }
+
+    fn profile(id: &str, phone: &str, name: &str, other_phone: &str) -> Profile {
+        let mut fields = BTreeMap::new();
+        fields.insert("id_number".into(), field(Value::from(id), Department::Gongan));
+        let mut phone_field = field(Value::from(phone), Department::Gongan);
+        phone_field.conflicts.push(crate::resolve::Alternative {
+            value: Value::from(other_phone),
+            source: Department::Minzheng,
+            version: "2".into(),
+        });
+        fields.insert("phone".into(), phone_field);
+        fields.insert("name".into(), field(Value::from(name), Department::Gongan));
+        fields.insert("birth_date".into(), field(Value::from(format!("{}-{}-{}", &id[6..10], &id[10..12], &id[12..14])), Department::Gongan));
+        fields.insert("grid".into(), field(Value::from("110105001001003"), Department::Gongan));
+        let mut related = BTreeMap::new();
+        related.insert(
+            "events".to_owned(),
+            vec![EntityRef {
+                id: "e_1".into(),
+                label: Some(format!("{name}({id},{phone})来电")),
+            }],
+        );
+        Profile {
+            id: "r_1".into(),
+            kind: RecordKind::Resident,
+            grid: Some("110105001001003".into()),
+            fields,
+            tags: vec![],
+            attributes: BTreeMap::new(),
+            related,
+            sources: vec![SourceRef {
+                department: Department::Gongan,
+                source_id: "GA-1".into(),
+                version: "1".into(),
+                received_at: chrono::Utc::now(),
+            }],
+        }
+    }
+
+    prop_compose! {
+        fn resident()(region in 110101u32..659999, year in 1920u32..2020, month in 1u32..13, day in 1u32..29,
+                      seq in 0u32..1000, phone in 13_000_000_000u64..19_999_999_999,
+                      other in 13_000_000_000u64..19_999_999_999,
+                      surname in prop::sample::select(vec!["张", "王", "欧阳", "单", "李"]),
+                      given in "[\u{4e00}-\u{4fff}]{1,2}") -> (String, String, String, String) {
+            let first17 = format!("{region:06}{year:04}{month:02}{day:02}{seq:03}");
+            let check = model::id_number_check_digit(&first17).unwrap();
+            (format!("{first17}{check}"), phone.to_string(), format!("{surname}{given}"), other.to_string())
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// A masked response never holds the full value of a masked field anywhere in its body,
+        /// free text included.
+        #[test]
+        fn masked_values_never_appear_anywhere((id, phone, name, other) in resident()) {
+            let (default, strict) = policies();
+            for (policy, role, purpose) in [
+                (default, "grid_worker", "routine_visit"),
+                (default, "community_officer", "elderly_care"),
+                (default, "street_officer", "routine_visit"),
+                (strict, "grid_worker", "routine_visit"),
+            ] {
+                let plan = ViewPlan::new(policy.clone(), &principal(role), purpose, false);
+                let mut view = profile(&id, &phone, &name, &other);
+                let names = vec![name.clone()];
+                plan.apply(&mut view, &names, None);
+                let body = serde_json::to_string(&view).unwrap();
+                let id_level = plan.field_level(RecordKind::Resident, "id_number");
+                let personal = plan.field_level(RecordKind::Resident, "phone");
+                if id_level != Level::Clear {
+                    prop_assert!(!body.contains(&id), "{role}: {body}");
+                    prop_assert!(!body.contains(&id[6..14]), "birth date beside masked id: {body}");
+                }
+                if personal != Level::Clear {
+                    prop_assert!(!body.contains(&phone), "{role}: {body}");
+                    prop_assert!(!body.contains(&other), "{role}: {body}");
+                    prop_assert!(!body.contains(&name), "{role}: {body}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn clear_purpose_shows_the_id_and_the_birth_date() {
+        let (default, _) = policies();
+        let plan = ViewPlan::new(default.clone(), &principal("street_officer"), "case_investigation", false);
+        let mut view = profile("11010519491231002X", "13812345678", "张三", "13912345678");
+        let outcome = plan.apply(&mut view, &[], None);
+        assert_eq!(view.fields["id_number"].value, "11010519491231002X");
+        assert_eq!(view.fields["birth_date"].value, "1949-12-31");
+        assert_eq!(view.fields["age"].value.as_u64().map(|a| a > 70), Some(true));
+        assert!(outcome.fields_clear.contains(&"id_number".to_owned()));
+        assert_eq!(outcome.decision(), Decision::Allow);
+    }
+}

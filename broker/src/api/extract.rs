@@ -80,7 +80,8 @@ impl FromRequestParts<AppState> for Reader {
             parts
                 .headers
                 .get(name)
-                .and_then(|v| v.to_str().ok())
+                // Reasons and case ids are often Chinese: accept UTF-8, not only ASCII.
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned)

@@ -11,6 +11,7 @@ pub mod compliance;
 pub mod error;
 pub mod extract;
 mod openapi;
+pub mod policy;
 pub mod search;
 
 use std::ops::Deref;
@@ -102,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/whoami", get(whoami))
         .merge(compliance::routes())
+        .merge(policy::routes())
         .merge(search::routes())
         .fallback(|| async {
             ApiError::new(
@@ -511,7 +513,7 @@ impl AppState {
         vec![hex::encode(&self.keys.audit_subject(&profile.id)[..16])]
     }
 
-    fn audit_record(
+    pub(crate) fn audit_record(
         &self,
         principal: &Principal,
         context: &RequestContext,

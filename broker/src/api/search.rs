@@ -110,7 +110,14 @@ pub(super) async fn search_residents(
     reader: Reader,
     params: Result<Query<SearchParams>, QueryRejection>,
 ) -> Result<Json<SearchPage>, ApiError> {
-    run(&state, &reader, params, &[RecordKind::Resident], "/v1/residents").await
+    run(
+        &state,
+        &reader,
+        params,
+        &[RecordKind::Resident],
+        "/v1/residents",
+    )
+    .await
 }
 
 /// Search houses.
@@ -170,7 +177,9 @@ fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError>
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::bad_request("limit_invalid", format!("limit must be 1 to {MAX_LIMIT}")))?,
+            .ok_or_else(|| {
+                ApiError::bad_request("limit_invalid", format!("limit must be 1 to {MAX_LIMIT}"))
+            })?,
     };
     let sort = match params.sort.as_deref() {
         None | Some("") | Some("relevance") => SortOrder::Relevance,
@@ -186,7 +195,12 @@ fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError>
         None => None,
         Some(text) => Some(
             DivisionCode::parse(text)
-                .map_err(|_| ApiError::bad_request("grid_invalid", "grid must be a 6, 9, 12 or 15 digit division code"))?
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "grid_invalid",
+                        "grid must be a 6, 9, 12 or 15 digit division code",
+                    )
+                })?
                 .as_str()
                 .to_owned(),
         ),
@@ -203,7 +217,12 @@ fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError>
             .and_then(|d| d.and_hms_opt(0, 0, 0))
             // A bare date is a day in China (UTC+8).
             .map(|t| Some(t.and_utc().timestamp() - 8 * 3600))
-            .ok_or_else(|| ApiError::bad_request("time_invalid", format!("{name} must be RFC 3339 or YYYY-MM-DD")))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "time_invalid",
+                    format!("{name} must be RFC 3339 or YYYY-MM-DD"),
+                )
+            })
     };
     let event_only = |value: Option<String>, name: &str| -> Result<Option<String>, ApiError> {
         match value.filter(|v| !v.is_empty()) {
@@ -211,8 +230,13 @@ fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError>
                 "filter_not_supported",
                 format!("{name} filters events only: use /v1/events"),
             )),
-            Some(v) if v.len() > 40 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
-                Err(ApiError::bad_request("filter_invalid", format!("{name} is a snake_case code")))
+            Some(v)
+                if v.len() > 40 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                Err(ApiError::bad_request(
+                    "filter_invalid",
+                    format!("{name} is a snake_case code"),
+                ))
             }
             other => Ok(other),
         }
@@ -220,7 +244,10 @@ fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError>
     let from = time(params.from.as_deref(), "from")?;
     let to = time(params.to.as_deref(), "to")?;
     if (from.is_some() || to.is_some()) && kinds != [RecordKind::Event] {
-        return Err(ApiError::bad_request("filter_not_supported", "from and to filter events only: use /v1/events"));
+        return Err(ApiError::bad_request(
+            "filter_not_supported",
+            "from and to filter events only: use /v1/events",
+        ));
     }
     let filters = Filters {
         event_type: event_only(params.event_type, "type")?,
@@ -256,7 +283,8 @@ fn encode_cursor(offset: usize, fingerprint: &str) -> String {
 }
 
 fn decode_cursor(cursor: &str, fingerprint: &str) -> Result<usize, ApiError> {
-    let invalid = || ApiError::bad_request("cursor_invalid", "cursor is not a cursor this API issued");
+    let invalid =
+        || ApiError::bad_request("cursor_invalid", "cursor is not a cursor this API issued");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let mut parts = text.splitn(3, ':');
@@ -279,7 +307,15 @@ fn decode_cursor(cursor: &str, fingerprint: &str) -> Result<usize, ApiError> {
 /// Fields of the masked profile shown in a hit.
 fn summary_fields(kind: RecordKind) -> &'static [&'static str] {
     match kind {
-        RecordKind::Resident => &["name", "gender", "age", "birth_date", "id_number", "phone", "address"],
+        RecordKind::Resident => &[
+            "name",
+            "gender",
+            "age",
+            "birth_date",
+            "id_number",
+            "phone",
+            "address",
+        ],
         RecordKind::House => &["address", "usage"],
         RecordKind::Event => &["title", "type", "status", "occurred_at", "address"],
     }
@@ -306,7 +342,9 @@ async fn run(
     endpoint: &str,
 ) -> Result<Json<SearchPage>, ApiError> {
     let parsed = params
-        .map_err(|_| ApiError::bad_request("query_string_invalid", "the query string could not be read"))
+        .map_err(|_| {
+            ApiError::bad_request("query_string_invalid", "the query string could not be read")
+        })
         .and_then(|Query(params)| parse(params, kinds));
     let parsed = match parsed {
         Ok(parsed) => parsed,
@@ -340,7 +378,9 @@ async fn run(
         let mut profiles = Vec::with_capacity(found.hits.len());
         for hit in found.hits {
             let profile = resolver.profile_from(&hit.id, &|d| job_plan.department_visible(d))?;
-            if let Some(profile) = profile.filter(|p| p.kind == hit.kind && job_state.covers(&principal, p)) {
+            if let Some(profile) =
+                profile.filter(|p| p.kind == hit.kind && job_state.covers(&principal, p))
+            {
                 profiles.push((profile, hit.score));
             }
         }
@@ -401,20 +441,88 @@ mod tests {
     fn a_cursor_only_fits_its_own_query() {
         let cursor = encode_cursor(20, "abcd");
         assert_eq!(decode_cursor(&cursor, "abcd").ok(), Some(20));
-        assert_eq!(decode_cursor(&cursor, "ef01").map_err(|e| e.code), Err("cursor_mismatch"));
-        assert_eq!(decode_cursor("not a cursor", "abcd").map_err(|e| e.code), Err("cursor_invalid"));
+        assert_eq!(
+            decode_cursor(&cursor, "ef01").map_err(|e| e.code),
+            Err("cursor_mismatch")
+        );
+        assert_eq!(
+            decode_cursor("not a cursor", "abcd").map_err(|e| e.code),
+            Err("cursor_invalid")
+        );
     }
 
     #[test]
     fn parameters_are_validated_with_stable_codes() {
         let events = [RecordKind::Event];
-        let bad = |params: SearchParams, kinds: &[RecordKind]| parse(params, kinds).err().map(|e| e.code);
-        assert_eq!(bad(SearchParams { limit: Some("0".into()), ..Default::default() }, &events), Some("limit_invalid"));
-        assert_eq!(bad(SearchParams { limit: Some("101".into()), ..Default::default() }, &events), Some("limit_invalid"));
-        assert_eq!(bad(SearchParams { sort: Some("time".into()), ..Default::default() }, &[RecordKind::Resident]), Some("sort_invalid"));
-        assert_eq!(bad(SearchParams { grid: Some("12".into()), ..Default::default() }, &events), Some("grid_invalid"));
-        assert_eq!(bad(SearchParams { from: Some("yesterday".into()), ..Default::default() }, &events), Some("time_invalid"));
-        assert_eq!(bad(SearchParams { status: Some("open".into()), ..Default::default() }, &[RecordKind::House]), Some("filter_not_supported"));
-        assert!(parse(SearchParams { q: Some("张三".into()), ..Default::default() }, &events).is_ok());
+        let bad =
+            |params: SearchParams, kinds: &[RecordKind]| parse(params, kinds).err().map(|e| e.code);
+        assert_eq!(
+            bad(
+                SearchParams {
+                    limit: Some("0".into()),
+                    ..Default::default()
+                },
+                &events
+            ),
+            Some("limit_invalid")
+        );
+        assert_eq!(
+            bad(
+                SearchParams {
+                    limit: Some("101".into()),
+                    ..Default::default()
+                },
+                &events
+            ),
+            Some("limit_invalid")
+        );
+        assert_eq!(
+            bad(
+                SearchParams {
+                    sort: Some("time".into()),
+                    ..Default::default()
+                },
+                &[RecordKind::Resident]
+            ),
+            Some("sort_invalid")
+        );
+        assert_eq!(
+            bad(
+                SearchParams {
+                    grid: Some("12".into()),
+                    ..Default::default()
+                },
+                &events
+            ),
+            Some("grid_invalid")
+        );
+        assert_eq!(
+            bad(
+                SearchParams {
+                    from: Some("yesterday".into()),
+                    ..Default::default()
+                },
+                &events
+            ),
+            Some("time_invalid")
+        );
+        assert_eq!(
+            bad(
+                SearchParams {
+                    status: Some("open".into()),
+                    ..Default::default()
+                },
+                &[RecordKind::House]
+            ),
+            Some("filter_not_supported")
+        );
+        assert!(parse(
+            SearchParams {
+                q: Some("张三".into()),
+                ..Default::default()
+            },
+            &events
+        )
+        .is_ok());
     }
 }

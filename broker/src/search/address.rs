@@ -61,7 +61,9 @@ pub fn parse(text: &str) -> AddressParts {
         parts.street = Some(street.to_owned());
         rest = after;
     }
-    let first_digit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+    let first_digit = rest
+        .find(|c: char| c.is_ascii_digit())
+        .unwrap_or(rest.len());
     let compound = rest[..first_digit].trim_matches(|c: char| !is_cjk(c) && !c.is_alphanumeric());
     if !compound.is_empty() {
         parts.compound = Some(compound.to_owned());
@@ -89,7 +91,11 @@ fn take_until<'a>(text: &'a str, markers: &[&str], max_chars: usize) -> Option<(
 /// Building, unit and room from `3号楼2单元501`, `3栋2单元501室`, `3-2-501`, `12号`.
 fn parse_numbers(text: &str, parts: &mut AddressParts) {
     let dashed: Vec<&str> = text.split('-').collect();
-    if dashed.len() >= 2 && dashed.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+    if dashed.len() >= 2
+        && dashed
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
         parts.building = Some(trim_zeros(dashed[0]));
         if dashed.len() == 3 {
             parts.unit = Some(trim_zeros(dashed[1]));
@@ -99,7 +105,9 @@ fn parse_numbers(text: &str, parts: &mut AddressParts) {
     }
     let mut rest = text;
     while !rest.is_empty() {
-        let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits_end == 0 {
             // Skip one non-digit character.
             let skip = rest.chars().next().map_or(1, char::len_utf8);
@@ -108,7 +116,10 @@ fn parse_numbers(text: &str, parts: &mut AddressParts) {
         }
         let number = trim_zeros(&rest[..digits_end]);
         let after = &rest[digits_end..];
-        let (slot, marker_len) = if let Some(m) = ["号楼", "栋", "幢", "号院", "楼"].iter().find(|m| after.starts_with(**m)) {
+        let (slot, marker_len) = if let Some(m) = ["号楼", "栋", "幢", "号院", "楼"]
+            .iter()
+            .find(|m| after.starts_with(**m))
+        {
             (&mut parts.building, m.len())
         } else if after.starts_with("单元") {
             (&mut parts.unit, "单元".len())
@@ -176,7 +187,11 @@ fn admin_terms(parts: &AddressParts) -> Vec<String> {
 
 fn number_terms(parts: &AddressParts) -> Vec<String> {
     let mut out = Vec::new();
-    for (tag, value) in [("bd", &parts.building), ("un", &parts.unit), ("rm", &parts.room)] {
+    for (tag, value) in [
+        ("bd", &parts.building),
+        ("un", &parts.unit),
+        ("rm", &parts.room),
+    ] {
         if let Some(v) = value {
             out.push(format!("{tag}:{v}"));
         }
@@ -240,10 +255,20 @@ mod tests {
         assert_eq!(no_city.compound.as_deref(), Some("阳光嘉园"));
         assert_eq!(no_city.room.as_deref(), Some("1102"));
         let dash = parse("北京市朝阳区阳光嘉园12-3-1102");
-        assert_eq!((dash.building.as_deref(), dash.unit.as_deref(), dash.room.as_deref()), (Some("12"), Some("3"), Some("1102")));
+        assert_eq!(
+            (
+                dash.building.as_deref(),
+                dash.unit.as_deref(),
+                dash.room.as_deref()
+            ),
+            (Some("12"), Some("3"), Some("1102"))
+        );
         let fragment = parse("3号楼2单元");
         assert_eq!(fragment.compound, None);
-        assert_eq!((fragment.building.as_deref(), fragment.unit.as_deref()), (Some("3"), Some("2")));
+        assert_eq!(
+            (fragment.building.as_deref(), fragment.unit.as_deref()),
+            (Some("3"), Some("2"))
+        );
         let province = parse("河北省保定市竞秀区城关镇东村12号");
         assert_eq!(province.province.as_deref(), Some("河北省"));
         assert_eq!(province.city.as_deref(), Some("保定市"));
@@ -255,10 +280,18 @@ mod tests {
     #[test]
     fn a_fragment_query_is_a_subset_of_the_full_address_terms() {
         let indexed = index_terms("北京市朝阳区望京街道幸福里一区3号楼2单元501");
-        for fragment in ["3号楼2单元", "幸福里3号楼", "幸福里一区3号楼2单元501", "幸福里小区3号楼"] {
+        for fragment in [
+            "3号楼2单元",
+            "幸福里3号楼",
+            "幸福里一区3号楼2单元501",
+            "幸福里小区3号楼",
+        ] {
             let query = query_terms(fragment).expect("address-like");
             for group in &query.groups {
-                assert!(group.iter().any(|t| indexed.contains(t)), "{fragment}: {group:?} not in {indexed:?}");
+                assert!(
+                    group.iter().any(|t| indexed.contains(t)),
+                    "{fragment}: {group:?} not in {indexed:?}"
+                );
             }
         }
         assert!(query_terms("3号楼2单元").is_some_and(|q| q.below_building));

@@ -26,8 +26,8 @@ pub fn profile_field(kind: RecordKind, family: Family) -> Option<&'static str> {
         (RecordKind::Resident, Phone) => Some("phone"),
         (_, Address) => Some("address"),
         (RecordKind::Resident, Tag) => Some("tags"),
-        (RecordKind::Event, Title) => Some("title"),
-        (RecordKind::Event, Body) => Some("description"),
+        (RecordKind::Event, Title | TitleMasked) => Some("title"),
+        (RecordKind::Event, Body | BodyMasked) => Some("description"),
         _ => None,
     }
 }
@@ -126,14 +126,26 @@ pub fn build(profile: &Profile, fields: &IndexFields, blinder: &Blinder) -> Tant
             }
         }
         RecordKind::Event => {
-            if let Some(title) = guarded("title", &mut guards) {
-                for term in text::index_terms(&title) {
-                    add(Family::Title, &term);
-                }
-            }
-            if let Some(body) = guarded("description", &mut guards) {
-                for term in text::index_terms(&body) {
-                    add(Family::Body, &term);
+            // Names of the people involved, as the masked view redacts them.
+            let names: Vec<String> = profile
+                .related
+                .values()
+                .flatten()
+                .filter_map(|r| r.label.clone())
+                .collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            for (field, clear, masked) in [
+                ("title", Family::Title, Family::TitleMasked),
+                ("description", Family::Body, Family::BodyMasked),
+            ] {
+                if let Some(value) = guarded(field, &mut guards) {
+                    for term in text::index_terms(&value) {
+                        add(clear, &term);
+                    }
+                    let redacted = policies::redact::redact(&value, &names, None, None);
+                    for term in text::masked_terms(&redacted) {
+                        add(masked, &term);
+                    }
                 }
             }
             if let Some(addr) = guarded("address", &mut guards) {
@@ -162,7 +174,9 @@ pub fn build(profile: &Profile, fields: &IndexFields, blinder: &Blinder) -> Tant
             if let Some(s) = plain("status") {
                 doc.add_text(fields.status, s);
             }
-            if let Some(at) = plain("occurred_at").and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+            if let Some(at) =
+                plain("occurred_at").and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            {
                 doc.add_i64(fields.occurred, at.timestamp());
             }
         }

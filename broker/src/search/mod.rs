@@ -35,7 +35,9 @@ use std::time::Duration;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{BooleanQuery, Occur, Query};
 use tantivy::schema::Value;
-use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term,
+};
 
 use model::RecordKind;
 
@@ -187,7 +189,10 @@ impl SearchIndex {
             std::fs::write(dir.join(VERSION_FILE), &expected).map_err(io_error(&dir))?;
         }
         let writer = open_writer(&index)?;
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
         let seq = index
             .load_metas()?
             .payload
@@ -407,7 +412,12 @@ impl SearchIndex {
         plan: &ViewPlan,
         request: &SearchRequest,
     ) -> Result<SearchHits, SearchError> {
-        let parts: Vec<String> = request.q.split_whitespace().take(8).map(str::to_owned).collect();
+        let parts: Vec<String> = request
+            .q
+            .split_whitespace()
+            .take(8)
+            .map(str::to_owned)
+            .collect();
         let mut access = Access::new(principal, plan);
         let mut per_kind: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for kind in &request.kinds {
@@ -437,7 +447,10 @@ impl SearchIndex {
             SortOrder::Time => {
                 let (total, docs) = searcher.search(
                     &query,
-                    &(Count, top.order_by_fast_field::<i64>("occurred", Order::Desc)),
+                    &(
+                        Count,
+                        top.order_by_fast_field::<i64>("occurred", Order::Desc),
+                    ),
                 )?;
                 (total, docs.into_iter().map(|(_, a)| (0.0, a)).collect())
             }
@@ -445,7 +458,10 @@ impl SearchIndex {
         let mut hits = Vec::with_capacity(addresses.len());
         for (score, address) in addresses {
             let doc: TantivyDocument = searcher.doc(address)?;
-            let id = doc.get_first(self.inner.fields.id).and_then(|v| v.as_str()).map(str::to_owned);
+            let id = doc
+                .get_first(self.inner.fields.id)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned);
             let kind = doc
                 .get_first(self.inner.fields.kind)
                 .and_then(|v| v.as_str())

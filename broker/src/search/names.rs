@@ -172,9 +172,16 @@ pub fn name_terms(raw: &str) -> Vec<(NameFamily, String)> {
             out.insert((NameFamily::Short, format!("p:{p}")));
         }
         // Surname in full, given name by initials: `zhangs` is a prefix, `zhangsf` is this.
-        let mixed = format!("{}{}", syllables[..surname_len].concat(), &initials[surname_len..]);
+        let mixed = format!(
+            "{}{}",
+            syllables[..surname_len].concat(),
+            &initials[surname_len..]
+        );
         out.insert((NameFamily::Short, format!("m:{mixed}")));
-        out.insert((NameFamily::Fuzzy, format!("z:{}", fuzzy_syllables(&syllables))));
+        out.insert((
+            NameFamily::Fuzzy,
+            format!("z:{}", fuzzy_syllables(&syllables)),
+        ));
     }
     out.into_iter().collect()
 }
@@ -221,9 +228,10 @@ pub fn fuzzy_syllable(s: &str) -> String {
     } else {
         rest
     };
-    let final_ = match rest.strip_suffix("ng") {
-        Some(stem) if stem.ends_with(['a', 'e', 'i']) => stem,
-        _ => rest,
+    let final_ = if rest.ends_with("ang") || rest.ends_with("eng") || rest.ends_with("ing") {
+        &rest[..rest.len() - 1]
+    } else {
+        rest
     };
     format!("{initial}{final_}")
 }
@@ -247,7 +255,8 @@ fn syllable_set() -> &'static BTreeSet<String> {
 }
 
 /// Splits a string of letters into pinyin syllables (longest match first, with
-/// backtracking); `None` if it is not a sequence of syllables.
+/// backtracking, no vowel-initial syllable after the first); `None` if it is not a sequence
+/// of syllables.
 pub fn segment_pinyin(letters: &str) -> Option<Vec<String>> {
     fn go(rest: &str, set: &BTreeSet<String>, out: &mut Vec<String>) -> bool {
         if rest.is_empty() {
@@ -257,7 +266,10 @@ pub fn segment_pinyin(letters: &str) -> Option<Vec<String>> {
             let Some(head) = rest.get(..len) else {
                 continue;
             };
-            if set.contains(head) {
+            // As in written pinyin, a syllable starting with a, o or e inside a word needs an
+            // apostrophe: without one, `nana` is na-na, not nan-a.
+            let vowel_start = head.starts_with(['a', 'o', 'e']);
+            if set.contains(head) && !(vowel_start && !out.is_empty()) {
                 out.push(head.to_owned());
                 if go(&rest[len..], set, out) {
                     return true;
@@ -267,7 +279,8 @@ pub fn segment_pinyin(letters: &str) -> Option<Vec<String>> {
         }
         false
     }
-    if letters.is_empty() || letters.len() > 40 || !letters.bytes().all(|b| b.is_ascii_lowercase()) {
+    if letters.is_empty() || letters.len() > 40 || !letters.bytes().all(|b| b.is_ascii_lowercase())
+    {
         return None;
     }
     let mut out = Vec::new();
@@ -303,7 +316,10 @@ mod tests {
         assert!(has(&terms, NameFamily::Short, "i:zs"));
         assert!(has(&terms, NameFamily::Short, "p:zhangs"));
         assert!(has(&terms, NameFamily::Short, "p:zh"));
-        assert!(!has(&terms, NameFamily::Short, "p:zhangsan"), "the full form is not a prefix");
+        assert!(
+            !has(&terms, NameFamily::Short, "p:zhangsan"),
+            "the full form is not a prefix"
+        );
         assert_eq!(fuzzy_query_term("zangsan"), Some("z:zansan".to_owned()));
         assert!(has(&terms, NameFamily::Fuzzy, "z:zansan"));
     }
@@ -323,7 +339,11 @@ mod tests {
             assert!(has(&terms, NameFamily::Pinyin, full), "{name}: {terms:?}");
         }
         // The common reading stays findable too.
-        assert!(has(&name_terms("单田芳"), NameFamily::Pinyin, "f:dantianfang"));
+        assert!(has(
+            &name_terms("单田芳"),
+            NameFamily::Pinyin,
+            "f:dantianfang"
+        ));
     }
 
     #[test]
@@ -355,7 +375,10 @@ mod tests {
         assert_eq!(fuzzy_syllable("ming"), "min");
         assert_eq!(fuzzy_syllable("fei"), "hei");
         assert_eq!(segment_pinyin("xian").map(|s| s.len()), Some(1));
-        assert_eq!(segment_pinyin("ouyangnana"), Some(vec!["ou".into(), "yang".into(), "na".into(), "na".into()]));
+        assert_eq!(
+            segment_pinyin("ouyangnana"),
+            Some(vec!["ou".into(), "yang".into(), "na".into(), "na".into()])
+        );
         assert_eq!(segment_pinyin("qzxv"), None);
     }
 }

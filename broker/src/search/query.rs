@@ -19,7 +19,9 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 
-use tantivy::query::{BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::query::{
+    BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery,
+};
 use tantivy::schema::IndexRecordOption;
 use tantivy::Term;
 
@@ -45,7 +47,10 @@ pub enum Clause {
         need: FieldLevel,
     },
     /// A tag, visible per tag and per asserting department.
-    Tag { tag: String, boost: f32 },
+    Tag {
+        tag: String,
+        boost: f32,
+    },
     All(Vec<Clause>),
     Any(Vec<Clause>),
 }
@@ -79,7 +84,10 @@ pub fn part_clause(part: &str, kind: RecordKind) -> Clause {
         // A masked value is not a value: it must never match what it hides.
         return Clause::Any(Vec::new());
     }
-    let compact: String = folded.chars().filter(|c| !matches!(c, '-' | ' ' | '(' | ')')).collect();
+    let compact: String = folded
+        .chars()
+        .filter(|c| !matches!(c, '-' | ' ' | '(' | ')'))
+        .collect();
     let mut any = Vec::new();
     let is_digits = !compact.is_empty()
         && compact
@@ -110,7 +118,13 @@ pub fn part_clause(part: &str, kind: RecordKind) -> Clause {
             let groups = query
                 .groups
                 .into_iter()
-                .map(|g| Clause::Any(g.into_iter().map(|t| term(Family::Address, t, 2.0, need)).collect()))
+                .map(|g| {
+                    Clause::Any(
+                        g.into_iter()
+                            .map(|t| term(Family::Address, t, 2.0, need))
+                            .collect(),
+                    )
+                })
                 .collect();
             any.push(Clause::All(groups));
         }
@@ -121,15 +135,34 @@ pub fn part_clause(part: &str, kind: RecordKind) -> Clause {
                     .into_iter()
                     .map(|w| {
                         let mut alternatives = Vec::new();
+                        for (family, boost) in
+                            [(Family::TitleMasked, 2.0), (Family::BodyMasked, 1.0)]
+                        {
+                            for a in &w.alternatives {
+                                alternatives.push(term(
+                                    family,
+                                    a.clone(),
+                                    boost,
+                                    FieldLevel::Masked,
+                                ));
+                            }
+                        }
                         for (family, boost) in [(Family::Title, 2.0), (Family::Body, 1.0)] {
                             for a in &w.alternatives {
-                                alternatives.push(term(family, a.clone(), boost, FieldLevel::Clear));
+                                alternatives.push(term(
+                                    family,
+                                    a.clone(),
+                                    boost,
+                                    FieldLevel::Clear,
+                                ));
                             }
                             if !w.bigrams.is_empty() {
                                 alternatives.push(Clause::All(
                                     w.bigrams
                                         .iter()
-                                        .map(|b| term(family, b.clone(), boost * 0.5, FieldLevel::Clear))
+                                        .map(|b| {
+                                            term(family, b.clone(), boost * 0.5, FieldLevel::Clear)
+                                        })
                                         .collect(),
                                 ));
                             }
@@ -149,37 +182,72 @@ fn identifier_clauses(digits: &str, kind: RecordKind, any: &mut Vec<Clause>) {
     match digits.len() {
         15 | 18 if id_family => {
             if let Ok(id) = IdNumber::parse(digits) {
-                any.push(term(Family::IdNumber, format!("x:{}", id.as_str()), 10.0, FieldLevel::Clear));
+                any.push(term(
+                    Family::IdNumber,
+                    format!("x:{}", id.as_str()),
+                    10.0,
+                    FieldLevel::Clear,
+                ));
             }
         }
         6 if id_family => {
-            any.push(term(Family::IdNumber, format!("l6:{}", digits.to_uppercase()), 5.0, FieldLevel::Clear));
+            any.push(term(
+                Family::IdNumber,
+                format!("l6:{}", digits.to_uppercase()),
+                5.0,
+                FieldLevel::Clear,
+            ));
         }
         4 => {
             if id_family {
-                any.push(term(Family::IdNumber, format!("l4:{}", digits.to_uppercase()), 4.0, FieldLevel::Masked));
+                any.push(term(
+                    Family::IdNumber,
+                    format!("l4:{}", digits.to_uppercase()),
+                    4.0,
+                    FieldLevel::Masked,
+                ));
             }
             if kind == RecordKind::Resident {
-                any.push(term(Family::Phone, format!("t4:{digits}"), 4.0, FieldLevel::Masked));
+                any.push(term(
+                    Family::Phone,
+                    format!("t4:{digits}"),
+                    4.0,
+                    FieldLevel::Masked,
+                ));
             }
         }
         _ => {}
     }
     if kind == RecordKind::Resident && digits.len() >= 10 {
         if let Ok(phone) = Phone::parse(digits) {
-            any.push(term(Family::Phone, format!("t:{}", phone.digits()), 10.0, FieldLevel::Clear));
+            any.push(term(
+                Family::Phone,
+                format!("t:{}", phone.digits()),
+                10.0,
+                FieldLevel::Clear,
+            ));
         }
     }
     if digits.len() <= 4 && !digits.contains('x') {
         let room = digits.trim_start_matches('0');
-        any.push(term(Family::Address, format!("rm:{room}"), 1.0, FieldLevel::Clear));
+        any.push(term(
+            Family::Address,
+            format!("rm:{room}"),
+            1.0,
+            FieldLevel::Clear,
+        ));
     }
 }
 
 fn pinyin_clauses(letters: &str, any: &mut Vec<Clause>) {
     let clear = FieldLevel::Clear;
     any.push(term(Family::NamePinyin, format!("f:{letters}"), 6.0, clear));
-    any.push(term(Family::NamePinyin, format!("gf:{letters}"), 2.5, clear));
+    any.push(term(
+        Family::NamePinyin,
+        format!("gf:{letters}"),
+        2.5,
+        clear,
+    ));
     if names::is_syllable(letters) {
         any.push(term(Family::NamePinyin, format!("y:{letters}"), 2.0, clear));
     }
@@ -204,7 +272,12 @@ fn chinese_name_clauses(text: &str, any: &mut Vec<Clause>) {
     let is_surname = count == 1 || fold::COMPOUND_SURNAMES.contains(&name.as_str());
     if is_surname {
         // The surname is what a masked name (`张*`) still shows.
-        any.push(term(Family::NameChars, format!("s:{name}"), 3.0, FieldLevel::Masked));
+        any.push(term(
+            Family::NameChars,
+            format!("s:{name}"),
+            3.0,
+            FieldLevel::Masked,
+        ));
     }
     if count >= 2 {
         let clear = FieldLevel::Clear;
@@ -252,7 +325,11 @@ impl<'a> Access<'a> {
         Profile {
             id: "probe".to_owned(),
             kind,
-            grid: self.principal.jurisdiction.first().map(|j| j.as_str().to_owned()),
+            grid: self
+                .principal
+                .jurisdiction
+                .first()
+                .map(|j| j.as_str().to_owned()),
             fields: Default::default(),
             tags: Vec::new(),
             attributes: Default::default(),
@@ -339,15 +416,24 @@ pub struct Compiler<'a, 'b> {
 
 impl Compiler<'_, '_> {
     fn blind_term(&self, family: Family, term: &str) -> Term {
-        Term::from_field_text(self.fields.get(family), &self.blinder.token(family.name(), term))
+        Term::from_field_text(
+            self.fields.get(family),
+            &self.blinder.token(family.name(), term),
+        )
     }
 
     fn term_query(&self, family: Family, term: &str, boost: f32) -> Box<dyn Query> {
         let t = self.blind_term(family, term);
         if family.ranked() {
-            Box::new(BoostQuery::new(Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs)), boost))
+            Box::new(BoostQuery::new(
+                Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs)),
+                boost,
+            ))
         } else {
-            Box::new(ConstScoreQuery::new(Box::new(TermQuery::new(t, IndexRecordOption::Basic)), boost))
+            Box::new(ConstScoreQuery::new(
+                Box::new(TermQuery::new(t, IndexRecordOption::Basic)),
+                boost,
+            ))
         }
     }
 
@@ -360,7 +446,10 @@ impl Compiler<'_, '_> {
         let terms = guards
             .iter()
             .map(|g| {
-                let q: Box<dyn Query> = Box::new(TermQuery::new(self.blind_term(Family::Guard, g), IndexRecordOption::Basic));
+                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                    self.blind_term(Family::Guard, g),
+                    IndexRecordOption::Basic,
+                ));
                 (Occur::Should, q)
             })
             .collect();
@@ -467,7 +556,10 @@ impl Compiler<'_, '_> {
         };
         let mut must: Vec<(Occur, Box<dyn Query>)> = vec![
             (Occur::Must, plain(self.fields.kind, self.kind.as_str())),
-            (Occur::Must, Self::filter(Box::new(BooleanQuery::new(scopes)))),
+            (
+                Occur::Must,
+                Self::filter(Box::new(BooleanQuery::new(scopes))),
+            ),
         ];
         if let Some(grid) = &filters.grid {
             must.push((Occur::Must, plain(self.fields.scope, grid)));
@@ -491,14 +583,20 @@ impl Compiler<'_, '_> {
             }
             if filters.from.is_some() || filters.to.is_some() {
                 let bound = |v: Option<i64>, inclusive: bool| match v {
-                    Some(v) if inclusive => Bound::Included(Term::from_field_i64(self.fields.occurred, v)),
+                    Some(v) if inclusive => {
+                        Bound::Included(Term::from_field_i64(self.fields.occurred, v))
+                    }
                     Some(v) => Bound::Excluded(Term::from_field_i64(self.fields.occurred, v)),
                     None => Bound::Unbounded,
                 };
                 let range = RangeQuery::new(bound(filters.from, true), bound(filters.to, false));
                 must.push((Occur::Must, Self::filter(Box::new(range))));
             }
-        } else if filters.event_type.is_some() || filters.status.is_some() || filters.from.is_some() || filters.to.is_some() {
+        } else if filters.event_type.is_some()
+            || filters.status.is_some()
+            || filters.from.is_some()
+            || filters.to.is_some()
+        {
             return None;
         }
         for part in parts {
@@ -535,7 +633,10 @@ mod tests {
         terms(&part_clause("002X", RecordKind::Resident), &mut out);
         assert!(out.contains(&"l4:002X".to_owned()));
         let mut out = Vec::new();
-        terms(&part_clause("138-1234-5678", RecordKind::Resident), &mut out);
+        terms(
+            &part_clause("138-1234-5678", RecordKind::Resident),
+            &mut out,
+        );
         assert!(out.contains(&"t:13812345678".to_owned()));
     }
 

@@ -6,13 +6,14 @@
 //! index at start.
 
 use tantivy::schema::{
-    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, STORED, STRING,
+    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, STORED,
+    STRING,
 };
 
 use super::names::NameFamily;
 
 /// Bump on any change of fields or of how terms are derived.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A family of blind terms; each is one index field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,11 +28,14 @@ pub enum Family {
     Tag,
     Title,
     Body,
+    /// Words of the title as a masked view shows it (PII-redacted, no person names).
+    TitleMasked,
+    BodyMasked,
     Guard,
 }
 
 impl Family {
-    pub const ALL: [Family; 11] = [
+    pub const ALL: [Family; 13] = [
         Family::NameChars,
         Family::NamePinyin,
         Family::NameShort,
@@ -42,6 +46,8 @@ impl Family {
         Family::Tag,
         Family::Title,
         Family::Body,
+        Family::TitleMasked,
+        Family::BodyMasked,
         Family::Guard,
     ];
 
@@ -58,13 +64,18 @@ impl Family {
             Family::Tag => "tag",
             Family::Title => "title",
             Family::Body => "body",
+            Family::TitleMasked => "title_masked",
+            Family::BodyMasked => "body_masked",
             Family::Guard => "guard",
         }
     }
 
     /// Whether matches are ranked by BM25 (free text) rather than a constant per clause.
     pub fn ranked(self) -> bool {
-        matches!(self, Family::Title | Family::Body)
+        matches!(
+            self,
+            Family::Title | Family::Body | Family::TitleMasked | Family::BodyMasked
+        )
     }
 }
 
@@ -112,7 +123,10 @@ pub fn build_schema() -> (Schema, IndexFields) {
     let event_type = builder.add_text_field("event_type", STRING);
     let status = builder.add_text_field("status", STRING);
     let usage = builder.add_text_field("usage", STRING);
-    let occurred = builder.add_i64_field("occurred", NumericOptions::default().set_indexed().set_fast());
+    let occurred = builder.add_i64_field(
+        "occurred",
+        NumericOptions::default().set_indexed().set_fast(),
+    );
     let blind = Family::ALL
         .iter()
         .map(|family| {

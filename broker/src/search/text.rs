@@ -53,9 +53,37 @@ pub fn search_words(text: &str) -> Vec<String> {
 
 /// Index terms of a text: search-mode words `w:` and CJK bigrams `g:`.
 pub fn index_terms(text: &str) -> Vec<String> {
-    let mut out: Vec<String> = search_words(text).into_iter().map(|w| format!("w:{w}")).collect();
+    let mut out: Vec<String> = search_words(text)
+        .into_iter()
+        .map(|w| format!("w:{w}"))
+        .collect();
     out.extend(bigrams(&fold(text)).into_iter().map(|b| format!("g:{b}")));
     out
+}
+
+/// Index terms of a text a caller sees only masked: search-mode words of the redacted
+/// text, without words jieba tags as person names and without digits, and no bigrams (which
+/// would make any name findable).
+pub fn masked_terms(redacted: &str) -> Vec<String> {
+    let folded = fold(redacted);
+    let jieba = jieba();
+    let names: std::collections::HashSet<&str> = jieba
+        .tag(&folded, true)
+        .into_iter()
+        .filter(|t| t.tag.starts_with("nr"))
+        .map(|t| t.word)
+        .collect();
+    jieba
+        .cut_for_search(&folded, true)
+        .into_iter()
+        .map(|t| t.word.trim())
+        .filter(|w| {
+            is_word(w)
+                && !w.chars().any(|c| c.is_ascii_digit())
+                && !names.iter().any(|n| n.contains(*w) || w.contains(*n))
+        })
+        .map(|w| format!("w:{w}"))
+        .collect()
 }
 
 fn bigrams(text: &str) -> Vec<String> {
@@ -98,8 +126,14 @@ pub fn query_words(text: &str) -> Vec<WordQuery> {
             }
             alternatives.sort();
             alternatives.dedup();
-            let bigrams = bigrams(word).into_iter().map(|b| format!("g:{b}")).collect();
-            WordQuery { alternatives, bigrams }
+            let bigrams = bigrams(word)
+                .into_iter()
+                .map(|b| format!("g:{b}"))
+                .collect();
+            WordQuery {
+                alternatives,
+                bigrams,
+            }
         })
         .collect()
 }
@@ -110,12 +144,14 @@ mod tests {
 
     #[test]
     fn a_query_word_reaches_the_indexed_text() {
-        let indexed = index_terms("网格员巡查发现3号楼2单元楼道内有电动自行车飞线充电，车主为张三。");
+        let indexed =
+            index_terms("网格员巡查发现3号楼2单元楼道内有电动自行车飞线充电，车主为张三。");
         for query in ["电动车 充电", "飞线充电", "张三", "楼道"] {
             for part in query.split_whitespace() {
                 for word in query_words(part) {
                     let hit = word.alternatives.iter().any(|a| indexed.contains(a))
-                        || (!word.bigrams.is_empty() && word.bigrams.iter().all(|b| indexed.contains(b)));
+                        || (!word.bigrams.is_empty()
+                            && word.bigrams.iter().all(|b| indexed.contains(b)));
                     assert!(hit, "{query}: {word:?}");
                 }
             }

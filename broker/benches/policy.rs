@@ -1,0 +1,138 @@
+//! The policy decision and masking of one full resident profile: building the caller's
+//! view plan from the compiled policy and applying it (masks, tags, attributes, redaction).
+//!
+//! Run: `cargo bench -p broker --bench policy`
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use serde_json::{json, Value};
+
+use broker::auth::Principal;
+use broker::authz::{PolicyFiles, PolicySet};
+use broker::resolve::{Alternative, EntityRef, MergedField, MergedTag, Profile, SourceRef};
+use broker::view::ViewPlan;
+use model::{Department, RecordKind};
+use policies::redact::NameDirectory;
+
+fn field(value: Value, source: Department) -> MergedField {
+    MergedField {
+        value,
+        source,
+        version: "2026-11-01T08:00:00Z".into(),
+        conflicts: vec![],
+    }
+}
+
+/// A resident as five departments publish it: every field, tags of every class, attributes.
+fn profile() -> Profile {
+    let mut fields = BTreeMap::new();
+    for (name, value) in [
+        ("id_number", json!("11010519491231002X")),
+        ("name", json!("张三")),
+        ("gender", json!("male")),
+        ("birth_date", json!("1949-12-31")),
+        ("ethnicity", json!("汉族")),
+        ("phone", json!("13812345678")),
+        ("address", json!("北京市朝阳区望京街道幸福里小区3号楼2单元501")),
+        ("hukou_address", json!("北京市朝阳区望京街道幸福里小区3号楼2单元501")),
+        ("house_source_id", json!("ZJ-55")),
+        ("grid", json!("110105001001003")),
+    ] {
+        fields.insert(name.to_owned(), field(value, Department::Gongan));
+    }
+    if let Some(phone) = fields.get_mut("phone") {
+        phone.conflicts.push(Alternative {
+            value: json!("13912345678"),
+            source: Department::Minzheng,
+            version: "2026-11-05T08:00:00Z".into(),
+        });
+    }
+    let tags = [
+        ("户籍人口", Department::Gongan),
+        ("低保", Department::Minzheng),
+        ("独居老人", Department::Minzheng),
+        ("慢性病", Department::Weijian),
+        ("社区矫正", Department::Sifa),
+    ]
+    .into_iter()
+    .map(|(tag, d)| MergedTag {
+        tag: tag.into(),
+        sources: vec![d],
+    })
+    .collect();
+    let mut attributes = BTreeMap::new();
+    for (d, v) in [
+        (Department::Minzheng, json!({"allowance_monthly": 1200, "care_service": "紧急呼叫"})),
+        (Department::Weijian, json!({"diagnosis": "高血压"})),
+        (Department::Sifa, json!({"case_type": "缓刑"})),
+    ] {
+        if let Value::Object(map) = v {
+            attributes.insert(d, map);
+        }
+    }
+    let mut related = BTreeMap::new();
+    related.insert(
+        "events".to_owned(),
+        vec![EntityRef {
+            id: "e_1".into(),
+            label: Some("张三（电话13812345678）反映楼上漏水".into()),
+        }],
+    );
+    let sources = [Department::Gongan, Department::Minzheng, Department::Weijian, Department::Sifa, Department::Wangge]
+        .into_iter()
+        .map(|d| SourceRef {
+            department: d,
+            source_id: format!("{d}-1"),
+            version: "1".into(),
+            received_at: chrono::Utc::now(),
+        })
+        .collect();
+    Profile {
+        id: "r_1".into(),
+        kind: RecordKind::Resident,
+        grid: Some("110105001001003".into()),
+        fields,
+        tags,
+        attributes,
+        related,
+        sources,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let purposes: Vec<String> = policies::DEFAULT_PURPOSES.iter().map(|p| (*p).to_owned()).collect();
+    let policy = Arc::new(
+        runtime
+            .block_on(PolicySet::compile(&PolicyFiles::defaults(), &purposes))
+            .expect("the default policy compiles"),
+    );
+    let directory = NameDirectory::new(["张三", "李四", "欧阳娜娜"]);
+    let template = profile();
+    for (role, purpose) in [("grid_worker", "routine_visit"), ("street_officer", "case_investigation")] {
+        let principal = Principal {
+            sub: "bench".into(),
+            name: "bench".into(),
+            roles: vec![role.into()],
+            jurisdiction: vec![],
+            dept: None,
+        };
+        c.bench_function(&format!("view/{role}/{purpose}"), |b| {
+            b.iter_batched(
+                || template.clone(),
+                |mut p| {
+                    let plan = ViewPlan::new(policy.clone(), &principal, purpose, false);
+                    plan.apply(&mut p, &["张三".to_owned()], Some(&directory))
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

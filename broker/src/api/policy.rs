@@ -1,0 +1,271 @@
+//! Policy routes: the current version, a field-by-field preview of what a role sees for a
+//! purpose, and replacing a policy file.
+//!
+//! Guarantees (三员分立): the preview is for compliance officers and security admins and shows
+//! levels, never data; only a security admin may change a policy file, the change is compiled
+//! (and refused with the compiler's message if it does not compile) before it is written, takes
+//! effect without restart, and is audited with the old and new versions.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use audit::Decision;
+use model::{Department, RecordKind};
+
+use crate::auth::Principal;
+use crate::authz::{Permission, PolicyFiles};
+use crate::view::ViewPlan;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::Authenticated;
+use super::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/policy", get(policy_info))
+        .route("/v1/policy/preview", get(preview))
+        .route("/v1/policy/files/{name}", put(replace_file))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PolicyInfo {
+    /// Digest of the policy files in force.
+    pub version: String,
+    pub purposes: Vec<String>,
+    pub files: Vec<String>,
+    /// Whether policy files can be replaced through the API (a policy folder is configured).
+    pub writable: bool,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PreviewQuery {
+    /// Role to preview, e.g. grid_worker.
+    pub role: String,
+    /// Purpose of use, e.g. routine_visit.
+    pub purpose: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FieldPreview {
+    pub kind: String,
+    pub field: String,
+    pub class: String,
+    /// clear, masked or hidden.
+    pub level: String,
+    /// Departments whose own restriction lowers the level for their data.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lowered_by: Vec<DepartmentLevel>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DepartmentLevel {
+    pub department: String,
+    pub level: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClassPreview {
+    pub class: String,
+    pub level: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DepartmentPreview {
+    pub department: String,
+    /// Whether the role learns that the department holds a record about a resident.
+    pub visible: bool,
+    /// Level of the department's attributes.
+    pub attributes: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Preview {
+    pub role: String,
+    pub purpose: String,
+    pub version: String,
+    pub fields: Vec<FieldPreview>,
+    pub classes: Vec<ClassPreview>,
+    pub departments: Vec<DepartmentPreview>,
+}
+
+fn require(state: &AppState, caller: &Authenticated, permission: Permission) -> Result<(), ApiError> {
+    if state.permissions.allows(&caller.principal.roles, permission) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "role_cannot_manage_policy",
+            "only compliance officers and security admins may see the policy; only security admins may change it",
+        ))
+    }
+}
+
+/// The policy version in force and its files.
+#[utoipa::path(get, path = "/v1/policy",
+    responses((status = 200, body = PolicyInfo), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn policy_info(
+    State(state): State<AppState>,
+    caller: Authenticated,
+) -> Result<Json<PolicyInfo>, ApiError> {
+    require(&state, &caller, Permission::PreviewPolicy)?;
+    let current = state.permissions.current();
+    Ok(Json(PolicyInfo {
+        version: current.version.clone(),
+        purposes: current.purposes.clone(),
+        files: PolicyFiles::names().into_iter().map(str::to_owned).collect(),
+        writable: state.permissions.dir().is_some(),
+    }))
+}
+
+/// Field by field, what a role sees for a purpose.
+#[utoipa::path(get, path = "/v1/policy/preview", params(PreviewQuery),
+    responses((status = 200, body = Preview), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn preview(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Query(query): Query<PreviewQuery>,
+) -> Result<Json<Preview>, ApiError> {
+    require(&state, &caller, Permission::PreviewPolicy)?;
+    let policy = state.permissions.current();
+    if !policies::ROLES.contains(&query.role.as_str()) {
+        return Err(ApiError::bad_request(
+            "role_unknown",
+            format!("role must be one of {}", policies::ROLES.join(", ")),
+        ));
+    }
+    if !policy.purposes.contains(&query.purpose) {
+        return Err(ApiError::bad_request(
+            "purpose_unknown",
+            format!("purpose must be one of {}", policy.purposes.join(", ")),
+        ));
+    }
+    let principal = Principal {
+        sub: "preview".to_owned(),
+        name: "preview".to_owned(),
+        roles: vec![query.role.clone()],
+        jurisdiction: Vec::new(),
+        dept: None,
+    };
+    let plan = ViewPlan::new(policy.clone(), &principal, &query.purpose, false);
+    let mut fields = Vec::new();
+    for (kind, field, class) in policy.tables.fields() {
+        let kind_value = RecordKind::parse(kind).unwrap_or(RecordKind::Resident);
+        let level = plan.field_level(kind_value, field);
+        let lowered_by = Department::ALL
+            .iter()
+            .filter_map(|d| {
+                let owner_level = plan.level(class, *d);
+                (owner_level < level).then(|| DepartmentLevel {
+                    department: d.code().to_owned(),
+                    level: owner_level.as_str().to_owned(),
+                })
+            })
+            .collect();
+        fields.push(FieldPreview {
+            kind: kind.to_owned(),
+            field: field.to_owned(),
+            class: class.to_owned(),
+            level: level.as_str().to_owned(),
+            lowered_by,
+        });
+    }
+    let classes = policies::CLASSES
+        .iter()
+        .map(|class| ClassPreview {
+            class: (*class).to_owned(),
+            level: policy.level(&principal.roles, &query.purpose, class).as_str().to_owned(),
+        })
+        .collect();
+    let departments = Department::ALL
+        .iter()
+        .map(|d| DepartmentPreview {
+            department: d.code().to_owned(),
+            visible: plan.department_visible(*d),
+            attributes: plan
+                .level(policy.tables.attribute_class(*d), *d)
+                .as_str()
+                .to_owned(),
+        })
+        .collect();
+    Ok(Json(Preview {
+        role: query.role,
+        purpose: query.purpose,
+        version: policy.version.clone(),
+        fields,
+        classes,
+        departments,
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PolicyChanged {
+    pub previous_version: String,
+    pub version: String,
+}
+
+/// Replace one policy file (security admin only); effective immediately.
+#[utoipa::path(put, path = "/v1/policy/files/{name}",
+    params(("name" = String, Path, description = "policy.csv, model.conf, field_classes.csv, tag_classes.csv, department_classes.csv, owner_restrictions.csv or masked_labels.csv")),
+    request_body(content = String, content_type = "text/plain"),
+    responses((status = 200, body = PolicyChanged), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn replace_file(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(name): Path<String>,
+    body: String,
+) -> Result<Json<PolicyChanged>, ApiError> {
+    if let Err(error) = require(&state, &caller, Permission::WritePolicy) {
+        state
+            .audit_refusal(&caller.principal, &caller.context, None, None, "/v1/policy/files/{name}", &error)
+            .await?;
+        return Err(error);
+    }
+    let Some(dir) = state.permissions.dir().map(std::path::Path::to_path_buf) else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "policy_dir_not_configured",
+            "the broker runs on the built-in policy; set policy_dir in the configuration to change it",
+        ));
+    };
+    if !PolicyFiles::names().contains(&name.as_str()) {
+        return Err(ApiError::bad_request(
+            "policy_file_unknown",
+            format!("policy files are {}", PolicyFiles::names().join(", ")),
+        ));
+    }
+    state
+        .permissions
+        .validate_replacement(&name, &body)
+        .await
+        .map_err(|err| ApiError::bad_request("policy_invalid", err.to_string()))?;
+    let previous_version = state.permissions.version();
+    let path = dir.join(&name);
+    let temp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&temp, body.as_bytes())
+        .and_then(|_| std::fs::rename(&temp, &path))
+        .map_err(|err| ApiError::internal("policy_write_failed", &err))?;
+    state
+        .permissions
+        .reload()
+        .await
+        .map_err(|err| ApiError::internal("policy_reload_failed", &err))?;
+    let version = state.permissions.version();
+    let mut record = state.audit_record(
+        &caller.principal,
+        &caller.context,
+        "policy_change",
+        "/v1/policy/files/{name}",
+        Decision::Allow,
+    );
+    record.outcome = format!("ok file={name} from={previous_version} to={version}");
+    state.append_audit(record).await?;
+    Ok(Json(PolicyChanged {
+        previous_version,
+        version,
+    }))
+}
