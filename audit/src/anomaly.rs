@@ -200,7 +200,7 @@ pub fn detect_anomalies(records: &[AuditRecord], config: &AnomalyConfig) -> Vec<
             evidence: sorted_seqs(&events),
         });
     }
-    out.sort_by(|a, b| (a.window_start, a.kind).cmp(&(b.window_start, b.kind)));
+    out.sort_by_key(|a| (a.window_start, a.kind));
     out
 }
 

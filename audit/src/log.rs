@@ -71,7 +71,7 @@ impl Default for AuditConfig {
             origin: "safegrid/audit".to_owned(),
             max_batch: 1024,
             max_delay: Duration::from_millis(2),
-            linger_min_batch: 16,
+            linger_min_batch: 128,
             checkpoint_interval: Duration::from_secs(5),
             segment_max_bytes: 64 * 1024 * 1024,
         }
@@ -192,8 +192,7 @@ impl AuditQuery {
             && self.decision.is_none_or(|d| r.decision == d)
             && eq(&self.action, &r.action)
             && self.subject.as_ref().is_none_or(|s| {
-                r.residents.iter().any(|x| *x == s.reference)
-                    || r.entities.iter().any(|x| *x == s.entity)
+                r.residents.contains(&s.reference) || r.entities.contains(&s.entity)
             })
     }
 }

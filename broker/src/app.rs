@@ -49,6 +49,8 @@ pub struct ServeOptions {
 pub struct RunningBroker {
     pub addr: SocketAddr,
     pub tls: bool,
+    /// The department (mTLS) listener, when `[mtls]` is configured.
+    pub mtls_addr: Option<SocketAddr>,
     /// The self-signed certificate in dev mode, for clients to trust.
     pub dev_certificate: Option<PathBuf>,
     pub state: AppState,
@@ -208,27 +210,42 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         authority.set(key, order.clone());
     }
 
-    let (tls_config, dev_certificate) = if options.insecure_http {
-        (None, None)
+    let server_files = if options.insecure_http {
+        None
     } else {
         match (&options.config.tls, options.dev) {
-            (Some(section), _) => (
-                Some(tls::server_config(&tls::CertFiles {
-                    cert: section.cert_file.clone(),
-                    key: section.key_file.clone(),
-                })?),
-                None,
-            ),
-            (None, true) => {
-                let files = tls::ensure_dev_certificate(&dev_dir(data_dir))?;
-                (Some(tls::server_config(&files)?), Some(files.cert))
-            }
+            (Some(section), _) => Some(tls::CertFiles {
+                cert: section.cert_file.clone(),
+                key: section.key_file.clone(),
+            }),
+            (None, true) => Some(tls::ensure_dev_certificate(&dev_dir(data_dir))?),
             (None, false) => bail!("no [tls] section in the configuration: set tls.cert_file and tls.key_file, run with --dev, or (behind a TLS proxy only) --insecure-http"),
         }
     };
+    let tls_config = server_files.as_ref().map(tls::server_config).transpose()?;
+    let dev_certificate = match (&options.config.tls, &server_files) {
+        (None, Some(files)) => Some(files.cert.clone()),
+        _ => None,
+    };
 
+    let mappings = match &options.config.mappings_dir {
+        Some(dir) => crate::connect::load_mappings(dir)?,
+        None => Default::default(),
+    };
+    let pipeline = Pipeline::new(store.clone(), keys.clone());
+    let mut background = background;
+    if let Some(dir) = &options.config.connectors_dir {
+        let configs = crate::connect::load_connector_configs(dir)?;
+        background.extend(crate::connect::schedule(
+            configs,
+            data_dir.join("connectors"),
+            pipeline.clone(),
+            shutdown_rx.clone(),
+        )?);
+    }
     let state = AppState(Arc::new(AppStateInner {
-        pipeline: Pipeline::new(store.clone(), keys.clone()),
+        mappings,
+        pipeline,
         store,
         keys,
         authenticator,
@@ -253,15 +270,33 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     let (listener, addr) = crate::server::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
+    background.push(crate::rotation::spawn_pending(
+        state.store.clone(),
+        state.keys.clone(),
+        shutdown_rx.clone(),
+    ));
+    let mtls_addr = crate::server::start_mtls_listener(
+        options.config.mtls.as_ref(),
+        server_files.as_ref(),
+        router(state.clone()),
+        &shutdown_rx,
+        &mut background,
+    )
+    .await?;
+    let main_tls = tls_config.clone().map(|config| crate::server::ListenerTls {
+        ingest_requires_client_cert: options.config.mtls.as_ref().is_some_and(|m| m.require_for_ingest),
+        ..crate::server::ListenerTls::fixed(config)
+    });
     let server = tokio::spawn(crate::server::serve(
         listener,
-        tls_config.clone(),
+        main_tls,
         router(state.clone()),
         shutdown_rx,
     ));
     tracing::info!(%addr, tls = tls_config.is_some(), "broker listening");
     Ok(RunningBroker {
         addr,
+        mtls_addr,
         tls: tls_config.is_some(),
         dev_certificate,
         state,

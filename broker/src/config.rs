@@ -53,9 +53,48 @@ pub struct Config {
     /// Audit log settings.
     #[serde(default)]
     pub audit: AuditSection,
+    /// Folder of push mappings, one `<department>.toml` each holding a `[mapping]` table: that
+    /// department may push its own schema to `POST /v1/ingest/{department}`.
+    pub mappings_dir: Option<PathBuf>,
+    /// Folder of connector configurations (`*.toml`) the broker runs on their schedules.
+    pub connectors_dir: Option<PathBuf>,
     /// Most break-glass reads one principal may make per hour.
     #[serde(default = "default_break_glass_per_hour")]
     pub break_glass_per_hour: usize,
+    /// Client certificates (mTLS) for department connectors.
+    pub mtls: Option<MtlsSection>,
+}
+
+/// A second listener that requires department client certificates (mTLS). It serves the same
+/// API; readers keep using the main listener with TLS and tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsSection {
+    /// Address of the mTLS listener, e.g. `0.0.0.0:9443`.
+    pub listen: SocketAddr,
+    /// PEM certificate(s) of the CA that issues department client certificates.
+    pub client_ca_file: PathBuf,
+    /// Certificate revocation lists of that CA (PEM or DER). A CRL past its `nextUpdate`
+    /// refuses every client: re-sign it in time (`safegrid certs crl`).
+    #[serde(default)]
+    pub crl_files: Vec<PathBuf>,
+    /// Refuse ingest on the main listener: publishers must come through the mTLS listener.
+    #[serde(default = "default_true")]
+    pub require_for_ingest: bool,
+    /// Seconds between checks of the CA, CRL and server certificate files for changes.
+    #[serde(default = "default_reload_seconds")]
+    pub reload_seconds: u64,
+    /// Client certificate common name -> department, for certificates whose subject does not
+    /// carry a department code in `OU` or `CN`.
+    #[serde(default)]
+    pub subjects: BTreeMap<String, Department>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_reload_seconds() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +185,9 @@ impl Default for Config {
             authority: BTreeMap::new(),
             audit: AuditSection::default(),
             break_glass_per_hour: default_break_glass_per_hour(),
+            mtls: None,
+            mappings_dir: None,
+            connectors_dir: None,
         }
     }
 }

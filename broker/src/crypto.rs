@@ -114,6 +114,29 @@ impl MasterKey {
         }
     }
 
+    /// Loads a master key from `path` only (ignoring `SAFEGRID_MASTER_KEY`), creating a new
+    /// random one there (mode 0600) when `create_if_missing`: the target of a master-key
+    /// rotation.
+    pub fn from_file(path: &Path, create_if_missing: bool) -> Result<MasterKey, CryptoError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => SecretKey::from_hex(&Zeroizing::new(text)).map(MasterKey),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && create_if_missing => {
+                let key = SecretKey::generate(&SystemRandom::new())?;
+                write_private_file(path, key.to_hex().as_bytes()).map_err(|err| {
+                    CryptoError::MasterKeyFile {
+                        path: path.display().to_string(),
+                        reason: err.to_string(),
+                    }
+                })?;
+                Ok(MasterKey(key))
+            }
+            Err(err) => Err(CryptoError::MasterKeyFile {
+                path: path.display().to_string(),
+                reason: err.to_string(),
+            }),
+        }
+    }
+
     #[cfg(test)]
     pub fn for_tests(byte: u8) -> MasterKey {
         MasterKey(SecretKey([byte; KEY_LEN]))

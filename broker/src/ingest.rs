@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use model::{Department, IdNumber, Phone, Record, RecordKind};
 
 use crate::crypto::{CryptoError, FieldContext, KeyRing};
-use crate::store::{Store, StoreError, StoredSource};
+use crate::store::{QuarantineEntry, Store, StoreError, StoredSource};
 
 /// Body fields that are not personal and stay in clear (references, codes, statuses).
 const CLEAR_FIELDS: &[&str] = &[
@@ -63,6 +63,12 @@ pub struct Rejection {
     /// The record's source_id, when it could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_id: Option<String>,
+    /// The file, table or page the record came from (connectors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_file: Option<String>,
+    /// Id of the quarantine entry that keeps the record for correction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine_id: Option<String>,
 }
 
 /// What happened to a batch.
@@ -94,9 +100,33 @@ pub struct Pipeline {
     keys: Arc<KeyRing>,
 }
 
+/// One record as it arrived, before validation.
+#[derive(Debug, Clone)]
+pub struct IncomingRecord {
+    /// 1-based line or position in its batch (or file).
+    pub line: usize,
+    /// The file, table or page it came from, for connector batches.
+    pub source_file: Option<String>,
+    /// The record, or why it is not JSON.
+    pub value: Result<Value, String>,
+    /// The raw text when it is not JSON, kept in quarantine.
+    pub raw_text: Option<String>,
+}
+
+/// A record already rejected before the pipeline (e.g. by a department's mapping), to be
+/// quarantined and reported with the batch.
+#[derive(Debug, Clone)]
+pub struct PreRejected {
+    pub rejection: Rejection,
+    /// The source row as read.
+    pub raw: Value,
+}
+
 /// A record validated, resolved and sealed, waiting for its transaction.
 struct Prepared {
     line: usize,
+    source_file: Option<String>,
+    raw: Value,
     source: StoredSource,
 }
 
@@ -105,24 +135,55 @@ impl Pipeline {
         Pipeline { store, keys }
     }
 
-    /// Ingests one batch published by `department` and returns its receipt.
+    /// Ingests one batch body (NDJSON or a JSON array of unified records) published by
+    /// `department` and returns its receipt.
     pub fn ingest(&self, department: Department, body: &[u8]) -> Result<Receipt, IngestError> {
-        let received_at = Utc::now();
         let batch_id = batch_id(department, body);
-        let items = split_batch(body)?;
-        if items.len() > MAX_RECORDS_PER_BATCH {
-            return Err(IngestError::TooManyRecords(items.len()));
+        let records = split_batch(body)?;
+        self.ingest_records(department, &batch_id, records, Vec::new())
+    }
+
+    /// Ingests records that arrived one by one (connectors, mapped pushes): validates,
+    /// resolves, seals and stores the good ones, quarantines the bad ones and `pre_rejected`,
+    /// all in one durable transaction.
+    pub fn ingest_records(
+        &self,
+        department: Department,
+        batch_id: &str,
+        records: Vec<IncomingRecord>,
+        pre_rejected: Vec<PreRejected>,
+    ) -> Result<Receipt, IngestError> {
+        if records.len() + pre_rejected.len() > MAX_RECORDS_PER_BATCH {
+            return Err(IngestError::TooManyRecords(records.len() + pre_rejected.len()));
         }
-        let mut rejected = Vec::new();
-        let mut prepared = Vec::with_capacity(items.len());
-        for (line, item) in items {
-            match self.prepare(department, &batch_id, received_at, item) {
-                Ok(source) => prepared.push(Prepared { line, source }),
-                Err(rejection) => rejected.push(Rejection { line, ..rejection }),
+        let received_at = Utc::now();
+        let mut rejected: Vec<PreRejected> = pre_rejected;
+        let mut prepared = Vec::with_capacity(records.len());
+        for record in records {
+            let raw = match (&record.value, &record.raw_text) {
+                (Ok(value), _) => value.clone(),
+                (Err(_), Some(text)) => Value::String(text.clone()),
+                (Err(_), None) => Value::Null,
+            };
+            match self.prepare(department, batch_id, received_at, record.value) {
+                Ok(source) => prepared.push(Prepared {
+                    line: record.line,
+                    source_file: record.source_file,
+                    raw,
+                    source,
+                }),
+                Err(rejection) => rejected.push(PreRejected {
+                    rejection: Rejection {
+                        line: record.line,
+                        source_file: record.source_file,
+                        ..rejection
+                    },
+                    raw,
+                }),
             }
         }
         let mut receipt = Receipt {
-            batch_id: batch_id.clone(),
+            batch_id: batch_id.to_owned(),
             department: department.code().to_owned(),
             received_at,
             accepted: 0,
@@ -131,10 +192,11 @@ impl Pipeline {
             unchanged: 0,
             stale: 0,
             deleted: 0,
-            rejected,
+            rejected: Vec::new(),
         };
         self.store.write(|writer| -> Result<(), IngestError> {
-            for Prepared { line, source } in &prepared {
+            for item in &prepared {
+                let source = &item.source;
                 let previous = writer.source(&source.key())?;
                 match previous {
                     Some(previous) if previous.version > source.version => receipt.stale += 1,
@@ -142,12 +204,17 @@ impl Pipeline {
                         if previous.digest == source.digest {
                             receipt.unchanged += 1;
                         } else {
-                            receipt.rejected.push(Rejection {
-                                line: *line,
-                                code: "version_conflict".to_owned(),
-                                message: "this source_id and version were already received with different content; send the change with a newer version".to_owned(),
-                                field: Some("version".to_owned()),
-                                source_id: Some(source.source_id.clone()),
+                            rejected.push(PreRejected {
+                                rejection: Rejection {
+                                    line: item.line,
+                                    code: "version_conflict".to_owned(),
+                                    message: "this source_id and version were already received with different content; send the change with a newer version".to_owned(),
+                                    field: Some("version".to_owned()),
+                                    source_id: Some(source.source_id.clone()),
+                                    source_file: item.source_file.clone(),
+                                    quarantine_id: None,
+                                },
+                                raw: item.raw.clone(),
                             });
                             continue;
                         }
@@ -164,14 +231,85 @@ impl Pipeline {
                     }
                 }
                 receipt.accepted += 1;
+                writer.resolve_quarantine(department, &source.source_id, "reingested")?;
             }
-            receipt.rejected.sort_by_key(|r| r.line);
+            for PreRejected { mut rejection, raw } in rejected.drain(..) {
+                let entry = self.quarantine_entry(department, batch_id, received_at, &rejection, &raw)?;
+                rejection.quarantine_id = Some(entry.id.clone());
+                writer.put_quarantine(&entry)?;
+                receipt.rejected.push(rejection);
+            }
+            receipt.rejected.sort_by(|a, b| (&a.source_file, a.line).cmp(&(&b.source_file, b.line)));
             let bytes = serde_json::to_vec(&receipt)
                 .map_err(|err| IngestError::Malformed(err.to_string()))?;
-            writer.put_receipt(&batch_id, &bytes)?;
+            writer.put_receipt(batch_id, &bytes)?;
             Ok(())
         })?;
         Ok(receipt)
+    }
+
+    /// A sealed quarantine entry for one rejected record.
+    fn quarantine_entry(
+        &self,
+        department: Department,
+        batch_id: &str,
+        received_at: DateTime<Utc>,
+        rejection: &Rejection,
+        raw: &Value,
+    ) -> Result<QuarantineEntry, CryptoError> {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in [
+            batch_id,
+            rejection.source_file.as_deref().unwrap_or(""),
+            &rejection.line.to_string(),
+            &rejection.code,
+        ] {
+            ctx.update(part.as_bytes());
+            ctx.update(&[0]);
+        }
+        ctx.update(raw.to_string().as_bytes());
+        let id = format!("q_{}", hex::encode(&ctx.finish().as_ref()[..10]));
+        let row = QuarantineEntry::seal_row(department, &id);
+        let sealed_raw = self.keys.seal(
+            FieldContext {
+                department,
+                row: &row,
+                field: "raw",
+            },
+            raw.to_string().as_bytes(),
+        )?;
+        Ok(QuarantineEntry {
+            id,
+            department,
+            batch_id: batch_id.to_owned(),
+            source_file: rejection.source_file.clone(),
+            line: rejection.line,
+            code: rejection.code.clone(),
+            field: rejection.field.clone(),
+            message: rejection.message.clone(),
+            source_id: rejection.source_id.clone(),
+            received_at,
+            sealed_raw,
+            resolved: None,
+        })
+    }
+
+    /// Opens the sealed record of a quarantine entry (for its own department).
+    pub fn open_quarantined(&self, entry: &QuarantineEntry) -> Result<Value, CryptoError> {
+        let row = QuarantineEntry::seal_row(entry.department, &entry.id);
+        let plain = self.keys.open(
+            FieldContext {
+                department: entry.department,
+                row: &row,
+                field: "raw",
+            },
+            &entry.sealed_raw,
+        )?;
+        serde_json::from_slice(&plain).map_err(|_| CryptoError::Malformed)
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     fn prepare(
@@ -363,10 +501,12 @@ fn rejection(
         message,
         field,
         source_id,
+        source_file: None,
+        quarantine_id: None,
     }
 }
 
-fn batch_id(department: Department, body: &[u8]) -> String {
+pub fn batch_id(department: Department, body: &[u8]) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(department.code().as_bytes());
     ctx.update(&[0]);
@@ -375,9 +515,9 @@ fn batch_id(department: Department, body: &[u8]) -> String {
     format!("b_{}", hex::encode(&digest.as_ref()[..12]))
 }
 
-/// Splits a body into (line, record) pairs: a JSON array, or NDJSON (blank lines skipped).
-/// A line that is not valid JSON is kept as an error so it is reported, not dropped.
-pub fn split_batch(body: &[u8]) -> Result<Vec<(usize, Result<Value, String>)>, IngestError> {
+/// Splits a body into records: a JSON array, or NDJSON (blank lines skipped). A line that is
+/// not valid JSON is kept as an error (with its text, for quarantine), not dropped.
+pub fn split_batch(body: &[u8]) -> Result<Vec<IncomingRecord>, IngestError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let text = std::str::from_utf8(body).map_err(|err| {
         IngestError::Malformed(format!(
@@ -397,7 +537,12 @@ pub fn split_batch(body: &[u8]) -> Result<Vec<(usize, Result<Value, String>)>, I
         return Ok(values
             .into_iter()
             .enumerate()
-            .map(|(i, v)| (i + 1, Ok(v)))
+            .map(|(i, v)| IncomingRecord {
+                line: i + 1,
+                source_file: None,
+                value: Ok(v),
+                raw_text: None,
+            })
             .collect());
     }
     Ok(text
@@ -405,12 +550,81 @@ pub fn split_batch(body: &[u8]) -> Result<Vec<(usize, Result<Value, String>)>, I
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(i, line)| {
-            let parsed = serde_json::from_str::<Value>(line.trim_end_matches('\r')).map_err(|err| {
-                format!("line is not valid JSON (column {})", err.column())
-            });
-            (i + 1, parsed)
+            let line = line.trim_end_matches('\r');
+            let parsed = serde_json::from_str::<Value>(line)
+                .map_err(|err| format!("line is not valid JSON (column {})", err.column()));
+            IncomingRecord {
+                line: i + 1,
+                source_file: None,
+                raw_text: parsed.is_err().then(|| line.chars().take(10_000).collect()),
+                value: parsed,
+            }
         })
         .collect())
+}
+
+/// Ingests a body in a department's own schema: each object goes through the department's
+/// mapping; rows the mapping refuses are quarantined with the mapping's reason.
+pub fn ingest_mapped(
+    pipeline: &Pipeline,
+    department: Department,
+    mapping: &connectors::Mapping,
+    body: &[u8],
+) -> Result<Receipt, IngestError> {
+    let batch = batch_id(department, body);
+    let mut records = Vec::new();
+    let mut rejected = Vec::new();
+    for incoming in split_batch(body)? {
+        let fields = match incoming.value {
+            Ok(Value::Object(fields)) => fields,
+            Ok(_) => {
+                rejected.push(PreRejected {
+                    rejection: Rejection {
+                        line: incoming.line,
+                        ..rejection("record_not_object", "each record must be a JSON object".to_owned(), None, None)
+                    },
+                    raw: Value::Null,
+                });
+                continue;
+            }
+            Err(message) => {
+                records.push(IncomingRecord {
+                    value: Err(message),
+                    ..incoming
+                });
+                continue;
+            }
+        };
+        let row = connectors::SourceRow {
+            source_file: "push".to_owned(),
+            line: incoming.line,
+            fields,
+            cell_errors: Vec::new(),
+            default_version: None,
+            tabular: false,
+        };
+        match mapping.map(row) {
+            connectors::MappedRecord::Mapped { origin, record } => records.push(IncomingRecord {
+                line: origin.line,
+                source_file: None,
+                value: Ok(record),
+                raw_text: None,
+            }),
+            connectors::MappedRecord::Failed { error, row } => rejected.push(PreRejected {
+                rejection: Rejection {
+                    line: error.line,
+                    code: error.code,
+                    message: error.message,
+                    field: (!error.field.is_empty()).then_some(error.field),
+                    source_id: error.source_id,
+                    source_file: None,
+                    quarantine_id: None,
+                },
+                raw: Value::Object(row),
+            }),
+        }
+    }
+    pipeline.ingest_records(department, &batch, records, rejected)
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use clap::{Parser, Subcommand};
 
 use broker::app::{self, ServeOptions};
 use broker::auth::TokenRequest;
-use broker::config::Config;
 use broker::demo::{self, DemoOptions};
 
 #[derive(Parser, Debug)]
@@ -93,10 +92,69 @@ enum Command {
         #[arg(long)]
         master_key: Option<PathBuf>,
     },
+    /// Department connectors.
+    Connector {
+        #[command(subcommand)]
+        command: ConnectorCommand,
+    },
+    /// Department client certificates (a CA for trials).
+    Certs {
+        #[command(subcommand)]
+        command: broker::ops_cli::CertsCommand,
+    },
+    /// Data-key and master-key rotation.
+    Keys {
+        #[command(subcommand)]
+        command: broker::ops_cli::KeysCommand,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: broker::ops_cli::ConfigCommand,
+    },
+    /// Copy the store and audit log of a stopped broker to a new directory.
+    Backup {
+        #[arg(long, env = "SAFEGRID_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty data directory.
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long, env = "SAFEGRID_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConnectorCommand {
+    /// Run a connector once from its configuration and deliver what is new: to a broker over
+    /// HTTPS as the department's publisher, or (--dry-run) to the terminal.
+    Run {
+        /// The connector configuration (TOML).
+        config: PathBuf,
+        /// Where the connector keeps its checkpoints and processed-file hashes.
+        #[arg(long, default_value = "safegrid-connector-state")]
+        state_dir: PathBuf,
+        /// Print the mapped records and failures instead of publishing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Broker base URL, e.g. https://safegrid.example.gov.cn:8443.
+        #[arg(long, env = "SAFEGRID_BROKER_URL", required_unless_present = "dry_run")]
+        broker: Option<String>,
+        /// The department publisher's token.
+        #[arg(long, env = "SAFEGRID_TOKEN", required_unless_present = "dry_run")]
+        token: Option<String>,
+        /// CA certificate (PEM) the broker's certificate chains to.
+        #[arg(long, env = "SAFEGRID_CA_CERT", required_unless_present = "dry_run")]
+        ca_cert: Option<PathBuf>,
     },
 }
 
@@ -156,10 +214,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dev,
             insecure_http,
         } => {
-            let config = match config {
-                Some(path) => Config::load(&path)?,
-                None => Config::default(),
-            };
+            // The file plus SAFEGRID_… environment overrides, validated.
+            let config = broker::config_overrides::load(config.as_deref())?;
             runtime()?.block_on(async {
                 let broker = app::start(ServeOptions {
                     data_dir,
@@ -232,6 +288,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Connector {
+            command:
+                ConnectorCommand::Run {
+                    config,
+                    state_dir,
+                    dry_run,
+                    broker,
+                    token,
+                    ca_cert,
+                },
+        } => runtime()?.block_on(run_connector(config, state_dir, dry_run, broker, token, ca_cert)),
+        Command::Certs { command } => broker::ops_cli::certs(command),
+        Command::Keys { command } => broker::ops_cli::keys(command),
+        Command::Config { command } => broker::ops_cli::config(command),
+        Command::Backup { data_dir, out } => broker::ops_cli::backup(&data_dir, &out),
+        Command::Restore { from, data_dir } => broker::ops_cli::restore(&from, &data_dir),
         Command::Audit {
             command:
                 AuditCommand::Verify {
@@ -264,4 +336,44 @@ async fn wait_for_shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+async fn run_connector(
+    config: PathBuf,
+    state_dir: PathBuf,
+    dry_run: bool,
+    broker_url: Option<String>,
+    token: Option<String>,
+    ca_cert: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    broker::tls::install_crypto_provider();
+    let config = connectors::ConnectorConfig::load(&config)?;
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let mut connector = connectors::build(&config, &state_dir)?;
+    let report = if dry_run {
+        let mut sink = connectors::NdjsonSink::new();
+        let report = connector.run(&mut sink).await?;
+        print!("{}", sink.to_ndjson());
+        for failure in &sink.failures {
+            eprintln!("rejected: {failure}");
+        }
+        report
+    } else {
+        let (Some(base_url), Some(token), Some(ca_cert)) = (broker_url, token, ca_cert) else {
+            anyhow::bail!("--broker, --token and --ca-cert are required unless --dry-run");
+        };
+        let mut sink = broker::connect::HttpSink {
+            client: broker::client::https_client(&ca_cert)?,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            token,
+        };
+        connector.run(&mut sink).await?
+    };
+    eprintln!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(if report.rejected > 0 || report.mapping_failures > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use redb::{
-    Database, MultimapTableDefinition, ReadTransaction, ReadableDatabase,
+    Database, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableMultimapTable,
     ReadableTable, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,11 @@ const LINKS: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new(
 const CHANGES: TableDefinition<u64, &str> = TableDefinition::new("changes");
 /// batch id -> receipt JSON.
 const RECEIPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("receipts");
+/// `department/reject id` -> [`QuarantineEntry`] as JSON.
+const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine");
+/// `department/source_id` -> reject ids, to resolve entries when a good version arrives.
+const QUARANTINE_BY_SOURCE: MultimapTableDefinition<&str, &str> =
+    MultimapTableDefinition::new("quarantine_by_source");
 
 const META_FORMAT: &str = "format_version";
 const META_CHANGE_SEQ: &str = "change_seq";
@@ -106,6 +111,39 @@ impl StoredSource {
     }
 }
 
+/// A record a department sent that was not stored, kept with its reason so the department
+/// can see it, fix it and send it again. The record itself is sealed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuarantineEntry {
+    pub id: String,
+    pub department: Department,
+    pub batch_id: String,
+    /// File, table or page the record came from (connectors), if not a pushed batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_file: Option<String>,
+    pub line: usize,
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
+    pub received_at: DateTime<Utc>,
+    /// The record or source row as received, sealed under the department's data key.
+    #[serde(with = "b64")]
+    pub sealed_raw: Vec<u8>,
+    /// Why the entry is closed: `reingested` (a good version arrived) or `dismissed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<String>,
+}
+
+impl QuarantineEntry {
+    /// The row identity its sealed content is bound to.
+    pub fn seal_row(department: Department, id: &str) -> String {
+        format!("quarantine/{}/{id}", department.code())
+    }
+}
+
 /// The embedded database.
 #[derive(Debug)]
 pub struct Store {
@@ -139,6 +177,8 @@ impl Store {
             tx.open_multimap_table(LINKS)?;
             tx.open_table(CHANGES)?;
             tx.open_table(RECEIPTS)?;
+            tx.open_table(QUARANTINE)?;
+            tx.open_multimap_table(QUARANTINE_BY_SOURCE)?;
         }
         tx.commit()?;
         Ok(Store { db })
@@ -243,6 +283,80 @@ impl StoreWriter {
         Ok(())
     }
 
+    /// Keeps a rejected record (replacing an entry with the same id).
+    pub fn put_quarantine(&mut self, entry: &QuarantineEntry) -> Result<(), StoreError> {
+        let key = format!("{}/{}", entry.department.code(), entry.id);
+        let bytes = serde_json::to_vec(entry).map_err(|err| StoreError::Corrupt {
+            key: key.clone(),
+            reason: err.to_string(),
+        })?;
+        self.tx
+            .open_table(QUARANTINE)?
+            .insert(key.as_str(), bytes.as_slice())?;
+        if let Some(source_id) = &entry.source_id {
+            let by_source = format!("{}/{source_id}", entry.department.code());
+            self.tx
+                .open_multimap_table(QUARANTINE_BY_SOURCE)?
+                .insert(by_source.as_str(), entry.id.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// Marks every open entry of (`department`, `source_id`) resolved with `reason`.
+    pub fn resolve_quarantine(
+        &mut self,
+        department: Department,
+        source_id: &str,
+        reason: &str,
+    ) -> Result<usize, StoreError> {
+        let by_source = format!("{}/{source_id}", department.code());
+        let ids: Vec<String> = {
+            let table = self.tx.open_multimap_table(QUARANTINE_BY_SOURCE)?;
+            let mut ids = Vec::new();
+            for id in table.get(by_source.as_str())? {
+                ids.push(id?.value().to_owned());
+            }
+            ids
+        };
+        let mut resolved = 0;
+        for id in ids {
+            if self.close_quarantine(department, &id, reason)? {
+                resolved += 1;
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// Closes one entry; false if it does not exist or is already closed.
+    pub fn close_quarantine(
+        &mut self,
+        department: Department,
+        id: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let key = format!("{}/{id}", department.code());
+        let mut table = self.tx.open_table(QUARANTINE)?;
+        let existing = table.get(key.as_str())?.map(|v| v.value().to_vec());
+        let Some(bytes) = existing else {
+            return Ok(false);
+        };
+        let mut entry: QuarantineEntry =
+            serde_json::from_slice(&bytes).map_err(|err| StoreError::Corrupt {
+                key: key.clone(),
+                reason: err.to_string(),
+            })?;
+        if entry.resolved.is_some() {
+            return Ok(false);
+        }
+        entry.resolved = Some(reason.to_owned());
+        let bytes = serde_json::to_vec(&entry).map_err(|err| StoreError::Corrupt {
+            key: key.clone(),
+            reason: err.to_string(),
+        })?;
+        table.insert(key.as_str(), bytes.as_slice())?;
+        Ok(true)
+    }
+
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let table = self.tx.open_table(META)?;
         let value = table.get(key)?;
@@ -252,6 +366,21 @@ impl StoreWriter {
     pub fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.tx.open_table(META)?.insert(key, value)?;
         Ok(())
+    }
+
+    /// Meta keys starting with `prefix`, in key order (key rotation walks `keys/`).
+    pub fn meta_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let table = self.tx.open_table(META)?;
+        let mut keys = Vec::new();
+        for entry in table.range(prefix..)? {
+            let (key, _) = entry?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            keys.push(key.to_owned());
+        }
+        Ok(keys)
     }
 }
 
@@ -320,6 +449,42 @@ impl StoreReader {
         Ok(out)
     }
 
+    /// Quarantine entries of `department` after `after_id` (exclusive), at most `limit`.
+    pub fn quarantine(
+        &self,
+        department: Department,
+        after_id: Option<&str>,
+        include_resolved: bool,
+        limit: usize,
+    ) -> Result<Vec<QuarantineEntry>, StoreError> {
+        let table = self.tx.open_table(QUARANTINE)?;
+        let prefix = format!("{}/", department.code());
+        let start = match after_id {
+            Some(id) => format!("{prefix}{id}\u{1}"),
+            None => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        for entry in table.range(start.as_str()..)? {
+            let (key, value) = entry?;
+            let key = key.value();
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let entry: QuarantineEntry =
+                serde_json::from_slice(value.value()).map_err(|err| StoreError::Corrupt {
+                    key: key.to_owned(),
+                    reason: err.to_string(),
+                })?;
+            if include_resolved || entry.resolved.is_none() {
+                out.push(entry);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Calls `f` with every live source record of `kind`, in row-key order.
     pub fn for_each_source(
         &self,
@@ -346,6 +511,30 @@ impl StoreReader {
     pub fn source_count(&self) -> Result<u64, StoreError> {
         use redb::ReadableTableMetadata;
         Ok(self.tx.open_table(SOURCES)?.len()?)
+    }
+
+    /// Row keys starting with `prefix` (e.g. `gongan/`) strictly after `after`, at most
+    /// `limit`, in key order: a resumable walk over one department's rows.
+    pub fn source_keys_after(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let table = self.tx.open_table(SOURCES)?;
+        let start = after.unwrap_or(prefix);
+        let mut keys = Vec::new();
+        for entry in table.range(start..)? {
+            let (key, _) = entry?;
+            let key = key.value();
+            if !key.starts_with(prefix) || keys.len() >= limit {
+                break;
+            }
+            if Some(key) != after {
+                keys.push(key.to_owned());
+            }
+        }
+        Ok(keys)
     }
 }
 

@@ -561,6 +561,20 @@ async fn a_burst_of_lookups_and_of_denials_are_anomalies_with_evidence() {
             .await;
         assert_eq!(r.status, 400);
     }
+    let street = app.token("street_officer", &[STREET], None);
+    let glass = app
+        .client
+        .get(format!("{}/v1/residents/{}", app.url, unified[1]))
+        .bearer_auth(&street)
+        .header("x-purpose", "emergency")
+        .header(
+            "x-break-glass",
+            "resident unconscious, ambulance needs history",
+        )
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(glass.status(), 200);
     let officer = app.compliance();
     let (status, report) = app
         .get("/v1/audit/anomalies?bulk_threshold=10", &officer, None)
@@ -588,6 +602,13 @@ async fn a_burst_of_lookups_and_of_denials_are_anomalies_with_evidence() {
         (Some("test-community_officer"), Some(5))
     );
 
+    let glass = anomalies
+        .iter()
+        .find(|a| a["kind"] == "break_glass")
+        .unwrap_or_else(|| panic!("break-glass use in {report}"));
+    assert_eq!(glass["actor"], "test-street_officer");
+    assert_eq!(glass["evidence"][0]["decision"], "break_glass");
+    assert!(glass["resident"].as_str().is_some());
     // With the default threshold (50) twelve residents are not a bulk lookup.
     let (_, quiet) = app.get("/v1/audit/anomalies", &officer, None).await;
     assert!(!quiet["anomalies"]

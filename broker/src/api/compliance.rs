@@ -42,7 +42,6 @@
 //! access, so the report does not tip off an open investigation; the response says how
 //! many were withheld.
 
-
 use audit::{
     detect_anomalies, Anomaly, AnomalyConfig, AnomalyKind, AuditError, AuditQuery, AuditRecord,
     Decision, ResidentSubject, SignedCheckpoint,
@@ -164,10 +163,10 @@ fn parse_time(value: &str, code: &'static str, name: &str) -> Result<DateTime<Ut
         })
 }
 
-fn parse_range(
-    from: Option<&str>,
-    to: Option<&str>,
-) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), ApiError> {
+/// `from` (inclusive) and `to` (exclusive), each optional.
+type TimeRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+fn parse_range(from: Option<&str>, to: Option<&str>) -> Result<TimeRange, ApiError> {
     let from = from
         .map(|f| parse_time(f, "from_invalid", "from"))
         .transpose()?;

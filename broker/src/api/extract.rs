@@ -3,7 +3,9 @@
 //! Guarantees (STYLE rule 4): a handler can only obtain personal data through a [`Reader`],
 //! which exists only for a caller whose token verified, whose role may read personal data and
 //! who stated a configured purpose; ingest goes through a [`Publisher`], which exists only for
-//! a caller whose role may publish. A refused attempt is audited before the error leaves.
+//! a caller whose role may publish and, on a connection with a client certificate (mTLS), whose
+//! token names the certificate's department. A refused attempt is audited before the error
+//! leaves.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -42,6 +44,8 @@ impl FromRequestParts<AppState> for Authenticated {
             .authenticator
             .verify(token)
             .map_err(|err| ApiError::unauthenticated(err.to_string()))?;
+        // The staff member's subject id (not a resident's data) on the request span.
+        tracing::Span::current().record("sub", principal.sub.as_str());
         Ok(Authenticated { principal, context })
     }
 }
@@ -89,6 +93,9 @@ impl FromRequestParts<AppState> for Reader {
         let purpose = header_text("x-purpose");
         let case_id = header_text("x-case-id").map(|c| c.chars().take(64).collect());
         let break_glass = header_text("x-break-glass");
+        if let Some(purpose) = purpose.as_deref().filter(|p| state.purposes.iter().any(|a| a == p)) {
+            tracing::Span::current().record("purpose", purpose);
+        }
         let refusal = if !state.permissions.allows(&principal.roles, Permission::ReadPersonalData) {
             Some(ApiError::forbidden(
                 "role_cannot_read",
@@ -177,6 +184,37 @@ impl FromRequestParts<AppState> for Publisher {
                 .await?;
             return Err(error);
         }
+        if let Some(error) = client_certificate_refusal(&principal, parts) {
+            let endpoint = parts.uri.path().to_owned();
+            state
+                .audit_refusal(&principal, &context, None, None, &endpoint, &error)
+                .await?;
+            return Err(error);
+        }
         Ok(Publisher { principal, context })
+    }
+}
+
+/// mTLS: a publisher whose connection carries a client certificate publishes only as the
+/// certificate's department; where client certificates are required, none means no publishing.
+fn client_certificate_refusal(principal: &crate::auth::Principal, parts: &Parts) -> Option<ApiError> {
+    let connection = parts.extensions.get::<crate::server::ConnectionInfo>()?;
+    match &connection.client {
+        None if connection.ingest_requires_client_cert => Some(ApiError::forbidden(
+            "client_certificate_required",
+            "publishing needs a department client certificate: use the mTLS listener",
+        )),
+        None => None,
+        Some(identity) => match identity.department {
+            None => Some(ApiError::forbidden(
+                "certificate_department_unknown",
+                "the client certificate does not name a department (subject OU/CN or [mtls.subjects])",
+            )),
+            Some(department) if principal.dept != Some(department) => Some(ApiError::forbidden(
+                "certificate_department_mismatch",
+                "the token's department differs from the client certificate's department",
+            )),
+            Some(_) => None,
+        },
     }
 }

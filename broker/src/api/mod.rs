@@ -12,13 +12,14 @@ pub mod error;
 pub mod extract;
 mod openapi;
 pub mod policy;
+pub mod rejects;
 pub mod search;
 
 use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -54,6 +55,8 @@ pub struct AppStateInner {
     pub purposes: Vec<String>,
     pub max_body_bytes: usize,
     pub audit: AuditLog,
+    /// Mappings of departments that push their own schema.
+    pub mappings: std::collections::HashMap<Department, Arc<connectors::Mapping>>,
     pub search: crate::search::SearchIndex,
 }
 
@@ -72,6 +75,8 @@ impl Deref for AppState {
 pub struct RequestContext {
     pub request_id: String,
     pub client_addr: Option<String>,
+    /// SHA-256 of the client's TLS certificate (mTLS connections), for the audit record.
+    pub client_cert_sha256: Option<String>,
 }
 
 /// The client's socket address, inserted by the accept loop.
@@ -104,7 +109,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/whoami", get(whoami))
         .merge(compliance::routes())
         .merge(policy::routes())
+        .merge(rejects::routes())
         .merge(search::routes())
+        .merge(crate::metrics::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -126,20 +133,43 @@ async fn request_context(mut request: Request, next: Next) -> Response {
         .extensions()
         .get::<ClientAddr>()
         .map(|a| a.0.to_string());
+    let client_cert_sha256 = request
+        .extensions()
+        .get::<crate::server::ConnectionInfo>()
+        .and_then(|c| c.client.as_ref())
+        .map(|c| c.cert_sha256.clone());
     request.extensions_mut().insert(RequestContext {
         request_id: request_id.clone(),
         client_addr,
+        client_cert_sha256,
     });
     let method = request.method().clone();
-    let started = std::time::Instant::now();
-    let mut response = next.run(request).await;
-    tracing::info!(
+    // The route template, never the raw path (ids in paths stay out of logs and metrics).
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    // Extractors record `sub` and `purpose` on this span once the caller is known.
+    let span = tracing::info_span!(
+        "request",
         request_id = %request_id,
-        method = %method,
-        status = response.status().as_u16(),
-        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
+        route = %route,
+        sub = tracing::field::Empty,
+        purpose = tracing::field::Empty,
     );
+    let started = std::time::Instant::now();
+    let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    crate::metrics::global().observe_request(method.as_str(), &route, response.status().as_u16(), elapsed);
+    span.in_scope(|| {
+        tracing::info!(
+            method = %method,
+            status = response.status().as_u16(),
+            elapsed_ms = elapsed * 1000.0,
+            "request"
+        )
+    });
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
@@ -201,9 +231,17 @@ fn parse_department(code: &str) -> Result<Department, ApiError> {
     })
 }
 
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct IngestQuery {
+    /// `unified` (the unified record format) or `department` (the department's own schema,
+    /// through its configured mapping). Default: `department` when a mapping is configured,
+    /// else `unified`.
+    pub format: Option<String>,
+}
+
 /// Publish a batch of records (NDJSON or a JSON array) for a department.
 #[utoipa::path(post, path = "/v1/ingest/{department}",
-    params(("department" = String, Path, description = "department code, e.g. gongan")),
+    params(("department" = String, Path, description = "department code, e.g. gongan"), IngestQuery),
     request_body(content = String, content_type = "application/x-ndjson", description = "one unified record per line, or a JSON array"),
     responses((status = 200, body = Receipt), (status = 400, body = error::ErrorBody), (status = 401, body = error::ErrorBody),
         (status = 403, body = error::ErrorBody), (status = 413, body = error::ErrorBody)),
@@ -212,6 +250,7 @@ async fn ingest(
     State(state): State<AppState>,
     publisher: Publisher,
     Path(department): Path<String>,
+    Query(query): Query<IngestQuery>,
     body: Body,
 ) -> Result<Json<Receipt>, ApiError> {
     let department = parse_department(&department)?;
@@ -238,7 +277,20 @@ async fn ingest(
             )
         })?;
     let pipeline = state.pipeline.clone();
-    let receipt = tokio::task::spawn_blocking(move || pipeline.ingest(department, &bytes))
+    let mapping = match query.format.as_deref() {
+        None | Some("department") => state.mappings.get(&department).cloned(),
+        Some("unified") => None,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "format_unknown",
+                "format is `unified` or `department` (the department's own schema, through its configured mapping)",
+            ))
+        }
+    };
+    let receipt = tokio::task::spawn_blocking(move || match mapping {
+        Some(mapping) => crate::ingest::ingest_mapped(&pipeline, department, &mapping, &bytes),
+        None => pipeline.ingest(department, &bytes),
+    })
         .await
         .map_err(|err| ApiError::internal("ingest_failed", &err))?
         .map_err(|err| match err {
@@ -252,6 +304,7 @@ async fn ingest(
         })?;
     let mut record = state.audit_record(&publisher.principal, &publisher.context, "ingest", "/v1/ingest/{department}", Decision::Allow);
     record.result_count = receipt.accepted as u64;
+    crate::metrics::global().count_ingest(department, receipt.accepted, receipt.rejected.len());
     record.outcome = format!("ok batch={} rejected={}", receipt.batch_id, receipt.rejected.len());
     state.append_audit(record).await?;
     Ok(Json(receipt))
@@ -529,6 +582,7 @@ impl AppState {
         };
         let mut record = AuditRecord::new(&context.request_id, actor, action, endpoint, decision);
         record.client_addr = context.client_addr.clone();
+        record.client_cert_sha256 = context.client_cert_sha256.clone();
         record.policy_version = Some(self.permissions.version());
         record
     }

@@ -364,7 +364,7 @@ impl SearchIndex {
                 let source = source.clone();
                 let result = tokio::task::spawn_blocking(move || {
                     // A fresh index is built in one pass over the entities, not change by change.
-                    if pass.indexed_seq() == 0 {
+                    if pass.indexed_seq() == 0 && source.store.read()?.change_seq()? > 0 {
                         pass.rebuild(&source)?;
                     }
                     pass.catch_up(&source)

@@ -1,0 +1,212 @@
+//! Prometheus metrics (text exposition format 0.0.4) at `GET /metrics`.
+//!
+//! Guarantees: labels are bounded and never personal — the route template (`MatchedPath`,
+//! `unmatched` otherwise, never the raw URL), the method, the status code and department
+//! codes. Recording is a short mutex section; rendering never blocks a request for long.
+//! Other modules publish gauges through [`Metrics::set_gauge`] (e.g. the search follower's
+//! index lag as `safegrid_index_lag_changes`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Mutex, OnceLock};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use model::Department;
+
+use crate::api::AppState;
+
+/// Latency histogram buckets, seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (bucket, bound) in self.buckets.iter_mut().zip(BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+/// Process-wide metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    ingest: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    gauges: Mutex<BTreeMap<&'static str, f64>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// The process's metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::default)
+}
+
+impl Metrics {
+    /// One finished request.
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        lock(&self.requests)
+            .entry((method.to_owned(), route.to_owned(), status))
+            .or_default()
+            .observe(seconds);
+    }
+
+    /// Records accepted and rejected ingest records of one batch.
+    pub fn count_ingest(&self, department: Department, accepted: usize, rejected: usize) {
+        let mut ingest = lock(&self.ingest);
+        *ingest.entry((department.code(), "accepted")).or_default() += accepted as u64;
+        *ingest.entry((department.code(), "rejected")).or_default() += rejected as u64;
+    }
+
+    /// Sets a gauge (a `safegrid_…` name, documented by its setter).
+    pub fn set_gauge(&self, name: &'static str, value: f64) {
+        lock(&self.gauges).insert(name, value);
+    }
+
+    /// The text exposition of everything recorded, plus `extra` gauges read at scrape time.
+    pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP safegrid_http_requests_total HTTP requests by route template, method and status.");
+        let _ = writeln!(out, "# TYPE safegrid_http_requests_total counter");
+        let requests = lock(&self.requests).clone();
+        for ((method, route, status), h) in &requests {
+            let _ = writeln!(
+                out,
+                "safegrid_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {}",
+                escape(route),
+                h.count
+            );
+        }
+        let _ = writeln!(out, "# HELP safegrid_http_request_duration_seconds Request latency by route template, method and status.");
+        let _ = writeln!(
+            out,
+            "# TYPE safegrid_http_request_duration_seconds histogram"
+        );
+        for ((method, route, status), h) in &requests {
+            let labels = format!(
+                "method=\"{method}\",route=\"{}\",status=\"{status}\"",
+                escape(route)
+            );
+            for (count, bound) in h.buckets.iter().zip(BUCKETS) {
+                let _ = writeln!(out, "safegrid_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}");
+            }
+            let _ = writeln!(
+                out,
+                "safegrid_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "safegrid_http_request_duration_seconds_sum{{{labels}}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "safegrid_http_request_duration_seconds_count{{{labels}}} {}",
+                h.count
+            );
+        }
+        let _ = writeln!(out, "# HELP safegrid_ingest_records_total Ingested records by department and outcome (accepted, rejected).");
+        let _ = writeln!(out, "# TYPE safegrid_ingest_records_total counter");
+        for ((department, outcome), count) in lock(&self.ingest).iter() {
+            let _ = writeln!(out, "safegrid_ingest_records_total{{department=\"{department}\",outcome=\"{outcome}\"}} {count}");
+        }
+        let gauges = lock(&self.gauges).clone();
+        let all = gauges
+            .iter()
+            .map(|(name, value)| (*name, "", *value))
+            .chain(extra.iter().copied());
+        for (name, help, value) in all {
+            if !help.is_empty() {
+                let _ = writeln!(out, "# HELP {name} {help}");
+            }
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `GET /metrics`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+/// Prometheus metrics (text format). No personal data; no authentication (scrape it from
+/// the cluster network, or block the path at the ingress).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let extra = [
+        (
+            "safegrid_audit_queue_depth",
+            "Audit records waiting for the group-commit writer.",
+            state.audit.queue_depth() as f64,
+        ),
+        (
+            "safegrid_audit_healthy",
+            "1 while the audit log can be written, else 0.",
+            if state.audit.is_healthy() { 1.0 } else { 0.0 },
+        ),
+    ];
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        global().render(&extra),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_gauges() {
+        let metrics = Metrics::default();
+        metrics.observe_request("GET", "/v1/residents/{id}", 200, 0.003);
+        metrics.observe_request("GET", "/v1/residents/{id}", 200, 0.3);
+        metrics.count_ingest(Department::Gongan, 5, 2);
+        metrics.set_gauge("safegrid_index_lag_changes", 7.0);
+        let text = metrics.render(&[("safegrid_audit_queue_depth", "depth", 3.0)]);
+        assert!(text.contains("safegrid_http_requests_total{method=\"GET\",route=\"/v1/residents/{id}\",status=\"200\"} 2"), "{text}");
+        assert!(text.contains("le=\"0.005\"} 1"), "{text}");
+        assert!(text.contains("le=\"+Inf\"} 2"), "{text}");
+        assert!(text.contains(
+            "safegrid_ingest_records_total{department=\"gongan\",outcome=\"rejected\"} 2"
+        ));
+        assert!(text.contains("safegrid_index_lag_changes 7"));
+        assert!(text.contains("safegrid_audit_queue_depth 3"));
+    }
+}
