@@ -25,4 +25,4 @@ if [ -f "$pg_script" ] && [ -z "${SAFEGRID_TEST_PG_URL:-}" ]; then
   fi
 fi
 
-cargo test --workspace --all-targets "$@"
+cargo test --workspace "$@"

@@ -63,9 +63,8 @@ pub struct RunningBroker {
 impl RunningBroker {
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
-        let host = if self.addr.ip().is_unspecified() {
-            "localhost".to_owned()
-        } else if self.addr.ip().is_loopback() && self.addr.is_ipv4() {
+        let ip = self.addr.ip();
+        let host = if ip.is_unspecified() || (ip.is_loopback() && self.addr.is_ipv4()) {
             "localhost".to_owned()
         } else {
             self.addr.ip().to_string()
@@ -202,7 +201,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     let background = vec![names.follow(
         store.clone(),
         keys.clone(),
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(30),
         shutdown_rx.clone(),
     )];
     let mut authority = AuthorityOrder::default();

@@ -312,6 +312,7 @@ impl Pipeline {
         &self.store
     }
 
+    #[allow(clippy::result_large_err)] // a Rejection is what the receipt carries anyway
     fn prepare(
         &self,
         department: Department,

@@ -155,6 +155,12 @@ enum ConnectorCommand {
         /// CA certificate (PEM) the broker's certificate chains to.
         #[arg(long, env = "SAFEGRID_CA_CERT", required_unless_present = "dry_run")]
         ca_cert: Option<PathBuf>,
+        /// The department's client certificate (PEM), for a broker that requires mTLS.
+        #[arg(long, requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        /// The client certificate's private key (PEM).
+        #[arg(long, requires = "client_cert")]
+        client_key: Option<PathBuf>,
     },
 }
 
@@ -297,8 +303,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     broker,
                     token,
                     ca_cert,
+                    client_cert,
+                    client_key,
                 },
-        } => runtime()?.block_on(run_connector(config, state_dir, dry_run, broker, token, ca_cert)),
+        } => runtime()?.block_on(run_connector(ConnectorRun {
+            config,
+            state_dir,
+            dry_run,
+            broker_url: broker,
+            token,
+            ca_cert,
+            client_identity: client_cert.zip(client_key),
+        })),
         Command::Certs { command } => broker::ops_cli::certs(command),
         Command::Keys { command } => broker::ops_cli::keys(command),
         Command::Config { command } => broker::ops_cli::config(command),
@@ -338,14 +354,26 @@ async fn wait_for_shutdown_signal() {
     }
 }
 
-async fn run_connector(
+struct ConnectorRun {
     config: PathBuf,
     state_dir: PathBuf,
     dry_run: bool,
     broker_url: Option<String>,
     token: Option<String>,
     ca_cert: Option<PathBuf>,
-) -> anyhow::Result<ExitCode> {
+    client_identity: Option<(PathBuf, PathBuf)>,
+}
+
+async fn run_connector(run: ConnectorRun) -> anyhow::Result<ExitCode> {
+    let ConnectorRun {
+        config,
+        state_dir,
+        dry_run,
+        broker_url,
+        token,
+        ca_cert,
+        client_identity,
+    } = run;
     broker::tls::install_crypto_provider();
     let config = connectors::ConnectorConfig::load(&config)?;
     std::fs::create_dir_all(&state_dir)
@@ -363,8 +391,12 @@ async fn run_connector(
         let (Some(base_url), Some(token), Some(ca_cert)) = (broker_url, token, ca_cert) else {
             anyhow::bail!("--broker, --token and --ca-cert are required unless --dry-run");
         };
+        let client = match &client_identity {
+            Some((cert, key)) => broker::certs::mtls_client(&ca_cert, cert, key)?,
+            None => broker::client::https_client(&ca_cert)?,
+        };
         let mut sink = broker::connect::HttpSink {
-            client: broker::client::https_client(&ca_cert)?,
+            client,
             base_url: base_url.trim_end_matches('/').to_owned(),
             token,
         };

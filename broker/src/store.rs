@@ -640,7 +640,7 @@ mod tests {
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         let first = source("GA-1", &["entity:r_GA-1", "blind:a"]);
         store
-            .write(|w| w.put_source(&first, None).map_err(StoreError::from))
+            .write(|w| w.put_source(&first, None))
             .unwrap();
         let second = source("GA-1", &["entity:r_GA-1", "blind:b"]);
         store

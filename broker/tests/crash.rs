@@ -262,6 +262,11 @@ async fn kill_9_under_load_loses_no_acknowledged_read_or_batch() {
     }
     let acked_reads = acked_reads.lock().unwrap().clone();
     let acked_batches = acked_batches.lock().unwrap().clone();
+    eprintln!(
+        "killed under load after {} acknowledged reads and {} acknowledged batches",
+        acked_reads.len(),
+        acked_batches.len()
+    );
     assert!(
         acked_reads.len() > 50,
         "load ran: {} reads",
