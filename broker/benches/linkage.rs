@@ -166,7 +166,12 @@ fn main() {
         seed: args.seed,
         bad_record_rate: 0.0,
     });
-    let with_ids = generate(&world, 0..args.persons, &CorruptionRates::mostly_with_ids(), args.seed);
+    let with_ids = generate(
+        &world,
+        0..args.persons,
+        &CorruptionRates::mostly_with_ids(),
+        args.seed,
+    );
     let without_ids = generate(
         &world,
         0..args.persons,
@@ -192,15 +197,21 @@ fn main() {
     }
 
     if args.records > 0 {
-        // About 2.2 copies per person: size the world so the batch has `records` copies.
-        let persons = args.records * 10 / 22;
+        // About 1.85 copies per person: size the world a little larger, then cut the batch
+        // to exactly `records` copies.
+        let persons = args.records * 10 / 17;
         let world = DemoWorld::new(DemoConfig {
             residents: persons,
             seed: args.seed,
             bad_record_rate: 0.0,
         });
         let started = Instant::now();
-        let mut large = generate(&world, 0..persons, &CorruptionRates::mostly_with_ids(), args.seed);
+        let mut large = generate(
+            &world,
+            0..persons,
+            &CorruptionRates::mostly_with_ids(),
+            args.seed,
+        );
         large.residents.truncate(args.records);
         large.truth.truncate(args.records);
         let generated = started.elapsed();

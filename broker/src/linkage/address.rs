@@ -27,7 +27,9 @@ impl AddressParts {
     /// Reads an address leniently; see the module documentation for the forms understood.
     pub fn parse(address: &str) -> AddressParts {
         let text = normalise(address);
-        let first_digit = text.find(|c: char| c.is_ascii_digit()).unwrap_or(text.len());
+        let first_digit = text
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (place, numbers) = text.split_at(first_digit);
         let compound = compound_of(place);
         let (building, unit, room) = numbers_of(&unify_building_words(numbers));
@@ -50,7 +52,9 @@ fn normalise(address: &str) -> String {
     let mut out = String::with_capacity(address.len());
     for c in address.chars() {
         match c {
-            '０'..='９' => out.push(char::from_u32(c as u32 - '０' as u32 + '0' as u32).unwrap_or(c)),
+            '０'..='９' => {
+                out.push(char::from_u32(c as u32 - '０' as u32 + '0' as u32).unwrap_or(c))
+            }
             '－' | '—' | '–' | '‐' => out.push('-'),
             _ if c.is_whitespace() => {}
             _ => out.push(c),

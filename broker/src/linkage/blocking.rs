@@ -140,7 +140,12 @@ mod tests {
     use chrono::NaiveDate;
     use model::Department;
 
-    fn record(name: &str, birth: Option<NaiveDate>, phone: Option<&str>, address: &str) -> LinkRecord {
+    fn record(
+        name: &str,
+        birth: Option<NaiveDate>,
+        phone: Option<&str>,
+        address: &str,
+    ) -> LinkRecord {
         LinkRecord::from_input(&LinkInput {
             department: Department::Minzheng,
             row_key: "r",
@@ -157,7 +162,12 @@ mod tests {
     #[test]
     fn keys_have_every_kind() {
         let birth = NaiveDate::from_ymd_opt(1980, 5, 17);
-        let r = record("单伟", birth, Some("13812345678"), "幸福里小区3号楼2单元501");
+        let r = record(
+            "单伟",
+            birth,
+            Some("13812345678"),
+            "幸福里小区3号楼2单元501",
+        );
         let keys = blocking_keys(&r);
         assert_eq!(
             keys,
@@ -177,14 +187,24 @@ mod tests {
     fn blocker_pairs_once_and_caps_blocks() {
         let birth = NaiveDate::from_ymd_opt(1980, 5, 17);
         let mut records = vec![
-            record("张伟", birth, Some("13812345678"), "幸福里小区3号楼2单元501"),
+            record(
+                "张伟",
+                birth,
+                Some("13812345678"),
+                "幸福里小区3号楼2单元501",
+            ),
             record("張偉", birth, Some("13812345678"), "幸福里3-2-501"),
             record("李娜", None, None, "阳光嘉园1号楼101"),
         ];
         let pairs = Blocker::default().candidate_pairs(&records);
         assert_eq!(pairs.pairs, vec![(0, 1)]);
         for _ in 0..10 {
-            records.push(record("王芳", None, Some("13900000000"), "阳光嘉园1号楼101"));
+            records.push(record(
+                "王芳",
+                None,
+                Some("13900000000"),
+                "阳光嘉园1号楼101",
+            ));
         }
         let capped = Blocker { max_block: 5 }.candidate_pairs(&records);
         assert_eq!(capped.pairs, vec![(0, 1)]);

@@ -5,8 +5,11 @@
 //! - Every comparison is symmetric and total; a field missing on either side compares as
 //!   [`NULL_LEVEL`] and carries no evidence either way.
 //! - Names: same characters, then same pinyin under any reading of every character (surname
-//!   overrides applied), then Jaro–Winkler of the primary pinyin >= [`JARO_WINKLER_THRESHOLD`],
-//!   then same initials, else different.
+//!   overrides applied), then similar pinyin (the same syllables once regional confusions such
+//!   as n/l, -n/-ng, zh/z, f/h are folded, or Jaro–Winkler of the primary pinyin >=
+//!   [`JARO_WINKLER_THRESHOLD`]), then same initials, else different.
+//! - Birth dates: exact, close (same year and month, or at most 7 days apart), same year,
+//!   else different.
 //! - ID numbers: two valid numbers are never a comparison level but an [`IdRelation`], which
 //!   decides on its own (equal: certain match, different: never merge); only pairs where at
 //!   least one number is invalid get an ID level.
@@ -62,8 +65,14 @@ impl Field {
     /// Names of the levels, closest first.
     pub fn level_names(self) -> &'static [&'static str] {
         match self {
-            Field::Name => &["exact", "same_pinyin", "similar_pinyin", "same_initials", "different"],
-            Field::BirthDate => &["exact", "year_month", "year", "different"],
+            Field::Name => &[
+                "exact",
+                "same_pinyin",
+                "similar_pinyin",
+                "same_initials",
+                "different",
+            ],
+            Field::BirthDate => &["exact", "close", "year", "different"],
             Field::Phone => &["exact", "one_edit", "different"],
             Field::Address => &["same_room", "same_building", "same_community", "different"],
             Field::Gender => &["agree", "different"],
@@ -84,7 +93,8 @@ pub enum NameLevel {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DateLevel {
     Exact = 0,
-    YearMonth = 1,
+    /// Same year and month, or at most 7 days apart (a typo across a month end).
+    Close = 1,
     Year = 2,
     Different = 3,
 }
@@ -211,11 +221,16 @@ pub fn compare_names(a: &LinkRecord, b: &LinkRecord) -> Option<NameLevel> {
     if ra.len() == rb.len() && ra.iter().zip(rb).all(|(x, y)| x.shares_reading(y)) {
         return Some(NameLevel::SamePinyin);
     }
-    if strsim::jaro_winkler(a.pinyin(), b.pinyin()) >= JARO_WINKLER_THRESHOLD {
+    if a.fuzzy_pinyin() == b.fuzzy_pinyin()
+        || strsim::jaro_winkler(a.pinyin(), b.pinyin()) >= JARO_WINKLER_THRESHOLD
+    {
         return Some(NameLevel::SimilarPinyin);
     }
     let initials = |r: &[super::hanzi::CharReadings]| -> Vec<u8> {
-        r.iter().filter_map(|c| c.primary()).map(|s| s.initial()).collect()
+        r.iter()
+            .filter_map(|c| c.primary())
+            .map(|s| s.initial())
+            .collect()
     };
     if ra.len() == rb.len() && initials(ra) == initials(rb) {
         return Some(NameLevel::SameInitials);
@@ -226,10 +241,14 @@ pub fn compare_names(a: &LinkRecord, b: &LinkRecord) -> Option<NameLevel> {
 /// Birth-date level; `None` if either date is missing.
 pub fn compare_birth_dates(a: &LinkRecord, b: &LinkRecord) -> Option<DateLevel> {
     let (x, y) = (a.birth_ymd()?, b.birth_ymd()?);
+    let days_apart = || {
+        let (p, q) = (a.birth_date()?, b.birth_date()?);
+        Some(p.signed_duration_since(q).num_days().abs())
+    };
     Some(if x == y {
         DateLevel::Exact
-    } else if x / 100 == y / 100 {
-        DateLevel::YearMonth
+    } else if x / 100 == y / 100 || days_apart().is_some_and(|d| d <= 7) {
+        DateLevel::Close
     } else if x / 10_000 == y / 10_000 {
         DateLevel::Year
     } else {
@@ -304,7 +323,12 @@ mod tests {
         record(name, None, None, None)
     }
 
-    fn record(name: &str, phone: Option<&str>, address: Option<&str>, grid: Option<&str>) -> LinkRecord {
+    fn record(
+        name: &str,
+        phone: Option<&str>,
+        address: Option<&str>,
+        grid: Option<&str>,
+    ) -> LinkRecord {
         LinkRecord::from_input(&LinkInput {
             department: Department::Weijian,
             row_key: "weijian/resident/1",
@@ -331,9 +355,14 @@ mod tests {
         assert_eq!(names("王朝", "王超"), Some(NameLevel::SamePinyin));
         // Near homophone: lin / ling.
         assert_eq!(names("王琳琳", "王玲琳"), Some(NameLevel::SimilarPinyin));
+        assert_eq!(names("于兰英", "于南英"), Some(NameLevel::SimilarPinyin));
+        assert_eq!(names("秦辉", "秦飞"), Some(NameLevel::SimilarPinyin));
         assert_eq!(names("张建国", "周江贵"), Some(NameLevel::SameInitials));
         assert_eq!(names("张伟", "李娜"), Some(NameLevel::Different));
-        assert_eq!(compare_names(&named("张伟"), &record("", None, None, None)), None);
+        assert_eq!(
+            compare_names(&named("张伟"), &record("", None, None, None)),
+            None
+        );
     }
 
     #[test]
@@ -356,12 +385,39 @@ mod tests {
     }
 
     #[test]
+    fn birth_date_levels() {
+        let born = |y, m, d| {
+            LinkRecord::from_input(&LinkInput {
+                department: Department::Weijian,
+                row_key: "r",
+                id_number: None,
+                name: Some("张伟"),
+                birth_date: chrono::NaiveDate::from_ymd_opt(y, m, d),
+                gender: None,
+                phone: None,
+                address: None,
+                grid: None,
+            })
+        };
+        let level = |a: &LinkRecord, b: &LinkRecord| compare_birth_dates(a, b);
+        let base = born(1960, 4, 30);
+        assert_eq!(level(&base, &born(1960, 4, 30)), Some(DateLevel::Exact));
+        assert_eq!(level(&base, &born(1960, 4, 3)), Some(DateLevel::Close));
+        assert_eq!(level(&base, &born(1960, 5, 2)), Some(DateLevel::Close));
+        assert_eq!(level(&base, &born(1960, 9, 2)), Some(DateLevel::Year));
+        assert_eq!(level(&base, &born(1961, 4, 30)), Some(DateLevel::Different));
+    }
+
+    #[test]
     fn digit_levels() {
         let d = |a: &str, b: &str| compare_digits(Some(a), Some(b));
         assert_eq!(d("13812345678", "13812345678"), Some(DigitsLevel::Exact));
         assert_eq!(d("13812345678", "13812345679"), Some(DigitsLevel::OneEdit));
         assert_eq!(d("13812345678", "13812346578"), Some(DigitsLevel::OneEdit));
-        assert_eq!(d("13812345678", "13812346587"), Some(DigitsLevel::Different));
+        assert_eq!(
+            d("13812345678", "13812346587"),
+            Some(DigitsLevel::Different)
+        );
         assert_eq!(d("13812345678", "1381234567"), Some(DigitsLevel::Different));
         assert_eq!(compare_digits(None, Some("1")), None);
     }
@@ -372,11 +428,28 @@ mod tests {
         let a = |s: &str| record("张伟", None, Some(s), grid);
         let base = a("北京市朝阳区望京街道幸福里小区3号楼2单元501");
         let level = |s: &str| compare_addresses(&base, &a(s));
-        assert_eq!(level("朝阳区幸福里小区3-2-501"), Some(AddressLevel::SameRoom));
-        assert_eq!(level("幸福里小区3号楼1单元502"), Some(AddressLevel::SameBuilding));
-        assert_eq!(level("幸福里小区5号楼2单元501"), Some(AddressLevel::SameCommunity));
-        let elsewhere = record("张伟", None, Some("阳光嘉园1号楼101"), Some("110105001002001"));
-        assert_eq!(compare_addresses(&base, &elsewhere), Some(AddressLevel::Different));
+        assert_eq!(
+            level("朝阳区幸福里小区3-2-501"),
+            Some(AddressLevel::SameRoom)
+        );
+        assert_eq!(
+            level("幸福里小区3号楼1单元502"),
+            Some(AddressLevel::SameBuilding)
+        );
+        assert_eq!(
+            level("幸福里小区5号楼2单元501"),
+            Some(AddressLevel::SameCommunity)
+        );
+        let elsewhere = record(
+            "张伟",
+            None,
+            Some("阳光嘉园1号楼101"),
+            Some("110105001002001"),
+        );
+        assert_eq!(
+            compare_addresses(&base, &elsewhere),
+            Some(AddressLevel::Different)
+        );
         let unknown = record("张伟", None, None, None);
         assert_eq!(compare_addresses(&base, &unknown), None);
     }

@@ -32,7 +32,11 @@ impl Syllable {
         let mut scale = 1u32;
         let mut letters = 0;
         for c in reading.chars() {
-            let c = if c == 'ü' { 'v' } else { c.to_ascii_lowercase() };
+            let c = if c == 'ü' {
+                'v'
+            } else {
+                c.to_ascii_lowercase()
+            };
             if !c.is_ascii_lowercase() || letters == 6 {
                 return None;
             }
@@ -55,6 +59,40 @@ impl Syllable {
             }
         }
         out
+    }
+
+    /// The reading with the usual regional confusions folded away: zh/ch/sh as z/c/s, l as
+    /// n and f as h at the start, -ng as -n at the end, -ui as -ei (so `lin`/`ling`,
+    /// `lan`/`nan`, `hui`/`fei` fold alike).
+    pub fn fuzzy(self) -> Syllable {
+        let letters = self.letters();
+        let mut text = letters.as_str();
+        let mut out = String::with_capacity(6);
+        for (long, short) in [
+            ("zh", "z"),
+            ("ch", "c"),
+            ("sh", "s"),
+            ("l", "n"),
+            ("f", "h"),
+        ] {
+            if let Some(rest) = text.strip_prefix(long) {
+                out.push_str(short);
+                text = rest;
+                break;
+            }
+        }
+        let text = text
+            .strip_suffix('g')
+            .filter(|t| t.ends_with('n'))
+            .unwrap_or(text);
+        match text.strip_suffix("ui") {
+            Some(head) => {
+                out.push_str(head);
+                out.push_str("ei");
+            }
+            None => out.push_str(text),
+        }
+        Syllable::pack(&out).unwrap_or(self)
     }
 
     /// First letter of the reading.
@@ -167,7 +205,9 @@ pub fn name_readings(name: &str) -> Vec<CharReadings> {
     let mut out = Vec::with_capacity(name.chars().count());
     for (position, c) in name.chars().enumerate() {
         let mut readings = CharReadings::new();
-        let overridden = fixed.and_then(|r| r.get(position)).filter(|_| position < surname_chars);
+        let overridden = fixed
+            .and_then(|r| r.get(position))
+            .filter(|_| position < surname_chars);
         if let Some(reading) = overridden {
             if let Some(s) = Syllable::pack(reading) {
                 readings.push(s);
@@ -212,8 +252,8 @@ pub const SURNAME_READINGS: &[(&str, &[&str])] = &[
 
 /// Two-character surnames (a name that starts with one keeps both characters as surname).
 pub const COMPOUND_SURNAMES: &[&str] = &[
-    "欧阳", "司马", "诸葛", "上官", "东方", "皇甫", "尉迟", "公孙", "慕容", "令狐", "长孙",
-    "宇文", "司徒", "夏侯", "轩辕", "端木", "南宫", "独孤", "呼延", "西门", "万俟", "单于",
+    "欧阳", "司马", "诸葛", "上官", "东方", "皇甫", "尉迟", "公孙", "慕容", "令狐", "长孙", "宇文",
+    "司徒", "夏侯", "轩辕", "端木", "南宫", "独孤", "呼延", "西门", "万俟", "单于",
 ];
 
 /// Given-name characters that share a reading (same pinyin, different character): what a
@@ -359,6 +399,17 @@ mod tests {
         assert_eq!(Syllable::pack("zhuang").unwrap().initial(), b'z');
         assert!(Syllable::pack("zhuangg").is_none());
         assert!(Syllable::pack("").is_none());
+    }
+
+    #[test]
+    fn fuzzy_folds_regional_confusions() {
+        let f = |a: &str| Syllable::pack(a).unwrap().fuzzy().letters();
+        assert_eq!(f("ling"), f("nin"));
+        assert_eq!(f("lan"), f("nan"));
+        assert_eq!(f("hui"), f("fei"));
+        assert_eq!(f("zhang"), f("zan"));
+        assert_eq!(f("sheng"), f("sen"));
+        assert_ne!(f("wang"), f("li"));
     }
 
     #[test]

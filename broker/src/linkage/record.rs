@@ -16,7 +16,7 @@ use chrono::{Datelike, NaiveDate};
 use model::{Department, DivisionCode, Gender, IdNumber, Phone, ResidentRecord};
 
 use super::address::AddressParts;
-use super::hanzi::{fold_name, name_readings, surname_len, CharReadings};
+use super::hanzi::{fold_name, name_readings, surname_len, CharReadings, Syllable};
 
 /// The fields of a resident record as a department delivered them, before normalisation.
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +52,8 @@ pub struct LinkRecord {
     readings: Vec<CharReadings>,
     /// Primary readings concatenated (`zhangwei`).
     pinyin: String,
+    /// Primary readings with regional confusions folded ([`Syllable::fuzzy`]).
+    fuzzy: Vec<Syllable>,
     /// Characters of `readings` that belong to the surname.
     surname_chars: usize,
     /// Hash of the compound name, for cheap comparison; 0 when unknown.
@@ -100,7 +102,11 @@ impl LinkRecord {
     }
 
     /// Normalises a validated resident record (its ID number, if any, is valid).
-    pub fn from_resident(department: Department, row_key: &str, record: &ResidentRecord) -> LinkRecord {
+    pub fn from_resident(
+        department: Department,
+        row_key: &str,
+        record: &ResidentRecord,
+    ) -> LinkRecord {
         let birth_date = record
             .birth_date
             .or_else(|| record.id_number.as_ref().map(IdNumber::birth_date));
@@ -143,6 +149,11 @@ impl LinkRecord {
                 pinyin.push_str(&p.letters());
             }
         }
+        let fuzzy = readings
+            .iter()
+            .filter_map(CharReadings::primary)
+            .map(Syllable::fuzzy)
+            .collect();
         let address = address.map(AddressParts::parse).unwrap_or_default();
         let compound_hash = address.compound.as_deref().map_or(0, stable_hash);
         LinkRecord {
@@ -158,6 +169,7 @@ impl LinkRecord {
             grid,
             readings,
             pinyin,
+            fuzzy,
             surname_chars,
             compound_hash,
         }
@@ -226,6 +238,11 @@ impl LinkRecord {
         &self.pinyin
     }
 
+    /// Primary readings with regional confusions folded, one per character.
+    pub fn fuzzy_pinyin(&self) -> &[Syllable] {
+        &self.fuzzy
+    }
+
     /// Primary pinyin of the surname (`zhang`, `shan` for 单).
     pub fn surname_pinyin(&self) -> String {
         self.readings
@@ -242,8 +259,11 @@ impl LinkRecord {
 
     /// `YYYYMMDD` of the birth date.
     pub(crate) fn birth_ymd(&self) -> Option<u32> {
-        self.birth_date
-            .and_then(|d| u32::try_from(d.year()).ok().map(|y| y * 10_000 + d.month() * 100 + d.day()))
+        self.birth_date.and_then(|d| {
+            u32::try_from(d.year())
+                .ok()
+                .map(|y| y * 10_000 + d.month() * 100 + d.day())
+        })
     }
 }
 

@@ -135,7 +135,11 @@ impl SyntheticSet {
     pub fn link_records(&self) -> Vec<LinkRecord> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         if threads < 2 || self.residents.len() < 10_000 {
-            return self.residents.iter().map(|r| LinkRecord::from_input(&r.input())).collect();
+            return self
+                .residents
+                .iter()
+                .map(|r| LinkRecord::from_input(&r.input()))
+                .collect();
         }
         let chunk = self.residents.len().div_ceil(threads);
         std::thread::scope(|scope| {
@@ -186,7 +190,10 @@ pub fn generate(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
             .collect()
     });
     let mut out = SyntheticSet {
@@ -212,7 +219,8 @@ fn generate_range(
     };
     for index in persons {
         let person = world.person(index);
-        let mut rng = StdRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng =
+            StdRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut departments: Vec<&str> = person.departments.clone();
         if !departments.contains(&"wangge") && rng.gen_bool(rates.grid_centre_copy) {
             departments.push("wangge");
@@ -452,7 +460,10 @@ mod tests {
     fn metrics_count_pairs() {
         // Truth {0,1,2} {3}; predicted {0,1} {2,3}.
         let m = pairwise_metrics(&[0, 0, 2, 2], &[7, 7, 7, 8]);
-        assert_eq!((m.true_positives, m.predicted_pairs, m.true_pairs), (1, 2, 3));
+        assert_eq!(
+            (m.true_positives, m.predicted_pairs, m.true_pairs),
+            (1, 2, 3)
+        );
         assert!((m.precision - 0.5).abs() < 1e-12);
         assert!((m.recall - 1.0 / 3.0).abs() < 1e-12);
     }
@@ -470,7 +481,12 @@ mod tests {
         parts.residents.extend(rest.residents);
         parts.truth.extend(rest.truth);
         assert_eq!(whole.truth, parts.truth);
-        let names = |s: &SyntheticSet| s.residents.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        let names = |s: &SyntheticSet| {
+            s.residents
+                .iter()
+                .map(|r| r.name.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(&whole), names(&parts));
         assert!(whole.residents.len() > 200);
     }
