@@ -156,7 +156,8 @@ pub struct PolicySet {
     /// Digest of the files this set was compiled from.
     pub version: String,
     granted: HashSet<(String, Permission)>,
-    levels: HashMap<(String, String, String), Level>,
+    /// role -> purpose -> level per class (indexed like `policies::CLASSES`).
+    levels: HashMap<String, HashMap<String, [Level; policies::CLASSES.len()]>>,
     pub tables: FieldTables,
     pub purposes: Vec<String>,
 }
@@ -179,20 +180,24 @@ impl PolicySet {
                 }
             }
         }
-        let mut levels = HashMap::new();
+        let mut levels: HashMap<String, HashMap<String, [Level; policies::CLASSES.len()]>> = HashMap::new();
         for role in policies::ROLES {
             for purpose in purposes {
-                for class in policies::CLASSES {
+                let mut row = [Level::Hidden; policies::CLASSES.len()];
+                for (slot, class) in row.iter_mut().zip(policies::CLASSES) {
                     let object = format!("field:{class}");
-                    let level = if check(role, purpose, &object, "clear")? {
+                    *slot = if check(role, purpose, &object, "clear")? {
                         Level::Clear
                     } else if check(role, purpose, &object, "masked")? {
                         Level::Masked
                     } else {
                         Level::Hidden
                     };
-                    levels.insert((role.to_owned(), purpose.clone(), class.to_owned()), level);
                 }
+                levels
+                    .entry(role.to_owned())
+                    .or_default()
+                    .insert(purpose.clone(), row);
             }
         }
         Ok(PolicySet {
@@ -213,13 +218,13 @@ impl PolicySet {
 
     /// The best level any of `roles` has for `class` under `purpose`.
     pub fn level(&self, roles: &[String], purpose: &str, class: &str) -> Level {
+        let Some(index) = policies::CLASSES.iter().position(|c| *c == class) else {
+            return Level::Hidden;
+        };
         roles
             .iter()
-            .filter_map(|role| {
-                self.levels
-                    .get(&(role.clone(), purpose.to_owned(), class.to_owned()))
-                    .copied()
-            })
+            .filter_map(|role| self.levels.get(role.as_str())?.get(purpose))
+            .map(|row| row[index])
             .max()
             .unwrap_or(Level::Hidden)
     }

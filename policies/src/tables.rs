@@ -108,10 +108,11 @@ pub struct TableError {
 /// The parsed tables.
 #[derive(Debug, Clone, Default)]
 pub struct FieldTables {
-    fields: HashMap<(String, String), String>,
+    /// kind -> field -> class (nested so lookups by `&str` need no allocation).
+    fields: HashMap<String, HashMap<String, String>>,
     tags: HashMap<String, String>,
     departments: HashMap<Department, DepartmentClasses>,
-    owner_caps: HashMap<(Department, String), Level>,
+    owner_caps: HashMap<Department, HashMap<String, Level>>,
     masked_labels: HashMap<String, String>,
 }
 
@@ -133,7 +134,9 @@ impl FieldTables {
             check_class(class).map_err(err)?;
             tables
                 .fields
-                .insert((kind.to_owned(), field.to_owned()), class.to_owned());
+                .entry(kind.to_owned())
+                .or_default()
+                .insert(field.to_owned(), class.to_owned());
         }
         for (line, cells) in rows(&files.tag_classes) {
             let err = |message: String| TableError {
@@ -181,7 +184,11 @@ impl FieldTables {
             let dept = Department::parse(dept).map_err(|_| err(format!("unknown department {dept:?}")))?;
             check_class(class).map_err(err)?;
             let level = Level::parse(level).ok_or_else(|| err("level must be clear, masked or hidden".into()))?;
-            tables.owner_caps.insert((dept, class.to_owned()), level);
+            tables
+                .owner_caps
+                .entry(dept)
+                .or_default()
+                .insert(class.to_owned(), level);
         }
         for (line, cells) in rows(&files.masked_labels) {
             let err = |message: String| TableError {
@@ -201,7 +208,8 @@ impl FieldTables {
     /// The class of a field of an entity kind, if the table lists it.
     pub fn field_class(&self, kind: &str, field: &str) -> Option<&str> {
         self.fields
-            .get(&(kind.to_owned(), field.to_owned()))
+            .get(kind)
+            .and_then(|fields| fields.get(field))
             .map(String::as_str)
     }
 
@@ -233,7 +241,8 @@ impl FieldTables {
     /// The most anyone outside `department` may see of its data of `class`.
     pub fn owner_cap(&self, department: Department, class: &str) -> Level {
         self.owner_caps
-            .get(&(department, class.to_owned()))
+            .get(&department)
+            .and_then(|caps| caps.get(class))
             .copied()
             .unwrap_or(Level::Clear)
     }
@@ -251,7 +260,11 @@ impl FieldTables {
         let mut out: Vec<_> = self
             .fields
             .iter()
-            .map(|((k, f), c)| (k.as_str(), f.as_str(), c.as_str()))
+            .flat_map(|(k, fields)| {
+                fields
+                    .iter()
+                    .map(move |(f, c)| (k.as_str(), f.as_str(), c.as_str()))
+            })
             .collect();
         out.sort();
         out

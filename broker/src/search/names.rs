@@ -269,7 +269,7 @@ pub fn segment_pinyin(letters: &str) -> Option<Vec<String>> {
             // As in written pinyin, a syllable starting with a, o or e inside a word needs an
             // apostrophe: without one, `nana` is na-na, not nan-a.
             let vowel_start = head.starts_with(['a', 'o', 'e']);
-            if set.contains(head) && !(vowel_start && !out.is_empty()) {
+            if set.contains(head) && (!vowel_start || out.is_empty()) {
                 out.push(head.to_owned());
                 if go(&rest[len..], set, out) {
                     return true;
