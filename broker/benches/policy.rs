@@ -35,8 +35,14 @@ fn profile() -> Profile {
         ("birth_date", json!("1949-12-31")),
         ("ethnicity", json!("汉族")),
         ("phone", json!("13812345678")),
-        ("address", json!("北京市朝阳区望京街道幸福里小区3号楼2单元501")),
-        ("hukou_address", json!("北京市朝阳区望京街道幸福里小区3号楼2单元501")),
+        (
+            "address",
+            json!("北京市朝阳区望京街道幸福里小区3号楼2单元501"),
+        ),
+        (
+            "hukou_address",
+            json!("北京市朝阳区望京街道幸福里小区3号楼2单元501"),
+        ),
         ("house_source_id", json!("ZJ-55")),
         ("grid", json!("110105001001003")),
     ] {
@@ -64,7 +70,10 @@ fn profile() -> Profile {
     .collect();
     let mut attributes = BTreeMap::new();
     for (d, v) in [
-        (Department::Minzheng, json!({"allowance_monthly": 1200, "care_service": "紧急呼叫"})),
+        (
+            Department::Minzheng,
+            json!({"allowance_monthly": 1200, "care_service": "紧急呼叫"}),
+        ),
         (Department::Weijian, json!({"diagnosis": "高血压"})),
         (Department::Sifa, json!({"case_type": "缓刑"})),
     ] {
@@ -80,15 +89,21 @@ fn profile() -> Profile {
             label: Some("张三（电话13812345678）反映楼上漏水".into()),
         }],
     );
-    let sources = [Department::Gongan, Department::Minzheng, Department::Weijian, Department::Sifa, Department::Wangge]
-        .into_iter()
-        .map(|d| SourceRef {
-            department: d,
-            source_id: format!("{d}-1"),
-            version: "1".into(),
-            received_at: chrono::Utc::now(),
-        })
-        .collect();
+    let sources = [
+        Department::Gongan,
+        Department::Minzheng,
+        Department::Weijian,
+        Department::Sifa,
+        Department::Wangge,
+    ]
+    .into_iter()
+    .map(|d| SourceRef {
+        department: d,
+        source_id: format!("{d}-1"),
+        version: "1".into(),
+        received_at: chrono::Utc::now(),
+    })
+    .collect();
     Profile {
         id: "r_1".into(),
         kind: RecordKind::Resident,
@@ -105,7 +120,10 @@ fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
-    let purposes: Vec<String> = policies::DEFAULT_PURPOSES.iter().map(|p| (*p).to_owned()).collect();
+    let purposes: Vec<String> = policies::DEFAULT_PURPOSES
+        .iter()
+        .map(|p| (*p).to_owned())
+        .collect();
     let policy = Arc::new(
         runtime
             .block_on(PolicySet::compile(&PolicyFiles::defaults(), &purposes))
@@ -113,7 +131,10 @@ fn bench(c: &mut Criterion) {
     );
     let directory = NameDirectory::new(["张三", "李四", "欧阳娜娜"]);
     let template = profile();
-    for (role, purpose) in [("grid_worker", "routine_visit"), ("street_officer", "case_investigation")] {
+    for (role, purpose) in [
+        ("grid_worker", "routine_visit"),
+        ("street_officer", "case_investigation"),
+    ] {
         let principal = Principal {
             sub: "bench".into(),
             name: "bench".into(),

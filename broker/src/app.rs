@@ -105,7 +105,11 @@ pub fn dev_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// Loads the master key the way `serve` does.
-pub fn load_master_key(data_dir: &Path, explicit: Option<&Path>, dev: bool) -> anyhow::Result<MasterKey> {
+pub fn load_master_key(
+    data_dir: &Path,
+    explicit: Option<&Path>,
+    dev: bool,
+) -> anyhow::Result<MasterKey> {
     let path = match explicit {
         Some(path) => path.to_path_buf(),
         None => default_master_key_path(data_dir),
@@ -135,9 +139,9 @@ pub fn dev_token_signer(data_dir: &Path, master: &MasterKey) -> anyhow::Result<T
             let wrapped = STANDARD
                 .decode(text.trim())
                 .with_context(|| format!("{} is not base64", path.display()))?;
-            master
-                .unwrap_bytes(&wrapped, LABEL)
-                .with_context(|| format!("{} does not open under this master key", path.display()))?
+            master.unwrap_bytes(&wrapped, LABEL).with_context(|| {
+                format!("{} does not open under this master key", path.display())
+            })?
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let pkcs8 = zeroize::Zeroizing::new(CheckpointSigner::generate_pkcs8());
@@ -149,8 +153,11 @@ pub fn dev_token_signer(data_dir: &Path, master: &MasterKey) -> anyhow::Result<T
         Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
     };
     let signer = TokenSigner::from_pkcs8(&pkcs8)?;
-    std::fs::write(dir.join("jwt-public.key"), STANDARD.encode(signer.public_key()))
-        .context("writing the dev JWT public key")?;
+    std::fs::write(
+        dir.join("jwt-public.key"),
+        STANDARD.encode(signer.public_key()),
+    )
+    .context("writing the dev JWT public key")?;
     Ok(signer)
 }
 
@@ -161,18 +168,19 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
     let master = load_master_key(data_dir, options.master_key.as_deref(), options.dev)?;
-    let store = Arc::new(
-        Store::open(&data_dir.join("store.redb")).context("opening the store")?,
-    );
+    let store = Arc::new(Store::open(&data_dir.join("store.redb")).context("opening the store")?);
     let keys = Arc::new(load_key_ring(&store, &master).context("loading keys")?);
-    let search = crate::search::SearchIndex::open(data_dir, &keys).context("opening the search index")?;
+    let search =
+        crate::search::SearchIndex::open(data_dir, &keys).context("opening the search index")?;
 
     let audit_pkcs8 = load_or_create_secret(&store, &master, "audit-checkpoint/1", || {
         Ok(CheckpointSigner::generate_pkcs8())
     })?;
     let audit_config = AuditConfig {
         origin: options.config.audit.origin.clone(),
-        checkpoint_interval: std::time::Duration::from_secs(options.config.audit.checkpoint_seconds.max(1)),
+        checkpoint_interval: std::time::Duration::from_secs(
+            options.config.audit.checkpoint_seconds.max(1),
+        ),
         ..AuditConfig::default()
     };
     let audit = AuditLog::open(
@@ -191,9 +199,12 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         (None, false) => bail!("no [auth] section in the configuration: set auth.jwks_file and auth.issuer, or run with --dev"),
     };
     let permissions = Arc::new(
-        PolicyHandle::load(options.config.policy_dir.as_deref(), &options.config.purposes)
-            .await
-            .context("loading the policy")?,
+        PolicyHandle::load(
+            options.config.policy_dir.as_deref(),
+            &options.config.purposes,
+        )
+        .await
+        .context("loading the policy")?,
     );
     permissions.watch(std::time::Duration::from_secs(1));
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -231,8 +242,13 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         Some(dir) => crate::connect::load_mappings(dir)?,
         None => Default::default(),
     };
-    let pipeline = Pipeline::new(store.clone(), keys.clone());
+    let linker =
+        Arc::new(crate::linking::Linker::load(&store).context("loading the linkage model")?);
+    let pipeline = Pipeline::new(store.clone(), keys.clone()).with_linker(linker.clone());
     let mut background = background;
+    if linker.model().is_none() {
+        background.push(auto_train(pipeline.clone(), shutdown_rx.clone()));
+    }
     if let Some(dir) = &options.config.connectors_dir {
         let configs = crate::connect::load_connector_configs(dir)?;
         background.extend(crate::connect::schedule(
@@ -257,15 +273,17 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         audit,
         search: search.clone(),
     }));
+    search.use_names(state.names.clone());
     search.start_follower(crate::search::Source {
         store: state.store.clone(),
         keys: state.keys.clone(),
         authority: state.authority.clone(),
     });
-    let listen = options
-        .listen
-        .or(options.config.listen)
-        .unwrap_or_else(|| DEFAULT_LISTEN.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8443))));
+    let listen = options.listen.or(options.config.listen).unwrap_or_else(|| {
+        DEFAULT_LISTEN
+            .parse()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8443)))
+    });
     let (listener, addr) = crate::server::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -283,7 +301,11 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     )
     .await?;
     let main_tls = tls_config.clone().map(|config| crate::server::ListenerTls {
-        ingest_requires_client_cert: options.config.mtls.as_ref().is_some_and(|m| m.require_for_ingest),
+        ingest_requires_client_cert: options
+            .config
+            .mtls
+            .as_ref()
+            .is_some_and(|m| m.require_for_ingest),
         ..crate::server::ListenerTls::fixed(config)
     });
     let server = tokio::spawn(crate::server::serve(
@@ -302,5 +324,41 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         shutdown,
         server,
         background,
+    })
+}
+
+/// Estimates the linkage model once enough residents are stored (checked every 30 s), so
+/// that records without an ID number start being linked without an operator step.
+fn auto_train(pipeline: Pipeline, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let p = pipeline.clone();
+            let trained = tokio::task::spawn_blocking(move || {
+                let residents = p.store().read()?.source_count()?;
+                if residents < 500 {
+                    return Ok(false);
+                }
+                p.linker()
+                    .train(p.store(), p.keys())
+                    .map(|model| model.is_some())
+            })
+            .await;
+            match trained {
+                Ok(Ok(true)) => {
+                    tracing::info!("linkage model estimated from the stored residents");
+                    break;
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(err)) => tracing::error!(error = %err, "linkage model estimation failed"),
+                Err(_) => break,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+                _ = shutdown.changed() => break,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
     })
 }

@@ -99,7 +99,11 @@ impl Authenticator {
     }
 
     /// Trusts the keys of a JWKS file (production).
-    pub fn from_jwks_file(path: &Path, issuer: &str, audience: &str) -> Result<Authenticator, AuthError> {
+    pub fn from_jwks_file(
+        path: &Path,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Authenticator, AuthError> {
         let key_error = |reason: String| AuthError::KeyFile {
             path: path.display().to_string(),
             reason,
@@ -116,7 +120,11 @@ impl Authenticator {
                     jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
                     jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
                     jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                    _ => return Err(key_error("only EdDSA, ES256 and RS256 keys are accepted".into())),
+                    _ => {
+                        return Err(key_error(
+                            "only EdDSA, ES256 and RS256 keys are accepted".into(),
+                        ))
+                    }
                 },
             };
             let key = DecodingKey::from_jwk(jwk).map_err(|e| key_error(e.to_string()))?;
@@ -276,9 +284,7 @@ mod tests {
         assert!(other_aud.verify(&own.sign(&request()).unwrap()).is_err());
         assert!(auth.verify("not.a.token").is_err());
         // alg=none
-        assert!(auth
-            .verify("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")
-            .is_err());
+        assert!(auth.verify("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.").is_err());
     }
 
     #[test]

@@ -94,7 +94,11 @@ impl PolicyFiles {
             let path = dir.join(name);
             match std::fs::read_to_string(&path) {
                 Ok(text) => Ok(text),
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound && name != "policy.csv" && name != "model.conf" => {
+                Err(err)
+                    if err.kind() == std::io::ErrorKind::NotFound
+                        && name != "policy.csv"
+                        && name != "model.conf" =>
+                {
                     Ok(default.to_owned())
                 }
                 Err(err) => Err(PolicyError::File {
@@ -163,7 +167,10 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
-    pub async fn compile(files: &PolicyFiles, purposes: &[String]) -> Result<PolicySet, PolicyError> {
+    pub async fn compile(
+        files: &PolicyFiles,
+        purposes: &[String],
+    ) -> Result<PolicySet, PolicyError> {
         let tables = FieldTables::parse(&files.tables)?;
         let enforcer = enforcer(&files.model, &files.policy).await?;
         let check = |role: &str, purpose: &str, obj: &str, act: &str| {
@@ -180,7 +187,8 @@ impl PolicySet {
                 }
             }
         }
-        let mut levels: HashMap<String, HashMap<String, [Level; policies::CLASSES.len()]>> = HashMap::new();
+        let mut levels: HashMap<String, HashMap<String, [Level; policies::CLASSES.len()]>> =
+            HashMap::new();
         for role in policies::ROLES {
             for purpose in purposes {
                 let mut row = [Level::Hidden; policies::CLASSES.len()];
@@ -254,7 +262,10 @@ pub struct PolicyHandle {
 
 impl PolicyHandle {
     /// Loads the policy from `dir` (or the shipped defaults).
-    pub async fn load(dir: Option<&Path>, purposes: &[String]) -> Result<PolicyHandle, PolicyError> {
+    pub async fn load(
+        dir: Option<&Path>,
+        purposes: &[String],
+    ) -> Result<PolicyHandle, PolicyError> {
         let files = match dir {
             Some(dir) => PolicyFiles::read(dir)?,
             None => PolicyFiles::defaults(),
@@ -307,7 +318,11 @@ impl PolicyHandle {
     }
 
     /// Validates `text` as a replacement for policy file `name` by compiling the whole set.
-    pub async fn validate_replacement(&self, name: &str, text: &str) -> Result<PolicySet, PolicyError> {
+    pub async fn validate_replacement(
+        &self,
+        name: &str,
+        text: &str,
+    ) -> Result<PolicySet, PolicyError> {
         let base = match &self.dir {
             Some(dir) => PolicyFiles::read(dir)?,
             None => PolicyFiles::defaults(),
@@ -316,7 +331,10 @@ impl PolicyHandle {
             .with_file(name, text.to_owned())
             .ok_or_else(|| PolicyError::File {
                 path: name.to_owned(),
-                reason: format!("not a policy file; files are {}", PolicyFiles::names().join(", ")),
+                reason: format!(
+                    "not a policy file; files are {}",
+                    PolicyFiles::names().join(", ")
+                ),
             })?;
         PolicySet::compile(&files, &self.purposes).await
     }
@@ -348,7 +366,10 @@ mod tests {
     use super::*;
 
     fn purposes() -> Vec<String> {
-        policies::DEFAULT_PURPOSES.iter().map(|p| (*p).to_owned()).collect()
+        policies::DEFAULT_PURPOSES
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect()
     }
 
     #[tokio::test]
@@ -369,14 +390,24 @@ mod tests {
             for purpose in purposes() {
                 for class in policies::CLASSES {
                     let object = format!("field:{class}");
-                    let expected = if enforcer.enforce((*role, purpose.as_str(), object.as_str(), "clear")).unwrap() {
+                    let expected = if enforcer
+                        .enforce((*role, purpose.as_str(), object.as_str(), "clear"))
+                        .unwrap()
+                    {
                         Level::Clear
-                    } else if enforcer.enforce((*role, purpose.as_str(), object.as_str(), "masked")).unwrap() {
+                    } else if enforcer
+                        .enforce((*role, purpose.as_str(), object.as_str(), "masked"))
+                        .unwrap()
+                    {
                         Level::Masked
                     } else {
                         Level::Hidden
                     };
-                    assert_eq!(set.level(&roles, &purpose, class), expected, "{role} {purpose} {class}");
+                    assert_eq!(
+                        set.level(&roles, &purpose, class),
+                        expected,
+                        "{role} {purpose} {class}"
+                    );
                 }
             }
         }
@@ -384,7 +415,9 @@ mod tests {
 
     #[tokio::test]
     async fn separation_of_duties_holds_in_the_default_policy() {
-        let set = PolicySet::compile(&PolicyFiles::defaults(), &purposes()).await.unwrap();
+        let set = PolicySet::compile(&PolicyFiles::defaults(), &purposes())
+            .await
+            .unwrap();
         let has = |role: &str, p| set.allows(&[role.to_owned()], p);
         assert!(has("grid_worker", Permission::ReadPersonalData));
         assert!(!has("grid_worker", Permission::IngestOwnDepartment));
@@ -401,7 +434,9 @@ mod tests {
 
     #[tokio::test]
     async fn purposes_unlock_more() {
-        let set = PolicySet::compile(&PolicyFiles::defaults(), &purposes()).await.unwrap();
+        let set = PolicySet::compile(&PolicyFiles::defaults(), &purposes())
+            .await
+            .unwrap();
         let gw = ["grid_worker".to_owned()];
         assert_eq!(set.level(&gw, "routine_visit", "elderly"), Level::Masked);
         assert_eq!(set.level(&gw, "elderly_care", "elderly"), Level::Clear);
@@ -410,7 +445,10 @@ mod tests {
         assert_eq!(set.level(&gw, "emergency", "health_detail"), Level::Hidden);
         let so = ["street_officer".to_owned()];
         assert_eq!(set.level(&so, "routine_visit", "identifier"), Level::Masked);
-        assert_eq!(set.level(&so, "case_investigation", "identifier"), Level::Clear);
+        assert_eq!(
+            set.level(&so, "case_investigation", "identifier"),
+            Level::Clear
+        );
     }
 
     #[tokio::test]
@@ -418,17 +456,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("model.conf"), policies::DEFAULT_MODEL).unwrap();
         std::fs::write(dir.path().join("policy.csv"), policies::DEFAULT_POLICY).unwrap();
-        let handle = PolicyHandle::load(Some(dir.path()), &purposes()).await.unwrap();
+        let handle = PolicyHandle::load(Some(dir.path()), &purposes())
+            .await
+            .unwrap();
         let before = handle.version();
         assert!(!handle.reload().await.unwrap());
-        let policy = format!("{}\np, grid_worker, *, field:health, masked\n", policies::DEFAULT_POLICY);
+        let policy = format!(
+            "{}\np, grid_worker, *, field:health, masked\n",
+            policies::DEFAULT_POLICY
+        );
         std::fs::write(dir.path().join("policy.csv"), policy).unwrap();
         assert!(handle.reload().await.unwrap());
         assert_ne!(handle.version(), before);
         let gw = ["grid_worker".to_owned()];
-        assert_eq!(handle.current().level(&gw, "routine_visit", "health"), Level::Masked);
-        std::fs::write(dir.path().join("field_classes.csv"), "resident, name, nonsense\n").unwrap();
+        assert_eq!(
+            handle.current().level(&gw, "routine_visit", "health"),
+            Level::Masked
+        );
+        std::fs::write(
+            dir.path().join("field_classes.csv"),
+            "resident, name, nonsense\n",
+        )
+        .unwrap();
         assert!(handle.reload().await.is_err());
-        assert_eq!(handle.current().level(&gw, "routine_visit", "health"), Level::Masked);
+        assert_eq!(
+            handle.current().level(&gw, "routine_visit", "health"),
+            Level::Masked
+        );
     }
 }

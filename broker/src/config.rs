@@ -232,11 +232,9 @@ impl Config {
             return Err(invalid("ingest.max_body_bytes", "must be at least 1024"));
         }
         for key in self.authority.keys() {
-            let valid = key
-                .split_once('.')
-                .is_some_and(|(kind, field)| {
-                    ["resident", "house", "event"].contains(&kind) && !field.is_empty()
-                });
+            let valid = key.split_once('.').is_some_and(|(kind, field)| {
+                ["resident", "house", "event"].contains(&kind) && !field.is_empty()
+            });
             if !valid {
                 return Err(invalid(
                     &format!("authority.\"{key}\""),
@@ -270,8 +268,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[authority]\n\"phone\" = [\"gongan\"]\n").unwrap();
-        assert!(Config::load(&path).unwrap_err().to_string().contains("authority"));
-        std::fs::write(&path, "[authority]\n\"resident.phone\" = [\"minzheng\", \"gongan\"]\n").unwrap();
+        assert!(Config::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("authority"));
+        std::fs::write(
+            &path,
+            "[authority]\n\"resident.phone\" = [\"minzheng\", \"gongan\"]\n",
+        )
+        .unwrap();
         assert_eq!(Config::load(&path).unwrap().authority.len(), 1);
     }
 }

@@ -66,7 +66,11 @@ pub fn split_mapped(batch: Vec<MappedRecord>) -> (Vec<IncomingRecord>, Vec<PreRe
 }
 
 /// A batch id for a connector batch: same content, same id.
-fn connector_batch_id(department: Department, records: &[IncomingRecord], failures: &[PreRejected]) -> String {
+fn connector_batch_id(
+    department: Department,
+    records: &[IncomingRecord],
+    failures: &[PreRejected],
+) -> String {
     let mut text = String::new();
     for record in records {
         text.push_str(record.source_file.as_deref().unwrap_or(""));
@@ -145,7 +149,10 @@ impl RecordSink for HttpSink {
             if !body.is_empty() {
                 let response = self
                     .client
-                    .post(format!("{}/v1/ingest/{department}?format=unified", self.base_url))
+                    .post(format!(
+                        "{}/v1/ingest/{department}?format=unified",
+                        self.base_url
+                    ))
                     .bearer_auth(&self.token)
                     .header("content-type", "application/x-ndjson")
                     .body(body)
@@ -153,9 +160,15 @@ impl RecordSink for HttpSink {
                     .await
                     .map_err(|e| sink_error(e.to_string()))?;
                 let status = response.status();
-                let value: Value = response.json().await.map_err(|e| sink_error(e.to_string()))?;
+                let value: Value = response
+                    .json()
+                    .await
+                    .map_err(|e| sink_error(e.to_string()))?;
                 if !status.is_success() {
-                    return Err(sink_error(format!("the broker answered {status}: {}", value["error"]["code"])));
+                    return Err(sink_error(format!(
+                        "the broker answered {status}: {}",
+                        value["error"]["code"]
+                    )));
                 }
                 receipt.batch_id = value["batch_id"].as_str().map(str::to_owned);
                 receipt.accepted = value["accepted"].as_u64().unwrap_or(0) as usize;
@@ -171,7 +184,10 @@ impl RecordSink for HttpSink {
                     .await
                     .map_err(|e| sink_error(e.to_string()))?;
                 if !response.status().is_success() {
-                    return Err(sink_error(format!("filing rejects failed: {}", response.status())));
+                    return Err(sink_error(format!(
+                        "filing rejects failed: {}",
+                        response.status()
+                    )));
                 }
                 receipt.rejected += failures.len();
             }
@@ -197,12 +213,17 @@ pub fn load_mappings(dir: &Path) -> anyhow::Result<HashMap<Department, Arc<Mappi
         }
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         let department = Department::parse(stem).map_err(|_| {
-            anyhow::anyhow!("{}: name the file after a department code, e.g. minzheng.toml", path.display())
+            anyhow::anyhow!(
+                "{}: name the file after a department code, e.g. minzheng.toml",
+                path.display()
+            )
         })?;
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let file: MappingFile =
-            toml::from_str(&text).with_context(|| format!("{}: not a [mapping] table", path.display()))?;
-        let mapping = Mapping::compile(&file.mapping).with_context(|| format!("{}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let file: MappingFile = toml::from_str(&text)
+            .with_context(|| format!("{}: not a [mapping] table", path.display()))?;
+        let mapping =
+            Mapping::compile(&file.mapping).with_context(|| format!("{}", path.display()))?;
         if mapping.needs_source_version() {
             bail!(
                 "{}: pushed records have no file time or watermark; set version = {{ column = \"…\" }}",

@@ -144,23 +144,41 @@ impl MasterKey {
 
     /// Wraps `key` for storage; `label` names what the key is for and is bound as AAD.
     pub fn wrap(&self, key: &SecretKey, label: &str) -> Result<Vec<u8>, CryptoError> {
-        seal_with(&self.0.aead(), &key.0, label.as_bytes(), &SystemRandom::new())
+        seal_with(
+            &self.0.aead(),
+            &key.0,
+            label.as_bytes(),
+            &SystemRandom::new(),
+        )
     }
 
     pub fn unwrap_key(&self, wrapped: &[u8], label: &str) -> Result<SecretKey, CryptoError> {
         let plain = Zeroizing::new(
-            open_with(&self.0.aead(), wrapped, label.as_bytes()).map_err(|_| CryptoError::Unwrap)?,
+            open_with(&self.0.aead(), wrapped, label.as_bytes())
+                .map_err(|_| CryptoError::Unwrap)?,
         );
-        let bytes: [u8; KEY_LEN] = plain.as_slice().try_into().map_err(|_| CryptoError::Unwrap)?;
+        let bytes: [u8; KEY_LEN] = plain
+            .as_slice()
+            .try_into()
+            .map_err(|_| CryptoError::Unwrap)?;
         Ok(SecretKey(bytes))
     }
 
     /// Bytes of an arbitrary secret (e.g. a signing key) wrapped for storage.
     pub fn wrap_bytes(&self, secret: &[u8], label: &str) -> Result<Vec<u8>, CryptoError> {
-        seal_with(&self.0.aead(), secret, label.as_bytes(), &SystemRandom::new())
+        seal_with(
+            &self.0.aead(),
+            secret,
+            label.as_bytes(),
+            &SystemRandom::new(),
+        )
     }
 
-    pub fn unwrap_bytes(&self, wrapped: &[u8], label: &str) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    pub fn unwrap_bytes(
+        &self,
+        wrapped: &[u8],
+        label: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         open_with(&self.0.aead(), wrapped, label.as_bytes())
             .map(Zeroizing::new)
             .map_err(|_| CryptoError::Unwrap)
@@ -346,8 +364,12 @@ fn seal_with(
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plaintext);
     let mut body = out.split_off(NONCE_LEN);
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
-        .map_err(|_| CryptoError::Random)?;
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut body,
+    )
+    .map_err(|_| CryptoError::Random)?;
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -399,7 +421,10 @@ mod tests {
         let keys = ring();
         let sealed = keys.seal(ctx("row-1", "name"), "张三".as_bytes()).unwrap();
         assert_eq!(KeyRing::sealed_version(&sealed).unwrap(), 2);
-        assert_eq!(keys.open(ctx("row-1", "name"), &sealed).unwrap(), "张三".as_bytes());
+        assert_eq!(
+            keys.open(ctx("row-1", "name"), &sealed).unwrap(),
+            "张三".as_bytes()
+        );
         assert!(!sealed.windows(6).any(|w| w == "张三".as_bytes()));
     }
 
@@ -407,8 +432,14 @@ mod tests {
     fn moved_ciphertext_fails_to_open() {
         let keys = ring();
         let sealed = keys.seal(ctx("row-1", "phone"), b"13812345678").unwrap();
-        assert!(matches!(keys.open(ctx("row-2", "phone"), &sealed), Err(CryptoError::Open)));
-        assert!(matches!(keys.open(ctx("row-1", "name"), &sealed), Err(CryptoError::Open)));
+        assert!(matches!(
+            keys.open(ctx("row-2", "phone"), &sealed),
+            Err(CryptoError::Open)
+        ));
+        assert!(matches!(
+            keys.open(ctx("row-1", "name"), &sealed),
+            Err(CryptoError::Open)
+        ));
         let other_department = FieldContext {
             department: Department::Minzheng,
             ..ctx("row-1", "phone")
@@ -432,9 +463,14 @@ mod tests {
         let master = MasterKey::for_tests(7);
         let key = SecretKey::generate(&SystemRandom::new()).unwrap();
         let wrapped = master.wrap(&key, "data/gongan/1").unwrap();
-        assert_eq!(master.unwrap_key(&wrapped, "data/gongan/1").unwrap().0, key.0);
+        assert_eq!(
+            master.unwrap_key(&wrapped, "data/gongan/1").unwrap().0,
+            key.0
+        );
         assert!(master.unwrap_key(&wrapped, "data/gongan/2").is_err());
-        assert!(MasterKey::for_tests(8).unwrap_key(&wrapped, "data/gongan/1").is_err());
+        assert!(MasterKey::for_tests(8)
+            .unwrap_key(&wrapped, "data/gongan/1")
+            .is_err());
     }
 
     #[test]

@@ -98,6 +98,7 @@ pub struct Receipt {
 pub struct Pipeline {
     store: Arc<Store>,
     keys: Arc<KeyRing>,
+    linker: Arc<crate::linking::Linker>,
 }
 
 /// One record as it arrived, before validation.
@@ -128,11 +129,31 @@ struct Prepared {
     source_file: Option<String>,
     raw: Value,
     source: StoredSource,
+    /// For a resident without a valid ID number: what probabilistic linking compares.
+    link: Option<crate::linkage::LinkRecord>,
 }
 
 impl Pipeline {
     pub fn new(store: Arc<Store>, keys: Arc<KeyRing>) -> Pipeline {
-        Pipeline { store, keys }
+        Pipeline {
+            store,
+            keys,
+            linker: Arc::new(crate::linking::Linker::default()),
+        }
+    }
+
+    /// Uses `linker` to link residents that arrive without a usable ID number.
+    pub fn with_linker(mut self, linker: Arc<crate::linking::Linker>) -> Pipeline {
+        self.linker = linker;
+        self
+    }
+
+    pub fn linker(&self) -> &Arc<crate::linking::Linker> {
+        &self.linker
+    }
+
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        &self.keys
     }
 
     /// Ingests one batch body (NDJSON or a JSON array of unified records) published by
@@ -154,7 +175,9 @@ impl Pipeline {
         pre_rejected: Vec<PreRejected>,
     ) -> Result<Receipt, IngestError> {
         if records.len() + pre_rejected.len() > MAX_RECORDS_PER_BATCH {
-            return Err(IngestError::TooManyRecords(records.len() + pre_rejected.len()));
+            return Err(IngestError::TooManyRecords(
+                records.len() + pre_rejected.len(),
+            ));
         }
         let received_at = Utc::now();
         let mut rejected: Vec<PreRejected> = pre_rejected;
@@ -166,11 +189,12 @@ impl Pipeline {
                 (Err(_), None) => Value::Null,
             };
             match self.prepare(department, batch_id, received_at, record.value) {
-                Ok(source) => prepared.push(Prepared {
+                Ok((source, link)) => prepared.push(Prepared {
                     line: record.line,
                     source_file: record.source_file,
                     raw,
                     source,
+                    link,
                 }),
                 Err(rejection) => rejected.push(PreRejected {
                     rejection: Rejection {
@@ -194,8 +218,23 @@ impl Pipeline {
             deleted: 0,
             rejected: Vec::new(),
         };
+        let model = self.linker.model();
         self.store.write(|writer| -> Result<(), IngestError> {
-            for item in &prepared {
+            for item in &mut prepared {
+                if let (Some(model), Some(link)) = (&model, &item.link) {
+                    let (entity, review) = crate::linking::link_incoming(writer, &self.keys, model, &item.source, link)?;
+                    if let Some(entity) = entity {
+                        let old = format!("entity:{}", item.source.entity);
+                        item.source.links.retain(|l| *l != old);
+                        item.source.links.push(format!("entity:{entity}"));
+                        item.source.entity = entity;
+                    }
+                    if let Some(review) = review {
+                        if crate::linking::get_review(writer, &review.id)?.is_none() {
+                            crate::linking::put_review(writer, &review)?;
+                        }
+                    }
+                }
                 let source = &item.source;
                 let previous = writer.source(&source.key())?;
                 match previous {
@@ -319,7 +358,7 @@ impl Pipeline {
         batch_id: &str,
         received_at: DateTime<Utc>,
         item: Result<Value, String>,
-    ) -> Result<StoredSource, Rejection> {
+    ) -> Result<(StoredSource, Option<crate::linkage::LinkRecord>), Rejection> {
         let value = item.map_err(|message| rejection("json_syntax", message, None, None))?;
         let record = Record::from_value(&value).map_err(|err| {
             let source_id = value
@@ -329,8 +368,23 @@ impl Pipeline {
             let field = (!err.field().is_empty()).then(|| err.field().to_owned());
             rejection(err.code(), err.message().to_owned(), field, source_id)
         })?;
-        self.seal_record(department, batch_id, received_at, &record)
-            .map_err(|_| rejection("internal_error", "the record could not be sealed; retry later".to_owned(), None, None))
+        let source = self
+            .seal_record(department, batch_id, received_at, &record)
+            .map_err(|_| {
+                rejection(
+                    "internal_error",
+                    "the record could not be sealed; retry later".to_owned(),
+                    None,
+                    None,
+                )
+            })?;
+        let link = match &record {
+            Record::Resident { meta, body } if !meta.deleted && body.id_number.is_none() => Some(
+                crate::linkage::LinkRecord::from_resident(department, &source.key(), body),
+            ),
+            _ => None,
+        };
+        Ok((source, link))
     }
 
     /// Resolves the record's entity and links and seals its personal fields.
@@ -344,7 +398,7 @@ impl Pipeline {
         let meta = record.meta();
         let kind = record.kind();
         let row = StoredSource::row_key(department, kind, &meta.source_id);
-        let resolved = self.resolve(&row, record);
+        let resolved = self.resolve(department, &row, record);
         let digest = self
             .keys
             .entity_hash("digest", &serde_json::to_string(record).unwrap_or_default())
@@ -383,19 +437,23 @@ impl Pipeline {
             digest,
             clear,
             sealed,
-            links: if meta.deleted { Vec::new() } else { resolved.links },
+            links: if meta.deleted {
+                Vec::new()
+            } else {
+                resolved.links
+            },
         })
     }
 
     /// Deterministic resolution: residents merge on the normalised ID number, houses on their
     /// source id, events stay per source record and link to their parties and house.
-    fn resolve(&self, row: &str, record: &Record) -> Resolved {
+    fn resolve(&self, department: Department, row: &str, record: &Record) -> Resolved {
         let keys = &self.keys;
         match record {
             Record::Resident { body, .. } => {
                 let entity = match &body.id_number {
                     Some(id) => resident_entity_id(keys, id),
-                    None => entity_id(keys, "r", "resident-source", row),
+                    None => source_entity_id(keys, row),
                 };
                 let mut links = vec![format!("entity:{entity}")];
                 if let Some(id) = &body.id_number {
@@ -407,6 +465,7 @@ impl Pipeline {
                 if let Some(house) = &body.house_source_id {
                     links.push(format!("occupant:{}", house_entity_id(keys, house)));
                 }
+                links.extend(crate::linking::block_links(keys, department, row, body));
                 Resolved { entity, links }
             }
             Record::House { meta, body } => {
@@ -447,6 +506,11 @@ pub fn house_entity_id(keys: &KeyRing, house_source_id: &str) -> String {
     entity_id(keys, "h", "house", house_source_id)
 }
 
+/// The unified id of a resident row that stands alone (no ID number, not linked).
+pub fn source_entity_id(keys: &KeyRing, row: &str) -> String {
+    entity_id(keys, "r", "resident-source", row)
+}
+
 /// The unified id of the event with this row key.
 pub fn event_entity_id(keys: &KeyRing, department: Department, source_id: &str) -> String {
     let row = StoredSource::row_key(department, RecordKind::Event, source_id);
@@ -460,7 +524,10 @@ fn entity_id(keys: &KeyRing, prefix: &str, domain: &str, value: &str) -> String 
 
 /// Link key of the blind index of an ID number.
 pub fn blind_link(keys: &KeyRing, domain: &str, normalised: &str) -> String {
-    format!("blind:{domain}:{}", hex::encode(keys.blind_index(domain, normalised)))
+    format!(
+        "blind:{domain}:{}",
+        hex::encode(keys.blind_index(domain, normalised))
+    )
 }
 
 fn phone_link(keys: &KeyRing, phone: &Phone) -> String {
@@ -582,7 +649,12 @@ pub fn ingest_mapped(
                 rejected.push(PreRejected {
                     rejection: Rejection {
                         line: incoming.line,
-                        ..rejection("record_not_object", "each record must be a JSON object".to_owned(), None, None)
+                        ..rejection(
+                            "record_not_object",
+                            "each record must be a JSON object".to_owned(),
+                            None,
+                            None,
+                        )
                     },
                     raw: Value::Null,
                 });
@@ -655,7 +727,11 @@ mod tests {
         let receipt = p.ingest(Department::Gongan, body.as_bytes()).unwrap();
         assert_eq!(receipt.accepted, 2);
         assert_eq!(receipt.created, 2);
-        let codes: Vec<_> = receipt.rejected.iter().map(|r| (r.line, r.code.as_str())).collect();
+        let codes: Vec<_> = receipt
+            .rejected
+            .iter()
+            .map(|r| (r.line, r.code.as_str()))
+            .collect();
         assert_eq!(codes, vec![(2, "json_syntax"), (3, "id_number_checksum")]);
     }
 
@@ -671,9 +747,19 @@ mod tests {
         let conflict = p.ingest(Department::Gongan, changed.as_bytes()).unwrap();
         assert_eq!(conflict.rejected[0].code, "version_conflict");
         let newer = changed.replace("2026-11-01T08:00:00Z", "2026-11-02T08:00:00Z");
-        assert_eq!(p.ingest(Department::Gongan, newer.as_bytes()).unwrap().updated, 1);
+        assert_eq!(
+            p.ingest(Department::Gongan, newer.as_bytes())
+                .unwrap()
+                .updated,
+            1
+        );
         let older = GOOD.replace("2026-11-01T08:00:00Z", "2026-10-01T08:00:00Z");
-        assert_eq!(p.ingest(Department::Gongan, older.as_bytes()).unwrap().stale, 1);
+        assert_eq!(
+            p.ingest(Department::Gongan, older.as_bytes())
+                .unwrap()
+                .stale,
+            1
+        );
     }
 
     #[test]
@@ -700,7 +786,13 @@ mod tests {
         let a = reader.source("gongan/resident/GA-1").unwrap().unwrap();
         let b = reader.source("minzheng/resident/MZ-1").unwrap().unwrap();
         assert_eq!(a.entity, b.entity);
-        assert_eq!(reader.linked_rows(&format!("entity:{}", a.entity)).unwrap().len(), 2);
+        assert_eq!(
+            reader
+                .linked_rows(&format!("entity:{}", a.entity))
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
@@ -711,7 +803,10 @@ mod tests {
         drop(p);
         let bytes = std::fs::read(dir.path().join("s.redb")).unwrap();
         for needle in ["11010519491231002X", "13812345678", "张三"] {
-            assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle}");
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle}"
+            );
         }
     }
 

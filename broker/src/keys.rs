@@ -23,17 +23,18 @@ pub enum KeyError {
 pub fn load_key_ring(store: &Store, master: &MasterKey) -> Result<KeyRing, KeyError> {
     let rng = SystemRandom::new();
     store.write(|w| -> Result<KeyRing, KeyError> {
-        let load = |w: &mut crate::store::StoreWriter, label: String| -> Result<SecretKey, KeyError> {
-            let meta_key = format!("keys/{label}");
-            match w.meta(&meta_key)? {
-                Some(wrapped) => Ok(master.unwrap_key(&wrapped, &label)?),
-                None => {
-                    let key = SecretKey::generate(&rng)?;
-                    w.put_meta(&meta_key, &master.wrap(&key, &label)?)?;
-                    Ok(key)
+        let load =
+            |w: &mut crate::store::StoreWriter, label: String| -> Result<SecretKey, KeyError> {
+                let meta_key = format!("keys/{label}");
+                match w.meta(&meta_key)? {
+                    Some(wrapped) => Ok(master.unwrap_key(&wrapped, &label)?),
+                    None => {
+                        let key = SecretKey::generate(&rng)?;
+                        w.put_meta(&meta_key, &master.wrap(&key, &label)?)?;
+                        Ok(key)
+                    }
                 }
-            }
-        };
+            };
         let mut data_keys = Vec::new();
         for department in Department::ALL {
             // Version 1 always exists; rotation adds higher versions under the same prefix.

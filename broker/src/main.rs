@@ -13,7 +13,11 @@ use broker::auth::TokenRequest;
 use broker::demo::{self, DemoOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "safegrid", version, about = "SafeGrid: secure data-exchange broker for street-level public-safety governance")]
+#[command(
+    name = "safegrid",
+    version,
+    about = "SafeGrid: secure data-exchange broker for street-level public-safety governance"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -328,7 +332,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     checkpoint,
                     request_id,
                 },
-        } => Ok(broker::audit_cli::verify(&log_dir, &public_key, checkpoint.as_deref(), request_id)),
+        } => Ok(broker::audit_cli::verify(
+            &log_dir,
+            &public_key,
+            checkpoint.as_deref(),
+            request_id,
+        )),
     }
 }
 

@@ -78,7 +78,9 @@ impl NameIndex {
                         seen = new_seen;
                         match added {
                             Ok(count) => dirty |= count > 0,
-                            Err(err) => tracing::error!(error = %err, "name directory update failed"),
+                            Err(err) => {
+                                tracing::error!(error = %err, "name directory update failed")
+                            }
                         }
                     }
                     Err(err) => {

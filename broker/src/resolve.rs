@@ -42,12 +42,27 @@ pub struct AuthorityOrder {
 impl Default for AuthorityOrder {
     fn default() -> Self {
         use Department::*;
-        let identity = vec![Gongan, Minzheng, Weijian, Sifa, Wangge, Zhujian, Chengguan, Yingji];
-        let residence = vec![Wangge, Zhujian, Gongan, Minzheng, Weijian, Sifa, Chengguan, Yingji];
-        let contact = vec![Gongan, Wangge, Minzheng, Weijian, Sifa, Zhujian, Chengguan, Yingji];
-        let house = vec![Zhujian, Wangge, Gongan, Minzheng, Chengguan, Yingji, Weijian, Sifa];
+        let identity = vec![
+            Gongan, Minzheng, Weijian, Sifa, Wangge, Zhujian, Chengguan, Yingji,
+        ];
+        let residence = vec![
+            Wangge, Zhujian, Gongan, Minzheng, Weijian, Sifa, Chengguan, Yingji,
+        ];
+        let contact = vec![
+            Gongan, Wangge, Minzheng, Weijian, Sifa, Zhujian, Chengguan, Yingji,
+        ];
+        let house = vec![
+            Zhujian, Wangge, Gongan, Minzheng, Chengguan, Yingji, Weijian, Sifa,
+        ];
         let mut per_field = HashMap::new();
-        for field in ["id_number", "name", "gender", "birth_date", "ethnicity", "hukou_address"] {
+        for field in [
+            "id_number",
+            "name",
+            "gender",
+            "birth_date",
+            "ethnicity",
+            "hukou_address",
+        ] {
             per_field.insert(format!("resident.{field}"), identity.clone());
         }
         for field in ["address", "grid", "house_source_id"] {
@@ -180,7 +195,8 @@ pub fn open_source(keys: &KeyRing, stored: StoredSource) -> Result<OpenedSource,
             source,
         };
         let plain = keys.open(ctx, sealed).map_err(integrity)?;
-        let value = serde_json::from_slice(&plain).map_err(|_| integrity(CryptoError::Malformed))?;
+        let value =
+            serde_json::from_slice(&plain).map_err(|_| integrity(CryptoError::Malformed))?;
         fields.insert(field.clone(), value);
     }
     if let Some(grid) = &stored.grid {
@@ -296,7 +312,11 @@ impl Resolver<'_> {
     }
 
     /// Entities reachable from a link, labelled with the best value of `label_field`.
-    fn related_entities(&self, link: &str, label_field: &str) -> Result<Vec<EntityRef>, ResolveError> {
+    fn related_entities(
+        &self,
+        link: &str,
+        label_field: &str,
+    ) -> Result<Vec<EntityRef>, ResolveError> {
         let mut best: BTreeMap<String, (usize, Option<String>)> = BTreeMap::new();
         for stored in self.reader.linked_sources(link)? {
             let kind = stored.kind;
@@ -328,7 +348,8 @@ pub fn merge(
     sources: &[OpenedSource],
     authority: &AuthorityOrder,
 ) -> Profile {
-    let mut candidates: BTreeMap<&str, Vec<(usize, &Version, Department, &Value)>> = BTreeMap::new();
+    let mut candidates: BTreeMap<&str, Vec<(usize, &Version, Department, &Value)>> =
+        BTreeMap::new();
     let mut tags: BTreeMap<String, BTreeSet<Department>> = BTreeMap::new();
     let mut attributes: BTreeMap<Department, Map<String, Value>> = BTreeMap::new();
     for source in sources {
@@ -336,7 +357,12 @@ pub fn merge(
         for (field, value) in &source.fields {
             match field.as_str() {
                 "tags" => {
-                    for tag in value.as_array().into_iter().flatten().filter_map(Value::as_str) {
+                    for tag in value
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                    {
                         tags.entry(tag.to_owned()).or_default().insert(department);
                     }
                 }
@@ -351,10 +377,12 @@ pub fn merge(
                 "id_number_legacy" => {}
                 _ => {
                     let rank = authority.rank(kind, field, department);
-                    candidates
-                        .entry(field.as_str())
-                        .or_default()
-                        .push((rank, &source.stored.version, department, value));
+                    candidates.entry(field.as_str()).or_default().push((
+                        rank,
+                        &source.stored.version,
+                        department,
+                        value,
+                    ));
                 }
             }
         }
@@ -448,11 +476,28 @@ mod tests {
     #[test]
     fn gongan_wins_identity_and_disagreement_stays_visible() {
         let sources = vec![
-            opened(Department::Minzheng, "2026-11-05T00:00:00Z", json!({"name":"張三","phone":"13900000000","tags":["低保"]})),
-            opened(Department::Gongan, "2026-11-01T00:00:00Z", json!({"name":"张三","phone":"13812345678","tags":["户籍人口"]})),
-            opened(Department::Wangge, "2026-11-03T00:00:00Z", json!({"address":"幸福里3号楼2单元501","tags":["低保"]})),
+            opened(
+                Department::Minzheng,
+                "2026-11-05T00:00:00Z",
+                json!({"name":"張三","phone":"13900000000","tags":["低保"]}),
+            ),
+            opened(
+                Department::Gongan,
+                "2026-11-01T00:00:00Z",
+                json!({"name":"张三","phone":"13812345678","tags":["户籍人口"]}),
+            ),
+            opened(
+                Department::Wangge,
+                "2026-11-03T00:00:00Z",
+                json!({"address":"幸福里3号楼2单元501","tags":["低保"]}),
+            ),
         ];
-        let profile = merge("r_1", RecordKind::Resident, &sources, &AuthorityOrder::default());
+        let profile = merge(
+            "r_1",
+            RecordKind::Resident,
+            &sources,
+            &AuthorityOrder::default(),
+        );
         let name = &profile.fields["name"];
         assert_eq!(name.value, json!("张三"));
         assert_eq!(name.source, Department::Gongan);
@@ -460,7 +505,10 @@ mod tests {
         assert_eq!(name.conflicts[0].source, Department::Minzheng);
         assert_eq!(profile.fields["address"].source, Department::Wangge);
         let dibao = profile.tags.iter().find(|t| t.tag == "低保").unwrap();
-        assert_eq!(dibao.sources, vec![Department::Minzheng, Department::Wangge]);
+        assert_eq!(
+            dibao.sources,
+            vec![Department::Minzheng, Department::Wangge]
+        );
         assert_eq!(profile.sources.len(), 3);
     }
 
@@ -471,7 +519,10 @@ mod tests {
             opened(Department::Gongan, "1", json!({"phone":"13812345678"})),
         ];
         let mut order = AuthorityOrder::default();
-        order.set("resident.phone", vec![Department::Minzheng, Department::Gongan]);
+        order.set(
+            "resident.phone",
+            vec![Department::Minzheng, Department::Gongan],
+        );
         let profile = merge("r_1", RecordKind::Resident, &sources, &order);
         assert_eq!(profile.fields["phone"].source, Department::Minzheng);
     }

@@ -95,7 +95,9 @@ pub async fn serve(
             let builder = auto::Builder::new(TokioExecutor::new());
             match acceptor {
                 Some((acceptor, listener_tls)) => {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                        .await
+                    {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(err)) => {
                             tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
@@ -113,11 +115,13 @@ pub async fn serve(
                         mtls_listener: listener_tls.mtls,
                         ingest_requires_client_cert: listener_tls.ingest_requires_client_cert,
                     };
-                    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                        request.extensions_mut().insert(ClientAddr(peer));
-                        request.extensions_mut().insert(info.clone());
-                        router.clone().oneshot(request.map(axum::body::Body::new))
-                    });
+                    let service = hyper::service::service_fn(
+                        move |mut request: hyper::Request<hyper::body::Incoming>| {
+                            request.extensions_mut().insert(ClientAddr(peer));
+                            request.extensions_mut().insert(info.clone());
+                            router.clone().oneshot(request.map(axum::body::Body::new))
+                        },
+                    );
                     let connection = builder.serve_connection(TokioIo::new(tls), service);
                     tokio::pin!(connection);
                     tokio::select! {
@@ -129,10 +133,12 @@ pub async fn serve(
                     }
                 }
                 None => {
-                    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                        request.extensions_mut().insert(ClientAddr(peer));
-                        router.clone().oneshot(request.map(axum::body::Body::new))
-                    });
+                    let service = hyper::service::service_fn(
+                        move |mut request: hyper::Request<hyper::body::Incoming>| {
+                            request.extensions_mut().insert(ClientAddr(peer));
+                            router.clone().oneshot(request.map(axum::body::Body::new))
+                        },
+                    );
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     tokio::pin!(connection);
                     tokio::select! {
@@ -200,7 +206,12 @@ pub async fn start_mtls_listener(
         Duration::from_secs(section.reload_seconds.max(1)),
         shutdown.clone(),
     ));
-    background.push(tokio::spawn(serve(listener, Some(tls), router, shutdown.clone())));
+    background.push(tokio::spawn(serve(
+        listener,
+        Some(tls),
+        router,
+        shutdown.clone(),
+    )));
     tracing::info!(%addr, "department mTLS listener");
     Ok(Some(addr))
 }

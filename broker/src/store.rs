@@ -283,6 +283,16 @@ impl StoreWriter {
         Ok(())
     }
 
+    /// Row keys reachable by one link key, as of this transaction.
+    pub fn linked_rows(&self, link: &str) -> Result<Vec<String>, StoreError> {
+        let table = self.tx.open_multimap_table(LINKS)?;
+        let mut rows = Vec::new();
+        for value in table.get(link)? {
+            rows.push(value?.value().to_owned());
+        }
+        Ok(rows)
+    }
+
     /// Keeps a rejected record (replacing an entry with the same id).
     pub fn put_quarantine(&mut self, entry: &QuarantineEntry) -> Result<(), StoreError> {
         let key = format!("{}/{}", entry.department.code(), entry.id);
@@ -435,16 +445,38 @@ impl StoreReader {
     pub fn change_seq(&self) -> Result<u64, StoreError> {
         let meta = self.tx.open_table(META)?;
         let value = meta.get(META_CHANGE_SEQ)?;
-        Ok(value.map(|v| decode_u64(v.value())).transpose()?.unwrap_or(0))
+        Ok(value
+            .map(|v| decode_u64(v.value()))
+            .transpose()?
+            .unwrap_or(0))
     }
 
     /// Changes after `after`, at most `limit`, as (sequence, entity id).
-    pub fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+    pub fn changes_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
         let table = self.tx.open_table(CHANGES)?;
         let mut out = Vec::new();
         for entry in table.range(after.saturating_add(1)..)?.take(limit) {
             let (seq, entity) = entry?;
             out.push((seq.value(), entity.value().to_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Meta entries whose key starts with `prefix`, in key order.
+    pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let table = self.tx.open_table(META)?;
+        let mut out = Vec::new();
+        for entry in table.range(prefix..)? {
+            let (key, value) = entry?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.to_owned(), value.value().to_vec()));
         }
         Ok(out)
     }
@@ -590,7 +622,10 @@ mod b64_map {
     use serde::ser::SerializeMap;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(map: &BTreeMap<String, Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<String, Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         let mut out = s.serialize_map(Some(map.len()))?;
         for (key, value) in map {
             out.serialize_entry(key, &STANDARD_NO_PAD.encode(value))?;
@@ -598,7 +633,9 @@ mod b64_map {
         out.end()
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
         let raw = BTreeMap::<String, String>::deserialize(d)?;
         raw.into_iter()
             .map(|(k, v)| {
@@ -639,16 +676,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         let first = source("GA-1", &["entity:r_GA-1", "blind:a"]);
-        store
-            .write(|w| w.put_source(&first, None))
-            .unwrap();
+        store.write(|w| w.put_source(&first, None)).unwrap();
         let second = source("GA-1", &["entity:r_GA-1", "blind:b"]);
         store
             .write(|w| w.put_source(&second, Some(&first)))
             .unwrap();
         let reader = store.read().unwrap();
         assert!(reader.linked_rows("blind:a").unwrap().is_empty());
-        assert_eq!(reader.linked_rows("blind:b").unwrap(), vec!["gongan/resident/GA-1"]);
+        assert_eq!(
+            reader.linked_rows("blind:b").unwrap(),
+            vec!["gongan/resident/GA-1"]
+        );
         assert_eq!(reader.change_seq().unwrap(), 2);
         let stored = reader.source("gongan/resident/GA-1").unwrap().unwrap();
         assert_eq!(stored.sealed["name"], vec![9, 8, 7]);
@@ -666,7 +704,12 @@ mod tests {
             })
         });
         assert!(result.is_err());
-        assert!(store.read().unwrap().source("gongan/resident/GA-2").unwrap().is_none());
+        assert!(store
+            .read()
+            .unwrap()
+            .source("gongan/resident/GA-2")
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -679,6 +722,9 @@ mod tests {
                 .write(|w| w.put_meta(META_FORMAT, &(STORE_FORMAT_VERSION + 1).to_be_bytes()))
                 .unwrap();
         }
-        assert!(matches!(Store::open(&path), Err(StoreError::NewerFormat { .. })));
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::NewerFormat { .. })
+        ));
     }
 }

@@ -66,7 +66,11 @@ pub struct MtlsFiles {
 
 impl MtlsFiles {
     fn paths(&self) -> Vec<PathBuf> {
-        let mut paths = vec![self.server.cert.clone(), self.server.key.clone(), self.client_ca.clone()];
+        let mut paths = vec![
+            self.server.cert.clone(),
+            self.server.key.clone(),
+            self.client_ca.clone(),
+        ];
         paths.extend(self.crls.iter().cloned());
         paths
     }
@@ -90,11 +94,14 @@ pub fn mtls_server_config(files: &MtlsFiles) -> Result<Arc<ServerConfig>, TlsErr
         crls.extend(load_crls(path)?);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .with_crls(crls)
-        .enforce_revocation_expiration()
-        .build()
-        .map_err(|e| TlsError::Config(format!("client certificate verifier: {e}")))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .with_crls(crls)
+    .enforce_revocation_expiration()
+    .build()
+    .map_err(|e| TlsError::Config(format!("client certificate verifier: {e}")))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -121,7 +128,9 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
     if bytes.first() == Some(&0x30) {
         return Ok(vec![CertificateRevocationListDer::from(bytes)]);
     }
-    Err(file_error("no CRL found (expected PEM X509 CRL or DER)".into()))
+    Err(file_error(
+        "no CRL found (expected PEM X509 CRL or DER)".into(),
+    ))
 }
 
 /// A server configuration that can be swapped while the listener runs.
@@ -181,9 +190,13 @@ impl ReloadingConfig {
                     _ = shutdown.changed() => break,
                 }
                 match self.reload_if_changed() {
-                    Ok(true) => tracing::info!("mTLS configuration reloaded (certificate, CA or CRL changed)"),
+                    Ok(true) => tracing::info!(
+                        "mTLS configuration reloaded (certificate, CA or CRL changed)"
+                    ),
                     Ok(false) => {}
-                    Err(err) => tracing::warn!(error = %err, "mTLS files changed but do not load; keeping the previous configuration"),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "mTLS files changed but do not load; keeping the previous configuration")
+                    }
                 }
             }
         })

@@ -64,7 +64,12 @@ impl ViewOutcome {
 impl ViewPlan {
     /// The plan for `principal` reading for `purpose`; `break_glass` shows everything in
     /// clear (the caller checked the role may use it).
-    pub fn new(policy: Arc<PolicySet>, principal: &Principal, purpose: &str, break_glass: bool) -> ViewPlan {
+    pub fn new(
+        policy: Arc<PolicySet>,
+        principal: &Principal,
+        purpose: &str,
+        break_glass: bool,
+    ) -> ViewPlan {
         let base = policies::CLASSES
             .iter()
             .map(|class| (*class, policy.level(&principal.roles, purpose, class)))
@@ -190,8 +195,12 @@ impl ViewPlan {
         names: &[&str],
         directory: Option<&NameDirectory>,
     ) -> Option<(MergedField, Level)> {
-        let mut candidates: Vec<(Level, Value, Department, String)> =
-            vec![(self.level(class, field.source), field.value, field.source, field.version)];
+        let mut candidates: Vec<(Level, Value, Department, String)> = vec![(
+            self.level(class, field.source),
+            field.value,
+            field.source,
+            field.version,
+        )];
         for alternative in field.conflicts {
             candidates.push((
                 self.level(class, alternative.source),
@@ -214,7 +223,11 @@ impl ViewPlan {
         let (level, value, source, version) = visible.next()?;
         let mut conflicts = Vec::new();
         for (_, other, source, version) in visible {
-            if other != value && !conflicts.iter().any(|c: &crate::resolve::Alternative| c.value == other) {
+            if other != value
+                && !conflicts
+                    .iter()
+                    .any(|c: &crate::resolve::Alternative| c.value == other)
+            {
                 conflicts.push(crate::resolve::Alternative {
                     value: other,
                     source,
@@ -324,7 +337,12 @@ impl ViewPlan {
     }
 
     /// Labels of related entities follow the same rules as the fields they come from.
-    fn view_related(&self, profile: &mut Profile, names: &[&str], directory: Option<&NameDirectory>) {
+    fn view_related(
+        &self,
+        profile: &mut Profile,
+        names: &[&str],
+        directory: Option<&NameDirectory>,
+    ) {
         let name_level = self.field_level(RecordKind::Resident, "name");
         let title_level = self.field_level(RecordKind::Event, "title");
         let address_level = self.field_level(RecordKind::House, "address");
@@ -379,7 +397,12 @@ fn mask_in_place(value: &mut Value, mask: fn(&str) -> String) {
 }
 
 /// The masked form of one field's value.
-fn mask_field(name: &str, value: Value, names: &[&str], directory: Option<&NameDirectory>) -> Value {
+fn mask_field(
+    name: &str,
+    value: Value,
+    names: &[&str],
+    directory: Option<&NameDirectory>,
+) -> Value {
     let masker: fn(&str) -> String = match name {
         "id_number" | "owner_id_number" => mask::mask_id_number,
         "phone" => mask::mask_phone,
@@ -425,8 +448,13 @@ mod tests {
     fn policies() -> &'static (Arc<PolicySet>, Arc<PolicySet>) {
         static SETS: OnceLock<(Arc<PolicySet>, Arc<PolicySet>)> = OnceLock::new();
         SETS.get_or_init(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let purposes: Vec<String> = policies::DEFAULT_PURPOSES.iter().map(|p| (*p).to_owned()).collect();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let purposes: Vec<String> = policies::DEFAULT_PURPOSES
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect();
             let default = runtime
                 .block_on(PolicySet::compile(&PolicyFiles::defaults(), &purposes))
                 .unwrap();
@@ -434,8 +462,12 @@ mod tests {
                 "p, grid_worker, *, field:personal, clear",
                 "p, grid_worker, *, field:personal, masked",
             );
-            let strict_files = PolicyFiles::defaults().with_file("policy.csv", strict_text).unwrap();
-            let strict = runtime.block_on(PolicySet::compile(&strict_files, &purposes)).unwrap();
+            let strict_files = PolicyFiles::defaults()
+                .with_file("policy.csv", strict_text)
+                .unwrap();
+            let strict = runtime
+                .block_on(PolicySet::compile(&strict_files, &purposes))
+                .unwrap();
             (Arc::new(default), Arc::new(strict))
         })
     }
@@ -461,7 +493,10 @@ mod tests {
 
     fn profile(id: &str, phone: &str, name: &str, other_phone: &str) -> Profile {
         let mut fields = BTreeMap::new();
-        fields.insert("id_number".into(), field(Value::from(id), Department::Gongan));
+        fields.insert(
+            "id_number".into(),
+            field(Value::from(id), Department::Gongan),
+        );
         let mut phone_field = field(Value::from(phone), Department::Gongan);
         phone_field.conflicts.push(crate::resolve::Alternative {
             value: Value::from(other_phone),
@@ -470,8 +505,17 @@ mod tests {
         });
         fields.insert("phone".into(), phone_field);
         fields.insert("name".into(), field(Value::from(name), Department::Gongan));
-        fields.insert("birth_date".into(), field(Value::from(format!("{}-{}-{}", &id[6..10], &id[10..12], &id[12..14])), Department::Gongan));
-        fields.insert("grid".into(), field(Value::from("110105001001003"), Department::Gongan));
+        fields.insert(
+            "birth_date".into(),
+            field(
+                Value::from(format!("{}-{}-{}", &id[6..10], &id[10..12], &id[12..14])),
+                Department::Gongan,
+            ),
+        );
+        fields.insert(
+            "grid".into(),
+            field(Value::from("110105001001003"), Department::Gongan),
+        );
         let mut related = BTreeMap::new();
         related.insert(
             "events".to_owned(),
@@ -546,12 +590,20 @@ mod tests {
     #[test]
     fn clear_purpose_shows_the_id_and_the_birth_date() {
         let (default, _) = policies();
-        let plan = ViewPlan::new(default.clone(), &principal("street_officer"), "case_investigation", false);
+        let plan = ViewPlan::new(
+            default.clone(),
+            &principal("street_officer"),
+            "case_investigation",
+            false,
+        );
         let mut view = profile("11010519491231002X", "13812345678", "张三", "13912345678");
         let outcome = plan.apply(&mut view, &[], None);
         assert_eq!(view.fields["id_number"].value, "11010519491231002X");
         assert_eq!(view.fields["birth_date"].value, "1949-12-31");
-        assert_eq!(view.fields["age"].value.as_u64().map(|a| a > 70), Some(true));
+        assert_eq!(
+            view.fields["age"].value.as_u64().map(|a| a > 70),
+            Some(true)
+        );
         assert!(outcome.fields_clear.contains(&"id_number".to_owned()));
         assert_eq!(outcome.decision(), Decision::Allow);
     }

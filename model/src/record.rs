@@ -315,16 +315,13 @@ impl Record {
         let object = value.as_object().ok_or_else(|| {
             RecordError::new("record_not_object", "", "each record must be a JSON object")
         })?;
-        let kind_text = object
-            .get("kind")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                RecordError::new(
-                    "kind_missing",
-                    "kind",
-                    "kind must be one of resident, house, event",
-                )
-            })?;
+        let kind_text = object.get("kind").and_then(Value::as_str).ok_or_else(|| {
+            RecordError::new(
+                "kind_missing",
+                "kind",
+                "kind must be one of resident, house, event",
+            )
+        })?;
         let kind = RecordKind::parse(kind_text).ok_or_else(|| {
             RecordError::new(
                 "kind_unknown",
@@ -406,9 +403,9 @@ impl Record {
 
     pub fn meta(&self) -> &SourceMeta {
         match self {
-            Record::Resident { meta, .. } | Record::House { meta, .. } | Record::Event { meta, .. } => {
-                meta
-            }
+            Record::Resident { meta, .. }
+            | Record::House { meta, .. }
+            | Record::Event { meta, .. } => meta,
         }
     }
 
@@ -575,13 +572,7 @@ impl Fields<'_> {
             None | Some(Value::Null) => return Ok(None),
             Some(Value::String(s)) => s.trim().to_owned(),
             Some(Value::Number(n)) => n.to_string(),
-            Some(_) => {
-                return Err(RecordError::new(
-                    "field_type",
-                    field,
-                    "must be a string",
-                ))
-            }
+            Some(_) => return Err(RecordError::new("field_type", field, "must be a string")),
         };
         if text.is_empty() {
             return Ok(None);
@@ -593,7 +584,10 @@ impl Fields<'_> {
                 format!("longer than {max_chars} characters"),
             ));
         }
-        if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        if text
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
             return Err(RecordError::new(
                 "field_control_characters",
                 field,
@@ -614,13 +608,15 @@ impl Fields<'_> {
     }
 
     fn required_grid(&self) -> Result<Option<DivisionCode>, RecordError> {
-        let text = self.optional_text("grid", MAX_SHORT_CHARS)?.ok_or_else(|| {
-            RecordError::new(
-                "grid_missing",
-                "grid",
-                "every record needs the 15-digit code of its grid (网格)",
-            )
-        })?;
+        let text = self
+            .optional_text("grid", MAX_SHORT_CHARS)?
+            .ok_or_else(|| {
+                RecordError::new(
+                    "grid_missing",
+                    "grid",
+                    "every record needs the 15-digit code of its grid (网格)",
+                )
+            })?;
         let code = DivisionCode::parse(&text)
             .map_err(|err| RecordError::new(err.code(), "grid", err.to_string()))?;
         Ok(Some(code))
@@ -630,7 +626,11 @@ impl Fields<'_> {
         match self.0.get(field) {
             None | Some(Value::Null) => Ok(false),
             Some(Value::Bool(b)) => Ok(*b),
-            Some(_) => Err(RecordError::new("field_type", field, "must be true or false")),
+            Some(_) => Err(RecordError::new(
+                "field_type",
+                field,
+                "must be true or false",
+            )),
         }
     }
 
@@ -638,9 +638,9 @@ impl Fields<'_> {
         let Some(value) = self.0.get("tags").filter(|v| !v.is_null()) else {
             return Ok(Vec::new());
         };
-        let list = value
-            .as_array()
-            .ok_or_else(|| RecordError::new("field_type", "tags", "tags must be a list of strings"))?;
+        let list = value.as_array().ok_or_else(|| {
+            RecordError::new("field_type", "tags", "tags must be a list of strings")
+        })?;
         if list.len() > MAX_TAGS {
             return Err(RecordError::new(
                 "field_too_long",
@@ -754,7 +754,10 @@ mod tests {
     fn missing_grid_and_version_have_codes() {
         let mut value = resident();
         value.as_object_mut().unwrap().remove("grid");
-        assert_eq!(Record::from_value(&value).unwrap_err().code(), "grid_missing");
+        assert_eq!(
+            Record::from_value(&value).unwrap_err().code(),
+            "grid_missing"
+        );
         let mut value = resident();
         value.as_object_mut().unwrap().remove("version");
         assert_eq!(

@@ -87,7 +87,11 @@ pub fn redact(
         spans.push((range, "[车牌]".to_owned()));
     }
     let mut name_ranges: Vec<Range<usize>> = Vec::new();
-    for name in names.iter().map(|n| n.trim()).filter(|n| n.chars().count() >= 2) {
+    for name in names
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| n.chars().count() >= 2)
+    {
         name_ranges.extend(text.match_indices(name).map(|(i, m)| i..i + m.len()));
     }
     if let Some(directory) = directory {
@@ -187,9 +191,15 @@ fn number_spans(text: &str) -> Vec<(Range<usize>, String)> {
                     id.push('X');
                 }
                 mask_id_number(&id)
-            } else if digits.len() == 11 && digits.starts_with('1') && separators.iter().all(|s| [3, 7].contains(s)) {
+            } else if digits.len() == 11
+                && digits.starts_with('1')
+                && separators.iter().all(|s| [3, 7].contains(s))
+            {
                 mask_phone(&digits)
-            } else if digits.starts_with('0') && separators.len() == 1 && (3..=4).contains(&separators[0]) {
+            } else if digits.starts_with('0')
+                && separators.len() == 1
+                && (3..=4).contains(&separators[0])
+            {
                 let (area, local) = digits.split_at(separators[0]);
                 mask_phone(&format!("{area}-{local}"))
             } else if digits.len() == 15 {
@@ -222,7 +232,10 @@ fn plate_spans(text: &str) -> Vec<Range<usize>> {
         }
         let mut j = i + 2;
         // Allow one space or middle dot after the city letter.
-        if chars.get(j).is_some_and(|(_, c)| matches!(c, ' ' | '·' | '•')) {
+        if chars
+            .get(j)
+            .is_some_and(|(_, c)| matches!(c, ' ' | '·' | '•'))
+        {
             j += 1;
         }
         let body_start = j;
@@ -262,7 +275,12 @@ mod tests {
 
     #[test]
     fn spaced_and_full_width_numbers_are_found() {
-        let out = redact("手机 138 1234 5678 或１３８１２３４５６７８", &[], None, None);
+        let out = redact(
+            "手机 138 1234 5678 或１３８１２３４５６７８",
+            &[],
+            None,
+            None,
+        );
         assert!(!out.contains("5678 或１"), "{out}");
         assert!(!out.contains("１３８１２３４５６７８"), "{out}");
     }
@@ -282,7 +300,10 @@ mod tests {
     #[test]
     fn tagger_spans_are_masked() {
         let tagger = |text: &str| -> Vec<Range<usize>> {
-            text.find("王小明").map(|i| vec![i..i + "王小明".len()]).unwrap_or_default()
+            let name = "王小明";
+            text.find(name)
+                .map(|start| std::iter::once(start..start + name.len()).collect())
+                .unwrap_or_default()
         };
         let out = redact("王小明反映噪音", &[], None, Some(&tagger));
         assert_eq!(out, "王**反映噪音");

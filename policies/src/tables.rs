@@ -157,9 +157,12 @@ impl FieldTables {
                 message,
             };
             let [dept, tag, attributes, visibility] = cells[..] else {
-                return Err(err("expected: department, tag class, attribute class, visibility class".into()));
+                return Err(err(
+                    "expected: department, tag class, attribute class, visibility class".into(),
+                ));
             };
-            let dept = Department::parse(dept).map_err(|_| err(format!("unknown department {dept:?}")))?;
+            let dept =
+                Department::parse(dept).map_err(|_| err(format!("unknown department {dept:?}")))?;
             for class in [tag, attributes, visibility] {
                 check_class(class).map_err(err)?;
             }
@@ -181,9 +184,11 @@ impl FieldTables {
             let [dept, class, level] = cells[..] else {
                 return Err(err("expected: department, class, level".into()));
             };
-            let dept = Department::parse(dept).map_err(|_| err(format!("unknown department {dept:?}")))?;
+            let dept =
+                Department::parse(dept).map_err(|_| err(format!("unknown department {dept:?}")))?;
             check_class(class).map_err(err)?;
-            let level = Level::parse(level).ok_or_else(|| err("level must be clear, masked or hidden".into()))?;
+            let level = Level::parse(level)
+                .ok_or_else(|| err("level must be clear, masked or hidden".into()))?;
             tables
                 .owner_caps
                 .entry(dept)
@@ -200,7 +205,9 @@ impl FieldTables {
                 return Err(err("expected: class, label".into()));
             };
             check_class(class).map_err(err)?;
-            tables.masked_labels.insert(class.to_owned(), label.to_owned());
+            tables
+                .masked_labels
+                .insert(class.to_owned(), label.to_owned());
         }
         Ok(tables)
     }
@@ -275,7 +282,10 @@ fn check_class(class: &str) -> Result<(), String> {
     if CLASSES.contains(&class) {
         Ok(())
     } else {
-        Err(format!("unknown class {class:?}; classes are {}", CLASSES.join(", ")))
+        Err(format!(
+            "unknown class {class:?}; classes are {}",
+            CLASSES.join(", ")
+        ))
     }
 }
 
@@ -300,8 +310,14 @@ mod tests {
         assert_eq!(t.field_class("resident", "nonexistent"), None);
         assert_eq!(t.tag_class("慢性病", Department::Minzheng), "health");
         assert_eq!(t.tag_class("某新标签", Department::Weijian), "health");
-        assert_eq!(t.attribute_class(Department::Sifa), "criminal_justice_detail");
-        assert_eq!(t.owner_cap(Department::Weijian, "health_detail"), Level::Hidden);
+        assert_eq!(
+            t.attribute_class(Department::Sifa),
+            "criminal_justice_detail"
+        );
+        assert_eq!(
+            t.owner_cap(Department::Weijian, "health_detail"),
+            Level::Hidden
+        );
         assert_eq!(t.owner_cap(Department::Weijian, "health"), Level::Clear);
         assert_eq!(t.masked_label("health"), "健康关注");
     }

@@ -26,9 +26,11 @@ async fn publish_zhang_san(app: &TestApp) -> Person {
     let id15 = format!("{}{}", &id18[..6], &id18[8..17]);
     app.ingest(
         "zhujian",
-        line(json!({"kind":"house","source_id":"ZJ-55","version":"2026-10-01T08:00:00Z",
+        line(
+            json!({"kind":"house","source_id":"ZJ-55","version":"2026-10-01T08:00:00Z",
             "address":"北京市朝阳区望京街道幸福里小区3号楼2单元501","grid":GRID,"usage":"own",
-            "owner_id_number":id18})),
+            "owner_id_number":id18}),
+        ),
     )
     .await;
     app.ingest(
@@ -42,16 +44,20 @@ async fn publish_zhang_san(app: &TestApp) -> Person {
     .await;
     app.ingest(
         "minzheng",
-        line(json!({"kind":"resident","source_id":"MZ-77","version":"2026-11-05T08:00:00Z",
+        line(
+            json!({"kind":"resident","source_id":"MZ-77","version":"2026-11-05T08:00:00Z",
             "id_number":id15,"name":"張三","phone":"13912345678","grid":GRID,
-            "tags":["独居老人","低保"],"attributes":{"allowance_monthly":1200}})),
+            "tags":["独居老人","低保"],"attributes":{"allowance_monthly":1200}}),
+        ),
     )
     .await;
     app.ingest(
         "weijian",
-        line(json!({"kind":"resident","source_id":"WJ-5","version":"2026-11-02T08:00:00Z",
+        line(
+            json!({"kind":"resident","source_id":"WJ-5","version":"2026-11-02T08:00:00Z",
             "id_number":id18,"name":"张三","grid":GRID,"tags":["慢性病"],
-            "attributes":{"diagnosis":"高血压"}})),
+            "attributes":{"diagnosis":"高血压"}}),
+        ),
     )
     .await;
     app.ingest(
@@ -92,7 +98,12 @@ async fn receipt_reports_every_bad_record_and_keeps_the_good_ones() {
         .as_array()
         .expect("rejected list")
         .iter()
-        .map(|r| (r["line"].as_u64().unwrap_or(0), r["code"].as_str().unwrap_or("").to_owned()))
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap_or(0),
+                r["code"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         rejected,
@@ -111,12 +122,17 @@ async fn receipt_reports_every_bad_record_and_keeps_the_good_ones() {
 #[tokio::test]
 async fn redelivery_is_idempotent_and_the_receipt_can_be_fetched_again() {
     let app = TestApp::spawn().await;
-    let body = line(json!({"kind":"resident","source_id":"GA-9","version":"2026-11-01T08:00:00Z",
-        "id_number":id("11010519800101001"),"name":"李四","grid":GRID}));
+    let body = line(
+        json!({"kind":"resident","source_id":"GA-9","version":"2026-11-01T08:00:00Z",
+        "id_number":id("11010519800101001"),"name":"李四","grid":GRID}),
+    );
     let first = app.ingest("gongan", body.clone()).await;
     let second = app.ingest("gongan", body).await;
     assert_eq!(first["batch_id"], second["batch_id"]);
-    assert_eq!((first["created"].as_u64(), second["created"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (first["created"].as_u64(), second["created"].as_u64()),
+        (Some(1), Some(0))
+    );
     assert_eq!(second["unchanged"], 1);
     let batch = second["batch_id"].as_str().expect("batch id");
     let (status, stored) = app
@@ -130,7 +146,11 @@ async fn redelivery_is_idempotent_and_the_receipt_can_be_fetched_again() {
     assert_eq!(stored["unchanged"], 1);
     // Another department cannot read gongan's receipts.
     let (status, _) = app
-        .get(&format!("/v1/ingest/gongan/batches/{batch}"), &app.publisher("minzheng"), None)
+        .get(
+            &format!("/v1/ingest/gongan/batches/{batch}"),
+            &app.publisher("minzheng"),
+            None,
+        )
         .await;
     assert_eq!(status, 404);
 }
@@ -140,12 +160,24 @@ async fn one_person_from_five_departments_merges_with_provenance() {
     let app = TestApp::spawn().await;
     let person = publish_zhang_san(&app).await;
     let unified = app.unified_id("resident", "gongan", "GA-000123").await;
-    for (dept, source) in [("minzheng", "MZ-77"), ("weijian", "WJ-5"), ("wangge", "WG-R1")] {
-        assert_eq!(app.unified_id("resident", dept, source).await, unified, "{dept}");
+    for (dept, source) in [
+        ("minzheng", "MZ-77"),
+        ("weijian", "WJ-5"),
+        ("wangge", "WG-R1"),
+    ] {
+        assert_eq!(
+            app.unified_id("resident", dept, source).await,
+            unified,
+            "{dept}"
+        );
     }
     let officer = app.token("community_officer", &[COMMUNITY], None);
     let (status, profile) = app
-        .get(&format!("/v1/residents/{unified}"), &officer, Some("routine_visit"))
+        .get(
+            &format!("/v1/residents/{unified}"),
+            &officer,
+            Some("routine_visit"),
+        )
         .await;
     assert_eq!(status, 200, "{profile}");
     let departments: Vec<&str> = profile["sources"]
@@ -163,14 +195,20 @@ async fn one_person_from_five_departments_merges_with_provenance() {
     assert_eq!(name["conflicts"][0]["value"], "張三");
     assert_eq!(name["conflicts"][0]["source"], "minzheng");
     assert_eq!(profile["fields"]["phone"]["value"], "13812345678");
-    assert_eq!(profile["fields"]["phone"]["conflicts"][0]["value"], "13912345678");
+    assert_eq!(
+        profile["fields"]["phone"]["conflicts"][0]["value"],
+        "13912345678"
+    );
     // The grid centre knows where people actually live.
     assert_eq!(profile["fields"]["address"]["source"], "wangge");
     assert!(profile["fields"]["address"]["value"]
         .as_str()
         .is_some_and(|a| a.contains("5号楼")));
     // The 15-digit legacy ID merged; every ID shown is masked.
-    assert_eq!(profile["fields"]["id_number"]["value"], "110105********002X");
+    assert_eq!(
+        profile["fields"]["id_number"]["value"],
+        "110105********002X"
+    );
     assert!(!profile.to_string().contains(&person.id18));
     assert!(!profile.to_string().contains(&person.id15));
     let tags: Vec<&str> = profile["tags"]
@@ -187,19 +225,39 @@ async fn one_person_from_five_departments_merges_with_provenance() {
     assert!(!profile.to_string().contains("高血压"));
     assert_eq!(profile["attributes"]["minzheng"]["allowance_monthly"], 1200);
     // Related entities: the house (with its occupant) and the event (with its party).
-    let house = profile["related"]["house"][0]["id"].as_str().expect("house").to_owned();
-    let event = profile["related"]["events"][0]["id"].as_str().expect("event").to_owned();
+    let house = profile["related"]["house"][0]["id"]
+        .as_str()
+        .expect("house")
+        .to_owned();
+    let event = profile["related"]["events"][0]["id"]
+        .as_str()
+        .expect("event")
+        .to_owned();
     let (status, house_profile) = app
-        .get(&format!("/v1/houses/{house}"), &officer, Some("routine_visit"))
+        .get(
+            &format!("/v1/houses/{house}"),
+            &officer,
+            Some("routine_visit"),
+        )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(house_profile["related"]["occupants"][0]["id"], unified.as_str());
+    assert_eq!(
+        house_profile["related"]["occupants"][0]["id"],
+        unified.as_str()
+    );
     assert_eq!(house_profile["fields"]["usage"]["value"], "own");
     let (status, event_profile) = app
-        .get(&format!("/v1/events/{event}"), &officer, Some("dispute_mediation"))
+        .get(
+            &format!("/v1/events/{event}"),
+            &officer,
+            Some("dispute_mediation"),
+        )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(event_profile["related"]["parties"][0]["id"], unified.as_str());
+    assert_eq!(
+        event_profile["related"]["parties"][0]["id"],
+        unified.as_str()
+    );
     assert_eq!(event_profile["fields"]["type"]["value"], "dispute");
     assert_eq!(app.unified_id("event", "wangge", "WG-9").await, event);
     assert_eq!(app.unified_id("house", "zhujian", "ZJ-55").await, house);
@@ -212,7 +270,11 @@ async fn a_grid_worker_sees_no_health_data_and_no_birth_date_beside_a_masked_id(
     let unified = app.unified_id("resident", "gongan", "GA-000123").await;
     let worker = app.token("grid_worker", &[GRID], None);
     let (status, profile) = app
-        .get(&format!("/v1/residents/{unified}"), &worker, Some("routine_visit"))
+        .get(
+            &format!("/v1/residents/{unified}"),
+            &worker,
+            Some("routine_visit"),
+        )
         .await;
     assert_eq!(status, 200);
     let text = profile.to_string();
@@ -230,15 +292,27 @@ async fn out_of_jurisdiction_answers_exactly_like_a_missing_record() {
     let unified = app.unified_id("resident", "gongan", "GA-000123").await;
     let elsewhere = app.token("grid_worker", &[OTHER_GRID], None);
     let (status, hidden) = app
-        .get(&format!("/v1/residents/{unified}"), &elsewhere, Some("routine_visit"))
+        .get(
+            &format!("/v1/residents/{unified}"),
+            &elsewhere,
+            Some("routine_visit"),
+        )
         .await;
     let (missing_status, missing) = app
-        .get("/v1/residents/r_00000000000000000000", &elsewhere, Some("routine_visit"))
+        .get(
+            "/v1/residents/r_00000000000000000000",
+            &elsewhere,
+            Some("routine_visit"),
+        )
         .await;
     assert_eq!((status, missing_status), (404, 404));
     assert_eq!(hidden, missing);
     let (status, by_source) = app
-        .get("/v1/residents/by-source/gongan/GA-000123", &elsewhere, Some("routine_visit"))
+        .get(
+            "/v1/residents/by-source/gongan/GA-000123",
+            &elsewhere,
+            Some("routine_visit"),
+        )
         .await;
     assert_eq!(status, 404);
     assert_eq!(by_source, missing);
@@ -252,19 +326,40 @@ async fn roles_purposes_and_departments_are_enforced() {
     let path = format!("/v1/residents/{unified}");
     let worker = app.token("grid_worker", &[STREET], None);
     let (status, body) = app.get(&path, &worker, None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("purpose_required")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("purpose_required"))
+    );
     let (status, body) = app.get(&path, &worker, Some("curiosity")).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("purpose_unknown")));
-    for role in ["dept_publisher", "compliance_officer", "security_admin", "system_admin"] {
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("purpose_unknown"))
+    );
+    for role in [
+        "dept_publisher",
+        "compliance_officer",
+        "security_admin",
+        "system_admin",
+    ] {
         let token = app.token(role, &[STREET], Some("gongan"));
         let (status, body) = app.get(&path, &token, Some("routine_visit")).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("role_cannot_read")), "{role}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("role_cannot_read")),
+            "{role}"
+        );
     }
     let (status, body) = app.get(&path, "garbage", Some("routine_visit")).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
     // A publisher publishes only as itself; a reader cannot publish.
-    let record = line(json!({"kind":"resident","source_id":"X","version":"1","name":"某某","grid":GRID}));
-    let response = app.ingest_as(&app.publisher("minzheng"), "gongan", record.clone()).await;
+    let record =
+        line(json!({"kind":"resident","source_id":"X","version":"1","name":"某某","grid":GRID}));
+    let response = app
+        .ingest_as(&app.publisher("minzheng"), "gongan", record.clone())
+        .await;
     assert_eq!(response.status(), 403);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["error"]["code"], "department_mismatch");
@@ -299,11 +394,19 @@ async fn a_ciphertext_moved_to_another_row_fails_to_open() {
     {
         let store = broker::store::Store::open(&app.data_dir.join("store.redb")).expect("store");
         let reader = store.read().expect("read");
-        let mut row_a = reader.source("gongan/resident/GA-A").expect("get").expect("row A");
-        let row_b = reader.source("gongan/resident/GA-B").expect("get").expect("row B");
+        let mut row_a = reader
+            .source("gongan/resident/GA-A")
+            .expect("get")
+            .expect("row A");
+        let row_b = reader
+            .source("gongan/resident/GA-B")
+            .expect("get")
+            .expect("row B");
         drop(reader);
         let previous = row_a.clone();
-        row_a.sealed.insert("name".to_owned(), row_b.sealed["name"].clone());
+        row_a
+            .sealed
+            .insert("name".to_owned(), row_b.sealed["name"].clone());
         store
             .write(|w| w.put_source(&row_a, Some(&previous)))
             .expect("write the swapped ciphertext");
@@ -311,7 +414,11 @@ async fn a_ciphertext_moved_to_another_row_fails_to_open() {
     let app = app.restart().await;
     let officer = app.token("street_officer", &[STREET], None);
     let (status, body) = app
-        .get(&format!("/v1/residents/{a}"), &officer, Some("routine_visit"))
+        .get(
+            &format!("/v1/residents/{a}"),
+            &officer,
+            Some("routine_visit"),
+        )
         .await;
     assert_eq!(status, 500);
     assert_eq!(body["error"]["code"], "integrity_error");
@@ -339,8 +446,12 @@ async fn no_plaintext_identifier_anywhere_under_the_data_directory() {
                 &app.broker.as_ref().expect("running").state.keys,
                 &id,
             );
-            app.get(&format!("/v1/residents/{unified}"), &officer, Some("case_investigation"))
-                .await;
+            app.get(
+                &format!("/v1/residents/{unified}"),
+                &officer,
+                Some("case_investigation"),
+            )
+            .await;
         }
     }
     app.stop().await;
@@ -375,6 +486,10 @@ async fn no_plaintext_identifier_anywhere_under_the_data_directory() {
     // The master key lives beside the data directory, not in it.
     let master = std::fs::read(broker::app::default_master_key_path(&app.data_dir)).expect("key");
     for (file, bytes) in &contents {
-        assert!(!contains_bytes(bytes, master.trim_ascii()), "{}", file.display());
+        assert!(
+            !contains_bytes(bytes, master.trim_ascii()),
+            "{}",
+            file.display()
+        );
     }
 }

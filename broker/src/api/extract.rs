@@ -37,7 +37,10 @@ impl FromRequestParts<AppState> for Authenticated {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .ok_or_else(|| ApiError::unauthenticated(AuthError::Missing.to_string()))?;
         let principal = state
@@ -93,10 +96,16 @@ impl FromRequestParts<AppState> for Reader {
         let purpose = header_text("x-purpose");
         let case_id = header_text("x-case-id").map(|c| c.chars().take(64).collect());
         let break_glass = header_text("x-break-glass");
-        if let Some(purpose) = purpose.as_deref().filter(|p| state.purposes.iter().any(|a| a == p)) {
+        if let Some(purpose) = purpose
+            .as_deref()
+            .filter(|p| state.purposes.iter().any(|a| a == p))
+        {
             tracing::Span::current().record("purpose", purpose);
         }
-        let refusal = if !state.permissions.allows(&principal.roles, Permission::ReadPersonalData) {
+        let refusal = if !state
+            .permissions
+            .allows(&principal.roles, Permission::ReadPersonalData)
+        {
             Some(ApiError::forbidden(
                 "role_cannot_read",
                 "your role may not read personal data",
@@ -120,7 +129,11 @@ impl FromRequestParts<AppState> for Reader {
                     ))
                 }
                 Some(_) => match &break_glass {
-                    Some(_) if !state.permissions.allows(&principal.roles, Permission::UseBreakGlass) => {
+                    Some(_)
+                        if !state
+                            .permissions
+                            .allows(&principal.roles, Permission::UseBreakGlass) =>
+                    {
                         Some(ApiError::forbidden(
                             "break_glass_not_allowed",
                             "your role may not break the glass; remove X-Break-Glass",
@@ -141,7 +154,14 @@ impl FromRequestParts<AppState> for Reader {
         };
         if let Some(error) = refusal {
             state
-                .audit_refusal(&principal, &context, purpose.as_deref(), case_id.as_deref(), &endpoint, &error)
+                .audit_refusal(
+                    &principal,
+                    &context,
+                    purpose.as_deref(),
+                    case_id.as_deref(),
+                    &endpoint,
+                    &error,
+                )
                 .await?;
             return Err(error);
         }
@@ -197,7 +217,10 @@ impl FromRequestParts<AppState> for Publisher {
 
 /// mTLS: a publisher whose connection carries a client certificate publishes only as the
 /// certificate's department; where client certificates are required, none means no publishing.
-fn client_certificate_refusal(principal: &crate::auth::Principal, parts: &Parts) -> Option<ApiError> {
+fn client_certificate_refusal(
+    principal: &crate::auth::Principal,
+    parts: &Parts,
+) -> Option<ApiError> {
     let connection = parts.extensions.get::<crate::server::ConnectionInfo>()?;
     match &connection.client {
         None if connection.ingest_requires_client_cert => Some(ApiError::forbidden(

@@ -13,6 +13,7 @@ pub mod extract;
 mod openapi;
 pub mod policy;
 pub mod rejects;
+pub mod resolution;
 pub mod search;
 
 use std::ops::Deref;
@@ -110,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .merge(compliance::routes())
         .merge(policy::routes())
         .merge(rejects::routes())
+        .merge(resolution::routes())
         .merge(search::routes())
         .merge(crate::metrics::routes())
         .fallback(|| async {
@@ -161,7 +163,12 @@ async fn request_context(mut request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let elapsed = started.elapsed().as_secs_f64();
-    crate::metrics::global().observe_request(method.as_str(), &route, response.status().as_u16(), elapsed);
+    crate::metrics::global().observe_request(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        elapsed,
+    );
     span.in_scope(|| {
         tracing::info!(
             method = %method,
@@ -216,7 +223,11 @@ async fn whoami(caller: Authenticated) -> Json<WhoAmI> {
     Json(WhoAmI {
         sub: p.sub,
         roles: p.roles,
-        jurisdiction: p.jurisdiction.iter().map(|j| j.as_str().to_owned()).collect(),
+        jurisdiction: p
+            .jurisdiction
+            .iter()
+            .map(|j| j.as_str().to_owned())
+            .collect(),
         dept: p.dept.map(|d| d.code().to_owned()),
     })
 }
@@ -260,7 +271,14 @@ async fn ingest(
             "a publisher may only publish for its own department",
         );
         state
-            .audit_refusal(&publisher.principal, &publisher.context, None, None, "/v1/ingest/{department}", &error)
+            .audit_refusal(
+                &publisher.principal,
+                &publisher.context,
+                None,
+                None,
+                "/v1/ingest/{department}",
+                &error,
+            )
             .await?;
         return Err(error);
     }
@@ -291,21 +309,31 @@ async fn ingest(
         Some(mapping) => crate::ingest::ingest_mapped(&pipeline, department, &mapping, &bytes),
         None => pipeline.ingest(department, &bytes),
     })
-        .await
-        .map_err(|err| ApiError::internal("ingest_failed", &err))?
-        .map_err(|err| match err {
-            IngestError::Malformed(message) => ApiError::bad_request("batch_malformed", message),
-            IngestError::TooManyRecords(_) => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_many_records",
-                err.to_string(),
-            ),
-            other => ApiError::internal("ingest_failed", &other),
-        })?;
-    let mut record = state.audit_record(&publisher.principal, &publisher.context, "ingest", "/v1/ingest/{department}", Decision::Allow);
+    .await
+    .map_err(|err| ApiError::internal("ingest_failed", &err))?
+    .map_err(|err| match err {
+        IngestError::Malformed(message) => ApiError::bad_request("batch_malformed", message),
+        IngestError::TooManyRecords(_) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_records",
+            err.to_string(),
+        ),
+        other => ApiError::internal("ingest_failed", &other),
+    })?;
+    let mut record = state.audit_record(
+        &publisher.principal,
+        &publisher.context,
+        "ingest",
+        "/v1/ingest/{department}",
+        Decision::Allow,
+    );
     record.result_count = receipt.accepted as u64;
     crate::metrics::global().count_ingest(department, receipt.accepted, receipt.rejected.len());
-    record.outcome = format!("ok batch={} rejected={}", receipt.batch_id, receipt.rejected.len());
+    record.outcome = format!(
+        "ok batch={} rejected={}",
+        receipt.batch_id,
+        receipt.rejected.len()
+    );
     state.append_audit(record).await?;
     Ok(Json(receipt))
 }
@@ -328,7 +356,10 @@ async fn receipt(
     {
         return Err(ApiError::not_found());
     }
-    let reader = state.store.read().map_err(|e| ApiError::internal("store_error", &e))?;
+    let reader = state
+        .store
+        .read()
+        .map_err(|e| ApiError::internal("store_error", &e))?;
     let bytes = reader
         .receipt(&batch_id)
         .map_err(|e| ApiError::internal("store_error", &e))?
@@ -354,7 +385,14 @@ async fn get_resident(
     reader: Reader,
     Path(id): Path<String>,
 ) -> Result<Json<Profile>, ApiError> {
-    read_entity(&state, &reader, RecordKind::Resident, &id, "/v1/residents/{id}").await
+    read_entity(
+        &state,
+        &reader,
+        RecordKind::Resident,
+        &id,
+        "/v1/residents/{id}",
+    )
+    .await
 }
 
 /// One merged house with its occupants.
@@ -463,7 +501,10 @@ async fn by_source(
         Some(entity) if visible => state.load_visible_profile(entity, &plan).await?,
         _ => None,
     };
-    let endpoint = format!("/v1/{}s/by-source/{{department}}/{{source_id}}", kind.as_str());
+    let endpoint = format!(
+        "/v1/{}s/by-source/{{department}}/{{source_id}}",
+        kind.as_str()
+    );
     let mut record = state.reader_record(reader, "lookup_by_source", &endpoint, Decision::Allow);
     match profile.filter(|p| state.covers(&reader.principal, p)) {
         Some(profile) => {
@@ -491,7 +532,14 @@ async fn resident_by_source(
     reader: Reader,
     Path((department, source_id)): Path<(String, String)>,
 ) -> Result<Json<UnifiedId>, ApiError> {
-    by_source(&state, &reader, RecordKind::Resident, &department, &source_id).await
+    by_source(
+        &state,
+        &reader,
+        RecordKind::Resident,
+        &department,
+        &source_id,
+    )
+    .await
 }
 
 /// The unified id a department's house record merged into.
@@ -587,14 +635,20 @@ impl AppState {
         record
     }
 
-    fn reader_record(
+    pub(crate) fn reader_record(
         &self,
         reader: &Reader,
         action: &str,
         endpoint: &str,
         decision: Decision,
     ) -> AuditRecord {
-        let mut record = self.audit_record(&reader.principal, &reader.context, action, endpoint, decision);
+        let mut record = self.audit_record(
+            &reader.principal,
+            &reader.context,
+            action,
+            endpoint,
+            decision,
+        );
         record.purpose = Some(reader.purpose.clone());
         record.case_id = reader.case_id.clone();
         record.break_glass_reason = reader.break_glass.clone();
@@ -636,7 +690,12 @@ fn names_in(profile: &Profile) -> Vec<String> {
     let mut names = Vec::new();
     if let Some(field) = profile.fields.get("name") {
         names.extend(field.value.as_str().map(str::to_owned));
-        names.extend(field.conflicts.iter().filter_map(|c| c.value.as_str().map(str::to_owned)));
+        names.extend(
+            field
+                .conflicts
+                .iter()
+                .filter_map(|c| c.value.as_str().map(str::to_owned)),
+        );
     }
     for relation in ["occupants", "parties"] {
         for entity in profile.related.get(relation).into_iter().flatten() {

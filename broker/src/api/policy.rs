@@ -91,8 +91,15 @@ pub struct Preview {
     pub departments: Vec<DepartmentPreview>,
 }
 
-fn require(state: &AppState, caller: &Authenticated, permission: Permission) -> Result<(), ApiError> {
-    if state.permissions.allows(&caller.principal.roles, permission) {
+fn require(
+    state: &AppState,
+    caller: &Authenticated,
+    permission: Permission,
+) -> Result<(), ApiError> {
+    if state
+        .permissions
+        .allows(&caller.principal.roles, permission)
+    {
         Ok(())
     } else {
         Err(ApiError::forbidden(
@@ -115,7 +122,10 @@ pub async fn policy_info(
     Ok(Json(PolicyInfo {
         version: current.version.clone(),
         purposes: current.purposes.clone(),
-        files: PolicyFiles::names().into_iter().map(str::to_owned).collect(),
+        files: PolicyFiles::names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
         writable: state.permissions.dir().is_some(),
     }))
 }
@@ -177,7 +187,10 @@ pub async fn preview(
         .iter()
         .map(|class| ClassPreview {
             class: (*class).to_owned(),
-            level: policy.level(&principal.roles, &query.purpose, class).as_str().to_owned(),
+            level: policy
+                .level(&principal.roles, &query.purpose, class)
+                .as_str()
+                .to_owned(),
         })
         .collect();
     let departments = Department::ALL
@@ -221,7 +234,14 @@ pub async fn replace_file(
 ) -> Result<Json<PolicyChanged>, ApiError> {
     if let Err(error) = require(&state, &caller, Permission::WritePolicy) {
         state
-            .audit_refusal(&caller.principal, &caller.context, None, None, "/v1/policy/files/{name}", &error)
+            .audit_refusal(
+                &caller.principal,
+                &caller.context,
+                None,
+                None,
+                "/v1/policy/files/{name}",
+                &error,
+            )
             .await?;
         return Err(error);
     }

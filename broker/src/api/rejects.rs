@@ -98,7 +98,10 @@ pub async fn list_rejects(
         .as_deref()
         .is_some_and(|c| !c.starts_with("q_") || c.len() > 64)
     {
-        return Err(ApiError::bad_request("cursor_invalid", "cursor must be a next_cursor value"));
+        return Err(ApiError::bad_request(
+            "cursor_invalid",
+            "cursor must be a next_cursor value",
+        ));
     }
     let pipeline = state.pipeline.clone();
     let include_resolved = query.include_resolved;
@@ -127,7 +130,9 @@ pub async fn list_rejects(
     .await
     .map_err(|e| ApiError::internal("rejects_failed", &e))?
     .map_err(|e| ApiError::internal("rejects_failed", &e))?;
-    let next_cursor = (entries == limit).then(|| items.last().map(|i| i.id.clone())).flatten();
+    let next_cursor = (entries == limit)
+        .then(|| items.last().map(|i| i.id.clone()))
+        .flatten();
     let mut record = state.audit_record(
         &publisher.principal,
         &publisher.context,
@@ -177,15 +182,30 @@ pub async fn file_rejects(
             "send at most 100000 rejects per request",
         ));
     }
-    let code_ok = |c: &str| !c.is_empty() && c.len() <= 64 && c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_');
+    let code_ok = |c: &str| {
+        !c.is_empty() && c.len() <= 64 && c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_')
+    };
     if let Some(bad) = filed.iter().position(|f| !code_ok(&f.code)) {
         return Err(ApiError::bad_request(
             "reject_code_invalid",
             format!("reject {} has a code that is not snake_case", bad + 1),
         ));
     }
-    let batch_text: String = filed.iter().map(|f| format!("{}:{}:{};", f.source_file.as_deref().unwrap_or(""), f.line, f.code)).collect();
-    let batch_id = format!("{}r", crate::ingest::batch_id(department, batch_text.as_bytes()));
+    let batch_text: String = filed
+        .iter()
+        .map(|f| {
+            format!(
+                "{}:{}:{};",
+                f.source_file.as_deref().unwrap_or(""),
+                f.line,
+                f.code
+            )
+        })
+        .collect();
+    let batch_id = format!(
+        "{}r",
+        crate::ingest::batch_id(department, batch_text.as_bytes())
+    );
     let pre: Vec<PreRejected> = filed
         .into_iter()
         .map(|f| PreRejected {
@@ -202,10 +222,12 @@ pub async fn file_rejects(
         })
         .collect();
     let pipeline = state.pipeline.clone();
-    let receipt = tokio::task::spawn_blocking(move || pipeline.ingest_records(department, &batch_id, Vec::new(), pre))
-        .await
-        .map_err(|e| ApiError::internal("rejects_failed", &e))?
-        .map_err(|e| ApiError::internal("rejects_failed", &e))?;
+    let receipt = tokio::task::spawn_blocking(move || {
+        pipeline.ingest_records(department, &batch_id, Vec::new(), pre)
+    })
+    .await
+    .map_err(|e| ApiError::internal("rejects_failed", &e))?
+    .map_err(|e| ApiError::internal("rejects_failed", &e))?;
     let mut record = state.audit_record(
         &publisher.principal,
         &publisher.context,

@@ -83,9 +83,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         .collect();
     let progress = ProgressBar::new((chunks.len() * DEPARTMENTS.len()) as u64);
     progress.set_style(
-        ProgressStyle::with_template("{spinner} publishing {msg:<9} [{bar:40}] {pos}/{len} batches, {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} publishing {msg:<9} [{bar:40}] {pos}/{len} batches, {elapsed}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     let mut summary = DemoSummary::default();
     // Houses first, so residents' house references resolve to published houses.
@@ -140,7 +142,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     println!();
     println!("SafeGrid is serving at {url}");
     println!("  TLS certificate (self-signed, dev): {}", cert.display());
-    println!("  master key (outside the data dir):  {}", master_key.display());
+    println!(
+        "  master key (outside the data dir):  {}",
+        master_key.display()
+    );
     println!();
     println!("A grid worker's token for the whole street:");
     println!(
@@ -151,7 +156,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     if let Some(person) = example {
         if let Ok(id) = IdNumber::parse(&person.id_number) {
             let unified = crate::ingest::resident_entity_id(&broker.state.keys, &id);
-            println!("A merged profile ({} departments):", person.departments.len());
+            println!(
+                "A merged profile ({} departments):",
+                person.departments.len()
+            );
             println!(
                 "  curl --cacert {} -H \"Authorization: Bearer $TOKEN\" -H 'X-Purpose: routine_visit' {url}/v1/residents/{unified}",
                 cert.display()
@@ -161,7 +169,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     if options.serve {
         println!();
         println!("Press Ctrl-C to stop.");
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
         eprintln!("stopping: draining requests and writing the final audit checkpoint");
     }
     broker.shutdown().await?;
@@ -171,13 +181,19 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
 async fn finish(
     handle: tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
 ) -> anyhow::Result<Receipt> {
-    let response = handle.await.context("publishing task")?.context("publishing a batch")?;
+    let response = handle
+        .await
+        .context("publishing task")?
+        .context("publishing a batch")?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
         bail!("the broker refused a batch: {status} {body}");
     }
-    response.json::<Receipt>().await.context("reading a receipt")
+    response
+        .json::<Receipt>()
+        .await
+        .context("reading a receipt")
 }
 
 fn tally(summary: &mut DemoSummary, receipt: &Receipt) {

@@ -57,7 +57,12 @@ pub fn scope_terms(grid: &str) -> Vec<&str> {
 }
 
 /// Builds the document of `profile` (unmasked, as resolved).
-pub fn build(profile: &Profile, fields: &IndexFields, blinder: &Blinder) -> TantivyDocument {
+pub fn build(
+    profile: &Profile,
+    fields: &IndexFields,
+    blinder: &Blinder,
+    directory: Option<&policies::redact::NameDirectory>,
+) -> TantivyDocument {
     let mut doc = TantivyDocument::default();
     doc.add_text(fields.id, &profile.id);
     doc.add_text(fields.kind, profile.kind.as_str());
@@ -142,7 +147,7 @@ pub fn build(profile: &Profile, fields: &IndexFields, blinder: &Blinder) -> Tant
                     for term in text::index_terms(&value) {
                         add(clear, &term);
                     }
-                    let redacted = policies::redact::redact(&value, &names, None, None);
+                    let redacted = policies::redact::redact(&value, &names, directory, None);
                     for term in text::masked_terms(&redacted) {
                         add(masked, &term);
                     }

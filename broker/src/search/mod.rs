@@ -152,6 +152,8 @@ struct Inner {
     indexed_seq: AtomicU64,
     stopping: AtomicBool,
     follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Known residents' names, redacted from the masked text fields as the view redacts them.
+    names: Mutex<Option<Arc<crate::names::NameIndex>>>,
 }
 
 /// The store side the index follows.
@@ -208,6 +210,7 @@ impl SearchIndex {
                 indexed_seq: AtomicU64::new(seq),
                 stopping: AtomicBool::new(false),
                 follower: Mutex::new(None),
+                names: Mutex::new(None),
             }),
         })
     }
@@ -316,6 +319,14 @@ impl SearchIndex {
         Ok(f(writer)?)
     }
 
+    /// Uses the broker's name directory when redacting event text for the masked fields, so
+    /// a Masked-level caller cannot match a name the view would redact.
+    pub fn use_names(&self, names: Arc<crate::names::NameIndex>) {
+        if let Ok(mut slot) = self.inner.names.lock() {
+            *slot = Some(names);
+        }
+    }
+
     /// Replaces the documents of `entities` with their current profiles (or deletes them).
     fn index_entities(
         &self,
@@ -323,11 +334,22 @@ impl SearchIndex {
         entities: &[String],
         replace: bool,
     ) -> Result<(), SearchError> {
+        let directory = self
+            .inner
+            .names
+            .lock()
+            .ok()
+            .and_then(|slot| slot.as_ref().map(|names| names.current()));
         let mut docs = Vec::with_capacity(entities.len());
         for entity in entities {
-            let doc = resolver
-                .profile(entity)?
-                .map(|profile| document::build(&profile, &self.inner.fields, &self.inner.blinder));
+            let doc = resolver.profile(entity)?.map(|profile| {
+                document::build(
+                    &profile,
+                    &self.inner.fields,
+                    &self.inner.blinder,
+                    directory.as_deref(),
+                )
+            });
             docs.push((entity, doc));
         }
         self.with_writer(|writer| {

@@ -1,0 +1,328 @@
+//! The entity-resolution review queue, for community and street officers: pairs the model was
+//! unsure about, the officer's final decision (link or distinct), and splitting a record out
+//! of the entity it was linked into.
+//!
+//! Guarantees: only officers see and decide, and only for records inside their jurisdiction;
+//! a decision is stored as final (it is applied on every later ingest of the record, before
+//! the model) and the move it causes keeps every source record's provenance; every action is
+//! audited.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use audit::Decision as AuditDecision;
+use model::{DivisionCode, RecordKind};
+
+use crate::linking::{self, RowDecision};
+use crate::store::StoredSource;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::Reader;
+use super::{parse_department, AppState};
+
+const OFFICER_ROLES: [&str; 2] = ["community_officer", "street_officer"];
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/resolution/reviews", get(list_reviews))
+        .route("/v1/resolution/reviews/{id}", post(decide_review))
+        .route("/v1/resolution/split", post(split))
+}
+
+fn require_officer(reader: &Reader) -> Result<(), ApiError> {
+    if OFFICER_ROLES.iter().any(|r| reader.principal.has_role(r)) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "role_cannot_resolve",
+            "only community and street officers review entity resolution",
+        ))
+    }
+}
+
+fn in_scope(reader: &Reader, source: &StoredSource) -> bool {
+    source
+        .grid
+        .as_deref()
+        .and_then(|g| DivisionCode::parse(g).ok())
+        .is_some_and(|grid| reader.principal.covers(&grid))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ReviewQuery {
+    /// `pending` (default) or `all`.
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReviewSide {
+    pub department: String,
+    pub source_id: String,
+    /// The unified entity the record is in now.
+    pub entity: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReviewItem {
+    pub id: String,
+    pub score: f64,
+    pub status: String,
+    /// The record that arrived without a usable ID number.
+    pub record: ReviewSide,
+    /// The record it resembles.
+    pub candidate: ReviewSide,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReviewList {
+    pub reviews: Vec<ReviewItem>,
+}
+
+fn side(source: &StoredSource) -> ReviewSide {
+    ReviewSide {
+        department: source.department.code().to_owned(),
+        source_id: source.source_id.clone(),
+        entity: source.entity.clone(),
+    }
+}
+
+/// Pairs waiting for an officer's decision (open the two profiles to compare them).
+#[utoipa::path(get, path = "/v1/resolution/reviews", params(ReviewQuery, ("X-Purpose" = String, Header)),
+    responses((status = 200, body = ReviewList), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_reviews(
+    State(state): State<AppState>,
+    reader: Reader,
+    Query(query): Query<ReviewQuery>,
+) -> Result<Json<ReviewList>, ApiError> {
+    require_officer(&reader)?;
+    let all = query.status.as_deref() == Some("all");
+    let pipeline = state.pipeline.clone();
+    let reader2 = reader.clone();
+    let items = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<ReviewItem>> {
+        let snapshot = pipeline.store().read()?;
+        let mut items = Vec::new();
+        for review in linking::reviews(&snapshot)? {
+            if !all && review.status != "pending" {
+                continue;
+            }
+            let (Some(a), Some(b)) = (
+                snapshot.source(&review.row)?,
+                snapshot.source(&review.candidate)?,
+            ) else {
+                continue;
+            };
+            if !in_scope(&reader2, &a) || !in_scope(&reader2, &b) {
+                continue;
+            }
+            items.push(ReviewItem {
+                id: review.id.clone(),
+                score: review.score,
+                status: review.status.clone(),
+                record: side(&a),
+                candidate: side(&b),
+            });
+        }
+        Ok(items)
+    })
+    .await
+    .map_err(|e| ApiError::internal("resolution_failed", &e))?
+    .map_err(|e| ApiError::internal("resolution_failed", &e))?;
+    let mut record = state.reader_record(
+        &reader,
+        "list_reviews",
+        "/v1/resolution/reviews",
+        AuditDecision::Allow,
+    );
+    record.result_count = items.len() as u64;
+    record.entities = items
+        .iter()
+        .flat_map(|i| [i.record.entity.clone(), i.candidate.entity.clone()])
+        .collect();
+    state.append_audit(record).await?;
+    Ok(Json(ReviewList { reviews: items }))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ReviewDecision {
+    /// `link` (the same person) or `distinct`.
+    pub decision: String,
+}
+
+/// Decide a review: final, and applied on every later ingest of the record.
+#[utoipa::path(post, path = "/v1/resolution/reviews/{id}", params(("id" = String, Path), ("X-Purpose" = String, Header)),
+    request_body = ReviewDecision,
+    responses((status = 200, body = ReviewItem), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn decide_review(
+    State(state): State<AppState>,
+    reader: Reader,
+    Path(id): Path<String>,
+    Json(body): Json<ReviewDecision>,
+) -> Result<Json<ReviewItem>, ApiError> {
+    require_officer(&reader)?;
+    let link = match body.decision.as_str() {
+        "link" => true,
+        "distinct" => false,
+        _ => {
+            return Err(ApiError::bad_request(
+                "decision_invalid",
+                "decision is `link` or `distinct`",
+            ))
+        }
+    };
+    let pipeline = state.pipeline.clone();
+    let reader2 = reader.clone();
+    let sub = reader.principal.sub.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        pipeline.store().write(|w| -> Result<Result<ReviewItem, ApiError>, crate::store::StoreError> {
+            let Some(mut review) = linking::get_review(w, &id)? else {
+                return Ok(Err(ApiError::not_found()));
+            };
+            let (Some(a), Some(b)) = (w.source(&review.row)?, w.source(&review.candidate)?) else {
+                return Ok(Err(ApiError::not_found()));
+            };
+            if !in_scope(&reader2, &a) || !in_scope(&reader2, &b) {
+                return Ok(Err(ApiError::not_found()));
+            }
+            if review.status != "pending" {
+                return Ok(Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "review_already_decided",
+                    "this pair was already decided; decisions are final (split a record to undo a link)",
+                )));
+            }
+            let mut decision = linking::row_decision(w, &review.row)?;
+            let mut moved = a.clone();
+            if link {
+                decision.link_to = Some(review.candidate.clone());
+                decision.alone = false;
+                move_to(&mut moved, &b.entity);
+                w.put_source(&moved, Some(&a))?;
+                review.status = "linked".to_owned();
+            } else {
+                decision.distinct_from.insert(review.candidate.clone());
+                review.status = "distinct".to_owned();
+            }
+            review.decided_by = Some(sub);
+            linking::put_row_decision(w, &review.row, &decision)?;
+            linking::put_review(w, &review)?;
+            Ok(Ok(ReviewItem {
+                id: review.id.clone(),
+                score: review.score,
+                status: review.status.clone(),
+                record: side(&moved),
+                candidate: side(&b),
+            }))
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal("resolution_failed", &e))?
+    .map_err(|e| ApiError::internal("resolution_failed", &e))?;
+    let mut record = state.reader_record(
+        &reader,
+        "decide_review",
+        "/v1/resolution/reviews/{id}",
+        AuditDecision::Allow,
+    );
+    match &outcome {
+        Ok(item) => {
+            record.entities = vec![item.record.entity.clone(), item.candidate.entity.clone()];
+            record.outcome = format!("ok {}", item.status);
+        }
+        Err(error) => {
+            record.decision = AuditDecision::Deny;
+            record.outcome = error.code.to_owned();
+        }
+    }
+    state.append_audit(record).await?;
+    outcome.map(Json)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct SplitRequest {
+    pub department: String,
+    pub source_id: String,
+}
+
+/// Take a resident record out of the entity it was linked into (a wrong link): it becomes
+/// its own entity, and stays apart on every later ingest.
+#[utoipa::path(post, path = "/v1/resolution/split", params(("X-Purpose" = String, Header)),
+    request_body = SplitRequest,
+    responses((status = 200, body = ReviewSide), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn split(
+    State(state): State<AppState>,
+    reader: Reader,
+    Json(body): Json<SplitRequest>,
+) -> Result<Json<ReviewSide>, ApiError> {
+    require_officer(&reader)?;
+    let department = parse_department(&body.department)?;
+    let row = StoredSource::row_key(department, RecordKind::Resident, &body.source_id);
+    let pipeline = state.pipeline.clone();
+    let reader2 = reader.clone();
+    let keys = state.keys.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        pipeline.store().write(|w| -> Result<Result<ReviewSide, ApiError>, crate::store::StoreError> {
+            let Some(current) = w.source(&row)?.filter(|s| !s.deleted) else {
+                return Ok(Err(ApiError::not_found()));
+            };
+            if !in_scope(&reader2, &current) {
+                return Ok(Err(ApiError::not_found()));
+            }
+            let own = crate::ingest::source_entity_id(&keys, &row);
+            if current.entity == own {
+                return Ok(Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "not_linked",
+                    "this record is already its own entity",
+                )));
+            }
+            if current.sealed.contains_key("id_number") {
+                return Ok(Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "id_match_cannot_split",
+                    "the record carries a valid ID number: it belongs to that person's entity; correct the ID at the source",
+                )));
+            }
+            let mut moved = current.clone();
+            move_to(&mut moved, &own);
+            w.put_source(&moved, Some(&current))?;
+            let decision = RowDecision {
+                link_to: None,
+                alone: true,
+                ..linking::row_decision(w, &row)?
+            };
+            linking::put_row_decision(w, &row, &decision)?;
+            Ok(Ok(side(&moved)))
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal("resolution_failed", &e))?
+    .map_err(|e| ApiError::internal("resolution_failed", &e))?;
+    let mut record = state.reader_record(
+        &reader,
+        "split",
+        "/v1/resolution/split",
+        AuditDecision::Allow,
+    );
+    match &outcome {
+        Ok(moved) => record.entities = vec![moved.entity.clone()],
+        Err(error) => {
+            record.decision = AuditDecision::Deny;
+            record.outcome = error.code.to_owned();
+        }
+    }
+    state.append_audit(record).await?;
+    outcome.map(Json)
+}
+
+/// Points a source record at another entity (its `entity:` link follows).
+fn move_to(source: &mut StoredSource, entity: &str) {
+    let old = format!("entity:{}", source.entity);
+    source.links.retain(|l| *l != old);
+    source.links.push(format!("entity:{entity}"));
+    source.entity = entity.to_owned();
+}

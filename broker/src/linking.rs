@@ -1,0 +1,354 @@
+//! Probabilistic linking at ingest, for residents without a usable ID number: candidates by
+//! blocking keys, Fellegi–Sunter decision with the model estimated on the broker's own data,
+//! automatic links above the upper threshold, the review queue between the thresholds, and
+//! officers' decisions that are final.
+//!
+//! Guarantees:
+//! - Blocking keys are stored only as keyed hashes (`block:<hmac>` links): the store never
+//!   holds a plaintext name, pinyin, birth date or phone through them.
+//! - Two different valid ID numbers never merge (the model refuses; and records with a valid
+//!   ID keep their deterministic entity).
+//! - An officer's decision on a row (linked to another row, or distinct from it) is applied
+//!   on every later ingest of that row, before the model is asked.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use model::{parse_date, Department, Gender, RecordKind, ResidentRecord};
+
+use crate::crypto::KeyRing;
+use crate::linkage::{
+    blocking_keys, BatchOptions, ComparisonVector, Decision, Field, IdRelation, LinkInput,
+    LinkRecord, LinkageModel,
+};
+use crate::resolve::open_source;
+use crate::store::{Store, StoreError, StoreReader, StoreWriter, StoredSource};
+
+const MODEL_META: &str = "linkage/model";
+/// Most candidate rows compared for one incoming record.
+const MAX_CANDIDATES: usize = 64;
+/// Fewest residents to estimate a model on.
+const MIN_TRAINING_RECORDS: usize = 50;
+/// Fewest pairs of records labelled as the same person by a shared valid ID number.
+const MIN_KNOWN_MATCHES: usize = 20;
+
+/// A pair an officer should look at.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Review {
+    pub id: String,
+    /// The incoming record (without a usable ID number).
+    pub row: String,
+    /// The candidate it resembles.
+    pub candidate: String,
+    /// Match weight (log2 likelihood ratio).
+    pub score: f64,
+    /// `pending`, `linked` or `distinct`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Officers' final decisions about one row.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RowDecision {
+    /// The row belongs with this row's entity.
+    pub link_to: Option<String>,
+    /// The row is not the same person as these rows.
+    #[serde(default)]
+    pub distinct_from: BTreeSet<String>,
+    /// The row stands alone (split).
+    #[serde(default)]
+    pub alone: bool,
+}
+
+/// The linkage model in force (none until one is estimated).
+#[derive(Debug, Default)]
+pub struct Linker {
+    model: RwLock<Option<Arc<LinkageModel>>>,
+}
+
+impl Linker {
+    /// Loads the model stored by a previous [`Linker::train`], if any.
+    pub fn load(store: &Store) -> Result<Linker, StoreError> {
+        let model = store
+            .meta(MODEL_META)?
+            .and_then(|bytes| serde_json::from_slice::<LinkageModel>(&bytes).ok())
+            .map(Arc::new);
+        Ok(Linker {
+            model: RwLock::new(model),
+        })
+    }
+
+    pub fn model(&self) -> Option<Arc<LinkageModel>> {
+        match self.model.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Estimates the model by EM on the broker's residents, stores and installs it. `None`
+    /// when there are too few residents to learn from.
+    pub fn train(
+        &self,
+        store: &Store,
+        keys: &KeyRing,
+    ) -> Result<Option<Arc<LinkageModel>>, StoreError> {
+        let reader = store.read()?;
+        let mut records = Vec::new();
+        reader.for_each_source(RecordKind::Resident, |source| {
+            if let Some(record) = link_record(keys, source) {
+                records.push(record);
+            }
+        })?;
+        if records.len() < MIN_TRAINING_RECORDS {
+            return Ok(None);
+        }
+        // EM needs true matches to learn what agreement looks like: the same valid ID number
+        // published by several departments labels them. Without enough, a model would link on
+        // a shared name alone, so none is made.
+        let mut per_id: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for record in &records {
+            if let Some(id) = record.valid_id() {
+                *per_id.entry(id).or_insert(0) += 1;
+            }
+        }
+        let known_matches: usize = per_id.values().map(|n| n * n.saturating_sub(1) / 2).sum();
+        if known_matches < MIN_KNOWN_MATCHES {
+            tracing::info!(
+                known_matches,
+                "too few cross-department ID matches to estimate a linkage model"
+            );
+            return Ok(None);
+        }
+        let resolution = crate::linkage::resolve_batch(&records, &BatchOptions::default());
+        let model = Arc::new(resolution.model);
+        let bytes = serde_json::to_vec(&*model).map_err(|err| StoreError::Corrupt {
+            key: MODEL_META.to_owned(),
+            reason: err.to_string(),
+        })?;
+        store.write(|w| w.put_meta(MODEL_META, &bytes))?;
+        match self.model.write() {
+            Ok(mut guard) => *guard = Some(model.clone()),
+            Err(poisoned) => *poisoned.into_inner() = Some(model.clone()),
+        }
+        Ok(Some(model))
+    }
+}
+
+/// The linkage view of a stored resident record (opens only what linking compares).
+pub fn link_record(keys: &KeyRing, source: StoredSource) -> Option<LinkRecord> {
+    let department = source.department;
+    let row = source.key();
+    let opened = open_source(keys, source).ok()?;
+    let text = |field: &str| {
+        opened
+            .fields
+            .get(field)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let id = text("id_number");
+    let name = text("name");
+    let phone = text("phone");
+    let address = text("address");
+    let grid = opened.stored.grid.clone();
+    let birth = text("birth_date").and_then(|d| parse_date(&d).ok());
+    let gender = text("gender").and_then(|g| Gender::parse(&g).ok());
+    Some(LinkRecord::from_input(&LinkInput {
+        department,
+        row_key: &row,
+        id_number: id.as_deref(),
+        name: name.as_deref(),
+        birth_date: birth,
+        gender,
+        phone: phone.as_deref(),
+        address: address.as_deref(),
+        grid: grid.as_deref(),
+    }))
+}
+
+/// The keyed `block:` links of a resident record.
+pub fn block_links(
+    keys: &KeyRing,
+    department: Department,
+    row: &str,
+    body: &ResidentRecord,
+) -> Vec<String> {
+    let record = LinkRecord::from_resident(department, row, body);
+    blocking_keys(&record)
+        .into_iter()
+        .map(|key| {
+            format!(
+                "block:{}",
+                hex::encode(&keys.blind_index("linkage-block", &key)[..16])
+            )
+        })
+        .collect()
+}
+
+fn decision_key(row: &str) -> String {
+    format!("linkage/decision/{row}")
+}
+
+fn review_key(id: &str) -> String {
+    format!("linkage/review/{id}")
+}
+
+pub fn review_id(row: &str, candidate: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{row}\0{candidate}").as_bytes(),
+    );
+    format!("rv_{}", hex::encode(&digest.as_ref()[..10]))
+}
+
+/// Reads the decisions recorded for `row`.
+pub fn row_decision(writer: &StoreWriter, row: &str) -> Result<RowDecision, StoreError> {
+    Ok(writer
+        .meta(&decision_key(row))?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default())
+}
+
+pub fn put_row_decision(
+    writer: &mut StoreWriter,
+    row: &str,
+    decision: &RowDecision,
+) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(decision).map_err(|err| StoreError::Corrupt {
+        key: decision_key(row),
+        reason: err.to_string(),
+    })?;
+    writer.put_meta(&decision_key(row), &bytes)
+}
+
+pub fn put_review(writer: &mut StoreWriter, review: &Review) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(review).map_err(|err| StoreError::Corrupt {
+        key: review_key(&review.id),
+        reason: err.to_string(),
+    })?;
+    writer.put_meta(&review_key(&review.id), &bytes)
+}
+
+pub fn get_review(writer: &StoreWriter, id: &str) -> Result<Option<Review>, StoreError> {
+    Ok(writer
+        .meta(&review_key(id))?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+}
+
+/// Every review, oldest first.
+pub fn reviews(reader: &StoreReader) -> Result<Vec<Review>, StoreError> {
+    let mut out: Vec<Review> = reader
+        .meta_with_prefix("linkage/review/")?
+        .into_iter()
+        .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+        .collect();
+    out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+/// Decides the entity of an incoming resident row without a valid ID number, inside the
+/// ingest transaction. Returns the entity to use (if linked) and a review to file (if unsure).
+pub fn link_incoming(
+    writer: &StoreWriter,
+    keys: &KeyRing,
+    model: &LinkageModel,
+    incoming: &StoredSource,
+    record: &LinkRecord,
+) -> Result<(Option<String>, Option<Review>), StoreError> {
+    let row = incoming.key();
+    let decision = row_decision(writer, &row)?;
+    if decision.alone {
+        return Ok((None, None));
+    }
+    if let Some(target) = &decision.link_to {
+        if let Some(target) = writer.source(target)?.filter(|s| !s.deleted) {
+            return Ok((Some(target.entity), None));
+        }
+    }
+    let mut candidates = BTreeSet::new();
+    for link in incoming.links.iter().filter(|l| l.starts_with("block:")) {
+        for candidate in writer.linked_rows(link)? {
+            if candidate != row && !decision.distinct_from.contains(&candidate) {
+                candidates.insert(candidate);
+            }
+            if candidates.len() >= MAX_CANDIDATES {
+                break;
+            }
+        }
+    }
+    let mut best_link: Option<(f64, String)> = None;
+    let mut best_review: Option<(f64, String)> = None;
+    for candidate_row in candidates {
+        let Some(candidate) = writer
+            .source(&candidate_row)?
+            .filter(|s| !s.deleted && s.kind == RecordKind::Resident)
+        else {
+            continue;
+        };
+        let entity = candidate.entity.clone();
+        let Some(other) = link_record(keys, candidate) else {
+            continue;
+        };
+        let score = model.score(record, &other);
+        let vector = ComparisonVector::compare(record, &other);
+        let decision = match model.decide_vector(&vector) {
+            // A model learned on a small street can be overconfident: never link on a name
+            // alone; without corroboration the pair goes to an officer instead.
+            Decision::Link if !corroborated(&vector) => Decision::Review,
+            Decision::Review if !names_close(&vector) => Decision::Distinct,
+            other => other,
+        };
+        match decision {
+            Decision::Link if best_link.as_ref().is_none_or(|(s, _)| score > *s) => {
+                best_link = Some((score, entity));
+            }
+            Decision::Review if best_review.as_ref().is_none_or(|(s, _)| score > *s) => {
+                best_review = Some((score, candidate_row));
+            }
+            _ => {}
+        }
+    }
+    if let Some((_, entity)) = best_link {
+        return Ok((Some(entity), None));
+    }
+    Ok((
+        None,
+        best_review.map(|(score, candidate)| Review {
+            id: review_id(&row, &candidate),
+            row: row.clone(),
+            candidate,
+            score,
+            status: "pending".to_owned(),
+            decided_by: None,
+            created_at: chrono::Utc::now(),
+        }),
+    ))
+}
+
+fn level(vector: &ComparisonVector, field: Field) -> u8 {
+    vector.levels[field as usize]
+}
+
+/// Same name (characters or pinyin) and a second strong agreement: birth date exact or close,
+/// the same phone, or the same room with a birth year that agrees. A shared valid ID number
+/// always corroborates.
+fn corroborated(vector: &ComparisonVector) -> bool {
+    if vector.ids == IdRelation::BothValidEqual {
+        return true;
+    }
+    let name = level(vector, Field::Name);
+    let birth = level(vector, Field::BirthDate);
+    let phone = level(vector, Field::Phone);
+    let address = level(vector, Field::Address);
+    name <= 1 && (birth <= 1 || phone == 0 || (address == 0 && birth <= 2))
+}
+
+/// Names agree at least as similar pinyin: below that, an officer is not asked.
+fn names_close(vector: &ComparisonVector) -> bool {
+    level(vector, Field::Name) <= 2
+}

@@ -1,0 +1,198 @@
+//! Entity resolution beyond the exact ID: a record without an ID number joins the person it
+//! clearly is, an unsure pair waits for an officer, the officer's decision is final across
+//! re-ingest, and a wrong link can be split.
+
+use broker::demo::generate::{DemoConfig, DemoWorld};
+use e2e_tests::TestApp;
+use serde_json::{json, Value};
+
+const PERSONS: usize = 400;
+
+async fn setup() -> (TestApp, DemoWorld) {
+    let app = TestApp::spawn().await;
+    let world = DemoWorld::new(DemoConfig {
+        residents: PERSONS,
+        seed: 11,
+        bad_record_rate: 0.0,
+    });
+    // Several departments publish the same people with ID numbers: the shared IDs are what
+    // the model learns agreement from.
+    for dept in ["gongan", "minzheng", "weijian"] {
+        app.ingest(dept, world.ndjson(dept, 0..PERSONS)).await;
+    }
+    let state = &app.broker.as_ref().expect("running").state;
+    let pipeline = state.pipeline.clone();
+    let model = tokio::task::spawn_blocking(move || {
+        pipeline.linker().train(pipeline.store(), pipeline.keys())
+    })
+    .await
+    .expect("training task")
+    .expect("training");
+    assert!(model.is_some(), "enough residents to estimate the model");
+    (app, world)
+}
+
+fn officer(app: &TestApp, world: &DemoWorld) -> String {
+    app.token("street_officer", &[world.street_code()], None)
+}
+
+async fn id_of(app: &TestApp, world: &DemoWorld, dept: &str, source_id: &str) -> Option<String> {
+    let (status, body) = app
+        .get(
+            &format!("/v1/residents/by-source/{dept}/{source_id}"),
+            &officer(app, world),
+            Some("routine_visit"),
+        )
+        .await;
+    (status == 200).then(|| body["id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// A gongan person with a phone, and their unified id.
+async fn person_with_phone(
+    app: &TestApp,
+    world: &DemoWorld,
+) -> (broker::demo::generate::Person, String) {
+    for index in 0..PERSONS {
+        let person = world.person(index);
+        if !person.in_gongan || person.phone.is_none() {
+            continue;
+        }
+        if let Some(id) = id_of(app, world, "gongan", &format!("GA-{:08}", index + 1)).await {
+            return (person, id);
+        }
+    }
+    panic!("no gongan person with a phone");
+}
+
+#[tokio::test]
+async fn a_record_without_an_id_joins_the_person_it_clearly_is() {
+    let (app, world) = setup().await;
+    let (person, unified) = person_with_phone(&app, &world).await;
+    let record = json!({"kind":"resident","source_id":"MZ-X1","version":"1","name":person.name,
+        "birth_date":person.birth_date.to_string(),"phone":person.phone,"address":person.address,"grid":person.grid});
+    app.ingest("minzheng", format!("{record}\n")).await;
+    assert_eq!(
+        id_of(&app, &world, "minzheng", "MZ-X1").await.as_deref(),
+        Some(unified.as_str())
+    );
+    // Someone else entirely, without an ID: their own entity.
+    let stranger = json!({"kind":"resident","source_id":"MZ-X2","version":"1","name":"欧阳某某",
+        "birth_date":"1931-01-01","grid":person.grid});
+    app.ingest("minzheng", format!("{stranger}\n")).await;
+    let other = id_of(&app, &world, "minzheng", "MZ-X2")
+        .await
+        .expect("visible");
+    assert_ne!(other, unified);
+}
+
+#[tokio::test]
+async fn unsure_pairs_wait_for_an_officer_whose_decision_is_final_and_splittable() {
+    let (app, world) = setup().await;
+    let token = officer(&app, &world);
+    // Weaker and weaker evidence for known people, until the model is unsure about one.
+    let mut review: Option<Value> = None;
+    'search: for index in 0..PERSONS {
+        let person = world.person(index);
+        if !person.in_gongan {
+            continue;
+        }
+        // A name alone is never enough to link automatically.
+        let variants = [json!({"name": person.name, "address": person.address})];
+        for (v, fields) in variants.iter().enumerate() {
+            let mut record = json!({"kind":"resident","source_id":format!("MZ-R{index}-{v}"),"version":"1","grid":person.grid});
+            for (k, value) in fields.as_object().expect("object") {
+                record[k] = value.clone();
+            }
+            app.ingest("minzheng", format!("{record}\n")).await;
+            let (status, list) = app
+                .get("/v1/resolution/reviews", &token, Some("routine_visit"))
+                .await;
+            assert_eq!(status, 200, "{list}");
+            if let Some(first) = list["reviews"].as_array().and_then(|r| r.first()) {
+                review = Some(first.clone());
+                break 'search;
+            }
+        }
+    }
+    let review = review.expect("some pair lands in the review queue");
+    let record_source = review["record"]["source_id"]
+        .as_str()
+        .expect("source")
+        .to_owned();
+    let candidate_entity = review["candidate"]["entity"]
+        .as_str()
+        .expect("entity")
+        .to_owned();
+    assert_ne!(review["record"]["entity"], review["candidate"]["entity"]);
+
+    // A grid worker may not decide.
+    let worker = app.token("grid_worker", &[world.street_code()], None);
+    let (status, _) = app
+        .get("/v1/resolution/reviews", &worker, Some("routine_visit"))
+        .await;
+    assert_eq!(status, 403);
+
+    // The officer links them.
+    let id = review["id"].as_str().expect("id");
+    let response = app
+        .client
+        .post(format!("{}/v1/resolution/reviews/{id}", app.url))
+        .bearer_auth(&token)
+        .header("x-purpose", "routine_visit")
+        .json(&json!({"decision": "link"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        id_of(&app, &world, "minzheng", &record_source)
+            .await
+            .as_deref(),
+        Some(candidate_entity.as_str())
+    );
+    // A second decision on the same pair is refused: decisions are final.
+    let response = app
+        .client
+        .post(format!("{}/v1/resolution/reviews/{id}", app.url))
+        .bearer_auth(&token)
+        .header("x-purpose", "routine_visit")
+        .json(&json!({"decision": "distinct"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 409);
+
+    // Re-ingest (a newer version of the same record) keeps the decision.
+    let again = json!({"kind":"resident","source_id":record_source,"version":"2","name":"改过的名字","grid":"110105001001001"});
+    app.ingest("minzheng", format!("{again}\n")).await;
+    assert_eq!(
+        id_of(&app, &world, "minzheng", &record_source)
+            .await
+            .as_deref(),
+        Some(candidate_entity.as_str())
+    );
+
+    // A wrong link is split off, and stays apart on re-ingest.
+    let response = app
+        .client
+        .post(format!("{}/v1/resolution/split", app.url))
+        .bearer_auth(&token)
+        .header("x-purpose", "routine_visit")
+        .json(&json!({"department": "minzheng", "source_id": record_source}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let alone = id_of(&app, &world, "minzheng", &record_source)
+        .await
+        .expect("visible");
+    assert_ne!(alone, candidate_entity);
+    let third = json!({"kind":"resident","source_id":record_source,"version":"3","name":"改过的名字","grid":"110105001001001"});
+    app.ingest("minzheng", format!("{third}\n")).await;
+    assert_eq!(
+        id_of(&app, &world, "minzheng", &record_source)
+            .await
+            .as_deref(),
+        Some(alone.as_str())
+    );
+}
