@@ -7,9 +7,9 @@
 //!   restrictions; a value without a class is hidden.
 //! - Masks are chosen across fields, not one at a time: whenever the ID number is not shown in
 //!   clear, the birth date is cut to the year (a masked ID hides exactly the birth date).
-//! - Free text shown masked passes through PII redaction (identifiers by pattern, names of
-//!   the residents involved and of the name directory), so a description never reveals what
-//!   the fields hide.
+//! - Free text shown masked passes through PII redaction (identifiers by pattern; names of
+//!   the residents involved, of the name directory, and those the segmenter tags as person
+//!   names), so a description never reveals what the fields hide.
 //! - A caller who may not see a department's sensitive class at all does not learn that the
 //!   department holds a record about the resident (its sources, values and tags are removed).
 //! - A department analyst sees only their own department's data.
@@ -353,7 +353,15 @@ impl ViewPlan {
                 };
                 let (level, masked) = match relation.as_str() {
                     "occupants" | "parties" => (name_level, mask::mask_name(&label)),
-                    "events" => (title_level, redact(&label, names, directory, None)),
+                    "events" => (
+                        title_level,
+                        redact(
+                            &label,
+                            names,
+                            directory,
+                            Some(&crate::search::text::person_name_spans),
+                        ),
+                    ),
                     "owner_of" => (address_level, mask::mask_address(&label)),
                     _ => (Level::Hidden, String::new()),
                 };
@@ -411,7 +419,12 @@ fn mask_field(
         "birth_date" => mask::mask_birth_date,
         "title" | "description" => {
             return match value {
-                Value::String(text) => Value::String(redact(&text, names, directory, None)),
+                Value::String(text) => Value::String(redact(
+                    &text,
+                    names,
+                    directory,
+                    Some(&crate::search::text::person_name_spans),
+                )),
                 _ => Value::String("***".to_owned()),
             }
         }

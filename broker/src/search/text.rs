@@ -86,6 +86,20 @@ pub fn masked_terms(redacted: &str) -> Vec<String> {
         .collect()
 }
 
+/// Byte ranges of the words jieba tags as person names (`nr…`) in `text`, for redaction.
+pub fn person_name_spans(text: &str) -> Vec<std::ops::Range<usize>> {
+    let mut spans = Vec::new();
+    let mut offset = 0;
+    for tag in jieba().tag(text, true) {
+        let start = offset;
+        offset += tag.word.len();
+        if tag.tag.starts_with("nr") && tag.word.chars().count() >= 2 {
+            spans.push(start..offset);
+        }
+    }
+    spans
+}
+
 fn bigrams(text: &str) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     chars
@@ -141,6 +155,16 @@ pub fn query_words(text: &str) -> Vec<WordQuery> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn person_name_spans_are_byte_ranges_of_tagged_names() {
+        let text = "居民王小明反映楼上漏水";
+        for span in person_name_spans(text) {
+            let word = &text[span];
+            assert!(word.chars().count() >= 2, "{word}");
+        }
+        assert!(person_name_spans("").is_empty());
+    }
 
     #[test]
     fn a_query_word_reaches_the_indexed_text() {
