@@ -10,17 +10,18 @@ venv="${SAFEGRID_CI_VENV:-target/ci-venv}"
 "$venv/bin/pip" install --quiet --disable-pip-version-check schemathesis
 
 cargo build --quiet -p broker --bin safegrid
+bin="${CARGO_TARGET_DIR:-target}/debug/safegrid"
 work=$(mktemp -d)
-target/debug/safegrid demo --no-serve --residents 300 --data-dir "$work/data" --listen 127.0.0.1:0 >/dev/null 2>&1
+"$bin" demo --no-serve --residents 300 --data-dir "$work/data" --listen 127.0.0.1:0 >/dev/null 2>&1
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-target/debug/safegrid serve --dev --data-dir "$work/data" --listen "127.0.0.1:$port" >"$work/serve.out" 2>"$work/serve.err" &
+"$bin" serve --dev --data-dir "$work/data" --listen "127.0.0.1:$port" >"$work/serve.out" 2>"$work/serve.err" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do
   if curl -fsk "https://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi
   sleep 0.1
 done
-token=$(target/debug/safegrid token --data-dir "$work/data" --sub ci-schemathesis --role street_officer --jurisdiction 110105001)
+token=$("$bin" token --data-dir "$work/data" --sub ci-schemathesis --role street_officer --jurisdiction 110105001)
 
 export REQUESTS_CA_BUNDLE="$work/data/dev/tls-cert.pem"
 "$venv/bin/schemathesis" run "https://localhost:$port/openapi.json" \

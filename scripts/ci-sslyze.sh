@@ -10,9 +10,10 @@ venv="${SAFEGRID_CI_VENV:-target/ci-venv}"
 "$venv/bin/pip" install --quiet --disable-pip-version-check sslyze
 
 cargo build --quiet -p broker --bin safegrid
+bin="${CARGO_TARGET_DIR:-target}/debug/safegrid"
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-target/debug/safegrid serve --dev --data-dir "$work/data" --listen "127.0.0.1:$port" >"$work/serve.out" 2>"$work/serve.err" &
+"$bin" serve --dev --data-dir "$work/data" --listen "127.0.0.1:$port" >"$work/serve.out" 2>"$work/serve.err" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do

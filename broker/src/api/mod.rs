@@ -253,7 +253,7 @@ pub struct IngestQuery {
 /// Publish a batch of records (NDJSON or a JSON array) for a department.
 #[utoipa::path(post, path = "/v1/ingest/{department}",
     params(("department" = String, Path, description = "department code, e.g. gongan"), IngestQuery),
-    request_body(content = String, content_type = "application/x-ndjson", description = "one unified record per line, or a JSON array"),
+    request_body(description = "unified records (or the department's own schema through its mapping): a JSON array, or NDJSON with one record per line", content((Vec<serde_json::Value> = "application/json"), (String = "application/x-ndjson"))),
     responses((status = 200, body = Receipt), (status = 400, body = error::ErrorBody), (status = 401, body = error::ErrorBody),
         (status = 403, body = error::ErrorBody), (status = 413, body = error::ErrorBody)),
     security(("bearer" = [])))]
