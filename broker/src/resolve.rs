@@ -100,7 +100,6 @@ impl AuthorityOrder {
 /// One merged field with its provenance.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct MergedField {
-    #[schema(value_type = Object)]
     pub value: Value,
     /// Department the value came from.
     #[schema(value_type = String)]
@@ -114,7 +113,6 @@ pub struct MergedField {
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Alternative {
-    #[schema(value_type = Object)]
     pub value: Value,
     #[schema(value_type = String)]
     pub source: Department,

@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs_page))
         .route("/v1/ingest/{department}", post(ingest))
         .route("/v1/ingest/{department}/batches/{batch_id}", get(receipt))
         .route("/v1/residents/{id}", get(get_resident))

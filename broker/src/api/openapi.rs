@@ -64,9 +64,55 @@ pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
+/// A browsable page for `/openapi.json`, self-contained (no CDN: the broker runs on closed
+/// government networks): every route with its parameters, request body, responses and
+/// security, rendered from the same document.
+pub async fn docs_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(DOCS_PAGE)
+}
+
+const DOCS_PAGE: &str = r#"<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8"><title>SafeGrid API</title>
+<style>
+body{font:14px/1.5 system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222}
+h1{font-size:1.6em}.op{border:1px solid #ddd;border-radius:6px;margin:.6em 0;padding:.4em .8em}
+.m{display:inline-block;min-width:4.5em;font-weight:bold}.get{color:#1a7f37}.post{color:#0969da}
+.put{color:#9a6700}.delete{color:#cf222e}code,pre{background:#f6f8fa;border-radius:4px}
+pre{padding:.5em;overflow:auto;max-height:20em}summary{cursor:pointer}
+</style></head><body>
+<h1>SafeGrid API</h1><p id="about"></p><div id="ops">Loading /openapi.json…</div>
+<script>
+fetch('openapi.json').then(r=>r.json()).then(doc=>{
+  document.getElementById('about').textContent=(doc.info&&doc.info.description)||'';
+  const ops=document.getElementById('ops');ops.textContent='';
+  const esc=s=>String(s).replace(/[&<>]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;'}[c]));
+  for(const [path,item] of Object.entries(doc.paths||{}).sort()){
+    for(const [method,op] of Object.entries(item)){
+      const d=document.createElement('details');d.className='op';
+      const params=(op.parameters||[]).map(p=>'<li><code>'+esc(p.name)+'</code> ('+esc(p.in)+(p.required?', required':'')+') '+esc(p.description||'')+'</li>').join('');
+      const responses=Object.entries(op.responses||{}).map(([c,r])=>'<li><b>'+esc(c)+'</b> '+esc(r.description||'')+'</li>').join('');
+      d.innerHTML='<summary><span class="m '+method+'">'+method.toUpperCase()+'</span> <code>'+esc(path)+'</code> '+esc(op.summary||op.description||'')+'</summary>'
+        +(params?'<h4>Parameters</h4><ul>'+params+'</ul>':'')
+        +(op.requestBody?'<h4>Request body</h4><pre>'+esc(JSON.stringify(op.requestBody,null,2))+'</pre>':'')
+        +'<h4>Responses</h4><ul>'+responses+'</ul>'
+        +(op.security?'<p>Needs a bearer token.</p>':'');
+      ops.appendChild(d);
+    }
+  }
+  const s=document.createElement('details');s.innerHTML='<summary>Schemas</summary><pre>'+esc(JSON.stringify((doc.components||{}).schemas||{},null,2))+'</pre>';
+  ops.appendChild(s);
+});
+</script></body></html>"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_docs_page_renders_the_served_document() {
+        assert!(DOCS_PAGE.contains("fetch('openapi.json')"));
+        assert!(!DOCS_PAGE.contains("https://"), "no external assets");
+    }
 
     #[test]
     fn every_v1_route_is_documented() {

@@ -59,7 +59,6 @@ pub struct RejectItem {
     pub source_id: Option<String>,
     pub received_at: chrono::DateTime<chrono::Utc>,
     /// The record as the department sent it.
-    #[schema(value_type = Object)]
     pub record: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved: Option<String>,
@@ -158,7 +157,6 @@ pub struct FiledReject {
     pub message: String,
     pub source_id: Option<String>,
     /// The source row as read.
-    #[schema(value_type = Object)]
     pub row: Value,
 }
 
