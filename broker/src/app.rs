@@ -259,6 +259,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         )?);
     }
     let state = AppState(Arc::new(AppStateInner {
+        data_dir: data_dir.clone(),
+        backup_dir: options.config.backup_dir.clone(),
         mappings,
         pipeline,
         store,

@@ -58,6 +58,9 @@ pub struct Config {
     pub mappings_dir: Option<PathBuf>,
     /// Folder of connector configurations (`*.toml`) the broker runs on their schedules.
     pub connectors_dir: Option<PathBuf>,
+    /// Folder where `POST /v1/admin/backup` writes consistent backups while serving (outside
+    /// the data directory; the master key is never part of a backup).
+    pub backup_dir: Option<PathBuf>,
     /// Most break-glass reads one principal may make per hour.
     #[serde(default = "default_break_glass_per_hour")]
     pub break_glass_per_hour: usize,
@@ -188,6 +191,7 @@ impl Default for Config {
             mtls: None,
             mappings_dir: None,
             connectors_dir: None,
+            backup_dir: None,
         }
     }
 }

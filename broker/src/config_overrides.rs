@@ -35,6 +35,7 @@ pub const OVERRIDES: &[(&str, &str)] = &[
     ("SAFEGRID_POLICY_DIR", "policy_dir"),
     ("SAFEGRID_MAPPINGS_DIR", "mappings_dir"),
     ("SAFEGRID_CONNECTORS_DIR", "connectors_dir"),
+    ("SAFEGRID_BACKUP_DIR", "backup_dir"),
     ("SAFEGRID_AUDIT_ORIGIN", "audit.origin"),
     (
         "SAFEGRID_AUDIT_CHECKPOINT_SECONDS",
@@ -184,6 +185,7 @@ pub fn check(path: Option<&Path>, master_key: Option<&Path>) -> Vec<String> {
         ("policy_dir", &config.policy_dir),
         ("mappings_dir", &config.mappings_dir),
         ("connectors_dir", &config.connectors_dir),
+        ("backup_dir", &config.backup_dir),
     ] {
         if let Some(dir) = dir {
             if !dir.is_dir() {

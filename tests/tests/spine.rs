@@ -493,3 +493,48 @@ async fn no_plaintext_identifier_anywhere_under_the_data_directory() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_system_administrator_backs_up_while_serving_and_the_backup_restores() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = broker::config::Config {
+        backup_dir: Some(root.path().join("backups")),
+        ..broker::config::Config::default()
+    };
+    let app = TestApp::spawn_with(config).await;
+    let body = line(
+        json!({"kind":"resident","source_id":"GA-B1","version":"1","id_number":id("11010519800101001"),"name":"李四","grid":GRID}),
+    );
+    app.ingest("gongan", body).await;
+    // Nobody else may start one (三员分立).
+    for role in ["grid_worker", "compliance_officer", "security_admin"] {
+        let response = app
+            .client
+            .post(format!("{}/v1/admin/backup", app.url))
+            .bearer_auth(app.token(role, &[STREET], None))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 403, "{role}");
+    }
+    let response = app
+        .client
+        .post(format!("{}/v1/admin/backup", app.url))
+        .bearer_auth(app.token("system_admin", &[STREET], None))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let done: Value = response.json().await.expect("json");
+    let path = std::path::PathBuf::from(done["path"].as_str().expect("path"));
+    assert!(path.starts_with(root.path().join("backups")));
+    // The backup restores into a new data directory holding the same record.
+    let restored = root.path().join("restored");
+    broker::backup::restore(&path, &restored).expect("restore");
+    let store = broker::store::Store::open(&restored.join("store.redb")).expect("store");
+    let reader = store.read().expect("read");
+    assert!(reader
+        .source("gongan/resident/GA-B1")
+        .expect("get")
+        .is_some());
+}

@@ -7,6 +7,7 @@
 //!   data is returned (503 `audit_unavailable`).
 //! - A record outside the caller's jurisdiction answers exactly like a missing one.
 
+pub mod admin;
 pub mod compliance;
 pub mod error;
 pub mod extract;
@@ -56,6 +57,10 @@ pub struct AppStateInner {
     pub purposes: Vec<String>,
     pub max_body_bytes: usize,
     pub audit: AuditLog,
+    /// The data directory (for backups while serving).
+    pub data_dir: std::path::PathBuf,
+    /// Where `POST /v1/admin/backup` writes, if configured.
+    pub backup_dir: Option<std::path::PathBuf>,
     /// Mappings of departments that push their own schema.
     pub mappings: std::collections::HashMap<Department, Arc<connectors::Mapping>>,
     pub search: crate::search::SearchIndex,
@@ -110,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/whoami", get(whoami))
         .merge(compliance::routes())
+        .merge(admin::routes())
         .merge(policy::routes())
         .merge(rejects::routes())
         .merge(resolution::routes())
