@@ -44,13 +44,13 @@ fn record(i: u64) -> AuditRecord {
             roles: vec!["grid_worker".into()],
             dept: None,
         },
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             "read_resident"
         } else {
             "search"
         },
         "/v1/residents/{id}",
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             Decision::Deny
         } else {
             Decision::Masked
