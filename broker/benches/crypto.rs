@@ -13,7 +13,8 @@ fn key_ring() -> KeyRing {
     let key = || SecretKey::generate(&rng).expect("system random works");
     KeyRing::new(KeyMaterial {
         data_keys: vec![(Department::Gongan, 1, key())],
-        blind_index: key(),
+        blind_index: (1, key()),
+        blind_index_retiring: Vec::new(),
         entity_id: key(),
         audit_subject: key(),
     })

@@ -7,7 +7,10 @@
 //! - Data keys and the blind-index key are random, and stored only wrapped (AES-256-GCM) by
 //!   the master key, which never sits in the data directory.
 //! - A blind index is HMAC-SHA256 of a normalised value under its own key: equal values give
-//!   equal indexes, and nothing about the value can be read back without the key.
+//!   equal indexes, and nothing about the value can be read back without the key. The
+//!   blind-index key has versions: new indexes are computed under the highest, and while a
+//!   rotation re-computes the stored ones, lookups try every version still loaded
+//!   ([`KeyRing::blind_indexes`]).
 //! - No key material is printed by `Debug`, and every key is zeroized when dropped.
 
 use std::collections::HashMap;
@@ -229,7 +232,10 @@ impl FieldContext<'_> {
 pub struct KeyRing {
     data_keys: HashMap<(Department, u32), LessSafeKey>,
     current: HashMap<Department, u32>,
-    blind: hmac::Key,
+    /// The current blind-index key and its version.
+    blind: (u32, hmac::Key),
+    /// Older blind-index keys still loaded while a rotation re-computes stored indexes.
+    blind_retiring: Vec<(u32, hmac::Key)>,
     entity: hmac::Key,
     audit_subject: hmac::Key,
     rng: SystemRandom,
@@ -240,6 +246,7 @@ impl fmt::Debug for KeyRing {
         f.debug_struct("KeyRing")
             .field("data_keys", &self.data_keys.len())
             .field("current", &self.current)
+            .field("blind_version", &self.blind.0)
             .finish_non_exhaustive()
     }
 }
@@ -249,7 +256,10 @@ impl fmt::Debug for KeyRing {
 pub struct KeyMaterial {
     /// (department, version, key); the highest version of a department is current.
     pub data_keys: Vec<(Department, u32, SecretKey)>,
-    pub blind_index: SecretKey,
+    /// (version, key) of the current blind-index key.
+    pub blind_index: (u32, SecretKey),
+    /// Older blind-index versions a rotation has not finished retiring.
+    pub blind_index_retiring: Vec<(u32, SecretKey)>,
     pub entity_id: SecretKey,
     pub audit_subject: SecretKey,
 }
@@ -263,10 +273,19 @@ impl KeyRing {
             let entry = current.entry(*department).or_insert(*version);
             *entry = (*entry).max(*version);
         }
+        let hmac_key = |key: &SecretKey| hmac::Key::new(hmac::HMAC_SHA256, &key.0);
+        let (blind_version, blind_key) = &material.blind_index;
+        let mut blind_retiring: Vec<(u32, hmac::Key)> = material
+            .blind_index_retiring
+            .iter()
+            .map(|(version, key)| (*version, hmac_key(key)))
+            .collect();
+        blind_retiring.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
         KeyRing {
             data_keys,
             current,
-            blind: hmac::Key::new(hmac::HMAC_SHA256, &material.blind_index.0),
+            blind: (*blind_version, hmac_key(blind_key)),
+            blind_retiring,
             entity: hmac::Key::new(hmac::HMAC_SHA256, &material.entity_id.0),
             audit_subject: hmac::Key::new(hmac::HMAC_SHA256, &material.audit_subject.0),
             rng: SystemRandom::new(),
@@ -306,9 +325,33 @@ impl KeyRing {
         split_sealed(sealed).map(|(version, _)| version)
     }
 
-    /// Blind index of a normalised value; `domain` separates kinds ("id_number", "phone").
+    /// Blind index of a normalised value under the current blind-index key; `domain`
+    /// separates kinds ("id_number", "phone").
+    ///
     pub fn blind_index(&self, domain: &str, normalised: &str) -> [u8; 32] {
-        keyed_hash(&self.blind, domain, normalised)
+        keyed_hash(&self.blind.1, domain, normalised)
+    }
+
+    /// The blind index of a value under every loaded blind-index version, current first: what
+    /// a lookup must try while a rotation has not yet re-computed every stored index.
+    pub fn blind_indexes(&self, domain: &str, normalised: &str) -> Vec<[u8; 32]> {
+        std::iter::once(&self.blind)
+            .chain(&self.blind_retiring)
+            .map(|(_, key)| keyed_hash(key, domain, normalised))
+            .collect()
+    }
+
+    /// The version new blind indexes are computed under.
+    pub fn blind_version(&self) -> u32 {
+        self.blind.0
+    }
+
+    /// Older blind-index versions still loaded (a rotation is re-computing), newest first.
+    pub fn blind_retiring_versions(&self) -> Vec<u32> {
+        self.blind_retiring
+            .iter()
+            .map(|(version, _)| *version)
+            .collect()
     }
 
     /// Keyed hash used to derive stable, non-reversible unified entity ids.
@@ -402,7 +445,8 @@ mod tests {
                 (Department::Gongan, 2, SecretKey::generate(&rng).unwrap()),
                 (Department::Minzheng, 1, SecretKey::generate(&rng).unwrap()),
             ],
-            blind_index: SecretKey::generate(&rng).unwrap(),
+            blind_index: (1, SecretKey::generate(&rng).unwrap()),
+            blind_index_retiring: Vec::new(),
             entity_id: SecretKey::generate(&rng).unwrap(),
             audit_subject: SecretKey::generate(&rng).unwrap(),
         })
@@ -480,6 +524,42 @@ mod tests {
         assert_eq!(a, keys.blind_index("phone", "13812345678"));
         assert_ne!(a, keys.blind_index("id_number", "13812345678"));
         assert_ne!(a, ring().blind_index("phone", "13812345678"));
+    }
+
+    #[test]
+    fn lookups_try_every_loaded_blind_version_current_first() {
+        let rng = SystemRandom::new();
+        let key = |byte| SecretKey([byte; KEY_LEN]);
+        let material = |blind, retiring| KeyMaterial {
+            data_keys: vec![(Department::Gongan, 1, SecretKey::generate(&rng).unwrap())],
+            blind_index: blind,
+            blind_index_retiring: retiring,
+            entity_id: key(9),
+            audit_subject: key(8),
+        };
+        let old = KeyRing::new(material((1, key(1)), Vec::new()));
+        let rotating = KeyRing::new(material((2, key(2)), vec![(1, key(1))]));
+        let new = KeyRing::new(material((2, key(2)), Vec::new()));
+        let value = "110105198001010011";
+        assert_eq!(rotating.blind_version(), 2);
+        assert_eq!(rotating.blind_retiring_versions(), vec![1]);
+        assert_eq!(
+            rotating.blind_index("id_number", value),
+            new.blind_index("id_number", value),
+            "new indexes use the new version"
+        );
+        assert_ne!(
+            old.blind_index("id_number", value),
+            new.blind_index("id_number", value)
+        );
+        assert_eq!(
+            rotating.blind_indexes("id_number", value),
+            vec![
+                new.blind_index("id_number", value),
+                old.blind_index("id_number", value)
+            ]
+        );
+        assert_eq!(new.blind_indexes("id_number", value).len(), 1);
     }
 
     #[test]

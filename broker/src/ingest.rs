@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use model::{Department, IdNumber, Phone, Record, RecordKind};
+use model::{Department, IdNumber, Record, RecordKind, ResidentRecord};
 
 use crate::crypto::{CryptoError, FieldContext, KeyRing};
 use crate::store::{QuarantineEntry, Store, StoreError, StoredSource};
@@ -456,16 +456,10 @@ impl Pipeline {
                     None => source_entity_id(keys, row),
                 };
                 let mut links = vec![format!("entity:{entity}")];
-                if let Some(id) = &body.id_number {
-                    links.push(blind_link(keys, "id_number", id.as_str()));
-                }
-                if let Some(phone) = &body.phone {
-                    links.push(phone_link(keys, phone));
-                }
                 if let Some(house) = &body.house_source_id {
                     links.push(format!("occupant:{}", house_entity_id(keys, house)));
                 }
-                links.extend(crate::linking::block_links(keys, department, row, body));
+                links.extend(blind_keyed_links(keys, department, row, body));
                 Resolved { entity, links }
             }
             Record::House { meta, body } => {
@@ -530,8 +524,29 @@ pub fn blind_link(keys: &KeyRing, domain: &str, normalised: &str) -> String {
     )
 }
 
-fn phone_link(keys: &KeyRing, phone: &Phone) -> String {
-    blind_link(keys, "phone", &phone.digits())
+/// The links of a resident that the blind-index key computes: the blind indexes of its ID
+/// number and phone and its linkage blocking keys. A blind-index key rotation re-computes
+/// exactly these ([`crate::rotation::reblind`]); everything else about a row stays.
+pub fn blind_keyed_links(
+    keys: &KeyRing,
+    department: Department,
+    row: &str,
+    body: &ResidentRecord,
+) -> Vec<String> {
+    let mut links = Vec::new();
+    if let Some(id) = &body.id_number {
+        links.push(blind_link(keys, "id_number", id.as_str()));
+    }
+    if let Some(phone) = &body.phone {
+        links.push(blind_link(keys, "phone", &phone.digits()));
+    }
+    links.extend(crate::linking::block_links(keys, department, row, body));
+    links
+}
+
+/// Whether a link is one of [`blind_keyed_links`].
+pub fn is_blind_keyed_link(link: &str) -> bool {
+    link.starts_with("blind:") || link.starts_with("block:")
 }
 
 fn body_fields(record: &Record) -> Map<String, Value> {

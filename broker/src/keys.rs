@@ -19,6 +19,14 @@ pub enum KeyError {
     Store(#[from] StoreError),
 }
 
+/// Meta-key prefix of the wrapped blind-index keys (`keys/blind-index/<version>`).
+pub const BLIND_INDEX_PREFIX: &str = "keys/blind-index/";
+
+/// The wrapping label of a blind-index key version.
+pub fn blind_index_label(version: u32) -> String {
+    format!("blind-index/{version}")
+}
+
 /// Loads every key from the store, creating missing ones (version 1) in one transaction.
 pub fn load_key_ring(store: &Store, master: &MasterKey) -> Result<KeyRing, KeyError> {
     let rng = SystemRandom::new();
@@ -49,9 +57,26 @@ pub fn load_key_ring(store: &Store, master: &MasterKey) -> Result<KeyRing, KeyEr
                 version += 1;
             }
         }
+        // Blind-index versions: the highest is current; older ones stay until a rotation's
+        // re-computation retires them (`rotation::reblind`).
+        let mut blind_versions: Vec<u32> = w
+            .meta_keys(BLIND_INDEX_PREFIX)?
+            .iter()
+            .filter_map(|key| key[BLIND_INDEX_PREFIX.len()..].parse().ok())
+            .collect();
+        if blind_versions.is_empty() {
+            blind_versions.push(1);
+        }
+        blind_versions.sort_unstable_by_key(|version| std::cmp::Reverse(*version));
+        let mut blind_keys = Vec::new();
+        for version in blind_versions {
+            blind_keys.push((version, load(w, blind_index_label(version))?));
+        }
+        let blind_index = blind_keys.remove(0);
         let material = KeyMaterial {
             data_keys,
-            blind_index: load(w, "blind-index/1".to_owned())?,
+            blind_index,
+            blind_index_retiring: blind_keys,
             entity_id: load(w, "entity-id/1".to_owned())?,
             audit_subject: load(w, "audit-subject/1".to_owned())?,
         };

@@ -181,13 +181,24 @@ pub fn block_links(
     let record = LinkRecord::from_resident(department, row, body);
     blocking_keys(&record)
         .into_iter()
-        .map(|key| {
-            format!(
-                "block:{}",
-                hex::encode(&keys.blind_index("linkage-block", &key)[..16])
-            )
-        })
+        .map(|key| block_link(&keys.blind_index(BLOCK_DOMAIN, &key)))
         .collect()
+}
+
+/// The `block:` links to look candidates up by: the record's blocking keys under the current
+/// blind-index key and, while a rotation is re-computing stored links, under the older ones.
+pub fn block_lookup_links(keys: &KeyRing, record: &LinkRecord) -> Vec<String> {
+    blocking_keys(record)
+        .into_iter()
+        .flat_map(|key| keys.blind_indexes(BLOCK_DOMAIN, &key))
+        .map(|hash| block_link(&hash))
+        .collect()
+}
+
+const BLOCK_DOMAIN: &str = "linkage-block";
+
+fn block_link(hash: &[u8; 32]) -> String {
+    format!("block:{}", hex::encode(&hash[..16]))
 }
 
 fn decision_key(row: &str) -> String {
@@ -271,8 +282,8 @@ pub fn link_incoming(
         }
     }
     let mut candidates = BTreeSet::new();
-    for link in incoming.links.iter().filter(|l| l.starts_with("block:")) {
-        for candidate in writer.linked_rows(link)? {
+    for link in block_lookup_links(keys, record) {
+        for candidate in writer.linked_rows(&link)? {
             if candidate != row && !decision.distinct_from.contains(&candidate) {
                 candidates.insert(candidate);
             }

@@ -52,7 +52,7 @@ pub enum CertsCommand {
     },
 }
 
-/// `safegrid keys …`: data-key and master-key rotation.
+/// `safegrid keys …`: data-key, blind-index-key and master-key rotation.
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     /// Add a new data-key version for a department; re-encryption of its records to the new
@@ -88,7 +88,26 @@ pub enum KeysCommand {
         #[arg(long)]
         new_master_key: PathBuf,
     },
-    /// Key versions and re-encryption progress per department.
+    /// Add a new blind-index key version; the re-computation of every stored blind index and
+    /// linkage key under it runs in the background of `serve` (or with `keys reblind`), and
+    /// the old version is deleted when it ends. The search index is rebuilt on the next start.
+    RotateBlindIndex {
+        #[arg(long, env = "SAFEGRID_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        master_key: Option<PathBuf>,
+    },
+    /// Re-compute stored blind indexes under the current blind-index key (resumable).
+    Reblind {
+        #[arg(long, env = "SAFEGRID_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Stop after this many rows (progress is saved; run again to continue).
+        #[arg(long)]
+        limit: Option<u64>,
+        #[arg(long)]
+        master_key: Option<PathBuf>,
+    },
+    /// Key versions and re-encryption progress per department, and the blind-index key.
     Status {
         #[arg(long, env = "SAFEGRID_DATA_DIR")]
         data_dir: PathBuf,
@@ -198,6 +217,36 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 }
             );
         }
+        KeysCommand::RotateBlindIndex {
+            data_dir,
+            master_key,
+        } => {
+            let (store, master) = open(&data_dir, master_key.as_deref())?;
+            let version = crate::rotation::rotate_blind_key(&store, &master)?;
+            println!("blind-index key version {version} is current; stored indexes are re-computed when the broker starts (or run `safegrid keys reblind`), and the search index is rebuilt on that start");
+        }
+        KeysCommand::Reblind {
+            data_dir,
+            limit,
+            master_key,
+        } => {
+            let (store, master) = open(&data_dir, master_key.as_deref())?;
+            let ring = crate::keys::load_key_ring(&store, &master)?;
+            let report = crate::rotation::reblind(&store, &ring, limit, &AtomicBool::new(false))?;
+            let p = &report.progress;
+            println!(
+                "blind index: {} rows this run; {} rows visited, {} re-keyed to version {} in total; {}",
+                report.rows_this_run,
+                p.rows,
+                p.relinked,
+                p.target,
+                if p.done {
+                    format!("done (retired versions {:?})", p.retired)
+                } else {
+                    "not done yet: run again to continue".to_owned()
+                }
+            );
+        }
         KeysCommand::RotateMaster {
             data_dir,
             master_key,
@@ -231,6 +280,22 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                     }
                 );
             }
+            let retiring = ring.blind_retiring_versions();
+            println!(
+                "blind index: current version {}; {}",
+                ring.blind_version(),
+                match crate::rotation::reblind_progress(&store)? {
+                    None => "re-computation never needed".to_owned(),
+                    Some(p) if p.done => format!(
+                        "re-computation done ({} rows re-keyed, versions {:?} retired)",
+                        p.relinked, p.retired
+                    ),
+                    Some(p) => format!(
+                        "re-computation pending ({} rows so far; versions {retiring:?} still loaded)",
+                        p.rows
+                    ),
+                }
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -12,6 +12,14 @@
 //! - [`rotate_master`] re-wraps every stored key (`keys/…` in the meta table) and the dev
 //!   JWT key under the new master key in one transaction; data is untouched. The new master
 //!   key is read only from its file, never from the environment.
+//! - [`rotate_blind_key`] adds version `n + 1` of the blind-index key. [`reblind`] then
+//!   re-computes every resident row's keyed links (`blind:` identifier indexes and linkage
+//!   `block:` keys, [`crate::ingest::blind_keyed_links`]) under it, in resumable batches like
+//!   re-encryption (`reblind` in the meta table). Until it is done the older keys stay loaded
+//!   and candidate lookups try every version, so linking misses nothing mid-rotation; when the
+//!   walk ends the older keys are deleted from the store in the same transaction, after which
+//!   no stored index can be matched with them. The search index derives its token key from
+//!   the current blind-index key, so it is rebuilt from the store on the next start.
 //! - Plaintext lives only in zeroized buffers while a field is re-sealed.
 
 use std::path::Path;
@@ -24,11 +32,13 @@ use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use model::Department;
+use model::{Department, RecordKind, ResidentRecord};
+use serde_json::Value;
 
 use crate::crypto::{CryptoError, FieldContext, KeyRing, MasterKey, SecretKey};
-use crate::keys::{load_key_ring, KeyError};
-use crate::store::{Store, StoreError};
+use crate::ingest::{blind_keyed_links, is_blind_keyed_link};
+use crate::keys::{blind_index_label, load_key_ring, KeyError, BLIND_INDEX_PREFIX};
+use crate::store::{Store, StoreError, StoreWriter};
 
 /// Rows re-sealed per transaction.
 pub const BATCH_ROWS: usize = 256;
@@ -47,6 +57,8 @@ pub enum RotationError {
         field: String,
         source: CryptoError,
     },
+    #[error("row {row}: {reason}")]
+    Row { row: String, reason: String },
     #[error("{0}")]
     Io(String),
 }
@@ -71,15 +83,105 @@ fn progress_key(department: Department) -> String {
 
 /// The stored progress of `department`, if a rotation ever happened.
 pub fn progress(store: &Store, department: Department) -> Result<Option<Progress>, RotationError> {
-    let Some(bytes) = store.meta(&progress_key(department))? else {
+    read_progress(store, &progress_key(department))
+}
+
+fn read_progress<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    key: &str,
+) -> Result<Option<T>, RotationError> {
+    let Some(bytes) = store.meta(key)? else {
         return Ok(None);
     };
     serde_json::from_slice(&bytes).map(Some).map_err(|e| {
         RotationError::Store(StoreError::Corrupt {
-            key: progress_key(department),
+            key: key.to_owned(),
             reason: e.to_string(),
         })
     })
+}
+
+/// The resumable state of a walk over row keys.
+trait Walk: Clone + Serialize {
+    fn cursor(&self) -> Option<&str>;
+    fn set_cursor(&mut self, row: String);
+    fn is_done(&self) -> bool;
+}
+
+impl Walk for Progress {
+    fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref()
+    }
+    fn set_cursor(&mut self, row: String) {
+        self.cursor = Some(row);
+    }
+    fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+impl Walk for ReblindProgress {
+    fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref()
+    }
+    fn set_cursor(&mut self, row: String) {
+        self.cursor = Some(row);
+    }
+    fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+/// Walks the row keys under `prefix` after `progress`'s cursor, in batches, until the walk is
+/// done, `limit` rows were visited in this run, or `stop` turns true. Each batch is one store
+/// transaction: `batch` handles the rows (an empty batch means every row was visited) and the
+/// progress, cursor moved past the batch, is saved under `meta_key` in the same transaction.
+/// Returns the rows visited in this run.
+fn walk<P: Walk>(
+    store: &Store,
+    prefix: &str,
+    meta_key: &str,
+    limit: Option<u64>,
+    stop: &AtomicBool,
+    progress: &mut P,
+    mut batch: impl FnMut(&mut StoreWriter, &[String], &mut P) -> Result<(), RotationError>,
+) -> Result<u64, RotationError> {
+    let mut rows_this_run = 0u64;
+    while !progress.is_done() && !stop.load(Ordering::Relaxed) {
+        let Some(budget) = batch_budget(limit, rows_this_run) else {
+            break;
+        };
+        let rows = store
+            .read()?
+            .source_keys_after(prefix, progress.cursor(), budget)?;
+        let mut next = progress.clone();
+        store.write(|w| -> Result<(), RotationError> {
+            batch(w, &rows, &mut next)?;
+            if let Some(last) = rows.last() {
+                next.set_cursor(last.clone());
+            }
+            let bytes = serde_json::to_vec(&next).map_err(|e| StoreError::Corrupt {
+                key: meta_key.to_owned(),
+                reason: e.to_string(),
+            })?;
+            w.put_meta(meta_key, &bytes)?;
+            Ok(())
+        })?;
+        rows_this_run += rows.len() as u64;
+        *progress = next;
+    }
+    Ok(rows_this_run)
+}
+
+/// Rows the next batch may take: `None` once `limit` rows were done in this run.
+fn batch_budget(limit: Option<u64>, done_this_run: u64) -> Option<usize> {
+    match limit {
+        Some(limit) => {
+            let left = limit.saturating_sub(done_this_run);
+            (left > 0).then(|| usize::try_from(left).unwrap_or(BATCH_ROWS).min(BATCH_ROWS))
+        }
+        None => Some(BATCH_ROWS),
+    }
 }
 
 /// Adds a new data-key version for `department` (new writes use it after the next start)
@@ -113,7 +215,7 @@ pub fn rotate_data_key(
     })
 }
 
-fn encode(progress: &Progress) -> Vec<u8> {
+fn encode(progress: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(progress).unwrap_or_default()
 }
 
@@ -150,25 +252,17 @@ pub fn reencrypt(
             ..Progress::default()
         };
     }
-    let mut rows_this_run = 0u64;
-    while !progress.done && !stop.load(Ordering::Relaxed) {
-        let budget = match limit {
-            Some(limit) => {
-                let left = limit.saturating_sub(rows_this_run);
-                if left == 0 {
-                    break;
-                }
-                usize::try_from(left).unwrap_or(BATCH_ROWS).min(BATCH_ROWS)
-            }
-            None => BATCH_ROWS,
-        };
-        let rows = store
-            .read()?
-            .source_keys_after(&prefix, progress.cursor.as_deref(), budget)?;
-        let mut next = progress.clone();
-        next.done = rows.is_empty();
-        store.write(|w| -> Result<(), RotationError> {
-            for row in &rows {
+    let key = progress_key(department);
+    let rows_this_run = walk(
+        store,
+        &prefix,
+        &key,
+        limit,
+        stop,
+        &mut progress,
+        |w, rows, next| {
+            next.done = rows.is_empty();
+            for row in rows {
                 let Some(old) = w.source(row)? else { continue };
                 let mut new = old.clone();
                 let mut changed = 0u64;
@@ -196,19 +290,157 @@ pub fn reencrypt(
                 next.fields += changed;
                 next.rows += 1;
             }
-            if let Some(last) = rows.last() {
-                next.cursor = Some(last.clone());
-            }
-            w.put_meta(&progress_key(department), &encode(&next))?;
             Ok(())
-        })?;
-        rows_this_run += rows.len() as u64;
-        progress = next;
-    }
+        },
+    )?;
     Ok(ReencryptReport {
         progress,
         rows_this_run,
     })
+}
+
+/// Meta key of the blind-index re-computation progress.
+const REBLIND_META: &str = "reblind";
+
+/// Progress of the blind-index re-computation, kept in the meta table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReblindProgress {
+    /// The blind-index key version links are moved to.
+    pub target: u32,
+    /// The last row key finished; the walk resumes after it.
+    pub cursor: Option<String>,
+    /// Every row has been visited and the older keys are deleted.
+    pub done: bool,
+    /// Rows visited, and rows whose links were re-computed, so far.
+    pub rows: u64,
+    pub relinked: u64,
+    /// Blind-index versions deleted when the walk finished.
+    #[serde(default)]
+    pub retired: Vec<u32>,
+}
+
+/// The stored blind-index re-computation progress, if a blind-index rotation ever happened.
+pub fn reblind_progress(store: &Store) -> Result<Option<ReblindProgress>, RotationError> {
+    read_progress(store, REBLIND_META)
+}
+
+/// Adds a new blind-index key version (new links use it after the next start) and resets
+/// the re-computation progress. Returns the new version.
+pub fn rotate_blind_key(store: &Store, master: &MasterKey) -> Result<u32, RotationError> {
+    load_key_ring(store, master)?;
+    let rng = SystemRandom::new();
+    store.write(|w| -> Result<u32, RotationError> {
+        let highest = w
+            .meta_keys(BLIND_INDEX_PREFIX)?
+            .iter()
+            .filter_map(|key| key[BLIND_INDEX_PREFIX.len()..].parse::<u32>().ok())
+            .max()
+            .unwrap_or(1);
+        let next = highest + 1;
+        let label = blind_index_label(next);
+        let key = SecretKey::generate(&rng)?;
+        w.put_meta(&format!("keys/{label}"), &master.wrap(&key, &label)?)?;
+        let progress = ReblindProgress {
+            target: next,
+            ..ReblindProgress::default()
+        };
+        w.put_meta(REBLIND_META, &encode(&progress))?;
+        Ok(next)
+    })
+}
+
+/// What one [`reblind`] run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReblindReport {
+    pub progress: ReblindProgress,
+    /// Rows visited in this run.
+    pub rows_this_run: u64,
+}
+
+/// Re-computes the blind-keyed links of every resident row under the current blind-index
+/// key, resuming from the stored cursor; when the walk ends, deletes the older blind-index
+/// keys. Stops after `limit` rows (if given) or when `stop` turns true, progress saved.
+pub fn reblind(
+    store: &Store,
+    keys: &KeyRing,
+    limit: Option<u64>,
+    stop: &AtomicBool,
+) -> Result<ReblindReport, RotationError> {
+    let current = keys.blind_version();
+    let mut progress = reblind_progress(store)?.unwrap_or_default();
+    if progress.target != current {
+        // A rotation the stored progress does not know about: start over.
+        progress = ReblindProgress {
+            target: current,
+            ..ReblindProgress::default()
+        };
+    }
+    let rows_this_run = walk(
+        store,
+        "",
+        REBLIND_META,
+        limit,
+        stop,
+        &mut progress,
+        |w, rows, next| {
+            for row in rows {
+                next.rows += 1;
+                let Some(stored) = w.source(row)? else {
+                    continue;
+                };
+                if stored.deleted || stored.kind != RecordKind::Resident {
+                    continue;
+                }
+                let department = stored.department;
+                let opened = crate::resolve::open_source(keys, stored.clone()).map_err(|e| {
+                    RotationError::Row {
+                        row: row.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                let body: ResidentRecord = serde_json::from_value(Value::Object(opened.fields))
+                    .map_err(|_| RotationError::Row {
+                        row: row.clone(),
+                        reason: "the stored fields do not form a resident record".to_owned(),
+                    })?;
+                let mut links: Vec<String> = stored
+                    .links
+                    .iter()
+                    .filter(|link| !is_blind_keyed_link(link))
+                    .cloned()
+                    .collect();
+                links.extend(blind_keyed_links(keys, department, row, &body));
+                let same = links.len() == stored.links.len()
+                    && links.iter().all(|link| stored.links.contains(link));
+                if !same {
+                    w.replace_links(&stored, links)?;
+                    next.relinked += 1;
+                }
+            }
+            if rows.is_empty() {
+                // Every row is keyed under the current version: the older keys go.
+                for meta_key in w.meta_keys(BLIND_INDEX_PREFIX)? {
+                    let Ok(version) = meta_key[BLIND_INDEX_PREFIX.len()..].parse::<u32>() else {
+                        continue;
+                    };
+                    if version != current && w.delete_meta(&meta_key)? {
+                        next.retired.push(version);
+                    }
+                }
+                next.done = true;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(ReblindReport {
+        progress,
+        rows_this_run,
+    })
+}
+
+/// Whether a blind-index re-computation is pending (rotated, not done).
+pub fn reblind_pending(store: &Store) -> Result<bool, RotationError> {
+    Ok(reblind_progress(store)?.is_some_and(|p| !p.done))
 }
 
 /// Departments whose re-encryption is pending (rotated, not done).
@@ -222,7 +454,7 @@ pub fn pending(store: &Store) -> Result<Vec<Department>, RotationError> {
     Ok(out)
 }
 
-/// Resumes pending re-encryptions in the background of a running broker; stops (progress
+/// Resumes a pending blind-index re-computation and pending re-encryptions in the background of a running broker; stops (progress
 /// saved) on shutdown.
 pub fn spawn_pending(
     store: Arc<Store>,
@@ -232,6 +464,22 @@ pub fn spawn_pending(
     let stop = Arc::new(AtomicBool::new(false));
     let worker_stop = stop.clone();
     let worker = tokio::task::spawn_blocking(move || {
+        match reblind_pending(&store) {
+            Ok(false) => {}
+            Ok(true) => match reblind(&store, &keys, None, &worker_stop) {
+                Ok(report) => tracing::info!(
+                    version = report.progress.target,
+                    rows = report.progress.rows,
+                    relinked = report.progress.relinked,
+                    done = report.progress.done,
+                    "blind-index re-computation"
+                ),
+                Err(err) => {
+                    tracing::error!(error = %err, "blind-index re-computation stopped")
+                }
+            },
+            Err(err) => tracing::error!(error = %err, "cannot read blind-index progress"),
+        }
         let departments = match pending(&store) {
             Ok(departments) => departments,
             Err(err) => {

@@ -265,6 +265,38 @@ impl StoreWriter {
         Ok(())
     }
 
+    /// Replaces the links of a stored row (read in this transaction) without touching its
+    /// fields or the change sequence: only lookup keys change (blind-index re-computation),
+    /// so nothing derived from the row's content needs to be rebuilt.
+    pub fn replace_links(
+        &mut self,
+        previous: &StoredSource,
+        links: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let row = previous.key();
+        {
+            let mut table = self.tx.open_multimap_table(LINKS)?;
+            for link in &previous.links {
+                table.remove(link.as_str(), row.as_str())?;
+            }
+            for link in &links {
+                table.insert(link.as_str(), row.as_str())?;
+            }
+        }
+        let updated = StoredSource {
+            links,
+            ..previous.clone()
+        };
+        let bytes = serde_json::to_vec(&updated).map_err(|err| StoreError::Corrupt {
+            key: row.clone(),
+            reason: err.to_string(),
+        })?;
+        self.tx
+            .open_table(SOURCES)?
+            .insert(row.as_str(), bytes.as_slice())?;
+        Ok(())
+    }
+
     fn append_change(&mut self, entity: &str) -> Result<(), StoreError> {
         let mut meta = self.tx.open_table(META)?;
         let next = meta
@@ -376,6 +408,11 @@ impl StoreWriter {
     pub fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.tx.open_table(META)?.insert(key, value)?;
         Ok(())
+    }
+
+    /// Removes a meta entry (a retired key); true if it existed.
+    pub fn delete_meta(&mut self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.tx.open_table(META)?.remove(key)?.is_some())
     }
 
     /// Meta keys starting with `prefix`, in key order (key rotation walks `keys/`).

@@ -1,6 +1,8 @@
-//! Key rotation end to end: rotate a department's data key, interrupt the re-encryption
-//! halfway, resume it (by hand and in the background of a restarted broker), and read every
-//! record through the API; every field ends under the new version, sealed exactly once more.
+//! Key rotation end to end: rotate a department's data key (or the blind-index key),
+//! interrupt the re-encryption (or the re-computation of blind indexes) halfway, resume it by
+//! hand and in the background of a restarted broker, and read or search every record through
+//! the API; every field ends under the new version, sealed exactly once more, and the old
+//! blind-index key ends deleted with nothing stored under it.
 
 use std::sync::atomic::AtomicBool;
 
@@ -157,4 +159,205 @@ async fn interrupted_reencryption_resumes_and_every_record_still_opens() {
         stored.fields as usize, fields_before,
         "every old field was re-sealed exactly once, none twice"
     );
+}
+
+/// Ids of the residents a search finds, once the index has caught up (it is rebuilt from the
+/// store after a blind-index rotation, so the first answers may still be empty).
+async fn search_ids(app: &TestApp, q: &str, token: &str) -> Vec<String> {
+    // Identifiers are searchable only for a purpose that may see them in clear.
+    let started = std::time::Instant::now();
+    loop {
+        let path = format!("/v1/residents?q={}", urlencode(q));
+        let (status, body) = app.get(&path, token, Some("case_investigation")).await;
+        assert_eq!(status, 200, "{body}");
+        let ids: Vec<String> = body["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !ids.is_empty() || started.elapsed() > std::time::Duration::from_secs(15) {
+            return ids;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Every resident row with the links the blind-index key computes, as the store holds them.
+fn keyed_links(store: &Store) -> Vec<(String, Vec<String>)> {
+    let reader = store.read().expect("read");
+    let mut out = Vec::new();
+    reader
+        .for_each_source(RecordKind::Resident, |source| {
+            let links = source
+                .links
+                .iter()
+                .filter(|l| broker::ingest::is_blind_keyed_link(l))
+                .cloned()
+                .collect();
+            out.push((source.key(), links));
+        })
+        .expect("scan");
+    out
+}
+
+#[tokio::test]
+async fn blind_index_rotation_resumes_keeps_lookups_working_and_retires_the_old_key() {
+    use broker::linking::{block_lookup_links, link_record};
+    use broker::rotation::{reblind, reblind_progress, rotate_blind_key};
+
+    let mut app = TestApp::spawn().await;
+    let body: String = (0..RESIDENTS)
+        .map(|n| {
+            format!(
+                "{}\n",
+                json!({"kind":"resident","source_id":format!("GA-{n:03}"),"version":"1",
+                    "id_number":id(n),"name":format!("王{}", ["明","丽","强"][n % 3]),
+                    "phone":format!("1381234{n:04}"),"address":format!("幸福小区{}号楼", n % 5 + 1),
+                    "grid":GRID})
+            )
+        })
+        .collect();
+    assert_eq!(app.ingest("gongan", body).await["accepted"], RESIDENTS);
+    let officer = app.token("street_officer", &[STREET], None);
+    let by_phone_before = search_ids(&app, "13812340007", &officer).await;
+    let by_id_before = search_ids(&app, &id(11), &officer).await;
+    assert_eq!(
+        by_phone_before.len(),
+        1,
+        "the phone number finds one resident"
+    );
+    assert_eq!(by_id_before.len(), 1, "the ID number finds one resident");
+    let index_version_before =
+        std::fs::read_to_string(app.data_dir.join("index").join("safegrid-index-version")).ok();
+    app.stop().await;
+
+    let master = app::load_master_key(&app.data_dir, None, false).expect("master key");
+    let old_links;
+    {
+        let store = Store::open(&app.data_dir.join("store.redb")).expect("store");
+        let old_ring = load_key_ring(&store, &master).expect("keys");
+        assert_eq!(old_ring.blind_version(), 1);
+        old_links = keyed_links(&store);
+        assert_eq!(old_links.len(), RESIDENTS);
+        assert!(old_links.iter().all(|(_, links)| links.len() >= 3));
+
+        assert_eq!(rotate_blind_key(&store, &master).expect("rotate"), 2);
+        let ring = load_key_ring(&store, &master).expect("keys");
+        assert_eq!(ring.blind_version(), 2);
+        assert_eq!(ring.blind_retiring_versions(), vec![1]);
+
+        // Interrupted after 11 rows: some rows are keyed under version 2, the rest still
+        // under version 1, and a lookup finds every row either way.
+        let report = reblind(&store, &ring, Some(11), &AtomicBool::new(false)).expect("run 1");
+        assert_eq!(report.rows_this_run, 11);
+        assert!(!report.progress.done);
+        assert_eq!(report.progress.relinked, 11);
+        let halfway = keyed_links(&store);
+        let moved = halfway
+            .iter()
+            .zip(&old_links)
+            .filter(|(now, before)| now.1 != before.1)
+            .count();
+        assert_eq!(moved, 11, "exactly the rows walked so far were re-keyed");
+        let reader = store.read().expect("read");
+        reader
+            .for_each_source(RecordKind::Resident, |source| {
+                let row = source.key();
+                let record = link_record(&ring, source).expect("a resident");
+                let found = block_lookup_links(&ring, &record)
+                    .iter()
+                    .any(|link| reader.linked_rows(link).expect("lookup").contains(&row));
+                assert!(found, "{row} is a linkage candidate mid-rotation");
+            })
+            .expect("scan");
+        assert!(
+            reblind_progress(&store)
+                .expect("progress")
+                .is_some_and(|p| !p.done),
+            "the restarted broker resumes it"
+        );
+    }
+
+    // The restarted broker finishes the walk in the background and rebuilds the search index
+    // under the new key; search answers as before.
+    let mut app = app.restart().await;
+    let officer = app.token("street_officer", &[STREET], None);
+    assert_eq!(
+        search_ids(&app, "13812340007", &officer).await,
+        by_phone_before
+    );
+    assert_eq!(search_ids(&app, &id(11), &officer).await, by_id_before);
+    let index_version_after =
+        std::fs::read_to_string(app.data_dir.join("index").join("safegrid-index-version")).ok();
+    assert_ne!(
+        index_version_before, index_version_after,
+        "the index was rebuilt under the new key"
+    );
+    app.ingest(
+        "gongan",
+        format!(
+            "{}\n",
+            json!({"kind":"resident","source_id":"GA-NEW","version":"1",
+            "id_number":id(999),"name":"新","phone":"13900000001","grid":GRID})
+        ),
+    )
+    .await;
+    app.stop().await;
+
+    let store = Store::open(&app.data_dir.join("store.redb")).expect("store");
+    let ring = load_key_ring(&store, &master).expect("keys");
+    // Finish whatever the background run did not (it re-keys nothing twice if it finished).
+    let report = reblind(&store, &ring, None, &AtomicBool::new(false)).expect("finish");
+    assert!(report.progress.done);
+    assert_eq!(report.progress.retired, vec![1], "version 1 was deleted");
+    assert!(
+        store.meta("keys/blind-index/1").expect("meta").is_none(),
+        "the old key is gone from the store"
+    );
+    let ring = load_key_ring(&store, &master).expect("keys");
+    assert_eq!(ring.blind_version(), 2);
+    assert!(ring.blind_retiring_versions().is_empty());
+
+    // Every stored keyed link is what ingest computes under version 2, and none of the
+    // version-1 links is reachable any more.
+    let reader = store.read().expect("read");
+    reader
+        .for_each_source(RecordKind::Resident, |source| {
+            let row = source.key();
+            let opened = broker::resolve::open_source(&ring, source.clone()).expect("opens");
+            let body: model::ResidentRecord =
+                serde_json::from_value(serde_json::Value::Object(opened.fields)).expect("body");
+            let expected = broker::ingest::blind_keyed_links(&ring, source.department, &row, &body);
+            let mut stored: Vec<&String> = source
+                .links
+                .iter()
+                .filter(|l| broker::ingest::is_blind_keyed_link(l))
+                .collect();
+            let mut expected: Vec<&String> = expected.iter().collect();
+            stored.sort();
+            expected.sort();
+            assert_eq!(stored, expected, "{row}");
+        })
+        .expect("scan");
+    for (row, links) in &old_links {
+        for link in links {
+            assert!(
+                !reader.linked_rows(link).expect("lookup").contains(row),
+                "{row} is still reachable by a version-1 link"
+            );
+        }
+    }
 }

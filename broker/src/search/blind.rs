@@ -1,10 +1,12 @@
 //! Blind tokens: what the search index holds instead of personal data.
 //!
-//! Guarantees: a token is HMAC-SHA256 under a key derived from the instance's entity-id key
-//! (domain `search-token-key/v1`), over the index field and the analysed term, truncated to
-//! 12 bytes and base32-encoded. Equal (field, term) pairs give equal tokens, so exact-term
-//! matching and BM25 work; nothing about the term can be read back from the index without
-//! the key; the same term in two fields gives unrelated tokens.
+//! Guarantees: a token is HMAC-SHA256 under a key derived from the instance's current
+//! blind-index key (domain `search-token-key/v1`; a blind-index key rotation changes the
+//! key's fingerprint, so the index is rebuilt under the new key), over the index field and
+//! the analysed term, truncated to 12 bytes and base32-encoded. Equal (field, term) pairs
+//! give equal tokens, so exact-term matching and BM25 work; nothing about the term can be
+//! read back from the index without the key; the same term in two fields gives unrelated
+//! tokens.
 
 use data_encoding::BASE32_NOPAD;
 use ring::hmac;
@@ -27,7 +29,7 @@ impl std::fmt::Debug for Blinder {
 
 impl Blinder {
     pub fn new(keys: &KeyRing) -> Blinder {
-        let derived = zeroize::Zeroizing::new(keys.entity_hash("search-token-key/v1", ""));
+        let derived = zeroize::Zeroizing::new(keys.blind_index("search-token-key/v1", ""));
         Blinder {
             key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
         }
