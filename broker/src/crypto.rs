@@ -11,7 +11,11 @@
 //!   blind-index key has versions: new indexes are computed under the highest, and while a
 //!   rotation re-computes the stored ones, lookups try every version still loaded
 //!   ([`KeyRing::blind_indexes`]).
-//! - No key material is printed by `Debug`, and every key is zeroized when dropped.
+//! - No key material is printed by `Debug`, and every raw key ([`SecretKey`], the master key,
+//!   unwrapped secrets) is zeroized when dropped. The expanded forms `ring` builds from them
+//!   (AES key schedules, HMAC pads inside [`KeyRing`]) are not: `ring` offers no zeroization
+//!   and the workspace forbids `unsafe`; they live only in the serving process's memory for
+//!   the key ring's lifetime.
 
 use std::collections::HashMap;
 use std::fmt;
