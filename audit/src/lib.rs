@@ -18,7 +18,9 @@ pub mod verify;
 
 pub use anomaly::{detect_anomalies, Anomaly, AnomalyConfig, AnomalyKind};
 pub use checkpoint::{CheckpointError, CheckpointSigner, PublicKey, SignedCheckpoint};
-pub use log::{AuditConfig, AuditError, AuditLog, AuditQuery, ResidentSubject};
+pub use log::{
+    AuditConfig, AuditError, AuditLog, AuditQuery, ResidentSubject, SyncLatency, SYNC_BUCKETS,
+};
 pub use merkle::{hash_leaf, verify_consistency, verify_inclusion, Hash, MerkleTree, ProofError};
 pub use record::{Actor, AuditRecord, Decision, RecordDecodeError, RECORD_FORMAT_VERSION};
 pub use verify::{

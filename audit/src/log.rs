@@ -215,6 +215,55 @@ struct State {
     latest_checkpoint: Option<SignedCheckpoint>,
 }
 
+/// Upper bounds, in seconds, of the buckets of [`AuditLog::sync_latency`].
+pub const SYNC_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// How long writing and syncing record batches took, since the log was opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncLatency {
+    /// (upper bound in seconds, batches that took at most that long), cumulative.
+    pub buckets: Vec<(f64, u64)>,
+    /// Batches written and synced.
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+#[derive(Debug, Default)]
+struct SyncCounters {
+    buckets: [AtomicU64; SYNC_BUCKETS.len()],
+    count: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl SyncCounters {
+    fn observe(&self, elapsed: std::time::Duration) {
+        let seconds = elapsed.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter().zip(SYNC_BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> SyncLatency {
+        SyncLatency {
+            buckets: self
+                .buckets
+                .iter()
+                .zip(SYNC_BUCKETS)
+                .map(|(count, bound)| (bound, count.load(Ordering::Relaxed)))
+                .collect(),
+            count: self.count.load(Ordering::Relaxed),
+            sum_seconds: self.nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Shared {
     state: RwLock<State>,
@@ -222,6 +271,7 @@ struct Shared {
     closed: AtomicBool,
     queue_depth: AtomicUsize,
     size: AtomicU64,
+    sync: SyncCounters,
     #[cfg(test)]
     fail_writes: AtomicBool,
 }
@@ -364,6 +414,11 @@ impl AuditLog {
     /// Records waiting for the writer.
     pub fn queue_depth(&self) -> usize {
         self.inner.shared.queue_depth.load(Ordering::Relaxed)
+    }
+
+    /// Latency of writing and syncing (fsync) each group-committed batch of records.
+    pub fn sync_latency(&self) -> SyncLatency {
+        self.inner.shared.sync.snapshot()
     }
 
     /// Number of durable records (the current tree size).
@@ -942,10 +997,14 @@ impl Writer {
         if accepted.is_empty() {
             return;
         }
+        let started = std::time::Instant::now();
         let written = self
             .injected_failure()
             .and_then(|()| self.file.write_all(&buf))
             .and_then(|()| self.file.sync_data());
+        if written.is_ok() {
+            self.shared.sync.observe(started.elapsed());
+        }
         if let Err(e) = written {
             self.fail("write and sync records", &e);
             for (.., reply) in accepted {

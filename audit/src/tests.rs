@@ -223,6 +223,28 @@ async fn reopen_recovers_tree_and_continues() {
     assert_eq!(report.inclusion.unwrap().seq, 30);
 }
 
+#[tokio::test]
+async fn every_synced_batch_is_timed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(tmp.path(), signer(), config()).unwrap();
+    assert_eq!(log.sync_latency().count, 0);
+    for i in 0..5 {
+        log.append(record(i)).await.unwrap();
+    }
+    let latency = log.sync_latency();
+    // Appended one after another, each record is its own batch.
+    assert_eq!(latency.count, 5);
+    assert!(latency.sum_seconds > 0.0);
+    assert_eq!(latency.buckets.len(), SYNC_BUCKETS.len());
+    let counts: Vec<u64> = latency.buckets.iter().map(|(_, n)| *n).collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] <= w[1]),
+        "cumulative: {counts:?}"
+    );
+    assert!(counts.last().unwrap() <= &5);
+    log.close().await.unwrap();
+}
+
 /// Simulates a crash: the files as they are while the writer is still running.
 async fn crashed_copy(n_checkpointed: u64, n_more: u64) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();

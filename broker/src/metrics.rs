@@ -3,8 +3,8 @@
 //! Guarantees: labels are bounded and never personal — the route template (`MatchedPath`,
 //! `unmatched` otherwise, never the raw URL), the method, the status code and department
 //! codes. Recording is a short mutex section; rendering never blocks a request for long.
-//! Other modules publish gauges through [`Metrics::set_gauge`] (e.g. the search follower's
-//! index lag as `safegrid_index_lag_changes`).
+//! Other modules publish gauges through [`Metrics::set_gauge`]; the audit queue depth, the
+//! audit fsync latency histogram and the search index lag are read at scrape time.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -110,23 +110,14 @@ impl Metrics {
                 "method=\"{method}\",route=\"{}\",status=\"{status}\"",
                 escape(route)
             );
-            for (count, bound) in h.buckets.iter().zip(BUCKETS) {
-                let _ = writeln!(out, "safegrid_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}");
-            }
-            let _ = writeln!(
-                out,
-                "safegrid_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "safegrid_http_request_duration_seconds_sum{{{labels}}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "safegrid_http_request_duration_seconds_count{{{labels}}} {}",
-                h.count
+            let buckets: Vec<(f64, u64)> = BUCKETS.into_iter().zip(h.buckets).collect();
+            write_histogram(
+                &mut out,
+                "safegrid_http_request_duration_seconds",
+                &labels,
+                &buckets,
+                h.count,
+                h.sum,
             );
         }
         let _ = writeln!(out, "# HELP safegrid_ingest_records_total Ingested records by department and outcome (accepted, rejected).");
@@ -148,6 +139,29 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The sample lines of one histogram series (`labels` without braces, may be empty).
+pub fn write_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    buckets: &[(f64, u64)],
+    count: u64,
+    sum: f64,
+) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (bound, n) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {sum}");
+    let _ = writeln!(out, "{name}_count{braces} {count}");
 }
 
 fn escape(value: &str) -> String {
@@ -177,14 +191,42 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             "1 while the audit log can be written, else 0.",
             if state.audit.is_healthy() { 1.0 } else { 0.0 },
         ),
+        (
+            "safegrid_index_lag_changes",
+            "Store changes the search index has not applied yet.",
+            index_lag(&state) as f64,
+        ),
     ];
+    let mut text = global().render(&extra);
+    let sync = state.audit.sync_latency();
+    let _ = writeln!(text, "# HELP safegrid_audit_fsync_seconds Time to write and fsync one group-committed batch of audit records.");
+    let _ = writeln!(text, "# TYPE safegrid_audit_fsync_seconds histogram");
+    write_histogram(
+        &mut text,
+        "safegrid_audit_fsync_seconds",
+        "",
+        &sync.buckets,
+        sync.count,
+        sync.sum_seconds,
+    );
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        global().render(&extra),
+        text,
     )
+}
+
+/// Changes in the store that the search index has not applied yet (0 if the store cannot be
+/// read; `/readyz` reports that).
+fn index_lag(state: &AppState) -> u64 {
+    let head = state
+        .store
+        .read()
+        .and_then(|reader| reader.change_seq())
+        .unwrap_or(0);
+    head.saturating_sub(state.search.indexed_seq())
 }
 
 #[cfg(test)]
