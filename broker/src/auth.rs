@@ -4,8 +4,13 @@
 //! Guarantees: only EdDSA, ES256 and RS256 are accepted (never `none` or HMAC with a public
 //! key); `exp`, `iss` and `aud` are always checked; a principal's jurisdiction codes and
 //! department are parsed into their types, so a token with a malformed one is refused.
+//! A verified token is remembered (by its SHA-256, with its `exp`) so that a client sending
+//! the same token again is not charged a signature verification per request; a remembered
+//! token is still refused once it expires, and a token that failed is never remembered.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
@@ -71,11 +76,18 @@ impl Principal {
     }
 }
 
+/// Seconds of clock skew allowed on `exp`.
+const LEEWAY_SECONDS: u64 = 30;
+/// Verified tokens remembered at most; the memory is emptied when it is full.
+const VERIFIED_CAPACITY: usize = 10_000;
+
 /// Verifies tokens.
 pub struct Authenticator {
     keys: Vec<(Option<String>, DecodingKey, Algorithm)>,
     issuer: String,
     audience: String,
+    /// SHA-256 of a verified token → its principal and `exp`.
+    verified: Mutex<HashMap<[u8; 32], (Principal, u64)>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -95,6 +107,7 @@ impl Authenticator {
             keys: vec![(None, DecodingKey::from_ed_der(public_key), Algorithm::EdDSA)],
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            verified: Mutex::default(),
         }
     }
 
@@ -137,11 +150,46 @@ impl Authenticator {
             keys,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            verified: Mutex::default(),
         })
     }
 
     /// Verifies a bearer token and returns its principal.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut id = [0u8; 32];
+        id.copy_from_slice(digest.as_ref());
+        let now = jsonwebtoken::get_current_timestamp();
+        {
+            let mut verified = self.remembered();
+            match verified.get(&id) {
+                Some((principal, exp)) if now <= exp.saturating_add(LEEWAY_SECONDS) => {
+                    return Ok(principal.clone());
+                }
+                Some(_) => {
+                    verified.remove(&id);
+                    return Err(AuthError::Invalid);
+                }
+                None => {}
+            }
+        }
+        let (principal, exp) = self.verify_signature(token)?;
+        let mut verified = self.remembered();
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(id, (principal.clone(), exp));
+        Ok(principal)
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (Principal, u64)>> {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The full check: signature, algorithm, `exp`, `iss`, `aud`, claims.
+    fn verify_signature(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
         for (kid, key, algorithm) in &self.keys {
             if header.alg != *algorithm {
@@ -156,9 +204,10 @@ impl Authenticator {
             validation.set_issuer(&[&self.issuer]);
             validation.set_audience(&[&self.audience]);
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-            validation.leeway = 30;
+            validation.leeway = LEEWAY_SECONDS;
             if let Ok(data) = jsonwebtoken::decode::<Claims>(token, key, &validation) {
-                return principal(data.claims);
+                let exp = data.claims.exp;
+                return principal(data.claims).map(|p| (p, exp));
             }
         }
         Err(AuthError::Invalid)
@@ -285,6 +334,32 @@ mod tests {
         assert!(auth.verify("not.a.token").is_err());
         // alg=none
         assert!(auth.verify("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.").is_err());
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_a_refused_one_is_not_remembered() {
+        let signer = signer();
+        let auth = Authenticator::ed25519(signer.public_key(), DEV_ISSUER, DEFAULT_AUDIENCE);
+        let token = signer.sign(&request()).unwrap();
+        assert_eq!(auth.verify(&token).unwrap().sub, "gw-001");
+        assert_eq!(auth.remembered().len(), 1);
+        assert_eq!(auth.verify(&token).unwrap().sub, "gw-001", "from memory");
+        // The same token, its expiry (plus leeway) now in the past.
+        let past = jsonwebtoken::get_current_timestamp() - LEEWAY_SECONDS - 1;
+        for (_, exp) in auth.remembered().values_mut() {
+            *exp = past;
+        }
+        assert!(matches!(auth.verify(&token), Err(AuthError::Invalid)));
+        assert!(auth.remembered().is_empty(), "the expired entry is dropped");
+
+        let foreign = super::tests::signer().sign(&request()).unwrap();
+        assert!(auth.verify(&foreign).is_err());
+        assert!(auth.verify(&foreign).is_err());
+        assert!(auth.verify("not.a.token").is_err());
+        assert!(
+            auth.remembered().is_empty(),
+            "refused tokens are not remembered"
+        );
     }
 
     #[test]
