@@ -20,6 +20,7 @@
 pub mod address;
 pub mod blind;
 pub mod document;
+pub mod filter;
 pub mod fold;
 pub mod names;
 pub mod query;
@@ -48,7 +49,7 @@ use crate::store::{Store, StoreError};
 use crate::view::ViewPlan;
 
 use blind::Blinder;
-use query::{Access, Compiler, Filters};
+use query::{Access, AccessKey, Compiler, Filters, Learnt};
 use schema::{build_schema, IndexFields, SCHEMA_VERSION};
 
 /// The follower commits at least this often while changes arrive.
@@ -59,6 +60,10 @@ const CHANGES_PER_PASS: usize = 20_000;
 const VERSION_FILE: &str = "safegrid-index-version";
 /// Memory the index writer may use before flushing a segment.
 const WRITER_MEMORY: usize = 192 * 1024 * 1024;
+/// Terms whose blind tokens one indexing thread remembers (about 100 bytes each).
+const TOKEN_MEMO: usize = 500_000;
+/// Kinds of caller whose learnt access is kept.
+const MAX_CACHED_ACCESS: usize = 1_024;
 /// Deepest result a cursor may reach.
 pub const MAX_OFFSET: usize = 10_000;
 
@@ -152,6 +157,11 @@ struct Inner {
     indexed_seq: AtomicU64,
     stopping: AtomicBool,
     follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// What search learnt of each kind of caller's access ([`AccessKey`]), so the probes of
+    /// the view run once per kind of caller and policy version, not per request.
+    access: Mutex<std::collections::HashMap<AccessKey, Arc<Learnt>>>,
+    /// Bitsets of the authorization filters, per segment.
+    filters: Arc<filter::FilterCache>,
     /// Known residents' names, redacted from the masked text fields as the view redacts them.
     names: Mutex<Option<Arc<crate::names::NameIndex>>>,
 }
@@ -210,6 +220,8 @@ impl SearchIndex {
                 indexed_seq: AtomicU64::new(seq),
                 stopping: AtomicBool::new(false),
                 follower: Mutex::new(None),
+                access: Mutex::new(std::collections::HashMap::new()),
+                filters: Arc::new(filter::FilterCache::default()),
                 names: Mutex::new(None),
             }),
         })
@@ -251,7 +263,8 @@ impl SearchIndex {
                 keys: &source.keys,
                 authority: &source.authority,
             };
-            self.index_entities(&resolver, &entities, true)?;
+            let mut tokens = document::Tokens::new(&self.inner.blinder, TOKEN_MEMO);
+            self.index_entities(&resolver, &entities, true, &mut tokens)?;
             self.commit(last)?;
             total += entities.len();
         }
@@ -293,8 +306,9 @@ impl SearchIndex {
                 .map(|part| {
                     let resolver = &resolver;
                     scope.spawn(move || {
+                        let mut tokens = document::Tokens::new(&self.inner.blinder, TOKEN_MEMO);
                         for batch in part.chunks(1_000) {
-                            self.index_entities(resolver, batch, false)?;
+                            self.index_entities(resolver, batch, false, &mut tokens)?;
                         }
                         Ok(())
                     })
@@ -328,11 +342,14 @@ impl SearchIndex {
     }
 
     /// Replaces the documents of `entities` with their current profiles (or deletes them).
+    /// Only the fields a document is built from are resolved ([`document::source_fields`]);
+    /// the document is the one [`document::build`] makes from the full profile.
     fn index_entities(
         &self,
         resolver: &Resolver<'_>,
         entities: &[String],
         replace: bool,
+        tokens: &mut document::Tokens<'_>,
     ) -> Result<(), SearchError> {
         let directory = self
             .inner
@@ -342,14 +359,11 @@ impl SearchIndex {
             .and_then(|slot| slot.as_ref().map(|names| names.current()));
         let mut docs = Vec::with_capacity(entities.len());
         for entity in entities {
-            let doc = resolver.profile(entity)?.map(|profile| {
-                document::build(
-                    &profile,
-                    &self.inner.fields,
-                    &self.inner.blinder,
-                    directory.as_deref(),
-                )
-            });
+            let doc = resolver
+                .summary_from(entity, &|_| true, document::source_fields)?
+                .map(|profile| {
+                    document::build_with(&profile, &self.inner.fields, tokens, directory.as_deref())
+                });
             docs.push((entity, doc));
         }
         self.with_writer(|writer| {
@@ -440,7 +454,17 @@ impl SearchIndex {
             .take(8)
             .map(str::to_owned)
             .collect();
-        let mut access = Access::new(principal, plan);
+        let key = AccessKey::of(principal, plan);
+        let learnt = match self.inner.access.lock() {
+            Ok(mut cache) => {
+                if cache.len() >= MAX_CACHED_ACCESS && !cache.contains_key(&key) {
+                    cache.clear();
+                }
+                cache.entry(key).or_default().clone()
+            }
+            Err(_) => Arc::new(Learnt::default()),
+        };
+        let mut access = Access::learnt(principal, plan, learnt);
         let mut per_kind: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for kind in &request.kinds {
             let mut compiler = Compiler {
@@ -448,6 +472,7 @@ impl SearchIndex {
                 blinder: &self.inner.blinder,
                 access: &mut access,
                 kind: *kind,
+                filters: &self.inner.filters,
             };
             if let Some(q) = compiler.kind_query(&parts, &request.filters) {
                 per_kind.push((Occur::Should, q));
@@ -552,4 +577,142 @@ pub fn reindex(data_dir: &Path, master_key: Option<&Path>) -> anyhow::Result<usi
         writer.wait_merging_threads()?;
     }
     Ok(count)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::auth::Principal;
+    use crate::authz::PolicyHandle;
+    use crate::crypto::MasterKey;
+    use crate::demo::generate::{DemoConfig, DemoWorld, STREET_CODE};
+    use crate::ingest::Pipeline;
+    use model::{Department, DivisionCode};
+    use tantivy::schema::document::Document as _;
+
+    /// A small generated street in a fresh store.
+    fn street(residents: usize) -> (tempfile::TempDir, Arc<Store>, Arc<KeyRing>) {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::load(Some(&dir.path().join("master.key")), true).unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
+        let keys = Arc::new(crate::keys::load_key_ring(&store, &master).unwrap());
+        let world = DemoWorld::new(DemoConfig {
+            residents,
+            seed: 7,
+            bad_record_rate: 0.0,
+        });
+        let pipeline = Pipeline::new(store.clone(), keys.clone());
+        for department in ["zhujian", "gongan", "minzheng", "weijian", "sifa", "wangge"] {
+            let body = world.ndjson(department, 0..residents);
+            pipeline
+                .ingest(Department::parse(department).unwrap(), body.as_bytes())
+                .unwrap();
+        }
+        (dir, store, keys)
+    }
+
+    fn entities(store: &Store) -> Vec<String> {
+        let snapshot = store.read().unwrap();
+        let mut seen = HashSet::new();
+        snapshot
+            .changes_after(0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, e)| seen.insert(e.clone()).then_some(e))
+            .collect()
+    }
+
+    #[test]
+    fn search_documents_from_the_light_resolution_equal_those_of_the_full_profile() {
+        let (_dir, store, keys) = street(300);
+        let authority = AuthorityOrder::default();
+        let snapshot = store.read().unwrap();
+        let resolver = Resolver {
+            reader: &snapshot,
+            keys: &keys,
+            authority: &authority,
+        };
+        let (schema, fields) = build_schema();
+        let blinder = Blinder::new(&keys);
+        let mut tokens = document::Tokens::new(&blinder, 64);
+        let mut kinds = HashSet::new();
+        for entity in entities(&store) {
+            let full = resolver.profile(&entity).unwrap().unwrap();
+            let light = resolver
+                .summary_from(&entity, &|_| true, document::source_fields)
+                .unwrap()
+                .unwrap();
+            kinds.insert(full.kind);
+            let expected = document::build(&full, &fields, &blinder, None).to_json(&schema);
+            let got = document::build_with(&light, &fields, &mut tokens, None).to_json(&schema);
+            assert_eq!(expected, got, "document of {entity}");
+        }
+        assert_eq!(kinds.len(), 3, "residents, houses and events were compared");
+    }
+
+    #[tokio::test]
+    async fn search_summaries_from_the_light_resolution_equal_those_of_the_full_profile() {
+        let (_dir, store, keys) = street(300);
+        let authority = AuthorityOrder::default();
+        let purposes: Vec<String> = ["routine_visit", "case_investigation"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let policy = PolicyHandle::load(None, &purposes).await.unwrap();
+        let snapshot = store.read().unwrap();
+        let resolver = Resolver {
+            reader: &snapshot,
+            keys: &keys,
+            authority: &authority,
+        };
+        let names = |p: &crate::resolve::Profile| -> Vec<String> {
+            let mut out: Vec<String> = p
+                .fields
+                .get("name")
+                .and_then(|f| f.value.as_str().map(str::to_owned))
+                .into_iter()
+                .collect();
+            for relation in ["occupants", "parties"] {
+                for r in p.related.get(relation).into_iter().flatten() {
+                    out.extend(r.label.clone());
+                }
+            }
+            out
+        };
+        for role in ["grid_worker", "street_officer", "community_officer"] {
+            for purpose in &purposes {
+                let principal = Principal {
+                    sub: "t".into(),
+                    name: "t".into(),
+                    roles: vec![role.to_owned()],
+                    jurisdiction: vec![DivisionCode::parse(STREET_CODE).unwrap()],
+                    dept: None,
+                };
+                let plan = ViewPlan::new(policy.current(), &principal, purpose, false);
+                for entity in entities(&store) {
+                    let visible = |d| plan.department_visible(d);
+                    let full = resolver.profile_from(&entity, &visible).unwrap();
+                    let light = resolver
+                        .summary_from(&entity, &visible, crate::api::search::summary_sources)
+                        .unwrap();
+                    let (Some(mut full), Some(mut light)) = (full, light) else {
+                        continue;
+                    };
+                    let full_names = names(&full);
+                    plan.apply(&mut full, &full_names, None);
+                    let light_names = names(&light);
+                    plan.apply(&mut light, &light_names, None);
+                    assert_eq!(full.grid, light.grid);
+                    for field in crate::api::search::summary_fields(full.kind) {
+                        assert_eq!(
+                            full.fields.get(*field).map(|f| &f.value),
+                            light.fields.get(*field).map(|f| &f.value),
+                            "{field} of {entity} for {role}/{purpose}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
