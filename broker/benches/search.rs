@@ -3,13 +3,20 @@
 //! ```text
 //! cargo bench -p broker --bench search -- quality [--residents 20000] [--queries 1000]
 //! cargo bench -p broker --bench search -- load [--residents 200000] [--threads 4] [--seconds 20]
+//! cargo bench -p broker --bench search -- index [--residents 200000]
+//! cargo bench -p broker --bench search -- http [--residents 200000] [--threads 4] [--seconds 20] [--warmup 10]
+//! # any mode: [--keep DIR] keeps the ingested store under DIR/r<N> and reuses it next time;
+//! # [--reuse-index] also reuses the index instead of rebuilding it
 //! ```
 //!
 //! `quality` ingests a generated street through the real pipeline (validate, resolve, seal,
 //! store), builds the index from the store, derives queries of each kind from the generator's
 //! ground truth and prints recall@10 and MRR@10 per kind. `load` measures ingest, index build
 //! time and size, and query latency under concurrent load through the same path the API
-//! takes (search, resolve each hit, mask), without HTTP/TLS and audit.
+//! takes (search, resolve each hit's summary, mask), without HTTP/TLS and audit. `http`
+//! starts the real broker (`app::start`: TLS, JWT, policy, masking, audit with fsync) on the
+//! same data and measures `GET /v1/residents?q=` end to end from concurrent keep-alive HTTPS
+//! clients in this process (on their own one-thread runtime).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -40,6 +47,8 @@ struct Args {
     keep: Option<std::path::PathBuf>,
     /// With `--keep`: reuse the index as it is instead of rebuilding it.
     reuse_index: bool,
+    /// `http`: seconds to let the broker's start-up work (name directory) finish first.
+    warmup: u64,
 }
 
 fn args() -> Args {
@@ -51,6 +60,7 @@ fn args() -> Args {
         seconds: 20,
         keep: None,
         reuse_index: false,
+        warmup: 10,
     };
     let mut it = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = it.next() {
@@ -62,6 +72,7 @@ fn args() -> Args {
             "--seconds" => out.seconds = num(out.seconds as usize) as u64,
             "--keep" => out.keep = it.next().map(Into::into),
             "--reuse-index" => out.reuse_index = true,
+            "--warmup" => out.warmup = num(out.warmup as usize) as u64,
             "quality" | "load" | "index" | "http" => out.mode = arg,
             _ => {}
         }
@@ -597,6 +608,11 @@ fn encode(value: &str) -> String {
     out
 }
 
+/// What the `http` run keeps of the setup.
+struct Built {
+    world: DemoWorld,
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted
         .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
@@ -619,6 +635,17 @@ async fn http(args: &Args) -> anyhow::Result<()> {
             .path()
             .to_path_buf(),
     };
+    // The broker opens the store and the index itself: release them.
+    let Setup {
+        _dir: _keep_alive,
+        world,
+        index,
+        source,
+        keys,
+        ..
+    } = s;
+    drop((index, source, keys));
+    let s = Built { world };
     let data_dir = root.join("data");
     let pool = Arc::new(query_pool(&s.world, args.residents));
     let started = Instant::now();
@@ -636,6 +663,7 @@ async fn http(args: &Args) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         broker.url()
     );
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     let url = broker.url();
     let cert = broker.dev_certificate.clone().context("dev certificate")?;
     let master = broker::app::load_master_key(&data_dir, Some(&root.join("master.key")), true)?;

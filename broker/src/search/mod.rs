@@ -60,6 +60,9 @@ const CHANGES_PER_PASS: usize = 20_000;
 const VERSION_FILE: &str = "safegrid-index-version";
 /// Memory the index writer may use before flushing a segment.
 const WRITER_MEMORY: usize = 192 * 1024 * 1024;
+/// Memory the writer of a full rebuild may use (split over its indexing threads): at 1M
+/// residents this is a few segments, merged once.
+const REBUILD_WRITER_MEMORY: usize = 1024 * 1024 * 1024;
 /// Terms whose blind tokens one indexing thread remembers (about 100 bytes each).
 const TOKEN_MEMO: usize = 500_000;
 /// Kinds of caller whose learnt access is kept.
@@ -290,7 +293,13 @@ impl SearchIndex {
             }
         }
         drop(seen);
-        self.with_writer(|w| w.delete_all_documents().map(|_| ()))?;
+        // A bigger writer and no merging while the documents stream in: the index is built in
+        // a few large segments, merged once at the end, instead of merged over and over.
+        self.swap_writer(REBUILD_WRITER_MEMORY)?;
+        self.with_writer(|w| {
+            w.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+            w.delete_all_documents().map(|_| ())
+        })?;
         let resolver = Resolver {
             reader: &snapshot,
             keys: &source.keys,
@@ -319,9 +328,33 @@ impl SearchIndex {
                 .map(|h| h.join().unwrap_or(Err(SearchError::Closed)))
                 .collect()
         });
-        results.into_iter().collect::<Result<Vec<()>, _>>()?;
-        self.commit(upto)?;
+        let outcome = results.into_iter().collect::<Result<Vec<()>, _>>();
+        let outcome = outcome.and_then(|_| self.commit(upto)).and_then(|_| {
+            self.with_writer(|w| {
+                let segments = w.index().searchable_segment_ids()?;
+                if segments.len() > 1 {
+                    w.merge(&segments).wait()?;
+                }
+                Ok(())
+            })
+        });
+        // Back to the follower's writer (its memory budget and merge policy), whatever happened.
+        let restored = self.swap_writer(WRITER_MEMORY);
+        outcome?;
+        restored?;
+        self.inner.reader.reload()?;
         Ok(entities.len())
+    }
+
+    /// Replaces the writer with one of `memory` bytes (and the default merge policy); the old
+    /// one finishes its merges and releases the directory lock first.
+    fn swap_writer(&self, memory: usize) -> Result<(), SearchError> {
+        let mut guard = self.inner.writer.lock().map_err(|_| SearchError::Closed)?;
+        let old = guard.take().ok_or(SearchError::Closed)?;
+        let index = old.index().clone();
+        old.wait_merging_threads()?;
+        *guard = Some(open_writer_with(&index, memory)?);
+        Ok(())
     }
 
     fn with_writer<R>(
@@ -522,11 +555,18 @@ impl SearchIndex {
 }
 
 fn open_writer(index: &Index) -> Result<IndexWriter<TantivyDocument>, SearchError> {
+    open_writer_with(index, WRITER_MEMORY)
+}
+
+fn open_writer_with(
+    index: &Index,
+    memory: usize,
+) -> Result<IndexWriter<TantivyDocument>, SearchError> {
     // A writer of a broker that is still shutting down in this process may hold the lock
     // for a moment: retry briefly before failing.
     let mut attempts = 0;
     loop {
-        match index.writer(WRITER_MEMORY) {
+        match index.writer(memory) {
             Ok(writer) => return Ok(writer),
             Err(tantivy::TantivyError::LockFailure(..)) if attempts < 50 => {
                 attempts += 1;
