@@ -352,9 +352,16 @@ impl SearchIndex {
         let mut guard = self.inner.writer.lock().map_err(|_| SearchError::Closed)?;
         let old = guard.take().ok_or(SearchError::Closed)?;
         let index = old.index().clone();
-        old.wait_merging_threads()?;
-        *guard = Some(open_writer_with(&index, memory)?);
-        Ok(())
+        let finished = old.wait_merging_threads();
+        match open_writer_with(&index, memory) {
+            Ok(writer) => *guard = Some(writer),
+            Err(err) => {
+                // Keep a writer if at all possible: the follower retries its passes.
+                *guard = open_writer(&index).ok();
+                return Err(err);
+            }
+        }
+        Ok(finished?)
     }
 
     fn with_writer<R>(

@@ -335,8 +335,10 @@ impl AccessKey {
                 }
             }
         }
-        let mut owned = Vec::with_capacity(policies::CLASSES.len() * Department::ALL.len());
-        for class in policies::CLASSES {
+        let mut owned = Vec::with_capacity((policies::CLASSES.len() + 1) * Department::ALL.len());
+        // Every class the policy knows, and one it does not (a field of an unknown class is
+        // hidden, or clear under break-glass: the same answer for every unknown class).
+        for class in policies::CLASSES.into_iter().chain(["\u{0}unknown-class"]) {
             for department in Department::ALL {
                 owned.push(plan.level(class, department));
             }
