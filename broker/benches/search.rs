@@ -3,13 +3,21 @@
 //! ```text
 //! cargo bench -p broker --bench search -- quality [--residents 20000] [--queries 1000]
 //! cargo bench -p broker --bench search -- load [--residents 200000] [--threads 4] [--seconds 20]
+//! cargo bench -p broker --bench search -- index [--residents 200000]
+//! cargo bench -p broker --bench search -- http [--residents 200000] [--threads 4] [--seconds 20] [--warmup 10]
+//! # any mode: [--keep DIR] keeps the ingested store under DIR/r<N> and reuses it next time;
+//! # [--reuse-index] also reuses the index instead of rebuilding it
 //! ```
 //!
 //! `quality` ingests a generated street through the real pipeline (validate, resolve, seal,
 //! store), builds the index from the store, derives queries of each kind from the generator's
-//! ground truth and prints recall@10 and MRR@10 per kind. `load` measures ingest, index build
+//! ground truth and prints recall@10 and MRR@10 per kind (and recall@10 counting a hit whose
+//! score equals the 10th's: namesakes with equal scores are ordered by document order). `load` measures ingest, index build
 //! time and size, and query latency under concurrent load through the same path the API
-//! takes (search, resolve each hit, mask), without HTTP/TLS and audit.
+//! takes (search, resolve each hit's summary, mask), without HTTP/TLS and audit. `http`
+//! starts the real broker (`app::start`: TLS, JWT, policy, masking, audit with fsync) on the
+//! same data and measures `GET /v1/residents?q=` end to end from concurrent keep-alive HTTPS
+//! clients in this process (on their own one-thread runtime).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,6 +44,12 @@ struct Args {
     queries: usize,
     threads: usize,
     seconds: u64,
+    /// Keep the ingested store (and index) here and reuse them on the next run.
+    keep: Option<std::path::PathBuf>,
+    /// With `--keep`: reuse the index as it is instead of rebuilding it.
+    reuse_index: bool,
+    /// `http`: seconds to let the broker's start-up work (name directory) finish first.
+    warmup: u64,
 }
 
 fn args() -> Args {
@@ -45,6 +59,9 @@ fn args() -> Args {
         queries: 1_000,
         threads: 4,
         seconds: 20,
+        keep: None,
+        reuse_index: false,
+        warmup: 10,
     };
     let mut it = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = it.next() {
@@ -54,18 +71,21 @@ fn args() -> Args {
             "--queries" => out.queries = num(out.queries),
             "--threads" => out.threads = num(out.threads),
             "--seconds" => out.seconds = num(out.seconds as usize) as u64,
-            "quality" | "load" => out.mode = arg,
+            "--keep" => out.keep = it.next().map(Into::into),
+            "--reuse-index" => out.reuse_index = true,
+            "--warmup" => out.warmup = num(out.warmup as usize) as u64,
+            "quality" | "load" | "index" | "http" => out.mode = arg,
             _ => {}
         }
     }
-    if out.mode == "load" && !std::env::args().any(|a| a == "--residents") {
+    if out.mode != "quality" && !std::env::args().any(|a| a == "--residents") {
         out.residents = 200_000;
     }
     out
 }
 
 struct Setup {
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     world: DemoWorld,
     keys: Arc<KeyRing>,
     source: Source,
@@ -76,11 +96,20 @@ struct Setup {
     records: usize,
 }
 
-fn setup(residents: usize) -> anyhow::Result<Setup> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
+fn setup(args: &Args) -> anyhow::Result<Setup> {
+    let residents = args.residents;
+    let (temp, root) = match &args.keep {
+        Some(dir) => (None, dir.join(format!("r{residents}"))),
+        None => {
+            let t = tempfile::tempdir()?;
+            let root = t.path().to_path_buf();
+            (Some(t), root)
+        }
+    };
+    let data = root.join("data");
+    let ingested = data.join("ingested");
     std::fs::create_dir_all(&data)?;
-    let master = MasterKey::load(Some(&dir.path().join("master.key")), true)?;
+    let master = MasterKey::load(Some(&root.join("master.key")), true)?;
     let store = Arc::new(Store::open(&data.join("store.redb"))?);
     let keys = Arc::new(broker::keys::load_key_ring(&store, &master)?);
     let world = DemoWorld::new(DemoConfig {
@@ -88,19 +117,31 @@ fn setup(residents: usize) -> anyhow::Result<Setup> {
         seed: 2026,
         bad_record_rate: 0.0,
     });
-    let pipeline = Pipeline::new(store.clone(), keys.clone());
-    let started = Instant::now();
     let mut records = 0;
-    for department in ["zhujian", "gongan", "minzheng", "weijian", "sifa", "wangge"] {
-        let dept = Department::parse(department).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        for start in (0..residents).step_by(5_000) {
-            let body = world.ndjson(department, start..(start + 5_000).min(residents));
-            let receipt = pipeline.ingest(dept, body.as_bytes())?;
-            records += receipt.accepted;
+    let mut ingest_seconds = f64::NAN;
+    if let Ok(text) = std::fs::read_to_string(&ingested) {
+        records = text.trim().parse().unwrap_or(0);
+        eprintln!(
+            "reusing the store of {} ({records} records)",
+            root.display()
+        );
+    } else {
+        let pipeline = Pipeline::new(store.clone(), keys.clone());
+        let started = Instant::now();
+        for department in ["zhujian", "gongan", "minzheng", "weijian", "sifa", "wangge"] {
+            let dept = Department::parse(department).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            for start in (0..residents).step_by(5_000) {
+                let body = world.ndjson(department, start..(start + 5_000).min(residents));
+                let receipt = pipeline.ingest(dept, body.as_bytes())?;
+                records += receipt.accepted;
+            }
+        }
+        ingest_seconds = started.elapsed().as_secs_f64();
+        eprintln!("ingested {records} records ({residents} residents) in {ingest_seconds:.1}s");
+        if args.keep.is_some() {
+            std::fs::write(&ingested, records.to_string())?;
         }
     }
-    let ingest_seconds = started.elapsed().as_secs_f64();
-    eprintln!("ingested {records} records ({residents} residents) in {ingest_seconds:.1}s");
     let index = SearchIndex::open(&data, &keys)?;
     let source = Source {
         store,
@@ -108,7 +149,12 @@ fn setup(residents: usize) -> anyhow::Result<Setup> {
         authority: AuthorityOrder::default(),
     };
     let started = Instant::now();
-    let entities = index.rebuild(&source)?;
+    let entities = if args.reuse_index && index.num_docs() > 0 {
+        eprintln!("reusing the index");
+        index.num_docs() as usize
+    } else {
+        index.rebuild(&source)?
+    };
     let index_seconds = started.elapsed().as_secs_f64();
     let index_bytes = dir_size(index.dir());
     eprintln!(
@@ -117,7 +163,7 @@ fn setup(residents: usize) -> anyhow::Result<Setup> {
     );
     let _ = DEPARTMENTS;
     Ok(Setup {
-        _dir: dir,
+        _dir: temp,
         world,
         keys,
         source,
@@ -236,7 +282,7 @@ fn rank_of(
     kinds: &[RecordKind],
     q: &str,
     expected: &str,
-) -> anyhow::Result<Option<usize>> {
+) -> anyhow::Result<(Option<usize>, bool)> {
     let hits = index.search(
         principal,
         plan,
@@ -246,21 +292,31 @@ fn rank_of(
             filters: Filters::default(),
             sort: SortOrder::Relevance,
             offset: 0,
-            limit: 10,
+            limit: 200,
         },
     )?;
-    Ok(hits.hits.iter().position(|h| h.id == expected))
+    let position = hits.hits.iter().position(|h| h.id == expected);
+    // Within the top 10 once equal scores are counted as equal: which of several residents
+    // with the same score (namesakes) comes first is the index's document order.
+    let tenth = hits.hits.get(9).map(|h| h.score);
+    let tied = match (position, tenth) {
+        (Some(p), Some(tenth)) => p < 10 || hits.hits[p].score >= tenth,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    Ok((position.filter(|p| *p < 10), tied))
 }
 
 #[derive(Default)]
 struct Score {
     n: usize,
     hits: usize,
+    tied: usize,
     rr: f64,
 }
 
 async fn quality(args: &Args) -> anyhow::Result<()> {
-    let s = setup(args.residents)?;
+    let s = setup(args)?;
     let officer = principal("street_officer")?;
     let plans = [
         ("routine_visit", plan(&officer, "routine_visit").await?),
@@ -284,7 +340,7 @@ async fn quality(args: &Args) -> anyhow::Result<()> {
         let expected = broker::ingest::resident_entity_id(&s.keys, &id);
         for (kind, q, purpose) in queries_for(&p) {
             let plan = &plans.iter().find(|(p, _)| *p == purpose).context("plan")?.1;
-            let rank = rank_of(
+            let (rank, tied) = rank_of(
                 &s.index,
                 &officer,
                 plan,
@@ -295,6 +351,7 @@ async fn quality(args: &Args) -> anyhow::Result<()> {
             count += 1;
             let score = scores.entry(kind).or_default();
             score.n += 1;
+            score.tied += usize::from(tied);
             if let Some(r) = rank {
                 score.hits += 1;
                 score.rr += 1.0 / (r as f64 + 1.0);
@@ -325,7 +382,7 @@ async fn quality(args: &Args) -> anyhow::Result<()> {
         taken += 1;
         let expected = broker::ingest::event_entity_id(&s.keys, Department::Wangge, source_id);
         let q = format!("{place}号楼 {what}");
-        let rank = rank_of(
+        let (rank, tied) = rank_of(
             &s.index,
             &officer,
             &plans[0].1,
@@ -336,6 +393,7 @@ async fn quality(args: &Args) -> anyhow::Result<()> {
         count += 1;
         let score = scores.entry("event_words+building").or_default();
         score.n += 1;
+        score.tied += usize::from(tied);
         if let Some(r) = rank {
             score.hits += 1;
             score.rr += 1.0 / (r as f64 + 1.0);
@@ -347,15 +405,16 @@ async fn quality(args: &Args) -> anyhow::Result<()> {
         args.residents
     );
     println!(
-        "{:<22} {:>7} {:>10} {:>8}",
-        "query kind", "queries", "recall@10", "MRR@10"
+        "{:<22} {:>7} {:>10} {:>8} {:>16}",
+        "query kind", "queries", "recall@10", "MRR@10", "recall@10 ties"
     );
     for (kind, score) in &scores {
         println!(
-            "{kind:<22} {:>7} {:>10.4} {:>8.4}",
+            "{kind:<22} {:>7} {:>10.4} {:>8.4} {:>16.4}",
             score.n,
             score.hits as f64 / score.n.max(1) as f64,
-            score.rr / score.n.max(1) as f64
+            score.rr / score.n.max(1) as f64,
+            score.tied as f64 / score.n.max(1) as f64
         );
     }
     println!(
@@ -367,75 +426,116 @@ async fn quality(args: &Args) -> anyhow::Result<()> {
 }
 
 async fn load(args: &Args) -> anyhow::Result<()> {
-    let s = Arc::new(setup(args.residents)?);
+    let s = Arc::new(setup(args)?);
     let officer = principal("grid_worker")?;
     let plan = Arc::new(plan(&officer, "routine_visit").await?);
-    // A mixed pool of what workers type.
-    let mut pool = Vec::new();
-    let step = (args.residents / 2_000).max(1);
-    for i in (0..args.residents).step_by(step) {
-        let p = s.world.person(i);
-        for (kind, q, purpose) in queries_for(&p) {
-            if purpose == "routine_visit" && kind != "id_last4" {
-                pool.push(q);
-            }
-        }
-    }
-    let pool = Arc::new(pool);
+    let pool = Arc::new(query_pool_kinds(&s.world, args.residents));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut handles = Vec::new();
     for t in 0..args.threads {
         let (s, plan, pool, officer) = (s.clone(), plan.clone(), pool.clone(), officer.clone());
-        handles.push(std::thread::spawn(move || -> anyhow::Result<Vec<f64>> {
-            let mut latencies = Vec::new();
-            let mut i = t * 7919;
-            while Instant::now() < deadline {
-                let q = &pool[i % pool.len()];
-                i += 13;
-                let started = Instant::now();
-                let hits = s.index.search(
-                    &officer,
-                    &plan,
-                    &SearchRequest {
-                        kinds: vec![RecordKind::Resident],
-                        q: q.clone(),
-                        filters: Filters::default(),
-                        sort: SortOrder::Relevance,
-                        offset: 0,
-                        limit: 20,
-                    },
-                )?;
-                let snapshot = s.source.store.read()?;
-                let resolver = Resolver {
-                    reader: &snapshot,
-                    keys: &s.keys,
-                    authority: &s.source.authority,
-                };
-                for hit in hits.hits {
-                    if let Some(mut profile) =
-                        resolver.profile_from(&hit.id, &|d| plan.department_visible(d))?
-                    {
+        handles.push(std::thread::spawn(
+            move || -> anyhow::Result<Vec<Sample>> {
+                let mut samples = Vec::new();
+                let mut i = t * 7919;
+                while Instant::now() < deadline {
+                    let (kind, q) = &pool[i % pool.len()];
+                    i += 13;
+                    let started = Instant::now();
+                    let hits = s.index.search(
+                        &officer,
+                        &plan,
+                        &SearchRequest {
+                            kinds: vec![RecordKind::Resident],
+                            q: q.clone(),
+                            filters: Filters::default(),
+                            sort: SortOrder::Relevance,
+                            offset: 0,
+                            limit: 20,
+                        },
+                    )?;
+                    let searched = started.elapsed();
+                    let snapshot = s.source.store.read()?;
+                    let resolver = Resolver {
+                        reader: &snapshot,
+                        keys: &s.keys,
+                        authority: &s.source.authority,
+                    };
+                    let mut profiles = Vec::new();
+                    for hit in &hits.hits {
+                        profiles.extend(resolve_hit(&resolver, &plan, &hit.id)?);
+                    }
+                    let resolved = started.elapsed();
+                    for mut profile in profiles {
                         plan.apply(&mut profile, &[], None);
                     }
+                    let total = started.elapsed();
+                    samples.push(Sample {
+                        kind,
+                        total: total.as_secs_f64() * 1000.0,
+                        search: searched.as_secs_f64() * 1000.0,
+                        resolve: (resolved - searched).as_secs_f64() * 1000.0,
+                        mask: (total - resolved).as_secs_f64() * 1000.0,
+                        hits: hits.total,
+                    });
                 }
-                latencies.push(started.elapsed().as_secs_f64() * 1000.0);
-            }
-            Ok(latencies)
-        }));
+                Ok(samples)
+            },
+        ));
     }
-    let mut all = Vec::new();
+    let mut samples = Vec::new();
     for h in handles {
-        all.extend(
+        samples.extend(
             h.join()
                 .map_err(|_| anyhow::anyhow!("a load thread panicked"))??,
         );
     }
-    all.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0.0)
+    let sorted = |f: &dyn Fn(&Sample) -> f64, only: Option<&str>| {
+        let mut v: Vec<f64> = samples
+            .iter()
+            .filter(|x| only.is_none_or(|k| k == x.kind))
+            .map(f)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
     };
+    let all = sorted(&|x| x.total, None);
+    for (name, f) in [
+        (
+            "search",
+            &(|x: &Sample| x.search) as &dyn Fn(&Sample) -> f64,
+        ),
+        ("resolve", &|x: &Sample| x.resolve),
+        ("mask", &|x: &Sample| x.mask),
+    ] {
+        let v = sorted(f, None);
+        println!(
+            "  phase {name:<8} ms p50 {:.2} p95 {:.2} p99 {:.2} mean {:.2}",
+            percentile(&v, 0.5),
+            percentile(&v, 0.95),
+            percentile(&v, 0.99),
+            v.iter().sum::<f64>() / v.len().max(1) as f64
+        );
+    }
+    let mut kinds: Vec<&str> = samples.iter().map(|x| x.kind).collect();
+    kinds.sort();
+    kinds.dedup();
+    for kind in kinds {
+        let v = sorted(&|x| x.total, Some(kind));
+        let search = sorted(&|x| x.search, Some(kind));
+        let total_hits: Vec<f64> = sorted(&|x| x.hits as f64, Some(kind));
+        println!(
+            "  kind {kind:<20} n {:>6} total p50 {:.2} p95 {:.2} | search p50 {:.2} p95 {:.2} | matches p50 {:.0} max {:.0}",
+            v.len(),
+            percentile(&v, 0.5),
+            percentile(&v, 0.95),
+            percentile(&search, 0.5),
+            percentile(&search, 0.95),
+            percentile(&total_hits, 0.5),
+            total_hits.last().copied().unwrap_or(0.0)
+        );
+    }
+    let pct = |p: f64| percentile(&all, p);
     println!(
         "search load: {} residents ({} records)",
         args.residents, s.records
@@ -464,6 +564,214 @@ async fn load(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A mixed pool of what workers type (routine visit, no ID last-4 which needs more).
+struct Sample {
+    kind: &'static str,
+    total: f64,
+    search: f64,
+    resolve: f64,
+    mask: f64,
+    hits: usize,
+}
+
+/// What the load run resolves for one hit (the API's path).
+fn resolve_hit(
+    resolver: &Resolver<'_>,
+    plan: &ViewPlan,
+    id: &str,
+) -> anyhow::Result<Option<broker::resolve::Profile>> {
+    Ok(resolver.summary_from(
+        id,
+        &|d| plan.department_visible(d),
+        broker::api::search::summary_sources,
+    )?)
+}
+
+/// [`query_pool`] with the kind of each query.
+fn query_pool_kinds(world: &DemoWorld, residents: usize) -> Vec<(&'static str, String)> {
+    let mut pool = Vec::new();
+    let step = (residents / 2_000).max(1);
+    for i in (0..residents).step_by(step) {
+        let p = world.person(i);
+        for (kind, q, purpose) in queries_for(&p) {
+            if purpose == "routine_visit" && kind != "id_last4" {
+                pool.push((kind, q));
+            }
+        }
+    }
+    pool
+}
+
+fn query_pool(world: &DemoWorld, residents: usize) -> Vec<String> {
+    query_pool_kinds(world, residents)
+        .into_iter()
+        .map(|(_, q)| q)
+        .collect()
+}
+
+/// Percent-encodes a query-string value.
+fn encode(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What the `http` run keeps of the setup.
+struct Built {
+    world: DemoWorld,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// End to end: the real broker (`app::start`, TLS, JWT, policy, masking, audit) on the
+/// bench's data directory, and `threads` concurrent HTTPS clients (keep-alive) on their own
+/// runtime in this process, each sending `GET /v1/residents?q=` as a grid worker.
+async fn http(args: &Args) -> anyhow::Result<()> {
+    let s = setup(args)?;
+    s.index.shutdown().await;
+    let root = match &args.keep {
+        Some(dir) => dir.join(format!("r{}", args.residents)),
+        None => s
+            ._dir
+            .as_ref()
+            .context("a data directory")?
+            .path()
+            .to_path_buf(),
+    };
+    // The broker opens the store and the index itself: release them.
+    let Setup {
+        _dir: _keep_alive,
+        world,
+        index,
+        source,
+        keys,
+        ..
+    } = s;
+    drop((index, source, keys));
+    let s = Built { world };
+    let data_dir = root.join("data");
+    let pool = Arc::new(query_pool(&s.world, args.residents));
+    let started = Instant::now();
+    let broker = broker::app::start(broker::app::ServeOptions {
+        data_dir: data_dir.clone(),
+        listen: Some("127.0.0.1:0".parse()?),
+        config: broker::config::Config::default(),
+        master_key: Some(root.join("master.key")),
+        dev: true,
+        insecure_http: false,
+    })
+    .await?;
+    eprintln!(
+        "broker started in {:.1}s at {}",
+        started.elapsed().as_secs_f64(),
+        broker.url()
+    );
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    let url = broker.url();
+    let cert = broker.dev_certificate.clone().context("dev certificate")?;
+    let master = broker::app::load_master_key(&data_dir, Some(&root.join("master.key")), true)?;
+    let signer = broker::app::dev_token_signer(&data_dir, &master)?;
+    let token = signer.sign(&broker::auth::TokenRequest {
+        sub: "bench-gw".to_owned(),
+        name: Some("bench".to_owned()),
+        roles: vec!["grid_worker".to_owned()],
+        jurisdiction: vec![broker::demo::generate::STREET_CODE.to_owned()],
+        dept: None,
+        ttl: Duration::from_secs(3600),
+    })?;
+    let threads = args.threads;
+    let seconds = args.seconds;
+    // The clients run on their own runtime so the server's runtime is the broker's alone.
+    let client_side = std::thread::spawn(move || -> anyhow::Result<(Vec<f64>, usize, f64)> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let client = broker::client::https_client(&cert)?;
+            // Warm up: one request per connection.
+            for q in pool.iter().take(threads) {
+                client
+                    .get(format!("{url}/v1/residents?q={}", encode(q)))
+                    .bearer_auth(&token)
+                    .header("X-Purpose", "routine_visit")
+                    .send()
+                    .await?
+                    .error_for_status()?;
+            }
+            let began = Instant::now();
+            let deadline = began + Duration::from_secs(seconds);
+            let mut tasks = Vec::new();
+            for t in 0..threads {
+                let (client, pool, token, url) =
+                    (client.clone(), pool.clone(), token.clone(), url.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    let mut items = 0usize;
+                    let mut i = t * 7919;
+                    while Instant::now() < deadline {
+                        let q = &pool[i % pool.len()];
+                        i += 13;
+                        let started = Instant::now();
+                        let response = client
+                            .get(format!("{url}/v1/residents?q={}", encode(q)))
+                            .bearer_auth(&token)
+                            .header("X-Purpose", "routine_visit")
+                            .send()
+                            .await?
+                            .error_for_status()?;
+                        let body: Value = response.json().await?;
+                        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                        items += body["items"].as_array().map_or(0, Vec::len);
+                    }
+                    Ok::<_, anyhow::Error>((latencies, items))
+                }));
+            }
+            let mut all = Vec::new();
+            let mut items = 0;
+            for task in tasks {
+                let (l, n) = task.await??;
+                all.extend(l);
+                items += n;
+            }
+            Ok((all, items, began.elapsed().as_secs_f64()))
+        })
+    });
+    let (mut all, items, elapsed) = tokio::task::spawn_blocking(move || client_side.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the client thread panicked"))??;
+    broker.shutdown().await?;
+    all.sort_by(f64::total_cmp);
+    println!(
+        "search over HTTPS: {} residents, GET /v1/residents?q= as grid_worker (routine_visit)",
+        args.residents
+    );
+    println!(
+        "  requests: {} in {:.1}s with {} concurrent connections = {:.0}/s ({:.1} items each); latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}",
+        all.len(),
+        elapsed,
+        threads,
+        all.len() as f64 / elapsed,
+        items as f64 / all.len().max(1) as f64,
+        percentile(&all, 0.50),
+        percentile(&all, 0.95),
+        percentile(&all, 0.99),
+        all.last().copied().unwrap_or(0.0)
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = args();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -472,6 +780,18 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match args.mode.as_str() {
             "load" => load(&args).await,
+            "http" => http(&args).await,
+            "index" => {
+                let s = setup(&args)?;
+                println!(
+                    "index build: {} residents, {:.1}s, {} docs, {:.1} MiB",
+                    args.residents,
+                    s.index_seconds,
+                    s.index.num_docs(),
+                    s.index_bytes as f64 / 1048576.0
+                );
+                Ok(())
+            }
             _ => quality(&args).await,
         }
     })?;

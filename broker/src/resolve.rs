@@ -175,13 +175,25 @@ pub struct OpenedSource {
 
 /// Opens every sealed field of a source record.
 pub fn open_source(keys: &KeyRing, stored: StoredSource) -> Result<OpenedSource, ResolveError> {
+    open_source_fields(keys, stored, None)
+}
+
+/// Opens the fields of a source record named in `only` (every field when `None`); the
+/// others are left out, sealed fields unopened. `grid` is always kept.
+pub fn open_source_fields(
+    keys: &KeyRing,
+    stored: StoredSource,
+    only: Option<&[&str]>,
+) -> Result<OpenedSource, ResolveError> {
+    let wanted = |field: &str| only.is_none_or(|only| only.contains(&field));
     let row = stored.key();
     let mut fields: Map<String, Value> = stored
         .clear
         .iter()
+        .filter(|(k, _)| wanted(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    for (field, sealed) in &stored.sealed {
+    for (field, sealed) in stored.sealed.iter().filter(|(k, _)| wanted(k)) {
         let ctx = FieldContext {
             department: stored.department,
             row: &row,
@@ -263,26 +275,15 @@ impl Resolver<'_> {
                 profile.related.insert("events".to_owned(), events);
             }
             RecordKind::Event => {
-                let mut parties = BTreeSet::new();
                 let mut house = None;
                 for source in &opened {
                     for link in &source.stored.links {
-                        if let Some(id) = link.strip_prefix("party:") {
-                            parties.insert(id.to_owned());
-                        }
                         if let Some(id) = link.strip_prefix("house-event:") {
                             house = Some(id.to_owned());
                         }
                     }
                 }
-                let mut labelled = Vec::new();
-                for id in parties {
-                    let label = self
-                        .related_entities(&format!("entity:{id}"), "name")?
-                        .into_iter()
-                        .find_map(|r| r.label);
-                    labelled.push(EntityRef { id, label });
-                }
+                let labelled = self.event_parties(&opened)?;
                 profile.related.insert("parties".to_owned(), labelled);
                 if let Some(id) = house {
                     profile
@@ -292,6 +293,58 @@ impl Resolver<'_> {
             }
         }
         Ok(Some(profile))
+    }
+
+    /// A lighter profile for a search hit: only the `fields` of the entity's source records
+    /// (those of `visible` departments, as [`Self::profile_from`]) are opened and merged, with
+    /// `grid` and the source list; tags, attributes and related entities are left out, except
+    /// an event's parties, whose names the view redacts from the event's text. Each field
+    /// that is present merges exactly as in the full profile.
+    pub fn summary_from(
+        &self,
+        entity: &str,
+        visible: &dyn Fn(Department) -> bool,
+        fields: fn(RecordKind) -> &'static [&'static str],
+    ) -> Result<Option<Profile>, ResolveError> {
+        let sources = self.reader.linked_sources(&format!("entity:{entity}"))?;
+        let Some(kind) = sources.first().map(|s| s.kind) else {
+            return Ok(None);
+        };
+        let opened = sources
+            .into_iter()
+            .filter(|s| s.kind == kind && (kind != RecordKind::Resident || visible(s.department)))
+            .map(|s| open_source_fields(self.keys, s, Some(fields(kind))))
+            .collect::<Result<Vec<_>, _>>()?;
+        if opened.is_empty() {
+            return Ok(None);
+        }
+        let mut profile = merge(entity, kind, &opened, self.authority);
+        if kind == RecordKind::Event {
+            let parties = self.event_parties(&opened)?;
+            profile.related.insert("parties".to_owned(), parties);
+        }
+        Ok(Some(profile))
+    }
+
+    /// The labelled parties of an event.
+    fn event_parties(&self, opened: &[OpenedSource]) -> Result<Vec<EntityRef>, ResolveError> {
+        let mut parties = BTreeSet::new();
+        for source in opened {
+            for link in &source.stored.links {
+                if let Some(id) = link.strip_prefix("party:") {
+                    parties.insert(id.to_owned());
+                }
+            }
+        }
+        let mut labelled = Vec::new();
+        for id in parties {
+            let label = self
+                .related_entities(&format!("entity:{id}"), "name")?
+                .into_iter()
+                .find_map(|r| r.label);
+            labelled.push(EntityRef { id, label });
+        }
+        Ok(labelled)
     }
 
     /// The unified id that a department's source record merged into.
@@ -320,7 +373,8 @@ impl Resolver<'_> {
             let kind = stored.kind;
             let department = stored.department;
             let entity = stored.entity.clone();
-            let opened = open_source(self.keys, stored)?;
+            // Only the label is read: the other sealed fields stay closed.
+            let opened = open_source_fields(self.keys, stored, Some(&[label_field]))?;
             let label = opened
                 .fields
                 .get(label_field)

@@ -6,7 +6,9 @@
 //!   query ([`crate::search::query`]), so `total` and pages count only what the caller may
 //!   find.
 //! - A hit carries the unified id, kind, score and a summary cut from the profile *after*
-//!   [`crate::view::ViewPlan::apply`], exactly as the profile endpoint would show it.
+//!   [`crate::view::ViewPlan::apply`], exactly as the profile endpoint would show it. Only
+//!   the summary's fields are resolved ([`summary_sources`]); the audit record's masking
+//!   decision and clear fields describe those fields, which are all a search discloses.
 //! - Every search is audited (action `search`, result count, the entities returned) and the
 //!   record is durable before the response leaves.
 //! - A cursor is bound to its query: used with another query it is refused
@@ -305,7 +307,7 @@ fn decode_cursor(cursor: &str, fingerprint: &str) -> Result<usize, ApiError> {
 }
 
 /// Fields of the masked profile shown in a hit.
-fn summary_fields(kind: RecordKind) -> &'static [&'static str] {
+pub(crate) fn summary_fields(kind: RecordKind) -> &'static [&'static str] {
     match kind {
         RecordKind::Resident => &[
             "name",
@@ -318,6 +320,24 @@ fn summary_fields(kind: RecordKind) -> &'static [&'static str] {
         ],
         RecordKind::House => &["address", "usage"],
         RecordKind::Event => &["title", "type", "status", "occurred_at", "address"],
+    }
+}
+
+/// The source-record fields a hit's summary is resolved from: the summary's fields as stored
+/// (`event_type` for `type`), with `birth_date` for the age the view derives from it and
+/// `id_number`, which decides how the view masks the birth date.
+pub fn summary_sources(kind: RecordKind) -> &'static [&'static str] {
+    match kind {
+        RecordKind::Resident => &[
+            "name",
+            "gender",
+            "birth_date",
+            "id_number",
+            "phone",
+            "address",
+        ],
+        RecordKind::House => &["address", "usage"],
+        RecordKind::Event => &["title", "event_type", "status", "occurred_at", "address"],
     }
 }
 
@@ -377,7 +397,14 @@ async fn run(
         };
         let mut profiles = Vec::with_capacity(found.hits.len());
         for hit in found.hits {
-            let profile = resolver.profile_from(&hit.id, &|d| job_plan.department_visible(d))?;
+            // Only what the summary shows is resolved (no related entities but an event's
+            // parties, whose names the view redacts from its title); the profile endpoint
+            // keeps the full resolution.
+            let profile = resolver.summary_from(
+                &hit.id,
+                &|d| job_plan.department_visible(d),
+                summary_sources,
+            )?;
             if let Some(profile) =
                 profile.filter(|p| p.kind == hit.kind && job_state.covers(&principal, p))
             {

@@ -32,6 +32,69 @@ pub fn profile_field(kind: RecordKind, family: Family) -> Option<&'static str> {
     }
 }
 
+/// The source-record fields a document of `kind` is built from (as stored, so `event_type`
+/// rather than the merged `type`); the index resolves only these.
+pub fn source_fields(kind: RecordKind) -> &'static [&'static str] {
+    match kind {
+        RecordKind::Resident => &["name", "id_number", "phone", "address", "tags"],
+        RecordKind::House => &["address", "owner_id_number", "usage"],
+        RecordKind::Event => &[
+            "title",
+            "description",
+            "address",
+            "event_type",
+            "status",
+            "occurred_at",
+        ],
+    }
+}
+
+/// Blind tokens with a bounded memo: during a rebuild many terms repeat (surnames, pinyin
+/// syllables, address parts, guards), and each is computed by [`Blinder::token`] once per
+/// memo. The memo lives in memory only, for one indexing pass.
+pub struct Tokens<'a> {
+    blinder: &'a Blinder,
+    memo: std::collections::HashMap<(Family, String), String>,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for Tokens<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The memo's keys are plaintext terms: never printed.
+        f.debug_struct("Tokens")
+            .field("remembered", &self.memo.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Tokens<'a> {
+    /// A memo of at most `capacity` terms (0: no memo).
+    pub fn new(blinder: &'a Blinder, capacity: usize) -> Tokens<'a> {
+        Tokens {
+            blinder,
+            memo: std::collections::HashMap::new(),
+            capacity,
+        }
+    }
+
+    /// [`Blinder::token`] of `term` in `family`'s field.
+    pub fn token(&mut self, family: Family, term: &str) -> String {
+        if self.capacity == 0 {
+            return self.blinder.token(family.name(), term);
+        }
+        if let Some(token) = self.memo.get(&(family, term.to_owned())) {
+            return token.clone();
+        }
+        let token = self.blinder.token(family.name(), term);
+        if self.memo.len() >= self.capacity {
+            // Bounded: start again rather than grow (frequent terms come back quickly).
+            self.memo.clear();
+        }
+        self.memo.insert((family, term.to_owned()), token.clone());
+        token
+    }
+}
+
 /// The guard term that says `field`'s value came from `department`.
 pub fn source_guard(field: &str, department: Department) -> String {
     format!("src:{field}|{}", department.code())
@@ -63,6 +126,16 @@ pub fn build(
     blinder: &Blinder,
     directory: Option<&policies::redact::NameDirectory>,
 ) -> TantivyDocument {
+    build_with(profile, fields, &mut Tokens::new(blinder, 0), directory)
+}
+
+/// [`build`] with a token memo.
+pub fn build_with(
+    profile: &Profile,
+    fields: &IndexFields,
+    tokens: &mut Tokens<'_>,
+    directory: Option<&policies::redact::NameDirectory>,
+) -> TantivyDocument {
     let mut doc = TantivyDocument::default();
     doc.add_text(fields.id, &profile.id);
     doc.add_text(fields.kind, profile.kind.as_str());
@@ -73,7 +146,7 @@ pub fn build(
     }
     let kind = profile.kind;
     let mut add = |family: Family, term: &str| {
-        doc.add_text(fields.get(family), blinder.token(family.name(), term));
+        doc.add_text(fields.get(family), tokens.token(family, term));
     };
     let mut guards: Vec<String> = Vec::new();
     let value_of = |field: &str| {

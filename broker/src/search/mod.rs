@@ -20,6 +20,7 @@
 pub mod address;
 pub mod blind;
 pub mod document;
+pub mod filter;
 pub mod fold;
 pub mod names;
 pub mod query;
@@ -48,7 +49,7 @@ use crate::store::{Store, StoreError};
 use crate::view::ViewPlan;
 
 use blind::Blinder;
-use query::{Access, Compiler, Filters};
+use query::{Access, AccessKey, Compiler, Filters, Learnt};
 use schema::{build_schema, IndexFields, SCHEMA_VERSION};
 
 /// The follower commits at least this often while changes arrive.
@@ -59,6 +60,13 @@ const CHANGES_PER_PASS: usize = 20_000;
 const VERSION_FILE: &str = "safegrid-index-version";
 /// Memory the index writer may use before flushing a segment.
 const WRITER_MEMORY: usize = 192 * 1024 * 1024;
+/// Memory the writer of a full rebuild may use (split over its indexing threads): at 1M
+/// residents this is a few segments, merged once.
+const REBUILD_WRITER_MEMORY: usize = 1024 * 1024 * 1024;
+/// Terms whose blind tokens one indexing thread remembers (about 100 bytes each).
+const TOKEN_MEMO: usize = 500_000;
+/// Kinds of caller whose learnt access is kept.
+const MAX_CACHED_ACCESS: usize = 1_024;
 /// Deepest result a cursor may reach.
 pub const MAX_OFFSET: usize = 10_000;
 
@@ -152,6 +160,11 @@ struct Inner {
     indexed_seq: AtomicU64,
     stopping: AtomicBool,
     follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// What search learnt of each kind of caller's access ([`AccessKey`]), so the probes of
+    /// the view run once per kind of caller and policy version, not per request.
+    access: Mutex<std::collections::HashMap<AccessKey, Arc<Learnt>>>,
+    /// Bitsets of the authorization filters, per segment.
+    filters: Arc<filter::FilterCache>,
     /// Known residents' names, redacted from the masked text fields as the view redacts them.
     names: Mutex<Option<Arc<crate::names::NameIndex>>>,
 }
@@ -210,6 +223,8 @@ impl SearchIndex {
                 indexed_seq: AtomicU64::new(seq),
                 stopping: AtomicBool::new(false),
                 follower: Mutex::new(None),
+                access: Mutex::new(std::collections::HashMap::new()),
+                filters: Arc::new(filter::FilterCache::default()),
                 names: Mutex::new(None),
             }),
         })
@@ -251,7 +266,8 @@ impl SearchIndex {
                 keys: &source.keys,
                 authority: &source.authority,
             };
-            self.index_entities(&resolver, &entities, true)?;
+            let mut tokens = document::Tokens::new(&self.inner.blinder, TOKEN_MEMO);
+            self.index_entities(&resolver, &entities, true, &mut tokens)?;
             self.commit(last)?;
             total += entities.len();
         }
@@ -277,7 +293,13 @@ impl SearchIndex {
             }
         }
         drop(seen);
-        self.with_writer(|w| w.delete_all_documents().map(|_| ()))?;
+        // A bigger writer and no merging while the documents stream in: the index is built in
+        // a few large segments, merged once at the end, instead of merged over and over.
+        self.swap_writer(REBUILD_WRITER_MEMORY)?;
+        self.with_writer(|w| {
+            w.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+            w.delete_all_documents().map(|_| ())
+        })?;
         let resolver = Resolver {
             reader: &snapshot,
             keys: &source.keys,
@@ -293,8 +315,9 @@ impl SearchIndex {
                 .map(|part| {
                     let resolver = &resolver;
                     scope.spawn(move || {
+                        let mut tokens = document::Tokens::new(&self.inner.blinder, TOKEN_MEMO);
                         for batch in part.chunks(1_000) {
-                            self.index_entities(resolver, batch, false)?;
+                            self.index_entities(resolver, batch, false, &mut tokens)?;
                         }
                         Ok(())
                     })
@@ -305,9 +328,40 @@ impl SearchIndex {
                 .map(|h| h.join().unwrap_or(Err(SearchError::Closed)))
                 .collect()
         });
-        results.into_iter().collect::<Result<Vec<()>, _>>()?;
-        self.commit(upto)?;
+        let outcome = results.into_iter().collect::<Result<Vec<()>, _>>();
+        let outcome = outcome.and_then(|_| self.commit(upto)).and_then(|_| {
+            self.with_writer(|w| {
+                let segments = w.index().searchable_segment_ids()?;
+                if segments.len() > 1 {
+                    w.merge(&segments).wait()?;
+                }
+                Ok(())
+            })
+        });
+        // Back to the follower's writer (its memory budget and merge policy), whatever happened.
+        let restored = self.swap_writer(WRITER_MEMORY);
+        outcome?;
+        restored?;
+        self.inner.reader.reload()?;
         Ok(entities.len())
+    }
+
+    /// Replaces the writer with one of `memory` bytes (and the default merge policy); the old
+    /// one finishes its merges and releases the directory lock first.
+    fn swap_writer(&self, memory: usize) -> Result<(), SearchError> {
+        let mut guard = self.inner.writer.lock().map_err(|_| SearchError::Closed)?;
+        let old = guard.take().ok_or(SearchError::Closed)?;
+        let index = old.index().clone();
+        let finished = old.wait_merging_threads();
+        match open_writer_with(&index, memory) {
+            Ok(writer) => *guard = Some(writer),
+            Err(err) => {
+                // Keep a writer if at all possible: the follower retries its passes.
+                *guard = open_writer(&index).ok();
+                return Err(err);
+            }
+        }
+        Ok(finished?)
     }
 
     fn with_writer<R>(
@@ -328,11 +382,14 @@ impl SearchIndex {
     }
 
     /// Replaces the documents of `entities` with their current profiles (or deletes them).
+    /// Only the fields a document is built from are resolved ([`document::source_fields`]);
+    /// the document is the one [`document::build`] makes from the full profile.
     fn index_entities(
         &self,
         resolver: &Resolver<'_>,
         entities: &[String],
         replace: bool,
+        tokens: &mut document::Tokens<'_>,
     ) -> Result<(), SearchError> {
         let directory = self
             .inner
@@ -342,14 +399,11 @@ impl SearchIndex {
             .and_then(|slot| slot.as_ref().map(|names| names.current()));
         let mut docs = Vec::with_capacity(entities.len());
         for entity in entities {
-            let doc = resolver.profile(entity)?.map(|profile| {
-                document::build(
-                    &profile,
-                    &self.inner.fields,
-                    &self.inner.blinder,
-                    directory.as_deref(),
-                )
-            });
+            let doc = resolver
+                .summary_from(entity, &|_| true, document::source_fields)?
+                .map(|profile| {
+                    document::build_with(&profile, &self.inner.fields, tokens, directory.as_deref())
+                });
             docs.push((entity, doc));
         }
         self.with_writer(|writer| {
@@ -440,7 +494,17 @@ impl SearchIndex {
             .take(8)
             .map(str::to_owned)
             .collect();
-        let mut access = Access::new(principal, plan);
+        let key = AccessKey::of(principal, plan);
+        let learnt = match self.inner.access.lock() {
+            Ok(mut cache) => {
+                if cache.len() >= MAX_CACHED_ACCESS && !cache.contains_key(&key) {
+                    cache.clear();
+                }
+                cache.entry(key).or_default().clone()
+            }
+            Err(_) => Arc::new(Learnt::default()),
+        };
+        let mut access = Access::learnt(principal, plan, learnt);
         let mut per_kind: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for kind in &request.kinds {
             let mut compiler = Compiler {
@@ -448,6 +512,7 @@ impl SearchIndex {
                 blinder: &self.inner.blinder,
                 access: &mut access,
                 kind: *kind,
+                filters: &self.inner.filters,
             };
             if let Some(q) = compiler.kind_query(&parts, &request.filters) {
                 per_kind.push((Occur::Should, q));
@@ -497,11 +562,18 @@ impl SearchIndex {
 }
 
 fn open_writer(index: &Index) -> Result<IndexWriter<TantivyDocument>, SearchError> {
+    open_writer_with(index, WRITER_MEMORY)
+}
+
+fn open_writer_with(
+    index: &Index,
+    memory: usize,
+) -> Result<IndexWriter<TantivyDocument>, SearchError> {
     // A writer of a broker that is still shutting down in this process may hold the lock
     // for a moment: retry briefly before failing.
     let mut attempts = 0;
     loop {
-        match index.writer(WRITER_MEMORY) {
+        match index.writer(memory) {
             Ok(writer) => return Ok(writer),
             Err(tantivy::TantivyError::LockFailure(..)) if attempts < 50 => {
                 attempts += 1;
@@ -552,4 +624,142 @@ pub fn reindex(data_dir: &Path, master_key: Option<&Path>) -> anyhow::Result<usi
         writer.wait_merging_threads()?;
     }
     Ok(count)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::auth::Principal;
+    use crate::authz::PolicyHandle;
+    use crate::crypto::MasterKey;
+    use crate::demo::generate::{DemoConfig, DemoWorld, STREET_CODE};
+    use crate::ingest::Pipeline;
+    use model::{Department, DivisionCode};
+    use tantivy::schema::document::Document as _;
+
+    /// A small generated street in a fresh store.
+    fn street(residents: usize) -> (tempfile::TempDir, Arc<Store>, Arc<KeyRing>) {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::load(Some(&dir.path().join("master.key")), true).unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
+        let keys = Arc::new(crate::keys::load_key_ring(&store, &master).unwrap());
+        let world = DemoWorld::new(DemoConfig {
+            residents,
+            seed: 7,
+            bad_record_rate: 0.0,
+        });
+        let pipeline = Pipeline::new(store.clone(), keys.clone());
+        for department in ["zhujian", "gongan", "minzheng", "weijian", "sifa", "wangge"] {
+            let body = world.ndjson(department, 0..residents);
+            pipeline
+                .ingest(Department::parse(department).unwrap(), body.as_bytes())
+                .unwrap();
+        }
+        (dir, store, keys)
+    }
+
+    fn entities(store: &Store) -> Vec<String> {
+        let snapshot = store.read().unwrap();
+        let mut seen = HashSet::new();
+        snapshot
+            .changes_after(0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, e)| seen.insert(e.clone()).then_some(e))
+            .collect()
+    }
+
+    #[test]
+    fn search_documents_from_the_light_resolution_equal_those_of_the_full_profile() {
+        let (_dir, store, keys) = street(300);
+        let authority = AuthorityOrder::default();
+        let snapshot = store.read().unwrap();
+        let resolver = Resolver {
+            reader: &snapshot,
+            keys: &keys,
+            authority: &authority,
+        };
+        let (schema, fields) = build_schema();
+        let blinder = Blinder::new(&keys);
+        let mut tokens = document::Tokens::new(&blinder, 64);
+        let mut kinds = HashSet::new();
+        for entity in entities(&store) {
+            let full = resolver.profile(&entity).unwrap().unwrap();
+            let light = resolver
+                .summary_from(&entity, &|_| true, document::source_fields)
+                .unwrap()
+                .unwrap();
+            kinds.insert(full.kind);
+            let expected = document::build(&full, &fields, &blinder, None).to_json(&schema);
+            let got = document::build_with(&light, &fields, &mut tokens, None).to_json(&schema);
+            assert_eq!(expected, got, "document of {entity}");
+        }
+        assert_eq!(kinds.len(), 3, "residents, houses and events were compared");
+    }
+
+    #[tokio::test]
+    async fn search_summaries_from_the_light_resolution_equal_those_of_the_full_profile() {
+        let (_dir, store, keys) = street(300);
+        let authority = AuthorityOrder::default();
+        let purposes: Vec<String> = ["routine_visit", "case_investigation"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let policy = PolicyHandle::load(None, &purposes).await.unwrap();
+        let snapshot = store.read().unwrap();
+        let resolver = Resolver {
+            reader: &snapshot,
+            keys: &keys,
+            authority: &authority,
+        };
+        let names = |p: &crate::resolve::Profile| -> Vec<String> {
+            let mut out: Vec<String> = p
+                .fields
+                .get("name")
+                .and_then(|f| f.value.as_str().map(str::to_owned))
+                .into_iter()
+                .collect();
+            for relation in ["occupants", "parties"] {
+                for r in p.related.get(relation).into_iter().flatten() {
+                    out.extend(r.label.clone());
+                }
+            }
+            out
+        };
+        for role in ["grid_worker", "street_officer", "community_officer"] {
+            for purpose in &purposes {
+                let principal = Principal {
+                    sub: "t".into(),
+                    name: "t".into(),
+                    roles: vec![role.to_owned()],
+                    jurisdiction: vec![DivisionCode::parse(STREET_CODE).unwrap()],
+                    dept: None,
+                };
+                let plan = ViewPlan::new(policy.current(), &principal, purpose, false);
+                for entity in entities(&store) {
+                    let visible = |d| plan.department_visible(d);
+                    let full = resolver.profile_from(&entity, &visible).unwrap();
+                    let light = resolver
+                        .summary_from(&entity, &visible, crate::api::search::summary_sources)
+                        .unwrap();
+                    let (Some(mut full), Some(mut light)) = (full, light) else {
+                        continue;
+                    };
+                    let full_names = names(&full);
+                    plan.apply(&mut full, &full_names, None);
+                    let light_names = names(&light);
+                    plan.apply(&mut light, &light_names, None);
+                    assert_eq!(full.grid, light.grid);
+                    for field in crate::api::search::summary_fields(full.kind) {
+                        assert_eq!(
+                            full.fields.get(*field).map(|f| &f.value),
+                            light.fields.get(*field).map(|f| &f.value),
+                            "{field} of {entity} for {role}/{purpose}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::ops::Bound;
+use std::sync::{Arc, RwLock};
 
 use tantivy::query::{
     BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery,
@@ -29,6 +30,7 @@ use model::{Department, IdNumber, Phone, RecordKind};
 
 use super::blind::Blinder;
 use super::document::{department_guard, profile_field, source_guard, tag_guard};
+use super::filter::{FilterCache, FilterQuery, FilterSpec};
 use super::schema::{Family, IndexFields};
 use super::{address, fold, names, text};
 use crate::auth::Principal;
@@ -296,8 +298,62 @@ fn chinese_name_clauses(text: &str, any: &mut Vec<Clause>) {
 pub struct Access<'a> {
     principal: &'a Principal,
     plan: &'a ViewPlan,
-    levels: HashMap<(RecordKind, &'static str), [FieldLevel; 8]>,
-    tags: HashMap<(RecordKind, String), [bool; 8]>,
+    learnt: Arc<Learnt>,
+}
+
+/// What accesses with one [`AccessKey`] have learnt from their plans, shared between
+/// searches (a plan's answers depend only on its key).
+#[derive(Debug, Default)]
+pub struct Learnt {
+    levels: RwLock<HashMap<(RecordKind, &'static str), [FieldLevel; 8]>>,
+    tags: RwLock<HashMap<(RecordKind, String), [bool; 8]>>,
+}
+
+/// Tags one [`Learnt`] remembers at most (they come from what users type).
+const MAX_LEARNT_TAGS: usize = 4_096;
+
+/// Everything an [`Access`] depends on: the policy version, the caller's jurisdiction (the
+/// probe profile's grid), the plan's declared level of every field search reads, and its
+/// level of every data class for every owning department. [`ViewPlan::apply`] depends on
+/// the plan only through these levels and the policy's tables (fixed by the version), so
+/// two plans with equal keys view every profile alike, whatever roles or purpose made them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AccessKey {
+    policy_version: String,
+    jurisdiction: Vec<String>,
+    declared: Vec<FieldLevel>,
+    owned: Vec<FieldLevel>,
+}
+
+impl AccessKey {
+    pub fn of(principal: &Principal, plan: &ViewPlan) -> AccessKey {
+        let mut declared = Vec::new();
+        for kind in RecordKind::ALL {
+            for family in Family::ALL {
+                if let Some(field) = profile_field(kind, family) {
+                    declared.push(plan.field_level(kind, field));
+                }
+            }
+        }
+        let mut owned = Vec::with_capacity((policies::CLASSES.len() + 1) * Department::ALL.len());
+        // Every class the policy knows, and one it does not (a field of an unknown class is
+        // hidden, or clear under break-glass: the same answer for every unknown class).
+        for class in policies::CLASSES.into_iter().chain(["\u{0}unknown-class"]) {
+            for department in Department::ALL {
+                owned.push(plan.level(class, department));
+            }
+        }
+        AccessKey {
+            policy_version: plan.policy_version().to_owned(),
+            jurisdiction: principal
+                .jurisdiction
+                .iter()
+                .map(|j| j.as_str().to_owned())
+                .collect(),
+            declared,
+            owned,
+        }
+    }
 }
 
 /// A value for each personal field that its mask visibly changes.
@@ -313,11 +369,15 @@ fn probe_value(field: &str) -> &'static str {
 
 impl<'a> Access<'a> {
     pub fn new(principal: &'a Principal, plan: &'a ViewPlan) -> Access<'a> {
+        Access::learnt(principal, plan, Arc::new(Learnt::default()))
+    }
+
+    /// An access that uses (and adds to) what accesses with the same [`AccessKey`] learnt.
+    pub fn learnt(principal: &'a Principal, plan: &'a ViewPlan, learnt: Arc<Learnt>) -> Access<'a> {
         Access {
             principal,
             plan,
-            levels: HashMap::new(),
-            tags: HashMap::new(),
+            learnt,
         }
     }
 
@@ -346,8 +406,14 @@ impl<'a> Access<'a> {
     /// The level at which the caller sees `field` of a `kind` entity when the value came
     /// from each department: the lower of the plan's field level and what `apply` does.
     fn levels(&mut self, kind: RecordKind, field: &'static str) -> [FieldLevel; 8] {
-        if let Some(levels) = self.levels.get(&(kind, field)) {
-            return *levels;
+        if let Some(levels) = self
+            .learnt
+            .levels
+            .read()
+            .ok()
+            .and_then(|l| l.get(&(kind, field)).copied())
+        {
+            return levels;
         }
         let declared = self.plan.field_level(kind, field);
         let mut out = [FieldLevel::Hidden; 8];
@@ -371,13 +437,21 @@ impl<'a> Access<'a> {
             };
             *slot = declared.min(applied);
         }
-        self.levels.insert((kind, field), out);
+        if let Ok(mut levels) = self.learnt.levels.write() {
+            levels.insert((kind, field), out);
+        }
         out
     }
 
     fn tag_visible(&mut self, kind: RecordKind, tag: &str) -> [bool; 8] {
-        if let Some(v) = self.tags.get(&(kind, tag.to_owned())) {
-            return *v;
+        if let Some(v) = self
+            .learnt
+            .tags
+            .read()
+            .ok()
+            .and_then(|t| t.get(&(kind, tag.to_owned())).copied())
+        {
+            return v;
         }
         let mut out = [false; 8];
         for (slot, department) in out.iter_mut().zip(Department::ALL) {
@@ -392,7 +466,12 @@ impl<'a> Access<'a> {
                 .iter()
                 .any(|t| t.tag == tag && t.sources.contains(&department));
         }
-        self.tags.insert((kind, tag.to_owned()), out);
+        if let Ok(mut tags) = self.learnt.tags.write() {
+            if tags.len() >= MAX_LEARNT_TAGS {
+                tags.clear();
+            }
+            tags.insert((kind, tag.to_owned()), out);
+        }
         out
     }
 
@@ -412,6 +491,8 @@ pub struct Compiler<'a, 'b> {
     pub blinder: &'a Blinder,
     pub access: &'a mut Access<'b>,
     pub kind: RecordKind,
+    /// Where the authorization filters' bitsets are kept ([`super::filter`]).
+    pub filters: &'a Arc<FilterCache>,
 }
 
 impl Compiler<'_, '_> {
@@ -442,18 +523,19 @@ impl Compiler<'_, '_> {
         Box::new(ConstScoreQuery::new(query, 0.0))
     }
 
-    fn any_guard(&self, guards: Vec<String>) -> Box<dyn Query> {
-        let terms = guards
+    /// The blind tokens of `guards`, as a filter group.
+    fn guard_tokens(&self, guards: &[String]) -> Vec<String> {
+        guards
             .iter()
-            .map(|g| {
-                let q: Box<dyn Query> = Box::new(TermQuery::new(
-                    self.blind_term(Family::Guard, g),
-                    IndexRecordOption::Basic,
-                ));
-                (Occur::Should, q)
-            })
-            .collect();
-        Self::filter(Box::new(BooleanQuery::new(terms)))
+            .map(|g| self.blinder.token(Family::Guard.name(), g))
+            .collect()
+    }
+
+    /// A filter matching documents with any of `guards` (a cached bitset per segment).
+    fn any_guard(&self, guards: Vec<String>) -> Box<dyn Query> {
+        let spec =
+            FilterSpec::new().any_of(self.fields.get(Family::Guard), self.guard_tokens(&guards));
+        Box::new(FilterQuery::new(spec, self.filters.clone()))
     }
 
     /// The query of `clause`, or `None` if it can match nothing for this caller.
@@ -532,18 +614,12 @@ impl Compiler<'_, '_> {
     /// The whole query for this kind: kind, scope, filters and every part; `None` if it can
     /// match nothing.
     pub fn kind_query(&mut self, parts: &[String], filters: &Filters) -> Option<Box<dyn Query>> {
-        let scopes: Vec<(Occur, Box<dyn Query>)> = self
+        let scopes: Vec<String> = self
             .access
             .principal
             .jurisdiction
             .iter()
-            .map(|j| {
-                let q: Box<dyn Query> = Box::new(TermQuery::new(
-                    Term::from_field_text(self.fields.scope, j.as_str()),
-                    IndexRecordOption::Basic,
-                ));
-                (Occur::Should, q)
-            })
+            .map(|j| j.as_str().to_owned())
             .collect();
         if scopes.is_empty() {
             return None;
@@ -554,15 +630,12 @@ impl Compiler<'_, '_> {
                 IndexRecordOption::Basic,
             )))
         };
-        let mut must: Vec<(Occur, Box<dyn Query>)> = vec![
-            (Occur::Must, plain(self.fields.kind, self.kind.as_str())),
-            (
-                Occur::Must,
-                Self::filter(Box::new(BooleanQuery::new(scopes))),
-            ),
-        ];
+        // Kind, jurisdiction, grid and department visibility: one cached filter.
+        let mut spec = FilterSpec::new()
+            .any_of(self.fields.kind, vec![self.kind.as_str().to_owned()])
+            .any_of(self.fields.scope, scopes);
         if let Some(grid) = &filters.grid {
-            must.push((Occur::Must, plain(self.fields.scope, grid)));
+            spec = spec.any_of(self.fields.scope, vec![grid.clone()]);
         }
         if self.kind == RecordKind::Resident {
             let visible = self.access.visible_departments();
@@ -570,10 +643,14 @@ impl Compiler<'_, '_> {
                 return None;
             }
             if visible.len() < Department::ALL.len() {
-                let guards = visible.into_iter().map(department_guard).collect();
-                must.push((Occur::Must, self.any_guard(guards)));
+                let guards: Vec<String> = visible.into_iter().map(department_guard).collect();
+                spec = spec.any_of(self.fields.get(Family::Guard), self.guard_tokens(&guards));
             }
         }
+        let mut must: Vec<(Occur, Box<dyn Query>)> = vec![(
+            Occur::Must,
+            Box::new(FilterQuery::new(spec, self.filters.clone())),
+        )];
         if self.kind == RecordKind::Event {
             if let Some(t) = &filters.event_type {
                 must.push((Occur::Must, plain(self.fields.event_type, t)));
