@@ -234,25 +234,7 @@ impl StoreWriter {
         source: &StoredSource,
         previous: Option<&StoredSource>,
     ) -> Result<(), StoreError> {
-        let row = source.key();
-        let bytes = serde_json::to_vec(source).map_err(|err| StoreError::Corrupt {
-            key: row.clone(),
-            reason: err.to_string(),
-        })?;
-        {
-            let mut links = self.tx.open_multimap_table(LINKS)?;
-            if let Some(previous) = previous {
-                for link in &previous.links {
-                    links.remove(link.as_str(), row.as_str())?;
-                }
-            }
-            for link in &source.links {
-                links.insert(link.as_str(), row.as_str())?;
-            }
-        }
-        self.tx
-            .open_table(SOURCES)?
-            .insert(row.as_str(), bytes.as_slice())?;
+        self.write_row(source, previous.map_or(&[], |p| p.links.as_slice()))?;
         let mut changed = vec![source.entity.as_str()];
         if let Some(previous) = previous {
             if previous.entity != source.entity {
@@ -273,24 +255,33 @@ impl StoreWriter {
         previous: &StoredSource,
         links: Vec<String>,
     ) -> Result<(), StoreError> {
-        let row = previous.key();
-        {
-            let mut table = self.tx.open_multimap_table(LINKS)?;
-            for link in &previous.links {
-                table.remove(link.as_str(), row.as_str())?;
-            }
-            for link in &links {
-                table.insert(link.as_str(), row.as_str())?;
-            }
-        }
         let updated = StoredSource {
             links,
             ..previous.clone()
         };
-        let bytes = serde_json::to_vec(&updated).map_err(|err| StoreError::Corrupt {
+        self.write_row(&updated, &previous.links)
+    }
+
+    /// Writes `source`'s row and swaps `previous_links` for its links in the link table.
+    fn write_row(
+        &mut self,
+        source: &StoredSource,
+        previous_links: &[String],
+    ) -> Result<(), StoreError> {
+        let row = source.key();
+        let bytes = serde_json::to_vec(source).map_err(|err| StoreError::Corrupt {
             key: row.clone(),
             reason: err.to_string(),
         })?;
+        {
+            let mut table = self.tx.open_multimap_table(LINKS)?;
+            for link in previous_links {
+                table.remove(link.as_str(), row.as_str())?;
+            }
+            for link in &source.links {
+                table.insert(link.as_str(), row.as_str())?;
+            }
+        }
         self.tx
             .open_table(SOURCES)?
             .insert(row.as_str(), bytes.as_slice())?;
