@@ -155,6 +155,8 @@ fn setup(args: &Args) -> anyhow::Result<Setup> {
     } else {
         index.rebuild(&source)?
     };
+    // Marks the index ready (searches are refused until it has caught up with the store).
+    index.catch_up(&source)?;
     let index_seconds = started.elapsed().as_secs_f64();
     let index_bytes = dir_size(index.dir());
     eprintln!(

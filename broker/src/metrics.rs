@@ -196,6 +196,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             "Store changes the search index has not applied yet.",
             index_lag(&state) as f64,
         ),
+        (
+            "safegrid_index_skipped_entities",
+            "Entities left out of the search index since start because a sealed field failed to open (tampered or moved data; the log names them).",
+            state.search.skipped() as f64,
+        ),
     ];
     let mut text = global().render(&extra);
     let sync = state.audit.sync_latency();

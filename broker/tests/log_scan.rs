@@ -68,32 +68,36 @@ async fn logs_of_an_end_to_end_run_hold_no_id_numbers_or_phones() {
         ..DemoConfig::default()
     });
     let street = world.street_code().to_owned();
-    let token = String::from_utf8(
-        Command::new(bin)
-            .args([
-                "token",
-                "--sub",
-                "log-scan",
-                "--role",
-                "street_officer",
-                "--jurisdiction",
-                &street,
-            ])
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .expect("token")
-            .stdout,
-    )
-    .expect("utf-8 token")
-    .trim()
-    .to_owned();
+    let issued = Command::new(bin)
+        .args([
+            "token",
+            "--sub",
+            "log-scan",
+            "--role",
+            "street_officer",
+            "--jurisdiction",
+            &street,
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("token");
+    assert!(
+        issued.status.success(),
+        "safegrid token failed: {}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    let token = String::from_utf8(issued.stdout)
+        .expect("utf-8 token")
+        .trim()
+        .to_owned();
 
     let client =
         broker::client::https_client(&data.join("dev").join("tls-cert.pem")).expect("client");
     let url = format!("https://localhost:{port}");
+    // Ready includes the search index having caught up with the store.
     let mut ready = false;
-    for _ in 0..100 {
+    for _ in 0..300 {
         if client
             .get(format!("{url}/readyz"))
             .send()
@@ -108,6 +112,7 @@ async fn logs_of_an_end_to_end_run_hold_no_id_numbers_or_phones() {
     assert!(ready, "the broker did not become ready");
 
     let mut reads = 0;
+    let mut answers = std::collections::BTreeMap::new();
     for i in 0..RESIDENTS.min(40) {
         let person = world.person(i);
         let mut queries = vec![person.id_number.clone()];
@@ -120,6 +125,7 @@ async fn logs_of_an_end_to_end_run_hold_no_id_numbers_or_phones() {
                 .send()
                 .await
                 .expect("search");
+            *answers.entry(response.status().as_u16()).or_insert(0) += 1;
             let page: serde_json::Value = response.json().await.unwrap_or_default();
             if let Some(id) = page["items"][0]["id"].as_str() {
                 let status = client
@@ -138,7 +144,10 @@ async fn logs_of_an_end_to_end_run_hold_no_id_numbers_or_phones() {
     }
     let _ = serve.kill();
     let _ = serve.wait();
-    assert!(reads > 0, "the run read profiles");
+    assert!(
+        reads > 0,
+        "the run read profiles (search answers by status: {answers:?})"
+    );
 
     let mut logs = std::fs::read(&demo_log).expect("demo log");
     logs.extend(std::fs::read(&serve_log).expect("serve log"));

@@ -40,7 +40,9 @@ impl TestApp {
     pub async fn spawn_with(config: Config) -> TestApp {
         let root = tempfile::tempdir().expect("temporary directory for the test broker");
         let data_dir = root.path().join("data");
-        TestApp::start_in(root, data_dir, config).await
+        let app = TestApp::start_in(root, data_dir, config).await;
+        app.wait_ready().await;
+        app
     }
 
     async fn start_in(root: tempfile::TempDir, data_dir: PathBuf, config: Config) -> TestApp {
@@ -72,10 +74,42 @@ impl TestApp {
     }
 
     /// Stops the broker (drain, final checkpoint) and starts a new one on the same data.
-    pub async fn restart(mut self) -> TestApp {
+    pub async fn restart(self) -> TestApp {
+        let app = self.restart_unready().await;
+        app.wait_ready().await;
+        app
+    }
+
+    /// [`Self::restart`] without waiting for `/readyz`: requests may meet the search index
+    /// still being built.
+    pub async fn restart_unready(mut self) -> TestApp {
         self.stop().await;
         let config = Config::default();
         TestApp::start_in(self.root, self.data_dir, config).await
+    }
+
+    /// Waits until `/readyz` answers 200: the search index has caught up with the store (after
+    /// a restart it may be rebuilding), as a load balancer would wait.
+    pub async fn wait_ready(&self) {
+        let started = std::time::Instant::now();
+        loop {
+            let response = self
+                .client
+                .get(format!("{}/readyz", self.url))
+                .send()
+                .await
+                .expect("/readyz answers");
+            if response.status().is_success() {
+                return;
+            }
+            let body = response.text().await.unwrap_or_default();
+            assert!(body.contains("search_index_building"), "/readyz: {body}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "the broker did not become ready: {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn stop(&mut self) {
@@ -153,6 +187,19 @@ impl TestApp {
 }
 
 /// Every file under `dir`, recursively.
+/// The unified ids of a search page's items.
+pub fn hit_ids(body: &Value) -> Vec<String> {
+    body["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_tests::{contains_bytes, files_under, TestApp, GRID, OTHER_GRID, STREET};
+use e2e_tests::{contains_bytes, files_under, hit_ids, TestApp, GRID, OTHER_GRID, STREET};
 use serde_json::{json, Value};
 
 fn id(first17: &str) -> String {
@@ -110,18 +110,6 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
-fn ids(body: &Value) -> Vec<String> {
-    body["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|i| i["id"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Waits until `q` finds something for `token` (the index follows the store asynchronously).
 async fn wait_for(app: &TestApp, path: &str, q: &str, token: &str) -> Duration {
     let started = Instant::now();
@@ -172,7 +160,7 @@ async fn a_worker_finds_residents_the_way_they_type() {
         .await;
         assert_eq!(status, 200, "{q}: {body}");
         assert!(
-            ids(&body).contains(&world.zhang_san),
+            hit_ids(&body).contains(&world.zhang_san),
             "{q} did not find 张三: {body}"
         );
     }
@@ -186,7 +174,11 @@ async fn a_worker_finds_residents_the_way_they_type() {
             "routine_visit",
         )
         .await;
-        assert_eq!(ids(&body).first(), Some(&world.zhang_san), "{q}: {body}");
+        assert_eq!(
+            hit_ids(&body).first(),
+            Some(&world.zhang_san),
+            "{q}: {body}"
+        );
         assert!(
             body["items"].as_array().is_some_and(|i| i.len() >= 2),
             "{q} should also find 张三丰: {body}"
@@ -334,7 +326,7 @@ async fn nothing_outside_the_view_is_found_or_counted() {
             body["total"], random_total,
             "{label} ({q}) was counted: {body}"
         );
-        assert_eq!(ids(&body), Vec::<String>::new(), "{label}");
+        assert_eq!(hit_ids(&body), Vec::<String>::new(), "{label}");
         let (_, all) = search(&app, "/v1/search", &[("q", q)], &worker, "routine_visit").await;
         assert_eq!(all["total"], random_total, "{label} via /v1/search: {all}");
     }
@@ -347,7 +339,7 @@ async fn nothing_outside_the_view_is_found_or_counted() {
         "routine_visit",
     )
     .await;
-    assert_eq!(ids(&body), vec![world.zhang_san.clone()], "{body}");
+    assert_eq!(hit_ids(&body), vec![world.zhang_san.clone()], "{body}");
     // The street officer investigating a case sees IDs in clear, and may search by them.
     let (_, body) = search(
         &app,
@@ -357,7 +349,7 @@ async fn nothing_outside_the_view_is_found_or_counted() {
         "case_investigation",
     )
     .await;
-    assert_eq!(ids(&body), vec![world.zhang_san.clone()], "{body}");
+    assert_eq!(hit_ids(&body), vec![world.zhang_san.clone()], "{body}");
 }
 
 #[tokio::test]
@@ -388,8 +380,8 @@ async fn pages_are_bound_to_their_query_and_every_search_is_audited() {
         "routine_visit",
     )
     .await;
-    assert_eq!(ids(&second).len(), 1);
-    assert_ne!(ids(&first), ids(&second));
+    assert_eq!(hit_ids(&second).len(), 1);
+    assert_ne!(hit_ids(&first), hit_ids(&second));
     assert!(second.get("next_cursor").is_none(), "{second}");
     let (status, body) = search(
         &app,
@@ -518,7 +510,7 @@ async fn the_index_follows_updates_tombstones_restarts_and_reindex() {
         "routine_visit",
     )
     .await;
-    assert!(ids(&body).contains(&world.zhang_san), "{body}");
+    assert!(hit_ids(&body).contains(&world.zhang_san), "{body}");
     app.ingest(
         "gongan",
         line(json!({"kind":"resident","source_id":"GA-7","version":"1","id_number":id("11010519900707007"),
@@ -555,4 +547,89 @@ async fn the_index_follows_updates_tombstones_restarts_and_reindex() {
     )
     .await;
     assert_eq!(body["total"], 0, "{body}");
+}
+
+#[tokio::test]
+async fn while_the_index_is_rebuilt_searches_wait_rather_than_answer_from_part_of_it() {
+    const RESIDENTS: usize = 1_500;
+    let app = TestApp::spawn().await;
+    let body: String = (0..RESIDENTS)
+        .map(|n| {
+            // 17 digits: area, 1980, month 01 or 02, day 01, a sequence number.
+            let first17 = format!("1101051980{:02}01{:03}", 1 + n / 900, 100 + n % 900);
+            line(
+                json!({"kind":"resident","source_id":format!("GA-{n}"),"version":"1",
+                "id_number":id(&first17),"name":format!("王{}", ["明","丽","强","芳"][n % 4]),
+                "address":format!("北京市朝阳区望京街道幸福里小区{}号楼", n % 20 + 1),"grid":GRID}),
+            )
+        })
+        .collect();
+    assert_eq!(app.ingest("gongan", body).await["accepted"], RESIDENTS);
+    let officer = app.token("street_officer", &[STREET], None);
+    let all = [("q", "幸福里小区")];
+    let started = Instant::now();
+    loop {
+        let (_, body) = search(&app, "/v1/residents", &all, &officer, "routine_visit").await;
+        if body["total"].as_u64() == Some(RESIDENTS as u64) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the residents never became searchable: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // An index of another schema version is wiped and rebuilt from the store at the next start.
+    std::fs::write(
+        app.data_dir.join("index").join("safegrid-index-version"),
+        "schema=0 key=0\n",
+    )
+    .expect("the index version file");
+    let app = app.restart_unready().await;
+    let (status, body) = app.get("/readyz", &officer, None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("search_index_building")),
+        "a broker rebuilding its index is not ready: {body}"
+    );
+    let mut refused = 0;
+    let started = Instant::now();
+    let answer = loop {
+        let response = app
+            .client
+            .get(format!(
+                "{}/v1/residents?q={}",
+                app.url,
+                encode("幸福里小区")
+            ))
+            .bearer_auth(&officer)
+            .header("x-purpose", "routine_visit")
+            .send()
+            .await
+            .expect("the search request is sent");
+        if response.status() != 503 {
+            assert_eq!(response.status(), 200);
+            break response.json::<Value>().await.expect("a search page");
+        }
+        assert!(
+            response.headers().contains_key("retry-after"),
+            "503 tells the client when to try again"
+        );
+        let body: Value = response.json().await.expect("an error body");
+        assert_eq!(body["error"]["code"], "search_index_building", "{body}");
+        refused += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the rebuild never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(refused > 0, "the first searches met the rebuild");
+    assert_eq!(
+        answer["total"], RESIDENTS,
+        "the first answer after the rebuild counts every resident"
+    );
+    let (status, _) = app.get("/readyz", &officer, None).await;
+    assert_eq!(status, 200);
 }

@@ -423,6 +423,22 @@ async fn a_ciphertext_moved_to_another_row_fails_to_open() {
     assert_eq!(status, 500);
     assert_eq!(body["error"]["code"], "integrity_error");
     assert!(!body.to_string().contains("王五"));
+
+    // The search index caught up past the broken row (the restart waited for `/readyz`): the
+    // other resident is found, the broken one is left out and counted.
+    let (status, body) = app
+        .get("/v1/residents?q=wangwu", &officer, Some("routine_visit"))
+        .await;
+    assert_eq!((status, body["total"].as_u64()), (200, Some(1)), "{body}");
+    let (status, body) = app
+        .get("/v1/residents?q=lisi", &officer, Some("routine_visit"))
+        .await;
+    assert_eq!((status, body["total"].as_u64()), (200, Some(0)), "{body}");
+    let (_, _, metrics) = app.get_text("/metrics", "").await;
+    assert!(
+        metrics.contains("safegrid_index_skipped_entities 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

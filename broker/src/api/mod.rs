@@ -212,6 +212,9 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
         .store
         .read()
         .map_err(|_| ApiError::unavailable("store_unavailable", "the store cannot be read"))?;
+    if !state.search.is_ready() {
+        return Err(search::index_building());
+    }
     Ok(Json(Health { status: "ready" }))
 }
 

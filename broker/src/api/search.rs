@@ -105,7 +105,9 @@ pub struct SearchItem {
 #[utoipa::path(get, path = "/v1/residents", params(SearchParams, ("X-Purpose" = String, Header)),
     responses((status = 200, body = SearchPage), (status = 400, body = super::error::ErrorBody),
         (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
-        (status = 503, body = super::error::ErrorBody)),
+        (status = 503, description = "search_index_building: the index is being built at start-up; or the audit log cannot be written",
+            body = super::error::ErrorBody,
+            headers(("Retry-After" = u32, description = "seconds to wait before trying again")))),
     security(("bearer" = [])))]
 pub(super) async fn search_residents(
     State(state): State<AppState>,
@@ -124,7 +126,11 @@ pub(super) async fn search_residents(
 
 /// Search houses.
 #[utoipa::path(get, path = "/v1/houses", params(SearchParams, ("X-Purpose" = String, Header)),
-    responses((status = 200, body = SearchPage), (status = 400, body = super::error::ErrorBody)),
+    responses((status = 200, body = SearchPage), (status = 400, body = super::error::ErrorBody),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
+        (status = 503, description = "search_index_building: the index is being built at start-up; or the audit log cannot be written",
+            body = super::error::ErrorBody,
+            headers(("Retry-After" = u32, description = "seconds to wait before trying again")))),
     security(("bearer" = [])))]
 pub(super) async fn search_houses(
     State(state): State<AppState>,
@@ -136,7 +142,11 @@ pub(super) async fn search_houses(
 
 /// Search events (full text, filters, sort by relevance or time).
 #[utoipa::path(get, path = "/v1/events", params(SearchParams, ("X-Purpose" = String, Header)),
-    responses((status = 200, body = SearchPage), (status = 400, body = super::error::ErrorBody)),
+    responses((status = 200, body = SearchPage), (status = 400, body = super::error::ErrorBody),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
+        (status = 503, description = "search_index_building: the index is being built at start-up; or the audit log cannot be written",
+            body = super::error::ErrorBody,
+            headers(("Retry-After" = u32, description = "seconds to wait before trying again")))),
     security(("bearer" = [])))]
 pub(super) async fn search_events(
     State(state): State<AppState>,
@@ -148,7 +158,11 @@ pub(super) async fn search_events(
 
 /// Search residents, houses and events at once.
 #[utoipa::path(get, path = "/v1/search", params(SearchParams, ("X-Purpose" = String, Header)),
-    responses((status = 200, body = SearchPage), (status = 400, body = super::error::ErrorBody)),
+    responses((status = 200, body = SearchPage), (status = 400, body = super::error::ErrorBody),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
+        (status = 503, description = "search_index_building: the index is being built at start-up; or the audit log cannot be written",
+            body = super::error::ErrorBody,
+            headers(("Retry-After" = u32, description = "seconds to wait before trying again")))),
     security(("bearer" = [])))]
 pub(super) async fn search_all(
     State(state): State<AppState>,
@@ -354,6 +368,17 @@ fn summary(profile: &Profile) -> Map<String, Value> {
     out
 }
 
+/// The answer while the index is being built from the store at start-up (after an upgrade
+/// that changes the index schema, a blind-index key rotation, or a lost index directory).
+pub(super) fn index_building() -> ApiError {
+    ApiError::unavailable(
+        "search_index_building",
+        "the search index is being built from the store after a start; try again shortly \
+         (profiles by id can be read meanwhile)",
+    )
+    .retry_after(10)
+}
+
 async fn run(
     state: &AppState,
     reader: &Reader,
@@ -366,6 +391,10 @@ async fn run(
             ApiError::bad_request("query_string_invalid", "the query string could not be read")
         })
         .and_then(|Query(params)| parse(params, kinds));
+    let parsed = match parsed {
+        Ok(_) if !state.search.is_ready() => Err(index_building()),
+        other => other,
+    };
     let parsed = match parsed {
         Ok(parsed) => parsed,
         Err(error) => {

@@ -85,6 +85,10 @@ pub enum SearchError {
     Resolve(#[from] ResolveError),
     #[error("the search index is closed")]
     Closed,
+    /// The index has not yet caught up with the store since the broker started (a fresh
+    /// build after an upgrade or a key rotation): its answers would be incomplete.
+    #[error("the search index is still being built from the store")]
+    NotReady,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SearchError + '_ {
@@ -158,8 +162,16 @@ struct Inner {
     fields: IndexFields,
     blinder: Blinder,
     indexed_seq: AtomicU64,
+    /// Set once [`SearchIndex::catch_up`] has reached the end of the store's changes; until
+    /// then searches are refused ([`SearchError::NotReady`]) rather than answered from a
+    /// partial index.
+    ready: AtomicBool,
+    /// Entities left out of the index because a sealed field failed to open.
+    skipped: AtomicU64,
     stopping: AtomicBool,
     follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// What the follower follows, for the final catch-up at shutdown.
+    source: Mutex<Option<Source>>,
     /// What search learnt of each kind of caller's access ([`AccessKey`]), so the probes of
     /// the view run once per kind of caller and policy version, not per request.
     access: Mutex<std::collections::HashMap<AccessKey, Arc<Learnt>>>,
@@ -221,8 +233,11 @@ impl SearchIndex {
                 fields,
                 blinder,
                 indexed_seq: AtomicU64::new(seq),
+                ready: AtomicBool::new(false),
+                skipped: AtomicU64::new(0),
                 stopping: AtomicBool::new(false),
                 follower: Mutex::new(None),
+                source: Mutex::new(None),
                 access: Mutex::new(std::collections::HashMap::new()),
                 filters: Arc::new(filter::FilterCache::default()),
                 names: Mutex::new(None),
@@ -233,6 +248,18 @@ impl SearchIndex {
     /// The last change of the store's sequence the searchable index reflects.
     pub fn indexed_seq(&self) -> u64 {
         self.inner.indexed_seq.load(Ordering::Acquire)
+    }
+
+    /// Whether the index has caught up with the store at least once since it was opened, so
+    /// that its answers are complete up to the follower's lag. Never false again after that.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+
+    /// Entities left out of the index since it was opened because a sealed field failed to
+    /// open (counted each time one is met).
+    pub fn skipped(&self) -> u64 {
+        self.inner.skipped.load(Ordering::Relaxed)
     }
 
     /// The index directory.
@@ -254,6 +281,12 @@ impl SearchIndex {
             let from = self.indexed_seq();
             let changes = snapshot.changes_after(from, CHANGES_PER_PASS)?;
             let Some(last) = changes.last().map(|(seq, _)| *seq) else {
+                if !self.inner.ready.swap(true, Ordering::AcqRel) {
+                    tracing::info!(
+                        documents = self.num_docs(),
+                        "search index caught up with the store: searches are answered"
+                    );
+                }
                 return Ok(total);
             };
             let mut seen = HashSet::new();
@@ -399,11 +432,21 @@ impl SearchIndex {
             .and_then(|slot| slot.as_ref().map(|names| names.current()));
         let mut docs = Vec::with_capacity(entities.len());
         for entity in entities {
-            let doc = resolver
-                .summary_from(entity, &|_| true, document::source_fields)?
-                .map(|profile| {
-                    document::build_with(&profile, &self.inner.fields, tokens, directory.as_deref())
-                });
+            let profile = match resolver.summary_from(entity, &|_| true, document::source_fields) {
+                Ok(profile) => profile,
+                // A field that fails to open (tampered or moved ciphertext) costs this entity
+                // its place in the index, never the entities after it: the profile endpoint
+                // answers `integrity_error` for it, and search does not find it.
+                Err(err @ ResolveError::Integrity { .. }) => {
+                    self.inner.skipped.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(entity = %entity, cause = %err, "entity left out of the search index");
+                    None
+                }
+                Err(err) => return Err(err.into()),
+            };
+            let doc = profile.map(|profile| {
+                document::build_with(&profile, &self.inner.fields, tokens, directory.as_deref())
+            });
             docs.push((entity, doc));
         }
         self.with_writer(|writer| {
@@ -430,22 +473,27 @@ impl SearchIndex {
         Ok(())
     }
 
+    /// One pass of the follower: a fresh index is built in one pass over the entities (not
+    /// change by change), then every later change is indexed.
+    fn follow(&self, source: &Source) -> Result<usize, SearchError> {
+        if self.indexed_seq() == 0 && source.store.read()?.change_seq()? > 0 {
+            self.rebuild(source)?;
+        }
+        self.catch_up(source)
+    }
+
     /// Starts the task that keeps the index fresh. Errors are logged and retried.
     pub fn start_follower(&self, source: Source) {
+        if let Ok(mut slot) = self.inner.source.lock() {
+            *slot = Some(source.clone());
+        }
         let index = self.clone();
         let handle = tokio::spawn(async move {
             let mut failures = 0u32;
             while !index.inner.stopping.load(Ordering::Acquire) {
                 let pass = index.clone();
                 let source = source.clone();
-                let result = tokio::task::spawn_blocking(move || {
-                    // A fresh index is built in one pass over the entities, not change by change.
-                    if pass.indexed_seq() == 0 && source.store.read()?.change_seq()? > 0 {
-                        pass.rebuild(&source)?;
-                    }
-                    pass.catch_up(&source)
-                })
-                .await;
+                let result = tokio::task::spawn_blocking(move || pass.follow(&source)).await;
                 match result {
                     Ok(Ok(_)) => failures = 0,
                     Ok(Err(err)) => {
@@ -467,12 +515,25 @@ impl SearchIndex {
         }
     }
 
-    /// Stops the follower and releases the writer (and its directory lock).
+    /// Stops the follower, indexes what arrived since its last pass (so the next start does
+    /// not begin behind, or from nothing) and releases the writer (and its directory lock).
     pub async fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::Release);
         let handle = self.inner.follower.lock().ok().and_then(|mut h| h.take());
         if let Some(handle) = handle {
             let _ = handle.await;
+        }
+        let source = self.inner.source.lock().ok().and_then(|mut s| s.take());
+        if let Some(source) = source {
+            let index = self.clone();
+            let last = tokio::task::spawn_blocking(move || index.follow(&source)).await;
+            match last {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => {
+                    tracing::error!(cause = %err, "final search index pass failed: the next start catches up")
+                }
+                Err(err) => tracing::error!(cause = %err, "final search index pass failed"),
+            }
         }
         let writer = self.inner.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(writer) = writer {
@@ -488,6 +549,9 @@ impl SearchIndex {
         plan: &ViewPlan,
         request: &SearchRequest,
     ) -> Result<SearchHits, SearchError> {
+        if !self.is_ready() {
+            return Err(SearchError::NotReady);
+        }
         let parts: Vec<String> = request
             .q
             .split_whitespace()
@@ -761,5 +825,70 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test]
+    async fn searches_are_refused_until_the_index_has_caught_up_and_shutdown_indexes_the_rest() {
+        let (dir, store, keys) = street(40);
+        let purposes = vec!["routine_visit".to_owned()];
+        let policy = PolicyHandle::load(None, &purposes).await.unwrap();
+        let principal = Principal {
+            sub: "t".into(),
+            name: "t".into(),
+            roles: vec!["street_officer".to_owned()],
+            jurisdiction: vec![DivisionCode::parse(STREET_CODE).unwrap()],
+            dept: None,
+        };
+        let plan = ViewPlan::new(policy.current(), &principal, "routine_visit", false);
+        let request = SearchRequest {
+            kinds: vec![RecordKind::Resident],
+            q: String::new(),
+            filters: Filters::default(),
+            sort: SortOrder::Relevance,
+            offset: 0,
+            limit: 10,
+        };
+        let source = Source {
+            store: store.clone(),
+            keys: keys.clone(),
+            authority: AuthorityOrder::default(),
+        };
+
+        let index = SearchIndex::open(dir.path(), &keys).unwrap();
+        assert!(
+            !index.is_ready(),
+            "a fresh index over a full store is not ready"
+        );
+        assert!(matches!(
+            index.search(&principal, &plan, &request),
+            Err(SearchError::NotReady)
+        ));
+        index.rebuild(&source).unwrap();
+        assert!(!index.is_ready(), "built, but not yet followed to the end");
+        index.catch_up(&source).unwrap();
+        assert!(index.is_ready());
+        let before = index.search(&principal, &plan, &request).unwrap().total;
+        assert!(before >= 40, "every resident is found, got {before}");
+
+        // Changes the follower has not seen yet are indexed by the shutdown's last pass, so
+        // the index on disk is current and the next start has nothing to do.
+        index.start_follower(source.clone());
+        index.inner.stopping.store(true, Ordering::Release);
+        let world = DemoWorld::new(DemoConfig {
+            residents: 50,
+            seed: 8,
+            bad_record_rate: 0.0,
+        });
+        Pipeline::new(store.clone(), keys.clone())
+            .ingest(
+                Department::parse("gongan").unwrap(),
+                world.ndjson("gongan", 0..50).as_bytes(),
+            )
+            .unwrap();
+        index.shutdown().await;
+        let upto = store.read().unwrap().change_seq().unwrap();
+        drop(index);
+        let reopened = SearchIndex::open(dir.path(), &keys).unwrap();
+        assert_eq!(reopened.indexed_seq(), upto);
     }
 }
