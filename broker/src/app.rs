@@ -168,7 +168,13 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
     let master = load_master_key(data_dir, options.master_key.as_deref(), options.dev)?;
-    let store = Arc::new(Store::open(&data_dir.join("store.redb")).context("opening the store")?);
+    let store = Arc::new(
+        Store::open_with_cache(
+            &data_dir.join("store.redb"),
+            options.config.store.cache_mb.saturating_mul(1024 * 1024),
+        )
+        .context("opening the store")?,
+    );
     let keys = Arc::new(load_key_ring(&store, &master).context("loading keys")?);
     let search =
         crate::search::SearchIndex::open(data_dir, &keys).context("opening the search index")?;

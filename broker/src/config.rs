@@ -53,6 +53,9 @@ pub struct Config {
     /// Audit log settings.
     #[serde(default)]
     pub audit: AuditSection,
+    /// Store settings.
+    #[serde(default)]
+    pub store: StoreSection,
     /// Folder of push mappings, one `<department>.toml` each holding a `[mapping]` table: that
     /// department may push its own schema to `POST /v1/ingest/{department}`.
     pub mappings_dir: Option<PathBuf>,
@@ -139,6 +142,22 @@ impl Default for IngestSection {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// Memory for the store's page cache, in MiB (a ceiling, filled as pages are read).
+    #[serde(default = "default_store_cache_mb")]
+    pub cache_mb: usize,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            cache_mb: default_store_cache_mb(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditSection {
     /// Checkpoint origin line and key name (no spaces), e.g. `safegrid.example.gov.cn/audit`.
     #[serde(default = "default_origin")]
@@ -169,6 +188,9 @@ fn default_audience() -> String {
 fn default_max_body() -> usize {
     64 * 1024 * 1024
 }
+fn default_store_cache_mb() -> usize {
+    crate::store::DEFAULT_CACHE_BYTES / (1024 * 1024)
+}
 fn default_origin() -> String {
     "safegrid/audit".to_owned()
 }
@@ -187,6 +209,7 @@ impl Default for Config {
             policy_dir: None,
             authority: BTreeMap::new(),
             audit: AuditSection::default(),
+            store: StoreSection::default(),
             break_glass_per_hour: default_break_glass_per_hour(),
             mtls: None,
             mappings_dir: None,
@@ -234,6 +257,9 @@ impl Config {
         }
         if self.ingest.max_body_bytes < 1024 {
             return Err(invalid("ingest.max_body_bytes", "must be at least 1024"));
+        }
+        if !(16..=65_536).contains(&self.store.cache_mb) {
+            return Err(invalid("store.cache_mb", "must be 16 to 65536 (MiB)"));
         }
         for key in self.authority.keys() {
             let valid = key.split_once('.').is_some_and(|(kind, field)| {

@@ -31,6 +31,7 @@ pub const OVERRIDES: &[(&str, &str)] = &[
     ("SAFEGRID_AUTH_ISSUER", "auth.issuer"),
     ("SAFEGRID_AUTH_AUDIENCE", "auth.audience"),
     ("SAFEGRID_INGEST_MAX_BODY_BYTES", "ingest.max_body_bytes"),
+    ("SAFEGRID_STORE_CACHE_MB", "store.cache_mb"),
     ("SAFEGRID_PURPOSES", "purposes"),
     ("SAFEGRID_POLICY_DIR", "policy_dir"),
     ("SAFEGRID_MAPPINGS_DIR", "mappings_dir"),
@@ -55,6 +56,7 @@ pub const OVERRIDES: &[(&str, &str)] = &[
 fn kind_of(key: &str) -> Kind {
     match key {
         "ingest.max_body_bytes"
+        | "store.cache_mb"
         | "audit.checkpoint_seconds"
         | "break_glass_per_hour"
         | "mtls.reload_seconds" => Kind::Integer,
@@ -282,5 +284,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("ingest.max_body_bytes"), "{err}");
+
+        let config = load_with(None, env(&[("SAFEGRID_STORE_CACHE_MB", "256")])).unwrap();
+        assert_eq!(config.store.cache_mb, 256);
+        let err = load_with(None, env(&[("SAFEGRID_STORE_CACHE_MB", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store.cache_mb"), "{err}");
     }
 }

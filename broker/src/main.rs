@@ -12,6 +12,12 @@ use broker::app::{self, ServeOptions};
 use broker::auth::TokenRequest;
 use broker::demo::{self, DemoOptions};
 
+/// mimalloc instead of the system allocator: with glibc's per-thread arenas the broker's many
+/// threads (runtime, blocking pool, rayon, index writer) kept freed memory resident; see
+/// BENCHMARKS.md for the measurement.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "safegrid",

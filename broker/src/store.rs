@@ -26,6 +26,10 @@ use model::{Department, RecordKind};
 
 /// Bumped when the on-disk layout changes incompatibly.
 pub const STORE_FORMAT_VERSION: u32 = 1;
+/// Page cache of the store unless configured (`store.cache_mb`). redb's own default, 1 GiB,
+/// was most of the broker's resident memory at 200,000 residents (peak 2.0 GB against 0.9 GB
+/// with 256 MiB, BENCHMARKS.md); leaf pages not cached here stay in the OS page cache.
+pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// row key (`department/kind/source_id`) -> [`StoredSource`] as JSON.
@@ -153,7 +157,14 @@ pub struct Store {
 impl Store {
     /// Opens or creates the store file, creating tables and checking the format version.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path)?;
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with a page cache of at most `cache_bytes` (redb's own default is 1 GiB).
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)?;
         let tx = db.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;

@@ -17,7 +17,6 @@ use model::IdNumber;
 
 use crate::app::{self, ServeOptions};
 use crate::auth::TokenRequest;
-use crate::config::Config;
 use crate::ingest::Receipt;
 
 use generate::{DemoConfig, DemoWorld, DEPARTMENTS};
@@ -49,7 +48,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     let broker = app::start(ServeOptions {
         data_dir: options.data_dir.clone(),
         listen: Some(options.listen),
-        config: Config::default(),
+        // No file, but the `SAFEGRID_…` overrides apply (e.g. `SAFEGRID_STORE_CACHE_MB`).
+        config: crate::config_overrides::load_with(None, std::env::vars())?,
         master_key: None,
         dev: true,
         insecure_http: false,
