@@ -252,9 +252,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         Arc::new(crate::linking::Linker::load(&store).context("loading the linkage model")?);
     let pipeline = Pipeline::new(store.clone(), keys.clone()).with_linker(linker.clone());
     let mut background = background;
-    if linker.model().is_none() {
-        background.push(auto_train(pipeline.clone(), shutdown_rx.clone()));
-    }
+    background.push(linkage_background(pipeline.clone(), shutdown_rx.clone()));
     if let Some(dir) = &options.config.connectors_dir {
         let configs = crate::connect::load_connector_configs(dir)?;
         background.extend(crate::connect::schedule(
@@ -336,37 +334,97 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
 }
 
 /// Estimates the linkage model once enough residents are stored (checked every 30 s), so
-/// that records without an ID number start being linked without an operator step.
-fn auto_train(pipeline: Pipeline, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+/// that records without an ID number start being linked without an operator step; then
+/// offers the rows stored before the model to it ([`crate::linking::relink`], resumed on the
+/// next start if interrupted).
+fn linkage_background(pipeline: Pipeline, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        loop {
-            let p = pipeline.clone();
-            let trained = tokio::task::spawn_blocking(move || {
-                let residents = p.store().read()?.source_count()?;
-                if residents < 500 {
-                    return Ok(false);
-                }
-                p.linker()
-                    .train(p.store(), p.keys())
-                    .map(|model| model.is_some())
-            })
-            .await;
-            match trained {
-                Ok(Ok(true)) => {
-                    tracing::info!("linkage model estimated from the stored residents");
-                    break;
-                }
-                Ok(Ok(false)) => {}
-                Ok(Err(err)) => tracing::error!(error = %err, "linkage model estimation failed"),
-                Err(_) => break,
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
-                _ = shutdown.changed() => break,
-            }
-            if *shutdown.borrow() {
-                break;
+        if pipeline.linker().model().is_none() && !auto_train(&pipeline, shutdown.clone()).await {
+            return;
+        }
+        relink_pending(pipeline, shutdown).await;
+    })
+}
+
+/// Runs the relink pass if one is scheduled and unfinished; stops at shutdown.
+async fn relink_pending(pipeline: Pipeline, mut shutdown: watch::Receiver<bool>) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker_stop = stop.clone();
+    let worker = tokio::task::spawn_blocking(move || {
+        let Some(model) = pipeline.linker().model() else {
+            return;
+        };
+        match crate::linking::relink_progress(pipeline.store()) {
+            Ok(Some(progress)) if !progress.done => {}
+            Ok(_) => return,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the relink progress");
+                return;
             }
         }
-    })
+        match crate::linking::relink(
+            pipeline.store(),
+            pipeline.keys(),
+            &model,
+            None,
+            &worker_stop,
+        ) {
+            Ok(progress) => tracing::info!(
+                rows = progress.rows,
+                alone = progress.alone,
+                linked = progress.linked,
+                reviews = progress.reviews,
+                done = progress.done,
+                "rows stored before the linkage model were offered to it"
+            ),
+            Err(err) => tracing::error!(error = %err, "relink pass stopped"),
+        }
+    });
+    tokio::pin!(worker);
+    tokio::select! {
+        _ = &mut worker => {}
+        _ = shutdown.changed() => {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = worker.await;
+        }
+    }
+}
+
+/// Waits until enough residents are stored and estimates the model; true once it exists,
+/// false at shutdown.
+async fn auto_train(pipeline: &Pipeline, mut shutdown: watch::Receiver<bool>) -> bool {
+    loop {
+        let p = pipeline.clone();
+        let trained = tokio::task::spawn_blocking(move || {
+            let residents = p.store().read()?.source_count()?;
+            if residents < 500 {
+                return Ok(false);
+            }
+            let trained = p
+                .linker()
+                .train(p.store(), p.keys())
+                .map(|model| model.is_some())?;
+            if trained {
+                crate::linking::schedule_relink(p.store())?;
+            }
+            Ok::<_, anyhow::Error>(trained)
+        })
+        .await;
+        match trained {
+            Ok(Ok(true)) => {
+                tracing::info!("linkage model estimated from the stored residents");
+                return true;
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(err)) => tracing::error!(error = %err, "linkage model estimation failed"),
+            Err(_) => return false,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+            _ = shutdown.changed() => return false,
+        }
+        if *shutdown.borrow() {
+            return false;
+        }
+    }
 }

@@ -10,8 +10,12 @@
 //!   ID keep their deterministic entity).
 //! - An officer's decision on a row (linked to another row, or distinct from it) is applied
 //!   on every later ingest of that row, before the model is asked.
+//! - Rows that arrived before any model existed are not left alone for good: when a model is
+//!   first estimated, one resumable pass ([`relink`]) offers every row that still stands alone
+//!   to it, exactly as ingest would have.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +32,8 @@ use crate::resolve::open_source;
 use crate::store::{Store, StoreError, StoreReader, StoreWriter, StoredSource};
 
 const MODEL_META: &str = "linkage/model";
+/// Progress of the pass over rows that arrived before the model ([`relink`]).
+const RELINK_META: &str = "linkage/relink";
 /// Most candidate rows compared for one incoming record.
 const MAX_CANDIDATES: usize = 64;
 /// Fewest residents to estimate a model on.
@@ -339,6 +345,125 @@ pub fn link_incoming(
             created_at: chrono::Utc::now(),
         }),
     ))
+}
+
+/// Progress of the pass that offers rows ingested before the model existed to it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RelinkProgress {
+    /// The last row key visited; the pass resumes after it.
+    pub cursor: Option<String>,
+    pub done: bool,
+    /// Rows visited (every kind).
+    pub rows: u64,
+    /// Resident rows visited that stood alone (no usable ID number, not linked).
+    pub alone: u64,
+    /// Of those, rows the model linked to another entity.
+    pub linked: u64,
+    /// Pairs filed for an officer.
+    pub reviews: u64,
+}
+
+impl crate::rotation::Walk for RelinkProgress {
+    fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref()
+    }
+    fn set_cursor(&mut self, row: String) {
+        self.cursor = Some(row);
+    }
+    fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+/// Starts a new relink pass from the first row (when a model was just estimated).
+pub fn schedule_relink(store: &Store) -> Result<(), StoreError> {
+    let bytes =
+        serde_json::to_vec(&RelinkProgress::default()).map_err(|e| StoreError::Corrupt {
+            key: RELINK_META.to_owned(),
+            reason: e.to_string(),
+        })?;
+    store.write(|w| w.put_meta(RELINK_META, &bytes))
+}
+
+/// The relink pass's progress, if one was ever scheduled.
+pub fn relink_progress(store: &Store) -> Result<Option<RelinkProgress>, StoreError> {
+    store
+        .meta(RELINK_META)?
+        .map(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                key: RELINK_META.to_owned(),
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
+}
+
+/// Offers every resident row that stands alone (no usable ID number, never linked) to
+/// `model`, as [`link_incoming`] does at ingest: officers' decisions first, a link only with
+/// corroboration, unsure pairs to the review queue. A linked row is rewritten with its new
+/// entity (both entities get a change, so the search index and name directory follow).
+/// Resumable: one transaction per batch, the cursor kept in the store; stops early when
+/// `stop` turns true or after `limit` rows.
+pub fn relink(
+    store: &Store,
+    keys: &KeyRing,
+    model: &LinkageModel,
+    limit: Option<u64>,
+    stop: &AtomicBool,
+) -> Result<RelinkProgress, crate::rotation::RotationError> {
+    let Some(mut progress) = relink_progress(store)? else {
+        return Ok(RelinkProgress {
+            done: true,
+            ..RelinkProgress::default()
+        });
+    };
+    crate::rotation::walk(
+        store,
+        "",
+        RELINK_META,
+        limit,
+        stop,
+        &mut progress,
+        |w, rows, progress| {
+            if rows.is_empty() {
+                progress.done = true;
+            }
+            progress.rows += rows.len() as u64;
+            for row in rows {
+                let Some(source) = w
+                    .source(row)?
+                    .filter(|s| !s.deleted && s.kind == RecordKind::Resident)
+                else {
+                    continue;
+                };
+                if source.entity != crate::ingest::source_entity_id(keys, row) {
+                    continue;
+                }
+                let Some(record) = link_record(keys, source.clone()) else {
+                    continue;
+                };
+                progress.alone += 1;
+                let (entity, review) = link_incoming(w, keys, model, &source, &record)?;
+                if let Some(entity) = entity.filter(|e| *e != source.entity) {
+                    let old = format!("entity:{}", source.entity);
+                    let mut linked = source.clone();
+                    linked.links.retain(|l| *l != old);
+                    linked.links.push(format!("entity:{entity}"));
+                    linked.entity = entity;
+                    w.put_source(&linked, Some(&source))?;
+                    progress.linked += 1;
+                }
+                if let Some(review) = review {
+                    if get_review(w, &review.id)?.is_none() {
+                        put_review(w, &review)?;
+                        progress.reviews += 1;
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(progress)
 }
 
 fn level(vector: &ComparisonVector, field: Field) -> u8 {

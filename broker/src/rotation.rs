@@ -102,7 +102,7 @@ fn read_progress<T: serde::de::DeserializeOwned>(
 }
 
 /// The resumable state of a walk over row keys.
-trait Walk: Clone + Serialize {
+pub(crate) trait Walk: Clone + Serialize {
     fn cursor(&self) -> Option<&str>;
     fn set_cursor(&mut self, row: String);
     fn is_done(&self) -> bool;
@@ -137,7 +137,7 @@ impl Walk for ReblindProgress {
 /// transaction: `batch` handles the rows (an empty batch means every row was visited) and the
 /// progress, cursor moved past the batch, is saved under `meta_key` in the same transaction.
 /// Returns the rows visited in this run.
-fn walk<P: Walk>(
+pub(crate) fn walk<P: Walk>(
     store: &Store,
     prefix: &str,
     meta_key: &str,

@@ -196,3 +196,94 @@ async fn unsure_pairs_wait_for_an_officer_whose_decision_is_final_and_splittable
         Some(alone.as_str())
     );
 }
+
+#[tokio::test]
+async fn records_stored_before_the_model_existed_are_linked_once_it_does() {
+    let app = TestApp::spawn().await;
+    let world = DemoWorld::new(DemoConfig {
+        residents: PERSONS,
+        seed: 11,
+        bad_record_rate: 0.0,
+    });
+    // Before any model, and before the ID-carrying records of the same people arrive: the
+    // civil-affairs office publishes ten of them without ID numbers. They stand alone.
+    let early: Vec<(usize, broker::demo::generate::Person)> = (0..PERSONS)
+        .map(|i| (i, world.person(i)))
+        .filter(|(_, p)| p.in_gongan && p.phone.is_some())
+        .take(10)
+        .collect();
+    let body: String = early
+        .iter()
+        .map(|(i, p)| {
+            format!(
+                "{}\n",
+                json!({"kind":"resident","source_id":format!("MZ-E{i}"),"version":"1","name":p.name,
+                    "birth_date":p.birth_date.to_string(),"phone":p.phone,"address":p.address,"grid":p.grid})
+            )
+        })
+        .collect();
+    let stranger = json!({"kind":"resident","source_id":"MZ-S1","version":"1","name":"欧阳某某",
+        "birth_date":"1931-01-01","grid":early[0].1.grid});
+    app.ingest("minzheng", format!("{body}{stranger}\n")).await;
+    let mut alone = Vec::new();
+    for (i, _) in &early {
+        alone.push(
+            id_of(&app, &world, "minzheng", &format!("MZ-E{i}"))
+                .await
+                .expect("visible"),
+        );
+    }
+    let stranger_before = id_of(&app, &world, "minzheng", "MZ-S1").await;
+
+    for dept in ["gongan", "minzheng", "weijian"] {
+        app.ingest(dept, world.ndjson(dept, 0..PERSONS)).await;
+    }
+    let state = &app.broker.as_ref().expect("running").state;
+    let pipeline = state.pipeline.clone();
+    let (first, again) = tokio::task::spawn_blocking(move || {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let model = pipeline
+            .linker()
+            .train(pipeline.store(), pipeline.keys())
+            .expect("training")
+            .expect("enough residents to estimate the model");
+        broker::linking::schedule_relink(pipeline.store()).expect("schedule");
+        let first = broker::linking::relink(pipeline.store(), pipeline.keys(), &model, None, &stop)
+            .expect("relink");
+        let again = broker::linking::relink(pipeline.store(), pipeline.keys(), &model, None, &stop)
+            .expect("relink again");
+        (first, again)
+    })
+    .await
+    .expect("relink task");
+    assert!(first.done, "{first:?}");
+    assert!(first.alone >= 11, "every early row was offered: {first:?}");
+    assert_eq!(again, first, "a finished pass does nothing more");
+
+    for ((i, _), old) in early.iter().zip(&alone) {
+        let person = id_of(&app, &world, "gongan", &format!("GA-{:08}", i + 1))
+            .await
+            .expect("the person's gongan record");
+        assert_eq!(
+            id_of(&app, &world, "minzheng", &format!("MZ-E{i}"))
+                .await
+                .as_deref(),
+            Some(person.as_str()),
+            "early record {i} joined the person it clearly is"
+        );
+        let (status, _) = app
+            .get(
+                &format!("/v1/residents/{old}"),
+                &officer(&app, &world),
+                Some("routine_visit"),
+            )
+            .await;
+        assert_eq!(status, 404, "the stand-alone entity is gone");
+    }
+    assert_eq!(first.linked, early.len() as u64, "{first:?}");
+    assert_eq!(
+        id_of(&app, &world, "minzheng", "MZ-S1").await,
+        stranger_before,
+        "someone else entirely stays alone"
+    );
+}
