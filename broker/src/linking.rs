@@ -363,17 +363,7 @@ pub struct RelinkProgress {
     pub reviews: u64,
 }
 
-impl crate::rotation::Walk for RelinkProgress {
-    fn cursor(&self) -> Option<&str> {
-        self.cursor.as_deref()
-    }
-    fn set_cursor(&mut self, row: String) {
-        self.cursor = Some(row);
-    }
-    fn is_done(&self) -> bool {
-        self.done
-    }
-}
+crate::rotation::impl_walk!(RelinkProgress);
 
 /// Starts a new relink pass from the first row (when a model was just estimated).
 pub fn schedule_relink(store: &Store) -> Result<(), StoreError> {

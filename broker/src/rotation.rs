@@ -108,29 +108,26 @@ pub(crate) trait Walk: Clone + Serialize {
     fn is_done(&self) -> bool;
 }
 
-impl Walk for Progress {
-    fn cursor(&self) -> Option<&str> {
-        self.cursor.as_deref()
-    }
-    fn set_cursor(&mut self, row: String) {
-        self.cursor = Some(row);
-    }
-    fn is_done(&self) -> bool {
-        self.done
-    }
+/// Implements [`Walk`] for a progress struct with `cursor: Option<String>` and `done: bool`.
+macro_rules! impl_walk {
+    ($progress:ty) => {
+        impl $crate::rotation::Walk for $progress {
+            fn cursor(&self) -> Option<&str> {
+                self.cursor.as_deref()
+            }
+            fn set_cursor(&mut self, row: String) {
+                self.cursor = Some(row);
+            }
+            fn is_done(&self) -> bool {
+                self.done
+            }
+        }
+    };
 }
+pub(crate) use impl_walk;
 
-impl Walk for ReblindProgress {
-    fn cursor(&self) -> Option<&str> {
-        self.cursor.as_deref()
-    }
-    fn set_cursor(&mut self, row: String) {
-        self.cursor = Some(row);
-    }
-    fn is_done(&self) -> bool {
-        self.done
-    }
-}
+impl_walk!(Progress);
+impl_walk!(ReblindProgress);
 
 /// Walks the row keys under `prefix` after `progress`'s cursor, in batches, until the walk is
 /// done, `limit` rows were visited in this run, or `stop` turns true. Each batch is one store
