@@ -17,10 +17,17 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 "$bin" serve --dev --data-dir "$work/data" --listen "127.0.0.1:$port" >"$work/serve.out" 2>"$work/serve.err" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 1 100); do
-  if curl -fsk "https://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi
+# Ready: store and audit log usable and the search index caught up with the store.
+ready=no
+for _ in $(seq 1 600); do
+  if curl -fsk "https://127.0.0.1:$port/readyz" >/dev/null 2>&1; then ready=yes; break; fi
   sleep 0.1
 done
+if [ "$ready" != yes ]; then
+  echo "the broker did not become ready in 60 s" >&2
+  cat "$work/serve.err" >&2
+  exit 1
+fi
 token=$("$bin" token --data-dir "$work/data" --sub ci-schemathesis --role street_officer --jurisdiction 110105001)
 
 export REQUESTS_CA_BUNDLE="$work/data/dev/tls-cert.pem"

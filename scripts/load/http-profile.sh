@@ -29,8 +29,8 @@ trap cleanup EXIT
 SAFEGRID_LOG=warn "$BIN" serve --data-dir "$DATA" --dev --listen "127.0.0.1:$PORT" \
   >"$WORK/serve.log" 2>&1 &
 SERVER=$!
-for _ in $(seq 1 100); do
-  curl -ks "https://127.0.0.1:$PORT/readyz" >/dev/null && break
+for _ in $(seq 1 300); do
+  curl -fks "https://127.0.0.1:$PORT/readyz" >/dev/null && break
   sleep 0.2
 done
 TOKEN=$("$BIN" token --data-dir "$DATA" --sub load-test --role street_officer \
