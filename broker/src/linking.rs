@@ -301,10 +301,10 @@ pub fn link_incoming(
     let mut best_link: Option<(f64, String)> = None;
     let mut best_review: Option<(f64, String)> = None;
     for candidate_row in candidates {
-        let Some(candidate) = writer
-            .source(&candidate_row)?
-            .filter(|s| !s.deleted && s.kind == RecordKind::Resident)
-        else {
+        // Rows already of this row's entity are not another person to link to.
+        let Some(candidate) = writer.source(&candidate_row)?.filter(|s| {
+            !s.deleted && s.kind == RecordKind::Resident && s.entity != incoming.entity
+        }) else {
             continue;
         };
         let entity = candidate.entity.clone();
@@ -357,7 +357,8 @@ pub struct RelinkProgress {
     pub rows: u64,
     /// Resident rows visited that stood alone (no usable ID number, not linked).
     pub alone: u64,
-    /// Of those, rows the model linked to another entity.
+    /// Rows moved to another entity: those the model linked, with the rows already linked
+    /// to them.
     pub linked: u64,
     /// Pairs filed for an officer.
     pub reviews: u64,
@@ -435,13 +436,20 @@ pub fn relink(
                 progress.alone += 1;
                 let (entity, review) = link_incoming(w, keys, model, &source, &record)?;
                 if let Some(entity) = entity.filter(|e| *e != source.entity) {
+                    // Rows linked to this row's entity before (at ingest, or by an officer)
+                    // are the same person: they move with it.
                     let old = format!("entity:{}", source.entity);
-                    let mut linked = source.clone();
-                    linked.links.retain(|l| *l != old);
-                    linked.links.push(format!("entity:{entity}"));
-                    linked.entity = entity;
-                    w.put_source(&linked, Some(&source))?;
-                    progress.linked += 1;
+                    for member in w.linked_rows(&old)? {
+                        let Some(member) = w.source(&member)? else {
+                            continue;
+                        };
+                        let mut linked = member.clone();
+                        linked.links.retain(|l| *l != old);
+                        linked.links.push(format!("entity:{entity}"));
+                        linked.entity = entity.clone();
+                        w.put_source(&linked, Some(&member))?;
+                        progress.linked += 1;
+                    }
                 }
                 if let Some(review) = review {
                     if get_review(w, &review.id)?.is_none() {

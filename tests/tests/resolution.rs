@@ -235,6 +235,34 @@ async fn records_stored_before_the_model_existed_are_linked_once_it_does() {
     }
     let stranger_before = id_of(&app, &world, "minzheng", "MZ-S1").await;
 
+    // The health office's record of the first of them, already linked to that stand-alone
+    // entity (as ingest or an officer would have): it must move with it.
+    let (first_index, first_person) = &early[0];
+    let health = json!({"kind":"resident","source_id":"WJ-E0","version":"1","name":first_person.name,
+        "birth_date":first_person.birth_date.to_string(),"grid":first_person.grid});
+    app.ingest("weijian", format!("{health}\n")).await;
+    {
+        let store = app.broker.as_ref().expect("running").state.store.clone();
+        let row = store
+            .read()
+            .expect("read")
+            .source("weijian/resident/WJ-E0")
+            .expect("get")
+            .expect("the health record");
+        let mut linked = row.clone();
+        let old = format!("entity:{}", row.entity);
+        linked.links.retain(|l| *l != old);
+        linked.links.push(format!("entity:{}", alone[0]));
+        linked.entity = alone[0].clone();
+        store
+            .write(|w| w.put_source(&linked, Some(&row)))
+            .expect("link the health record");
+    }
+    assert_eq!(
+        id_of(&app, &world, "weijian", "WJ-E0").await.as_deref(),
+        Some(alone[0].as_str())
+    );
+
     for dept in ["gongan", "minzheng", "weijian"] {
         app.ingest(dept, world.ndjson(dept, 0..PERSONS)).await;
     }
@@ -280,7 +308,18 @@ async fn records_stored_before_the_model_existed_are_linked_once_it_does() {
             .await;
         assert_eq!(status, 404, "the stand-alone entity is gone");
     }
-    assert_eq!(first.linked, early.len() as u64, "{first:?}");
+    assert_eq!(
+        id_of(&app, &world, "weijian", "WJ-E0").await,
+        id_of(
+            &app,
+            &world,
+            "gongan",
+            &format!("GA-{:08}", first_index + 1)
+        )
+        .await,
+        "a row linked to a stand-alone entity moves with it"
+    );
+    assert_eq!(first.linked, early.len() as u64 + 1, "{first:?}");
     assert_eq!(
         id_of(&app, &world, "minzheng", "MZ-S1").await,
         stranger_before,
