@@ -347,10 +347,8 @@ fn linkage_background(pipeline: Pipeline, shutdown: watch::Receiver<bool>) -> Jo
 }
 
 /// Runs the relink pass if one is scheduled and unfinished; stops at shutdown.
-async fn relink_pending(pipeline: Pipeline, mut shutdown: watch::Receiver<bool>) {
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let worker_stop = stop.clone();
-    let worker = tokio::task::spawn_blocking(move || {
+async fn relink_pending(pipeline: Pipeline, shutdown: watch::Receiver<bool>) {
+    crate::rotation::blocking_until_shutdown(shutdown, move |stop| {
         let Some(model) = pipeline.linker().model() else {
             return;
         };
@@ -362,13 +360,7 @@ async fn relink_pending(pipeline: Pipeline, mut shutdown: watch::Receiver<bool>)
                 return;
             }
         }
-        match crate::linking::relink(
-            pipeline.store(),
-            pipeline.keys(),
-            &model,
-            None,
-            &worker_stop,
-        ) {
+        match crate::linking::relink(pipeline.store(), pipeline.keys(), &model, None, stop) {
             Ok(progress) => tracing::info!(
                 rows = progress.rows,
                 alone = progress.alone,
@@ -379,15 +371,8 @@ async fn relink_pending(pipeline: Pipeline, mut shutdown: watch::Receiver<bool>)
             ),
             Err(err) => tracing::error!(error = %err, "relink pass stopped"),
         }
-    });
-    tokio::pin!(worker);
-    tokio::select! {
-        _ = &mut worker => {}
-        _ = shutdown.changed() => {
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let _ = worker.await;
-        }
-    }
+    })
+    .await;
 }
 
 /// Waits until enough residents are stored and estimates the model; true once it exists,

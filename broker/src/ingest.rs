@@ -230,10 +230,7 @@ impl Pipeline {
                 if let (Some(model), Some(link)) = (&model, &item.link) {
                     let (entity, review) = crate::linking::link_incoming(writer, &self.keys, model, &item.source, link)?;
                     if let Some(entity) = entity {
-                        let old = format!("entity:{}", item.source.entity);
-                        item.source.links.retain(|l| *l != old);
-                        item.source.links.push(format!("entity:{entity}"));
-                        item.source.entity = entity;
+                        item.source.move_to(&entity);
                     }
                     if let Some(review) = review {
                         if crate::linking::get_review(writer, &review.id)?.is_none() {

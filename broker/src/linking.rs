@@ -438,15 +438,12 @@ pub fn relink(
                 if let Some(entity) = entity.filter(|e| *e != source.entity) {
                     // Rows linked to this row's entity before (at ingest, or by an officer)
                     // are the same person: they move with it.
-                    let old = format!("entity:{}", source.entity);
-                    for member in w.linked_rows(&old)? {
+                    for member in w.linked_rows(&format!("entity:{}", source.entity))? {
                         let Some(member) = w.source(&member)? else {
                             continue;
                         };
                         let mut linked = member.clone();
-                        linked.links.retain(|l| *l != old);
-                        linked.links.push(format!("entity:{entity}"));
-                        linked.entity = entity.clone();
+                        linked.move_to(&entity);
                         w.put_source(&linked, Some(&member))?;
                         progress.linked += 1;
                     }

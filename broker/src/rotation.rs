@@ -456,14 +456,12 @@ pub fn pending(store: &Store) -> Result<Vec<Department>, RotationError> {
 pub fn spawn_pending(
     store: Arc<Store>,
     keys: Arc<KeyRing>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let worker_stop = stop.clone();
-    let worker = tokio::task::spawn_blocking(move || {
+    tokio::spawn(blocking_until_shutdown(shutdown, move |worker_stop| {
         match reblind_pending(&store) {
             Ok(false) => {}
-            Ok(true) => match reblind(&store, &keys, None, &worker_stop) {
+            Ok(true) => match reblind(&store, &keys, None, worker_stop) {
                 Ok(report) => tracing::info!(
                     version = report.progress.target,
                     rows = report.progress.rows,
@@ -485,7 +483,7 @@ pub fn spawn_pending(
             }
         };
         for department in departments {
-            match reencrypt(&store, &keys, department, None, &worker_stop) {
+            match reencrypt(&store, &keys, department, None, worker_stop) {
                 Ok(report) => tracing::info!(
                     department = department.code(),
                     rows = report.progress.rows,
@@ -498,17 +496,26 @@ pub fn spawn_pending(
                 }
             }
         }
-    });
-    tokio::spawn(async move {
-        tokio::pin!(worker);
-        tokio::select! {
-            _ = &mut worker => {}
-            _ = shutdown.changed() => {
-                stop.store(true, Ordering::Relaxed);
-                let _ = worker.await;
-            }
+    }))
+}
+
+/// Runs `work` on the blocking pool; at shutdown sets the flag it is given (a resumable pass
+/// stops after its current batch, progress saved) and waits for it to return.
+pub(crate) async fn blocking_until_shutdown(
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    work: impl FnOnce(&AtomicBool) + Send + 'static,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker_stop = stop.clone();
+    let worker = tokio::task::spawn_blocking(move || work(&worker_stop));
+    tokio::pin!(worker);
+    tokio::select! {
+        _ = &mut worker => {}
+        _ = shutdown.changed() => {
+            stop.store(true, Ordering::Relaxed);
+            let _ = worker.await;
         }
-    })
+    }
 }
 
 /// Re-wraps every stored key and the dev JWT key under `new`. Returns how many were re-wrapped.

@@ -113,6 +113,14 @@ impl StoredSource {
     pub fn key(&self) -> String {
         StoredSource::row_key(self.department, self.kind, &self.source_id)
     }
+
+    /// Points the record at another entity; its `entity:` link follows.
+    pub fn move_to(&mut self, entity: &str) {
+        let old = format!("entity:{}", self.entity);
+        self.links.retain(|l| *l != old);
+        self.links.push(format!("entity:{entity}"));
+        self.entity = entity.to_owned();
+    }
 }
 
 /// A record a department sent that was not stored, kept with its reason so the department

@@ -2,22 +2,11 @@
 //! rotation, re-computation interrupted by `--limit` and finished, and the status lines that
 //! report it; then a data-key rotation and its status.
 
-use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_safegrid");
+mod common;
 
 fn safegrid(args: &[&str]) -> String {
-    let output = Command::new(BIN)
-        .args(args)
-        .env_remove("SAFEGRID_MASTER_KEY")
-        .output()
-        .expect("the binary runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "safegrid {args:?} failed: {text}");
+    let (ok, text) = common::run(args);
+    assert!(ok, "safegrid {args:?} failed: {text}");
     text
 }
 

@@ -11,12 +11,8 @@ use broker::demo::generate::{DemoConfig, DemoWorld};
 const RESIDENTS: usize = 120;
 const SEED: u64 = 77;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+mod common;
+use common::free_port;
 
 #[tokio::test]
 async fn logs_of_an_end_to_end_run_hold_no_id_numbers_or_phones() {

@@ -13,7 +13,7 @@ use broker::rotation::{progress, reencrypt, rotate_data_key};
 use broker::store::Store;
 use e2e_tests::{TestApp, GRID, STREET};
 use model::{Department, RecordKind};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const RESIDENTS: usize = 30;
 
@@ -44,19 +44,25 @@ fn versions(store: &Store, version: u32) -> (usize, usize) {
     (on, off)
 }
 
+/// NDJSON of `RESIDENTS` gongan residents `GA-000`…, each with an ID number, a phone, the
+/// grid and the fields `more` gives it.
+fn residents(more: impl Fn(usize) -> Value) -> String {
+    (0..RESIDENTS)
+        .map(|n| {
+            let mut record = json!({"kind":"resident","source_id":format!("GA-{n:03}"),"version":"1",
+                "id_number":id(n),"phone":format!("1381234{n:04}"),"grid":GRID});
+            if let (Some(record), Value::Object(more)) = (record.as_object_mut(), more(n)) {
+                record.extend(more);
+            }
+            format!("{record}\n")
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn interrupted_reencryption_resumes_and_every_record_still_opens() {
     let mut app = TestApp::spawn().await;
-    let body: String = (0..RESIDENTS)
-        .map(|n| {
-            format!(
-                "{}\n",
-                json!({"kind":"resident","source_id":format!("GA-{n:03}"),"version":"1",
-                    "id_number":id(n),"name":format!("王{n}"),"phone":format!("1381234{n:04}"),
-                    "grid":GRID})
-            )
-        })
-        .collect();
+    let body = residents(|n| json!({"name": format!("王{n}")}));
     let receipt = app.ingest("gongan", body).await;
     assert_eq!(receipt["accepted"], RESIDENTS);
     let first = app.unified_id("resident", "gongan", "GA-000").await;
@@ -215,17 +221,10 @@ async fn blind_index_rotation_resumes_keeps_lookups_working_and_retires_the_old_
     use broker::rotation::{reblind, reblind_progress, rotate_blind_key};
 
     let mut app = TestApp::spawn().await;
-    let body: String = (0..RESIDENTS)
-        .map(|n| {
-            format!(
-                "{}\n",
-                json!({"kind":"resident","source_id":format!("GA-{n:03}"),"version":"1",
-                    "id_number":id(n),"name":format!("王{}", ["明","丽","强"][n % 3]),
-                    "phone":format!("1381234{n:04}"),"address":format!("幸福小区{}号楼", n % 5 + 1),
-                    "grid":GRID})
-            )
-        })
-        .collect();
+    let body = residents(|n| {
+        json!({"name": format!("王{}", ["明","丽","强"][n % 3]),
+            "address": format!("幸福小区{}号楼", n % 5 + 1)})
+    });
     assert_eq!(app.ingest("gongan", body).await["accepted"], RESIDENTS);
     let officer = app.token("street_officer", &[STREET], None);
     let by_phone_before = search_ids(&app, "13812340007", &officer).await;

@@ -250,10 +250,7 @@ async fn records_stored_before_the_model_existed_are_linked_once_it_does() {
             .expect("get")
             .expect("the health record");
         let mut linked = row.clone();
-        let old = format!("entity:{}", row.entity);
-        linked.links.retain(|l| *l != old);
-        linked.links.push(format!("entity:{}", alone[0]));
-        linked.entity = alone[0].clone();
+        linked.move_to(&alone[0]);
         store
             .write(|w| w.put_source(&linked, Some(&row)))
             .expect("link the health record");

@@ -199,7 +199,7 @@ pub async fn decide_review(
             if link {
                 decision.link_to = Some(review.candidate.clone());
                 decision.alone = false;
-                move_to(&mut moved, &b.entity);
+                moved.move_to(&b.entity);
                 w.put_source(&moved, Some(&a))?;
                 review.status = "linked".to_owned();
             } else {
@@ -288,7 +288,7 @@ pub async fn split(
                 )));
             }
             let mut moved = current.clone();
-            move_to(&mut moved, &own);
+            moved.move_to(&own);
             w.put_source(&moved, Some(&current))?;
             let decision = RowDecision {
                 link_to: None,
@@ -317,12 +317,4 @@ pub async fn split(
     }
     state.append_audit(record).await?;
     outcome.map(Json)
-}
-
-/// Points a source record at another entity (its `entity:` link follows).
-fn move_to(source: &mut StoredSource, entity: &str) {
-    let old = format!("entity:{}", source.entity);
-    source.links.retain(|l| *l != old);
-    source.links.push(format!("entity:{entity}"));
-    source.entity = entity.to_owned();
 }

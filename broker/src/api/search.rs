@@ -390,11 +390,14 @@ async fn run(
         .map_err(|_| {
             ApiError::bad_request("query_string_invalid", "the query string could not be read")
         })
-        .and_then(|Query(params)| parse(params, kinds));
-    let parsed = match parsed {
-        Ok(_) if !state.search.is_ready() => Err(index_building()),
-        other => other,
-    };
+        .and_then(|Query(params)| parse(params, kinds))
+        .and_then(|parsed| {
+            if state.search.is_ready() {
+                Ok(parsed)
+            } else {
+                Err(index_building())
+            }
+        });
     let parsed = match parsed {
         Ok(parsed) => parsed,
         Err(error) => {
