@@ -197,7 +197,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     .context("opening the audit log")?;
 
     let authenticator = match (&options.config.auth, options.dev) {
-        (Some(auth), _) => Authenticator::from_jwks_file(&auth.jwks_file, &auth.issuer, &auth.audience)?,
+        (Some(auth), _) => Authenticator::from_jwks_file(&auth.jwks_file, &auth.issuer, &auth.audience)?
+            .with_max_lifetime(auth.max_token_lifetime),
         (None, true) => {
             let signer = dev_token_signer(data_dir, &master)?;
             Authenticator::ed25519(signer.public_key(), DEV_ISSUER, DEFAULT_AUDIENCE)

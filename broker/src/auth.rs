@@ -2,8 +2,12 @@
 //! [`Principal`].
 //!
 //! Guarantees: only EdDSA, ES256 and RS256 are accepted (never `none` or HMAC with a public
-//! key); `exp`, `iss` and `aud` are always checked; a principal's jurisdiction codes and
-//! department are parsed into their types, so a token with a malformed one is refused.
+//! key); `exp`, `iss`, `aud` and `nbf` are always checked; a token whose lifetime (`exp` after
+//! `iat`, or after now when `iat` is absent) exceeds the configured maximum is refused; a
+//! principal's jurisdiction codes and department are parsed into their types, so a token with
+//! a malformed one is refused. A token whose roles are all unknown, a reader role without a
+//! jurisdiction, and a department role (`dept_analyst`, `dept_publisher`) without `dept` are
+//! refused (401 with a message naming the claim).
 //! A verified token is remembered (by its SHA-256, with its `exp`) so that a client sending
 //! the same token again is not charged a signature verification per request; a remembered
 //! token is still refused once it expires, and a token that failed is never remembered.
@@ -32,6 +36,14 @@ pub enum AuthError {
     Invalid,
     #[error("the token's jurisdiction or dept claim is malformed")]
     BadClaims,
+    #[error("the token is valid for longer than this broker accepts; ask the identity provider for a shorter-lived token")]
+    TooLong,
+    #[error("the token names no role this broker knows")]
+    NoKnownRole,
+    #[error("the token's reader role needs a jurisdiction claim (division codes)")]
+    NoJurisdiction,
+    #[error("the token's department role needs a dept claim")]
+    NoDepartment,
     #[error("key file {path}: {reason}")]
     KeyFile { path: String, reason: String },
 }
@@ -53,6 +65,8 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default)]
     pub iat: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
 
 /// An authenticated caller.
@@ -76,8 +90,19 @@ impl Principal {
     }
 }
 
-/// Seconds of clock skew allowed on `exp`.
+/// Seconds of clock skew allowed on `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 30;
+/// Longest token lifetime accepted by default (12 hours).
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Roles that read personal data and so must be bounded by a jurisdiction.
+const READER_ROLES: [&str; 4] = [
+    "grid_worker",
+    "community_officer",
+    "street_officer",
+    "dept_analyst",
+];
+/// Roles that act for one department and so must carry `dept`.
+const DEPARTMENT_ROLES: [&str; 2] = ["dept_analyst", "dept_publisher"];
 /// Verified tokens remembered at most; the memory is emptied when it is full.
 const VERIFIED_CAPACITY: usize = 10_000;
 
@@ -86,6 +111,7 @@ pub struct Authenticator {
     keys: Vec<(Option<String>, DecodingKey, Algorithm)>,
     issuer: String,
     audience: String,
+    max_lifetime: Duration,
     /// SHA-256 of a verified token → its principal and `exp`.
     verified: Mutex<HashMap<[u8; 32], (Principal, u64)>>,
 }
@@ -96,6 +122,7 @@ impl std::fmt::Debug for Authenticator {
             .field("keys", &self.keys.len())
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
+            .field("max_lifetime", &self.max_lifetime)
             .finish()
     }
 }
@@ -107,8 +134,15 @@ impl Authenticator {
             keys: vec![(None, DecodingKey::from_ed_der(public_key), Algorithm::EdDSA)],
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
             verified: Mutex::default(),
         }
+    }
+
+    /// Refuses tokens valid for longer than `max` (from `iat`, or from now without `iat`).
+    pub fn with_max_lifetime(mut self, max: Duration) -> Authenticator {
+        self.max_lifetime = max;
+        self
     }
 
     /// Trusts the keys of a JWKS file (production).
@@ -150,6 +184,7 @@ impl Authenticator {
             keys,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
             verified: Mutex::default(),
         })
     }
@@ -205,8 +240,18 @@ impl Authenticator {
             validation.set_audience(&[&self.audience]);
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             validation.leeway = LEEWAY_SECONDS;
+            validation.validate_nbf = true;
             if let Ok(data) = jsonwebtoken::decode::<Claims>(token, key, &validation) {
                 let exp = data.claims.exp;
+                let now = jsonwebtoken::get_current_timestamp();
+                // A token "issued" in the future starts its lifetime now.
+                let start = match data.claims.iat {
+                    0 => now,
+                    iat => iat.min(now),
+                };
+                if exp.saturating_sub(start) > self.max_lifetime.as_secs() + LEEWAY_SECONDS {
+                    return Err(AuthError::TooLong);
+                }
                 return principal(data.claims).map(|p| (p, exp));
             }
         }
@@ -227,6 +272,20 @@ fn principal(claims: Claims) -> Result<Principal, AuthError> {
         .map(Department::parse)
         .transpose()
         .map_err(|_| AuthError::BadClaims)?;
+    let has = |set: &[&str]| claims.roles.iter().any(|r| set.contains(&r.as_str()));
+    if !claims
+        .roles
+        .iter()
+        .any(|r| policies::ROLES.contains(&r.as_str()))
+    {
+        return Err(AuthError::NoKnownRole);
+    }
+    if has(&READER_ROLES) && jurisdiction.is_empty() {
+        return Err(AuthError::NoJurisdiction);
+    }
+    if has(&DEPARTMENT_ROLES) && dept.is_none() {
+        return Err(AuthError::NoDepartment);
+    }
     Ok(Principal {
         sub: claims.sub,
         name: claims.name,
@@ -275,6 +334,12 @@ impl TokenSigner {
         &self.public_key
     }
 
+    /// Signs exactly these claims (tests forge edge cases with it: `nbf`, long lifetimes).
+    pub fn sign_claims(&self, claims: &Claims) -> Result<String, AuthError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &self.key)
+            .map_err(|_| AuthError::Invalid)
+    }
+
     pub fn sign(&self, request: &TokenRequest) -> Result<String, AuthError> {
         let now = chrono::Utc::now().timestamp().max(0) as u64;
         let claims = Claims {
@@ -287,6 +352,7 @@ impl TokenSigner {
             aud: DEFAULT_AUDIENCE.to_owned(),
             exp: now + request.ttl.as_secs(),
             iat: now,
+            nbf: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key)
             .map_err(|_| AuthError::Invalid)

@@ -39,10 +39,12 @@ pub enum Permission {
     ReadOperations,
     PreviewPolicy,
     UseBreakGlass,
+    /// Tag a read with `X-Case-Id` (deferred in the resident's report).
+    OpenCase,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 8] = [
+    pub const ALL: [Permission; 9] = [
         Permission::ReadPersonalData,
         Permission::IngestOwnDepartment,
         Permission::ReadOwnReceipts,
@@ -51,6 +53,7 @@ impl Permission {
         Permission::ReadOperations,
         Permission::PreviewPolicy,
         Permission::UseBreakGlass,
+        Permission::OpenCase,
     ];
 
     /// The (action, object) pair the casbin policy names it by.
@@ -189,8 +192,12 @@ impl PolicySet {
         }
         let mut levels: HashMap<String, HashMap<String, [Level; policies::CLASSES.len()]>> =
             HashMap::new();
+        let with_break_glass = purposes
+            .iter()
+            .map(String::as_str)
+            .chain([policies::BREAK_GLASS_PURPOSE]);
         for role in policies::ROLES {
-            for purpose in purposes {
+            for purpose in with_break_glass.clone() {
                 let mut row = [Level::Hidden; policies::CLASSES.len()];
                 for (slot, class) in row.iter_mut().zip(policies::CLASSES) {
                     let object = format!("field:{class}");
@@ -205,7 +212,7 @@ impl PolicySet {
                 levels
                     .entry(role.to_owned())
                     .or_default()
-                    .insert(purpose.clone(), row);
+                    .insert(purpose.to_owned(), row);
             }
         }
         Ok(PolicySet {
@@ -224,17 +231,31 @@ impl PolicySet {
             .any(|role| self.granted.contains(&(role.clone(), permission)))
     }
 
-    /// The best level any of `roles` has for `class` under `purpose`.
+    /// The best level any of `roles` has for `class` under `purpose`, each role taken
+    /// without its own restrictions (the policy preview's view). Reads combine roles through
+    /// [`crate::view::ViewPlan`], which keeps each role inside its own restriction.
     pub fn level(&self, roles: &[String], purpose: &str, class: &str) -> Level {
+        roles
+            .iter()
+            .map(|role| self.role_level(role, purpose, class))
+            .max()
+            .unwrap_or(Level::Hidden)
+    }
+
+    /// The level one role has for `class` under `purpose` (hidden for unknown ones).
+    pub fn role_level(&self, role: &str, purpose: &str, class: &str) -> Level {
         let Some(index) = policies::CLASSES.iter().position(|c| *c == class) else {
             return Level::Hidden;
         };
-        roles
-            .iter()
-            .filter_map(|role| self.levels.get(role.as_str())?.get(purpose))
-            .map(|row| row[index])
-            .max()
-            .unwrap_or(Level::Hidden)
+        self.levels
+            .get(role)
+            .and_then(|by_purpose| by_purpose.get(purpose))
+            .map_or(Level::Hidden, |row| row[index])
+    }
+
+    /// Whether one role holds `permission`.
+    pub fn role_allows(&self, role: &str, permission: Permission) -> bool {
+        self.granted.contains(&(role.to_owned(), permission))
     }
 }
 

@@ -122,6 +122,28 @@ pub struct AuthSection {
     /// Expected `aud` claim.
     #[serde(default = "default_audience")]
     pub audience: String,
+    /// Longest token lifetime accepted (`exp` after `iat`), e.g. `12h` (the default), `30m`.
+    #[serde(
+        default = "default_max_token_lifetime",
+        with = "humantime_serde_compat"
+    )]
+    pub max_token_lifetime: std::time::Duration,
+}
+
+fn default_max_token_lifetime() -> std::time::Duration {
+    crate::auth::DEFAULT_MAX_TOKEN_LIFETIME
+}
+
+/// `humantime` strings ("12h") for durations in the configuration file.
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like 12h or 30m: {e}"))
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

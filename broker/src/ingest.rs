@@ -9,6 +9,11 @@
 //!   version again changes nothing, an older version is ignored as stale, and the same version
 //!   with different content is rejected as a conflict.
 //! - Plaintext personal data never reaches the store: only the sealed form and keyed hashes.
+//! - A record cannot take over anyone's profile: a timestamp version more than 24 hours ahead
+//!   is refused (`version_in_future`); a publisher bounded by a jurisdiction cannot publish a
+//!   grid outside it (`grid_outside_jurisdiction`); a resident record whose ID number matches
+//!   a person the identity authority (gongan) holds, but whose name disagrees and whose birth
+//!   date disagrees or is absent, waits in quarantine for review (`identity_conflict`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +22,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use model::{Department, IdNumber, Record, RecordKind, ResidentRecord};
+use model::record::Version;
+use model::{Department, DivisionCode, IdNumber, Record, RecordKind, ResidentRecord};
 use rayon::prelude::*;
 
 use crate::crypto::{CryptoError, FieldContext, KeyRing};
@@ -50,6 +56,8 @@ pub enum IngestError {
 pub const MAX_RECORDS_PER_BATCH: usize = 100_000;
 /// Batches at least this large are prepared on every core.
 const PARALLEL_FROM: usize = 64;
+/// How far ahead of the broker's clock a timestamp version may be.
+const MAX_VERSION_AHEAD_HOURS: i64 = 24;
 
 /// One rejected record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -102,6 +110,9 @@ pub struct Pipeline {
     store: Arc<Store>,
     keys: Arc<KeyRing>,
     linker: Arc<crate::linking::Linker>,
+    /// The publisher's jurisdiction: records whose grid lies outside it are refused. `None`
+    /// for the broker's own connectors, whose configuration the operator wrote.
+    scope: Option<Arc<[DivisionCode]>>,
 }
 
 /// One record as it arrived, before validation.
@@ -134,6 +145,16 @@ struct Prepared {
     source: StoredSource,
     /// For a resident without a valid ID number: what probabilistic linking compares.
     link: Option<crate::linkage::LinkRecord>,
+    /// For a resident with an ID number from a department other than the identity
+    /// authority: what is compared with the authority's record of that person.
+    identity: Option<Identity>,
+}
+
+/// Who a record says a person is, beside the ID number.
+#[derive(Debug, Clone)]
+struct Identity {
+    name: Option<String>,
+    birth_date: Option<chrono::NaiveDate>,
 }
 
 /// What preparing one record gave.
@@ -149,6 +170,15 @@ impl Pipeline {
             store,
             keys,
             linker: Arc::new(crate::linking::Linker::default()),
+            scope: None,
+        }
+    }
+
+    /// This pipeline for a publisher whose token bounds it to `jurisdiction`.
+    pub fn within(&self, jurisdiction: &[DivisionCode]) -> Pipeline {
+        Pipeline {
+            scope: Some(jurisdiction.to_vec().into()),
+            ..self.clone()
         }
     }
 
@@ -227,6 +257,23 @@ impl Pipeline {
         let model = self.linker.model();
         self.store.write(|writer| -> Result<(), IngestError> {
             for item in &mut prepared {
+                if let Some(identity) = &item.identity {
+                    if identity_conflicts(writer, &self.keys, &item.source, identity)? {
+                        rejected.push(PreRejected {
+                            rejection: Rejection {
+                                line: item.line,
+                                code: "identity_conflict".to_owned(),
+                                message: "the ID number belongs to a person whose name and birth date in the household register differ from this record's; it waits in quarantine for review — check the ID number at the source".to_owned(),
+                                field: Some("id_number".to_owned()),
+                                source_id: Some(item.source.source_id.clone()),
+                                source_file: item.source_file.clone(),
+                                quarantine_id: None,
+                            },
+                            raw: item.raw.clone(),
+                        });
+                        continue;
+                    }
+                }
                 if let (Some(model), Some(link)) = (&model, &item.link) {
                     let (entity, review) = crate::linking::link_incoming(writer, &self.keys, model, &item.source, link)?;
                     if let Some(entity) = entity {
@@ -303,12 +350,13 @@ impl Pipeline {
             (Err(_), None) => Value::Null,
         };
         match self.prepare(department, batch_id, received_at, record.value) {
-            Ok((source, link)) => Outcome::Prepared(Prepared {
+            Ok((source, link, identity)) => Outcome::Prepared(Prepared {
                 line: record.line,
                 source_file: record.source_file,
                 raw,
                 source,
                 link,
+                identity,
             }),
             Err(rejection) => Outcome::Rejected(PreRejected {
                 rejection: Rejection {
@@ -392,7 +440,14 @@ impl Pipeline {
         batch_id: &str,
         received_at: DateTime<Utc>,
         item: Result<Value, String>,
-    ) -> Result<(StoredSource, Option<crate::linkage::LinkRecord>), Rejection> {
+    ) -> Result<
+        (
+            StoredSource,
+            Option<crate::linkage::LinkRecord>,
+            Option<Identity>,
+        ),
+        Rejection,
+    > {
         let value = item.map_err(|message| rejection("json_syntax", message, None, None))?;
         let record = Record::from_value(&value).map_err(|err| {
             let source_id = value
@@ -402,6 +457,27 @@ impl Pipeline {
             let field = (!err.field().is_empty()).then(|| err.field().to_owned());
             rejection(err.code(), err.message().to_owned(), field, source_id)
         })?;
+        let source_id = || Some(record.meta().source_id.clone());
+        if let Version::Time(time) = &record.meta().version {
+            if *time > received_at + chrono::Duration::hours(MAX_VERSION_AHEAD_HOURS) {
+                return Err(rejection(
+                    "version_in_future",
+                    format!("version is more than {MAX_VERSION_AHEAD_HOURS} hours ahead of the broker's clock; check the source system's clock and send the record's real change time"),
+                    Some("version".to_owned()),
+                    source_id(),
+                ));
+            }
+        }
+        if let (Some(scope), Some(grid)) = (&self.scope, record.grid()) {
+            if !scope.iter().any(|code| code.contains(grid)) {
+                return Err(rejection(
+                    "grid_outside_jurisdiction",
+                    "the record's grid lies outside the jurisdiction of the publishing token; publish it with a token for that area, or correct the grid".to_owned(),
+                    Some("grid".to_owned()),
+                    source_id(),
+                ));
+            }
+        }
         let source = self
             .seal_record(department, batch_id, received_at, &record)
             .map_err(|_| {
@@ -418,7 +494,20 @@ impl Pipeline {
             ),
             _ => None,
         };
-        Ok((source, link))
+        let identity = match &record {
+            Record::Resident { meta, body }
+                if !meta.deleted
+                    && body.id_number.is_some()
+                    && department != Department::Gongan =>
+            {
+                Some(Identity {
+                    name: body.name.clone(),
+                    birth_date: body.birth_date,
+                })
+            }
+            _ => None,
+        };
+        Ok((source, link, identity))
     }
 
     /// Resolves the record's entity and links and seals its personal fields.
@@ -522,6 +611,58 @@ impl Pipeline {
 struct Resolved {
     entity: String,
     links: Vec<String>,
+}
+
+/// Whether a resident record claims an ID number that the identity authority (gongan) holds
+/// for someone else: the names differ (after folding traditional and full-width forms) and
+/// the birth dates differ or the record gives none. A record with the same name is never a
+/// conflict (a mistyped birth date is the department's to fix, not a take-over).
+fn identity_conflicts(
+    writer: &crate::store::StoreWriter,
+    keys: &KeyRing,
+    source: &StoredSource,
+    identity: &Identity,
+) -> Result<bool, IngestError> {
+    let entity_link = format!("entity:{}", source.entity);
+    for row in writer.linked_rows(&entity_link)? {
+        let Some(authority) = writer.source(&row)? else {
+            continue;
+        };
+        if authority.department != Department::Gongan
+            || authority.kind != RecordKind::Resident
+            || authority.deleted
+        {
+            continue;
+        }
+        let opened = match crate::resolve::open_source_fields(
+            keys,
+            authority,
+            Some(&["name", "birth_date"]),
+        ) {
+            Ok(opened) => opened,
+            // A row that does not open is reported by the reads that need it; it decides
+            // nothing here.
+            Err(_) => continue,
+        };
+        let fold = |name: &str| crate::linkage::hanzi::fold_name(name);
+        let known_name = opened.fields.get("name").and_then(Value::as_str);
+        let same_name = match (known_name, identity.name.as_deref()) {
+            (Some(known), Some(claimed)) => fold(known) == fold(claimed),
+            _ => true,
+        };
+        let known_birth = opened
+            .fields
+            .get("birth_date")
+            .and_then(Value::as_str)
+            .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        let same_birth = match (known_birth, identity.birth_date) {
+            (Some(known), Some(claimed)) => known == claimed,
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        return Ok(!same_name && !same_birth);
+    }
+    Ok(false)
 }
 
 /// The unified id of the resident with this ID number.

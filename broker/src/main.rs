@@ -87,7 +87,7 @@ enum Command {
         /// Display name.
         #[arg(long)]
         name: Option<String>,
-        /// Lifetime, e.g. 1h, 30m.
+        /// Lifetime, e.g. 1h, 30m; at most 12h (the broker refuses longer-lived tokens).
         #[arg(long, default_value = "1h")]
         ttl: humantime::Duration,
         #[arg(long)]
@@ -277,6 +277,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ttl,
             master_key,
         } => {
+            let ttl = Duration::from(ttl);
+            if ttl > broker::auth::DEFAULT_MAX_TOKEN_LIFETIME {
+                anyhow::bail!(
+                    "--ttl may be at most 12h: the broker refuses tokens valid for longer"
+                );
+            }
             let master = app::load_master_key(&data_dir, master_key.as_deref(), false)?;
             let signer = app::dev_token_signer(&data_dir, &master)?;
             let token = signer.sign(&TokenRequest {
@@ -285,7 +291,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 roles,
                 jurisdiction,
                 dept,
-                ttl: Duration::from(ttl),
+                ttl,
             })?;
             println!("{token}");
             Ok(ExitCode::SUCCESS)

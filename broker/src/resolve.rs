@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use model::record::Version;
@@ -98,7 +97,7 @@ impl AuthorityOrder {
 }
 
 /// One merged field with its provenance.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
 pub struct MergedField {
     pub value: Value,
     /// Department the value came from.
@@ -107,11 +106,10 @@ pub struct MergedField {
     /// Version of the source record it came from.
     pub version: String,
     /// Values other departments hold for this field, when they disagree.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<Alternative>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
 pub struct Alternative {
     pub value: Value,
     #[schema(value_type = String)]
@@ -120,7 +118,7 @@ pub struct Alternative {
 }
 
 /// A tag and the departments that assert it.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
 pub struct MergedTag {
     pub tag: String,
     #[schema(value_type = Vec<String>)]
@@ -128,7 +126,7 @@ pub struct MergedTag {
 }
 
 /// A source record that contributes to an entity.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
 pub struct SourceRef {
     #[schema(value_type = String)]
     pub department: Department,
@@ -138,16 +136,35 @@ pub struct SourceRef {
 }
 
 /// A reference to another entity.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
 pub struct EntityRef {
     pub id: String,
     /// Display label (a name for occupants, a title for events), when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Departments whose records form the related entity (empty when not read): the view
+    /// leaves it out when the caller may know none of them.
+    #[schema(ignore)]
+    pub departments: Vec<Department>,
+    /// The related entity's grid, when known: the view checks it against the caller's
+    /// jurisdiction.
+    #[schema(ignore)]
+    pub grid: Option<String>,
+}
+
+impl EntityRef {
+    /// A reference known only by its id.
+    pub fn bare(id: String) -> EntityRef {
+        EntityRef {
+            id,
+            label: None,
+            departments: Vec::new(),
+            grid: None,
+        }
+    }
 }
 
 /// The merged view of one entity of any kind.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
 pub struct Profile {
     pub id: String,
     #[schema(value_type = String)]
@@ -155,10 +172,8 @@ pub struct Profile {
     /// Grid the entity lies in (by the authority order).
     pub grid: Option<String>,
     pub fields: BTreeMap<String, MergedField>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<MergedTag>,
     /// Department-specific detail, per department.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     #[schema(value_type = Object)]
     pub attributes: BTreeMap<Department, Map<String, Value>>,
     /// Related entities: `house`, `occupants`, `events`, `parties`, `owner_of`.
@@ -242,7 +257,7 @@ impl Resolver<'_> {
         };
         let opened = sources
             .into_iter()
-            .filter(|s| s.kind == kind && (kind != RecordKind::Resident || visible(s.department)))
+            .filter(|s| s.kind == kind && visible(s.department))
             .map(|s| open_source(self.keys, s))
             .collect::<Result<Vec<_>, _>>()?;
         if opened.is_empty() {
@@ -259,7 +274,7 @@ impl Resolver<'_> {
                     let id = crate::ingest::house_entity_id(self.keys, house);
                     profile
                         .related
-                        .insert("house".to_owned(), vec![EntityRef { id, label: None }]);
+                        .insert("house".to_owned(), vec![EntityRef::bare(id)]);
                 }
                 let events = self.related_entities(&format!("party:{entity}"), "title")?;
                 profile.related.insert("events".to_owned(), events);
@@ -288,7 +303,7 @@ impl Resolver<'_> {
                 if let Some(id) = house {
                     profile
                         .related
-                        .insert("house".to_owned(), vec![EntityRef { id, label: None }]);
+                        .insert("house".to_owned(), vec![EntityRef::bare(id)]);
                 }
             }
         }
@@ -312,7 +327,7 @@ impl Resolver<'_> {
         };
         let opened = sources
             .into_iter()
-            .filter(|s| s.kind == kind && (kind != RecordKind::Resident || visible(s.department)))
+            .filter(|s| s.kind == kind && visible(s.department))
             .map(|s| open_source_fields(self.keys, s, Some(fields(kind))))
             .collect::<Result<Vec<_>, _>>()?;
         if opened.is_empty() {
@@ -338,11 +353,15 @@ impl Resolver<'_> {
         }
         let mut labelled = Vec::new();
         for id in parties {
-            let label = self
+            let party = self
                 .related_entities(&format!("entity:{id}"), "name")?
                 .into_iter()
-                .find_map(|r| r.label);
-            labelled.push(EntityRef { id, label });
+                .next();
+            labelled.push(match party {
+                Some(party) => party,
+                // A party no department has published yet: only its id is known.
+                None => EntityRef::bare(id),
+            });
         }
         Ok(labelled)
     }
@@ -362,17 +381,29 @@ impl Resolver<'_> {
             .map(|s| s.entity))
     }
 
-    /// Entities reachable from a link, labelled with the best value of `label_field`.
+    /// Entities reachable from a link, labelled with the best value of `label_field`, with
+    /// the departments that hold them and their grid (by the authority order).
     fn related_entities(
         &self,
         link: &str,
         label_field: &str,
     ) -> Result<Vec<EntityRef>, ResolveError> {
-        let mut best: BTreeMap<String, (usize, Option<String>)> = BTreeMap::new();
+        struct Best {
+            label_rank: usize,
+            label: Option<String>,
+            grid_rank: usize,
+            grid: Option<String>,
+            departments: Vec<Department>,
+        }
+        let mut best: BTreeMap<String, Best> = BTreeMap::new();
         for stored in self.reader.linked_sources(link)? {
+            if stored.deleted {
+                continue;
+            }
             let kind = stored.kind;
             let department = stored.department;
             let entity = stored.entity.clone();
+            let grid = stored.grid.clone();
             // Only the label is read: the other sealed fields stay closed.
             let opened = open_source_fields(self.keys, stored, Some(&[label_field]))?;
             let label = opened
@@ -380,15 +411,38 @@ impl Resolver<'_> {
                 .get(label_field)
                 .and_then(Value::as_str)
                 .map(str::to_owned);
+            let entry = best.entry(entity).or_insert(Best {
+                label_rank: usize::MAX,
+                label: None,
+                grid_rank: usize::MAX,
+                grid: None,
+                departments: Vec::new(),
+            });
+            if !entry.departments.contains(&department) {
+                entry.departments.push(department);
+            }
             let rank = self.authority.rank(kind, label_field, department);
-            let entry = best.entry(entity).or_insert((usize::MAX, None));
-            if label.is_some() && rank < entry.0 {
-                *entry = (rank, label);
+            if label.is_some() && rank < entry.label_rank {
+                entry.label_rank = rank;
+                entry.label = label;
+            }
+            let grid_rank = self.authority.rank(kind, "grid", department);
+            if grid.is_some() && grid_rank < entry.grid_rank {
+                entry.grid_rank = grid_rank;
+                entry.grid = grid;
             }
         }
         Ok(best
             .into_iter()
-            .map(|(id, (_, label))| EntityRef { id, label })
+            .map(|(id, mut b)| {
+                b.departments.sort();
+                EntityRef {
+                    id,
+                    label: b.label,
+                    departments: b.departments,
+                    grid: b.grid,
+                }
+            })
             .collect())
     }
 }

@@ -12,7 +12,12 @@
 //!   names), so a description never reveals what the fields hide.
 //! - A caller who may not see a department's sensitive class at all does not learn that the
 //!   department holds a record about the resident (its sources, values and tags are removed).
-//! - A department analyst sees only their own department's data.
+//! - Roles combine per field, each inside its own restriction: a department analyst's levels
+//!   apply only to its own department's data (and to none without `dept`); the other roles'
+//!   levels are capped by the owner department's restrictions. Break-glass adds a role's
+//!   `break_glass` levels, never above an owner restriction.
+//! - Related lists (events, parties, occupants) obey the same department visibility as the
+//!   record itself; related people outside the caller's jurisdiction are named masked.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -24,21 +29,41 @@ use policies::redact::{redact, NameDirectory};
 use policies::Level;
 use serde_json::Value;
 
+use model::DivisionCode;
+
 use crate::auth::Principal;
-use crate::authz::PolicySet;
+use crate::authz::{Permission, PolicySet};
 use crate::resolve::{MergedField, MergedTag, Profile};
 
-/// Roles that read personal data besides the department analyst.
-const READER_ROLES: [&str; 3] = ["grid_worker", "community_officer", "street_officer"];
+/// The levels one of the caller's roles grants, inside that role's own restriction.
+#[derive(Debug, Clone)]
+struct RoleGrant {
+    /// Level per data class (the stated purpose's, raised by break-glass where the role may
+    /// break the glass).
+    levels: HashMap<&'static str, Level>,
+    /// A department analyst reads only its own department's data, at its own levels; every
+    /// other role reads every department's data capped by the owner's restrictions.
+    own_department_only: Option<Option<Department>>,
+}
+
+impl RoleGrant {
+    fn class_level(&self, class: &str) -> Level {
+        self.levels.get(class).copied().unwrap_or(Level::Hidden)
+    }
+}
 
 /// What the caller may see, for one request.
 #[derive(Debug, Clone)]
 pub struct ViewPlan {
     policy: Arc<PolicySet>,
-    base: HashMap<&'static str, Level>,
-    /// Set when the caller reads only as a department analyst: other departments are hidden.
-    analyst_of: Option<Department>,
+    /// One grant per role of the caller that may read personal data. Roles combine per
+    /// field by the best grant, each grant inside its own restriction — never one role's
+    /// levels over another role's scope.
+    grants: Vec<RoleGrant>,
     break_glass: bool,
+    /// Where the caller's jurisdiction ends: related people outside it are named masked,
+    /// other related entities outside it lose their labels.
+    jurisdiction: Vec<DivisionCode>,
 }
 
 /// What the view did, for the audit record.
@@ -62,25 +87,46 @@ impl ViewOutcome {
 }
 
 impl ViewPlan {
-    /// The plan for `principal` reading for `purpose`; `break_glass` shows everything in
-    /// clear (the caller checked the role may use it).
+    /// The plan for `principal` reading for `purpose`. With `break_glass` (the caller checked
+    /// that some role may use it), each role that may break the glass adds its levels for the
+    /// policy's `break_glass` purpose; owner restrictions still apply.
     pub fn new(
         policy: Arc<PolicySet>,
         principal: &Principal,
         purpose: &str,
         break_glass: bool,
     ) -> ViewPlan {
-        let base = policies::CLASSES
+        let grants = principal
+            .roles
             .iter()
-            .map(|class| (*class, policy.level(&principal.roles, purpose, class)))
+            .filter(|role| policy.role_allows(role, Permission::ReadPersonalData))
+            .map(|role| {
+                let lifted = break_glass && policy.role_allows(role, Permission::UseBreakGlass);
+                let levels = policies::CLASSES
+                    .iter()
+                    .map(|class| {
+                        let mut level = policy.role_level(role, purpose, class);
+                        if lifted {
+                            level = level.max(policy.role_level(
+                                role,
+                                policies::BREAK_GLASS_PURPOSE,
+                                class,
+                            ));
+                        }
+                        (*class, level)
+                    })
+                    .collect();
+                RoleGrant {
+                    levels,
+                    own_department_only: (role == "dept_analyst").then_some(principal.dept),
+                }
+            })
             .collect();
-        let analyst_only = principal.has_role("dept_analyst")
-            && !READER_ROLES.iter().any(|r| principal.has_role(r));
         ViewPlan {
             policy,
-            base,
-            analyst_of: if analyst_only { principal.dept } else { None },
+            grants,
             break_glass,
+            jurisdiction: principal.jurisdiction.clone(),
         }
     }
 
@@ -88,34 +134,38 @@ impl ViewPlan {
         &self.policy.version
     }
 
-    /// The level of data of `class` published by `owner`.
+    /// The level of data of `class` published by `owner`: the best of the caller's roles,
+    /// each inside its own restriction.
     pub fn level(&self, class: &str, owner: Department) -> Level {
-        if let Some(own) = self.analyst_of {
-            if own != owner {
-                return Level::Hidden;
-            }
-        }
-        if self.break_glass {
-            return Level::Clear;
-        }
-        let base = self.base.get(class).copied().unwrap_or(Level::Hidden);
-        if self.analyst_of == Some(owner) {
-            return base;
-        }
-        base.min(self.policy.tables.owner_cap(owner, class))
+        let cap = self.policy.tables.owner_cap(owner, class);
+        self.grants
+            .iter()
+            .map(|grant| match grant.own_department_only {
+                Some(own) if own == Some(owner) => grant.class_level(class),
+                Some(_) => Level::Hidden,
+                None => grant.class_level(class).min(cap),
+            })
+            .max()
+            .unwrap_or(Level::Hidden)
     }
 
-    /// The level of a field whatever department published it (before owner restrictions):
-    /// what search may match on.
+    /// The best level of a field whatever department published it (before owner
+    /// restrictions): what search may match on at most.
     pub fn field_level(&self, kind: RecordKind, field: &str) -> Level {
         match self.policy.tables.field_class(kind.as_str(), field) {
-            Some(class) if self.break_glass => {
-                let _ = class;
-                Level::Clear
-            }
-            Some(class) => self.base.get(class).copied().unwrap_or(Level::Hidden),
+            Some(class) => self
+                .grants
+                .iter()
+                .map(|grant| grant.class_level(class))
+                .max()
+                .unwrap_or(Level::Hidden),
             None => Level::Hidden,
         }
+    }
+
+    /// Whether `code` lies inside the caller's jurisdiction.
+    pub fn covers(&self, code: &DivisionCode) -> bool {
+        self.jurisdiction.iter().any(|j| j.contains(code))
     }
 
     /// Whether the caller may learn that `department` holds a record about a resident.
@@ -336,7 +386,10 @@ impl ViewPlan {
         }
     }
 
-    /// Labels of related entities follow the same rules as the fields they come from.
+    /// Related entities obey the department visibility of the records they come from (an
+    /// entity known only from departments the caller may not know about is left out), and
+    /// their labels follow the same rules as the fields they come from; outside the caller's
+    /// jurisdiction a person's name is at most masked and other labels are dropped.
     fn view_related(
         &self,
         profile: &mut Profile,
@@ -347,11 +400,23 @@ impl ViewPlan {
         let title_level = self.field_level(RecordKind::Event, "title");
         let address_level = self.field_level(RecordKind::House, "address");
         for (relation, refs) in profile.related.iter_mut() {
+            refs.retain(|entity| {
+                entity.departments.is_empty()
+                    || entity
+                        .departments
+                        .iter()
+                        .any(|d| self.department_visible(*d))
+            });
             for entity in refs.iter_mut() {
                 let Some(label) = entity.label.take() else {
                     continue;
                 };
-                let (level, masked) = match relation.as_str() {
+                let inside = entity
+                    .grid
+                    .as_deref()
+                    .and_then(|g| DivisionCode::parse(g).ok())
+                    .is_some_and(|g| self.covers(&g));
+                let (mut level, masked) = match relation.as_str() {
                     "occupants" | "parties" => (name_level, mask::mask_name(&label)),
                     "events" => (
                         title_level,
@@ -365,6 +430,12 @@ impl ViewPlan {
                     "owner_of" => (address_level, mask::mask_address(&label)),
                     _ => (Level::Hidden, String::new()),
                 };
+                if !inside {
+                    level = match relation.as_str() {
+                        "occupants" | "parties" => level.min(Level::Masked),
+                        _ => Level::Hidden,
+                    };
+                }
                 entity.label = match level {
                     Level::Clear => Some(label),
                     Level::Masked => Some(masked),

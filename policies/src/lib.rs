@@ -25,7 +25,7 @@ pub const ROLES: [&str; 8] = [
 ];
 
 /// (action, object) pairs the broker asks the policy about.
-pub const PERMISSIONS: [(&str, &str); 8] = [
+pub const PERMISSIONS: [(&str, &str); 9] = [
     ("read", "personal_data"),
     ("ingest", "own_department"),
     ("read", "own_receipts"),
@@ -34,7 +34,12 @@ pub const PERMISSIONS: [(&str, &str); 8] = [
     ("read", "operations"),
     ("preview", "policy"),
     ("use", "break_glass"),
+    ("open", "case"),
 ];
+
+/// The purpose whose field levels a break-glass read uses (on top of the stated purpose's),
+/// each role its own, never above an owner department's restriction.
+pub const BREAK_GLASS_PURPOSE: &str = "break_glass";
 
 /// Purposes of use the shipped policy is written for.
 pub const DEFAULT_PURPOSES: [&str; 5] = [

@@ -71,12 +71,6 @@ pub async fn backup(
         .format("safegrid-%Y%m%dT%H%M%S%.3fZ")
         .to_string();
     let out = backup_dir.join(name);
-    let (store, data_dir, target) = (state.store.clone(), state.data_dir.clone(), out.clone());
-    let manifest =
-        tokio::task::spawn_blocking(move || crate::backup::snapshot(&store, &data_dir, &target))
-            .await
-            .map_err(|e| ApiError::internal("backup_failed", &e))?
-            .map_err(|e| ApiError::internal("backup_failed", &e))?;
     let mut record = state.audit_record(
         &caller.principal,
         &caller.context,
@@ -84,8 +78,16 @@ pub async fn backup(
         "/v1/admin/backup",
         Decision::Allow,
     );
-    record.result_count = manifest.files.len() as u64;
-    state.append_audit(record).await?;
+    record.outcome = format!("to={}", out.display());
+    let (store, data_dir, target) = (state.store.clone(), state.data_dir.clone(), out.clone());
+    let manifest = state
+        .audited_write(record, || async move {
+            tokio::task::spawn_blocking(move || crate::backup::snapshot(&store, &data_dir, &target))
+                .await
+                .map_err(|e| ApiError::internal("backup_failed", &e))?
+                .map_err(|e| ApiError::internal("backup_failed", &e))
+        })
+        .await?;
     Ok(Json(BackupDone {
         path: out.display().to_string(),
         created_at: manifest.created_at,

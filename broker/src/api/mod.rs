@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod compliance;
+pub mod disclosure;
 pub mod error;
 pub mod extract;
 mod openapi;
@@ -30,16 +31,16 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use audit::{Actor, AuditLog, AuditRecord, Decision};
-use model::{Department, DivisionCode, RecordKind};
+use model::{Department, RecordKind};
 
 use crate::auth::{Authenticator, Principal};
 use crate::authz::{Permission, PolicyHandle};
 use crate::crypto::KeyRing;
 use crate::ingest::{IngestError, Pipeline, Receipt};
-use crate::resolve::{AuthorityOrder, Profile, Resolver};
+use crate::resolve::{AuthorityOrder, Profile};
 use crate::store::Store;
-use crate::view;
 
+use disclosure::{Disclosed, UnifiedId};
 use error::ApiError;
 use extract::{Authenticated, Publisher, Reader};
 
@@ -304,32 +305,29 @@ async fn ingest(
                 ),
             )
         })?;
-    let pipeline = state.pipeline.clone();
+    let pipeline = state.pipeline.within(&publisher.principal.jurisdiction);
     let mapping = match query.format.as_deref() {
         None | Some("department") => state.mappings.get(&department).cloned(),
         Some("unified") => None,
         Some(_) => {
-            return Err(ApiError::bad_request(
+            let error = ApiError::bad_request(
                 "format_unknown",
                 "format is `unified` or `department` (the department's own schema, through its configured mapping)",
-            ))
+            );
+            state
+                .audit_refusal(
+                    &publisher.principal,
+                    &publisher.context,
+                    None,
+                    None,
+                    "/v1/ingest/{department}",
+                    &error,
+                )
+                .await?;
+            return Err(error);
         }
     };
-    let receipt = tokio::task::spawn_blocking(move || match mapping {
-        Some(mapping) => crate::ingest::ingest_mapped(&pipeline, department, &mapping, &bytes),
-        None => pipeline.ingest(department, &bytes),
-    })
-    .await
-    .map_err(|err| ApiError::internal("ingest_failed", &err))?
-    .map_err(|err| match err {
-        IngestError::Malformed(message) => ApiError::bad_request("batch_malformed", message),
-        IngestError::TooManyRecords(_) => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_records",
-            err.to_string(),
-        ),
-        other => ApiError::internal("ingest_failed", &other),
-    })?;
+    // Audited before it commits: if the log cannot take the record, nothing is stored.
     let mut record = state.audit_record(
         &publisher.principal,
         &publisher.context,
@@ -337,14 +335,35 @@ async fn ingest(
         "/v1/ingest/{department}",
         Decision::Allow,
     );
-    record.result_count = receipt.accepted as u64;
-    crate::metrics::global().count_ingest(department, receipt.accepted, receipt.rejected.len());
     record.outcome = format!(
-        "ok batch={} rejected={}",
-        receipt.batch_id,
-        receipt.rejected.len()
+        "batch={} bytes={}",
+        crate::ingest::batch_id(department, &bytes),
+        bytes.len()
     );
-    state.append_audit(record).await?;
+    let receipt = state
+        .audited_write(record, || async move {
+            tokio::task::spawn_blocking(move || match mapping {
+                Some(mapping) => {
+                    crate::ingest::ingest_mapped(&pipeline, department, &mapping, &bytes)
+                }
+                None => pipeline.ingest(department, &bytes),
+            })
+            .await
+            .map_err(|err| ApiError::internal("ingest_failed", &err))?
+            .map_err(|err| match err {
+                IngestError::Malformed(message) => {
+                    ApiError::bad_request("batch_malformed", message)
+                }
+                IngestError::TooManyRecords(_) => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_many_records",
+                    err.to_string(),
+                ),
+                other => ApiError::internal("ingest_failed", &other),
+            })
+        })
+        .await?;
+    crate::metrics::global().count_ingest(department, receipt.accepted, receipt.rejected.len());
     Ok(Json(receipt))
 }
 
@@ -394,7 +413,7 @@ async fn get_resident(
     State(state): State<AppState>,
     reader: Reader,
     Path(id): Path<String>,
-) -> Result<Json<Profile>, ApiError> {
+) -> Result<Json<Disclosed<Profile>>, ApiError> {
     read_entity(
         &state,
         &reader,
@@ -414,7 +433,7 @@ async fn get_house(
     State(state): State<AppState>,
     reader: Reader,
     Path(id): Path<String>,
-) -> Result<Json<Profile>, ApiError> {
+) -> Result<Json<Disclosed<Profile>>, ApiError> {
     read_entity(&state, &reader, RecordKind::House, &id, "/v1/houses/{id}").await
 }
 
@@ -427,56 +446,21 @@ async fn get_event(
     State(state): State<AppState>,
     reader: Reader,
     Path(id): Path<String>,
-) -> Result<Json<Profile>, ApiError> {
+) -> Result<Json<Disclosed<Profile>>, ApiError> {
     read_entity(&state, &reader, RecordKind::Event, &id, "/v1/events/{id}").await
 }
 
-/// Loads, scopes, masks and audits one entity.
+/// Loads, scopes, masks and audits one entity, through the disclosure gate.
 async fn read_entity(
     state: &AppState,
     reader: &Reader,
     kind: RecordKind,
     id: &str,
     endpoint: &str,
-) -> Result<Json<Profile>, ApiError> {
-    let plan = reader.plan(state);
-    let profile = state.load_visible_profile(id, &plan).await?;
-    let in_scope = profile
-        .as_ref()
-        .filter(|p| p.kind == kind)
-        .map(|p| state.covers(&reader.principal, p));
-    let action = format!("read_{}", kind.as_str());
-    match (profile, in_scope) {
-        (Some(mut profile), Some(true)) => {
-            let names = names_in(&profile);
-            let directory = state.names.current();
-            let outcome = plan.apply(&mut profile, &names, Some(&directory));
-            let mut record = state.reader_record(reader, &action, endpoint, outcome.decision());
-            record.policy_version = Some(plan.policy_version().to_owned());
-            record.entities = vec![profile.id.clone()];
-            record.residents = state.resident_refs(&profile);
-            record.fields_clear = outcome.fields_clear;
-            record.result_count = 1;
-            state.append_audit(record).await?;
-            Ok(Json(profile))
-        }
-        (profile, in_scope) => {
-            let mut record = state.reader_record(reader, &action, endpoint, Decision::Deny);
-            record.entities = vec![id.chars().take(64).collect()];
-            record.outcome = match (profile.is_some(), in_scope) {
-                (true, Some(false)) => "out_of_scope".to_owned(),
-                _ => "not_found".to_owned(),
-            };
-            state.append_audit(record).await?;
-            Err(ApiError::not_found())
-        }
-    }
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct UnifiedId {
-    /// The unified id the source record merged into.
-    id: String,
+) -> Result<Json<Disclosed<Profile>>, ApiError> {
+    disclosure::entity(state, reader, kind, id, endpoint)
+        .await
+        .map(Json)
 }
 
 async fn by_source(
@@ -485,51 +469,11 @@ async fn by_source(
     kind: RecordKind,
     department: &str,
     source_id: &str,
-) -> Result<Json<UnifiedId>, ApiError> {
+) -> Result<Json<Disclosed<UnifiedId>>, ApiError> {
     let department = parse_department(department)?;
-    let entity = {
-        let state = state.clone();
-        let source_id = source_id.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let snapshot = state.store.read()?;
-            let resolver = Resolver {
-                reader: &snapshot,
-                keys: &state.keys,
-                authority: &state.authority,
-            };
-            resolver.entity_of_source(department, kind, &source_id)
-        })
+    disclosure::unified_id(state, reader, kind, department, source_id)
         .await
-        .map_err(|e| ApiError::internal("lookup_failed", &e))?
-        .map_err(|e| ApiError::internal("lookup_failed", &e))?
-    };
-    // A caller who may not know that this department holds a record about a resident
-    // gets the same answer as for a missing record.
-    let plan = reader.plan(state);
-    let visible = kind != RecordKind::Resident || plan.department_visible(department);
-    let profile = match &entity {
-        Some(entity) if visible => state.load_visible_profile(entity, &plan).await?,
-        _ => None,
-    };
-    let endpoint = format!(
-        "/v1/{}s/by-source/{{department}}/{{source_id}}",
-        kind.as_str()
-    );
-    let mut record = state.reader_record(reader, "lookup_by_source", &endpoint, Decision::Allow);
-    match profile.filter(|p| state.covers(&reader.principal, p)) {
-        Some(profile) => {
-            record.entities = vec![profile.id.clone()];
-            record.result_count = 1;
-            state.append_audit(record).await?;
-            Ok(Json(UnifiedId { id: profile.id }))
-        }
-        None => {
-            record.decision = Decision::Deny;
-            record.outcome = "not_found".to_owned();
-            state.append_audit(record).await?;
-            Err(ApiError::not_found())
-        }
-    }
+        .map(Json)
 }
 
 /// The unified id a department's resident record merged into.
@@ -541,7 +485,7 @@ async fn resident_by_source(
     State(state): State<AppState>,
     reader: Reader,
     Path((department, source_id)): Path<(String, String)>,
-) -> Result<Json<UnifiedId>, ApiError> {
+) -> Result<Json<Disclosed<UnifiedId>>, ApiError> {
     by_source(
         &state,
         &reader,
@@ -561,7 +505,7 @@ async fn house_by_source(
     State(state): State<AppState>,
     reader: Reader,
     Path((department, source_id)): Path<(String, String)>,
-) -> Result<Json<UnifiedId>, ApiError> {
+) -> Result<Json<Disclosed<UnifiedId>>, ApiError> {
     by_source(&state, &reader, RecordKind::House, &department, &source_id).await
 }
 
@@ -574,56 +518,11 @@ async fn event_by_source(
     State(state): State<AppState>,
     reader: Reader,
     Path((department, source_id)): Path<(String, String)>,
-) -> Result<Json<UnifiedId>, ApiError> {
+) -> Result<Json<Disclosed<UnifiedId>>, ApiError> {
     by_source(&state, &reader, RecordKind::Event, &department, &source_id).await
 }
 
 impl AppState {
-    /// The merged profile built only from departments the plan lets the caller know about.
-    async fn load_visible_profile(
-        &self,
-        id: &str,
-        plan: &view::ViewPlan,
-    ) -> Result<Option<Profile>, ApiError> {
-        if id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Ok(None);
-        }
-        let state = self.clone();
-        let id = id.to_owned();
-        let plan = plan.clone();
-        tokio::task::spawn_blocking(move || {
-            let snapshot = state.store.read()?;
-            let resolver = Resolver {
-                reader: &snapshot,
-                keys: &state.keys,
-                authority: &state.authority,
-            };
-            resolver
-                .profile_from(&id, &|d| plan.department_visible(d))
-                .map_err(anyhow::Error::from)
-        })
-        .await
-        .map_err(|e| ApiError::internal("read_failed", &e))?
-        .map_err(|e| ApiError::internal("integrity_error", &e))
-    }
-
-    /// Whether the entity's grid lies inside the principal's jurisdiction.
-    fn covers(&self, principal: &Principal, profile: &Profile) -> bool {
-        profile
-            .grid
-            .as_deref()
-            .and_then(|g| DivisionCode::parse(g).ok())
-            .is_some_and(|grid| principal.covers(&grid))
-    }
-
-    /// Keyed references to the residents a profile is about (never the ID numbers).
-    fn resident_refs(&self, profile: &Profile) -> Vec<String> {
-        if profile.kind != RecordKind::Resident {
-            return Vec::new();
-        }
-        vec![hex::encode(&self.keys.audit_subject(&profile.id)[..16])]
-    }
-
     pub(crate) fn audit_record(
         &self,
         principal: &Principal,
@@ -665,6 +564,33 @@ impl AppState {
         record
     }
 
+    /// Runs a write only after its audit record is durable: if the log cannot take
+    /// `record`, nothing changes (503 `audit_unavailable`). If the write then fails, a second
+    /// record says so (best effort: nothing changed, so nothing is left unrecorded).
+    pub async fn audited_write<T, F, Fut>(
+        &self,
+        record: AuditRecord,
+        write: F,
+    ) -> Result<T, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        let mut failure = record.clone();
+        self.append_audit(record).await?;
+        match write().await {
+            Ok(value) => Ok(value),
+            Err(error) => {
+                failure.decision = Decision::Deny;
+                failure.outcome = format!("failed {}", error.code);
+                if let Err(err) = self.audit.append(failure).await {
+                    tracing::error!(cause = %err, "audit append of a failed write's outcome failed");
+                }
+                Err(error)
+            }
+        }
+    }
+
     /// Appends a record and waits until it is durable; fails closed.
     pub async fn append_audit(&self, record: AuditRecord) -> Result<u64, ApiError> {
         self.audit.append(record).await.map_err(|err| {
@@ -692,27 +618,6 @@ impl AppState {
         record.outcome = error.code.to_owned();
         self.append_audit(record).await.map(|_| ())
     }
-}
-
-/// Names to redact from a profile's free text: the resident's own names and those of the
-/// people related to it.
-fn names_in(profile: &Profile) -> Vec<String> {
-    let mut names = Vec::new();
-    if let Some(field) = profile.fields.get("name") {
-        names.extend(field.value.as_str().map(str::to_owned));
-        names.extend(
-            field
-                .conflicts
-                .iter()
-                .filter_map(|c| c.value.as_str().map(str::to_owned)),
-        );
-    }
-    for relation in ["occupants", "parties"] {
-        for entity in profile.related.get(relation).into_iter().flatten() {
-            names.extend(entity.label.clone());
-        }
-    }
-    names
 }
 
 /// At most a few break-glass reads per principal per hour.

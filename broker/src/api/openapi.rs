@@ -23,8 +23,8 @@ use utoipa::{Modify, OpenApi};
         super::compliance::export, super::compliance::anomalies, super::compliance::resident_report,
     ),
     components(schemas(
-        super::error::ErrorBody, super::error::ErrorDetail, super::Health, super::WhoAmI, super::UnifiedId,
-        super::search::SearchPage, super::search::SearchItem,
+        super::error::ErrorBody, super::error::ErrorDetail, super::Health, super::WhoAmI, super::disclosure::UnifiedId,
+        super::search::SearchPage, super::disclosure::SearchItem,
         super::policy::PolicyInfo, super::policy::Preview, super::policy::FieldPreview,
         super::policy::DepartmentLevel, super::policy::ClassPreview, super::policy::DepartmentPreview,
         super::policy::PolicyChanged, super::admin::BackupDone,

@@ -264,17 +264,6 @@ pub async fn replace_file(
         .await
         .map_err(|err| ApiError::bad_request("policy_invalid", err.to_string()))?;
     let previous_version = state.permissions.version();
-    let path = dir.join(&name);
-    let temp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&temp, body.as_bytes())
-        .and_then(|_| std::fs::rename(&temp, &path))
-        .map_err(|err| ApiError::internal("policy_write_failed", &err))?;
-    state
-        .permissions
-        .reload()
-        .await
-        .map_err(|err| ApiError::internal("policy_reload_failed", &err))?;
-    let version = state.permissions.version();
     let mut record = state.audit_record(
         &caller.principal,
         &caller.context,
@@ -282,8 +271,26 @@ pub async fn replace_file(
         "/v1/policy/files/{name}",
         Decision::Allow,
     );
-    record.outcome = format!("ok file={name} from={previous_version} to={version}");
-    state.append_audit(record).await?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, body.as_bytes());
+    record.outcome = format!(
+        "file={name} from={previous_version} content=sha256:{}",
+        hex::encode(&digest.as_ref()[..8])
+    );
+    let path = dir.join(&name);
+    let temp = dir.join(format!(".{name}.tmp"));
+    let permissions = state.permissions.clone();
+    let version = state
+        .audited_write(record, || async move {
+            std::fs::write(&temp, body.as_bytes())
+                .and_then(|_| std::fs::rename(&temp, &path))
+                .map_err(|err| ApiError::internal("policy_write_failed", &err))?;
+            permissions
+                .reload()
+                .await
+                .map_err(|err| ApiError::internal("policy_reload_failed", &err))?;
+            Ok(permissions.version())
+        })
+        .await?;
     Ok(Json(PolicyChanged {
         previous_version,
         version,

@@ -219,13 +219,6 @@ pub async fn file_rejects(
             raw: f.row,
         })
         .collect();
-    let pipeline = state.pipeline.clone();
-    let receipt = tokio::task::spawn_blocking(move || {
-        pipeline.ingest_records(department, &batch_id, Vec::new(), pre)
-    })
-    .await
-    .map_err(|e| ApiError::internal("rejects_failed", &e))?
-    .map_err(|e| ApiError::internal("rejects_failed", &e))?;
     let mut record = state.audit_record(
         &publisher.principal,
         &publisher.context,
@@ -233,8 +226,19 @@ pub async fn file_rejects(
         "/v1/ingest/{department}/rejects",
         Decision::Allow,
     );
-    record.result_count = receipt.rejected.len() as u64;
-    state.append_audit(record).await?;
+    record.result_count = pre.len() as u64;
+    record.outcome = format!("batch={batch_id}");
+    let pipeline = state.pipeline.clone();
+    let receipt = state
+        .audited_write(record, || async move {
+            tokio::task::spawn_blocking(move || {
+                pipeline.ingest_records(department, &batch_id, Vec::new(), pre)
+            })
+            .await
+            .map_err(|e| ApiError::internal("rejects_failed", &e))?
+            .map_err(|e| ApiError::internal("rejects_failed", &e))
+        })
+        .await?;
     Ok(Json(receipt))
 }
 
@@ -249,25 +253,31 @@ pub async fn dismiss_reject(
     Path((department, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let department = own_department(&publisher, &department)?;
-    let pipeline = state.pipeline.clone();
-    let closed = tokio::task::spawn_blocking(move || {
-        pipeline
-            .store()
-            .write(|w| w.close_quarantine(department, &id, "dismissed"))
-    })
-    .await
-    .map_err(|e| ApiError::internal("rejects_failed", &e))?
-    .map_err(|e| ApiError::internal("rejects_failed", &e))?;
-    if !closed {
-        return Err(ApiError::not_found());
-    }
-    let record = state.audit_record(
+    let mut record = state.audit_record(
         &publisher.principal,
         &publisher.context,
         "dismiss_reject",
         "/v1/ingest/{department}/rejects/{id}",
         Decision::Allow,
     );
-    state.append_audit(record).await?;
+    record.entities = vec![id.chars().take(64).collect()];
+    let pipeline = state.pipeline.clone();
+    state
+        .audited_write(record, || async move {
+            let closed = tokio::task::spawn_blocking(move || {
+                pipeline
+                    .store()
+                    .write(|w| w.close_quarantine(department, &id, "dismissed"))
+            })
+            .await
+            .map_err(|e| ApiError::internal("rejects_failed", &e))?
+            .map_err(|e| ApiError::internal("rejects_failed", &e))?;
+            if closed {
+                Ok(())
+            } else {
+                Err(ApiError::not_found())
+            }
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -31,15 +31,30 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/resolution/split", post(split))
 }
 
-fn require_officer(reader: &Reader) -> Result<(), ApiError> {
+/// Only officers review entity resolution; a refusal is audited before it leaves.
+async fn require_officer(
+    state: &AppState,
+    reader: &Reader,
+    endpoint: &str,
+) -> Result<(), ApiError> {
     if OFFICER_ROLES.iter().any(|r| reader.principal.has_role(r)) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "role_cannot_resolve",
-            "only community and street officers review entity resolution",
-        ))
+        return Ok(());
     }
+    let error = ApiError::forbidden(
+        "role_cannot_resolve",
+        "only community and street officers review entity resolution",
+    );
+    state
+        .audit_refusal(
+            &reader.principal,
+            &reader.context,
+            Some(&reader.purpose),
+            reader.case_id.as_deref(),
+            endpoint,
+            &error,
+        )
+        .await?;
+    Err(error)
 }
 
 fn in_scope(reader: &Reader, source: &StoredSource) -> bool {
@@ -97,7 +112,7 @@ pub async fn list_reviews(
     reader: Reader,
     Query(query): Query<ReviewQuery>,
 ) -> Result<Json<ReviewList>, ApiError> {
-    require_officer(&reader)?;
+    require_officer(&state, &reader, "/v1/resolution/reviews").await?;
     let all = query.status.as_deref() == Some("all");
     let pipeline = state.pipeline.clone();
     let reader2 = reader.clone();
@@ -162,7 +177,7 @@ pub async fn decide_review(
     Path(id): Path<String>,
     Json(body): Json<ReviewDecision>,
 ) -> Result<Json<ReviewItem>, ApiError> {
-    require_officer(&reader)?;
+    require_officer(&state, &reader, "/v1/resolution/reviews/{id}").await?;
     let link = match body.decision.as_str() {
         "link" => true,
         "distinct" => false,
@@ -173,10 +188,21 @@ pub async fn decide_review(
             ))
         }
     };
+    // Audited before it commits: the record names the review and the decision asked for;
+    // a decision the transaction refuses gets a second record with the refusal.
+    let mut record = state.reader_record(
+        &reader,
+        "decide_review",
+        "/v1/resolution/reviews/{id}",
+        AuditDecision::Allow,
+    );
+    record.entities = vec![id.chars().take(64).collect()];
+    record.outcome = format!("{}", body.decision);
     let pipeline = state.pipeline.clone();
     let reader2 = reader.clone();
     let sub = reader.principal.sub.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
+    let item = state.audited_write(record, || async move {
+    tokio::task::spawn_blocking(move || {
         pipeline.store().write(|w| -> Result<Result<ReviewItem, ApiError>, crate::store::StoreError> {
             let Some(mut review) = linking::get_review(w, &id)? else {
                 return Ok(Err(ApiError::not_found()));
@@ -220,25 +246,9 @@ pub async fn decide_review(
     })
     .await
     .map_err(|e| ApiError::internal("resolution_failed", &e))?
-    .map_err(|e| ApiError::internal("resolution_failed", &e))?;
-    let mut record = state.reader_record(
-        &reader,
-        "decide_review",
-        "/v1/resolution/reviews/{id}",
-        AuditDecision::Allow,
-    );
-    match &outcome {
-        Ok(item) => {
-            record.entities = vec![item.record.entity.clone(), item.candidate.entity.clone()];
-            record.outcome = format!("ok {}", item.status);
-        }
-        Err(error) => {
-            record.decision = AuditDecision::Deny;
-            record.outcome = error.code.to_owned();
-        }
-    }
-    state.append_audit(record).await?;
-    outcome.map(Json)
+    .map_err(|e| ApiError::internal("resolution_failed", &e))?
+    }).await?;
+    Ok(Json(item))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -258,13 +268,21 @@ pub async fn split(
     reader: Reader,
     Json(body): Json<SplitRequest>,
 ) -> Result<Json<ReviewSide>, ApiError> {
-    require_officer(&reader)?;
+    require_officer(&state, &reader, "/v1/resolution/split").await?;
     let department = parse_department(&body.department)?;
+    let mut record = state.reader_record(
+        &reader,
+        "split",
+        "/v1/resolution/split",
+        AuditDecision::Allow,
+    );
+    record.outcome = format!("department={}", department.code());
     let row = StoredSource::row_key(department, RecordKind::Resident, &body.source_id);
     let pipeline = state.pipeline.clone();
     let reader2 = reader.clone();
     let keys = state.keys.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
+    let moved = state.audited_write(record, || async move {
+    tokio::task::spawn_blocking(move || {
         pipeline.store().write(|w| -> Result<Result<ReviewSide, ApiError>, crate::store::StoreError> {
             let Some(current) = w.source(&row)?.filter(|s| !s.deleted) else {
                 return Ok(Err(ApiError::not_found()));
@@ -301,20 +319,7 @@ pub async fn split(
     })
     .await
     .map_err(|e| ApiError::internal("resolution_failed", &e))?
-    .map_err(|e| ApiError::internal("resolution_failed", &e))?;
-    let mut record = state.reader_record(
-        &reader,
-        "split",
-        "/v1/resolution/split",
-        AuditDecision::Allow,
-    );
-    match &outcome {
-        Ok(moved) => record.entities = vec![moved.entity.clone()],
-        Err(error) => {
-            record.decision = AuditDecision::Deny;
-            record.outcome = error.code.to_owned();
-        }
-    }
-    state.append_audit(record).await?;
-    outcome.map(Json)
+    .map_err(|e| ApiError::internal("resolution_failed", &e))?
+    }).await?;
+    Ok(Json(moved))
 }

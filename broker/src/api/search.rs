@@ -23,13 +23,13 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use audit::Decision;
 use model::{DivisionCode, RecordKind};
 
+use super::disclosure::{self, Disclosed, SearchItem};
 use super::error::ApiError;
 use super::extract::Reader;
 use super::AppState;
-use crate::resolve::{Profile, Resolver};
+use crate::resolve::Profile;
 use crate::search::query::Filters;
 use crate::search::{SearchRequest, SortOrder, MAX_OFFSET};
 
@@ -80,25 +80,13 @@ pub struct SearchParams {
 /// One page of results.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchPage {
-    pub items: Vec<SearchItem>,
+    #[schema(value_type = Vec<SearchItem>)]
+    pub items: Disclosed<Vec<SearchItem>>,
     /// Number of matching records the caller may see.
     pub total: usize,
     /// Pass as `cursor` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
-}
-
-/// One hit.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct SearchItem {
-    /// Unified id, for `GET /v1/{kind}s/{id}`.
-    pub id: String,
-    #[schema(value_type = String)]
-    pub kind: RecordKind,
-    pub score: f32,
-    /// A few fields of the masked profile (name, address, title …), as the profile shows them.
-    #[schema(value_type = Object)]
-    pub summary: Map<String, Value>,
 }
 
 /// Search residents.
@@ -419,72 +407,35 @@ async fn run(
     let principal = reader.principal.clone();
     let job_plan = plan.clone();
     let request = parsed.request.clone();
-    let (total, profiles) = tokio::task::spawn_blocking(move || {
-        let found = job_state.search.search(&principal, &job_plan, &request)?;
-        let snapshot = job_state.store.read()?;
-        let resolver = Resolver {
-            reader: &snapshot,
-            keys: &job_state.keys,
-            authority: &job_state.authority,
-        };
-        let mut profiles = Vec::with_capacity(found.hits.len());
-        for hit in found.hits {
-            // Only what the summary shows is resolved (no related entities but an event's
-            // parties, whose names the view redacts from its title); the profile endpoint
-            // keeps the full resolution.
-            let profile = resolver.summary_from(
-                &hit.id,
-                &|d| job_plan.department_visible(d),
-                summary_sources,
-            )?;
-            if let Some(profile) =
-                profile.filter(|p| p.kind == hit.kind && job_state.covers(&principal, p))
-            {
-                profiles.push((profile, hit.score));
-            }
-        }
-        Ok::<_, anyhow::Error>((found.total, profiles))
+    let found = tokio::task::spawn_blocking(move || {
+        job_state.search.search(&principal, &job_plan, &request)
     })
     .await
     .map_err(|e| ApiError::internal("search_failed", &e))?
     .map_err(|e| ApiError::internal("search_failed", &e))?;
-
-    let directory = state.names.current();
-    let mut decision = Decision::Allow;
-    let mut items = Vec::with_capacity(profiles.len());
-    let mut residents = Vec::new();
-    let mut fields_clear: Vec<String> = Vec::new();
-    for (mut profile, score) in profiles {
-        let names = super::names_in(&profile);
-        let outcome = plan.apply(&mut profile, &names, Some(&directory));
-        if outcome.decision() != Decision::Allow {
-            decision = outcome.decision();
-        }
-        for field in outcome.fields_clear {
-            if !fields_clear.contains(&field) {
-                fields_clear.push(field);
-            }
-        }
-        residents.extend(state.resident_refs(&profile));
-        items.push(SearchItem {
-            id: profile.id.clone(),
-            kind: profile.kind,
-            score,
-            summary: summary(&profile),
-        });
-    }
+    let total = found.total;
     let request = &parsed.request;
+    let items = disclosure::search_hits(
+        state,
+        reader,
+        &plan,
+        disclosure::Found {
+            hits: found
+                .hits
+                .into_iter()
+                .map(|h| (h.id, h.kind, h.score))
+                .collect(),
+            total,
+            offset: request.offset,
+        },
+        endpoint,
+        summary_sources,
+        summary,
+    )
+    .await?;
     let next_offset = request.offset + request.limit;
     let next_cursor = (next_offset < total && next_offset <= MAX_OFFSET)
         .then(|| encode_cursor(next_offset, &parsed.fingerprint));
-    let mut record = state.reader_record(reader, "search", endpoint, decision);
-    record.policy_version = Some(plan.policy_version().to_owned());
-    record.entities = items.iter().map(|i| i.id.clone()).collect();
-    record.residents = residents;
-    record.fields_clear = fields_clear;
-    record.result_count = items.len() as u64;
-    record.outcome = format!("total={total} offset={}", request.offset);
-    state.append_audit(record).await?;
     Ok(Json(SearchPage {
         items,
         total,

@@ -1,0 +1,467 @@
+//! The disclosure gate: the only way personal data becomes a response.
+//!
+//! Guarantees:
+//! - A merged [`Profile`] does not implement `Serialize` (checked at compile time below), so
+//!   no handler can send one. What a handler can send is a [`Disclosed`] value, and only this
+//!   module can make one: after the jurisdiction check, the caller's [`ViewPlan`], and an
+//!   audit record that is durable (fsync) before the value exists.
+//! - Profiles, by-source lookups and search hits all pass here; a record outside the
+//!   caller's jurisdiction, or known only from departments the caller may not know about,
+//!   answers exactly like a missing one, and the refusal is audited.
+//! - The profile is built only from the departments the plan lets the caller know about,
+//!   for every kind (a justice department's mediation event is no more visible by id than
+//!   inside a resident's related list).
+
+use std::collections::BTreeMap;
+
+use audit::Decision;
+use model::{Department, DivisionCode, RecordKind};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use super::extract::Reader;
+use super::AppState;
+use crate::auth::Principal;
+use crate::resolve::{Profile, Resolver};
+use crate::view::ViewPlan;
+
+/// A value that passed the gate: scoped, viewed through the caller's plan, and audited.
+/// Its field is private to this module, so nothing else can make one.
+#[derive(Debug)]
+pub struct Disclosed<T>(T);
+
+impl<T> Disclosed<T> {
+    /// Read access for handlers that reshape a disclosed value (never to build a new one).
+    pub fn get(&self) -> &T {
+        &self.0
+    }
+}
+
+// A raw profile must never be serializable: this fails to compile if `Profile` gains
+// `Serialize` (the "ambiguous impl" trick: with `Serialize`, two impls of the helper trait
+// match and the type of `_` cannot be inferred).
+const _: fn() = || {
+    trait AmbiguousIfSerialize<A> {
+        fn check() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSerialize<()> for T {}
+    #[allow(dead_code)]
+    struct Invalid;
+    impl<T: ?Sized + Serialize> AmbiguousIfSerialize<Invalid> for T {}
+    let _ = <Profile as AmbiguousIfSerialize<_>>::check;
+    let _ = <crate::resolve::MergedField as AmbiguousIfSerialize<_>>::check;
+    let _ = <crate::resolve::EntityRef as AmbiguousIfSerialize<_>>::check;
+};
+
+/// ```compile_fail
+/// // A raw merged profile cannot be turned into JSON: only the gate's `Disclosed` can.
+/// fn leak(profile: &broker::resolve::Profile) -> String {
+///     serde_json::to_string(profile).unwrap_or_default()
+/// }
+/// ```
+///
+/// ```compile_fail
+/// // Nor can a handler outside the gate make a `Disclosed` value itself.
+/// fn forge(profile: broker::resolve::Profile) -> broker::api::disclosure::Disclosed<broker::resolve::Profile> {
+///     broker::api::disclosure::Disclosed(profile)
+/// }
+/// ```
+#[allow(dead_code)]
+fn raw_profiles_do_not_serialize() {}
+
+#[derive(Serialize)]
+struct FieldWire<'a> {
+    value: &'a Value,
+    source: Department,
+    version: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    conflicts: Vec<AlternativeWire<'a>>,
+}
+
+#[derive(Serialize)]
+struct AlternativeWire<'a> {
+    value: &'a Value,
+    source: Department,
+    version: &'a str,
+}
+
+#[derive(Serialize)]
+struct TagWire<'a> {
+    tag: &'a str,
+    sources: &'a [Department],
+}
+
+#[derive(Serialize)]
+struct RefWire<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct SourceWire<'a> {
+    department: Department,
+    source_id: &'a str,
+    version: &'a str,
+    received_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Serialize)]
+struct ProfileWire<'a> {
+    id: &'a str,
+    kind: RecordKind,
+    grid: Option<&'a str>,
+    fields: BTreeMap<&'a str, FieldWire<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<TagWire<'a>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    attributes: &'a BTreeMap<Department, Map<String, Value>>,
+    related: BTreeMap<&'a str, Vec<RefWire<'a>>>,
+    sources: Vec<SourceWire<'a>>,
+}
+
+impl Serialize for Disclosed<Profile> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let p = &self.0;
+        ProfileWire {
+            id: &p.id,
+            kind: p.kind,
+            grid: p.grid.as_deref(),
+            fields: p
+                .fields
+                .iter()
+                .map(|(name, f)| {
+                    let wire = FieldWire {
+                        value: &f.value,
+                        source: f.source,
+                        version: &f.version,
+                        conflicts: f
+                            .conflicts
+                            .iter()
+                            .map(|a| AlternativeWire {
+                                value: &a.value,
+                                source: a.source,
+                                version: &a.version,
+                            })
+                            .collect(),
+                    };
+                    (name.as_str(), wire)
+                })
+                .collect(),
+            tags: p
+                .tags
+                .iter()
+                .map(|t| TagWire {
+                    tag: &t.tag,
+                    sources: &t.sources,
+                })
+                .collect(),
+            attributes: &p.attributes,
+            related: p
+                .related
+                .iter()
+                .map(|(relation, refs)| {
+                    let refs = refs
+                        .iter()
+                        .map(|r| RefWire {
+                            id: &r.id,
+                            label: r.label.as_deref(),
+                        })
+                        .collect();
+                    (relation.as_str(), refs)
+                })
+                .collect(),
+            sources: p
+                .sources
+                .iter()
+                .map(|s| SourceWire {
+                    department: s.department,
+                    source_id: &s.source_id,
+                    version: &s.version,
+                    received_at: s.received_at,
+                })
+                .collect(),
+        }
+        .serialize(serializer)
+    }
+}
+
+/// The unified id a department's source record merged into.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UnifiedId {
+    /// The unified id the source record merged into.
+    id: String,
+}
+
+impl Serialize for Disclosed<UnifiedId> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// One search hit as the caller may see it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SearchItem {
+    /// Unified id, for `GET /v1/{kind}s/{id}`.
+    pub id: String,
+    #[schema(value_type = String)]
+    pub kind: RecordKind,
+    pub score: f32,
+    /// A few fields of the masked profile (name, address, title …), as the profile shows them.
+    #[schema(value_type = Object)]
+    pub summary: Map<String, Value>,
+}
+
+impl Serialize for Disclosed<Vec<SearchItem>> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// Loads, scopes, views and audits one entity: `GET /v1/{kind}s/{id}`.
+pub async fn entity(
+    state: &AppState,
+    reader: &Reader,
+    kind: RecordKind,
+    id: &str,
+    endpoint: &str,
+) -> Result<Disclosed<Profile>, ApiError> {
+    let plan = reader.plan(state);
+    let profile = load_visible_profile(state, id, &plan).await?;
+    let in_scope = profile
+        .as_ref()
+        .filter(|p| p.kind == kind)
+        .map(|p| covers(&reader.principal, p));
+    let action = format!("read_{}", kind.as_str());
+    match (profile, in_scope) {
+        (Some(mut profile), Some(true)) => {
+            let names = names_in(&profile);
+            let directory = state.names.current();
+            let outcome = plan.apply(&mut profile, &names, Some(&directory));
+            let mut record = state.reader_record(reader, &action, endpoint, outcome.decision());
+            record.policy_version = Some(plan.policy_version().to_owned());
+            record.entities = vec![profile.id.clone()];
+            record.residents = resident_refs(state, &profile);
+            record.fields_clear = outcome.fields_clear;
+            record.result_count = 1;
+            state.append_audit(record).await?;
+            Ok(Disclosed(profile))
+        }
+        (profile, in_scope) => {
+            let mut record = state.reader_record(reader, &action, endpoint, Decision::Deny);
+            record.entities = vec![id.chars().take(64).collect()];
+            record.outcome = match (profile.is_some(), in_scope) {
+                (true, Some(false)) => "out_of_scope".to_owned(),
+                _ => "not_found".to_owned(),
+            };
+            state.append_audit(record).await?;
+            Err(ApiError::not_found())
+        }
+    }
+}
+
+/// The unified id of a department's source record, for a caller who may see that entity:
+/// `GET /v1/{kind}s/by-source/{department}/{source_id}`.
+pub async fn unified_id(
+    state: &AppState,
+    reader: &Reader,
+    kind: RecordKind,
+    department: Department,
+    source_id: &str,
+) -> Result<Disclosed<UnifiedId>, ApiError> {
+    let entity = {
+        let state = state.clone();
+        let source_id = source_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let snapshot = state.store.read()?;
+            let resolver = Resolver {
+                reader: &snapshot,
+                keys: &state.keys,
+                authority: &state.authority,
+            };
+            resolver.entity_of_source(department, kind, &source_id)
+        })
+        .await
+        .map_err(|e| ApiError::internal("lookup_failed", &e))?
+        .map_err(|e| ApiError::internal("lookup_failed", &e))?
+    };
+    // A caller who may not know that this department holds the record gets the same answer
+    // as for a missing record.
+    let plan = reader.plan(state);
+    let profile = match &entity {
+        Some(entity) if plan.department_visible(department) => {
+            load_visible_profile(state, entity, &plan).await?
+        }
+        _ => None,
+    };
+    let endpoint = format!(
+        "/v1/{}s/by-source/{{department}}/{{source_id}}",
+        kind.as_str()
+    );
+    let mut record = state.reader_record(reader, "lookup_by_source", &endpoint, Decision::Allow);
+    match profile.filter(|p| p.kind == kind && covers(&reader.principal, p)) {
+        Some(profile) => {
+            record.entities = vec![profile.id.clone()];
+            record.result_count = 1;
+            state.append_audit(record).await?;
+            Ok(Disclosed(UnifiedId { id: profile.id }))
+        }
+        None => {
+            record.decision = Decision::Deny;
+            record.outcome = "not_found".to_owned();
+            state.append_audit(record).await?;
+            Err(ApiError::not_found())
+        }
+    }
+}
+
+/// What a search found, before the gate: index hits (id, kind, score).
+#[derive(Debug)]
+pub struct Found {
+    pub hits: Vec<(String, RecordKind, f32)>,
+    pub total: usize,
+    pub offset: usize,
+}
+
+/// Resolves the hits the index returned, keeps those inside the caller's jurisdiction and
+/// visible departments, views each through the plan, and audits the search (action
+/// `search`) before the page exists. `summary_fields` picks what each hit shows of its
+/// viewed profile; `summary_sources` what is resolved for it.
+pub async fn search_hits(
+    state: &AppState,
+    reader: &Reader,
+    plan: &ViewPlan,
+    found: Found,
+    endpoint: &str,
+    summary_sources: fn(RecordKind) -> &'static [&'static str],
+    summary: fn(&Profile) -> Map<String, Value>,
+) -> Result<Disclosed<Vec<SearchItem>>, ApiError> {
+    let job_state = state.clone();
+    let principal = reader.principal.clone();
+    let job_plan = plan.clone();
+    let hits = found.hits;
+    let profiles = tokio::task::spawn_blocking(move || {
+        let snapshot = job_state.store.read()?;
+        let resolver = Resolver {
+            reader: &snapshot,
+            keys: &job_state.keys,
+            authority: &job_state.authority,
+        };
+        let mut profiles = Vec::with_capacity(hits.len());
+        for (id, kind, score) in hits {
+            // Only what the summary shows is resolved (no related entities but an event's
+            // parties, whose names the view redacts from its title); the profile endpoint
+            // keeps the full resolution.
+            let profile =
+                resolver.summary_from(&id, &|d| job_plan.department_visible(d), summary_sources)?;
+            if let Some(profile) = profile.filter(|p| p.kind == kind && covers(&principal, p)) {
+                profiles.push((profile, score));
+            }
+        }
+        Ok::<_, anyhow::Error>(profiles)
+    })
+    .await
+    .map_err(|e| ApiError::internal("search_failed", &e))?
+    .map_err(|e| ApiError::internal("search_failed", &e))?;
+
+    let directory = state.names.current();
+    let mut decision = Decision::Allow;
+    let mut items = Vec::with_capacity(profiles.len());
+    let mut residents = Vec::new();
+    let mut fields_clear: Vec<String> = Vec::new();
+    for (mut profile, score) in profiles {
+        let names = names_in(&profile);
+        let outcome = plan.apply(&mut profile, &names, Some(&directory));
+        if outcome.decision() != Decision::Allow {
+            decision = outcome.decision();
+        }
+        for field in outcome.fields_clear {
+            if !fields_clear.contains(&field) {
+                fields_clear.push(field);
+            }
+        }
+        residents.extend(resident_refs(state, &profile));
+        items.push(SearchItem {
+            id: profile.id.clone(),
+            kind: profile.kind,
+            score,
+            summary: summary(&profile),
+        });
+    }
+    let mut record = state.reader_record(reader, "search", endpoint, decision);
+    record.policy_version = Some(plan.policy_version().to_owned());
+    record.entities = items.iter().map(|i| i.id.clone()).collect();
+    record.residents = residents;
+    record.fields_clear = fields_clear;
+    record.result_count = items.len() as u64;
+    record.outcome = format!("total={} offset={}", found.total, found.offset);
+    state.append_audit(record).await?;
+    Ok(Disclosed(items))
+}
+
+/// The merged profile built only from departments the plan lets the caller know about.
+async fn load_visible_profile(
+    state: &AppState,
+    id: &str,
+    plan: &ViewPlan,
+) -> Result<Option<Profile>, ApiError> {
+    if id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Ok(None);
+    }
+    let state = state.clone();
+    let id = id.to_owned();
+    let plan = plan.clone();
+    tokio::task::spawn_blocking(move || {
+        let snapshot = state.store.read()?;
+        let resolver = Resolver {
+            reader: &snapshot,
+            keys: &state.keys,
+            authority: &state.authority,
+        };
+        resolver
+            .profile_from(&id, &|d| plan.department_visible(d))
+            .map_err(anyhow::Error::from)
+    })
+    .await
+    .map_err(|e| ApiError::internal("read_failed", &e))?
+    .map_err(|e| ApiError::internal("integrity_error", &e))
+}
+
+/// Whether the entity's grid lies inside the principal's jurisdiction.
+fn covers(principal: &Principal, profile: &Profile) -> bool {
+    profile
+        .grid
+        .as_deref()
+        .and_then(|g| DivisionCode::parse(g).ok())
+        .is_some_and(|grid| principal.covers(&grid))
+}
+
+/// Keyed references to the residents a profile is about (never the ID numbers).
+fn resident_refs(state: &AppState, profile: &Profile) -> Vec<String> {
+    if profile.kind != RecordKind::Resident {
+        return Vec::new();
+    }
+    vec![hex::encode(&state.keys.audit_subject(&profile.id)[..16])]
+}
+
+/// Names to redact from a profile's free text: the resident's own names and those of the
+/// people related to it.
+fn names_in(profile: &Profile) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Some(field) = profile.fields.get("name") {
+        names.extend(field.value.as_str().map(str::to_owned));
+        names.extend(
+            field
+                .conflicts
+                .iter()
+                .filter_map(|c| c.value.as_str().map(str::to_owned)),
+        );
+    }
+    for relation in ["occupants", "parties"] {
+        for entity in profile.related.get(relation).into_iter().flatten() {
+            names.extend(entity.label.clone());
+        }
+    }
+    names
+}
