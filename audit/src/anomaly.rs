@@ -86,7 +86,14 @@ pub enum AnomalyKind {
     BreakGlass,
     /// Too many distinct actors on one resident in a day.
     ManyActorsOneResident,
+    /// A published record moved a resident into another community (who sees the person
+    /// changed): an identity take-over looks like this.
+    ScopeMove,
 }
+
+/// The action of the audit record the broker writes when a record moves a resident into
+/// another community.
+pub const SCOPE_MOVE_ACTION: &str = "scope_move";
 
 /// One finding, with the records it rests on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -110,6 +117,7 @@ pub struct Anomaly {
 /// Whether a record is an access to data (as opposed to publishing it).
 fn is_data_access(r: &AuditRecord) -> bool {
     r.action != "ingest"
+        && r.action != SCOPE_MOVE_ACTION
         && (!r.residents.is_empty() || !r.entities.is_empty() || r.purpose.is_some())
 }
 
@@ -126,6 +134,18 @@ pub fn detect_anomalies(records: &[AuditRecord], config: &AnomalyConfig) -> Vec<
     let mut off_hours: BTreeMap<(&str, NaiveDate), Vec<Event<'_>>> = BTreeMap::new();
     for r in records {
         let actor = r.actor.sub.as_str();
+        if r.action == SCOPE_MOVE_ACTION {
+            out.push(Anomaly {
+                kind: AnomalyKind::ScopeMove,
+                actor: Some(actor.to_owned()),
+                resident: r.residents.first().cloned(),
+                window_start: r.time,
+                window_end: r.time,
+                count: 1,
+                evidence: vec![r.seq],
+            });
+            continue;
+        }
         if r.decision == Decision::Deny {
             denials.entry(actor).or_default().push(Event::new(r, actor));
         } else {

@@ -16,7 +16,7 @@ pub mod record;
 pub mod segment;
 pub mod verify;
 
-pub use anomaly::{detect_anomalies, Anomaly, AnomalyConfig, AnomalyKind};
+pub use anomaly::{detect_anomalies, Anomaly, AnomalyConfig, AnomalyKind, SCOPE_MOVE_ACTION};
 pub use checkpoint::{CheckpointError, CheckpointSigner, PublicKey, SignedCheckpoint};
 pub use log::{
     AuditConfig, AuditError, AuditLog, AuditQuery, ResidentSubject, SyncLatency, SYNC_BUCKETS,

@@ -279,6 +279,12 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         max_body_bytes: options.config.ingest.max_body_bytes,
         audit,
         search: search.clone(),
+        refusals: Default::default(),
+        case_deferral_days: options
+            .config
+            .audit
+            .case_deferral_days
+            .clamp(0, crate::api::compliance::MAX_CASE_DEFERRAL_DAYS),
     }));
     search.use_names(state.names.clone());
     search.start_follower(crate::search::Source {

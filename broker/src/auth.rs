@@ -48,6 +48,22 @@ pub enum AuthError {
     KeyFile { path: String, reason: String },
 }
 
+impl AuthError {
+    /// A stable code for the audit record of a refused token.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "token_missing",
+            AuthError::Invalid => "token_invalid",
+            AuthError::BadClaims => "token_claims_malformed",
+            AuthError::TooLong => "token_lifetime_too_long",
+            AuthError::NoKnownRole => "token_roles_unknown",
+            AuthError::NoJurisdiction => "token_jurisdiction_missing",
+            AuthError::NoDepartment => "token_dept_missing",
+            AuthError::KeyFile { .. } => "token_keys_unavailable",
+        }
+    }
+}
+
 /// Claims SafeGrid reads from a token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {

@@ -187,6 +187,14 @@ pub struct AuditSection {
     /// Seconds between signed checkpoints while the log grows.
     #[serde(default = "default_checkpoint_seconds")]
     pub checkpoint_seconds: u64,
+    /// Days an access tagged with a case id (by a role that may open cases) is withheld from
+    /// the resident's access report; also the most a report may ask for. 0 to 3650.
+    #[serde(default = "default_case_deferral_days")]
+    pub case_deferral_days: i64,
+}
+
+fn default_case_deferral_days() -> i64 {
+    crate::api::compliance::DEFAULT_CASE_DEFERRAL_DAYS
 }
 
 impl Default for AuditSection {
@@ -194,6 +202,7 @@ impl Default for AuditSection {
         AuditSection {
             origin: default_origin(),
             checkpoint_seconds: default_checkpoint_seconds(),
+            case_deferral_days: default_case_deferral_days(),
         }
     }
 }
@@ -276,6 +285,24 @@ impl Config {
         {
             let _ = bad;
             return Err(invalid("purposes", "purposes are snake_case ASCII codes"));
+        }
+        if !(0..=crate::api::compliance::MAX_CASE_DEFERRAL_DAYS)
+            .contains(&self.audit.case_deferral_days)
+        {
+            return Err(invalid(
+                "audit.case_deferral_days",
+                "must be 0 to 3650 (days)",
+            ));
+        }
+        if self
+            .purposes
+            .iter()
+            .any(|p| p == policies::BREAK_GLASS_PURPOSE)
+        {
+            return Err(invalid(
+                "purposes",
+                "break_glass is reserved for break-glass levels; send X-Break-Glass instead",
+            ));
         }
         if self.ingest.max_body_bytes < 1024 {
             return Err(invalid("ingest.max_body_bytes", "must be at least 1024"));

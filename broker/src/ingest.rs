@@ -102,6 +102,102 @@ pub struct Receipt {
     /// Tombstones applied.
     pub deleted: usize,
     pub rejected: Vec<Rejection>,
+    /// Residents this batch placed in another community than their other records (kept in
+    /// the profile's history; the API raises each for compliance officers). Not part of the
+    /// receipt a publisher sees.
+    #[serde(skip)]
+    pub scope_moves: Vec<ScopeMove>,
+}
+
+/// A resident record that places the person in another community than the entity's other
+/// records (or the record's own previous version) did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeMove {
+    pub entity: String,
+    pub department: Department,
+    pub at: DateTime<Utc>,
+    /// The community (12-digit code) the person was in.
+    pub from: String,
+    /// The community the record places the person in.
+    pub to: String,
+}
+
+impl ScopeMove {
+    /// The store key of this move in the entity's history.
+    fn history_key(&self, row: &str) -> String {
+        format!(
+            "history:{}:{}:{}",
+            self.entity,
+            self.at.format("%Y%m%dT%H%M%S%.6fZ"),
+            row
+        )
+    }
+}
+
+/// The scope moves kept for `entity`, oldest first.
+pub fn scope_history(
+    reader: &crate::store::StoreReader,
+    entity: &str,
+) -> Result<Vec<ScopeMove>, StoreError> {
+    Ok(reader
+        .meta_with_prefix(&format!("history:{entity}:"))?
+        .into_iter()
+        .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+        .collect())
+}
+
+/// The community (12-digit prefix) of a grid code.
+fn community_of(grid: &str) -> Option<&str> {
+    grid.get(..12).filter(|c| c.len() == 12)
+}
+
+/// Whether storing `source` moves its entity to another community: the communities of the
+/// entity's other live resident records (and of this record's previous version) against the
+/// new record's.
+fn scope_move(
+    writer: &crate::store::StoreWriter,
+    source: &StoredSource,
+    previous: Option<&StoredSource>,
+) -> Result<Option<ScopeMove>, StoreError> {
+    if source.kind != RecordKind::Resident || source.deleted {
+        return Ok(None);
+    }
+    let Some(to) = source.grid.as_deref().and_then(community_of) else {
+        return Ok(None);
+    };
+    let mut from = previous
+        .filter(|p| !p.deleted)
+        .and_then(|p| p.grid.as_deref())
+        .and_then(community_of)
+        .filter(|c| *c != to)
+        .map(str::to_owned);
+    if from.is_none() {
+        let own = source.key();
+        for row in writer.linked_rows(&format!("entity:{}", source.entity))? {
+            if row == own {
+                continue;
+            }
+            let Some(other) = writer.source(&row)? else {
+                continue;
+            };
+            if other.deleted || other.kind != RecordKind::Resident {
+                continue;
+            }
+            if let Some(community) = other.grid.as_deref().and_then(community_of) {
+                if community != to {
+                    from = Some(community.to_owned());
+                    break;
+                }
+            }
+        }
+    }
+    Ok(from.map(|from| ScopeMove {
+        entity: source.entity.clone(),
+        department: source.department,
+        at: source.received_at,
+        from,
+        to: to.to_owned(),
+    }))
 }
 
 /// The pipeline shared by every ingest path (HTTP push today, connectors later).
@@ -253,6 +349,7 @@ impl Pipeline {
             stale: 0,
             deleted: 0,
             rejected: Vec::new(),
+            scope_moves: Vec::new(),
         };
         let model = self.linker.model();
         self.store.write(|writer| -> Result<(), IngestError> {
@@ -315,6 +412,12 @@ impl Pipeline {
                             receipt.updated += 1;
                         } else {
                             receipt.created += 1;
+                        }
+                        if let Some(moved) = scope_move(writer, source, previous.as_ref())? {
+                            let bytes = serde_json::to_vec(&moved)
+                                .map_err(|err| IngestError::Malformed(err.to_string()))?;
+                            writer.put_meta(&moved.history_key(&source.key()), &bytes)?;
+                            receipt.scope_moves.push(moved);
                         }
                         writer.put_source(source, previous.as_ref())?;
                     }

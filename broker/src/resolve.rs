@@ -179,6 +179,9 @@ pub struct Profile {
     /// Related entities: `house`, `occupants`, `events`, `parties`, `owner_of`.
     pub related: BTreeMap<String, Vec<EntityRef>>,
     pub sources: Vec<SourceRef>,
+    /// Records that moved the resident into another community, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub history: Vec<crate::ingest::ScopeMove>,
 }
 
 /// A source record with its personal fields opened.
@@ -278,6 +281,7 @@ impl Resolver<'_> {
                 }
                 let events = self.related_entities(&format!("party:{entity}"), "title")?;
                 profile.related.insert("events".to_owned(), events);
+                profile.history = crate::ingest::scope_history(self.reader, entity)?;
                 let owned = self.related_entities(&format!("owner:{entity}"), "address")?;
                 if !owned.is_empty() {
                     profile.related.insert("owner_of".to_owned(), owned);
@@ -549,6 +553,7 @@ pub fn merge(
         attributes,
         related: BTreeMap::new(),
         sources: source_refs,
+        history: Vec::new(),
     }
 }
 

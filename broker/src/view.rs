@@ -233,6 +233,7 @@ impl ViewPlan {
         }
         profile.tags.retain(|t| !t.sources.is_empty());
         profile.attributes.retain(|d, _| visible(d));
+        profile.history.retain(|m| visible(&m.department));
     }
 
     /// One field at its level; `None` when hidden. A hidden winner yields to the best visible
@@ -622,6 +623,7 @@ mod tests {
                 version: "1".into(),
                 received_at: chrono::Utc::now(),
             }],
+            history: vec![],
         }
     }
 

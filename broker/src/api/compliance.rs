@@ -38,9 +38,10 @@
 //! the data, as Estonia's Data Tracker shows the institution; naming individual workers to
 //! a resident would expose them to pressure in disputes they mediate, and the compliance
 //! officer can still find the worker through `/v1/audit/records`. Accesses tagged with a
-//! case id are withheld for `defer_days` (default [`DEFAULT_CASE_DEFERRAL_DAYS`]) after the
-//! access, so the report does not tip off an open investigation; the response says how
-//! many were withheld.
+//! case id by a role that policy lets open cases are withheld for `defer_days` (default and
+//! most: the configured `audit.case_deferral_days`, 90 days unless set) after the access, so
+//! the report does not tip off an open investigation; the response says how many were
+//! withheld. A case id from any other role never hides an access.
 
 use audit::{
     detect_anomalies, Anomaly, AnomalyConfig, AnomalyKind, AuditError, AuditQuery, AuditRecord,
@@ -975,7 +976,8 @@ pub async fn anomalies(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ReportParams {
-    /// Days an access tagged with a case id stays withheld (default 90, at most 3650).
+    /// Days an access tagged with a case id stays withheld (default and most: the configured
+    /// `audit.case_deferral_days`, 90 unless set).
     defer_days: Option<String>,
 }
 
@@ -1056,13 +1058,16 @@ pub async fn resident_report(
     let p = query(params)?;
     let subject = resident_subject(&state, &resident)?;
     let defer_days = match p.defer_days.as_deref() {
-        None => DEFAULT_CASE_DEFERRAL_DAYS,
+        None => state.case_deferral_days,
         Some(d) => match parse_number::<i64>(d, "defer_days_invalid", "defer_days")? {
-            n @ 0..=MAX_CASE_DEFERRAL_DAYS => n,
+            n if (0..=state.case_deferral_days).contains(&n) => n,
             _ => {
                 return Err(ApiError::bad_request(
                     "defer_days_invalid",
-                    format!("defer_days must be between 0 and {MAX_CASE_DEFERRAL_DAYS}"),
+                    format!(
+                        "defer_days must be between 0 and {} (audit.case_deferral_days)",
+                        state.case_deferral_days
+                    ),
                 ))
             }
         },
@@ -1076,11 +1081,13 @@ pub async fn resident_report(
     )
     .await?;
     let now = Utc::now();
+    let policy = state.permissions.current();
     let deferral = Duration::days(defer_days);
     let mut deferred = 0;
     let mut accesses = Vec::with_capacity(records.len());
     for record in records {
-        if record.case_id.is_some() && record.time + deferral > now {
+        let may_open_cases = policy.allows(&record.actor.roles, Permission::OpenCase);
+        if record.case_id.is_some() && may_open_cases && record.time + deferral > now {
             deferred += 1;
             continue;
         }

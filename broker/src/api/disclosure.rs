@@ -119,6 +119,8 @@ struct ProfileWire<'a> {
     attributes: &'a BTreeMap<Department, Map<String, Value>>,
     related: BTreeMap<&'a str, Vec<RefWire<'a>>>,
     sources: Vec<SourceWire<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    history: &'a [crate::ingest::ScopeMove],
 }
 
 impl Serialize for Disclosed<Profile> {
@@ -182,6 +184,7 @@ impl Serialize for Disclosed<Profile> {
                     received_at: s.received_at,
                 })
                 .collect(),
+            history: &p.history,
         }
         .serialize(serializer)
     }

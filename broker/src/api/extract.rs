@@ -41,16 +41,40 @@ impl FromRequestParts<AppState> for Authenticated {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("bearer "))
             })
-            .map(str::trim)
-            .ok_or_else(|| ApiError::unauthenticated(AuthError::Missing.to_string()))?;
-        let principal = state
-            .authenticator
-            .verify(token)
-            .map_err(|err| ApiError::unauthenticated(err.to_string()))?;
+            .map(str::trim);
+        let verified = match token {
+            None => Err(AuthError::Missing),
+            Some(token) => state.authenticator.verify(token),
+        };
+        let principal = match verified {
+            Ok(principal) => principal,
+            Err(err) => {
+                let error = ApiError::unauthenticated(err.to_string());
+                state
+                    .audit_unauthenticated(&context, &audit_endpoint(parts), &err)
+                    .await?;
+                return Err(error);
+            }
+        };
         // The staff member's subject id (not a resident's data) on the request span.
         tracing::Span::current().record("sub", principal.sub.as_str());
         Ok(Authenticated { principal, context })
     }
+}
+
+/// The endpoint an audit record names: the route template when the request matched one
+/// (ids in paths stay out of the log), else the path cut to 200 bytes — a refused request
+/// must not let a client write megabytes into the log.
+pub(crate) fn audit_endpoint(parts: &Parts) -> String {
+    if let Some(path) = parts.extensions.get::<axum::extract::MatchedPath>() {
+        return path.as_str().to_owned();
+    }
+    let path = parts.uri.path();
+    let mut end = path.len().min(200);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    path[..end].to_owned()
 }
 
 /// A caller allowed to read personal data, with a stated purpose of use.
@@ -82,7 +106,7 @@ impl FromRequestParts<AppState> for Reader {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Authenticated { principal, context } =
             Authenticated::from_request_parts(parts, state).await?;
-        let endpoint = parts.uri.path().to_owned();
+        let endpoint = audit_endpoint(parts);
         let header_text = |name: &str| {
             parts
                 .headers
@@ -126,6 +150,16 @@ impl FromRequestParts<AppState> for Reader {
                             "X-Purpose is not a configured purpose; use one of {}",
                             state.purposes.join(", ")
                         ),
+                    ))
+                }
+                Some(_) if case_id.is_some()
+                    && !state
+                        .permissions
+                        .allows(&principal.roles, Permission::OpenCase) =>
+                {
+                    Some(ApiError::forbidden(
+                        "case_id_not_allowed",
+                        "your role may not open cases: remove X-Case-Id (a case id defers the access in the resident's report, so only case-handling roles may send one)",
                     ))
                 }
                 Some(_) => match &break_glass {
@@ -198,14 +232,14 @@ impl FromRequestParts<AppState> for Publisher {
                 "role_cannot_publish",
                 "only a dept_publisher token with a dept claim may publish",
             );
-            let endpoint = parts.uri.path().to_owned();
+            let endpoint = audit_endpoint(parts);
             state
                 .audit_refusal(&principal, &context, None, None, &endpoint, &error)
                 .await?;
             return Err(error);
         }
         if let Some(error) = client_certificate_refusal(&principal, parts) {
-            let endpoint = parts.uri.path().to_owned();
+            let endpoint = audit_endpoint(parts);
             state
                 .audit_refusal(&principal, &context, None, None, &endpoint, &error)
                 .await?;

@@ -65,6 +65,11 @@ pub struct AppStateInner {
     /// Mappings of departments that push their own schema.
     pub mappings: std::collections::HashMap<Department, Arc<connectors::Mapping>>,
     pub search: crate::search::SearchIndex,
+    /// Folds repeated unauthenticated refusals from one client into one record a minute.
+    pub refusals: RefusalFolder,
+    /// Days a case-tagged access stays out of a resident's report (and the most a report
+    /// may ask for).
+    pub case_deferral_days: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -364,6 +369,21 @@ async fn ingest(
         })
         .await?;
     crate::metrics::global().count_ingest(department, receipt.accepted, receipt.rejected.len());
+    // A resident placed in another community is raised for compliance officers (after the
+    // commit: the move itself is in the profile's history whatever happens here).
+    for moved in &receipt.scope_moves {
+        let mut record = state.audit_record(
+            &publisher.principal,
+            &publisher.context,
+            audit::SCOPE_MOVE_ACTION,
+            "/v1/ingest/{department}",
+            Decision::Allow,
+        );
+        record.entities = vec![moved.entity.clone()];
+        record.residents = vec![hex::encode(&state.keys.audit_subject(&moved.entity)[..16])];
+        record.outcome = format!("from={} to={}", moved.from, moved.to);
+        state.append_audit(record).await?;
+    }
     Ok(Json(receipt))
 }
 
@@ -602,6 +622,41 @@ impl AppState {
         })
     }
 
+    /// Audits a request refused before anyone was authenticated (no token, a forged,
+    /// expired or over-long one). Repeats of one code from one client address within a
+    /// minute are folded: the first is written at once, the next minute's first record
+    /// carries how many were folded (`folded=N`), so a client cannot flood the log.
+    pub async fn audit_unauthenticated(
+        &self,
+        context: &RequestContext,
+        endpoint: &str,
+        error: &crate::auth::AuthError,
+    ) -> Result<(), ApiError> {
+        let code = error.code();
+        let client = context
+            .client_addr
+            .as_deref()
+            .map_or("", |a| a.rsplit_once(':').map_or(a, |(host, _)| host));
+        let Some(folded) = self.refusals.admit(client, code) else {
+            return Ok(());
+        };
+        let principal = Principal {
+            sub: "anonymous".to_owned(),
+            name: String::new(),
+            roles: Vec::new(),
+            jurisdiction: Vec::new(),
+            dept: None,
+        };
+        let mut record =
+            self.audit_record(&principal, context, "refused", endpoint, Decision::Deny);
+        record.outcome = if folded > 0 {
+            format!("{code} folded={folded}")
+        } else {
+            code.to_owned()
+        };
+        self.append_audit(record).await.map(|_| ())
+    }
+
     /// Audits a refused request (wrong role, missing purpose …).
     pub async fn audit_refusal(
         &self,
@@ -617,6 +672,49 @@ impl AppState {
         record.case_id = case_id.map(str::to_owned);
         record.outcome = error.code.to_owned();
         self.append_audit(record).await.map(|_| ())
+    }
+}
+
+/// Folds repeated refusals of one code from one client address into one audit record per
+/// minute. Bounded: past 10,000 clients in a minute the table starts over (each new entry
+/// is then written, never silently dropped).
+#[derive(Debug, Default)]
+pub struct RefusalFolder {
+    /// (client, code) -> (minute, refusals folded since the last written record).
+    seen: std::sync::Mutex<std::collections::HashMap<(String, &'static str), (u64, u64)>>,
+}
+
+impl RefusalFolder {
+    /// `Some(folded)` when a record must be written (with the number of repeats folded
+    /// since the previous one), `None` when this repeat is folded.
+    pub fn admit(&self, client: &str, code: &'static str) -> Option<u64> {
+        let minute = chrono::Utc::now().timestamp().max(0) as u64 / 60;
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() >= 10_000 {
+            seen.retain(|_, (m, _)| *m == minute);
+            if seen.len() >= 10_000 {
+                seen.clear();
+            }
+        }
+        match seen.get_mut(&(client.to_owned(), code)) {
+            Some((m, folded)) if *m == minute => {
+                *folded += 1;
+                None
+            }
+            Some((m, folded)) => {
+                let earlier = *folded;
+                *m = minute;
+                *folded = 0;
+                Some(earlier)
+            }
+            None => {
+                seen.insert((client.to_owned(), code), (minute, 0));
+                Some(0)
+            }
+        }
     }
 }
 

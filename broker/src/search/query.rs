@@ -400,6 +400,7 @@ impl<'a> Access<'a> {
                 version: "1".to_owned(),
                 received_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
             }],
+            history: Vec::new(),
         }
     }
 
