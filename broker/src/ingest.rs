@@ -165,32 +165,37 @@ fn scope_move(
     let Some(to) = source.grid.as_deref().and_then(community_of) else {
         return Ok(None);
     };
-    let mut from = previous
-        .filter(|p| !p.deleted)
-        .and_then(|p| p.grid.as_deref())
-        .and_then(community_of)
-        .filter(|c| *c != to)
-        .map(str::to_owned);
-    if from.is_none() {
-        let own = source.key();
-        for row in writer.linked_rows(&format!("entity:{}", source.entity))? {
-            if row == own {
-                continue;
-            }
-            let Some(other) = writer.source(&row)? else {
-                continue;
-            };
-            if other.deleted || other.kind != RecordKind::Resident {
-                continue;
-            }
-            if let Some(community) = other.grid.as_deref().and_then(community_of) {
-                if community != to {
-                    from = Some(community.to_owned());
-                    break;
+    // An update moves the person if its own previous version placed them elsewhere; a new
+    // record moves them if no other live record of the person agrees with its community.
+    let from = match previous.filter(|p| !p.deleted) {
+        Some(previous) => previous
+            .grid
+            .as_deref()
+            .and_then(community_of)
+            .filter(|c| *c != to)
+            .map(str::to_owned),
+        None => {
+            let own = source.key();
+            let mut elsewhere = None;
+            for row in writer.linked_rows(&format!("entity:{}", source.entity))? {
+                if row == own {
+                    continue;
+                }
+                let Some(other) = writer.source(&row)? else {
+                    continue;
+                };
+                if other.deleted || other.kind != RecordKind::Resident {
+                    continue;
+                }
+                match other.grid.as_deref().and_then(community_of) {
+                    Some(community) if community == to => return Ok(None),
+                    Some(community) => elsewhere = Some(community.to_owned()),
+                    None => {}
                 }
             }
+            elsewhere
         }
-    }
+    };
     Ok(from.map(|from| ScopeMove {
         entity: source.entity.clone(),
         department: source.department,

@@ -605,8 +605,10 @@ mod tests {
         related.insert(
             "events".to_owned(),
             vec![EntityRef {
-                id: "e_1".into(),
                 label: Some(format!("{name}({id},{phone})来电")),
+                departments: vec![Department::Wangge],
+                grid: Some("110105001001003".into()),
+                ..EntityRef::bare("e_1".into())
             }],
         );
         Profile {
@@ -657,7 +659,8 @@ mod tests {
                 let mut view = profile(&id, &phone, &name, &other);
                 let names = vec![name.clone()];
                 plan.apply(&mut view, &names, None);
-                let body = serde_json::to_string(&view).unwrap();
+                // Every value the profile holds, whether or not it would be serialized.
+                let body = format!("{view:?}");
                 let id_level = plan.field_level(RecordKind::Resident, "id_number");
                 let personal = plan.field_level(RecordKind::Resident, "phone");
                 if id_level != Level::Clear {
@@ -671,6 +674,63 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn principal_with(roles: &[&str], dept: Option<Department>) -> Principal {
+        Principal {
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            dept,
+            jurisdiction: vec![model::DivisionCode::parse("110105001001").unwrap()],
+            ..principal("t")
+        }
+    }
+
+    #[test]
+    fn roles_combine_each_inside_its_own_restriction() {
+        let (default, _) = policies();
+        // An analyst of 司法 who is also a grid worker: the analyst's clear levels apply to
+        // 司法's data only; 卫健's health data stays at the grid worker's level (hidden).
+        let both = principal_with(&["grid_worker", "dept_analyst"], Some(Department::Sifa));
+        let plan = ViewPlan::new(default.clone(), &both, "routine_visit", false);
+        assert_eq!(
+            plan.level("criminal_justice", Department::Sifa),
+            Level::Clear
+        );
+        assert_eq!(plan.level("health", Department::Weijian), Level::Hidden);
+        assert_eq!(
+            plan.level("health_detail", Department::Weijian),
+            Level::Hidden
+        );
+        assert_eq!(plan.level("personal", Department::Gongan), Level::Clear);
+        assert!(!plan.department_visible(Department::Weijian));
+        // An analyst without a department sees nothing at all.
+        let nobody = principal_with(&["dept_analyst"], None);
+        let plan = ViewPlan::new(default.clone(), &nobody, "routine_visit", false);
+        for department in Department::ALL {
+            for class in policies::CLASSES {
+                assert_eq!(plan.level(class, department), Level::Hidden, "{class}");
+            }
+        }
+    }
+
+    #[test]
+    fn break_glass_lifts_a_role_but_never_above_the_owner_restriction() {
+        let (default, _) = policies();
+        let officer = principal_with(&["community_officer"], None);
+        let normal = ViewPlan::new(default.clone(), &officer, "emergency", false);
+        let glass = ViewPlan::new(default.clone(), &officer, "emergency", true);
+        assert_eq!(normal.level("health", Department::Weijian), Level::Masked);
+        assert_eq!(glass.level("health", Department::Weijian), Level::Clear);
+        // 卫健 never shares the diagnosis; the community officer never sees full IDs.
+        assert_eq!(
+            glass.level("health_detail", Department::Weijian),
+            Level::Hidden
+        );
+        assert_eq!(glass.level("identifier", Department::Gongan), Level::Masked);
+        // A grid worker cannot break the glass: its levels stay.
+        let worker = principal_with(&["grid_worker"], None);
+        let plan = ViewPlan::new(default.clone(), &worker, "routine_visit", true);
+        assert_eq!(plan.level("health", Department::Weijian), Level::Hidden);
     }
 
     #[test]
