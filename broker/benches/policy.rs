@@ -85,8 +85,10 @@ fn profile() -> Profile {
     related.insert(
         "events".to_owned(),
         vec![EntityRef {
-            id: "e_1".into(),
             label: Some("张三（电话13812345678）反映楼上漏水".into()),
+            departments: vec![Department::Wangge],
+            grid: Some("110105001001003".into()),
+            ..EntityRef::bare("e_1".into())
         }],
     );
     let sources = [
@@ -113,6 +115,7 @@ fn profile() -> Profile {
         attributes,
         related,
         sources,
+        history: Vec::new(),
     }
 }
 

@@ -51,6 +51,8 @@ pub struct RunningBroker {
     pub tls: bool,
     /// The department (mTLS) listener, when `[mtls]` is configured.
     pub mtls_addr: Option<SocketAddr>,
+    /// The metrics listener (plain HTTP, `/metrics` only), when it could be bound.
+    pub metrics_addr: Option<SocketAddr>,
     /// The self-signed certificate in dev mode, for clients to trust.
     pub dev_certificate: Option<PathBuf>,
     pub state: AppState,
@@ -280,6 +282,11 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         audit,
         search: search.clone(),
         refusals: Default::default(),
+        rate: crate::api::RateLimiter::new(
+            options.config.limits.rate_per_second,
+            options.config.limits.rate_burst,
+        ),
+        body_read: std::time::Duration::from_secs(options.config.limits.body_read_seconds.max(1)),
         case_deferral_days: options
             .config
             .audit
@@ -309,6 +316,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         options.config.mtls.as_ref(),
         server_files.as_ref(),
         router(state.clone()),
+        options.config.limits.connections(),
         &shutdown_rx,
         &mut background,
     )
@@ -325,12 +333,35 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         listener,
         main_tls,
         router(state.clone()),
+        options.config.limits.connections(),
         shutdown_rx,
     ));
+    let metrics_addr = match options.config.metrics_address()? {
+        None => None,
+        Some(address) => match crate::server::bind(address).await {
+            Ok((listener, bound)) => {
+                background.push(tokio::spawn(crate::server::serve(
+                    listener,
+                    None,
+                    crate::metrics::listener_routes(state.clone()),
+                    options.config.limits.connections(),
+                    shutdown.subscribe(),
+                )));
+                tracing::info!(addr = %bound, "metrics listener");
+                Some(bound)
+            }
+            // Serving goes on: a system administrator's token still reads /metrics.
+            Err(err) => {
+                tracing::error!(%address, error = %err, "cannot listen for metrics (metrics_listen)");
+                None
+            }
+        },
+    };
     tracing::info!(%addr, tls = tls_config.is_some(), "broker listening");
     Ok(RunningBroker {
         addr,
         mtls_addr,
+        metrics_addr,
         tls: tls_config.is_some(),
         dev_certificate,
         state,

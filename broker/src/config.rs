@@ -69,6 +69,99 @@ pub struct Config {
     pub break_glass_per_hour: usize,
     /// Client certificates (mTLS) for department connectors.
     pub mtls: Option<MtlsSection>,
+    /// Limits on connections and requests.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// Where Prometheus scrapes `/metrics` without a token (plain HTTP; keep it on loopback
+    /// or a management network), e.g. `127.0.0.1:9464` (the default), or `off`. On the API
+    /// port `/metrics` answers only a `system_admin` token.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: String,
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".to_owned()
+}
+
+impl Config {
+    /// The metrics listener's address, `None` when `off`.
+    pub fn metrics_address(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.metrics_listen.trim() {
+            "off" | "" => Ok(None),
+            text => text.parse().map(Some).map_err(|_| ConfigError::Invalid {
+                key: "metrics_listen".to_owned(),
+                reason: "an address and port such as 127.0.0.1:9464, or off".to_owned(),
+            }),
+        }
+    }
+}
+
+/// Limits that keep one client from holding the broker (each refusal is counted in
+/// `/metrics`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Most open connections per listener (10000); more are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's headers (10).
+    #[serde(default = "default_header_read_seconds")]
+    pub header_read_seconds: u64,
+    /// Seconds a connection may sit with no request in flight and nothing moving (60).
+    #[serde(default = "default_idle_seconds")]
+    pub idle_seconds: u64,
+    /// Seconds a client may take to send a request body, e.g. an ingest batch (300).
+    #[serde(default = "default_body_read_seconds")]
+    pub body_read_seconds: u64,
+    /// Requests per second one principal may make, sustained (50).
+    #[serde(default = "default_rate_per_second")]
+    pub rate_per_second: u32,
+    /// Requests one principal may make in a burst above the sustained rate (100).
+    #[serde(default = "default_rate_burst")]
+    pub rate_burst: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_connections: default_max_connections(),
+            header_read_seconds: default_header_read_seconds(),
+            idle_seconds: default_idle_seconds(),
+            body_read_seconds: default_body_read_seconds(),
+            rate_per_second: default_rate_per_second(),
+            rate_burst: default_rate_burst(),
+        }
+    }
+}
+
+impl LimitsSection {
+    /// The connection limits of every listener.
+    pub fn connections(&self) -> crate::server::ConnectionLimits {
+        crate::server::ConnectionLimits {
+            max_connections: self.max_connections.max(1),
+            header_read: std::time::Duration::from_secs(self.header_read_seconds.max(1)),
+            idle: std::time::Duration::from_secs(self.idle_seconds.max(1)),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_header_read_seconds() -> u64 {
+    10
+}
+fn default_idle_seconds() -> u64 {
+    60
+}
+fn default_body_read_seconds() -> u64 {
+    300
+}
+fn default_rate_per_second() -> u32 {
+    50
+}
+fn default_rate_burst() -> u32 {
+    100
 }
 
 /// A second listener that requires department client certificates (mTLS). It serves the same
@@ -243,6 +336,8 @@ impl Default for Config {
             store: StoreSection::default(),
             break_glass_per_hour: default_break_glass_per_hour(),
             mtls: None,
+            limits: LimitsSection::default(),
+            metrics_listen: default_metrics_listen(),
             mappings_dir: None,
             connectors_dir: None,
             backup_dir: None,
@@ -304,6 +399,7 @@ impl Config {
                 "break_glass is reserved for break-glass levels; send X-Break-Glass instead",
             ));
         }
+        self.metrics_address()?;
         if self.ingest.max_body_bytes < 1024 {
             return Err(invalid("ingest.max_body_bytes", "must be at least 1024"));
         }

@@ -12,8 +12,9 @@
 //! - A record cannot take over anyone's profile: a timestamp version more than 24 hours ahead
 //!   is refused (`version_in_future`); a publisher bounded by a jurisdiction cannot publish a
 //!   grid outside it (`grid_outside_jurisdiction`); a resident record whose ID number matches
-//!   a person the identity authority (gongan) holds, but whose name disagrees and whose birth
-//!   date disagrees or is absent, waits in quarantine for review (`identity_conflict`).
+//!   a person the identity authority (gongan) holds, but whose name disagrees and whose stated
+//!   birth date disagrees (or, with none stated, whose name shares no character with the
+//!   register's), waits in quarantine for review (`identity_conflict`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -255,7 +256,9 @@ struct Prepared {
 #[derive(Debug, Clone)]
 struct Identity {
     name: Option<String>,
-    birth_date: Option<chrono::NaiveDate>,
+    /// The birth date the record states (not the one the model derives from the ID number,
+    /// which a stolen ID number always gets right).
+    stated_birth_date: Option<chrono::NaiveDate>,
 }
 
 /// What preparing one record gave.
@@ -608,9 +611,10 @@ impl Pipeline {
                     && body.id_number.is_some()
                     && department != Department::Gongan =>
             {
+                let stated = value.get("birth_date").is_some_and(|v| !v.is_null());
                 Some(Identity {
                     name: body.name.clone(),
-                    birth_date: body.birth_date,
+                    stated_birth_date: body.birth_date.filter(|_| stated),
                 })
             }
             _ => None,
@@ -723,8 +727,10 @@ struct Resolved {
 
 /// Whether a resident record claims an ID number that the identity authority (gongan) holds
 /// for someone else: the names differ (after folding traditional and full-width forms) and
-/// the birth dates differ or the record gives none. A record with the same name is never a
-/// conflict (a mistyped birth date is the department's to fix, not a take-over).
+/// either the record states a birth date that differs from the register's, or, with no
+/// birth date to compare, the names share no character at all. A record with the same name
+/// is never a conflict (a mistyped birth date is the department's to fix, not a take-over),
+/// nor is a one-character slip in a name.
 fn identity_conflicts(
     writer: &crate::store::StoreWriter,
     keys: &KeyRing,
@@ -752,23 +758,31 @@ fn identity_conflicts(
             // nothing here.
             Err(_) => continue,
         };
-        let fold = |name: &str| crate::linkage::hanzi::fold_name(name);
-        let known_name = opened.fields.get("name").and_then(Value::as_str);
-        let same_name = match (known_name, identity.name.as_deref()) {
-            (Some(known), Some(claimed)) => fold(known) == fold(claimed),
-            _ => true,
+        let (Some(known), Some(claimed)) = (
+            opened.fields.get("name").and_then(Value::as_str),
+            identity.name.as_deref(),
+        ) else {
+            return Ok(false);
         };
+        let (known, claimed) = (
+            crate::linkage::hanzi::fold_name(known),
+            crate::linkage::hanzi::fold_name(claimed),
+        );
+        if known == claimed {
+            return Ok(false);
+        }
         let known_birth = opened
             .fields
             .get("birth_date")
             .and_then(Value::as_str)
             .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
-        let same_birth = match (known_birth, identity.birth_date) {
-            (Some(known), Some(claimed)) => known == claimed,
-            (None, _) => true,
-            (Some(_), None) => false,
-        };
-        return Ok(!same_name && !same_birth);
+        return Ok(match (known_birth, identity.stated_birth_date) {
+            // Both stated: the birth date decides.
+            (Some(known_birth), Some(claimed_birth)) => known_birth != claimed_birth,
+            // No birth date to compare: only a name that shares no character with the
+            // register's (not even the surname) is another person; a typo is not.
+            _ => !claimed.chars().any(|c| known.contains(c)),
+        });
     }
     Ok(false)
 }

@@ -50,7 +50,25 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
     ingest: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     gauges: Mutex<BTreeMap<&'static str, f64>>,
+    /// (counter name, its one label's name, label value) -> count.
+    counters: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
 }
+
+/// Help text of the labelled counters [`Metrics::count`] keeps.
+const COUNTER_HELP: [(&str, &str); 3] = [
+    (
+        "safegrid_connections_closed_total",
+        "Connections the broker closed itself, by reason (idle, over_limit).",
+    ),
+    (
+        "safegrid_limit_refusals_total",
+        "Requests and records refused by a configured limit, by error code.",
+    ),
+    (
+        "safegrid_background_problems_total",
+        "Items a background task skipped because they failed or panicked, by task (listed at GET /v1/admin/problems).",
+    ),
+];
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match mutex.lock() {
@@ -79,6 +97,32 @@ impl Metrics {
         let mut ingest = lock(&self.ingest);
         *ingest.entry((department.code(), "accepted")).or_default() += accepted as u64;
         *ingest.entry((department.code(), "rejected")).or_default() += rejected as u64;
+    }
+
+    /// A connection the server closed, by reason.
+    pub fn count_connection_closed(&self, reason: &'static str) {
+        self.count("safegrid_connections_closed_total", "reason", reason);
+    }
+
+    /// A request or record refused by a limit, by its error code.
+    pub fn count_limit_refusal(&self, code: &'static str) {
+        self.count("safegrid_limit_refusals_total", "code", code);
+    }
+
+    /// Adds one to a labelled counter (a name from the counter help table).
+    pub fn count(&self, name: &'static str, label: &'static str, value: &'static str) {
+        *lock(&self.counters)
+            .entry((name, label, value))
+            .or_default() += 1;
+    }
+
+    /// The current value of a labelled counter (0 if never counted).
+    pub fn counter(&self, name: &'static str, value: &'static str) -> u64 {
+        lock(&self.counters)
+            .iter()
+            .filter(|((n, _, v), _)| *n == name && *v == value)
+            .map(|(_, count)| *count)
+            .sum()
     }
 
     /// Sets a gauge (a `safegrid_…` name, documented by its setter).
@@ -124,6 +168,14 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE safegrid_ingest_records_total counter");
         for ((department, outcome), count) in lock(&self.ingest).iter() {
             let _ = writeln!(out, "safegrid_ingest_records_total{{department=\"{department}\",outcome=\"{outcome}\"}} {count}");
+        }
+        let counters = lock(&self.counters).clone();
+        for (name, help) in COUNTER_HELP {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for ((_, label, value), count) in counters.iter().filter(|((n, ..), _)| *n == name) {
+                let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
+            }
         }
         let gauges = lock(&self.gauges).clone();
         let all = gauges
@@ -171,14 +223,52 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// `GET /metrics`.
+/// `GET /metrics` on the API listener: for the system administrator only.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+    Router::new().route("/metrics", get(metrics_for_admin))
 }
 
-/// Prometheus metrics (text format). No personal data; no authentication (scrape it from
-/// the cluster network, or block the path at the ingress).
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+/// `GET /metrics` on the metrics listener (`metrics_listen`, loopback by default): no token,
+/// since only what can reach that address can scrape it.
+pub fn listener_routes(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Prometheus metrics (text format), for a `system_admin` token; scrapers without one use
+/// the metrics listener (`metrics_listen`, default 127.0.0.1:9464). No personal data.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+    (status = 401, body = crate::api::error::ErrorBody), (status = 403, body = crate::api::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn metrics_for_admin(
+    State(state): State<AppState>,
+    caller: crate::api::extract::Authenticated,
+) -> Result<axum::response::Response, crate::api::error::ApiError> {
+    if !state.permissions.allows(
+        &caller.principal.roles,
+        crate::authz::Permission::ReadOperations,
+    ) {
+        let error = crate::api::error::ApiError::forbidden(
+            "role_cannot_operate",
+            "only the system administrator reads /metrics here; scrapers use metrics_listen",
+        );
+        state
+            .audit_refusal(
+                &caller.principal,
+                &caller.context,
+                None,
+                None,
+                "/metrics",
+                &error,
+            )
+            .await?;
+        return Err(error);
+    }
+    Ok(metrics(State(state)).await.into_response())
+}
+
+/// The metrics text.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let extra = [
         (

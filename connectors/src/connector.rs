@@ -59,6 +59,10 @@ pub struct RunReport {
     pub files_duplicate: usize,
     /// File drop: files still being written (younger than `settle_seconds`), left for later.
     pub files_waiting: usize,
+    /// File drop: entries not read and reported to the sink as one failure each (not a
+    /// regular file, or larger than `max_file_bytes`), then moved to `processed/`.
+    #[serde(default)]
+    pub files_refused: usize,
     /// REST: pages fetched. SQL: pages queried.
     pub pages: usize,
     /// REST: requests retried after a transient failure.
@@ -82,6 +86,7 @@ impl RunReport {
             files_processed: 0,
             files_duplicate: 0,
             files_waiting: 0,
+            files_refused: 0,
             pages: 0,
             retries: 0,
         }

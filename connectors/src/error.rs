@@ -31,6 +31,17 @@ pub enum ConnectorError {
     /// The REST source failed after its retries, or answered something unusable.
     #[error("REST source: {0}")]
     Rest(String),
+    /// The REST source answered with a redirect SafeGrid does not follow: to another scheme,
+    /// host or port than `source.url`, or more hops than allowed. Not retried.
+    #[error("REST source: {0}")]
+    RedirectRefused(String),
+    /// A REST response was larger than `source.max_response_bytes`; reading stopped at that
+    /// limit. Not retried.
+    #[error(
+        "REST source: a response is larger than max_response_bytes = {limit} bytes; ask for \
+         smaller pages (page_size) or raise source.max_response_bytes"
+    )]
+    ResponseTooLarge { limit: u64 },
     /// The sink did not acknowledge a batch; nothing after the last acknowledged batch is
     /// recorded as done.
     #[error("sink: {0}")]
@@ -46,6 +57,8 @@ impl ConnectorError {
             ConnectorError::State { .. } => "connector_state",
             ConnectorError::Sql(_) => "sql_source",
             ConnectorError::Rest(_) => "rest_source",
+            ConnectorError::RedirectRefused(_) => "redirect_refused",
+            ConnectorError::ResponseTooLarge { .. } => "response_too_large",
             ConnectorError::Sink(_) => "sink_failed",
         }
     }

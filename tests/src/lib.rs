@@ -45,7 +45,11 @@ impl TestApp {
         app
     }
 
-    async fn start_in(root: tempfile::TempDir, data_dir: PathBuf, config: Config) -> TestApp {
+    async fn start_in(root: tempfile::TempDir, data_dir: PathBuf, mut config: Config) -> TestApp {
+        // Tests run many brokers at once: each takes its own metrics port.
+        if config.metrics_listen == Config::default().metrics_listen {
+            config.metrics_listen = "127.0.0.1:0".to_owned();
+        }
         let broker = app::start(ServeOptions {
             data_dir: data_dir.clone(),
             listen: Some("127.0.0.1:0".parse().expect("literal address")),
@@ -270,6 +274,32 @@ impl TestApp {
             request_id,
             body,
         }
+    }
+
+    /// `/metrics` from the metrics listener (no token): status, content type and text.
+    pub async fn metrics_text(&self) -> (u16, String, String) {
+        let addr = self
+            .broker
+            .as_ref()
+            .and_then(|b| b.metrics_addr)
+            .expect("the metrics listener is bound");
+        let response = reqwest::Client::new()
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .expect("the metrics request is sent");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (
+            status,
+            content_type,
+            response.text().await.unwrap_or_default(),
+        )
     }
 
     /// GET returning status, content type and the raw body text.

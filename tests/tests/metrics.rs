@@ -43,7 +43,7 @@ async fn metrics_describe_traffic_without_personal_data() {
     // The search follower catches up within a second or so: lag reaches 0.
     let started = std::time::Instant::now();
     let text = loop {
-        let (status, content_type, text) = app.get_text("/metrics", "").await;
+        let (status, content_type, text) = app.metrics_text().await;
         assert_eq!(status, 200);
         assert!(
             content_type.starts_with("text/plain; version=0.0.4"),
@@ -103,4 +103,34 @@ async fn metrics_describe_traffic_without_personal_data() {
     ] {
         assert!(!text.contains(secret), "{secret} appears in /metrics");
     }
+}
+
+#[tokio::test]
+async fn the_api_port_serves_metrics_only_to_the_system_administrator() {
+    let app = TestApp::spawn().await;
+    let (status, _, _) = app.get_text("/metrics", "").await;
+    assert_eq!(status, 401, "anonymous on the API port");
+    let worker = app.token("grid_worker", &[GRID], None);
+    let (status, _, body) = app.get_text("/metrics", &worker).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("role_cannot_operate"), "{body}");
+    let admin = app.token("system_admin", &[STREET], None);
+    let (status, _, text) = app.get_text("/metrics", &admin).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("safegrid_audit_healthy 1"), "{text}");
+    // The metrics listener answers without a token, and only /metrics.
+    let (status, _, text) = app.metrics_text().await;
+    assert_eq!(status, 200);
+    assert!(text.contains("safegrid_connections_closed_total"), "{text}");
+    let addr = app
+        .broker
+        .as_ref()
+        .and_then(|b| b.metrics_addr)
+        .expect("bound");
+    let other = reqwest::Client::new()
+        .get(format!("http://{addr}/v1/whoami"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(other.status().as_u16(), 404);
 }

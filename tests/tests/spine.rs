@@ -434,7 +434,7 @@ async fn a_ciphertext_moved_to_another_row_fails_to_open() {
         .get("/v1/residents?q=lisi", &officer, Some("routine_visit"))
         .await;
     assert_eq!((status, body["total"].as_u64()), (200, Some(0)), "{body}");
-    let (_, _, metrics) = app.get_text("/metrics", "").await;
+    let (_, _, metrics) = app.metrics_text().await;
     assert!(
         metrics.contains("safegrid_index_skipped_entities 1"),
         "{metrics}"

@@ -200,6 +200,20 @@ async fn a_publisher_cannot_take_over_a_profile() {
     );
     let receipt = app.ingest("zhujian", same).await;
     assert_eq!(receipt["accepted"], 1, "{receipt}");
+    // A one-character slip without a birth date is a typo, not another person.
+    let typo = line(
+        json!({"kind":"resident","source_id":"YJ-V","version":"2026-11-02T00:00:00Z",
+        "id_number":id18,"name":"钱秀瑛","grid":GRID}),
+    );
+    let receipt = app.ingest("yingji", typo).await;
+    assert_eq!(receipt["accepted"], 1, "{receipt}");
+    // The register itself (gongan) is never held against itself.
+    let renamed = line(
+        json!({"kind":"resident","source_id":"GA-V","version":"2026-11-05T00:00:00Z",
+        "id_number":id18,"name":"钱秀华","birth_date":"1948-05-17","grid":GRID}),
+    );
+    let receipt = app.ingest("gongan", renamed).await;
+    assert_eq!(receipt["accepted"], 1, "{receipt}");
 }
 
 #[tokio::test]

@@ -58,6 +58,18 @@ impl FromRequestParts<AppState> for Authenticated {
         };
         // The staff member's subject id (not a resident's data) on the request span.
         tracing::Span::current().record("sub", principal.sub.as_str());
+        if let Err(wait) = state.rate.check(&principal.sub) {
+            crate::metrics::global().count_limit_refusal("rate_limited");
+            state
+                .audit_rate_limited(&principal, &context, &audit_endpoint(parts))
+                .await?;
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this principal; wait for Retry-After seconds (limits.rate_per_second)",
+            )
+            .retry_after(wait));
+        }
         Ok(Authenticated { principal, context })
     }
 }

@@ -70,6 +70,10 @@ pub struct AppStateInner {
     /// Days a case-tagged access stays out of a resident's report (and the most a report
     /// may ask for).
     pub case_deferral_days: i64,
+    /// Requests per principal (token bucket).
+    pub rate: RateLimiter,
+    /// Longest time a client may take to send a request body.
+    pub body_read: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -298,18 +302,36 @@ async fn ingest(
             .await?;
         return Err(error);
     }
-    let bytes = axum::body::to_bytes(body, state.max_body_bytes)
-        .await
-        .map_err(|_| {
-            ApiError::new(
+    let bytes = match tokio::time::timeout(
+        state.body_read,
+        axum::body::to_bytes(body, state.max_body_bytes),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            crate::metrics::global().count_limit_refusal("payload_too_large");
+            return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 format!(
                     "the batch is larger than {} bytes; split it into smaller batches",
                     state.max_body_bytes
                 ),
-            )
-        })?;
+            ));
+        }
+        Err(_) => {
+            crate::metrics::global().count_limit_refusal("body_timeout");
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} seconds (limits.body_read_seconds); send smaller batches or from closer",
+                    state.body_read.as_secs()
+                ),
+            ));
+        }
+    };
     let pipeline = state.pipeline.within(&publisher.principal.jurisdiction);
     let mapping = match query.format.as_deref() {
         None | Some("department") => state.mappings.get(&department).cloned(),
@@ -657,6 +679,26 @@ impl AppState {
         self.append_audit(record).await.map(|_| ())
     }
 
+    /// Audits a request refused by the per-principal rate limit: one record per principal
+    /// and minute, carrying how many were folded into the previous one.
+    pub async fn audit_rate_limited(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        endpoint: &str,
+    ) -> Result<(), ApiError> {
+        let Some(folded) = self.refusals.admit(&principal.sub, "rate_limited") else {
+            return Ok(());
+        };
+        let mut record = self.audit_record(principal, context, "refused", endpoint, Decision::Deny);
+        record.outcome = if folded > 0 {
+            format!("rate_limited folded={folded}")
+        } else {
+            "rate_limited".to_owned()
+        };
+        self.append_audit(record).await.map(|_| ())
+    }
+
     /// Audits a refused request (wrong role, missing purpose …).
     pub async fn audit_refusal(
         &self,
@@ -681,8 +723,11 @@ impl AppState {
 #[derive(Debug, Default)]
 pub struct RefusalFolder {
     /// (client, code) -> (minute, refusals folded since the last written record).
-    seen: std::sync::Mutex<std::collections::HashMap<(String, &'static str), (u64, u64)>>,
+    seen: std::sync::Mutex<std::collections::HashMap<FoldKey, (u64, u64)>>,
 }
+
+/// Who was refused, and why.
+type FoldKey = (String, &'static str);
 
 impl RefusalFolder {
     /// `Some(folded)` when a record must be written (with the number of repeats folded
@@ -717,6 +762,59 @@ impl RefusalFolder {
         }
     }
 }
+
+/// A token bucket per principal (`sub`): `per_second` sustained, `burst` at once. Bounded:
+/// past 100,000 principals the full buckets are forgotten (a full bucket is the state of a
+/// principal never seen).
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    /// sub -> (tokens left, when they were counted).
+    buckets: std::sync::Mutex<std::collections::HashMap<String, Bucket>>,
+}
+
+impl RateLimiter {
+    /// `per_second` 0 turns the limit off.
+    pub fn new(per_second: u32, burst: u32) -> RateLimiter {
+        RateLimiter {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst.max(1)),
+            buckets: Default::default(),
+        }
+    }
+
+    /// Takes one request from `sub`'s bucket; `Err(seconds)` to wait when it is empty.
+    pub fn check(&self, sub: &str) -> Result<(), u32> {
+        if self.per_second <= 0.0 {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= 100_000 && !buckets.contains_key(sub) {
+            let (rate, burst) = (self.per_second, self.burst);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, at) = buckets.entry(sub.to_owned()).or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / self.per_second).ceil().max(1.0) as u32)
+        }
+    }
+}
+
+/// Tokens left in a principal's bucket, and when they were counted.
+type Bucket = (f64, std::time::Instant);
 
 /// At most a few break-glass reads per principal per hour.
 #[derive(Debug)]

@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "SafeGrid broker API", version = "1", description = "Secure data exchange for street-level public-safety governance. Every read of personal data needs a bearer token and an X-Purpose header, and is audited."),
     paths(
-        super::healthz, super::readyz, crate::metrics::metrics, super::whoami, super::ingest, super::receipt,
+        super::healthz, super::readyz, crate::metrics::metrics_for_admin, super::whoami, super::ingest, super::receipt,
         super::get_resident, super::get_house, super::get_event,
         super::resident_by_source, super::house_by_source, super::event_by_source,
         super::search::search_residents, super::search::search_houses, super::search::search_events, super::search::search_all,
@@ -40,11 +40,58 @@ use utoipa::{Modify, OpenApi};
         crate::resolve::Profile, crate::resolve::MergedField, crate::resolve::Alternative,
         crate::resolve::MergedTag, crate::resolve::SourceRef, crate::resolve::EntityRef,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &RateLimited),
 )]
 pub struct ApiDoc;
 
 struct BearerAuth;
+
+/// Every route that takes a token may answer 429 `rate_limited` (the per-principal limit).
+struct RateLimited;
+
+impl Modify for RateLimited {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, ResponseBuilder};
+        let response = ResponseBuilder::new()
+            .description("rate_limited: too many requests from this principal")
+            .header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(
+                        utoipa::openapi::ObjectBuilder::new()
+                            .schema_type(utoipa::openapi::schema::Type::Integer),
+                    )
+                    .description(Some("seconds to wait"))
+                    .build(),
+            )
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    operation
+                        .responses
+                        .responses
+                        .entry("429".to_owned())
+                        .or_insert_with(|| response.clone().into());
+                }
+            }
+        }
+    }
+}
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {

@@ -197,7 +197,7 @@ pub async fn decide_review(
         AuditDecision::Allow,
     );
     record.entities = vec![id.chars().take(64).collect()];
-    record.outcome = format!("{}", body.decision);
+    record.outcome = body.decision.clone();
     let pipeline = state.pipeline.clone();
     let reader2 = reader.clone();
     let sub = reader.principal.sub.clone();

@@ -67,12 +67,30 @@ pub fn split_name(name: &str) -> Option<SplitName> {
     Some(SplitName { surname, given })
 }
 
-/// Every plain reading of one character, most common first (`ü` written `v`).
+/// Every plain reading of one character, most common first, folded to ASCII letters the
+/// way a worker types them (`ü` -> `v`, `ê` -> `e`, `ḿ` -> `m`, `ń`/`ň`/`ǹ` -> `n`). A
+/// reading that still holds anything else is left out: every term built from readings is
+/// ASCII, so cutting one by byte offsets is always safe.
 pub fn readings(c: char) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     if let Some(multi) = c.to_pinyin_multi() {
         for reading in multi {
-            let plain = reading.plain().replace('ü', "v");
+            let plain: String = reading
+                .plain()
+                .chars()
+                .filter_map(|c| match c {
+                    'ü' => Some('v'),
+                    'ê' => Some('e'),
+                    'ḿ' => Some('m'),
+                    'ń' | 'ň' | 'ǹ' => Some('n'),
+                    // Combining marks some readings carry (m̀, ê̄ …) add nothing to typing.
+                    '\u{0300}'..='\u{036f}' => None,
+                    other => Some(other),
+                })
+                .collect();
+            if plain.is_empty() || !plain.bytes().all(|b| b.is_ascii_lowercase()) {
+                continue;
+            }
             if !out.contains(&plain) {
                 out.push(plain);
             }
@@ -322,6 +340,43 @@ mod tests {
         );
         assert_eq!(fuzzy_query_term("zangsan"), Some("z:zansan".to_owned()));
         assert!(has(&terms, NameFamily::Fuzzy, "z:zansan"));
+    }
+
+    #[test]
+    fn every_reading_of_every_unified_ideograph_is_ascii_and_every_name_indexes() {
+        // The characters whose plain readings are not ASCII (欸 ê, 呣 ḿ, 嗯 ń ň ǹ …) once
+        // stopped the search follower; every character now yields typable readings only.
+        for code in (0x3400u32..=0x4DBF)
+            .chain(0x4E00..=0x9FFF)
+            .chain(0x20000..=0x2A6DF)
+        {
+            let Some(c) = char::from_u32(code) else {
+                continue;
+            };
+            for reading in readings(c) {
+                assert!(
+                    reading.bytes().all(|b| b.is_ascii_lowercase()),
+                    "{c}: {reading}"
+                );
+            }
+        }
+        for name in [
+            "欸欸",
+            "李呣",
+            "嗯嗯嗯",
+            "欧阳嗯",
+            "ḿ",
+            "王\u{0301}",
+            "𠀀𠀁",
+        ] {
+            let terms = name_terms(name);
+            for (_, term) in &terms {
+                assert!(!term.is_empty(), "{name}");
+            }
+        }
+        assert!(name_terms("李嗯")
+            .iter()
+            .any(|(f, t)| *f == NameFamily::Pinyin && t == "f:lin"));
     }
 
     #[test]

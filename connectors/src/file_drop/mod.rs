@@ -12,12 +12,21 @@
 //!   moved to `processed/` and counted as a duplicate.
 //! - A file that cannot be read at all (bad encoding, not a workbook) still reaches the sink,
 //!   as one failure with line 0, so the department sees it in quarantine.
+//! - Only regular files inside the folder are read. A file is opened without following links
+//!   and checked, settled and read through that one handle, so a symbolic link, folder, FIFO,
+//!   socket or device, whether there at listing time or swapped in afterwards, is never read
+//!   (nothing outside the folder can reach quarantine through it) and never blocks a run.
+//! - A file larger than `max_file_bytes` is never read into memory.
+//! - An entry refused for either reason reaches the sink as one failure with line 0 and code
+//!   `file_not_regular` or `file_too_large`, is counted in `files_refused`, and is moved (the
+//!   link itself, not its target) to `processed/`, so it is reported once.
 
+mod open;
 mod read;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -28,11 +37,19 @@ use crate::mapping::{Mapping, MappingError};
 use crate::state::{content_hash, ProcessedHashes};
 use crate::{ConnectorConfig, ConnectorError, MappedRecord, RecordSink};
 
+use open::{read_settled, Opened, Refusal};
 pub use read::TextEncoding;
 use read::{read_rows, FileFormat, ReadOptions, ReadRow};
 
 fn default_settle_seconds() -> u64 {
     2
+}
+
+/// Largest file read unless the configuration says otherwise: 256 MiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
+
+fn default_max_file_bytes() -> u64 {
+    DEFAULT_MAX_FILE_BYTES
 }
 
 /// `[source]` of `type = "file_drop"`.
@@ -50,6 +67,11 @@ pub struct FileDropConfig {
     /// file still being written is not read half-way.
     #[serde(default = "default_settle_seconds")]
     pub settle_seconds: u64,
+    /// Largest file read, in bytes (default 268435456, i.e. 256 MiB). A larger file is not
+    /// read: it reaches quarantine as one failure with code `file_too_large` and is moved to
+    /// the processed folder.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
     /// Text encoding of CSV and JSON files: `auto` (default: UTF-8 with or without BOM, UTF-16
     /// with BOM, else GB18030), `utf-8`, `gbk` or `gb18030`.
     #[serde(default)]
@@ -64,6 +86,15 @@ pub struct FileDropConfig {
     /// non-empty row. Data starts on the row after it.
     #[serde(default)]
     pub header_row: Option<u32>,
+}
+
+/// A folder entry named like a data file, as the listing (which follows no link) saw it.
+#[derive(Debug)]
+enum Listed {
+    /// A regular file, read in this format.
+    File(FileFormat),
+    /// Not a regular file: reported, never opened.
+    Refused(Refusal),
 }
 
 /// The file-drop connector.
@@ -98,6 +129,11 @@ impl FileDropConnector {
                 ))
             }
         };
+        if source.max_file_bytes == 0 {
+            return Err(ConnectorError::Config(
+                "source.max_file_bytes must be at least 1".to_owned(),
+            ));
+        }
         let name = config.name();
         Ok(FileDropConnector {
             processed: ProcessedHashes::load(state_dir.join(format!("{name}.processed")))?,
@@ -123,9 +159,12 @@ impl FileDropConnector {
             .unwrap_or_else(|| self.config.folder.join("processed"))
     }
 
-    /// Candidate files, sorted by name so runs are deterministic.
-    fn candidates(&self) -> Result<Vec<(PathBuf, FileFormat)>, ConnectorError> {
+    /// Candidate entries, sorted by name so runs are deterministic: every entry named like a
+    /// data file, with its format, or with the reason it is refused when it is not a regular
+    /// file (the listing does not follow links).
+    fn candidates(&self) -> Result<Vec<(PathBuf, Listed)>, ConnectorError> {
         let folder = &self.config.folder;
+        let processed_folder = self.processed_folder();
         let entries = fs::read_dir(folder)
             .map_err(|e| ConnectorError::io(format!("listing {}", folder.display()), e))?;
         let mut files = Vec::new();
@@ -136,7 +175,7 @@ impl FileDropConnector {
             let Ok(kind) = entry.file_type() else {
                 continue;
             };
-            if !kind.is_file() {
+            if path == processed_folder {
                 continue;
             }
             let file_name = entry.file_name().to_string_lossy().into_owned();
@@ -155,7 +194,14 @@ impl FileDropConnector {
             else {
                 continue;
             };
-            files.push((path, format));
+            if kind.is_file() {
+                files.push((path, Listed::File(format)));
+            } else {
+                files.push((
+                    path,
+                    Listed::Refused(Refusal::not_regular(open::describe(&kind))),
+                ));
+            }
         }
         files.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(files)
@@ -177,7 +223,8 @@ impl FileDropConnector {
         let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
         let mut target = target_dir.join(format!("{stem}.{stamp}.{ext}"));
         let mut n = 1;
-        while target.exists() {
+        // symlink_metadata, not exists(): a dangling link already there must not be replaced.
+        while fs::symlink_metadata(&target).is_ok() {
             target = target_dir.join(format!("{stem}.{stamp}-{n}.{ext}"));
             n += 1;
         }
@@ -192,40 +239,38 @@ impl FileDropConnector {
     async fn run_inner(&mut self, sink: &mut dyn RecordSink) -> Result<RunReport, ConnectorError> {
         let mut report = RunReport::start(&self.name, &self.department);
         let settle = Duration::from_secs(self.config.settle_seconds);
-        for (path, format) in self.candidates()? {
-            let Ok(metadata) = fs::metadata(&path) else {
-                continue; // vanished since the listing
+        for (path, listed) in self.candidates()? {
+            let file_name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let format = match listed {
+                Listed::File(format) => format,
+                Listed::Refused(refusal) => {
+                    self.refuse(sink, &path, &file_name, refusal, &mut report)
+                        .await?;
+                    continue;
+                }
             };
-            let modified = metadata
-                .modified()
-                .map_err(|e| ConnectorError::io(format!("reading {}", path.display()), e))?;
-            let age = SystemTime::now()
-                .duration_since(modified)
-                .unwrap_or(Duration::ZERO);
-            if age < settle {
-                report.files_waiting += 1;
-                continue;
-            }
-            let bytes = fs::read(&path)
-                .map_err(|e| ConnectorError::io(format!("reading {}", path.display()), e))?;
-            // A writer that resumed while we read: leave the file for the next run.
-            match fs::metadata(&path).and_then(|m| m.modified()) {
-                Ok(again) if again == modified && bytes.len() as u64 == metadata.len() => {}
-                _ => {
+            let (bytes, modified) = match read_settled(&path, settle, self.config.max_file_bytes)? {
+                Opened::Settled { bytes, modified } => (bytes, modified),
+                Opened::Waiting => {
                     report.files_waiting += 1;
                     continue;
                 }
-            }
+                Opened::Vanished => continue,
+                Opened::Refused(refusal) => {
+                    self.refuse(sink, &path, &file_name, refusal, &mut report)
+                        .await?;
+                    continue;
+                }
+            };
             let hash = content_hash(&bytes);
             if self.processed.contains(&hash) {
                 self.move_aside(&path)?;
                 report.files_duplicate += 1;
                 continue;
             }
-            let file_name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
             let version = Value::String(
                 DateTime::<Utc>::from(modified).to_rfc3339_opts(SecondsFormat::Micros, true),
             );
@@ -236,6 +281,29 @@ impl FileDropConnector {
             report.files_processed += 1;
         }
         Ok(report.finish())
+    }
+
+    /// Reports an entry that is not read (one failure with line 0, so the department sees it
+    /// in quarantine), then moves the entry itself aside so it is reported once.
+    async fn refuse(
+        &self,
+        sink: &mut dyn RecordSink,
+        path: &Path,
+        file_name: &str,
+        refusal: Refusal,
+        report: &mut RunReport,
+    ) -> Result<(), ConnectorError> {
+        tracing::warn!(
+            connector = %self.name,
+            file = %file_name,
+            code = refusal.code,
+            "file drop entry refused"
+        );
+        let failure = whole_file_failure(file_name, refusal.code, refusal.message);
+        deliver(sink, &self.department, vec![failure], report).await?;
+        self.move_aside(path)?;
+        report.files_refused += 1;
+        Ok(())
     }
 
     async fn ingest_file(
@@ -250,17 +318,7 @@ impl FileDropConnector {
         let rows = match read_rows(file_name, bytes, format, &self.read_options) {
             Ok(rows) => rows,
             Err(err) => {
-                let failure = MappedRecord::Failed {
-                    error: MappingError {
-                        source_file: file_name.to_owned(),
-                        line: 0,
-                        field: String::new(),
-                        code: err.code.to_owned(),
-                        message: err.message,
-                        source_id: None,
-                    },
-                    row: Map::new(),
-                };
+                let failure = whole_file_failure(file_name, err.code, err.message);
                 return deliver(sink, &self.department, vec![failure], report).await;
             }
         };
@@ -279,6 +337,21 @@ impl FileDropConnector {
             }
         }
         deliver(sink, &self.department, batch, report).await
+    }
+}
+
+/// The one failure, at line 0, that stands for a whole file that was not read.
+fn whole_file_failure(file_name: &str, code: &str, message: String) -> MappedRecord {
+    MappedRecord::Failed {
+        error: MappingError {
+            source_file: file_name.to_owned(),
+            line: 0,
+            field: String::new(),
+            code: code.to_owned(),
+            message,
+            source_id: None,
+        },
+        row: Map::new(),
     }
 }
 

@@ -287,3 +287,251 @@ async fn unsettled_files_wait_and_unreadable_files_reach_quarantine() {
     );
     assert_eq!(files_in(drop.path()), vec!["notes.txt"]);
 }
+
+/// A file outside the drop folder (another department's list, or a system file).
+const SECRET_CSV: &str = "编号,身份证号,姓名,性别\n77,110105197511030514,机密人员,1\n";
+const GOOD_CSV: &str = "编号,身份证号,姓名,性别,出生日期,民族,联系电话,低保\n\
+1,11010519491231002X,张三,2,19491231,01,13812345678,是\n";
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Everything the sink received, as text: records, failures and their messages.
+fn everything_delivered(sink: &NdjsonSink) -> String {
+    let mut text = sink.to_ndjson();
+    for failure in &sink.failures {
+        text.push_str(&format!("{failure} {failure:?}\n"));
+    }
+    text
+}
+
+fn failures(sink: &NdjsonSink) -> Vec<(String, usize, String)> {
+    let mut out: Vec<(String, usize, String)> = sink
+        .failures
+        .iter()
+        .map(|f| (f.source_file.clone(), f.line, f.code.clone()))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_symlink_in_the_folder_is_reported_and_its_target_never_read() {
+    let drop = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.csv");
+    std::fs::write(&secret, SECRET_CSV).unwrap();
+    std::os::unix::fs::symlink(&secret, drop.path().join("leak.csv")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), drop.path().join("other-dept.csv")).unwrap();
+    std::fs::write(drop.path().join("good.csv"), GOOD_CSV).unwrap();
+
+    let mut connector = build(&config(drop.path(), ""), state.path()).unwrap();
+    let mut sink = NdjsonSink::new();
+    let report = connector.run(&mut sink).await.unwrap();
+
+    assert_eq!(sink.source_ids(), vec!["MZ-1"], "the regular file is read");
+    assert_eq!(
+        failures(&sink),
+        vec![
+            ("leak.csv".to_owned(), 0, "file_not_regular".to_owned()),
+            (
+                "other-dept.csv".to_owned(),
+                0,
+                "file_not_regular".to_owned()
+            ),
+        ]
+    );
+    for failure in &sink.failures {
+        assert!(failure.message.contains("symbolic link"), "{failure}");
+    }
+    let delivered = everything_delivered(&sink);
+    for secret_value in ["机密人员", "110105197511030514", "MZ-77", "secret.csv"] {
+        assert!(!delivered.contains(secret_value), "{secret_value} leaked");
+    }
+    assert_eq!(
+        (
+            report.files_processed,
+            report.files_refused,
+            report.rows_read
+        ),
+        (1, 2, 3)
+    );
+
+    // The links themselves were moved aside; their targets are untouched.
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), SECRET_CSV);
+    let processed = drop.path().join("processed");
+    let moved_links = std::fs::read_dir(&processed)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().unwrap().is_symlink())
+        .count();
+    assert_eq!(moved_links, 2);
+    assert!(std::fs::symlink_metadata(drop.path().join("leak.csv")).is_err());
+
+    // Reported once: the next run finds nothing.
+    let again = connector.run(&mut sink).await.unwrap();
+    assert_eq!((again.rows_read, again.files_refused), (0, 0));
+}
+
+#[tokio::test]
+async fn fifos_folders_and_sockets_named_like_data_files_are_reported_not_read() {
+    let drop = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    mkfifo(&drop.path().join("pipe.csv"));
+    std::fs::create_dir(drop.path().join("folder.csv")).unwrap();
+    std::fs::write(drop.path().join("folder.csv").join("inner.csv"), SECRET_CSV).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(drop.path().join("sock.ndjson")).unwrap();
+    // The processed folder of an earlier run is not reported.
+    std::fs::create_dir(drop.path().join("processed")).unwrap();
+
+    let mut connector = build(&config(drop.path(), ""), state.path()).unwrap();
+    let mut sink = NdjsonSink::new();
+    // A FIFO that was read would block the run for ever: bound it.
+    let report = tokio::time::timeout(std::time::Duration::from_secs(20), connector.run(&mut sink))
+        .await
+        .expect("a FIFO must never block a run")
+        .unwrap();
+
+    assert!(sink.records.is_empty());
+    assert_eq!(
+        failures(&sink),
+        vec![
+            ("folder.csv".to_owned(), 0, "file_not_regular".to_owned()),
+            ("pipe.csv".to_owned(), 0, "file_not_regular".to_owned()),
+            ("sock.ndjson".to_owned(), 0, "file_not_regular".to_owned()),
+        ]
+    );
+    let messages: Vec<&str> = sink.failures.iter().map(|f| f.message.as_str()).collect();
+    assert!(
+        messages.iter().any(|m| m.contains("a folder")),
+        "{messages:?}"
+    );
+    assert!(messages.iter().any(|m| m.contains("FIFO")), "{messages:?}");
+    assert!(
+        messages.iter().any(|m| m.contains("socket")),
+        "{messages:?}"
+    );
+    assert!(!everything_delivered(&sink).contains("机密人员"));
+    assert_eq!((report.files_refused, report.files_processed), (3, 0));
+    let left: Vec<String> = std::fs::read_dir(drop.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["processed"]);
+}
+
+#[test]
+fn opening_refuses_links_fifos_and_folders_swapped_in_after_listing() {
+    use super::open::{read_settled, Opened};
+    use std::time::Duration;
+
+    let drop = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.csv");
+    std::fs::write(&secret, SECRET_CSV).unwrap();
+    let regular = drop.path().join("a.csv");
+    std::fs::write(&regular, GOOD_CSV).unwrap();
+    let link = drop.path().join("b.csv");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let fifo = drop.path().join("c.csv");
+    mkfifo(&fifo);
+    let folder = drop.path().join("d.csv");
+    std::fs::create_dir(&folder).unwrap();
+
+    // What the run does with each entry after listing it, whatever the entry now is.
+    let open = |path: std::path::PathBuf| {
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(read_settled(&path, Duration::ZERO, 1 << 20));
+        });
+        result
+            .recv_timeout(Duration::from_secs(20))
+            .expect("opening must never block")
+            .unwrap()
+    };
+    match open(regular) {
+        Opened::Settled { bytes, .. } => assert_eq!(bytes, GOOD_CSV.as_bytes()),
+        other => panic!("a regular file is read: {other:?}"),
+    }
+    for (path, what) in [(link, "symbolic link"), (fifo, "FIFO"), (folder, "folder")] {
+        match open(path.clone()) {
+            Opened::Refused(refusal) => {
+                assert_eq!(refusal.code, "file_not_regular", "{}", path.display());
+                assert!(refusal.message.contains(what), "{}", refusal.message);
+                assert!(!refusal.message.contains("机密人员"));
+            }
+            other => panic!("{} must be refused: {other:?}", path.display()),
+        }
+    }
+    assert!(matches!(
+        open(drop.path().join("gone.csv")),
+        Opened::Vanished
+    ));
+}
+
+#[tokio::test]
+async fn a_file_over_max_file_bytes_is_refused_unread() {
+    let drop = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let small = "{\"编号\":\"9\",\"姓名\":\"孙八\",\"性别\":\"1\"}\n";
+    assert!(small.len() <= 100 && RESIDENTS_CSV.len() > 100);
+    std::fs::write(drop.path().join("big.csv"), RESIDENTS_CSV).unwrap();
+    std::fs::write(drop.path().join("small.ndjson"), small).unwrap();
+
+    let mut connector = build(&config(drop.path(), "max_file_bytes = 100"), state.path()).unwrap();
+    let mut sink = NdjsonSink::new();
+    let report = connector.run(&mut sink).await.unwrap();
+
+    assert_eq!(
+        sink.source_ids(),
+        vec!["MZ-9"],
+        "only the small file is read"
+    );
+    assert_eq!(
+        failures(&sink),
+        vec![("big.csv".to_owned(), 0, "file_too_large".to_owned())]
+    );
+    let message = &sink.failures[0].message;
+    assert!(
+        message.contains("max_file_bytes = 100")
+            && message.contains(&RESIDENTS_CSV.len().to_string()),
+        "{message}"
+    );
+    assert!(!everything_delivered(&sink).contains("张三"));
+    assert_eq!(
+        (
+            report.files_refused,
+            report.files_processed,
+            report.rows_read
+        ),
+        (1, 1, 2)
+    );
+    // Moved aside whole, for the department to split and drop again.
+    let processed = drop.path().join("processed");
+    let moved = files_in(&processed)
+        .into_iter()
+        .find(|name| name.starts_with("big."))
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(processed.join(moved)).unwrap(),
+        RESIDENTS_CSV
+    );
+
+    // The default cap is 256 MiB; a cap of 0 is a configuration error.
+    let default = config(drop.path(), "");
+    let crate::SourceConfig::FileDrop(source) = &default.source else {
+        unreachable!()
+    };
+    assert_eq!(source.max_file_bytes, 256 * 1024 * 1024);
+    let Err(err) = build(&config(drop.path(), "max_file_bytes = 0"), state.path()) else {
+        panic!("max_file_bytes = 0 must be refused");
+    };
+    assert_eq!(err.code(), "connector_config");
+    assert!(err.to_string().contains("max_file_bytes"), "{err}");
+}

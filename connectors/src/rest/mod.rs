@@ -9,6 +9,13 @@
 //!   never printed; error messages carry no URL query and no header.
 //! - A run stops after `max_pages` pages or when a cursor repeats, so a misbehaving API
 //!   cannot make it loop forever.
+//! - Redirects are followed only within the origin of `url` (same scheme, host and port, so
+//!   never from https to http) and at most five per request; any other redirect stops the run
+//!   with `redirect_refused` before a request is sent to where it points, so the auth header
+//!   and the department's data never leave the configured API.
+//! - No more than `max_response_bytes` of one response are ever held in memory: a response
+//!   that declares or turns out to be larger stops the run with `response_too_large`, and the
+//!   rest of its body is not read.
 //!
 //! A REST pull takes the whole listing each run (APIs rarely offer a durable change feed);
 //! the broker's idempotent ingest turns unchanged records into no-ops.
@@ -17,7 +24,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue, RETRY_AFTER};
-use reqwest::{StatusCode, Url};
+use reqwest::{redirect, Response, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -25,6 +32,12 @@ use crate::config::{secret_from_env, Secret};
 use crate::connector::{deliver, BoxFuture, Connector, RunReport};
 use crate::mapping::{Mapping, SourceRow};
 use crate::{ConnectorConfig, ConnectorError, RecordSink, SourceConfig};
+
+/// Redirects one request may follow (all within the origin of `source.url`).
+pub const MAX_REDIRECTS: usize = 5;
+
+/// Largest response (one page) read unless the configuration says otherwise: 64 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// How the API pages its listing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +113,11 @@ pub struct RestConfig {
     /// Most pages one run fetches before it stops with an error (default 10000).
     #[serde(default)]
     pub max_pages: Option<u64>,
+    /// Largest response to one request, in bytes (default 67108864, i.e. 64 MiB). A larger
+    /// response stops the run with `response_too_large` without being read whole; lower
+    /// `page_size` if the API's pages are that big.
+    #[serde(default)]
+    pub max_response_bytes: Option<u64>,
 }
 
 /// The REST connector.
@@ -141,6 +159,11 @@ impl RestConnector {
                 "source.max_attempts must be at least 1".to_owned(),
             ));
         }
+        if source.max_response_bytes == Some(0) {
+            return Err(ConnectorError::Config(
+                "source.max_response_bytes must be at least 1".to_owned(),
+            ));
+        }
         if let Some(name) = &source.header_name {
             HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                 ConnectorError::Config("source.header_name is not a valid header name".to_owned())
@@ -152,6 +175,7 @@ impl RestConnector {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(source.timeout_seconds.unwrap_or(30)))
             .connect_timeout(Duration::from_secs(10))
+            .redirect(same_origin_redirects(url.clone()))
             .build()
             .map_err(|e| {
                 ConnectorError::Rest(format!("building the HTTP client: {}", e.without_url()))
@@ -243,18 +267,21 @@ impl RestConnector {
         if let Some((name, value)) = auth {
             request = request.header(name.clone(), value.clone());
         }
-        let response = match request.send().await {
+        let mut response = match request.send().await {
             Ok(response) => response,
-            Err(err) if err.is_timeout() || err.is_connect() || err.is_request() => {
-                return Err(Attempt::Retry {
-                    after: None,
-                    why: err.without_url().to_string(),
-                })
-            }
             Err(err) => {
-                return Err(Attempt::Fail(ConnectorError::Rest(
-                    err.without_url().to_string(),
-                )))
+                return Err(match redirect_refusal(&err) {
+                    Some(refusal) => {
+                        Attempt::Fail(ConnectorError::RedirectRefused(refusal.0.clone()))
+                    }
+                    None if err.is_timeout() || err.is_connect() || err.is_request() => {
+                        Attempt::Retry {
+                            after: None,
+                            why: err.without_url().to_string(),
+                        }
+                    }
+                    None => Attempt::Fail(ConnectorError::Rest(err.without_url().to_string())),
+                })
             }
         };
         let status = response.status();
@@ -280,16 +307,13 @@ impl RestConnector {
                 "HTTP {status}"
             ))));
         }
-        match response.json::<Value>().await {
-            Ok(value) => Ok(value),
-            Err(err) if err.is_timeout() => Err(Attempt::Retry {
-                after: None,
-                why: "timed out reading the response".to_owned(),
-            }),
-            Err(_) => Err(Attempt::Fail(ConnectorError::Rest(
-                "the response is not JSON".to_owned(),
-            ))),
-        }
+        let limit = self
+            .config
+            .max_response_bytes
+            .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES);
+        let body = read_capped(&mut response, limit).await?;
+        serde_json::from_slice::<Value>(&body)
+            .map_err(|_| Attempt::Fail(ConnectorError::Rest("the response is not JSON".to_owned())))
     }
 
     /// One request, with retries.
@@ -424,6 +448,111 @@ impl RestConnector {
         }
         Ok(report.finish())
     }
+}
+
+/// Reads a response body, holding at most `limit` bytes: a larger declared length is refused
+/// before reading, and reading stops at the first chunk that would pass the limit.
+async fn read_capped(response: &mut Response, limit: u64) -> Result<Vec<u8>, Attempt> {
+    let too_large = || Attempt::Fail(ConnectorError::ResponseTooLarge { limit });
+    let declared = response.content_length();
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(usize::try_from(declared.unwrap_or(0)).unwrap_or(0));
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if (body.len() as u64).saturating_add(chunk.len() as u64) > limit {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(err) if err.is_timeout() => {
+                return Err(Attempt::Retry {
+                    after: None,
+                    why: "timed out reading the response".to_owned(),
+                })
+            }
+            Err(err) => {
+                return Err(Attempt::Fail(ConnectorError::Rest(format!(
+                    "reading the response: {}",
+                    err.without_url()
+                ))))
+            }
+        }
+    }
+}
+
+/// Why a redirect was not followed. Travels through reqwest's error chain back to
+/// [`RestConnector::attempt`], which turns it into [`ConnectorError::RedirectRefused`].
+#[derive(Debug)]
+struct RedirectRefusal(String);
+
+impl std::fmt::Display for RedirectRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RedirectRefusal {}
+
+/// The redirect policy of the client: follow only what [`check_redirect`] allows.
+fn same_origin_redirects(base: Url) -> redirect::Policy {
+    redirect::Policy::custom(move |attempt| {
+        // `previous` holds every URL requested so far: its length counts this redirect too.
+        match check_redirect(&base, attempt.url(), attempt.previous().len()) {
+            Ok(()) => attempt.follow(),
+            Err(refusal) => attempt.error(refusal),
+        }
+    })
+}
+
+/// Whether the `hop`-th redirect of one request (1-based), to `next`, may be followed for the
+/// API at `base`. The message names origins (scheme, host, port) only, never a path or query.
+fn check_redirect(base: &Url, next: &Url, hop: usize) -> Result<(), RedirectRefusal> {
+    let origin = |url: &Url| {
+        let origin = url.origin();
+        if origin.is_tuple() {
+            origin.ascii_serialization()
+        } else {
+            format!("a {}: address", url.scheme())
+        }
+    };
+    if base.scheme() == "https" && next.scheme() != "https" {
+        return Err(RedirectRefusal(format!(
+            "the API redirected from https to {}, which SafeGrid never follows: fix the \
+             redirect on the server, or set source.url to the API's https address",
+            origin(next)
+        )));
+    }
+    if next.origin() != base.origin() {
+        return Err(RedirectRefusal(format!(
+            "the API redirected to {}, outside {}: SafeGrid follows redirects only to the same \
+             scheme, host and port; set source.url to the address the API has moved to",
+            origin(next),
+            origin(base)
+        )));
+    }
+    if hop > MAX_REDIRECTS {
+        return Err(RedirectRefusal(format!(
+            "the API redirected more than {MAX_REDIRECTS} times for one request: set \
+             source.url to the final address"
+        )));
+    }
+    Ok(())
+}
+
+/// The redirect refusal somewhere in `err`'s chain of causes.
+fn redirect_refusal(err: &reqwest::Error) -> Option<&RedirectRefusal> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = cause {
+        if let Some(refusal) = current.downcast_ref::<RedirectRefusal>() {
+            return Some(refusal);
+        }
+        cause = current.source();
+    }
+    None
 }
 
 /// Follows a dotted path into JSON objects; the empty path is the value itself.
