@@ -7,26 +7,52 @@
 //!   writer lingers for `max_delay` only while the load is high (the previous batch held at
 //!   least `linger_min_batch` records); under light load it syncs at once, so a lone request
 //!   pays one `fdatasync`, not the linger time.
-//! - **Fail closed**: if a write, sync or checkpoint fails, the log becomes unhealthy for the
-//!   rest of the process: [`AuditLog::is_healthy`] is `false` and every later append fails
-//!   with [`AuditError::Unavailable`]. The broker must then refuse personal data.
+//! - **Bounded records**: every record is cut to the [`FieldLimits`] and to
+//!   `max_record_bytes` of canonical encoding before it is queued (see [`crate::cut`]); the
+//!   stored, cut record is what its Merkle leaf hashes.
+//! - **Free-space reserve**: the writer never writes a batch of records that would leave
+//!   less than `min_free_bytes` free on the log's file system by its own measure (a
+//!   measurement no older than `free_space_check_interval`, taken afresh whenever the bytes
+//!   written since could have reached the reserve, minus those bytes). Such a batch is
+//!   refused whole with [`AuditError::DiskFull`]: nothing of it is written and nothing is
+//!   acknowledged.
+//! - **Fail closed, recover when safe**: while appends are refused or a write has failed,
+//!   [`AuditLog::is_healthy`] is `false` (see [`AuditHealth`]); the broker must then refuse
+//!   personal data. If a write or sync fails, the batch's appends all fail
+//!   ([`AuditError::Unavailable`]) and the segment (or `checkpoints.log`) is truncated back
+//!   to its last synced length and synced again before anything else is written, so no
+//!   part of an unacknowledged record stays behind. The writer then retries by itself: the
+//!   next append is a new write attempt, and every `retry_interval` it tests the disk
+//!   (writes, syncs and removes `write-probe.tmp`, see [`crate::segment`]) so that it
+//!   recovers even when no appends arrive. It is healthy again once a write and sync
+//!   succeed, or, after low free space, once the space is back. No restart is needed.
+//! - If that truncation itself fails, the log stays unhealthy, retries the truncation, and
+//!   writes nothing until it succeeds (fail closed). A crash in that state may recover
+//!   records whose appends were reported failed (if their bytes reached the disk); it never
+//!   loses an acknowledged one.
+//! - **Consistent state**: the in-memory Merkle tree, indexes and `size` advance only after a
+//!   successful sync, so they always describe exactly the acknowledged records; `seq`
+//!   numbers stay contiguous across failures (a failed batch's numbers are reused by the
+//!   next successful one, whose bytes replace the truncated ones).
 //! - **Crash recovery**: [`AuditLog::open`] re-reads and re-hashes every record and rebuilds
 //!   the Merkle tree. A torn or garbled *final* frame of the last segment (a write that was
 //!   never acknowledged) is truncated away; damage anywhere else, or a truncation that would
 //!   drop records covered by a signed checkpoint, is [`AuditError::Corrupt`].
 //! - **Signed checkpoints**: the writer signs a checkpoint every `checkpoint_interval` when
-//!   the log grew, on [`AuditLog::checkpoint_now`] and on [`AuditLog::close`]. On open the
-//!   latest checkpoint must match the recomputed root.
+//!   the log grew and is healthy, on [`AuditLog::checkpoint_now`] and on
+//!   [`AuditLog::close`]. On open the latest checkpoint must match the recomputed root.
 //! - Record `seq` = Merkle leaf index = position in the log, assigned by the writer.
 //!
-//! Not guaranteed: exclusion of a second process opening the same directory (do not do it).
+//! Not guaranteed: exclusion of a second process opening the same directory (do not do it);
+//! free space taken by *other* writers between two measurements (the reserve absorbs it, and
+//! a write that still fails is recovered as above).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -37,13 +63,15 @@ use tokio::sync::oneshot;
 use crate::checkpoint::{
     validate_key_name, CheckpointError, CheckpointSigner, PublicKey, SignedCheckpoint,
 };
+use crate::cut::{bound_record, FieldLimits, MIN_RECORD_BYTES};
 use crate::merkle::{hash_leaf, Hash, MerkleTree, ProofError};
 use crate::record::{AuditRecord, Decision, RECORD_FORMAT_VERSION};
 use crate::segment::{
     decode_header, encode_frame, encode_header, frame_check, list_segments, read_frame,
     segment_name, split_checkpoints, Frame, HeaderError, CHECKPOINTS_FILE, HEADER_LEN,
-    LOG_FORMAT_VERSION, MAX_RECORD_BYTES, PUBLIC_KEY_FILE,
+    LOG_FORMAT_VERSION, MAX_RECORD_BYTES, PROBE_FILE, PUBLIC_KEY_FILE,
 };
+use crate::space::{FreeSpaceProbe, StatvfsFreeSpace};
 
 /// Tuning and identity of an audit log.
 #[derive(Debug, Clone)]
@@ -63,6 +91,24 @@ pub struct AuditConfig {
     /// A new segment is started once the current one reaches this size (a segment may
     /// exceed it by one batch).
     pub segment_max_bytes: u64,
+    /// Largest canonical encoding of a stored record, in bytes: a longer record is cut (see
+    /// [`crate::cut`]). From [`MIN_RECORD_BYTES`] to [`MAX_RECORD_BYTES`].
+    pub max_record_bytes: usize,
+    /// Longest text fields and lists kept in a stored record.
+    pub field_limits: FieldLimits,
+    /// Free space the log leaves on its file system: a batch that would leave less is
+    /// refused with [`AuditError::DiskFull`] until space returns. `0` turns the guard off.
+    pub min_free_bytes: u64,
+    /// Longest time between two measurements of free space while writes succeed (it is also
+    /// measured whenever the bytes written since could have reached the reserve, and before
+    /// every batch while appends are refused).
+    pub free_space_check_interval: Duration,
+    /// How free space is measured: [`StatvfsFreeSpace`] unless a test substitutes its own.
+    pub free_space: Arc<dyn FreeSpaceProbe>,
+    /// While the log is unhealthy but recoverable, how often the writer checks again by
+    /// itself, so it recovers even when no appends arrive (a broker whose readiness check
+    /// fails receives none).
+    pub retry_interval: Duration,
 }
 
 impl Default for AuditConfig {
@@ -74,6 +120,12 @@ impl Default for AuditConfig {
             linger_min_batch: 128,
             checkpoint_interval: Duration::from_secs(5),
             segment_max_bytes: 64 * 1024 * 1024,
+            max_record_bytes: 16 * 1024,
+            field_limits: FieldLimits::default(),
+            min_free_bytes: 64 * 1024 * 1024,
+            free_space_check_interval: Duration::from_secs(1),
+            free_space: Arc::new(StatvfsFreeSpace),
+            retry_interval: Duration::from_secs(1),
         }
     }
 }
@@ -94,9 +146,18 @@ pub enum AuditError {
     /// The log was written by a newer, unknown format version.
     #[error("audit log format version {found} is not supported (this build reads {supported})")]
     UnsupportedVersion { found: u32, supported: u32 },
-    /// The log is unhealthy or closed: nothing more can be recorded (fail closed).
+    /// The log is unhealthy or closed, or the write of this record failed: it was not
+    /// recorded (fail closed).
     #[error("audit log unavailable")]
     Unavailable,
+    /// The record was refused because writing it would leave less than the configured
+    /// reserve free on the log's file system; nothing was written. Appends succeed again
+    /// once space is freed.
+    #[error(
+        "audit log refused the record: {free_bytes} bytes free on its file system, \
+         {reserve_bytes} must stay free"
+    )]
+    DiskFull { free_bytes: u64, reserve_bytes: u64 },
     /// The record's canonical encoding exceeds the size limit.
     #[error("audit record of {len} bytes exceeds the limit of {max}")]
     RecordTooLarge { len: usize, max: usize },
@@ -264,16 +325,80 @@ impl SyncCounters {
     }
 }
 
+/// Whether the log is taking records, and if not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditHealth {
+    /// Appends are written.
+    Healthy,
+    /// Appends are refused with [`AuditError::DiskFull`]: free space is below
+    /// `min_free_bytes`. Healthy again as soon as space is freed.
+    LowDiskSpace,
+    /// A write or sync failed; the unacknowledged bytes are (or will be, before anything else
+    /// is written) truncated away. Appends fail until a write and sync succeed again.
+    Recovering,
+    /// [`AuditLog::close`] was called, or the writer stopped.
+    Closed,
+}
+
+impl AuditHealth {
+    /// A stable lower-case name, e.g. for a metric label: `healthy`, `low_disk_space`,
+    /// `recovering`, `closed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditHealth::Healthy => "healthy",
+            AuditHealth::LowDiskSpace => "low_disk_space",
+            AuditHealth::Recovering => "recovering",
+            AuditHealth::Closed => "closed",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => AuditHealth::Healthy,
+            1 => AuditHealth::LowDiskSpace,
+            _ => AuditHealth::Recovering,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            AuditHealth::Healthy => 0,
+            AuditHealth::LowDiskSpace => 1,
+            AuditHealth::Recovering | AuditHealth::Closed => 2,
+        }
+    }
+}
+
+/// Test hook: how the writer's disk operations fail.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InjectedFailure {
+    /// Nothing fails.
+    Nothing = 0,
+    /// Every write, sync, truncation and disk test fails.
+    Everything = 1,
+    /// A segment write stores half of its bytes, then fails as if the disk were full.
+    PartialWrite = 2,
+    /// A segment write stores all of its bytes, then the sync fails.
+    Sync = 3,
+}
+
 #[derive(Debug, Default)]
 struct Shared {
     state: RwLock<State>,
-    healthy: AtomicBool,
+    /// An [`AuditHealth`] other than `Closed` (see [`AuditHealth::to_u8`]).
+    health: AtomicU8,
     closed: AtomicBool,
     queue_depth: AtomicUsize,
     size: AtomicU64,
     sync: SyncCounters,
+    /// Last measured free space; `u64::MAX` if never measured or the measurement failed.
+    free_bytes: AtomicU64,
+    space_refusals: AtomicU64,
+    write_failures: AtomicU64,
+    records_cut: AtomicU64,
     #[cfg(test)]
-    fail_writes: AtomicBool,
+    injected: AtomicU8,
 }
 
 impl Shared {
@@ -306,6 +431,8 @@ struct Inner {
     dir: PathBuf,
     tx: mpsc::Sender<Command>,
     shared: Arc<Shared>,
+    max_record_bytes: usize,
+    field_limits: FieldLimits,
 }
 
 impl AuditLog {
@@ -320,11 +447,18 @@ impl AuditLog {
         if config.max_batch == 0 {
             return Err(AuditError::Config("max_batch must be at least 1".into()));
         }
+        if !(MIN_RECORD_BYTES..=MAX_RECORD_BYTES).contains(&config.max_record_bytes) {
+            return Err(AuditError::Config(format!(
+                "max_record_bytes must be from {MIN_RECORD_BYTES} to {MAX_RECORD_BYTES}"
+            )));
+        }
+        config.field_limits.validate().map_err(AuditError::Config)?;
         std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
         let public_key = signer.public_key(&config.origin)?;
         write_public_key(dir, &public_key)?;
 
-        let (latest_checkpoint, checkpoints_file) = recover_checkpoints(dir, &public_key)?;
+        let (latest_checkpoint, checkpoints_file, checkpoints_len) =
+            recover_checkpoints(dir, &public_key)?;
         let min_size = latest_checkpoint.as_ref().map_or(0, |c| c.size);
         let recovered = recover_segments(dir, min_size)?;
         let mut state = recovered.state;
@@ -344,11 +478,13 @@ impl AuditLog {
         let size = state.tree.size();
         let shared = Arc::new(Shared {
             state: RwLock::new(state),
-            healthy: AtomicBool::new(true),
             size: AtomicU64::new(size),
+            free_bytes: AtomicU64::new(u64::MAX),
             ..Shared::default()
         });
         let (tx, rx) = mpsc::channel();
+        let max_record_bytes = config.max_record_bytes;
+        let field_limits = config.field_limits;
         let writer = Writer {
             dir: dir.to_path_buf(),
             origin: config.origin.clone(),
@@ -360,8 +496,21 @@ impl AuditLog {
             segment_records: recovered.current_records,
             size,
             checkpoints: checkpoints_file,
+            checkpoints_len,
             last_checkpoint_size: latest_checkpoint.map(|c| c.size),
-            failed: false,
+            space: SpaceGuard {
+                probe: Arc::clone(&config.free_space),
+                reserve: config.min_free_bytes,
+                interval: config.free_space_check_interval,
+                measured_at: None,
+                free: u64::MAX,
+                written_since: 0,
+            },
+            low_space: false,
+            io_suspect: false,
+            segment_dirty: false,
+            checkpoints_dirty: false,
+            next_retry: None,
             last_batch: 0,
             config,
         };
@@ -374,6 +523,8 @@ impl AuditLog {
                 dir: dir.to_path_buf(),
                 tx,
                 shared,
+                max_record_bytes,
+                field_limits,
             }),
         })
     }
@@ -385,13 +536,27 @@ impl AuditLog {
 
     /// Appends `record` and returns its `seq` once it is durable on disk.
     ///
-    /// The log sets `v` and `seq`; the caller sets everything else (including `time`).
+    /// The log sets `v`, `seq` and `cut`, and cuts over-long fields and lists (see
+    /// [`crate::cut`]); the caller sets everything else (including `time`). Fails with
+    /// [`AuditError::DiskFull`] while free space is below the reserve and with
+    /// [`AuditError::Unavailable`] if the log is closed or the write failed; either way the
+    /// record was not recorded, and a later append may succeed.
     pub async fn append(&self, record: AuditRecord) -> Result<u64, AuditError> {
-        if !self.is_healthy() {
+        let shared = &self.inner.shared;
+        if shared.closed.load(Ordering::Acquire) {
             return Err(AuditError::Unavailable);
         }
+        // Even while unhealthy the record goes to the writer: the writer checks again (free
+        // space, or a new write attempt) and so the log recovers on its own.
+        let (record, was_cut) = bound_record(
+            record,
+            self.inner.max_record_bytes,
+            &self.inner.field_limits,
+        )?;
+        if was_cut {
+            shared.records_cut.fetch_add(1, Ordering::Relaxed);
+        }
         let (reply, answer) = oneshot::channel();
-        let shared = &self.inner.shared;
         shared.queue_depth.fetch_add(1, Ordering::Relaxed);
         if self
             .inner
@@ -405,10 +570,44 @@ impl AuditLog {
         answer.await.map_err(|_| AuditError::Unavailable)?
     }
 
-    /// `false` once a write, sync or checkpoint failed, or after [`AuditLog::close`].
+    /// `true` while appends are being written: `false` while free space is below the
+    /// reserve, after a failed write or checkpoint until a write succeeds again, and after
+    /// [`AuditLog::close`]. See [`AuditLog::health`] for the reason.
     pub fn is_healthy(&self) -> bool {
+        self.health() == AuditHealth::Healthy
+    }
+
+    /// Whether the log is taking records, and if not, why.
+    pub fn health(&self) -> AuditHealth {
         let s = &self.inner.shared;
-        s.healthy.load(Ordering::Acquire) && !s.closed.load(Ordering::Acquire)
+        if s.closed.load(Ordering::Acquire) {
+            return AuditHealth::Closed;
+        }
+        AuditHealth::from_u8(s.health.load(Ordering::Acquire))
+    }
+
+    /// Free bytes on the log's file system at the last measurement (`None` before the first
+    /// one, if it failed, or with `min_free_bytes` = 0).
+    pub fn free_bytes(&self) -> Option<u64> {
+        match self.inner.shared.free_bytes.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            free => Some(free),
+        }
+    }
+
+    /// Appends refused with [`AuditError::DiskFull`] since the log was opened.
+    pub fn space_refusals(&self) -> u64 {
+        self.inner.shared.space_refusals.load(Ordering::Relaxed)
+    }
+
+    /// Failed writes, syncs, truncations and disk tests since the log was opened.
+    pub fn write_failures(&self) -> u64 {
+        self.inner.shared.write_failures.load(Ordering::Relaxed)
+    }
+
+    /// Records cut to fit the size limits since the log was opened.
+    pub fn records_cut(&self) -> u64 {
+        self.inner.shared.records_cut.load(Ordering::Relaxed)
     }
 
     /// Records waiting for the writer.
@@ -571,7 +770,16 @@ impl AuditLog {
     /// Test hook: make every following write fail as if the disk had failed.
     #[cfg(test)]
     pub(crate) fn inject_write_failure(&self) {
-        self.inner.shared.fail_writes.store(true, Ordering::SeqCst);
+        self.inject(InjectedFailure::Everything);
+    }
+
+    /// Test hook: how the writer's following disk operations fail.
+    #[cfg(test)]
+    pub(crate) fn inject(&self, failure: InjectedFailure) {
+        self.inner
+            .shared
+            .injected
+            .store(failure as u8, Ordering::SeqCst);
     }
 }
 
@@ -625,11 +833,11 @@ fn write_public_key(dir: &Path, key: &PublicKey) -> Result<(), AuditError> {
 }
 
 /// Reads `checkpoints.log`, truncating an incomplete final entry, and returns the latest
-/// checkpoint plus the file opened for appending.
+/// checkpoint plus the file opened for appending and its length.
 fn recover_checkpoints(
     dir: &Path,
     key: &PublicKey,
-) -> Result<(Option<SignedCheckpoint>, File), AuditError> {
+) -> Result<(Option<SignedCheckpoint>, File, u64), AuditError> {
     let path = dir.join(CHECKPOINTS_FILE);
     let file = OpenOptions::new()
         .create(true)
@@ -664,7 +872,7 @@ fn recover_checkpoints(
             .and_then(|()| file.sync_all())
             .map_err(io_err(format!("truncate {}", path.display())))?;
     }
-    Ok((latest, file))
+    Ok((latest, file, keep as u64))
 }
 
 struct Recovered {
@@ -812,6 +1020,58 @@ fn recover_segments(dir: &Path, min_size: u64) -> Result<Recovered, AuditError> 
     })
 }
 
+/// Free space at the last measurement and what the log wrote since.
+struct SpaceGuard {
+    probe: Arc<dyn FreeSpaceProbe>,
+    /// `min_free_bytes`; 0 = no guard.
+    reserve: u64,
+    interval: Duration,
+    measured_at: Option<Instant>,
+    free: u64,
+    written_since: u64,
+}
+
+impl SpaceGuard {
+    /// `Err(free bytes)` if writing `bytes` more would leave less than the reserve free.
+    /// Measures again if `fresh`, if the last measurement is older than the interval, or if
+    /// the bytes written since could have reached the reserve.
+    fn admit(&mut self, dir: &Path, bytes: u64, fresh: bool, shared: &Shared) -> Result<(), u64> {
+        if self.reserve == 0 {
+            return Ok(());
+        }
+        let estimate = self.free.saturating_sub(self.written_since);
+        let stale = fresh
+            || self
+                .measured_at
+                .is_none_or(|at| at.elapsed() >= self.interval)
+            || estimate.saturating_sub(bytes) < self.reserve;
+        if stale {
+            self.measured_at = Some(Instant::now());
+            self.written_since = 0;
+            self.free = match self.probe.free_bytes(dir) {
+                Ok(free) => free,
+                Err(error) => {
+                    // An unmeasurable file system is not refused: a real shortage still
+                    // shows as a failed write, which is recovered from.
+                    tracing::warn!(%error, "cannot measure free space for the audit log");
+                    u64::MAX
+                }
+            };
+            shared.free_bytes.store(self.free, Ordering::Relaxed);
+        }
+        let free = self.free.saturating_sub(self.written_since);
+        if free.saturating_sub(bytes) < self.reserve {
+            Err(free)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn wrote(&mut self, bytes: u64) {
+        self.written_since = self.written_since.saturating_add(bytes);
+    }
+}
+
 /// The single writer: owns the files, batches appends, signs checkpoints.
 struct Writer {
     dir: PathBuf,
@@ -821,24 +1081,72 @@ struct Writer {
     shared: Arc<Shared>,
     file: File,
     segment_index: u32,
+    /// Length of the current segment up to its last synced frame.
     segment_len: u64,
     segment_records: u64,
     size: u64,
     checkpoints: File,
+    /// Length of `checkpoints.log` up to its last synced entry.
+    checkpoints_len: u64,
     last_checkpoint_size: Option<u64>,
-    failed: bool,
+    space: SpaceGuard,
+    /// The last batch was refused for lack of free space.
+    low_space: bool,
+    /// A disk operation failed and no write and sync has succeeded since.
+    io_suspect: bool,
+    /// A failed write may have left bytes after `segment_len`.
+    segment_dirty: bool,
+    /// A failed checkpoint may have left bytes after `checkpoints_len`.
+    checkpoints_dirty: bool,
+    /// When to check again by itself while unhealthy.
+    next_retry: Option<Instant>,
     /// Records in the previous batch: a measure of the current load.
     last_batch: usize,
 }
 
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Also on a panic: appends then fail, and the health says so.
+        self.shared.closed.store(true, Ordering::Release);
+    }
+}
+
 type Pending = (Box<AuditRecord>, Reply<u64>);
+
+/// A record of a batch, encoded and waiting for the write.
+struct Encoded {
+    seq: u64,
+    leaf: Hash,
+    /// Offset of the frame in the batch buffer.
+    at: u64,
+    len: u32,
+    request_id: String,
+    reply: Reply<u64>,
+}
+
+/// Cuts `file` back to `len` bytes and makes that durable.
+fn truncate_to(file: &File, len: u64) -> std::io::Result<()> {
+    file.set_len(len)?;
+    file.sync_all()?;
+    let actual = file.metadata()?.len();
+    if actual != len {
+        return Err(std::io::Error::other(format!(
+            "length is {actual} after truncating to {len}"
+        )));
+    }
+    Ok(())
+}
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Command>) {
         let mut batch: Vec<Pending> = Vec::with_capacity(self.config.max_batch);
         let mut next_checkpoint = Instant::now() + self.config.checkpoint_interval;
         loop {
-            let wait = next_checkpoint.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let mut wait = next_checkpoint.saturating_duration_since(now);
+            if let Some(at) = self.next_retry {
+                wait = wait.min(at.saturating_duration_since(now));
+            }
             let mut control = None;
             let mut disconnected = false;
             match rx.recv_timeout(wait) {
@@ -907,8 +1215,12 @@ impl Writer {
                 let _ = self.checkpoint();
                 return;
             }
+            if self.next_retry.is_some_and(|at| Instant::now() >= at) {
+                self.retry();
+            }
             if Instant::now() >= next_checkpoint {
-                if self.last_checkpoint_size != Some(self.size) && self.size > 0 {
+                let grew = self.last_checkpoint_size != Some(self.size) && self.size > 0;
+                if grew && self.health() == AuditHealth::Healthy {
                     let _ = self.checkpoint();
                 }
                 next_checkpoint = Instant::now() + self.config.checkpoint_interval;
@@ -920,22 +1232,136 @@ impl Writer {
         self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn fail(&mut self, what: &str, error: &std::io::Error) {
-        tracing::error!(%error, operation = what, "audit log failed; refusing further appends");
-        self.failed = true;
-        self.shared.healthy.store(false, Ordering::Release);
+    fn health(&self) -> AuditHealth {
+        if self.low_space {
+            AuditHealth::LowDiskSpace
+        } else if self.io_suspect {
+            AuditHealth::Recovering
+        } else {
+            AuditHealth::Healthy
+        }
     }
 
+    /// Publishes the health and schedules (or cancels) the writer's own retry.
+    fn publish(&mut self) {
+        let health = self.health();
+        let before =
+            AuditHealth::from_u8(self.shared.health.swap(health.to_u8(), Ordering::AcqRel));
+        if health == AuditHealth::Healthy {
+            self.next_retry = None;
+            if before != AuditHealth::Healthy {
+                tracing::warn!(was = before.as_str(), "audit log writable again");
+            }
+            return;
+        }
+        if before == AuditHealth::Healthy {
+            tracing::error!(
+                state = health.as_str(),
+                free_bytes = self.space.free,
+                reserve_bytes = self.space.reserve,
+                "audit log refusing appends until it can write again"
+            );
+        }
+        if self.next_retry.is_none() {
+            self.next_retry = Some(Instant::now() + self.config.retry_interval);
+        }
+    }
+
+    fn io_failure(&mut self, what: &str, error: &std::io::Error) {
+        tracing::error!(
+            %error,
+            operation = what,
+            "audit log write failed; nothing of it is acknowledged"
+        );
+        self.shared.write_failures.fetch_add(1, Ordering::Relaxed);
+        self.io_suspect = true;
+        self.publish();
+    }
+
+    /// Test hook: fails while every disk operation is set to fail.
     fn injected_failure(&self) -> std::io::Result<()> {
         #[cfg(test)]
-        if self.shared.fail_writes.load(Ordering::SeqCst) {
+        if self.shared.injected.load(Ordering::SeqCst) == InjectedFailure::Everything as u8 {
             return Err(std::io::Error::other("injected write failure"));
         }
         Ok(())
     }
 
+    /// Appends `buf` to the current segment and syncs it.
+    fn write_segment(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.injected_failure()?;
+        #[cfg(test)]
+        {
+            let injected = self.shared.injected.load(Ordering::SeqCst);
+            if injected == InjectedFailure::PartialWrite as u8 {
+                self.file.write_all(&buf[..buf.len() / 2])?;
+                return Err(std::io::ErrorKind::StorageFull.into());
+            }
+            if injected == InjectedFailure::Sync as u8 {
+                self.file.write_all(buf)?;
+                return Err(std::io::Error::other("injected sync failure"));
+            }
+        }
+        self.file.write_all(buf)?;
+        self.file.sync_data()
+    }
+
+    /// Cuts away whatever failed writes may have left after the last synced frame or entry.
+    fn repair(&mut self) -> std::io::Result<()> {
+        if self.segment_dirty {
+            self.injected_failure()?;
+            truncate_to(&self.file, self.segment_len)?;
+            self.segment_dirty = false;
+            tracing::warn!(
+                segment = %segment_name(self.segment_index),
+                length = self.segment_len,
+                "truncated the audit segment back to its last synced record"
+            );
+        }
+        if self.checkpoints_dirty {
+            self.injected_failure()?;
+            truncate_to(&self.checkpoints, self.checkpoints_len)?;
+            self.checkpoints_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Tests the disk: writes, syncs and removes a small file in the log directory.
+    fn probe_disk(&self) -> std::io::Result<()> {
+        self.injected_failure()?;
+        let path = self.dir.join(PROBE_FILE);
+        let written = File::create(&path).and_then(|mut f| {
+            f.write_all(&[0u8; 4096])?;
+            f.sync_data()
+        });
+        let removed = match std::fs::remove_file(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
+        written.and(removed)
+    }
+
+    /// The writer's own check while unhealthy (also when no appends arrive).
+    fn retry(&mut self) {
+        self.next_retry = None;
+        if self.low_space || self.io_suspect {
+            self.low_space = self.space.admit(&self.dir, 0, true, &self.shared).is_err();
+        }
+        if self.io_suspect && !self.low_space {
+            match self.repair().and_then(|()| self.probe_disk()) {
+                Ok(()) => self.io_suspect = false,
+                Err(e) => {
+                    self.shared.write_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "audit log disk test failed; retrying later");
+                }
+            }
+        }
+        self.publish();
+    }
+
     fn roll_segment(&mut self) -> Result<(), AuditError> {
         let index = self.segment_index + 1;
+        // A failed earlier attempt may have left this file: it is created afresh.
         create_segment(&self.dir, index, self.size)?;
         let path = self.dir.join(segment_name(index));
         let file = OpenOptions::new()
@@ -952,31 +1378,19 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &mut Vec<Pending>) {
-        if self.failed {
-            for (_, reply) in batch.drain(..) {
-                let _ = reply.send(Err(AuditError::Unavailable));
-            }
-            return;
-        }
-        if self.segment_len >= self.config.segment_max_bytes && self.segment_records > 0 {
-            if let Err(e) = self.roll_segment() {
-                let io = std::io::Error::other(e.to_string());
-                self.fail("start new segment", &io);
-                return self.commit(batch);
-            }
-        }
         let mut buf = Vec::new();
-        let mut accepted = Vec::with_capacity(batch.len());
+        let mut encoded = Vec::with_capacity(batch.len());
         let mut seq = self.size;
         for (mut record, reply) in batch.drain(..) {
             record.v = RECORD_FORMAT_VERSION;
             record.seq = seq;
             let bytes = match record.canonical_bytes() {
-                Ok(b) if b.len() <= MAX_RECORD_BYTES => b,
+                Ok(b) if b.len() <= self.config.max_record_bytes => b,
                 Ok(b) => {
+                    // `append` cut the record to fit; kept as a last line of defence.
                     let _ = reply.send(Err(AuditError::RecordTooLarge {
                         len: b.len(),
-                        max: MAX_RECORD_BYTES,
+                        max: self.config.max_record_bytes,
                     }));
                     continue;
                 }
@@ -985,44 +1399,90 @@ impl Writer {
                     continue;
                 }
             };
-            let location = Location {
-                segment: self.segment_index,
-                offset: self.segment_len + buf.len() as u64 + 4,
+            encoded.push(Encoded {
+                seq,
+                leaf: hash_leaf(&bytes),
+                at: buf.len() as u64,
                 len: bytes.len() as u32,
-            };
+                request_id: record.request_id,
+                reply,
+            });
             encode_frame(&bytes, &mut buf);
-            accepted.push((seq, hash_leaf(&bytes), location, record.request_id, reply));
             seq += 1;
         }
-        if accepted.is_empty() {
+        if encoded.is_empty() {
             return;
         }
-        let started = std::time::Instant::now();
-        let written = self
-            .injected_failure()
-            .and_then(|()| self.file.write_all(&buf))
-            .and_then(|()| self.file.sync_data());
-        if written.is_ok() {
-            self.shared.sync.observe(started.elapsed());
-        }
-        if let Err(e) = written {
-            self.fail("write and sync records", &e);
-            for (.., reply) in accepted {
-                let _ = reply.send(Err(AuditError::Unavailable));
+        let refuse = |encoded: Vec<Encoded>, error: &dyn Fn() -> AuditError| {
+            for e in encoded {
+                let _ = e.reply.send(Err(error()));
             }
-            return;
+        };
+
+        // 1. The free-space reserve: refuse the whole batch before writing anything.
+        let fresh = self.health() != AuditHealth::Healthy;
+        if let Err(free) = self
+            .space
+            .admit(&self.dir, buf.len() as u64, fresh, &self.shared)
+        {
+            self.low_space = true;
+            self.shared
+                .space_refusals
+                .fetch_add(encoded.len() as u64, Ordering::Relaxed);
+            self.publish();
+            let reserve = self.space.reserve;
+            return refuse(encoded, &|| AuditError::DiskFull {
+                free_bytes: free,
+                reserve_bytes: reserve,
+            });
         }
+        self.low_space = false;
+
+        // 2. Nothing is written after the remains of a failed write.
+        if let Err(e) = self.repair() {
+            self.io_failure("truncate after a failed write", &e);
+            return refuse(encoded, &|| AuditError::Unavailable);
+        }
+        if self.segment_len >= self.config.segment_max_bytes && self.segment_records > 0 {
+            if let Err(e) = self.roll_segment() {
+                self.io_failure("start new segment", &std::io::Error::other(e.to_string()));
+                return refuse(encoded, &|| AuditError::Unavailable);
+            }
+        }
+
+        // 3. Write and sync; on failure cut the partial batch away at once.
+        let started = Instant::now();
+        if let Err(e) = self.write_segment(&buf) {
+            self.segment_dirty = true;
+            self.io_failure("write and sync records", &e);
+            if let Err(e) = self.repair() {
+                self.io_failure("truncate after a failed write", &e);
+            }
+            return refuse(encoded, &|| AuditError::Unavailable);
+        }
+        self.shared.sync.observe(started.elapsed());
+        self.space.wrote(buf.len() as u64);
+        self.io_suspect = false;
+        self.publish();
+
+        // 4. Durable: only now does the in-memory state advance.
+        let segment = self.segment_index;
+        let base = self.segment_len;
         self.segment_len += buf.len() as u64;
-        self.segment_records += accepted.len() as u64;
+        self.segment_records += encoded.len() as u64;
         self.size = seq;
-        let mut replies = Vec::with_capacity(accepted.len());
+        let mut replies = Vec::with_capacity(encoded.len());
         {
             let mut state = self.shared.write();
-            for (seq, leaf, location, request_id, reply) in accepted {
-                state.tree.push(leaf);
-                state.locations.push(location);
-                state.request_ids.entry(request_id).or_insert(seq);
-                replies.push((seq, reply));
+            for e in encoded {
+                state.tree.push(e.leaf);
+                state.locations.push(Location {
+                    segment,
+                    offset: base + e.at + 4,
+                    len: e.len,
+                });
+                state.request_ids.entry(e.request_id).or_insert(e.seq);
+                replies.push((e.seq, e.reply));
             }
             self.shared.size.store(self.size, Ordering::Release);
         }
@@ -1032,9 +1492,6 @@ impl Writer {
     }
 
     fn checkpoint(&mut self) -> Result<SignedCheckpoint, AuditError> {
-        if self.failed {
-            return Err(AuditError::Unavailable);
-        }
         if self.last_checkpoint_size == Some(self.size) {
             if let Some(cp) = self.shared.read().latest_checkpoint.clone() {
                 return Ok(cp);
@@ -1045,14 +1502,23 @@ impl Writer {
             .signer
             .sign_checkpoint(&self.origin, self.size, &root)?;
         let entry = format!("{}\n", cp.note);
+        if let Err(e) = self.repair() {
+            self.io_failure("truncate after a failed write", &e);
+            return Err(AuditError::Unavailable);
+        }
         let written = self
             .injected_failure()
             .and_then(|()| self.checkpoints.write_all(entry.as_bytes()))
             .and_then(|()| self.checkpoints.sync_data());
         if let Err(e) = written {
-            self.fail("write checkpoint", &e);
+            self.checkpoints_dirty = true;
+            self.io_failure("write checkpoint", &e);
+            if let Err(e) = self.repair() {
+                self.io_failure("truncate after a failed checkpoint", &e);
+            }
             return Err(AuditError::Unavailable);
         }
+        self.checkpoints_len += entry.len() as u64;
         self.last_checkpoint_size = Some(self.size);
         self.shared.write().latest_checkpoint = Some(cp.clone());
         Ok(cp)

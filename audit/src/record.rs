@@ -3,9 +3,13 @@
 //! Guarantees:
 //! - [`AuditRecord::canonical_bytes`] is deterministic: `serde_json` writes the fields in the
 //!   order they are declared in [`AuditRecord`] (and [`Actor`]), every field is always
-//!   present (`None` is `null`), and no map types are used, so the same record always gives
-//!   the same bytes. **Never reorder, rename or remove a field of format version 1**; a
-//!   change of layout is a new value of [`AuditRecord::v`].
+//!   present (`None` is `null`) except [`AuditRecord::cut`], and no map types are used, so
+//!   the same record always gives the same bytes. **Never reorder, rename or remove a field
+//!   of format version 1**; a change of layout is a new value of [`AuditRecord::v`].
+//! - [`AuditRecord::cut`] was added to format version 1 as an optional last field: it is
+//!   omitted when `None`, so every record written before it existed decodes and re-encodes
+//!   to the same bytes (and the same leaf hash). Builds older than it reject records that
+//!   carry it.
 //! - The Merkle leaf of a record is `hash_leaf(bytes)` over exactly the bytes stored on disk,
 //!   so verification never depends on re-encoding.
 //! - A record carries no plaintext identity numbers: `residents` holds the broker's keyed
@@ -13,6 +17,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::cut::RecordCut;
 
 /// The record format version this crate writes and reads.
 pub const RECORD_FORMAT_VERSION: u32 = 1;
@@ -89,6 +95,10 @@ pub struct AuditRecord {
     pub outcome: String,
     /// Why break-glass access was used.
     pub break_glass_reason: Option<String>,
+    /// What the log cut to keep the record within its size limits; `None` (and absent from
+    /// the encoding) when the record was stored whole. Set by the log, like `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<RecordCut>,
 }
 
 impl AuditRecord {
@@ -121,6 +131,7 @@ impl AuditRecord {
             result_count: 0,
             outcome: "ok".to_owned(),
             break_glass_reason: None,
+            cut: None,
         }
     }
 
@@ -183,6 +194,31 @@ mod tests {
         );
         let back = AuditRecord::from_canonical_bytes(&bytes).unwrap();
         assert_eq!(back, sample());
+        assert_eq!(back.canonical_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn cut_is_omitted_when_none_and_encoded_last_when_set() {
+        let whole = String::from_utf8(sample().canonical_bytes().unwrap()).unwrap();
+        assert!(!whole.contains("cut"));
+        let mut r = sample();
+        r.cut = Some(RecordCut {
+            strings: 1,
+            entities: Some(crate::cut::ListCut {
+                total: 300,
+                sha256: "00ff".into(),
+            }),
+            ..RecordCut::default()
+        });
+        let bytes = r.canonical_bytes().unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let expected = format!(
+            r#"{},"cut":{{"strings":1,"entities":{{"total":300,"sha256":"00ff"}}}}}}"#,
+            whole.strip_suffix('}').unwrap()
+        );
+        assert_eq!(text, expected);
+        let back = AuditRecord::from_canonical_bytes(&bytes).unwrap();
+        assert_eq!(back, r);
         assert_eq!(back.canonical_bytes().unwrap(), bytes);
     }
 

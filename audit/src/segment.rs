@@ -6,6 +6,8 @@
 //!   frames: u32 LE length n | n bytes canonical record | first 4 bytes of SHA-256(bytes)
 //! checkpoints.log        signed notes, each followed by one empty line
 //! checkpoint-public.key  the signed-note verifier key, one line
+//! write-probe.tmp        short-lived: written, synced and removed to test the disk
+//!                        while the log recovers from a failed write (ignored by readers)
 //! ```
 //!
 //! Guarantees: every byte of a segment is covered by a check (magic, version, first seq,
@@ -30,6 +32,8 @@ pub(crate) const FRAME_OVERHEAD: usize = 8;
 pub const CHECKPOINTS_FILE: &str = "checkpoints.log";
 /// Name of the verifier key file in the log directory.
 pub const PUBLIC_KEY_FILE: &str = "checkpoint-public.key";
+/// Name of the file the writer uses to test the disk after a failed write.
+pub(crate) const PROBE_FILE: &str = "write-probe.tmp";
 
 /// File name of segment `index`.
 pub(crate) fn segment_name(index: u32) -> String {

@@ -3,10 +3,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 
+use crate::log::InjectedFailure;
 use crate::segment::{list_segments, HEADER_LEN};
 use crate::*;
 
@@ -356,7 +359,7 @@ async fn damage_before_the_tail_or_below_a_checkpoint_is_an_error() {
 }
 
 #[tokio::test]
-async fn write_failure_fails_closed() {
+async fn write_failure_fails_closed_until_a_write_succeeds() {
     let tmp = tempfile::tempdir().unwrap();
     let log = filled_log(tmp.path(), 3, config()).await;
     log.inject_write_failure();
@@ -365,14 +368,27 @@ async fn write_failure_fails_closed() {
         Err(AuditError::Unavailable)
     ));
     assert!(!log.is_healthy());
+    assert_eq!(log.health(), AuditHealth::Recovering);
     assert!(matches!(
         log.append(record(4)).await,
         Err(AuditError::Unavailable)
     ));
     assert!(log.checkpoint_now().await.is_err());
     assert_eq!(log.size(), 3);
+    assert!(log.write_failures() >= 3);
     // Reads of durable records still work for compliance review.
     assert_eq!(log.read(2).unwrap().request_id, "req-2");
+    // The disk works again: the next append is written, with the next seq.
+    log.inject(InjectedFailure::Nothing);
+    assert_eq!(log.append(record(3)).await.unwrap(), 3);
+    assert!(log.is_healthy());
+    log.close().await.unwrap();
+    assert_eq!(
+        verify(tmp.path(), VerifyOptions::default())
+            .unwrap()
+            .records,
+        4
+    );
 }
 
 #[tokio::test]
@@ -656,4 +672,482 @@ async fn scan_yields_stored_bytes_and_subject_matches_either_name() {
     })
     .unwrap();
     assert_eq!(seen, 3, "scan stops when told");
+}
+
+/// Free space the test sets, and how often the log asked for it.
+#[derive(Debug)]
+struct FakeDisk {
+    free: AtomicU64,
+    probes: AtomicU64,
+}
+
+impl FakeDisk {
+    fn new(free: u64) -> Arc<Self> {
+        Arc::new(FakeDisk {
+            free: AtomicU64::new(free),
+            probes: AtomicU64::new(0),
+        })
+    }
+    fn set(&self, free: u64) {
+        self.free.store(free, Ordering::SeqCst);
+    }
+    fn probes(&self) -> u64 {
+        self.probes.load(Ordering::SeqCst)
+    }
+}
+
+impl FreeSpaceProbe for FakeDisk {
+    fn free_bytes(&self, _dir: &Path) -> std::io::Result<u64> {
+        self.probes.fetch_add(1, Ordering::SeqCst);
+        Ok(self.free.load(Ordering::SeqCst))
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn segment_len(dir: &Path) -> u64 {
+    std::fs::metadata(only_segment(dir)).unwrap().len()
+}
+
+/// Opens a copy of `dir` (never a second writer on the live one) and returns its size.
+fn recovered_copy_size(dir: &Path, scratch: &Path) -> (u64, u64) {
+    copy_dir(dir, scratch);
+    let log = AuditLog::open(scratch, signer(), config()).unwrap();
+    let size = log.size();
+    drop(log);
+    (size, segment_len(scratch))
+}
+
+/// Polls `done` for up to five seconds.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn an_oversized_record_is_cut_to_the_cap_and_the_log_still_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = AuditConfig {
+        max_record_bytes: 4096,
+        ..config()
+    };
+    let log = filled_log(tmp.path(), 2, cfg.clone()).await;
+    let endpoint = format!("/v1/residents/{}", "路".repeat(350_000));
+    assert!(endpoint.len() > 1_000_000);
+    let entities: Vec<String> = (0..100_000).map(|i| format!("r_{i:020}")).collect();
+    let mut big = record(2);
+    big.endpoint = endpoint.clone();
+    big.entities = entities.clone();
+    big.request_id = "big".into();
+    assert_eq!(log.append(big).await.unwrap(), 2);
+    assert_eq!(log.append(record(3)).await.unwrap(), 3);
+    assert_eq!(log.records_cut(), 1);
+
+    let stored = log.read(2).unwrap();
+    let sha = |bytes: &[u8]| {
+        hex::encode(&ring::digest::digest(&ring::digest::SHA256, bytes).as_ref()[..16])
+    };
+    let (prefix, marker) = stored.endpoint.split_once('…').unwrap();
+    assert!(endpoint.starts_with(prefix) && !prefix.is_empty());
+    assert_eq!(marker, format!("[cut sha256:{}]", sha(endpoint.as_bytes())));
+    assert!(stored.endpoint.chars().count() <= cfg.field_limits.text_chars);
+    assert!(!stored.entities.is_empty());
+    assert!(stored.entities.len() <= cfg.field_limits.max_entities);
+    assert_eq!(stored.entities[..], entities[..stored.entities.len()]);
+    let cut = stored.cut.clone().unwrap();
+    let entities_cut = cut.entities.unwrap();
+    assert_eq!(entities_cut.total, 100_000);
+    assert_eq!(
+        entities_cut.sha256,
+        sha(&serde_json::to_vec(&entities).unwrap())
+    );
+    assert_eq!(cut.strings, 1);
+    // The uncut records carry no `cut` at all.
+    assert!(log.read(3).unwrap().cut.is_none());
+    let mut sizes = Vec::new();
+    log.scan(&AuditQuery::default(), |_, bytes| {
+        sizes.push(bytes.len());
+        true
+    })
+    .unwrap();
+    assert_eq!(sizes.len(), 4);
+    assert!(sizes.iter().all(|&n| n <= 4096), "{sizes:?}");
+    log.close().await.unwrap();
+    drop(log);
+
+    let report = verify(
+        tmp.path(),
+        VerifyOptions {
+            request_id: Some("big".into()),
+            ..VerifyOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(report.records, 4);
+    assert_eq!(report.inclusion.unwrap().seq, 2);
+    let log = AuditLog::open(tmp.path(), signer(), cfg).unwrap();
+    assert_eq!(log.read(2).unwrap(), stored);
+}
+
+#[tokio::test]
+async fn record_size_limits_below_the_floor_are_refused_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    for cfg in [
+        AuditConfig {
+            max_record_bytes: MIN_RECORD_BYTES - 1,
+            ..config()
+        },
+        AuditConfig {
+            max_record_bytes: segment::MAX_RECORD_BYTES + 1,
+            ..config()
+        },
+        AuditConfig {
+            field_limits: FieldLimits {
+                text_chars: 10,
+                ..FieldLimits::default()
+            },
+            ..config()
+        },
+    ] {
+        assert!(matches!(
+            AuditLog::open(tmp.path(), signer(), cfg),
+            Err(AuditError::Config(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn free_space_is_measured_at_most_once_per_interval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = FakeDisk::new(10 * 1024 * MIB);
+    let cfg = AuditConfig {
+        min_free_bytes: 64 * MIB,
+        free_space: disk.clone(),
+        free_space_check_interval: Duration::from_secs(3600),
+        ..config()
+    };
+    let log = filled_log(tmp.path(), 200, cfg).await;
+    assert_eq!(disk.probes(), 1, "one measurement, not one per record");
+    assert_eq!(log.free_bytes(), Some(10 * 1024 * MIB));
+
+    // Close to the reserve, the bytes the log writes itself trigger a new measurement.
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = FakeDisk::new(64 * MIB + 4000);
+    let cfg = AuditConfig {
+        min_free_bytes: 64 * MIB,
+        free_space: disk.clone(),
+        free_space_check_interval: Duration::from_secs(3600),
+        ..config()
+    };
+    let log = filled_log(tmp.path(), 40, cfg).await;
+    assert!(disk.probes() > 1 && disk.probes() < 40, "{}", disk.probes());
+    drop(log);
+}
+
+#[tokio::test]
+async fn low_free_space_refuses_appends_without_writing_and_recovers_by_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let disk = FakeDisk::new(100 * MIB);
+    let cfg = AuditConfig {
+        min_free_bytes: 8 * MIB,
+        free_space: disk.clone(),
+        free_space_check_interval: Duration::ZERO,
+        retry_interval: Duration::from_millis(20),
+        ..config()
+    };
+    let log = filled_log(&dir, 3, cfg).await;
+    let len = segment_len(&dir);
+
+    disk.set(5 * MIB);
+    for i in 0..3 {
+        match log.append(record(3 + i)).await {
+            Err(AuditError::DiskFull {
+                free_bytes,
+                reserve_bytes,
+            }) => {
+                assert_eq!((free_bytes, reserve_bytes), (5 * MIB, 8 * MIB));
+            }
+            other => panic!("expected DiskFull, got {other:?}"),
+        }
+    }
+    let message = AuditError::DiskFull {
+        free_bytes: 5,
+        reserve_bytes: 8,
+    }
+    .to_string();
+    assert!(message.contains("5 bytes free") && message.contains("8 must stay free"));
+    assert!(!log.is_healthy());
+    assert_eq!(log.health(), AuditHealth::LowDiskSpace);
+    assert_eq!(log.space_refusals(), 3);
+    assert_eq!(log.free_bytes(), Some(5 * MIB));
+    assert_eq!(log.size(), 3);
+    assert_eq!(
+        segment_len(&dir),
+        len,
+        "nothing of a refused record is written"
+    );
+    assert_eq!(
+        recovered_copy_size(&dir, &tmp.path().join("copy1")),
+        (3, len)
+    );
+
+    // Space returns: the next append is written, with the next seq, without reopening.
+    disk.set(100 * MIB);
+    assert_eq!(log.append(record(3)).await.unwrap(), 3);
+    assert!(log.is_healthy());
+
+    // And with no append at all, the writer notices by itself (a broker out of rotation
+    // because /readyz failed gets no requests to trigger it).
+    disk.set(0);
+    assert!(matches!(
+        log.append(record(4)).await,
+        Err(AuditError::DiskFull { .. })
+    ));
+    assert!(!log.is_healthy());
+    disk.set(100 * MIB);
+    eventually("recovery without appends", || log.is_healthy()).await;
+    assert_eq!(log.append(record(4)).await.unwrap(), 4);
+    log.close().await.unwrap();
+    let report = verify(&dir, VerifyOptions::default()).unwrap();
+    assert_eq!(report.records, 5);
+}
+
+#[tokio::test]
+async fn a_failed_write_is_truncated_away_and_the_log_recovers_with_contiguous_seqs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let cfg = AuditConfig {
+        retry_interval: Duration::from_secs(3600),
+        ..config()
+    };
+    let log = filled_log(&dir, 5, cfg).await;
+    let len = segment_len(&dir);
+
+    // Half a batch reaches the disk, then the disk is full.
+    log.inject(InjectedFailure::PartialWrite);
+    assert!(matches!(
+        log.append(record(5)).await,
+        Err(AuditError::Unavailable)
+    ));
+    assert_eq!(log.health(), AuditHealth::Recovering);
+    assert_eq!(segment_len(&dir), len, "the half record was truncated away");
+    // Every byte reached the disk, then the sync failed: none of it may stay either.
+    log.inject(InjectedFailure::Sync);
+    assert!(matches!(
+        log.append(record(5)).await,
+        Err(AuditError::Unavailable)
+    ));
+    assert_eq!(segment_len(&dir), len);
+    assert_eq!(log.size(), 5);
+    assert_eq!(
+        recovered_copy_size(&dir, &tmp.path().join("copy1")),
+        (5, len)
+    );
+    // A checkpoint that fails leaves checkpoints.log as it was.
+    let cp_path = dir.join(segment::CHECKPOINTS_FILE);
+    let cp_before = std::fs::read(&cp_path).unwrap();
+    log.inject_write_failure();
+    assert!(log.checkpoint_now().await.is_err());
+    assert_eq!(std::fs::read(&cp_path).unwrap(), cp_before);
+
+    log.inject(InjectedFailure::Nothing);
+    let mut tasks = Vec::new();
+    for i in 5..25u64 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(
+            async move { log.append(record(i)).await.unwrap() },
+        ));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (5..25).collect::<Vec<_>>(), "no gap, no duplicate");
+    assert!(log.is_healthy());
+    assert!(log.write_failures() >= 3);
+    log.checkpoint_now().await.unwrap();
+    log.close().await.unwrap();
+    drop(log);
+
+    let log = AuditLog::open(&dir, signer(), config()).unwrap();
+    assert_eq!(log.size(), 25);
+    let mut next = 0;
+    log.scan(&AuditQuery::default(), |r, _| {
+        assert_eq!(r.seq, next);
+        next += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(next, 25);
+    log.close().await.unwrap();
+    let report = verify(&dir, VerifyOptions::default()).unwrap();
+    assert_eq!(report.records, 25);
+    assert_eq!(report.unsigned_records, 0);
+}
+
+#[tokio::test]
+async fn after_a_failed_write_the_writer_tests_the_disk_by_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = AuditConfig {
+        retry_interval: Duration::from_millis(20),
+        ..config()
+    };
+    let log = filled_log(tmp.path(), 2, cfg).await;
+    log.inject_write_failure();
+    assert!(log.append(record(2)).await.is_err());
+    // While the disk still fails, the writer's own tests fail too.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(log.health(), AuditHealth::Recovering);
+    log.inject(InjectedFailure::Nothing);
+    eventually("the disk test to pass", || log.is_healthy()).await;
+    assert!(!tmp.path().join(segment::PROBE_FILE).exists());
+    assert_eq!(log.append(record(2)).await.unwrap(), 2);
+    log.close().await.unwrap();
+    verify(tmp.path(), VerifyOptions::default()).unwrap();
+}
+
+/// A 2 MiB tmpfs mounted for one test, unmounted on drop (also when the test fails).
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// `None` unless running as root on Linux and the mount succeeds.
+    fn mount(path: &Path) -> Option<Tmpfs> {
+        use std::os::unix::fs::MetadataExt as _;
+        if !cfg!(target_os = "linux") || std::fs::metadata("/proc/self").ok()?.uid() != 0 {
+            return None;
+        }
+        std::fs::create_dir_all(path).ok()?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| Tmpfs {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        for _ in 0..20 {
+            let unmounted = std::process::Command::new("umount")
+                .arg(&self.path)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if unmounted {
+                return;
+            }
+            // The writer thread may still be closing its files.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// Fills the file system of `dir` with `filler` until at most `leave` bytes are free.
+fn fill(dir: &Path, filler: &Path, leave: u64) {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(filler).unwrap();
+    let chunk = vec![0xA5u8; 16 * 1024];
+    while StatvfsFreeSpace.free_bytes(dir).unwrap() > leave {
+        if f.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    // Top up byte by byte-ish so a tiny final write really finds the disk full.
+    if leave == 0 {
+        while f.write_all(&chunk[..512]).is_ok() {}
+    }
+    let _ = f.sync_all();
+}
+
+#[tokio::test]
+async fn a_really_full_file_system_is_refused_then_recovered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mount = tmp.path().join("tmpfs");
+    let Some(_tmpfs) = Tmpfs::mount(&mount) else {
+        eprintln!(
+            "skipped a_really_full_file_system_is_refused_then_recovered: \
+             needs root on Linux and a tmpfs mount"
+        );
+        return;
+    };
+    let filler = mount.join("filler");
+
+    // The guard: refused below the reserve, nothing written, back when the filler goes.
+    let dir = mount.join("guarded");
+    let cfg = AuditConfig {
+        min_free_bytes: 256 * 1024,
+        free_space_check_interval: Duration::ZERO,
+        ..config()
+    };
+    let log = filled_log(&dir, 5, cfg).await;
+    let len = segment_len(&dir);
+    fill(&mount, &filler, 128 * 1024);
+    assert!(matches!(
+        log.append(record(5)).await,
+        Err(AuditError::DiskFull { .. })
+    ));
+    assert_eq!(log.health(), AuditHealth::LowDiskSpace);
+    assert_eq!(segment_len(&dir), len);
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(log.append(record(5)).await.unwrap(), 5);
+    assert!(log.is_healthy());
+    log.close().await.unwrap();
+    drop(log);
+    verify(&dir, VerifyOptions::default()).unwrap();
+
+    // Without the guard the write itself fails (ENOSPC), possibly half done; the segment is
+    // cut back, and once space is freed the log goes on with the next seq.
+    let dir = mount.join("unguarded");
+    let cfg = AuditConfig {
+        min_free_bytes: 0,
+        retry_interval: Duration::from_secs(3600),
+        ..config()
+    };
+    let log = filled_log(&dir, 3, cfg).await;
+    fill(&mount, &filler, 0);
+    let mut next = 3;
+    let mut failed_at_len = None;
+    for _ in 0..200 {
+        let len = segment_len(&dir);
+        let mut r = record(next);
+        r.outcome = "x".repeat(200);
+        match log.append(r).await {
+            Ok(seq) => {
+                assert_eq!(seq, next);
+                next += 1;
+            }
+            Err(AuditError::Unavailable) => {
+                failed_at_len = Some(len);
+                break;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    let len = failed_at_len.expect("a write on a full file system fails");
+    assert_eq!(log.health(), AuditHealth::Recovering);
+    assert_eq!(segment_len(&dir), len, "no partial record is left");
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(log.append(record(next)).await.unwrap(), next);
+    assert!(log.is_healthy());
+    log.close().await.unwrap();
+    drop(log);
+    let report = verify(&dir, VerifyOptions::default()).unwrap();
+    assert_eq!(report.records, next + 1);
 }

@@ -189,6 +189,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         checkpoint_interval: std::time::Duration::from_secs(
             options.config.audit.checkpoint_seconds.max(1),
         ),
+        min_free_bytes: options.config.audit.min_free_mb.saturating_mul(1024 * 1024),
+        max_record_bytes: options.config.audit.max_record_bytes,
         ..AuditConfig::default()
     };
     let audit = AuditLog::open(

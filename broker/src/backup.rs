@@ -109,6 +109,11 @@ pub fn snapshot(store: &Store, data_dir: &Path, out: &Path) -> anyhow::Result<Ma
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
+        // The log's transient probe file (written while it recovers from a failed write) is
+        // not part of the log.
+        if name.ends_with(".tmp") {
+            continue;
+        }
         copy_into(&path, out, &format!("audit/{name}"), &mut manifest)?;
     }
     let text = serde_json::to_vec_pretty(&manifest).context("encoding the manifest")?;

@@ -284,6 +284,20 @@ pub struct AuditSection {
     /// the resident's access report; also the most a report may ask for. 0 to 3650.
     #[serde(default = "default_case_deferral_days")]
     pub case_deferral_days: i64,
+    /// MiB the audit log leaves free on its file system: below it, new audit records (and so
+    /// every read of personal data) are refused with 503 until space returns, no restart (64).
+    #[serde(default = "default_audit_min_free_mb")]
+    pub min_free_mb: u64,
+    /// Largest stored audit record in bytes; longer values are cut and hashed (16384).
+    #[serde(default = "default_audit_max_record_bytes")]
+    pub max_record_bytes: usize,
+}
+
+fn default_audit_min_free_mb() -> u64 {
+    64
+}
+fn default_audit_max_record_bytes() -> usize {
+    16 * 1024
 }
 
 fn default_case_deferral_days() -> i64 {
@@ -296,6 +310,8 @@ impl Default for AuditSection {
             origin: default_origin(),
             checkpoint_seconds: default_checkpoint_seconds(),
             case_deferral_days: default_case_deferral_days(),
+            min_free_mb: default_audit_min_free_mb(),
+            max_record_bytes: default_audit_max_record_bytes(),
         }
     }
 }

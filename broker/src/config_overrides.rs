@@ -51,6 +51,11 @@ pub const OVERRIDES: &[(&str, &str)] = &[
         "mtls.require_for_ingest",
     ),
     ("SAFEGRID_MTLS_RELOAD_SECONDS", "mtls.reload_seconds"),
+    ("SAFEGRID_METRICS_LISTEN", "metrics_listen"),
+    ("SAFEGRID_LIMITS_RATE_PER_SECOND", "limits.rate_per_second"),
+    ("SAFEGRID_LIMITS_RATE_BURST", "limits.rate_burst"),
+    ("SAFEGRID_LIMITS_MAX_CONNECTIONS", "limits.max_connections"),
+    ("SAFEGRID_AUDIT_MIN_FREE_MB", "audit.min_free_mb"),
 ];
 
 fn kind_of(key: &str) -> Kind {
@@ -59,7 +64,11 @@ fn kind_of(key: &str) -> Kind {
         | "store.cache_mb"
         | "audit.checkpoint_seconds"
         | "break_glass_per_hour"
-        | "mtls.reload_seconds" => Kind::Integer,
+        | "mtls.reload_seconds"
+        | "limits.rate_per_second"
+        | "limits.rate_burst"
+        | "limits.max_connections"
+        | "audit.min_free_mb" => Kind::Integer,
         "mtls.require_for_ingest" => Kind::Boolean,
         "purposes" | "mtls.crl_files" => Kind::List,
         _ => Kind::Text,

@@ -24,6 +24,7 @@ pub mod linking;
 pub mod metrics;
 pub mod names;
 pub mod ops_cli;
+pub mod problems;
 pub mod resolve;
 pub mod rotation;
 pub mod search;

@@ -58,7 +58,7 @@ pub struct Metrics {
 const COUNTER_HELP: [(&str, &str); 3] = [
     (
         "safegrid_connections_closed_total",
-        "Connections the broker closed itself, by reason (idle, over_limit).",
+        "Connections the broker closed itself, by reason (over_limit, handshake_timeout, header_timeout, idle).",
     ),
     (
         "safegrid_limit_refusals_total",
@@ -280,6 +280,26 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             "safegrid_audit_healthy",
             "1 while the audit log can be written, else 0.",
             if state.audit.is_healthy() { 1.0 } else { 0.0 },
+        ),
+        (
+            "safegrid_audit_free_bytes",
+            "Free bytes on the audit log's file system at the last measurement (-1 unknown).",
+            state.audit.free_bytes().map_or(-1.0, |b| b as f64),
+        ),
+        (
+            "safegrid_audit_space_refusals",
+            "Audit records refused since start because free space was below audit.min_free_mb.",
+            state.audit.space_refusals() as f64,
+        ),
+        (
+            "safegrid_audit_write_failures",
+            "Audit writes that failed since start (each recovered by truncation and retry).",
+            state.audit.write_failures() as f64,
+        ),
+        (
+            "safegrid_audit_records_cut",
+            "Audit records whose over-long values were cut and hashed since start.",
+            state.audit.records_cut() as f64,
         ),
         (
             "safegrid_index_lag_changes",

@@ -232,7 +232,15 @@ async fn serve_connection<I>(
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {
-        _ = connection.as_mut() => {}
+        result = connection.as_mut() => {
+            let timed_out = result.as_ref().err().is_some_and(|err| {
+                err.downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_timeout)
+            });
+            if timed_out {
+                crate::metrics::global().count_connection_closed("header_timeout");
+            }
+        }
         _ = idle_for(&activity, limits.idle) => {
             crate::metrics::global().count_connection_closed("idle");
         }
@@ -312,7 +320,10 @@ pub async fn serve(
                             tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
                             return;
                         }
-                        Err(_) => return,
+                        Err(_) => {
+                            crate::metrics::global().count_connection_closed("handshake_timeout");
+                            return;
+                        }
                     };
                     let info = ConnectionInfo {
                         client: tls

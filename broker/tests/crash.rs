@@ -36,6 +36,10 @@ fn serve(data_dir: &Path) -> Server {
     let mut child = Command::new(bin())
         .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        // The test reads back every acknowledged record as fast as it can with one token,
+        // and may run beside another broker: no per-principal rate, no metrics port.
+        .env("SAFEGRID_LIMITS_RATE_PER_SECOND", "0")
+        .env("SAFEGRID_METRICS_LISTEN", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

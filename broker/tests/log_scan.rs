@@ -52,6 +52,7 @@ async fn logs_of_an_end_to_end_run_hold_no_id_numbers_or_phones() {
         .arg(&data)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("SAFEGRID_LOG", "info")
+        .env("SAFEGRID_METRICS_LISTEN", "off")
         .env_remove("SAFEGRID_CONFIG")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&serve_log).expect("log file"))

@@ -20,6 +20,36 @@ const MAX_TEXT_CHARS: usize = 10_000;
 const MAX_SHORT_CHARS: usize = 200;
 /// Most tags one record may carry.
 const MAX_TAGS: usize = 64;
+/// Largest accepted record, as compact JSON (256 KiB).
+pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+/// Largest accepted `attributes` object, as compact JSON (64 KiB).
+pub const MAX_ATTRIBUTES_BYTES: usize = 64 * 1024;
+/// Most parties one event may name.
+pub const MAX_PARTIES: usize = 50;
+
+/// The length of `value` as compact JSON, counting only up to `limit + 1` bytes.
+fn json_len_up_to(value: &Value, limit: usize) -> usize {
+    struct Counter {
+        count: usize,
+        limit: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.count += buf.len();
+            if self.count > self.limit {
+                // Stop walking a huge value as soon as it is known to be too large.
+                return Err(std::io::Error::other("limit passed"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter { count: 0, limit };
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.count
+}
 
 /// Which unified entity a record describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -315,6 +345,13 @@ impl Record {
         let object = value.as_object().ok_or_else(|| {
             RecordError::new("record_not_object", "", "each record must be a JSON object")
         })?;
+        if json_len_up_to(value, MAX_RECORD_BYTES) > MAX_RECORD_BYTES {
+            return Err(RecordError::new(
+                "record_too_large",
+                "",
+                format!("a record may be at most {} KiB as JSON; move bulky detail out of the record (attachments stay in the department's system)", MAX_RECORD_BYTES / 1024),
+            ));
+        }
         let kind_text = object.get("kind").and_then(Value::as_str).ok_or_else(|| {
             RecordError::new(
                 "kind_missing",
@@ -527,6 +564,13 @@ fn parse_event(fields: &Fields<'_>) -> Result<EventRecord, RecordError> {
                 "party_id_numbers must be a list of ID numbers",
             )
         })?;
+        if list.len() > MAX_PARTIES {
+            return Err(RecordError::new(
+                "too_many_parties",
+                "party_id_numbers",
+                format!("an event may name at most {MAX_PARTIES} parties; record a larger incident as several events or list the rest in the description"),
+            ));
+        }
         for (position, item) in list.iter().enumerate() {
             let text = item.as_str().ok_or_else(|| {
                 RecordError::new(
@@ -671,7 +715,16 @@ impl Fields<'_> {
     fn attributes(&self) -> Result<Map<String, Value>, RecordError> {
         match self.0.get("attributes") {
             None | Some(Value::Null) => Ok(Map::new()),
-            Some(Value::Object(map)) => Ok(map.clone()),
+            Some(value @ Value::Object(map)) => {
+                if json_len_up_to(value, MAX_ATTRIBUTES_BYTES) > MAX_ATTRIBUTES_BYTES {
+                    return Err(RecordError::new(
+                        "attributes_too_large",
+                        "attributes",
+                        format!("attributes may be at most {} KiB as JSON; keep only what other departments need", MAX_ATTRIBUTES_BYTES / 1024),
+                    ));
+                }
+                Ok(map.clone())
+            }
             Some(_) => Err(RecordError::new(
                 "field_type",
                 "attributes",
@@ -729,6 +782,41 @@ mod tests {
         assert_eq!(body.phone.unwrap().as_str(), "13812345678");
         assert_eq!(body.grid.unwrap().as_str(), "110105001001003");
         assert_eq!(body.tags, vec!["独居老人".to_owned()]);
+    }
+
+    #[test]
+    fn oversized_records_attributes_and_party_lists_are_refused_with_their_codes() {
+        let mut value = resident();
+        value["attributes"] = json!({"blob": "x".repeat(MAX_ATTRIBUTES_BYTES)});
+        assert_eq!(
+            Record::from_value(&value).unwrap_err().code(),
+            "attributes_too_large"
+        );
+        let mut value = resident();
+        value["attributes"] = json!({"blob": "x".repeat(MAX_ATTRIBUTES_BYTES - 100)});
+        assert!(Record::from_value(&value).is_ok(), "just under the cap");
+        let mut value = resident();
+        value["description"] = json!("x".repeat(MAX_RECORD_BYTES));
+        assert_eq!(
+            Record::from_value(&value).unwrap_err().code(),
+            "record_too_large"
+        );
+        let parties: Vec<String> = (0..=MAX_PARTIES)
+            .map(|i| {
+                let first17 = format!("11010519800101{i:03}");
+                let check = crate::id_number_check_digit(&first17).unwrap();
+                format!("{first17}{check}")
+            })
+            .collect();
+        let event = |parties: &[String]| {
+            json!({"kind":"event","source_id":"WG-1","version":"1","type":"dispute",
+                "title":"纠纷","grid":"110105001001003","party_id_numbers":parties})
+        };
+        assert_eq!(
+            Record::from_value(&event(&parties)).unwrap_err().code(),
+            "too_many_parties"
+        );
+        assert!(Record::from_value(&event(&parties[..MAX_PARTIES])).is_ok());
     }
 
     #[test]

@@ -37,6 +37,15 @@ impl TestApp {
         TestApp::spawn_with(Config::default()).await
     }
 
+    /// Starts a broker whose data directory is `root/data` (a test may prepare it first,
+    /// e.g. mount a small file system for the audit log).
+    pub async fn spawn_in(root: tempfile::TempDir, config: Config) -> TestApp {
+        let data_dir = root.path().join("data");
+        let app = TestApp::start_in(root, data_dir, config).await;
+        app.wait_ready().await;
+        app
+    }
+
     pub async fn spawn_with(config: Config) -> TestApp {
         let root = tempfile::tempdir().expect("temporary directory for the test broker");
         let data_dir = root.path().join("data");

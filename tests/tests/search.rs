@@ -633,3 +633,69 @@ async fn while_the_index_is_rebuilt_searches_wait_rather_than_answer_from_part_o
     let (status, _) = app.get("/readyz", &officer, None).await;
     assert_eq!(status, 200);
 }
+
+/// Names whose pinyin readings are not plain ASCII (欸 ê, 嗯 ń/ň/ǹ, 呣 ḿ) once made the
+/// search follower panic on every pass: nothing published afterwards was searchable, and
+/// `/readyz` still said ready. Now they index like any name, and so does what comes after.
+#[tokio::test]
+async fn names_with_non_ascii_readings_never_stop_the_index() {
+    let app = TestApp::spawn().await;
+    let odd = ["李欸", "王嗯", "张呣", "欧阳嗯欸"];
+    let mut body = String::new();
+    for (i, name) in odd.iter().enumerate() {
+        let first17 = format!("1101051980010{}{:03}", 1 + i, i);
+        let check = model::id_number_check_digit(&first17).expect("17 digits");
+        body.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"kind":"resident","source_id":format!("GA-ODD-{i}"),"version":"1",
+                "id_number":format!("{first17}{check}"),"name":name,"grid":e2e_tests::GRID})
+        ));
+    }
+    app.ingest("gongan", body).await;
+    // Published after them: must be found too.
+    let first17 = "11010519900505001";
+    let check = model::id_number_check_digit(first17).expect("17 digits");
+    app.ingest(
+        "gongan",
+        format!(
+            "{}\n",
+            serde_json::json!({"kind":"resident","source_id":"GA-AFTER","version":"1",
+                "id_number":format!("{first17}{check}"),"name":"赵后来","grid":e2e_tests::GRID})
+        ),
+    )
+    .await;
+    let officer = app.token("street_officer", &[e2e_tests::STREET], None);
+    let started = std::time::Instant::now();
+    loop {
+        let (status, page) = app
+            .get("/v1/residents?q=赵后来", &officer, Some("routine_visit"))
+            .await;
+        if status == 200 && page["total"] == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "never found: {page}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for query in ["李欸", "王嗯", "欧阳嗯欸", "zhaohoulai"] {
+        let (status, page) = app
+            .get(
+                &format!("/v1/residents?q={query}"),
+                &officer,
+                Some("routine_visit"),
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        assert!(page["total"].as_u64().unwrap_or(0) >= 1, "{query}: {page}");
+    }
+    let (status, _) = app.get("/readyz", "", None).await;
+    assert_eq!(status, 200);
+    let admin = app.token("system_admin", &[e2e_tests::STREET], None);
+    let (_, problems) = app.get("/v1/admin/problems", &admin, None).await;
+    assert!(
+        !problems.to_string().contains("panicked"),
+        "no entity panicked: {problems}"
+    );
+}

@@ -439,6 +439,19 @@ async fn a_ciphertext_moved_to_another_row_fails_to_open() {
         metrics.contains("safegrid_index_skipped_entities 1"),
         "{metrics}"
     );
+    // The administrator sees which entity was skipped and why (its key only).
+    let admin = app.token("system_admin", &[STREET], None);
+    let (status, problems) = app.get("/v1/admin/problems", &admin, None).await;
+    assert_eq!(status, 200, "{problems}");
+    assert!(
+        problems["problems"].as_array().is_some_and(|list| list
+            .iter()
+            .any(|p| p["item"] == a.as_str() && p["kind"] == "integrity_error")),
+        "{problems}"
+    );
+    assert!(!problems.to_string().contains("王五"));
+    let (status, _) = app.get("/v1/admin/problems", &officer, None).await;
+    assert_eq!(status, 403);
 }
 
 #[tokio::test]

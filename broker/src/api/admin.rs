@@ -1,4 +1,5 @@
-//! Operations routes for the system administrator: a consistent backup while serving.
+//! Operations routes for the system administrator: a consistent backup while serving, and
+//! the items background tasks skipped (`GET /v1/admin/problems`, keys only, no personal data).
 //!
 //! Guarantees (三员分立): only a role holding the operations permission may start a backup; it
 //! reads no personal data (the store is copied sealed, the master key is never part of it);
@@ -7,7 +8,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
@@ -20,7 +21,49 @@ use super::extract::Authenticated;
 use super::AppState;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/admin/backup", post(backup))
+    Router::new()
+        .route("/v1/admin/backup", post(backup))
+        .route("/v1/admin/problems", get(problems))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProblemList {
+    /// The last items background tasks skipped (at most 1,000), oldest first.
+    pub problems: Vec<crate::problems::Problem>,
+}
+
+/// Items background tasks (search index, name directory, linkage, connectors) skipped
+/// because they failed or panicked: the task, the item's key, what went wrong, when.
+#[utoipa::path(get, path = "/v1/admin/problems",
+    responses((status = 200, body = ProblemList), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn problems(
+    State(state): State<AppState>,
+    caller: Authenticated,
+) -> Result<Json<ProblemList>, ApiError> {
+    if !state
+        .permissions
+        .allows(&caller.principal.roles, Permission::ReadOperations)
+    {
+        let error = ApiError::forbidden(
+            "role_cannot_operate",
+            "only the system administrator lists background problems",
+        );
+        state
+            .audit_refusal(
+                &caller.principal,
+                &caller.context,
+                None,
+                None,
+                "/v1/admin/problems",
+                &error,
+            )
+            .await?;
+        return Err(error);
+    }
+    Ok(Json(ProblemList {
+        problems: crate::problems::list(),
+    }))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

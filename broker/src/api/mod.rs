@@ -200,6 +200,10 @@ async fn request_context(mut request: Request, next: Next) -> Response {
     response
 }
 
+/// How long the search follower may go without a good pass, while behind the store, before
+/// `/readyz` stops saying ready.
+const SEARCH_STALL_SECONDS: u64 = 30;
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
     status: &'static str,
@@ -224,6 +228,25 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
         .map_err(|_| ApiError::unavailable("store_unavailable", "the store cannot be read"))?;
     if !state.search.is_ready() {
         return Err(search::index_building());
+    }
+    // Behind the store and not moving: searches would answer stale pages, so say so.
+    let stalled = state.search.seconds_since_good_pass();
+    if stalled > SEARCH_STALL_SECONDS {
+        let head = state
+            .store
+            .read()
+            .and_then(|reader| reader.change_seq())
+            .unwrap_or(0);
+        if head > state.search.indexed_seq() {
+            return Err(ApiError::unavailable(
+                "search_index_lagging",
+                format!(
+                    "the search index is {} changes behind the store and has not advanced for {stalled} s; see GET /v1/admin/problems and the log",
+                    head - state.search.indexed_seq()
+                ),
+            )
+            .retry_after(10));
+        }
     }
     Ok(Json(Health { status: "ready" }))
 }

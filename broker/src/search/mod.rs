@@ -168,6 +168,8 @@ struct Inner {
     ready: AtomicBool,
     /// Entities left out of the index because a sealed field failed to open.
     skipped: AtomicU64,
+    /// Unix seconds of the follower's last pass that ended without an error.
+    last_good_pass: AtomicU64,
     stopping: AtomicBool,
     follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// What the follower follows, for the final catch-up at shutdown.
@@ -235,6 +237,7 @@ impl SearchIndex {
                 indexed_seq: AtomicU64::new(seq),
                 ready: AtomicBool::new(false),
                 skipped: AtomicU64::new(0),
+                last_good_pass: AtomicU64::new(unix_now()),
                 stopping: AtomicBool::new(false),
                 follower: Mutex::new(None),
                 source: Mutex::new(None),
@@ -254,6 +257,11 @@ impl SearchIndex {
     /// that its answers are complete up to the follower's lag. Never false again after that.
     pub fn is_ready(&self) -> bool {
         self.inner.ready.load(Ordering::Acquire)
+    }
+
+    /// Seconds since the follower last finished a pass without an error (0 right after one).
+    pub fn seconds_since_good_pass(&self) -> u64 {
+        unix_now().saturating_sub(self.inner.last_good_pass.load(Ordering::Relaxed))
     }
 
     /// Entities left out of the index since it was opened because a sealed field failed to
@@ -432,21 +440,40 @@ impl SearchIndex {
             .and_then(|slot| slot.as_ref().map(|names| names.current()));
         let mut docs = Vec::with_capacity(entities.len());
         for entity in entities {
-            let profile = match resolver.summary_from(entity, &|_| true, document::source_fields) {
-                Ok(profile) => profile,
-                // A field that fails to open (tampered or moved ciphertext) costs this entity
-                // its place in the index, never the entities after it: the profile endpoint
-                // answers `integrity_error` for it, and search does not find it.
-                Err(err @ ResolveError::Integrity { .. }) => {
+            // One entity that fails to open (tampered or moved ciphertext) or whose document
+            // cannot be built (a panic in text handling) costs this entity its place in the
+            // index, never the entities after it: it is recorded for the administrator, the
+            // profile endpoint still answers for it, and search does not find it.
+            let built = crate::problems::isolate("search_index", entity, || {
+                match resolver.summary_from(entity, &|_| true, document::source_fields) {
+                    Ok(profile) => Ok(Some(profile.map(|profile| {
+                        document::build_with(
+                            &profile,
+                            &self.inner.fields,
+                            tokens,
+                            directory.as_deref(),
+                        )
+                    }))),
+                    Err(ResolveError::Integrity { .. }) => Ok(None),
+                    Err(err) => Err(err),
+                }
+            });
+            let doc = match built {
+                // Built, or gone from the store (its document is deleted).
+                Some(Ok(Some(doc))) => doc,
+                Some(Ok(None)) => {
                     self.inner.skipped.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(entity = %entity, cause = %err, "entity left out of the search index");
+                    crate::problems::record("search_index", entity, "integrity_error");
                     None
                 }
-                Err(err) => return Err(err.into()),
+                // Panicked: recorded by `isolate`.
+                None => {
+                    self.inner.skipped.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                // The store itself failed: the whole pass is retried.
+                Some(Err(err)) => return Err(err.into()),
             };
-            let doc = profile.map(|profile| {
-                document::build_with(&profile, &self.inner.fields, tokens, directory.as_deref())
-            });
             docs.push((entity, doc));
         }
         self.with_writer(|writer| {
@@ -495,7 +522,13 @@ impl SearchIndex {
                 let source = source.clone();
                 let result = tokio::task::spawn_blocking(move || pass.follow(&source)).await;
                 match result {
-                    Ok(Ok(_)) => failures = 0,
+                    Ok(Ok(_)) => {
+                        failures = 0;
+                        index
+                            .inner
+                            .last_good_pass
+                            .store(unix_now(), Ordering::Relaxed);
+                    }
                     Ok(Err(err)) => {
                         failures = failures.saturating_add(1);
                         tracing::error!(cause = %err, failures, "search index follower pass failed");
@@ -688,6 +721,13 @@ pub fn reindex(data_dir: &Path, master_key: Option<&Path>) -> anyhow::Result<usi
         writer.wait_merging_threads()?;
     }
     Ok(count)
+}
+
+/// Seconds since the Unix epoch (0 on a clock before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
