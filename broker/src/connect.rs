@@ -267,8 +267,14 @@ pub fn schedule(
         let mut shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             loop {
-                match connector.run(&mut sink).await {
-                    Ok(report) => tracing::info!(
+                // A run that panics costs this run, never the schedule: it is listed for the
+                // administrator and the connector runs again at its next time.
+                let run = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+                    connector.run(&mut sink),
+                ))
+                .await;
+                match run {
+                    Ok(Ok(report)) => tracing::info!(
                         connector = connector.name(),
                         department = connector.department(),
                         rows = report.rows_read,
@@ -276,7 +282,11 @@ pub fn schedule(
                         rejected = report.rejected,
                         "connector run"
                     ),
-                    Err(err) => tracing::error!(connector = connector.name(), error = %err, "connector run failed"),
+                    Ok(Err(err)) => {
+                        tracing::error!(connector = connector.name(), error = %err, "connector run failed");
+                        crate::problems::record("connector", connector.name(), "failed");
+                    }
+                    Err(_) => crate::problems::record("connector", connector.name(), "panicked"),
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}

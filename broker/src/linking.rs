@@ -430,11 +430,20 @@ pub fn relink(
                 if source.entity != crate::ingest::source_entity_id(keys, row) {
                     continue;
                 }
-                let Some(record) = link_record(keys, source.clone()) else {
+                // One row whose text cannot be handled (a panic) is skipped and listed for
+                // the administrator; the pass goes on with the next row.
+                let Some(Some(record)) =
+                    crate::problems::isolate("linkage", row, || link_record(keys, source.clone()))
+                else {
                     continue;
                 };
                 progress.alone += 1;
-                let (entity, review) = link_incoming(w, keys, model, &source, &record)?;
+                let Some(linked) = crate::problems::isolate("linkage", row, || {
+                    link_incoming(w, keys, model, &source, &record)
+                }) else {
+                    continue;
+                };
+                let (entity, review) = linked?;
                 if let Some(entity) = entity.filter(|e| *e != source.entity) {
                     // Rows linked to this row's entity before (at ingest, or by an officer)
                     // are the same person: they move with it.

@@ -389,24 +389,30 @@ pub fn reblind(
                     continue;
                 }
                 let department = stored.department;
-                let opened = crate::resolve::open_source(keys, stored.clone()).map_err(|e| {
-                    RotationError::Row {
-                        row: row.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                let body: ResidentRecord = serde_json::from_value(Value::Object(opened.fields))
-                    .map_err(|_| RotationError::Row {
-                        row: row.clone(),
-                        reason: "the stored fields do not form a resident record".to_owned(),
-                    })?;
+                // A row that does not open or whose fields cannot be keyed is skipped and
+                // listed for the administrator (it keeps its links); the pass goes on.
+                let Ok(opened) = crate::resolve::open_source(keys, stored.clone()) else {
+                    crate::problems::record("key_rotation", row, "integrity_error");
+                    continue;
+                };
+                let Ok(body) =
+                    serde_json::from_value::<ResidentRecord>(Value::Object(opened.fields))
+                else {
+                    crate::problems::record("key_rotation", row, "failed");
+                    continue;
+                };
                 let mut links: Vec<String> = stored
                     .links
                     .iter()
                     .filter(|link| !is_blind_keyed_link(link))
                     .cloned()
                     .collect();
-                links.extend(blind_keyed_links(keys, department, row, &body));
+                let Some(keyed) = crate::problems::isolate("key_rotation", row, || {
+                    blind_keyed_links(keys, department, row, &body)
+                }) else {
+                    continue;
+                };
+                links.extend(keyed);
                 let same = links.len() == stored.links.len()
                     && links.iter().all(|link| stored.links.contains(link));
                 if !same {

@@ -652,6 +652,55 @@ async fn names_with_non_ascii_readings_never_stop_the_index() {
         ));
     }
     app.ingest("gongan", body).await;
+    // And a batch of names drawn from every CJK block, combining marks, astral planes and
+    // control characters (a fixed-seed generator: the same names every run).
+    let ranges: [(u32, u32); 8] = [
+        (0x4E00, 0x9FFF),
+        (0x3400, 0x4DBF),
+        (0x20000, 0x2A6DF),
+        (0xF900, 0xFAFF),
+        (0x2E80, 0x2FDF),
+        (0x0300, 0x036F),
+        (0x1F300, 0x1FAFF),
+        (0xFF00, 0xFFEF),
+    ];
+    let mut seed: u64 = 0x5afe_9e1d;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as u32
+    };
+    let mut body = String::new();
+    for i in 0..200usize {
+        let len = 1 + next() as usize % 6;
+        let name: String = (0..len)
+            .filter_map(|_| {
+                let (lo, hi) = ranges[next() as usize % ranges.len()];
+                char::from_u32(lo + next() % (hi - lo + 1))
+            })
+            .collect();
+        let first17 = format!(
+            "110105197{}{:02}{:02}{:03}",
+            i % 10,
+            1 + i % 12,
+            1 + i % 28,
+            i
+        );
+        let check = model::id_number_check_digit(&first17).expect("17 digits");
+        body.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"kind":"resident","source_id":format!("GA-RND-{i}"),"version":"1",
+                "id_number":format!("{first17}{check}"),"name":name,"grid":e2e_tests::GRID})
+        ));
+    }
+    // Some names the model refuses (control characters): they are rejected with a code,
+    // the rest stored; none stops the batch or the index.
+    let receipt = app.ingest("gongan", body).await;
+    let accepted = receipt["accepted"].as_u64().unwrap_or(0);
+    let rejected = receipt["rejected"].as_array().map_or(0, Vec::len) as u64;
+    assert_eq!(accepted + rejected, 200, "{receipt}");
+    assert!(accepted > 100, "{receipt}");
     // Published after them: must be found too.
     let first17 = "11010519900505001";
     let check = model::id_number_check_digit(first17).expect("17 digits");
