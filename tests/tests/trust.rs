@@ -542,6 +542,34 @@ async fn when_the_audit_log_fails_no_write_changes_anything() {
         "dismissed without audit"
     );
 
+    let filed = app
+        .client
+        .post(format!("{}/v1/ingest/gongan/rejects", app.url))
+        .bearer_auth(&publisher)
+        .json(&json!([{"line":1,"code":"mapping_failed","message":"x","row":{}}]))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(filed.status().as_u16(), 503);
+    let entries = state
+        .store
+        .read()
+        .expect("read")
+        .quarantine(model::Department::Gongan, None, true, 10)
+        .expect("quarantine");
+    assert_eq!(entries.len(), 1, "a reject was filed without audit");
+    let officer = app.token("street_officer", &[STREET], None);
+    let split = app
+        .client
+        .post(format!("{}/v1/resolution/split", app.url))
+        .bearer_auth(&officer)
+        .header("x-purpose", "routine_visit")
+        .json(&json!({"department":"gongan","source_id":"GA-BAD"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(split.status().as_u16(), 503);
+
     let security = app.token("security_admin", &[STREET], None);
     let before = std::fs::read_to_string(policy_dir.join("policy.csv")).expect("read");
     let changed = app
@@ -618,13 +646,21 @@ async fn refusals_are_audited_unauthenticated_ones_folded_per_minute() {
         .get("/v1/resolution/reviews", &worker, Some("routine_visit"))
         .await;
     assert_eq!(status, 403);
+    let (status, _) = app
+        .get(
+            "/v1/policy/preview?role=grid_worker&purpose=routine_visit",
+            &worker,
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
     let refused = audit(&app, "actor=test-grid_worker&decision=deny").await;
-    assert!(
-        refused
-            .iter()
-            .any(|r| r["outcome"] == "role_cannot_resolve"),
-        "{refused:?}"
-    );
+    for code in ["role_cannot_resolve", "role_cannot_manage_policy"] {
+        assert!(
+            refused.iter().any(|r| r["outcome"] == code),
+            "{code}: {refused:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

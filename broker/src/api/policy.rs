@@ -46,6 +46,9 @@ pub struct PreviewQuery {
     pub role: String,
     /// Purpose of use, e.g. routine_visit.
     pub purpose: String,
+    /// For `dept_analyst`: the analyst's department (an analyst reads only its own
+    /// department's data, and nothing without one).
+    pub dept: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -109,6 +112,29 @@ fn require(
     }
 }
 
+/// [`require`], with the refusal audited before it leaves.
+async fn require_audited(
+    state: &AppState,
+    caller: &Authenticated,
+    permission: Permission,
+    endpoint: &str,
+) -> Result<(), ApiError> {
+    if let Err(error) = require(state, caller, permission) {
+        state
+            .audit_refusal(
+                &caller.principal,
+                &caller.context,
+                None,
+                None,
+                endpoint,
+                &error,
+            )
+            .await?;
+        return Err(error);
+    }
+    Ok(())
+}
+
 /// The policy version in force and its files.
 #[utoipa::path(get, path = "/v1/policy",
     responses((status = 200, body = PolicyInfo), (status = 403, body = ErrorBody)),
@@ -117,7 +143,7 @@ pub async fn policy_info(
     State(state): State<AppState>,
     caller: Authenticated,
 ) -> Result<Json<PolicyInfo>, ApiError> {
-    require(&state, &caller, Permission::PreviewPolicy)?;
+    require_audited(&state, &caller, Permission::PreviewPolicy, "/v1/policy").await?;
     let current = state.permissions.current();
     Ok(Json(PolicyInfo {
         version: current.version.clone(),
@@ -139,7 +165,13 @@ pub async fn preview(
     caller: Authenticated,
     Query(query): Query<PreviewQuery>,
 ) -> Result<Json<Preview>, ApiError> {
-    require(&state, &caller, Permission::PreviewPolicy)?;
+    require_audited(
+        &state,
+        &caller,
+        Permission::PreviewPolicy,
+        "/v1/policy/preview",
+    )
+    .await?;
     let policy = state.permissions.current();
     if !policies::ROLES.contains(&query.role.as_str()) {
         return Err(ApiError::bad_request(
@@ -153,12 +185,21 @@ pub async fn preview(
             format!("purpose must be one of {}", policy.purposes.join(", ")),
         ));
     }
+    let dept = match query.dept.as_deref().filter(|d| !d.is_empty()) {
+        None => None,
+        Some(code) => Some(Department::parse(code).map_err(|_| {
+            ApiError::bad_request(
+                "department_unknown",
+                "dept must be a department code such as minzheng",
+            )
+        })?),
+    };
     let principal = Principal {
         sub: "preview".to_owned(),
         name: "preview".to_owned(),
         roles: vec![query.role.clone()],
         jurisdiction: Vec::new(),
-        dept: None,
+        dept,
     };
     let plan = ViewPlan::new(policy.clone(), &principal, &query.purpose, false);
     let mut fields = Vec::new();
