@@ -245,26 +245,15 @@ pub async fn metrics_for_admin(
     State(state): State<AppState>,
     caller: crate::api::extract::Authenticated,
 ) -> Result<axum::response::Response, crate::api::error::ApiError> {
-    if !state.permissions.allows(
-        &caller.principal.roles,
-        crate::authz::Permission::ReadOperations,
-    ) {
-        let error = crate::api::error::ApiError::forbidden(
+    state
+        .require_permission(
+            &caller,
+            crate::authz::Permission::ReadOperations,
+            "/metrics",
             "role_cannot_operate",
             "only the system administrator reads /metrics here; scrapers use metrics_listen",
-        );
-        state
-            .audit_refusal(
-                &caller.principal,
-                &caller.context,
-                None,
-                None,
-                "/metrics",
-                &error,
-            )
-            .await?;
-        return Err(error);
-    }
+        )
+        .await?;
     Ok(metrics(State(state)).await.into_response())
 }
 

@@ -4,7 +4,7 @@
 //! acknowledged (200) is in force, none is half-applied, and the audit log verifies.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,34 +21,6 @@ fn safegrid(args: &[&str]) -> String {
     let (ok, text) = common::run(args);
     assert!(ok, "safegrid {args:?} failed: {text}");
     text
-}
-
-fn serve(data: &str, port: u16) -> Child {
-    Command::new(BIN)
-        .args(["serve", "--dev", "--data-dir", data])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("SAFEGRID_METRICS_LISTEN", "off")
-        .env("SAFEGRID_LIMITS_RATE_PER_SECOND", "0")
-        .env_remove("SAFEGRID_MASTER_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts")
-}
-
-async fn ready(client: &reqwest::Client, url: &str) {
-    for _ in 0..600 {
-        if client
-            .get(format!("{url}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the broker did not become ready");
 }
 
 async fn reviews(client: &reqwest::Client, url: &str, token: &str, all: bool) -> Vec<Value> {
@@ -71,18 +43,7 @@ async fn kill_9_among_review_decisions_keeps_every_acknowledged_one() {
     let root = tempfile::tempdir().expect("temporary directory");
     let data = root.path().join("street");
     let data_text = data.to_str().expect("utf-8 path").to_owned();
-    safegrid(&[
-        "demo",
-        "--residents",
-        &RESIDENTS.to_string(),
-        "--seed",
-        &SEED.to_string(),
-        "--data-dir",
-        &data_text,
-        "--listen",
-        "127.0.0.1:0",
-        "--no-serve",
-    ]);
+    common::demo(&data_text, RESIDENTS, SEED);
     let world = DemoWorld::new(DemoConfig {
         residents: RESIDENTS,
         seed: SEED,
@@ -110,11 +71,11 @@ async fn kill_9_among_review_decisions_keeps_every_acknowledged_one() {
     let publisher = token("publisher", "dept_publisher", Some("minzheng"));
 
     let port = free_port();
-    let mut server = serve(&data_text, port);
+    let mut server = common::serve_dev(&data_text, port);
     let client =
         broker::client::https_client(&data.join("dev").join("tls-cert.pem")).expect("client");
     let url = format!("https://localhost:{port}");
-    ready(&client, &url).await;
+    common::wait_ready(&client, &url).await;
 
     // Known people published again without an ID number, by name and address only: the
     // model (estimated at start from the demo's shared IDs) is unsure, so they wait.
@@ -206,8 +167,8 @@ async fn kill_9_among_review_decisions_keeps_every_acknowledged_one() {
     );
 
     // Restart: every acknowledged decision is in force.
-    let mut server = serve(&data_text, port);
-    ready(&client, &url).await;
+    let mut server = common::serve_dev(&data_text, port);
+    common::wait_ready(&client, &url).await;
     let after: BTreeMap<String, String> = reviews(&client, &url, &officer, true)
         .await
         .into_iter()

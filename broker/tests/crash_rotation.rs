@@ -26,18 +26,7 @@ async fn kill_9_during_a_blind_index_rotation_loses_no_link() {
     let root = tempfile::tempdir().expect("temporary directory");
     let data = root.path().join("street");
     let data_text = data.to_str().expect("utf-8 path").to_owned();
-    safegrid(&[
-        "demo",
-        "--residents",
-        &RESIDENTS.to_string(),
-        "--seed",
-        &SEED.to_string(),
-        "--data-dir",
-        &data_text,
-        "--listen",
-        "127.0.0.1:0",
-        "--no-serve",
-    ]);
+    common::demo(&data_text, RESIDENTS, SEED);
     safegrid(&["keys", "rotate-blind-index", "--data-dir", &data_text]);
 
     // Kill the pass at 20 ms, 40 ms, 80 ms … until one run ends by itself.
@@ -86,16 +75,7 @@ async fn kill_9_during_a_blind_index_rotation_loses_no_link() {
 
     // Served: residents are found by full ID number and by phone under the new key.
     let port = free_port();
-    let mut serve = Command::new(BIN)
-        .args(["serve", "--dev", "--data-dir", &data_text])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("SAFEGRID_METRICS_LISTEN", "off")
-        .env("SAFEGRID_LIMITS_RATE_PER_SECOND", "0")
-        .env_remove("SAFEGRID_MASTER_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
+    let mut serve = common::serve_dev(&data_text, port);
     let world = DemoWorld::new(DemoConfig {
         residents: RESIDENTS,
         seed: SEED,
@@ -118,20 +98,7 @@ async fn kill_9_during_a_blind_index_rotation_loses_no_link() {
     let client =
         broker::client::https_client(&data.join("dev").join("tls-cert.pem")).expect("client");
     let url = format!("https://localhost:{port}");
-    let mut ready = false;
-    for _ in 0..600 {
-        if client
-            .get(format!("{url}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "the broker did not become ready");
+    common::wait_ready(&client, &url).await;
     let mut found = 0;
     let mut asked = 0;
     for i in (0..RESIDENTS).step_by(37) {

@@ -297,18 +297,7 @@ impl TestApp {
             .send()
             .await
             .expect("the metrics request is sent");
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        (
-            status,
-            content_type,
-            response.text().await.unwrap_or_default(),
-        )
+        text_of(response).await
     }
 
     /// GET returning status, content type and the raw body text.
@@ -320,14 +309,19 @@ impl TestApp {
             .send()
             .await
             .expect("the request is sent");
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let text = response.text().await.unwrap_or_default();
-        (status, content_type, text)
+        text_of(response).await
     }
+}
+
+/// Status, content type and body text of a response.
+async fn text_of(response: Response) -> (u16, String, String) {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let text = response.text().await.unwrap_or_default();
+    (status, content_type, text)
 }

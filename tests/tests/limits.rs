@@ -56,14 +56,7 @@ async fn half_requests_and_idle_sockets_are_closed_and_the_broker_keeps_serving(
     let mut silent = TcpStream::connect(addr(&app)).await.expect("connect");
     // A TLS client that sends half a request's headers and stops.
     let tls = rustls_client(&app);
-    let tcp = TcpStream::connect(addr(&app)).await.expect("connect");
-    let mut half = tls
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").expect("name"),
-            tcp,
-        )
-        .await
-        .expect("TLS handshake");
+    let mut half = tls_connect(&app, &tls).await;
     half.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
         .await
         .expect("write");
@@ -84,14 +77,7 @@ async fn half_requests_and_idle_sockets_are_closed_and_the_broker_keeps_serving(
     assert!(started.elapsed() < Duration::from_secs(8));
 
     // An idle keep-alive connection after one full request is closed too.
-    let tcp = TcpStream::connect(addr(&app)).await.expect("connect");
-    let mut idle = tls
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").expect("name"),
-            tcp,
-        )
-        .await
-        .expect("TLS handshake");
+    let mut idle = tls_connect(&app, &tls).await;
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .expect("write");
@@ -257,14 +243,7 @@ async fn a_body_that_never_finishes_is_refused_in_time() {
     .await;
     let token = app.publisher("gongan");
     let tls = rustls_client(&app);
-    let tcp = TcpStream::connect(addr(&app)).await.expect("connect");
-    let mut stream = tls
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").expect("name"),
-            tcp,
-        )
-        .await
-        .expect("TLS handshake");
+    let mut stream = tls_connect(&app, &tls).await;
     let head = format!(
         "POST /v1/ingest/gongan HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/x-ndjson\r\nContent-Length: 100000\r\n\r\n{{\"kind\":"
@@ -279,6 +258,20 @@ async fn a_body_that_never_finishes_is_refused_in_time() {
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("body_timeout"), "{text}");
+}
+
+/// A TLS connection to the test broker.
+async fn tls_connect(
+    app: &TestApp,
+    tls: &tokio_rustls::TlsConnector,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr(app)).await.expect("connect");
+    tls.connect(
+        rustls::pki_types::ServerName::try_from("localhost").expect("name"),
+        tcp,
+    )
+    .await
+    .expect("TLS handshake")
 }
 
 /// A TLS client that trusts the test broker's own certificate.
@@ -310,14 +303,7 @@ async fn the_idle_watchdog_closes_what_the_header_timeout_would_keep() {
     })
     .await;
     let tls = rustls_client(&app);
-    let tcp = TcpStream::connect(addr(&app)).await.expect("connect");
-    let mut stream = tls
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").expect("name"),
-            tcp,
-        )
-        .await
-        .expect("TLS handshake");
+    let mut stream = tls_connect(&app, &tls).await;
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
         .await

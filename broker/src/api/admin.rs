@@ -41,26 +41,15 @@ pub async fn problems(
     State(state): State<AppState>,
     caller: Authenticated,
 ) -> Result<Json<ProblemList>, ApiError> {
-    if !state
-        .permissions
-        .allows(&caller.principal.roles, Permission::ReadOperations)
-    {
-        let error = ApiError::forbidden(
+    state
+        .require_permission(
+            &caller,
+            Permission::ReadOperations,
+            "/v1/admin/problems",
             "role_cannot_operate",
             "only the system administrator lists background problems",
-        );
-        state
-            .audit_refusal(
-                &caller.principal,
-                &caller.context,
-                None,
-                None,
-                "/v1/admin/problems",
-                &error,
-            )
-            .await?;
-        return Err(error);
-    }
+        )
+        .await?;
     Ok(Json(ProblemList {
         problems: crate::problems::list(),
     }))
@@ -83,26 +72,15 @@ pub async fn backup(
     State(state): State<AppState>,
     caller: Authenticated,
 ) -> Result<Json<BackupDone>, ApiError> {
-    if !state
-        .permissions
-        .allows(&caller.principal.roles, Permission::ReadOperations)
-    {
-        let error = ApiError::forbidden(
+    state
+        .require_permission(
+            &caller,
+            Permission::ReadOperations,
+            "/v1/admin/backup",
             "role_cannot_operate",
             "only the system administrator may start a backup",
-        );
-        state
-            .audit_refusal(
-                &caller.principal,
-                &caller.context,
-                None,
-                None,
-                "/v1/admin/backup",
-                &error,
-            )
-            .await?;
-        return Err(error);
-    }
+        )
+        .await?;
     let Some(backup_dir) = state.backup_dir.clone() else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -273,22 +273,13 @@ pub async fn unified_id(
     department: Department,
     source_id: &str,
 ) -> Result<Disclosed<UnifiedId>, ApiError> {
-    let entity = {
-        let state = state.clone();
-        let source_id = source_id.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let snapshot = state.store.read()?;
-            let resolver = Resolver {
-                reader: &snapshot,
-                keys: &state.keys,
-                authority: &state.authority,
-            };
-            resolver.entity_of_source(department, kind, &source_id)
-        })
-        .await
-        .map_err(|e| ApiError::internal("lookup_failed", &e))?
-        .map_err(|e| ApiError::internal("lookup_failed", &e))?
-    };
+    let source_id = source_id.to_owned();
+    let entity = with_resolver(state, "lookup_failed", move |resolver| {
+        resolver
+            .entity_of_source(department, kind, &source_id)
+            .map_err(anyhow::Error::from)
+    })
+    .await?;
     // A caller who may not know that this department holds the record gets the same answer
     // as for a missing record.
     let plan = reader.plan(state);
@@ -412,9 +403,24 @@ async fn load_visible_profile(
     if id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Ok(None);
     }
-    let state = state.clone();
     let id = id.to_owned();
     let plan = plan.clone();
+    with_resolver(state, "integrity_error", move |resolver| {
+        resolver
+            .profile_from(&id, &|d| plan.department_visible(d))
+            .map_err(anyhow::Error::from)
+    })
+    .await
+}
+
+/// Runs `read` on a blocking thread with a resolver over one store snapshot; a failure is
+/// a 500 with `code` (the log gets the cause, the client never does).
+async fn with_resolver<T: Send + 'static>(
+    state: &AppState,
+    code: &'static str,
+    read: impl FnOnce(&Resolver<'_>) -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let state = state.clone();
     tokio::task::spawn_blocking(move || {
         let snapshot = state.store.read()?;
         let resolver = Resolver {
@@ -422,13 +428,11 @@ async fn load_visible_profile(
             keys: &state.keys,
             authority: &state.authority,
         };
-        resolver
-            .profile_from(&id, &|d| plan.department_visible(d))
-            .map_err(anyhow::Error::from)
+        read(&resolver)
     })
     .await
-    .map_err(|e| ApiError::internal("read_failed", &e))?
-    .map_err(|e| ApiError::internal("integrity_error", &e))
+    .map_err(|e| ApiError::internal(code, &e))?
+    .map_err(|e| ApiError::internal(code, &e))
 }
 
 /// Whether the entity's grid lies inside the principal's jurisdiction.

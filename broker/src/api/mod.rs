@@ -308,22 +308,20 @@ async fn ingest(
     body: Body,
 ) -> Result<Json<Receipt>, ApiError> {
     let department = parse_department(&department)?;
+    let refuse = |error: ApiError| {
+        state.refuse(
+            &publisher.principal,
+            &publisher.context,
+            "/v1/ingest/{department}",
+            error,
+        )
+    };
     if publisher.principal.dept != Some(department) {
-        let error = ApiError::forbidden(
+        return Err(refuse(ApiError::forbidden(
             "department_mismatch",
             "a publisher may only publish for its own department",
-        );
-        state
-            .audit_refusal(
-                &publisher.principal,
-                &publisher.context,
-                None,
-                None,
-                "/v1/ingest/{department}",
-                &error,
-            )
-            .await?;
-        return Err(error);
+        ))
+        .await);
     }
     let bytes = match tokio::time::timeout(
         state.body_read,
@@ -360,21 +358,11 @@ async fn ingest(
         None | Some("department") => state.mappings.get(&department).cloned(),
         Some("unified") => None,
         Some(_) => {
-            let error = ApiError::bad_request(
+            return Err(refuse(ApiError::bad_request(
                 "format_unknown",
                 "format is `unified` or `department` (the department's own schema, through its configured mapping)",
-            );
-            state
-                .audit_refusal(
-                    &publisher.principal,
-                    &publisher.context,
-                    None,
-                    None,
-                    "/v1/ingest/{department}",
-                    &error,
-                )
-                .await?;
-            return Err(error);
+            ))
+            .await)
         }
     };
     // Audited before it commits: if the log cannot take the record, nothing is stored.
@@ -669,22 +657,17 @@ impl AppState {
 
     /// Audits a request refused before anyone was authenticated (no token, a forged,
     /// expired or over-long one). Repeats of one code from one client address within a
-    /// minute are folded: the first is written at once, the next minute's first record
-    /// carries how many were folded (`folded=N`), so a client cannot flood the log.
+    /// minute are folded (see [`Self::audit_folded`]), so a client cannot flood the log.
     pub async fn audit_unauthenticated(
         &self,
         context: &RequestContext,
         endpoint: &str,
         error: &crate::auth::AuthError,
     ) -> Result<(), ApiError> {
-        let code = error.code();
         let client = context
             .client_addr
             .as_deref()
             .map_or("", |a| a.rsplit_once(':').map_or(a, |(host, _)| host));
-        let Some(folded) = self.refusals.admit(client, code) else {
-            return Ok(());
-        };
         let principal = Principal {
             sub: "anonymous".to_owned(),
             name: String::new(),
@@ -692,8 +675,35 @@ impl AppState {
             jurisdiction: Vec::new(),
             dept: None,
         };
-        let mut record =
-            self.audit_record(&principal, context, "refused", endpoint, Decision::Deny);
+        self.audit_folded(&principal, context, endpoint, client, error.code())
+            .await
+    }
+
+    /// Audits a request refused by the per-principal rate limit, folded per principal.
+    pub async fn audit_rate_limited(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        endpoint: &str,
+    ) -> Result<(), ApiError> {
+        self.audit_folded(principal, context, endpoint, &principal.sub, "rate_limited")
+            .await
+    }
+
+    /// One refusal record per (`key`, `code`) and minute: the first is written at once, the
+    /// next minute's first carries how many were folded in between (`folded=N`).
+    async fn audit_folded(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        endpoint: &str,
+        key: &str,
+        code: &'static str,
+    ) -> Result<(), ApiError> {
+        let Some(folded) = self.refusals.admit(key, code) else {
+            return Ok(());
+        };
+        let mut record = self.audit_record(principal, context, "refused", endpoint, Decision::Deny);
         record.outcome = if folded > 0 {
             format!("{code} folded={folded}")
         } else {
@@ -702,24 +712,44 @@ impl AppState {
         self.append_audit(record).await.map(|_| ())
     }
 
-    /// Audits a request refused by the per-principal rate limit: one record per principal
-    /// and minute, carrying how many were folded into the previous one.
-    pub async fn audit_rate_limited(
+    /// Audits `error` as a refusal of `principal` and returns it, for `return Err(…)`.
+    pub async fn refuse(
         &self,
         principal: &Principal,
         context: &RequestContext,
         endpoint: &str,
+        error: ApiError,
+    ) -> ApiError {
+        match self
+            .audit_refusal(principal, context, None, None, endpoint, &error)
+            .await
+        {
+            Ok(()) => error,
+            Err(unavailable) => unavailable,
+        }
+    }
+
+    /// `Ok` when one of the caller's roles holds `permission`; else the refusal (403 with
+    /// `code` and `message`), audited before it is returned.
+    pub async fn require_permission(
+        &self,
+        caller: &extract::Authenticated,
+        permission: Permission,
+        endpoint: &str,
+        code: &'static str,
+        message: &'static str,
     ) -> Result<(), ApiError> {
-        let Some(folded) = self.refusals.admit(&principal.sub, "rate_limited") else {
+        if self.permissions.allows(&caller.principal.roles, permission) {
             return Ok(());
-        };
-        let mut record = self.audit_record(principal, context, "refused", endpoint, Decision::Deny);
-        record.outcome = if folded > 0 {
-            format!("rate_limited folded={folded}")
-        } else {
-            "rate_limited".to_owned()
-        };
-        self.append_audit(record).await.map(|_| ())
+        }
+        Err(self
+            .refuse(
+                &caller.principal,
+                &caller.context,
+                endpoint,
+                ApiError::forbidden(code, message),
+            )
+            .await)
     }
 
     /// Audits a refused request (wrong role, missing purpose …).

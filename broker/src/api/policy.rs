@@ -119,20 +119,12 @@ async fn require_audited(
     permission: Permission,
     endpoint: &str,
 ) -> Result<(), ApiError> {
-    if let Err(error) = require(state, caller, permission) {
-        state
-            .audit_refusal(
-                &caller.principal,
-                &caller.context,
-                None,
-                None,
-                endpoint,
-                &error,
-            )
-            .await?;
-        return Err(error);
+    match require(state, caller, permission) {
+        Ok(()) => Ok(()),
+        Err(error) => Err(state
+            .refuse(&caller.principal, &caller.context, endpoint, error)
+            .await),
     }
-    Ok(())
 }
 
 /// The policy version in force and its files.
@@ -273,19 +265,13 @@ pub async fn replace_file(
     Path(name): Path<String>,
     body: String,
 ) -> Result<Json<PolicyChanged>, ApiError> {
-    if let Err(error) = require(&state, &caller, Permission::WritePolicy) {
-        state
-            .audit_refusal(
-                &caller.principal,
-                &caller.context,
-                None,
-                None,
-                "/v1/policy/files/{name}",
-                &error,
-            )
-            .await?;
-        return Err(error);
-    }
+    require_audited(
+        &state,
+        &caller,
+        Permission::WritePolicy,
+        "/v1/policy/files/{name}",
+    )
+    .await?;
     let Some(dir) = state.permissions.dir().map(std::path::Path::to_path_buf) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -28,3 +28,51 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// `safegrid serve --dev` on `127.0.0.1:port` over `data`, with no metrics port and no
+/// per-principal rate (tests drive it hard with one token, beside other brokers).
+pub fn serve_dev(data: &str, port: u16) -> std::process::Child {
+    Command::new(BIN)
+        .args(["serve", "--dev", "--data-dir", data])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("SAFEGRID_METRICS_LISTEN", "off")
+        .env("SAFEGRID_LIMITS_RATE_PER_SECOND", "0")
+        .env_remove("SAFEGRID_MASTER_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve starts")
+}
+
+/// Waits (up to a minute) until `/readyz` answers 200.
+pub async fn wait_ready(client: &reqwest::Client, url: &str) {
+    for _ in 0..600 {
+        if client
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the broker did not become ready");
+}
+
+/// `safegrid demo --no-serve` of `residents` people with `seed` into `data`.
+pub fn demo(data: &str, residents: usize, seed: u64) {
+    let (ok, text) = run(&[
+        "demo",
+        "--residents",
+        &residents.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--data-dir",
+        data,
+        "--listen",
+        "127.0.0.1:0",
+        "--no-serve",
+    ]);
+    assert!(ok, "demo failed: {text}");
+}
