@@ -267,18 +267,22 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
             shutdown_rx.clone(),
         )?);
     }
+    let follower_source = crate::search::Source {
+        store: store.clone(),
+        keys: keys.clone(),
+        authority: authority.clone(),
+    };
+    let rotation = (store.clone(), keys.clone());
     let state = AppState(Arc::new(AppStateInner {
         data_dir: data_dir.clone(),
         backup_dir: options.config.backup_dir.clone(),
         mappings,
         pipeline,
-        store,
-        keys,
+        vault: crate::api::disclosure::Vault::new(store, keys, authority),
         authenticator,
         permissions,
         names,
         break_glass: crate::api::BreakGlassLimiter::new(options.config.break_glass_per_hour),
-        authority,
         purposes: options.config.purposes.clone(),
         max_body_bytes: options.config.ingest.max_body_bytes,
         audit,
@@ -296,11 +300,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
             .clamp(0, crate::api::compliance::MAX_CASE_DEFERRAL_DAYS),
     }));
     search.use_names(state.names.clone());
-    search.start_follower(crate::search::Source {
-        store: state.store.clone(),
-        keys: state.keys.clone(),
-        authority: state.authority.clone(),
-    });
+    search.start_follower(follower_source);
     let listen = options.listen.or(options.config.listen).unwrap_or_else(|| {
         DEFAULT_LISTEN
             .parse()
@@ -310,8 +310,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         .await
         .with_context(|| format!("listening on {listen}"))?;
     background.push(crate::rotation::spawn_pending(
-        state.store.clone(),
-        state.keys.clone(),
+        rotation.0,
+        rotation.1,
         shutdown_rx.clone(),
     ));
     let mtls_addr = crate::server::start_mtls_listener(
@@ -400,7 +400,7 @@ async fn relink_pending(pipeline: Pipeline, shutdown: watch::Receiver<bool>) {
                 return;
             }
         }
-        match crate::linking::relink(pipeline.store(), pipeline.keys(), &model, None, stop) {
+        match pipeline.relink(&model, None, stop) {
             Ok(progress) => tracing::info!(
                 rows = progress.rows,
                 alone = progress.alone,
@@ -425,10 +425,7 @@ async fn auto_train(pipeline: &Pipeline, mut shutdown: watch::Receiver<bool>) ->
             if residents < 500 {
                 return Ok(false);
             }
-            let trained = p
-                .linker()
-                .train(p.store(), p.keys())
-                .map(|model| model.is_some())?;
+            let trained = p.train_linker().map(|model| model.is_some())?;
             if trained {
                 crate::linking::schedule_relink(p.store())?;
             }

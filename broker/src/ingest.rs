@@ -296,8 +296,21 @@ impl Pipeline {
         &self.linker
     }
 
-    pub fn keys(&self) -> &Arc<KeyRing> {
-        &self.keys
+    /// Estimates the linkage model from the stored residents (see
+    /// [`crate::linking::Linker::train`]). The keys never leave the pipeline: callers get
+    /// the model, not the means to open records.
+    pub fn train_linker(&self) -> Result<Option<Arc<crate::linkage::LinkageModel>>, StoreError> {
+        self.linker.train(&self.store, &self.keys)
+    }
+
+    /// Offers rows stored before the model to it ([`crate::linking::relink`]).
+    pub fn relink(
+        &self,
+        model: &crate::linkage::LinkageModel,
+        limit: Option<u64>,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<crate::linking::RelinkProgress, crate::rotation::RotationError> {
+        crate::linking::relink(&self.store, &self.keys, model, limit, stop)
     }
 
     /// Ingests one batch body (NDJSON or a JSON array of unified records) published by

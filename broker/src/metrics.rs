@@ -325,12 +325,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// Changes in the store that the search index has not applied yet (0 if the store cannot be
 /// read; `/readyz` reports that).
 fn index_lag(state: &AppState) -> u64 {
-    let head = state
-        .store
-        .read()
-        .and_then(|reader| reader.change_seq())
-        .unwrap_or(0);
-    head.saturating_sub(state.search.indexed_seq())
+    state
+        .vault
+        .change_seq()
+        .saturating_sub(state.search.indexed_seq())
 }
 
 #[cfg(test)]

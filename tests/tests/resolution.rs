@@ -22,12 +22,10 @@ async fn setup() -> (TestApp, DemoWorld) {
     }
     let state = &app.broker.as_ref().expect("running").state;
     let pipeline = state.pipeline.clone();
-    let model = tokio::task::spawn_blocking(move || {
-        pipeline.linker().train(pipeline.store(), pipeline.keys())
-    })
-    .await
-    .expect("training task")
-    .expect("training");
+    let model = tokio::task::spawn_blocking(move || pipeline.train_linker())
+        .await
+        .expect("training task")
+        .expect("training");
     assert!(model.is_some(), "enough residents to estimate the model");
     (app, world)
 }
@@ -242,7 +240,14 @@ async fn records_stored_before_the_model_existed_are_linked_once_it_does() {
         "birth_date":first_person.birth_date.to_string(),"grid":first_person.grid});
     app.ingest("weijian", format!("{health}\n")).await;
     {
-        let store = app.broker.as_ref().expect("running").state.store.clone();
+        let store = app
+            .broker
+            .as_ref()
+            .expect("running")
+            .state
+            .pipeline
+            .store()
+            .clone();
         let row = store
             .read()
             .expect("read")
@@ -268,15 +273,12 @@ async fn records_stored_before_the_model_existed_are_linked_once_it_does() {
     let (first, again) = tokio::task::spawn_blocking(move || {
         let stop = std::sync::atomic::AtomicBool::new(false);
         let model = pipeline
-            .linker()
-            .train(pipeline.store(), pipeline.keys())
+            .train_linker()
             .expect("training")
             .expect("enough residents to estimate the model");
         broker::linking::schedule_relink(pipeline.store()).expect("schedule");
-        let first = broker::linking::relink(pipeline.store(), pipeline.keys(), &model, None, &stop)
-            .expect("relink");
-        let again = broker::linking::relink(pipeline.store(), pipeline.keys(), &model, None, &stop)
-            .expect("relink again");
+        let first = pipeline.relink(&model, None, &stop).expect("relink");
+        let again = pipeline.relink(&model, None, &stop).expect("relink again");
         (first, again)
     })
     .await

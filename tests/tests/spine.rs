@@ -471,10 +471,13 @@ async fn no_plaintext_identifier_anywhere_under_the_data_directory() {
     for index in 0..20 {
         let person = world.person(index);
         if let Ok(id) = IdNumber::parse(&person.id_number) {
-            let unified = broker::ingest::resident_entity_id(
-                &app.broker.as_ref().expect("running").state.keys,
-                &id,
-            );
+            let unified = app
+                .broker
+                .as_ref()
+                .expect("running")
+                .state
+                .vault
+                .resident_entity(&id);
             app.get(
                 &format!("/v1/residents/{unified}"),
                 &officer,

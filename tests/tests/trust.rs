@@ -511,7 +511,7 @@ async fn when_the_audit_log_fails_no_write_changes_anything() {
         (status, body["error"]["code"].as_str()),
         (503, Some("audit_unavailable"))
     );
-    let snapshot = state.store.read().expect("read");
+    let snapshot = state.pipeline.store().read().expect("read");
     let row = broker::store::StoredSource::row_key(
         model::Department::Gongan,
         model::RecordKind::Resident,
@@ -531,7 +531,8 @@ async fn when_the_audit_log_fails_no_write_changes_anything() {
         .expect("sent");
     assert_eq!(dismiss.status().as_u16(), 503);
     let open = state
-        .store
+        .pipeline
+        .store()
         .read()
         .expect("read")
         .quarantine(model::Department::Gongan, None, true, 10)
@@ -552,7 +553,8 @@ async fn when_the_audit_log_fails_no_write_changes_anything() {
         .expect("sent");
     assert_eq!(filed.status().as_u16(), 503);
     let entries = state
-        .store
+        .pipeline
+        .store()
         .read()
         .expect("read")
         .quarantine(model::Department::Gongan, None, true, 10)

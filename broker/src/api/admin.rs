@@ -100,10 +100,10 @@ pub async fn backup(
         Decision::Allow,
     );
     record.outcome = format!("to={}", out.display());
-    let (store, data_dir, target) = (state.store.clone(), state.data_dir.clone(), out.clone());
+    let (vault_state, data_dir, target) = (state.clone(), state.data_dir.clone(), out.clone());
     let manifest = state
         .audited_write(record, || async move {
-            tokio::task::spawn_blocking(move || crate::backup::snapshot(&store, &data_dir, &target))
+            tokio::task::spawn_blocking(move || vault_state.vault.backup(&data_dir, &target))
                 .await
                 .map_err(|e| ApiError::internal("backup_failed", &e))?
                 .map_err(|e| ApiError::internal("backup_failed", &e))

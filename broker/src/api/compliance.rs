@@ -248,10 +248,10 @@ fn resident_subject(state: &AppState, input: &str) -> Result<ResidentSubject, Ap
                 ),
             )
         })?;
-        crate::ingest::resident_entity_id(&state.keys, &id)
+        state.vault.resident_entity(&id)
     };
     Ok(ResidentSubject {
-        reference: hex::encode(&state.keys.audit_subject(&entity)[..16]),
+        reference: state.vault.audit_reference(&entity),
         entity,
     })
 }

@@ -23,8 +23,73 @@ use super::error::ApiError;
 use super::extract::Reader;
 use super::AppState;
 use crate::auth::Principal;
-use crate::resolve::{Profile, Resolver};
+use crate::crypto::KeyRing;
+use crate::resolve::{AuthorityOrder, Profile, Resolver};
+use crate::store::Store;
 use crate::view::ViewPlan;
+use std::sync::Arc;
+
+/// The sealed store, the keys and the authority order, as the API holds them. Its fields are
+/// private to this module: handlers cannot open records or build profiles themselves; they
+/// get disclosed values from the gate and a few non-personal facts from the methods below.
+#[derive(Debug)]
+pub struct Vault {
+    store: Arc<Store>,
+    keys: Arc<KeyRing>,
+    authority: AuthorityOrder,
+}
+
+impl Vault {
+    pub fn new(store: Arc<Store>, keys: Arc<KeyRing>, authority: AuthorityOrder) -> Vault {
+        Vault {
+            store,
+            keys,
+            authority,
+        }
+    }
+
+    /// Whether the store can be read (readiness).
+    pub fn readable(&self) -> bool {
+        self.store.read().is_ok()
+    }
+
+    /// The store's change sequence head (0 when it cannot be read).
+    pub fn change_seq(&self) -> u64 {
+        self.store
+            .read()
+            .and_then(|reader| reader.change_seq())
+            .unwrap_or(0)
+    }
+
+    /// A stored batch receipt (no personal data: counts, codes and lines).
+    pub fn receipt(&self, batch_id: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+        self.store.read()?.receipt(batch_id)
+    }
+
+    /// The keyed reference of a resident in the audit log (never the ID number).
+    pub fn audit_reference(&self, entity: &str) -> String {
+        hex::encode(&self.keys.audit_subject(entity)[..16])
+    }
+
+    /// The unified id of the resident with this ID number.
+    pub fn resident_entity(&self, id: &model::IdNumber) -> String {
+        crate::ingest::resident_entity_id(&self.keys, id)
+    }
+
+    /// The unified id a resident row would have standing alone (no ID, not linked).
+    pub fn standalone_entity(&self, row: &str) -> String {
+        crate::ingest::source_entity_id(&self.keys, row)
+    }
+
+    /// A consistent backup of the store and the audit log under `target`.
+    pub fn backup(
+        &self,
+        data_dir: &std::path::Path,
+        target: &std::path::Path,
+    ) -> anyhow::Result<crate::backup::Manifest> {
+        crate::backup::snapshot(&self.store, data_dir, target)
+    }
+}
 
 /// A value that passed the gate: scoped, viewed through the caller's plan, and audited.
 /// Its field is private to this module, so nothing else can make one.
@@ -65,6 +130,15 @@ const _: fn() = || {
 /// // Nor can a handler outside the gate make a `Disclosed` value itself.
 /// fn forge(profile: broker::resolve::Profile) -> broker::api::disclosure::Disclosed<broker::resolve::Profile> {
 ///     broker::api::disclosure::Disclosed(profile)
+/// }
+/// ```
+///
+/// ```
+/// // The same calls compile where they are allowed, so the two checks above fail for the
+/// // reason they name: a serializable value serializes, and a disclosed profile can be read.
+/// let _ = serde_json::to_string(&model::RecordKind::Resident);
+/// fn read(d: &broker::api::disclosure::Disclosed<broker::resolve::Profile>) -> &str {
+///     &d.get().id
 /// }
 /// ```
 #[allow(dead_code)]
@@ -336,11 +410,12 @@ pub async fn search_hits(
     let job_plan = plan.clone();
     let hits = found.hits;
     let profiles = tokio::task::spawn_blocking(move || {
-        let snapshot = job_state.store.read()?;
+        let vault = &job_state.vault;
+        let snapshot = vault.store.read()?;
         let resolver = Resolver {
             reader: &snapshot,
-            keys: &job_state.keys,
-            authority: &job_state.authority,
+            keys: &vault.keys,
+            authority: &vault.authority,
         };
         let mut profiles = Vec::with_capacity(hits.len());
         for (id, kind, score) in hits {
@@ -422,11 +497,12 @@ async fn with_resolver<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let state = state.clone();
     tokio::task::spawn_blocking(move || {
-        let snapshot = state.store.read()?;
+        let vault = &state.vault;
+        let snapshot = vault.store.read()?;
         let resolver = Resolver {
             reader: &snapshot,
-            keys: &state.keys,
-            authority: &state.authority,
+            keys: &vault.keys,
+            authority: &vault.authority,
         };
         read(&resolver)
     })
@@ -449,7 +525,7 @@ fn resident_refs(state: &AppState, profile: &Profile) -> Vec<String> {
     if profile.kind != RecordKind::Resident {
         return Vec::new();
     }
-    vec![hex::encode(&state.keys.audit_subject(&profile.id)[..16])]
+    vec![state.vault.audit_reference(&profile.id)]
 }
 
 /// Names to redact from a profile's free text: the resident's own names and those of the
@@ -471,4 +547,40 @@ fn names_in(profile: &Profile) -> Vec<String> {
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    /// Handlers reach personal data only through this module: no other file of the API
+    /// names the resolver, the key ring or the calls that open sealed fields. (The compiler
+    /// already keeps the keys out of their reach — the [`super::Vault`] fields are private
+    /// here and the pipeline gives its keys to no one; this keeps it that way in review.)
+    #[test]
+    fn no_handler_outside_the_gate_opens_records() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).expect("src/api is readable") {
+            let path = entry.expect("an entry").path();
+            if path.file_name().is_some_and(|n| n == "disclosure.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("a source file");
+            for forbidden in [
+                "Resolver",
+                "KeyRing",
+                "open_source",
+                "profile_from",
+                "summary_from",
+                ".keys()",
+            ] {
+                assert!(
+                    !text.contains(forbidden),
+                    "{} uses {forbidden}: personal data must pass the disclosure gate",
+                    path.display()
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 8, "the API's files were found ({checked})");
+    }
 }

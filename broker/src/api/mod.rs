@@ -35,10 +35,8 @@ use model::{Department, RecordKind};
 
 use crate::auth::{Authenticator, Principal};
 use crate::authz::{Permission, PolicyHandle};
-use crate::crypto::KeyRing;
 use crate::ingest::{IngestError, Pipeline, Receipt};
-use crate::resolve::{AuthorityOrder, Profile};
-use crate::store::Store;
+use crate::resolve::Profile;
 
 use disclosure::{Disclosed, UnifiedId};
 use error::ApiError;
@@ -47,14 +45,13 @@ use extract::{Authenticated, Publisher, Reader};
 /// Everything a request handler may use.
 #[derive(Debug)]
 pub struct AppStateInner {
-    pub store: Arc<Store>,
-    pub keys: Arc<KeyRing>,
+    /// Store, keys and authority order, reachable only through the disclosure gate.
+    pub vault: disclosure::Vault,
     pub pipeline: Pipeline,
     pub authenticator: Authenticator,
     pub permissions: Arc<PolicyHandle>,
     pub names: Arc<crate::names::NameIndex>,
     pub break_glass: BreakGlassLimiter,
-    pub authority: AuthorityOrder,
     pub purposes: Vec<String>,
     pub max_body_bytes: usize,
     pub audit: AuditLog,
@@ -222,21 +219,19 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
             "the audit log cannot be written; personal data is withheld until it can",
         ));
     }
-    state
-        .store
-        .read()
-        .map_err(|_| ApiError::unavailable("store_unavailable", "the store cannot be read"))?;
+    if !state.vault.readable() {
+        return Err(ApiError::unavailable(
+            "store_unavailable",
+            "the store cannot be read",
+        ));
+    }
     if !state.search.is_ready() {
         return Err(search::index_building());
     }
     // Behind the store and not moving: searches would answer stale pages, so say so.
     let stalled = state.search.seconds_since_good_pass();
     if stalled > SEARCH_STALL_SECONDS {
-        let head = state
-            .store
-            .read()
-            .and_then(|reader| reader.change_seq())
-            .unwrap_or(0);
+        let head = state.vault.change_seq();
         if head > state.search.indexed_seq() {
             return Err(ApiError::unavailable(
                 "search_index_lagging",
@@ -413,7 +408,7 @@ async fn ingest(
             Decision::Allow,
         );
         record.entities = vec![moved.entity.clone()];
-        record.residents = vec![hex::encode(&state.keys.audit_subject(&moved.entity)[..16])];
+        record.residents = vec![state.vault.audit_reference(&moved.entity)];
         record.outcome = format!("from={} to={}", moved.from, moved.to);
         state.append_audit(record).await?;
     }
@@ -438,11 +433,8 @@ async fn receipt(
     {
         return Err(ApiError::not_found());
     }
-    let reader = state
-        .store
-        .read()
-        .map_err(|e| ApiError::internal("store_error", &e))?;
-    let bytes = reader
+    let bytes = state
+        .vault
         .receipt(&batch_id)
         .map_err(|e| ApiError::internal("store_error", &e))?
         .ok_or_else(ApiError::not_found)?;

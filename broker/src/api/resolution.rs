@@ -280,7 +280,7 @@ pub async fn split(
     let row = StoredSource::row_key(department, RecordKind::Resident, &body.source_id);
     let pipeline = state.pipeline.clone();
     let reader2 = reader.clone();
-    let keys = state.keys.clone();
+    let own = state.vault.standalone_entity(&row);
     let moved = state.audited_write(record, || async move {
     tokio::task::spawn_blocking(move || {
         pipeline.store().write(|w| -> Result<Result<ReviewSide, ApiError>, crate::store::StoreError> {
@@ -290,7 +290,7 @@ pub async fn split(
             if !in_scope(&reader2, &current) {
                 return Ok(Err(ApiError::not_found()));
             }
-            let own = crate::ingest::source_entity_id(&keys, &row);
+            let own = own.clone();
             if current.entity == own {
                 return Ok(Err(ApiError::new(
                     axum::http::StatusCode::CONFLICT,

@@ -155,7 +155,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     );
     if let Some(person) = example {
         if let Ok(id) = IdNumber::parse(&person.id_number) {
-            let unified = crate::ingest::resident_entity_id(&broker.state.keys, &id);
+            let unified = broker.state.vault.resident_entity(&id);
             println!(
                 "A merged profile ({} departments):",
                 person.departments.len()
