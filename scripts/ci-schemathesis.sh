@@ -14,7 +14,10 @@ bin="${CARGO_TARGET_DIR:-target}/debug/safegrid"
 work=$(mktemp -d)
 "$bin" demo --no-serve --residents 300 --data-dir "$work/data" --listen 127.0.0.1:0 >/dev/null 2>&1
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" serve --dev --data-dir "$work/data" --listen "127.0.0.1:$port" >"$work/serve.out" 2>"$work/serve.err" &
+# One token drives every generated case: the per-principal rate limit (whose 429 is in the
+# schema) would answer most of them, so it is off here; the metrics port stays closed.
+SAFEGRID_LIMITS_RATE_PER_SECOND=0 SAFEGRID_METRICS_LISTEN=off \
+  "$bin" serve --dev --data-dir "$work/data" --listen "127.0.0.1:$port" >"$work/serve.out" 2>"$work/serve.err" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 # Ready: store and audit log usable and the search index caught up with the store.

@@ -263,8 +263,13 @@ pub fn reencrypt(
                 let Some(old) = w.source(row)? else { continue };
                 let mut new = old.clone();
                 let mut changed = 0u64;
+                let mut failed = false;
                 for (field, sealed) in new.sealed.iter_mut() {
-                    if KeyRing::sealed_version(sealed)? == current {
+                    let Ok(version) = KeyRing::sealed_version(sealed) else {
+                        failed = true;
+                        break;
+                    };
+                    if version == current {
                         continue;
                     }
                     let ctx = FieldContext {
@@ -272,14 +277,23 @@ pub fn reencrypt(
                         row,
                         field,
                     };
-                    let field_error = |source| RotationError::Field {
-                        row: row.clone(),
-                        field: field.clone(),
-                        source,
+                    let Ok(plain) = keys.open(ctx, sealed).map(Zeroizing::new) else {
+                        failed = true;
+                        break;
                     };
-                    let plain = Zeroizing::new(keys.open(ctx, sealed).map_err(field_error)?);
-                    *sealed = keys.seal(ctx, &plain).map_err(field_error)?;
+                    let Ok(resealed) = keys.seal(ctx, &plain) else {
+                        failed = true;
+                        break;
+                    };
+                    *sealed = resealed;
                     changed += 1;
+                }
+                if failed {
+                    // A field that does not open (tampered or moved ciphertext) keeps its row
+                    // as it is; the row is listed for the administrator and the pass goes on.
+                    crate::problems::record("key_rotation", row, "integrity_error");
+                    next.rows += 1;
+                    continue;
                 }
                 if changed > 0 {
                     w.put_source(&new, Some(&old))?;
@@ -598,5 +612,59 @@ mod tests {
         );
         let after = load_key_ring(&store, &new).unwrap();
         assert_eq!(after.open(ctx, &sealed).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_row_that_does_not_open_is_skipped_and_listed_and_the_pass_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let master = MasterKey::for_tests(7);
+        let keys = std::sync::Arc::new(load_key_ring(&store, &master).unwrap());
+        let pipeline = crate::ingest::Pipeline::new(store.clone(), keys);
+        let mut body = String::new();
+        for (i, first17) in [
+            "11010519800101001",
+            "11010519800101002",
+            "11010519800101003",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let check = model::id_number_check_digit(first17).unwrap();
+            body.push_str(&format!(
+                "{{\"kind\":\"resident\",\"source_id\":\"GA-{i}\",\"version\":\"1\",\"id_number\":\"{first17}{check}\",\"name\":\"测试\",\"grid\":\"110105001001001\"}}\n"
+            ));
+        }
+        let receipt = pipeline
+            .ingest(Department::Gongan, body.as_bytes())
+            .unwrap();
+        assert_eq!(receipt.accepted, 3);
+        // Row 1's name is swapped for row 2's ciphertext: it no longer opens.
+        let reader = store.read().unwrap();
+        let mut one = reader.source("gongan/resident/GA-1").unwrap().unwrap();
+        let two = reader.source("gongan/resident/GA-2").unwrap().unwrap();
+        drop(reader);
+        let before = one.clone();
+        one.sealed.insert("name".into(), two.sealed["name"].clone());
+        store.write(|w| w.put_source(&one, Some(&before))).unwrap();
+
+        rotate_data_key(&store, &master, Department::Gongan).unwrap();
+        let keys = load_key_ring(&store, &master).unwrap();
+        let stop = AtomicBool::new(false);
+        let report = reencrypt(&store, &keys, Department::Gongan, None, &stop).unwrap();
+        assert!(report.progress.done, "the pass went past the bad row");
+        let current = keys.current_version(Department::Gongan).unwrap();
+        let reader = store.read().unwrap();
+        for good in ["gongan/resident/GA-0", "gongan/resident/GA-2"] {
+            let row = reader.source(good).unwrap().unwrap();
+            for sealed in row.sealed.values() {
+                assert_eq!(KeyRing::sealed_version(sealed).unwrap(), current, "{good}");
+            }
+        }
+        assert!(crate::problems::list()
+            .iter()
+            .any(|p| p.task == "key_rotation"
+                && p.item == "gongan/resident/GA-1"
+                && p.kind == "integrity_error"));
     }
 }
