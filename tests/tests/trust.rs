@@ -426,6 +426,7 @@ async fn related_lists_obey_department_visibility_and_jurisdiction() {
         !page.to_string().contains(&sifa_event),
         "the justice event was found: {page}"
     );
+    assert_eq!(page["total"], 0, "its existence shows in the count: {page}");
 
     // The grid event: the party inside the jurisdiction is named, the one outside masked.
     let (status, event) = app
