@@ -108,7 +108,8 @@ async fn the_deploy_readme_production_steps_work_as_written() {
     let config_text = example
         .replace("/etc/safegrid", etc.to_str().unwrap())
         .replace("0.0.0.0:8443", &format!("127.0.0.1:{port}"))
-        .replace("0.0.0.0:9443", &format!("127.0.0.1:{mtls_port}"));
+        .replace("0.0.0.0:9443", &format!("127.0.0.1:{mtls_port}"))
+        .replace("127.0.0.1:9464", &format!("127.0.0.1:{}", free_port()));
     let config = etc.join("safegrid.toml");
     std::fs::write(&config, config_text).unwrap();
 
