@@ -105,7 +105,8 @@ pub struct MergedField {
     pub source: Department,
     /// Version of the source record it came from.
     pub version: String,
-    /// Values other departments hold for this field, when they disagree.
+    /// Values other departments hold for this field, when they disagree (absent when none).
+    #[schema(required = false)]
     pub conflicts: Vec<Alternative>,
 }
 
@@ -172,15 +173,18 @@ pub struct Profile {
     /// Grid the entity lies in (by the authority order).
     pub grid: Option<String>,
     pub fields: BTreeMap<String, MergedField>,
+    /// Tags with the departments that assert them (absent when none).
+    #[schema(required = false)]
     pub tags: Vec<MergedTag>,
-    /// Department-specific detail, per department.
-    #[schema(value_type = Object)]
+    /// Department-specific detail, per department (absent when none).
+    #[schema(value_type = Object, required = false)]
     pub attributes: BTreeMap<Department, Map<String, Value>>,
     /// Related entities: `house`, `occupants`, `events`, `parties`, `owner_of`.
     pub related: BTreeMap<String, Vec<EntityRef>>,
     pub sources: Vec<SourceRef>,
-    /// Records that moved the resident into another community, oldest first.
-    #[schema(value_type = Vec<Object>)]
+    /// Records that moved the resident into another community, oldest first (absent when
+    /// none).
+    #[schema(value_type = Vec<Object>, required = false)]
     pub history: Vec<crate::ingest::ScopeMove>,
 }
 
