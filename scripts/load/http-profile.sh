@@ -28,8 +28,7 @@ trap cleanup EXIT
 "$BIN" demo --residents "$RESIDENTS" --data-dir "$DATA" --listen 127.0.0.1:0 --no-serve >&2
 # One token drives the whole load: the per-principal rate limit (50/s by default) is off here,
 # and so is the metrics listener (another broker may hold its port).
-printf '[limits]\nrate_per_second = 0\n' >"$WORK/bench.toml"
-printf 'metrics_listen = "off"\n' >>"$WORK/bench.toml"
+printf 'metrics_listen = "off"\n[limits]\nrate_per_second = 0\n' >"$WORK/bench.toml"
 SAFEGRID_LOG=warn "$BIN" serve --data-dir "$DATA" --dev --listen "127.0.0.1:$PORT" \
   --config "$WORK/bench.toml" >"$WORK/serve.log" 2>&1 &
 SERVER=$!
