@@ -296,6 +296,68 @@ impl Pipeline {
         &self.linker
     }
 
+    /// Review pairs for an officer (see [`crate::linking::review_pairs`]).
+    pub fn review_pairs(
+        &self,
+        all: bool,
+        in_scope: &dyn Fn(&StoredSource) -> bool,
+    ) -> Result<Vec<(crate::linking::Review, StoredSource, StoredSource)>, StoreError> {
+        crate::linking::review_pairs(&self.store, all, in_scope)
+    }
+
+    /// An officer's final decision (see [`crate::linking::decide_review`]).
+    pub fn decide_review(
+        &self,
+        id: &str,
+        link: bool,
+        decided_by: &str,
+        in_scope: &dyn Fn(&StoredSource) -> bool,
+    ) -> Result<crate::linking::Decided, StoreError> {
+        crate::linking::decide_review(&self.store, id, link, decided_by, in_scope)
+    }
+
+    /// Splits a wrongly linked resident row out of its entity (see
+    /// [`crate::linking::split_row`]).
+    pub fn split_row(
+        &self,
+        department: Department,
+        source_id: &str,
+        in_scope: &dyn Fn(&StoredSource) -> bool,
+    ) -> Result<crate::linking::SplitOutcome, StoreError> {
+        let row = StoredSource::row_key(department, RecordKind::Resident, source_id);
+        let own = source_entity_id(&self.keys, &row);
+        crate::linking::split_row(&self.store, &row, &own, in_scope)
+    }
+
+    /// One page of `department`'s quarantine, each entry with its record opened (for that
+    /// department's own publisher).
+    pub fn quarantine_page(
+        &self,
+        department: Department,
+        after: Option<&str>,
+        include_resolved: bool,
+        limit: usize,
+    ) -> Result<Vec<(QuarantineEntry, Value)>, IngestError> {
+        let reader = self.store.read()?;
+        let entries = reader.quarantine(department, after, include_resolved, limit)?;
+        let mut page = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let record = self.open_quarantined(&entry)?;
+            page.push((entry, record));
+        }
+        Ok(page)
+    }
+
+    /// Closes a quarantine entry as dismissed; false if there is no such open entry.
+    pub fn dismiss_quarantined(
+        &self,
+        department: Department,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        self.store
+            .write(|w| w.close_quarantine(department, id, "dismissed"))
+    }
+
     /// Estimates the linkage model from the stored residents (see
     /// [`crate::linking::Linker::train`]). The keys never leave the pipeline: callers get
     /// the model, not the means to open records.

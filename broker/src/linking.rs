@@ -492,3 +492,138 @@ fn corroborated(vector: &ComparisonVector) -> bool {
 fn names_close(vector: &ComparisonVector) -> bool {
     level(vector, Field::Name) <= 2
 }
+
+/// What an officer's decision on a review did.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one value per request, moved once
+pub enum Decided {
+    /// No such review, or one of its rows is gone or outside the officer's scope.
+    NotFound,
+    /// The pair was decided before; decisions are final.
+    AlreadyDecided,
+    /// The decision is stored (and, for a link, the row moved into the candidate's entity).
+    Done {
+        review: Review,
+        record: StoredSource,
+        candidate: StoredSource,
+    },
+}
+
+/// What a split did.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one value per request, moved once
+pub enum SplitOutcome {
+    /// No such live row, or outside the officer's scope.
+    NotFound,
+    /// The row already stands alone.
+    NotLinked,
+    /// The row carries a valid ID number: it belongs to that person's entity.
+    HasIdNumber,
+    /// The row now stands alone (and stays apart on later ingests).
+    Split(StoredSource),
+}
+
+/// The review pairs (pending only unless `all`) whose two rows still exist and satisfy
+/// `in_scope`, with those rows.
+pub fn review_pairs(
+    store: &Store,
+    all: bool,
+    in_scope: &dyn Fn(&StoredSource) -> bool,
+) -> Result<Vec<(Review, StoredSource, StoredSource)>, StoreError> {
+    let snapshot = store.read()?;
+    let mut pairs = Vec::new();
+    for review in reviews(&snapshot)? {
+        if !all && review.status != "pending" {
+            continue;
+        }
+        let (Some(a), Some(b)) = (
+            snapshot.source(&review.row)?,
+            snapshot.source(&review.candidate)?,
+        ) else {
+            continue;
+        };
+        if in_scope(&a) && in_scope(&b) {
+            pairs.push((review, a, b));
+        }
+    }
+    Ok(pairs)
+}
+
+/// Records an officer's final decision on review `id`: `link` moves the row into the
+/// candidate's entity; otherwise the two stay apart on every later ingest.
+pub fn decide_review(
+    store: &Store,
+    id: &str,
+    link: bool,
+    decided_by: &str,
+    in_scope: &dyn Fn(&StoredSource) -> bool,
+) -> Result<Decided, StoreError> {
+    store.write(|w| -> Result<Decided, StoreError> {
+        let Some(mut review) = get_review(w, id)? else {
+            return Ok(Decided::NotFound);
+        };
+        let (Some(a), Some(b)) = (w.source(&review.row)?, w.source(&review.candidate)?) else {
+            return Ok(Decided::NotFound);
+        };
+        if !in_scope(&a) || !in_scope(&b) {
+            return Ok(Decided::NotFound);
+        }
+        if review.status != "pending" {
+            return Ok(Decided::AlreadyDecided);
+        }
+        let mut decision = row_decision(w, &review.row)?;
+        let mut moved = a.clone();
+        if link {
+            decision.link_to = Some(review.candidate.clone());
+            decision.alone = false;
+            moved.move_to(&b.entity);
+            w.put_source(&moved, Some(&a))?;
+            review.status = "linked".to_owned();
+        } else {
+            decision.distinct_from.insert(review.candidate.clone());
+            review.status = "distinct".to_owned();
+        }
+        review.decided_by = Some(decided_by.to_owned());
+        put_row_decision(w, &review.row, &decision)?;
+        put_review(w, &review)?;
+        Ok(Decided::Done {
+            review,
+            record: moved,
+            candidate: b,
+        })
+    })
+}
+
+/// Takes resident row `row` out of the entity it was linked into: it stands alone as
+/// `own_entity` and stays apart on every later ingest.
+pub fn split_row(
+    store: &Store,
+    row: &str,
+    own_entity: &str,
+    in_scope: &dyn Fn(&StoredSource) -> bool,
+) -> Result<SplitOutcome, StoreError> {
+    store.write(|w| -> Result<SplitOutcome, StoreError> {
+        let Some(current) = w.source(row)?.filter(|s| !s.deleted) else {
+            return Ok(SplitOutcome::NotFound);
+        };
+        if !in_scope(&current) {
+            return Ok(SplitOutcome::NotFound);
+        }
+        if current.entity == own_entity {
+            return Ok(SplitOutcome::NotLinked);
+        }
+        if current.sealed.contains_key("id_number") {
+            return Ok(SplitOutcome::HasIdNumber);
+        }
+        let mut moved = current.clone();
+        moved.move_to(own_entity);
+        w.put_source(&moved, Some(&current))?;
+        let decision = RowDecision {
+            link_to: None,
+            alone: true,
+            ..row_decision(w, row)?
+        };
+        put_row_decision(w, row, &decision)?;
+        Ok(SplitOutcome::Split(moved))
+    })
+}

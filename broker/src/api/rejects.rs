@@ -104,31 +104,29 @@ pub async fn list_rejects(
     }
     let pipeline = state.pipeline.clone();
     let include_resolved = query.include_resolved;
-    let (entries, items) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let reader = pipeline.store().read()?;
-        let entries = reader.quarantine(department, cursor.as_deref(), include_resolved, limit)?;
-        let mut items = Vec::with_capacity(entries.len());
-        for entry in &entries {
-            let record = pipeline.open_quarantined(entry)?;
-            items.push(RejectItem {
-                id: entry.id.clone(),
-                batch_id: entry.batch_id.clone(),
-                source_file: entry.source_file.clone(),
-                line: entry.line,
-                code: entry.code.clone(),
-                field: entry.field.clone(),
-                message: entry.message.clone(),
-                source_id: entry.source_id.clone(),
-                received_at: entry.received_at,
-                record,
-                resolved: entry.resolved.clone(),
-            });
-        }
-        Ok((entries.len(), items))
+    let page = tokio::task::spawn_blocking(move || {
+        pipeline.quarantine_page(department, cursor.as_deref(), include_resolved, limit)
     })
     .await
     .map_err(|e| ApiError::internal("rejects_failed", &e))?
     .map_err(|e| ApiError::internal("rejects_failed", &e))?;
+    let entries = page.len();
+    let items: Vec<RejectItem> = page
+        .into_iter()
+        .map(|(entry, record)| RejectItem {
+            id: entry.id,
+            batch_id: entry.batch_id,
+            source_file: entry.source_file,
+            line: entry.line,
+            code: entry.code,
+            field: entry.field,
+            message: entry.message,
+            source_id: entry.source_id,
+            received_at: entry.received_at,
+            record,
+            resolved: entry.resolved,
+        })
+        .collect();
     let next_cursor = (entries == limit)
         .then(|| items.last().map(|i| i.id.clone()))
         .flatten();
@@ -264,14 +262,11 @@ pub async fn dismiss_reject(
     let pipeline = state.pipeline.clone();
     state
         .audited_write(record, || async move {
-            let closed = tokio::task::spawn_blocking(move || {
-                pipeline
-                    .store()
-                    .write(|w| w.close_quarantine(department, &id, "dismissed"))
-            })
-            .await
-            .map_err(|e| ApiError::internal("rejects_failed", &e))?
-            .map_err(|e| ApiError::internal("rejects_failed", &e))?;
+            let closed =
+                tokio::task::spawn_blocking(move || pipeline.dismiss_quarantined(department, &id))
+                    .await
+                    .map_err(|e| ApiError::internal("rejects_failed", &e))?
+                    .map_err(|e| ApiError::internal("rejects_failed", &e))?;
             if closed {
                 Ok(())
             } else {

@@ -13,9 +13,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use audit::Decision as AuditDecision;
-use model::{DivisionCode, RecordKind};
+use model::DivisionCode;
 
-use crate::linking::{self, RowDecision};
+use crate::linking::{Decided, SplitOutcome};
 use crate::store::StoredSource;
 
 use super::error::{ApiError, ErrorBody};
@@ -116,35 +116,22 @@ pub async fn list_reviews(
     let all = query.status.as_deref() == Some("all");
     let pipeline = state.pipeline.clone();
     let reader2 = reader.clone();
-    let items = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<ReviewItem>> {
-        let snapshot = pipeline.store().read()?;
-        let mut items = Vec::new();
-        for review in linking::reviews(&snapshot)? {
-            if !all && review.status != "pending" {
-                continue;
-            }
-            let (Some(a), Some(b)) = (
-                snapshot.source(&review.row)?,
-                snapshot.source(&review.candidate)?,
-            ) else {
-                continue;
-            };
-            if !in_scope(&reader2, &a) || !in_scope(&reader2, &b) {
-                continue;
-            }
-            items.push(ReviewItem {
-                id: review.id.clone(),
-                score: review.score,
-                status: review.status.clone(),
-                record: side(&a),
-                candidate: side(&b),
-            });
-        }
-        Ok(items)
+    let pairs = tokio::task::spawn_blocking(move || {
+        pipeline.review_pairs(all, &|source| in_scope(&reader2, source))
     })
     .await
     .map_err(|e| ApiError::internal("resolution_failed", &e))?
     .map_err(|e| ApiError::internal("resolution_failed", &e))?;
+    let items: Vec<ReviewItem> = pairs
+        .into_iter()
+        .map(|(review, a, b)| ReviewItem {
+            id: review.id,
+            score: review.score,
+            status: review.status,
+            record: side(&a),
+            candidate: side(&b),
+        })
+        .collect();
     let mut record = state.reader_record(
         &reader,
         "list_reviews",
@@ -201,53 +188,35 @@ pub async fn decide_review(
     let pipeline = state.pipeline.clone();
     let reader2 = reader.clone();
     let sub = reader.principal.sub.clone();
-    let item = state.audited_write(record, || async move {
-    tokio::task::spawn_blocking(move || {
-        pipeline.store().write(|w| -> Result<Result<ReviewItem, ApiError>, crate::store::StoreError> {
-            let Some(mut review) = linking::get_review(w, &id)? else {
-                return Ok(Err(ApiError::not_found()));
-            };
-            let (Some(a), Some(b)) = (w.source(&review.row)?, w.source(&review.candidate)?) else {
-                return Ok(Err(ApiError::not_found()));
-            };
-            if !in_scope(&reader2, &a) || !in_scope(&reader2, &b) {
-                return Ok(Err(ApiError::not_found()));
-            }
-            if review.status != "pending" {
-                return Ok(Err(ApiError::new(
+    let item = state
+        .audited_write(record, || async move {
+            let decided = tokio::task::spawn_blocking(move || {
+                pipeline.decide_review(&id, link, &sub, &|source| in_scope(&reader2, source))
+            })
+            .await
+            .map_err(|e| ApiError::internal("resolution_failed", &e))?
+            .map_err(|e| ApiError::internal("resolution_failed", &e))?;
+            match decided {
+                Decided::NotFound => Err(ApiError::not_found()),
+                Decided::AlreadyDecided => Err(ApiError::new(
                     axum::http::StatusCode::CONFLICT,
                     "review_already_decided",
                     "this pair was already decided; decisions are final (split a record to undo a link)",
-                )));
+                )),
+                Decided::Done {
+                    review,
+                    record,
+                    candidate,
+                } => Ok(ReviewItem {
+                    id: review.id,
+                    score: review.score,
+                    status: review.status,
+                    record: side(&record),
+                    candidate: side(&candidate),
+                }),
             }
-            let mut decision = linking::row_decision(w, &review.row)?;
-            let mut moved = a.clone();
-            if link {
-                decision.link_to = Some(review.candidate.clone());
-                decision.alone = false;
-                moved.move_to(&b.entity);
-                w.put_source(&moved, Some(&a))?;
-                review.status = "linked".to_owned();
-            } else {
-                decision.distinct_from.insert(review.candidate.clone());
-                review.status = "distinct".to_owned();
-            }
-            review.decided_by = Some(sub);
-            linking::put_row_decision(w, &review.row, &decision)?;
-            linking::put_review(w, &review)?;
-            Ok(Ok(ReviewItem {
-                id: review.id.clone(),
-                score: review.score,
-                status: review.status.clone(),
-                record: side(&moved),
-                candidate: side(&b),
-            }))
         })
-    })
-    .await
-    .map_err(|e| ApiError::internal("resolution_failed", &e))?
-    .map_err(|e| ApiError::internal("resolution_failed", &e))?
-    }).await?;
+        .await?;
     Ok(Json(item))
 }
 
@@ -277,49 +246,34 @@ pub async fn split(
         AuditDecision::Allow,
     );
     record.outcome = format!("department={}", department.code());
-    let row = StoredSource::row_key(department, RecordKind::Resident, &body.source_id);
     let pipeline = state.pipeline.clone();
     let reader2 = reader.clone();
-    let own = state.vault.standalone_entity(&row);
-    let moved = state.audited_write(record, || async move {
-    tokio::task::spawn_blocking(move || {
-        pipeline.store().write(|w| -> Result<Result<ReviewSide, ApiError>, crate::store::StoreError> {
-            let Some(current) = w.source(&row)?.filter(|s| !s.deleted) else {
-                return Ok(Err(ApiError::not_found()));
-            };
-            if !in_scope(&reader2, &current) {
-                return Ok(Err(ApiError::not_found()));
-            }
-            let own = own.clone();
-            if current.entity == own {
-                return Ok(Err(ApiError::new(
+    let source_id = body.source_id;
+    let moved = state
+        .audited_write(record, || async move {
+            let outcome = tokio::task::spawn_blocking(move || {
+                pipeline.split_row(department, &source_id, &|source| {
+                    in_scope(&reader2, source)
+                })
+            })
+            .await
+            .map_err(|e| ApiError::internal("resolution_failed", &e))?
+            .map_err(|e| ApiError::internal("resolution_failed", &e))?;
+            match outcome {
+                SplitOutcome::NotFound => Err(ApiError::not_found()),
+                SplitOutcome::NotLinked => Err(ApiError::new(
                     axum::http::StatusCode::CONFLICT,
                     "not_linked",
                     "this record is already its own entity",
-                )));
-            }
-            if current.sealed.contains_key("id_number") {
-                return Ok(Err(ApiError::new(
+                )),
+                SplitOutcome::HasIdNumber => Err(ApiError::new(
                     axum::http::StatusCode::CONFLICT,
                     "id_match_cannot_split",
                     "the record carries a valid ID number: it belongs to that person's entity; correct the ID at the source",
-                )));
+                )),
+                SplitOutcome::Split(moved) => Ok(side(&moved)),
             }
-            let mut moved = current.clone();
-            moved.move_to(&own);
-            w.put_source(&moved, Some(&current))?;
-            let decision = RowDecision {
-                link_to: None,
-                alone: true,
-                ..linking::row_decision(w, &row)?
-            };
-            linking::put_row_decision(w, &row, &decision)?;
-            Ok(Ok(side(&moved)))
         })
-    })
-    .await
-    .map_err(|e| ApiError::internal("resolution_failed", &e))?
-    .map_err(|e| ApiError::internal("resolution_failed", &e))?
-    }).await?;
+        .await?;
     Ok(Json(moved))
 }
