@@ -135,15 +135,7 @@ pub fn detect_anomalies(records: &[AuditRecord], config: &AnomalyConfig) -> Vec<
     for r in records {
         let actor = r.actor.sub.as_str();
         if r.action == SCOPE_MOVE_ACTION {
-            out.push(Anomaly {
-                kind: AnomalyKind::ScopeMove,
-                actor: Some(actor.to_owned()),
-                resident: r.residents.first().cloned(),
-                window_start: r.time,
-                window_end: r.time,
-                count: 1,
-                evidence: vec![r.seq],
-            });
+            out.push(single(AnomalyKind::ScopeMove, r));
             continue;
         }
         if r.decision == Decision::Deny {
@@ -161,15 +153,7 @@ pub fn detect_anomalies(records: &[AuditRecord], config: &AnomalyConfig) -> Vec<
             }
         }
         if r.decision == Decision::BreakGlass {
-            out.push(Anomaly {
-                kind: AnomalyKind::BreakGlass,
-                actor: Some(actor.to_owned()),
-                resident: r.residents.first().cloned(),
-                window_start: r.time,
-                window_end: r.time,
-                count: 1,
-                evidence: vec![r.seq],
-            });
+            out.push(single(AnomalyKind::BreakGlass, r));
         }
         if is_data_access(r) {
             let local = r.time.with_timezone(&config.utc_offset);
@@ -222,6 +206,19 @@ pub fn detect_anomalies(records: &[AuditRecord], config: &AnomalyConfig) -> Vec<
     }
     out.sort_by_key(|a| (a.window_start, a.kind));
     out
+}
+
+/// An anomaly that one record is enough for (a break-glass read, a scope move).
+fn single(kind: AnomalyKind, r: &AuditRecord) -> Anomaly {
+    Anomaly {
+        kind,
+        actor: Some(r.actor.sub.clone()),
+        resident: r.residents.first().cloned(),
+        window_start: r.time,
+        window_end: r.time,
+        count: 1,
+        evidence: vec![r.seq],
+    }
 }
 
 /// One record seen under one key: `item` is what is counted (a resident, an actor).

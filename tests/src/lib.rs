@@ -199,6 +199,12 @@ impl TestApp {
     }
 }
 
+/// An 18-digit ID number: `first17` and its GB 11643 check digit.
+pub fn id(first17: &str) -> String {
+    let check = model::id_number_check_digit(first17).expect("17 digits");
+    format!("{first17}{check}")
+}
+
 /// Every file under `dir`, recursively.
 /// The unified ids of a search page's items.
 pub fn hit_ids(body: &Value) -> Vec<String> {

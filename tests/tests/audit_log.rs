@@ -6,14 +6,9 @@ use std::collections::BTreeSet;
 
 use audit::{hash_leaf, verify_consistency, verify_inclusion, AuditRecord, Hash, MerkleTree};
 use chrono::{SecondsFormat, Utc};
+use e2e_tests::id;
 use e2e_tests::{contains_bytes, files_under, TestApp, GRID, OTHER_GRID, STREET};
 use serde_json::{json, Value};
-
-/// A valid 18-digit ID number from its first 17 digits.
-fn id(first17: &str) -> String {
-    let check = model::id_number_check_digit(first17).expect("17 digits");
-    format!("{first17}{check}")
-}
 
 /// The 15-digit form of an 18-digit number of someone born in the 1900s.
 fn id15(id18: &str) -> String {

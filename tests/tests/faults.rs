@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use broker::config::{Config, LimitsSection};
+use e2e_tests::id;
 use e2e_tests::{TestApp, GRID, STREET};
 use serde_json::json;
 
@@ -32,11 +33,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
-}
-
-fn id(first17: &str) -> String {
-    let check = model::id_number_check_digit(first17).expect("17 digits");
-    format!("{first17}{check}")
 }
 
 /// Fills the file system of `dir` until less than `leave` bytes are free.

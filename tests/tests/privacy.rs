@@ -5,17 +5,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use e2e_tests::id;
 use e2e_tests::{TestApp, GRID, STREET};
 use serde_json::{json, Value};
 
 const NAME: &str = "赵丽华";
 const PHONE_GA: &str = "13812345678";
 const PHONE_MZ: &str = "13912345678";
-
-fn id(first17: &str) -> String {
-    let check = model::id_number_check_digit(first17).expect("17 digits");
-    format!("{first17}{check}")
-}
 
 fn line(value: Value) -> String {
     format!("{value}\n")

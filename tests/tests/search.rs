@@ -4,13 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use e2e_tests::id;
 use e2e_tests::{contains_bytes, files_under, hit_ids, TestApp, GRID, OTHER_GRID, STREET};
 use serde_json::{json, Value};
-
-fn id(first17: &str) -> String {
-    let check = model::id_number_check_digit(first17).expect("17 digits");
-    format!("{first17}{check}")
-}
 
 fn line(value: Value) -> String {
     format!("{value}\n")

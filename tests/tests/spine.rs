@@ -1,15 +1,10 @@
 //! The spine end to end: publish over TLS, merge across departments, read one masked
 //! profile with provenance, and prove nothing personal is stored in plaintext.
 
+use e2e_tests::id;
 use e2e_tests::{contains_bytes, files_under, TestApp, COMMUNITY, GRID, OTHER_GRID, STREET};
 use model::IdNumber;
 use serde_json::{json, Value};
-
-/// A valid 18-digit ID number from its first 17 digits.
-fn id(first17: &str) -> String {
-    let check = model::id_number_check_digit(first17).expect("17 digits");
-    format!("{first17}{check}")
-}
 
 fn line(value: Value) -> String {
     format!("{value}\n")

@@ -7,17 +7,13 @@ use std::time::Duration;
 
 use broker::auth::{Claims, DEFAULT_AUDIENCE, DEV_ISSUER};
 use broker::config::Config;
+use e2e_tests::id;
 use e2e_tests::{TestApp, COMMUNITY, GRID, OTHER_GRID, STREET};
 use serde_json::{json, Value};
 
 /// A grid in another street.
 const FOREIGN_GRID: &str = "110105002001001";
 const VICTIM: &str = "钱秀英";
-
-fn id(first17: &str) -> String {
-    let check = model::id_number_check_digit(first17).expect("17 digits");
-    format!("{first17}{check}")
-}
 
 fn line(value: Value) -> String {
     format!("{value}\n")

@@ -245,17 +245,11 @@ impl FromRequestParts<AppState> for Publisher {
                 "only a dept_publisher token with a dept claim may publish",
             );
             let endpoint = audit_endpoint(parts);
-            state
-                .audit_refusal(&principal, &context, None, None, &endpoint, &error)
-                .await?;
-            return Err(error);
+            return Err(state.refuse(&principal, &context, &endpoint, error).await);
         }
         if let Some(error) = client_certificate_refusal(&principal, parts) {
             let endpoint = audit_endpoint(parts);
-            state
-                .audit_refusal(&principal, &context, None, None, &endpoint, &error)
-                .await?;
-            return Err(error);
+            return Err(state.refuse(&principal, &context, &endpoint, error).await);
         }
         Ok(Publisher { principal, context })
     }

@@ -721,6 +721,30 @@ impl AppState {
         }
     }
 
+    /// Audits `error` as a refusal of a reader (with its purpose and case id) and returns
+    /// it, for `return Err(…)`.
+    pub async fn refuse_reader(
+        &self,
+        reader: &Reader,
+        endpoint: &str,
+        error: ApiError,
+    ) -> ApiError {
+        match self
+            .audit_refusal(
+                &reader.principal,
+                &reader.context,
+                Some(&reader.purpose),
+                reader.case_id.as_deref(),
+                endpoint,
+                &error,
+            )
+            .await
+        {
+            Ok(()) => error,
+            Err(unavailable) => unavailable,
+        }
+    }
+
     /// `Ok` when one of the caller's roles holds `permission`; else the refusal (403 with
     /// `code` and `message`), audited before it is returned.
     pub async fn require_permission(

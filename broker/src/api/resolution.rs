@@ -40,21 +40,16 @@ async fn require_officer(
     if OFFICER_ROLES.iter().any(|r| reader.principal.has_role(r)) {
         return Ok(());
     }
-    let error = ApiError::forbidden(
-        "role_cannot_resolve",
-        "only community and street officers review entity resolution",
-    );
-    state
-        .audit_refusal(
-            &reader.principal,
-            &reader.context,
-            Some(&reader.purpose),
-            reader.case_id.as_deref(),
+    Err(state
+        .refuse_reader(
+            reader,
             endpoint,
-            &error,
+            ApiError::forbidden(
+                "role_cannot_resolve",
+                "only community and street officers review entity resolution",
+            ),
         )
-        .await?;
-    Err(error)
+        .await)
 }
 
 fn in_scope(reader: &Reader, source: &StoredSource) -> bool {

@@ -388,19 +388,7 @@ async fn run(
         });
     let parsed = match parsed {
         Ok(parsed) => parsed,
-        Err(error) => {
-            state
-                .audit_refusal(
-                    &reader.principal,
-                    &reader.context,
-                    Some(&reader.purpose),
-                    reader.case_id.as_deref(),
-                    endpoint,
-                    &error,
-                )
-                .await?;
-            return Err(error);
-        }
+        Err(error) => return Err(state.refuse_reader(reader, endpoint, error).await),
     };
     let plan = reader.plan(state);
     let job_state = state.clone();
