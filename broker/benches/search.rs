@@ -32,7 +32,8 @@ use broker::demo::generate::{DemoConfig, DemoWorld, Person, DEPARTMENTS};
 use broker::ingest::Pipeline;
 use broker::resolve::{AuthorityOrder, Resolver};
 use broker::search::query::Filters;
-use broker::search::{dir_size, names, SearchIndex, SearchRequest, SortOrder, Source};
+use broker::search::{dir_size, SearchIndex, SearchRequest, SortOrder, Source};
+use chinese_text::names;
 use broker::store::Store;
 use broker::view::ViewPlan;
 use model::{Department, DivisionCode, IdNumber, RecordKind};
@@ -207,12 +208,12 @@ async fn plan(principal: &Principal, purpose: &str) -> anyhow::Result<ViewPlan> 
 
 /// `compound + building` of a standard address, e.g. `幸福里一区3号楼`.
 fn building_fragment(address: &str) -> Option<String> {
-    let parts = broker::search::address::parse(address);
+    let parts = chinese_text::address::parse(address);
     Some(format!("{}{}号楼", parts.compound?, parts.building?))
 }
 
 fn room_fragment(address: &str) -> Option<String> {
-    let parts = broker::search::address::parse(address);
+    let parts = chinese_text::address::parse(address);
     Some(format!(
         "{}{}号楼{}单元{}",
         parts.compound?, parts.building?, parts.unit?, parts.room?

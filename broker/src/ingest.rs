@@ -840,8 +840,8 @@ fn identity_conflicts(
             return Ok(false);
         };
         let (known, claimed) = (
-            crate::linkage::hanzi::fold_name(known),
-            crate::linkage::hanzi::fold_name(claimed),
+            chinese_text::hanzi::fold_name(known),
+            chinese_text::hanzi::fold_name(claimed),
         );
         if known == claimed {
             return Ok(false);

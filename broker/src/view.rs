@@ -425,7 +425,7 @@ impl ViewPlan {
                             &label,
                             names,
                             directory,
-                            Some(&crate::search::text::person_name_spans),
+                            Some(&chinese_text::segment::person_name_spans),
                         ),
                     ),
                     "owner_of" => (address_level, mask::mask_address(&label)),
@@ -495,7 +495,7 @@ fn mask_field(
                     &text,
                     names,
                     directory,
-                    Some(&crate::search::text::person_name_spans),
+                    Some(&chinese_text::segment::person_name_spans),
                 )),
                 _ => Value::String("***".to_owned()),
             }

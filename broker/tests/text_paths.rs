@@ -6,8 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use broker::linkage::{address, blocking, compare, hanzi, record::LinkRecord};
-use broker::search::{self, fold, names, text};
+use broker::linkage::{address, blocking, compare, record::LinkRecord};
+use chinese_text::{fold, hanzi, names, segment as text};
+
 use model::{Department, ResidentRecord};
 use policies::{mask, redact};
 use proptest::prelude::*;
@@ -72,9 +73,9 @@ fn every_path(input: &str) {
             "span {range:?} off a char boundary"
         );
     }
-    let _ = search::address::parse(input);
-    let _ = search::address::index_terms(input);
-    let _ = search::address::query_terms(input);
+    let _ = chinese_text::address::parse(input);
+    let _ = chinese_text::address::index_terms(input);
+    let _ = chinese_text::address::query_terms(input);
     let _ = address::AddressParts::parse(input);
     let _ = hanzi::fold_name(input);
     let _ = hanzi::name_readings(input);

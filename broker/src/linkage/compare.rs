@@ -226,7 +226,7 @@ pub fn compare_names(a: &LinkRecord, b: &LinkRecord) -> Option<NameLevel> {
     {
         return Some(NameLevel::SimilarPinyin);
     }
-    let initials = |r: &[super::hanzi::CharReadings]| -> Vec<u8> {
+    let initials = |r: &[chinese_text::hanzi::CharReadings]| -> Vec<u8> {
         r.iter()
             .filter_map(|c| c.primary())
             .map(|s| s.initial())

@@ -23,7 +23,6 @@ pub mod blocking;
 pub mod cluster;
 pub mod compare;
 pub mod fellegi_sunter;
-pub mod hanzi;
 pub mod record;
 pub mod synthetic;
 

@@ -16,7 +16,7 @@ use chrono::{Datelike, NaiveDate};
 use model::{Department, DivisionCode, Gender, IdNumber, Phone, ResidentRecord};
 
 use super::address::AddressParts;
-use super::hanzi::{fold_name, name_readings, surname_len, CharReadings, Syllable};
+use chinese_text::hanzi::{fold_name, name_readings, surname_len, CharReadings, Syllable};
 
 /// The fields of a resident record as a department delivered them, before normalisation.
 #[derive(Clone, Copy, Debug)]

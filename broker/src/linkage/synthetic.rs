@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use model::{Department, Gender};
 
 use super::address::AddressParts;
-use super::hanzi::{surname_len, traditional, HOMOPHONES, NEAR_HOMOPHONES};
+use chinese_text::hanzi::{surname_len, traditional, HOMOPHONES, NEAR_HOMOPHONES};
 use super::record::{LinkInput, LinkRecord};
 use crate::demo::generate::{DemoWorld, Person};
 

@@ -11,7 +11,7 @@ use tantivy::TantivyDocument;
 use model::{Department, IdNumber, Phone, RecordKind};
 
 use super::schema::{Family, IndexFields};
-use super::{address, names, text};
+use chinese_text::{address, names, segment as text};
 use crate::resolve::Profile;
 
 use super::blind::Blinder;

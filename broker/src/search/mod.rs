@@ -17,15 +17,11 @@
 //! - **Rebuilt when needed.** A missing index, another [`schema::SCHEMA_VERSION`] or another
 //!   key is rebuilt from the store at open (`safegrid reindex` does the same offline).
 
-pub mod address;
 pub mod blind;
 pub mod document;
 pub mod filter;
-pub mod fold;
-pub mod names;
 pub mod query;
 pub mod schema;
-pub mod text;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -196,7 +192,7 @@ impl SearchIndex {
     /// or built under another key. The caller then catches up from the store
     /// ([`SearchIndex::catch_up`] or [`SearchIndex::start_follower`]).
     pub fn open(data_dir: &Path, keys: &KeyRing) -> Result<SearchIndex, SearchError> {
-        text::warm_up();
+        chinese_text::segment::warm_up();
         let dir = data_dir.join("index");
         let blinder = Blinder::new(keys);
         let expected = format!("schema={SCHEMA_VERSION} key={}\n", blinder.fingerprint());

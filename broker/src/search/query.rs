@@ -32,7 +32,7 @@ use super::blind::Blinder;
 use super::document::{department_guard, profile_field, source_guard, tag_guard};
 use super::filter::{FilterCache, FilterQuery, FilterSpec};
 use super::schema::{Family, IndexFields};
-use super::{address, fold, names, text};
+use chinese_text::{address, fold, names, segment as text};
 use crate::auth::Principal;
 use crate::resolve::{MergedField, MergedTag, Profile, SourceRef};
 use crate::view::ViewPlan;

@@ -10,7 +10,7 @@ use tantivy::schema::{
     STRING,
 };
 
-use super::names::NameFamily;
+use chinese_text::names::NameFamily;
 
 /// Bump on any change of fields or of how terms are derived.
 pub const SCHEMA_VERSION: u32 = 2;

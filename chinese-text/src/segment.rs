@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use jieba_rs::Jieba;
 
-use super::fold::{fold, is_cjk};
+use crate::fold::{fold, is_cjk};
 
 /// Words of this street's grid work that the default dictionary cuts badly.
 #[rustfmt::skip]

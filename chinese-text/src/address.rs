@@ -5,7 +5,7 @@
 //! and query terms come from the same parse, so a component typed alone matches the same
 //! component of a full address.
 
-use super::fold::{fold, is_cjk};
+use crate::fold::{fold, is_cjk};
 
 /// The components of one address; absent components are `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -158,7 +158,7 @@ pub fn index_terms(text: &str) -> Vec<String> {
         for n in 2..=chars.len().min(12) {
             out.push(format!("cx:{}", chars[..n].iter().collect::<String>()));
         }
-        for word in super::text::search_words(compound) {
+        for word in crate::segment::search_words(compound) {
             if word.chars().count() >= 2 {
                 out.push(format!("cw:{word}"));
             }

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use pinyin::ToPinyinMulti;
 
-use super::fold::{fold, is_cjk, COMPOUND_SURNAMES};
+use crate::fold::{fold, is_cjk, COMPOUND_SURNAMES};
 
 /// At most this many reading combinations of one name are indexed.
 pub const MAX_READING_COMBINATIONS: usize = 16;
