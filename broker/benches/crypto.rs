@@ -5,7 +5,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ring::rand::SystemRandom;
 
-use broker::crypto::{FieldContext, KeyMaterial, KeyRing, SecretKey};
+use vault::crypto::{FieldContext, KeyMaterial, KeyRing, SecretKey};
 use model::Department;
 
 fn key_ring() -> KeyRing {

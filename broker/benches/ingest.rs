@@ -11,10 +11,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use broker::crypto::MasterKey;
+use vault::crypto::MasterKey;
 use broker::demo::generate::{DemoConfig, DemoWorld};
 use broker::ingest::Pipeline;
-use broker::store::Store;
+use vault::store::Store;
 use model::Department;
 
 const BATCH: usize = 5_000;
@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let master = MasterKey::load(Some(&dir.path().join("master.key")), true)?;
     let store = Arc::new(Store::open(&dir.path().join("store.redb"))?);
-    let keys = Arc::new(broker::keys::load_key_ring(&store, &master)?);
+    let keys = Arc::new(vault::keys::load_key_ring(&store, &master)?);
     let world = DemoWorld::new(DemoConfig {
         residents,
         seed: 2026,

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use broker::auth::Principal;
 use broker::authz::{PolicyFiles, PolicySet};
-use broker::resolve::{Alternative, EntityRef, MergedField, MergedTag, Profile, SourceRef};
+use model::profile::{Alternative, EntityRef, MergedField, MergedTag, Profile, SourceRef};
 use broker::view::ViewPlan;
 use model::{Department, RecordKind};
 use policies::redact::NameDirectory;

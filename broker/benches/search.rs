@@ -27,14 +27,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use broker::auth::Principal;
 use broker::authz::PolicyHandle;
-use broker::crypto::{KeyRing, MasterKey};
+use vault::crypto::{KeyRing, MasterKey};
 use broker::demo::generate::{DemoConfig, DemoWorld, Person, DEPARTMENTS};
 use broker::ingest::Pipeline;
 use broker::resolve::{AuthorityOrder, Resolver};
 use broker::search::query::Filters;
 use broker::search::{dir_size, SearchIndex, SearchRequest, SortOrder, Source};
 use chinese_text::names;
-use broker::store::Store;
+use vault::store::Store;
 use broker::view::ViewPlan;
 use model::{Department, DivisionCode, IdNumber, RecordKind};
 use serde_json::Value;
@@ -112,7 +112,7 @@ fn setup(args: &Args) -> anyhow::Result<Setup> {
     std::fs::create_dir_all(&data)?;
     let master = MasterKey::load(Some(&root.join("master.key")), true)?;
     let store = Arc::new(Store::open(&data.join("store.redb"))?);
-    let keys = Arc::new(broker::keys::load_key_ring(&store, &master)?);
+    let keys = Arc::new(vault::keys::load_key_ring(&store, &master)?);
     let world = DemoWorld::new(DemoConfig {
         residents,
         seed: 2026,
@@ -582,7 +582,7 @@ fn resolve_hit(
     resolver: &Resolver<'_>,
     plan: &ViewPlan,
     id: &str,
-) -> anyhow::Result<Option<broker::resolve::Profile>> {
+) -> anyhow::Result<Option<model::profile::Profile>> {
     Ok(resolver.summary_from(
         id,
         &|d| plan.department_visible(d),
@@ -683,7 +683,7 @@ async fn http(args: &Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     let url = broker.url();
     let cert = broker.dev_certificate.clone().context("dev certificate")?;
-    let master = broker::app::load_master_key(&data_dir, Some(&root.join("master.key")), true)?;
+    let master = vault::keys::load_master_key(&data_dir, Some(&root.join("master.key")), true)?;
     let signer = broker::app::dev_token_signer(&data_dir, &master)?;
     let token = signer.sign(&broker::auth::TokenRequest {
         sub: "bench-gw".to_owned(),

@@ -22,11 +22,11 @@ use crate::api::{router, AppState, AppStateInner};
 use crate::auth::{Authenticator, TokenSigner, DEFAULT_AUDIENCE, DEV_ISSUER};
 use crate::authz::PolicyHandle;
 use crate::config::Config;
-use crate::crypto::MasterKey;
+use vault::crypto::MasterKey;
 use crate::ingest::Pipeline;
-use crate::keys::{load_key_ring, load_or_create_secret};
+use vault::keys::{load_key_ring, load_or_create_secret};
 use crate::resolve::AuthorityOrder;
-use crate::store::Store;
+use vault::store::Store;
 use crate::tls;
 
 /// Default listen address.
@@ -91,43 +91,9 @@ impl RunningBroker {
     }
 }
 
-/// `<DIR>.master-key`: beside the data directory, never inside it.
-pub fn default_master_key_path(data_dir: &Path) -> PathBuf {
-    let mut name = data_dir
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_else(|| "safegrid".into());
-    name.push(".master-key");
-    data_dir.with_file_name(name)
-}
-
 /// Where dev-mode material (self-signed certificate, instance JWT key) lives.
 pub fn dev_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("dev")
-}
-
-/// Loads the master key the way `serve` does.
-pub fn load_master_key(
-    data_dir: &Path,
-    explicit: Option<&Path>,
-    dev: bool,
-) -> anyhow::Result<MasterKey> {
-    let path = match explicit {
-        Some(path) => path.to_path_buf(),
-        None => default_master_key_path(data_dir),
-    };
-    let absolute_data = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-    if let Some(parent) = path.parent().and_then(|p| std::fs::canonicalize(p).ok()) {
-        if parent.starts_with(&absolute_data) {
-            bail!(
-                "the master key {} must not live inside the data directory {}",
-                path.display(),
-                data_dir.display()
-            );
-        }
-    }
-    MasterKey::load(Some(&path), dev)
-        .with_context(|| format!("loading the master key ({})", path.display()))
 }
 
 /// The instance's own token-signing key (dev mode), created on first use, stored wrapped.
@@ -148,7 +114,7 @@ pub fn dev_token_signer(data_dir: &Path, master: &MasterKey) -> anyhow::Result<T
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let pkcs8 = zeroize::Zeroizing::new(CheckpointSigner::generate_pkcs8());
             let wrapped = master.wrap_bytes(&pkcs8, LABEL)?;
-            crate::crypto::write_private_file(&path, STANDARD.encode(wrapped).as_bytes())
+            vault::crypto::write_private_file(&path, STANDARD.encode(wrapped).as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
             pkcs8
         }
@@ -169,7 +135,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     let data_dir = &options.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let master = load_master_key(data_dir, options.master_key.as_deref(), options.dev)?;
+    let master = vault::keys::load_master_key(data_dir, options.master_key.as_deref(), options.dev)?;
     let store = Arc::new(
         Store::open_with_cache(
             &data_dir.join("store.redb"),

@@ -144,7 +144,7 @@ pub fn init_ca(dir: &Path, days: i64) -> anyhow::Result<PathBuf> {
     let cert = params
         .self_signed(&key)
         .context("signing the CA certificate")?;
-    crate::crypto::write_private_file(&dir.join(CA_KEY), key.serialize_pem().as_bytes())
+    vault::crypto::write_private_file(&dir.join(CA_KEY), key.serialize_pem().as_bytes())
         .with_context(|| format!("writing {}", dir.join(CA_KEY).display()))?;
     std::fs::write(&cert_path, cert.pem())
         .with_context(|| format!("writing {}", cert_path.display()))?;
@@ -195,7 +195,7 @@ pub fn issue(dir: &Path, department: Department, days: i64) -> anyhow::Result<Is
         key: dir.join(format!("{stem}-key.pem")),
         serial: serial_hex.clone(),
     };
-    crate::crypto::write_private_file(&issued.key, key.serialize_pem().as_bytes())
+    vault::crypto::write_private_file(&issued.key, key.serialize_pem().as_bytes())
         .with_context(|| format!("writing {}", issued.key.display()))?;
     std::fs::write(&issued.cert, cert.pem())
         .with_context(|| format!("writing {}", issued.cert.display()))?;

@@ -329,7 +329,7 @@ fn default_max_body() -> usize {
     64 * 1024 * 1024
 }
 fn default_store_cache_mb() -> usize {
-    crate::store::DEFAULT_CACHE_BYTES / (1024 * 1024)
+    vault::store::DEFAULT_CACHE_BYTES / (1024 * 1024)
 }
 fn default_origin() -> String {
     "safegrid/audit".to_owned()

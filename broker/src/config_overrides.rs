@@ -226,12 +226,12 @@ pub fn check(path: Option<&Path>, master_key: Option<&Path>) -> Vec<String> {
             }
         }
     }
-    let master_present = std::env::var_os(crate::crypto::MASTER_KEY_ENV).is_some()
+    let master_present = std::env::var_os(vault::crypto::MASTER_KEY_ENV).is_some()
         || master_key.is_some_and(|p| p.is_file());
     if !master_present {
         problems.push(format!(
             "master key: missing (pass --master-key FILE or set {})",
-            crate::crypto::MASTER_KEY_ENV
+            vault::crypto::MASTER_KEY_ENV
         ));
     }
     problems

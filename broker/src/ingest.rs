@@ -24,11 +24,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use model::record::Version;
+use model::profile::ScopeMove;
 use model::{Department, DivisionCode, IdNumber, Record, RecordKind, ResidentRecord};
 use rayon::prelude::*;
 
-use crate::crypto::{CryptoError, FieldContext, KeyRing};
-use crate::store::{QuarantineEntry, Store, StoreError, StoredSource};
+use vault::crypto::{CryptoError, FieldContext, KeyRing};
+use vault::store::{QuarantineEntry, Store, StoreError, StoredSource};
 
 /// Body fields that are not personal and stay in clear (references, codes, statuses).
 const CLEAR_FIELDS: &[&str] = &[
@@ -110,34 +111,19 @@ pub struct Receipt {
     pub scope_moves: Vec<ScopeMove>,
 }
 
-/// A resident record that places the person in another community than the entity's other
-/// records (or the record's own previous version) did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScopeMove {
-    pub entity: String,
-    pub department: Department,
-    pub at: DateTime<Utc>,
-    /// The community (12-digit code) the person was in.
-    pub from: String,
-    /// The community the record places the person in.
-    pub to: String,
-}
-
-impl ScopeMove {
-    /// The store key of this move in the entity's history.
-    fn history_key(&self, row: &str) -> String {
-        format!(
-            "history:{}:{}:{}",
-            self.entity,
-            self.at.format("%Y%m%dT%H%M%S%.6fZ"),
-            row
-        )
-    }
+/// The store key of a scope move in the entity's history.
+fn history_key(moved: &ScopeMove, row: &str) -> String {
+    format!(
+        "history:{}:{}:{}",
+        moved.entity,
+        moved.at.format("%Y%m%dT%H%M%S%.6fZ"),
+        row
+    )
 }
 
 /// The scope moves kept for `entity`, oldest first.
 pub fn scope_history(
-    reader: &crate::store::StoreReader,
+    reader: &vault::store::StoreReader,
     entity: &str,
 ) -> Result<Vec<ScopeMove>, StoreError> {
     Ok(reader
@@ -156,7 +142,7 @@ fn community_of(grid: &str) -> Option<&str> {
 /// entity's other live resident records (and of this record's previous version) against the
 /// new record's.
 fn scope_move(
-    writer: &crate::store::StoreWriter,
+    writer: &vault::store::StoreWriter,
     source: &StoredSource,
     previous: Option<&StoredSource>,
 ) -> Result<Option<ScopeMove>, StoreError> {
@@ -499,7 +485,7 @@ impl Pipeline {
                         if let Some(moved) = scope_move(writer, source, previous.as_ref())? {
                             let bytes = serde_json::to_vec(&moved)
                                 .map_err(|err| IngestError::Malformed(err.to_string()))?;
-                            writer.put_meta(&moved.history_key(&source.key()), &bytes)?;
+                            writer.put_meta(&history_key(&moved, &source.key()), &bytes)?;
                             receipt.scope_moves.push(moved);
                         }
                         writer.put_source(source, previous.as_ref())?;
@@ -807,7 +793,7 @@ struct Resolved {
 /// is never a conflict (a mistyped birth date is the department's to fix, not a take-over),
 /// nor is a one-character slip in a name.
 fn identity_conflicts(
-    writer: &crate::store::StoreWriter,
+    writer: &vault::store::StoreWriter,
     keys: &KeyRing,
     source: &StoredSource,
     identity: &Identity,
@@ -1091,8 +1077,8 @@ pub fn ingest_mapped(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::crypto::MasterKey;
-    use crate::keys::load_key_ring;
+    use vault::crypto::MasterKey;
+    use vault::keys::load_key_ring;
 
     fn pipeline(dir: &std::path::Path) -> Pipeline {
         let store = Arc::new(Store::open(&dir.join("s.redb")).unwrap());

@@ -23,13 +23,13 @@ use serde_json::Value;
 
 use model::{parse_date, Department, Gender, RecordKind, ResidentRecord};
 
-use crate::crypto::KeyRing;
+use vault::crypto::KeyRing;
 use crate::linkage::{
     blocking_keys, BatchOptions, ComparisonVector, Decision, Field, IdRelation, LinkInput,
     LinkRecord, LinkageModel,
 };
 use crate::resolve::open_source;
-use crate::store::{Store, StoreError, StoreReader, StoreWriter, StoredSource};
+use vault::store::{Store, StoreError, StoreReader, StoreWriter, StoredSource};
 
 const MODEL_META: &str = "linkage/model";
 /// Progress of the pass over rows that arrived before the model ([`relink`]).

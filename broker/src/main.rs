@@ -283,7 +283,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "--ttl may be at most 12h: the broker refuses tokens valid for longer"
                 );
             }
-            let master = app::load_master_key(&data_dir, master_key.as_deref(), false)?;
+            let master = vault::keys::load_master_key(&data_dir, master_key.as_deref(), false)?;
             let signer = app::dev_token_signer(&data_dir, &master)?;
             let token = signer.sign(&TokenRequest {
                 sub,

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use policies::redact::NameDirectory;
 use serde_json::Value;
 
-use crate::crypto::{FieldContext, KeyRing};
-use crate::store::{Store, StoreError};
+use vault::crypto::{FieldContext, KeyRing};
+use vault::store::{Store, StoreError};
 
 #[derive(Debug)]
 pub struct NameIndex {

@@ -14,7 +14,7 @@ use clap::Subcommand;
 
 use model::Department;
 
-use crate::store::Store;
+use vault::store::Store;
 
 /// `safegrid certs …`: a certificate authority for department client certificates (trials).
 #[derive(Subcommand, Debug)]
@@ -170,8 +170,8 @@ pub fn certs(command: CertsCommand) -> anyhow::Result<ExitCode> {
 fn open(
     data_dir: &Path,
     master_key: Option<&Path>,
-) -> anyhow::Result<(Store, crate::crypto::MasterKey)> {
-    let master = crate::app::load_master_key(data_dir, master_key, false)?;
+) -> anyhow::Result<(Store, vault::crypto::MasterKey)> {
+    let master = vault::keys::load_master_key(data_dir, master_key, false)?;
     let store = Store::open(&data_dir.join("store.redb"))
         .context("opening the store (a serving broker holds it: stop the broker first)")?;
     Ok((store, master))
@@ -195,7 +195,7 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             master_key,
         } => {
             let (store, master) = open(&data_dir, master_key.as_deref())?;
-            let ring = crate::keys::load_key_ring(&store, &master)?;
+            let ring = vault::keys::load_key_ring(&store, &master)?;
             let report = crate::rotation::reencrypt(
                 &store,
                 &ring,
@@ -231,7 +231,7 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             master_key,
         } => {
             let (store, master) = open(&data_dir, master_key.as_deref())?;
-            let ring = crate::keys::load_key_ring(&store, &master)?;
+            let ring = vault::keys::load_key_ring(&store, &master)?;
             let report = crate::rotation::reblind(&store, &ring, limit, &AtomicBool::new(false))?;
             let p = &report.progress;
             println!(
@@ -253,7 +253,7 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             new_master_key,
         } => {
             let (store, old) = open(&data_dir, master_key.as_deref())?;
-            let new = crate::crypto::MasterKey::from_file(&new_master_key, true)?;
+            let new = vault::crypto::MasterKey::from_file(&new_master_key, true)?;
             let count = crate::rotation::rotate_master(&data_dir, &store, &old, &new)?;
             println!(
                 "{count} keys re-wrapped under {}; start the broker with --master-key {} (and unset SAFEGRID_MASTER_KEY or update it); keep the old key until a backup under the new one exists",
@@ -266,7 +266,7 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             master_key,
         } => {
             let (store, master) = open(&data_dir, master_key.as_deref())?;
-            let ring = crate::keys::load_key_ring(&store, &master)?;
+            let ring = vault::keys::load_key_ring(&store, &master)?;
             for department in Department::ALL {
                 let progress = crate::rotation::progress(&store, department)?;
                 println!(
@@ -316,7 +316,7 @@ pub fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {
 }
 
 pub fn backup(data_dir: &Path, out: &Path) -> anyhow::Result<ExitCode> {
-    let manifest = crate::backup::backup_offline(data_dir, out)?;
+    let manifest = vault::backup::backup_offline(data_dir, out)?;
     println!(
         "backup written to {} ({} files); the master key is not in it",
         out.display(),
@@ -326,7 +326,7 @@ pub fn backup(data_dir: &Path, out: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let manifest = crate::backup::restore(from, data_dir)?;
+    let manifest = vault::backup::restore(from, data_dir)?;
     println!(
         "restored {} files from the backup of {} into {}; start the broker with the same master key",
         manifest.files.len(),

@@ -14,10 +14,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::{Map, Value};
 
 use model::record::Version;
+use model::profile::{Alternative, EntityRef, MergedField, MergedTag, Profile, SourceRef};
 use model::{Department, RecordKind};
 
-use crate::crypto::{CryptoError, FieldContext, KeyRing};
-use crate::store::{StoreError, StoreReader, StoredSource};
+use vault::crypto::{CryptoError, FieldContext, KeyRing};
+use vault::store::{StoreError, StoreReader, StoredSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -94,98 +95,6 @@ impl AuthorityOrder {
             .position(|d| *d == department)
             .unwrap_or(order.len())
     }
-}
-
-/// One merged field with its provenance.
-#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
-pub struct MergedField {
-    pub value: Value,
-    /// Department the value came from.
-    #[schema(value_type = String)]
-    pub source: Department,
-    /// Version of the source record it came from.
-    pub version: String,
-    /// Values other departments hold for this field, when they disagree (absent when none).
-    #[schema(required = false)]
-    pub conflicts: Vec<Alternative>,
-}
-
-#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
-pub struct Alternative {
-    pub value: Value,
-    #[schema(value_type = String)]
-    pub source: Department,
-    pub version: String,
-}
-
-/// A tag and the departments that assert it.
-#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
-pub struct MergedTag {
-    pub tag: String,
-    #[schema(value_type = Vec<String>)]
-    pub sources: Vec<Department>,
-}
-
-/// A source record that contributes to an entity.
-#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
-pub struct SourceRef {
-    #[schema(value_type = String)]
-    pub department: Department,
-    pub source_id: String,
-    pub version: String,
-    pub received_at: chrono::DateTime<chrono::Utc>,
-}
-
-/// A reference to another entity.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
-pub struct EntityRef {
-    pub id: String,
-    /// Display label (a name for occupants, a title for events), when known.
-    pub label: Option<String>,
-    /// Departments whose records form the related entity (empty when not read): the view
-    /// leaves it out when the caller may know none of them.
-    #[schema(ignore)]
-    pub departments: Vec<Department>,
-    /// The related entity's grid, when known: the view checks it against the caller's
-    /// jurisdiction.
-    #[schema(ignore)]
-    pub grid: Option<String>,
-}
-
-impl EntityRef {
-    /// A reference known only by its id.
-    pub fn bare(id: String) -> EntityRef {
-        EntityRef {
-            id,
-            label: None,
-            departments: Vec::new(),
-            grid: None,
-        }
-    }
-}
-
-/// The merged view of one entity of any kind.
-#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
-pub struct Profile {
-    pub id: String,
-    #[schema(value_type = String)]
-    pub kind: RecordKind,
-    /// Grid the entity lies in (by the authority order).
-    pub grid: Option<String>,
-    pub fields: BTreeMap<String, MergedField>,
-    /// Tags with the departments that assert them (absent when none).
-    #[schema(required = false)]
-    pub tags: Vec<MergedTag>,
-    /// Department-specific detail, per department (absent when none).
-    #[schema(value_type = Object, required = false)]
-    pub attributes: BTreeMap<Department, Map<String, Value>>,
-    /// Related entities: `house`, `occupants`, `events`, `parties`, `owner_of`.
-    pub related: BTreeMap<String, Vec<EntityRef>>,
-    pub sources: Vec<SourceRef>,
-    /// Records that moved the resident into another community, oldest first (absent when
-    /// none).
-    #[schema(value_type = Vec<Object>, required = false)]
-    pub history: Vec<crate::ingest::ScopeMove>,
 }
 
 /// A source record with its personal fields opened.

@@ -35,10 +35,10 @@ use zeroize::Zeroizing;
 use model::{Department, RecordKind, ResidentRecord};
 use serde_json::Value;
 
-use crate::crypto::{CryptoError, FieldContext, KeyRing, MasterKey, SecretKey};
+use vault::crypto::{CryptoError, FieldContext, KeyRing, MasterKey, SecretKey};
 use crate::ingest::{blind_keyed_links, is_blind_keyed_link};
-use crate::keys::{blind_index_label, load_key_ring, KeyError, BLIND_INDEX_PREFIX};
-use crate::store::{Store, StoreError, StoreWriter};
+use vault::keys::{blind_index_label, load_key_ring, KeyError, BLIND_INDEX_PREFIX};
+use vault::store::{Store, StoreError, StoreWriter};
 
 /// Rows re-sealed per transaction.
 pub const BATCH_ROWS: usize = 256;
@@ -557,7 +557,7 @@ pub fn rotate_master(
             let secret = old.unwrap_bytes(&wrapped, "dev/jwt-signing")?;
             let rewrapped = new.wrap_bytes(&secret, "dev/jwt-signing")?;
             let _ = std::fs::remove_file(&dev_temporary);
-            crate::crypto::write_private_file(
+            vault::crypto::write_private_file(
                 &dev_temporary,
                 STANDARD.encode(rewrapped).as_bytes(),
             )

@@ -263,7 +263,7 @@ pub fn ensure_dev_certificate(dir: &Path) -> Result<CertFiles, TlsError> {
     };
     std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
     let _ = std::fs::remove_file(&files.key);
-    crate::crypto::write_private_file(&files.key, certified.signing_key.serialize_pem().as_bytes())
+    vault::crypto::write_private_file(&files.key, certified.signing_key.serialize_pem().as_bytes())
         .map_err(|e| write_error(&files.key, e))?;
     std::fs::write(&files.cert, certified.cert.pem()).map_err(|e| write_error(&files.cert, e))?;
     Ok(files)

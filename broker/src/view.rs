@@ -33,7 +33,7 @@ use model::DivisionCode;
 
 use crate::auth::Principal;
 use crate::authz::{Permission, PolicySet};
-use crate::resolve::{MergedField, MergedTag, Profile};
+use model::profile::{MergedField, MergedTag, Profile};
 
 /// The levels one of the caller's roles grants, inside that role's own restriction.
 #[derive(Debug, Clone)]
@@ -277,9 +277,9 @@ impl ViewPlan {
             if other != value
                 && !conflicts
                     .iter()
-                    .any(|c: &crate::resolve::Alternative| c.value == other)
+                    .any(|c: &model::profile::Alternative| c.value == other)
             {
-                conflicts.push(crate::resolve::Alternative {
+                conflicts.push(model::profile::Alternative {
                     value: other,
                     source,
                     version,
@@ -527,7 +527,7 @@ mod tests {
 
     use super::*;
     use crate::authz::PolicyFiles;
-    use crate::resolve::{EntityRef, SourceRef};
+    use model::profile::{EntityRef, SourceRef};
 
     /// The default policy, and a variant where grid workers see personal data masked.
     fn policies() -> &'static (Arc<PolicySet>, Arc<PolicySet>) {
@@ -583,7 +583,7 @@ mod tests {
             field(Value::from(id), Department::Gongan),
         );
         let mut phone_field = field(Value::from(phone), Department::Gongan);
-        phone_field.conflicts.push(crate::resolve::Alternative {
+        phone_field.conflicts.push(model::profile::Alternative {
             value: Value::from(other_phone),
             source: Department::Minzheng,
             version: "2".into(),

@@ -78,7 +78,7 @@ async fn verify_passes_extends_saved_checkpoints_proves_requests_and_catches_eve
     .await
     .unwrap();
     let client = broker::client::https_client(broker.dev_certificate.as_ref().unwrap()).unwrap();
-    let master = app::load_master_key(&data, None, false).unwrap();
+    let master = vault::keys::load_master_key(&data, None, false).unwrap();
     let signer = app::dev_token_signer(&data, &master).unwrap();
     let token = |role: &str, dept: Option<&str>| {
         signer

@@ -80,7 +80,7 @@ impl Server {
 }
 
 fn signer(data_dir: &Path) -> TokenSigner {
-    let master = broker::app::load_master_key(data_dir, None, false).expect("master key");
+    let master = vault::keys::load_master_key(data_dir, None, false).expect("master key");
     broker::app::dev_token_signer(data_dir, &master).expect("token signer")
 }
 

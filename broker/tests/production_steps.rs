@@ -66,7 +66,7 @@ async fn the_deploy_readme_production_steps_work_as_written() {
     let master = etc.join("master.key");
     let mut key = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key).unwrap();
-    broker::crypto::write_private_file(&master, hex::encode(key).as_bytes()).unwrap();
+    vault::crypto::write_private_file(&master, hex::encode(key).as_bytes()).unwrap();
 
     // 2. Server TLS certificate and the identity provider's JWKS.
     let server = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();

@@ -11,6 +11,7 @@ mod division;
 mod gender;
 mod id_number;
 mod phone;
+pub mod profile;
 pub mod record;
 
 pub use date::{parse_date, parse_timestamp, DateError};

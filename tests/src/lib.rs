@@ -74,7 +74,7 @@ impl TestApp {
             .clone()
             .expect("dev mode creates a certificate");
         let client = broker::client::https_client(&cert).expect("an HTTPS client");
-        let master = app::load_master_key(&data_dir, None, false).expect("the master key");
+        let master = vault::keys::load_master_key(&data_dir, None, false).expect("the master key");
         let signer = app::dev_token_signer(&data_dir, &master).expect("the dev token signer");
         TestApp {
             url: broker.url(),

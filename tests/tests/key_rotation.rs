@@ -7,10 +7,10 @@
 use std::sync::atomic::AtomicBool;
 
 use broker::app;
-use broker::crypto::KeyRing;
-use broker::keys::load_key_ring;
+use vault::crypto::KeyRing;
+use vault::keys::load_key_ring;
 use broker::rotation::{progress, reencrypt, rotate_data_key};
-use broker::store::Store;
+use vault::store::Store;
 use e2e_tests::{TestApp, GRID, STREET};
 use model::{Department, RecordKind};
 use serde_json::{json, Value};
@@ -68,7 +68,7 @@ async fn interrupted_reencryption_resumes_and_every_record_still_opens() {
     let first = app.unified_id("resident", "gongan", "GA-000").await;
     app.stop().await;
 
-    let master = app::load_master_key(&app.data_dir, None, false).expect("master key");
+    let master = vault::keys::load_master_key(&app.data_dir, None, false).expect("master key");
     let fields_before;
     {
         let store = Store::open(&app.data_dir.join("store.redb")).expect("store");
@@ -239,7 +239,7 @@ async fn blind_index_rotation_resumes_keeps_lookups_working_and_retires_the_old_
         std::fs::read_to_string(app.data_dir.join("index").join("safegrid-index-version")).ok();
     app.stop().await;
 
-    let master = app::load_master_key(&app.data_dir, None, false).expect("master key");
+    let master = vault::keys::load_master_key(&app.data_dir, None, false).expect("master key");
     let old_links;
     {
         let store = Store::open(&app.data_dir.join("store.redb")).expect("store");

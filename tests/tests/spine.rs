@@ -387,7 +387,7 @@ async fn a_ciphertext_moved_to_another_row_fails_to_open() {
     let mut app = app;
     app.stop().await;
     {
-        let store = broker::store::Store::open(&app.data_dir.join("store.redb")).expect("store");
+        let store = vault::store::Store::open(&app.data_dir.join("store.redb")).expect("store");
         let reader = store.read().expect("read");
         let mut row_a = reader
             .source("gongan/resident/GA-A")
@@ -511,7 +511,7 @@ async fn no_plaintext_identifier_anywhere_under_the_data_directory() {
         }
     }
     // The master key lives beside the data directory, not in it.
-    let master = std::fs::read(broker::app::default_master_key_path(&app.data_dir)).expect("key");
+    let master = std::fs::read(vault::keys::default_master_key_path(&app.data_dir)).expect("key");
     for (file, bytes) in &contents {
         assert!(
             !contains_bytes(bytes, master.trim_ascii()),
@@ -557,8 +557,8 @@ async fn the_system_administrator_backs_up_while_serving_and_the_backup_restores
     assert!(path.starts_with(root.path().join("backups")));
     // The backup restores into a new data directory holding the same record.
     let restored = root.path().join("restored");
-    broker::backup::restore(&path, &restored).expect("restore");
-    let store = broker::store::Store::open(&restored.join("store.redb")).expect("store");
+    vault::backup::restore(&path, &restored).expect("restore");
+    let store = vault::store::Store::open(&restored.join("store.redb")).expect("store");
     let reader = store.read().expect("read");
     assert!(reader
         .source("gongan/resident/GA-B1")

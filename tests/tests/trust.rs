@@ -509,7 +509,7 @@ async fn when_the_audit_log_fails_no_write_changes_anything() {
         (503, Some("audit_unavailable"))
     );
     let snapshot = state.pipeline.store().read().expect("read");
-    let row = broker::store::StoredSource::row_key(
+    let row = vault::store::StoredSource::row_key(
         model::Department::Gongan,
         model::RecordKind::Resident,
         "GA-NEW",

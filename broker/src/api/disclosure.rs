@@ -23,9 +23,10 @@ use super::error::ApiError;
 use super::extract::Reader;
 use super::AppState;
 use crate::auth::Principal;
-use crate::crypto::KeyRing;
-use crate::resolve::{AuthorityOrder, Profile, Resolver};
-use crate::store::Store;
+use vault::crypto::KeyRing;
+use crate::resolve::{AuthorityOrder, Resolver};
+use model::profile::Profile;
+use vault::store::Store;
 use crate::view::ViewPlan;
 use std::sync::Arc;
 
@@ -62,7 +63,7 @@ impl Vault {
     }
 
     /// A stored batch receipt (no personal data: counts, codes and lines).
-    pub fn receipt(&self, batch_id: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+    pub fn receipt(&self, batch_id: &str) -> Result<Option<Vec<u8>>, vault::store::StoreError> {
         self.store.read()?.receipt(batch_id)
     }
 
@@ -86,8 +87,8 @@ impl Vault {
         &self,
         data_dir: &std::path::Path,
         target: &std::path::Path,
-    ) -> anyhow::Result<crate::backup::Manifest> {
-        crate::backup::snapshot(&self.store, data_dir, target)
+    ) -> anyhow::Result<vault::backup::Manifest> {
+        vault::backup::snapshot(&self.store, data_dir, target)
     }
 }
 
@@ -115,20 +116,20 @@ const _: fn() = || {
     struct Invalid;
     impl<T: ?Sized + Serialize> AmbiguousIfSerialize<Invalid> for T {}
     let _ = <Profile as AmbiguousIfSerialize<_>>::check;
-    let _ = <crate::resolve::MergedField as AmbiguousIfSerialize<_>>::check;
-    let _ = <crate::resolve::EntityRef as AmbiguousIfSerialize<_>>::check;
+    let _ = <model::profile::MergedField as AmbiguousIfSerialize<_>>::check;
+    let _ = <model::profile::EntityRef as AmbiguousIfSerialize<_>>::check;
 };
 
 /// ```compile_fail
 /// // A raw merged profile cannot be turned into JSON: only the gate's `Disclosed` can.
-/// fn leak(profile: &broker::resolve::Profile) -> String {
+/// fn leak(profile: &model::profile::Profile) -> String {
 ///     serde_json::to_string(profile).unwrap_or_default()
 /// }
 /// ```
 ///
 /// ```compile_fail
 /// // Nor can a handler outside the gate make a `Disclosed` value itself.
-/// fn forge(profile: broker::resolve::Profile) -> broker::api::disclosure::Disclosed<broker::resolve::Profile> {
+/// fn forge(profile: model::profile::Profile) -> broker::api::disclosure::Disclosed<model::profile::Profile> {
 ///     broker::api::disclosure::Disclosed(profile)
 /// }
 /// ```
@@ -137,7 +138,7 @@ const _: fn() = || {
 /// // The same calls compile where they are allowed, so the two checks above fail for the
 /// // reason they name: a serializable value serializes, and a disclosed profile can be read.
 /// let _ = serde_json::to_string(&model::RecordKind::Resident);
-/// fn read(d: &broker::api::disclosure::Disclosed<broker::resolve::Profile>) -> &str {
+/// fn read(d: &broker::api::disclosure::Disclosed<model::profile::Profile>) -> &str {
 ///     &d.get().id
 /// }
 /// ```
@@ -194,7 +195,7 @@ struct ProfileWire<'a> {
     related: BTreeMap<&'a str, Vec<RefWire<'a>>>,
     sources: Vec<SourceWire<'a>>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    history: &'a [crate::ingest::ScopeMove],
+    history: &'a [model::profile::ScopeMove],
 }
 
 impl Serialize for Disclosed<Profile> {

@@ -36,7 +36,7 @@ use model::{Department, RecordKind};
 use crate::auth::{Authenticator, Principal};
 use crate::authz::{Permission, PolicyHandle};
 use crate::ingest::{IngestError, Pipeline, Receipt};
-use crate::resolve::Profile;
+use model::profile::Profile;
 
 use disclosure::{Disclosed, UnifiedId};
 use error::ApiError;

@@ -37,8 +37,8 @@ use utoipa::{Modify, OpenApi};
         super::compliance::AnomalySettings, super::compliance::ResidentReport,
         super::compliance::ReportEntry,
         crate::ingest::Receipt, crate::ingest::Rejection,
-        crate::resolve::Profile, crate::resolve::MergedField, crate::resolve::Alternative,
-        crate::resolve::MergedTag, crate::resolve::SourceRef, crate::resolve::EntityRef,
+        model::profile::Profile, model::profile::MergedField, model::profile::Alternative,
+        model::profile::MergedTag, model::profile::SourceRef, model::profile::EntityRef,
     )),
     modifiers(&BearerAuth, &RateLimited),
 )]

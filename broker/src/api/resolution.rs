@@ -16,7 +16,7 @@ use audit::Decision as AuditDecision;
 use model::DivisionCode;
 
 use crate::linking::{Decided, SplitOutcome};
-use crate::store::StoredSource;
+use vault::store::StoredSource;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::Reader;

@@ -29,7 +29,7 @@ use super::disclosure::{self, Disclosed, SearchItem};
 use super::error::ApiError;
 use super::extract::Reader;
 use super::AppState;
-use crate::resolve::Profile;
+use model::profile::Profile;
 use crate::search::query::Filters;
 use crate::search::{SearchRequest, SortOrder, MAX_OFFSET};
 

@@ -61,7 +61,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         .clone()
         .context("dev mode always has a certificate")?;
     let client = crate::client::https_client(&cert)?;
-    let master = app::load_master_key(&options.data_dir, None, true)?;
+    let master = vault::keys::load_master_key(&options.data_dir, None, true)?;
     let signer = app::dev_token_signer(&options.data_dir, &master)?;
 
     let world = DemoWorld::new(DemoConfig {
@@ -138,7 +138,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         .map(|i| world.person(i))
         .find(|p| p.departments.len() >= 3)
         .or_else(|| (options.residents > 0).then(|| world.person(0)));
-    let master_key = app::default_master_key_path(&options.data_dir);
+    let master_key = vault::keys::default_master_key_path(&options.data_dir);
     println!();
     println!("SafeGrid is serving at {url}");
     println!("  TLS certificate (self-signed, dev): {}", cert.display());

@@ -11,7 +11,7 @@
 use data_encoding::BASE32_NOPAD;
 use ring::hmac;
 
-use crate::crypto::KeyRing;
+use vault::crypto::KeyRing;
 
 /// Bytes of the HMAC kept in a token (96 bits: collisions are negligible at 10^9 terms).
 const TOKEN_BYTES: usize = 12;

@@ -12,7 +12,7 @@ use model::{Department, IdNumber, Phone, RecordKind};
 
 use super::schema::{Family, IndexFields};
 use chinese_text::{address, names, segment as text};
-use crate::resolve::Profile;
+use model::profile::Profile;
 
 use super::blind::Blinder;
 

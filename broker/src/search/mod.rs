@@ -39,9 +39,9 @@ use tantivy::{
 use model::RecordKind;
 
 use crate::auth::Principal;
-use crate::crypto::KeyRing;
+use vault::crypto::KeyRing;
 use crate::resolve::{AuthorityOrder, ResolveError, Resolver};
-use crate::store::{Store, StoreError};
+use vault::store::{Store, StoreError};
 use crate::view::ViewPlan;
 
 use blind::Blinder;
@@ -701,9 +701,9 @@ pub fn dir_size(dir: &Path) -> u64 {
 /// anything. Uses the default authority order (as a broker without `[authority]` does).
 pub fn reindex(data_dir: &Path, master_key: Option<&Path>) -> anyhow::Result<usize> {
     use anyhow::Context;
-    let master = crate::app::load_master_key(data_dir, master_key, false)?;
+    let master = vault::keys::load_master_key(data_dir, master_key, false)?;
     let store = Arc::new(Store::open(&data_dir.join("store.redb")).context("opening the store")?);
-    let keys = Arc::new(crate::keys::load_key_ring(&store, &master).context("loading keys")?);
+    let keys = Arc::new(vault::keys::load_key_ring(&store, &master).context("loading keys")?);
     let index = SearchIndex::open(data_dir, &keys)?;
     let source = Source {
         store,
@@ -732,7 +732,7 @@ mod tests {
     use super::*;
     use crate::auth::Principal;
     use crate::authz::PolicyHandle;
-    use crate::crypto::MasterKey;
+    use vault::crypto::MasterKey;
     use crate::demo::generate::{DemoConfig, DemoWorld, STREET_CODE};
     use crate::ingest::Pipeline;
     use model::{Department, DivisionCode};
@@ -743,7 +743,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let master = MasterKey::load(Some(&dir.path().join("master.key")), true).unwrap();
         let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
-        let keys = Arc::new(crate::keys::load_key_ring(&store, &master).unwrap());
+        let keys = Arc::new(vault::keys::load_key_ring(&store, &master).unwrap());
         let world = DemoWorld::new(DemoConfig {
             residents,
             seed: 7,
@@ -813,7 +813,7 @@ mod tests {
             keys: &keys,
             authority: &authority,
         };
-        let names = |p: &crate::resolve::Profile| -> Vec<String> {
+        let names = |p: &model::profile::Profile| -> Vec<String> {
             let mut out: Vec<String> = p
                 .fields
                 .get("name")

@@ -34,7 +34,7 @@ use super::filter::{FilterCache, FilterQuery, FilterSpec};
 use super::schema::{Family, IndexFields};
 use chinese_text::{address, fold, names, segment as text};
 use crate::auth::Principal;
-use crate::resolve::{MergedField, MergedTag, Profile, SourceRef};
+use model::profile::{MergedField, MergedTag, Profile, SourceRef};
 use crate::view::ViewPlan;
 use policies::Level as FieldLevel;
 

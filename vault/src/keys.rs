@@ -5,6 +5,9 @@
 //! keys do not open under the given master key refuses to start (wrong master key), instead
 //! of creating fresh keys that would orphan the data.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
 use model::Department;
 use ring::rand::SystemRandom;
 
@@ -103,6 +106,42 @@ pub fn load_or_create_secret(
         }
     })
 }
+
+/// `<DIR>.master-key`: beside the data directory, never inside it.
+pub fn default_master_key_path(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "safegrid".into());
+    name.push(".master-key");
+    data_dir.with_file_name(name)
+}
+
+
+/// Loads the master key the way `serve` does.
+pub fn load_master_key(
+    data_dir: &Path,
+    explicit: Option<&Path>,
+    dev: bool,
+) -> anyhow::Result<MasterKey> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => default_master_key_path(data_dir),
+    };
+    let absolute_data = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    if let Some(parent) = path.parent().and_then(|p| std::fs::canonicalize(p).ok()) {
+        if parent.starts_with(&absolute_data) {
+            bail!(
+                "the master key {} must not live inside the data directory {}",
+                path.display(),
+                data_dir.display()
+            );
+        }
+    }
+    MasterKey::load(Some(&path), dev)
+        .with_context(|| format!("loading the master key ({})", path.display()))
+}
+
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

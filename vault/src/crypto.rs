@@ -144,7 +144,8 @@ impl MasterKey {
         }
     }
 
-    #[cfg(test)]
+    /// A fixed key for tests of this and other crates (feature `testing`).
+    #[cfg(any(test, feature = "testing"))]
     pub fn for_tests(byte: u8) -> MasterKey {
         MasterKey(SecretKey([byte; KEY_LEN]))
     }
