@@ -9,10 +9,10 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
 
-use broker::auth::Principal;
-use broker::authz::{PolicyFiles, PolicySet};
+use policies::Principal;
+use policies::authz::{PolicyFiles, PolicySet};
 use model::profile::{Alternative, EntityRef, MergedField, MergedTag, Profile, SourceRef};
-use broker::view::ViewPlan;
+use policies::view::ViewPlan;
 use model::{Department, RecordKind};
 use policies::redact::NameDirectory;
 

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use broker::auth::Principal;
-use broker::authz::PolicyHandle;
+use policies::Principal;
+use broker::policy_folder::PolicyHandle;
 use vault::crypto::{KeyRing, MasterKey};
 use broker::demo::generate::{DemoConfig, DemoWorld, Person, DEPARTMENTS};
 use broker::ingest::Pipeline;
@@ -35,7 +35,7 @@ use broker::search::query::Filters;
 use broker::search::{dir_size, SearchIndex, SearchRequest, SortOrder, Source};
 use chinese_text::names;
 use vault::store::Store;
-use broker::view::ViewPlan;
+use policies::view::ViewPlan;
 use model::{Department, DivisionCode, IdNumber, RecordKind};
 use serde_json::Value;
 

@@ -20,7 +20,7 @@ use audit::{AuditConfig, AuditLog, CheckpointSigner};
 
 use crate::api::{router, AppState, AppStateInner};
 use crate::auth::{Authenticator, TokenSigner, DEFAULT_AUDIENCE, DEV_ISSUER};
-use crate::authz::PolicyHandle;
+use crate::policy_folder::PolicyHandle;
 use crate::config::Config;
 use vault::crypto::MasterKey;
 use crate::ingest::Pipeline;

@@ -12,6 +12,7 @@
 //! the same token again is not charged a signature verification per request; a remembered
 //! token is still refused once it expires, and a token that failed is never remembered.
 
+use policies::Principal;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -83,27 +84,6 @@ pub struct Claims {
     pub iat: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
-}
-
-/// An authenticated caller.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub sub: String,
-    pub name: String,
-    pub roles: Vec<String>,
-    pub jurisdiction: Vec<DivisionCode>,
-    pub dept: Option<Department>,
-}
-
-impl Principal {
-    /// Whether `code` (a grid, community …) lies inside the principal's jurisdiction.
-    pub fn covers(&self, code: &DivisionCode) -> bool {
-        self.jurisdiction.iter().any(|j| j.contains(code))
-    }
-
-    pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
-    }
 }
 
 /// Seconds of clock skew allowed on `exp` and `nbf`.

@@ -248,7 +248,7 @@ pub async fn metrics_for_admin(
     state
         .require_permission(
             &caller,
-            crate::authz::Permission::ReadOperations,
+            policies::authz::Permission::ReadOperations,
             "/metrics",
             "role_cannot_operate",
             "only the system administrator reads /metrics here; scrapers use metrics_listen",

@@ -6,10 +6,14 @@
 
 use std::path::PathBuf;
 
+pub mod authz;
 pub mod mask;
+pub mod principal;
 pub mod redact;
 pub mod tables;
+pub mod view;
 
+pub use principal::Principal;
 pub use tables::{FieldTables, Level, TableError, TableFiles, CLASSES};
 
 /// Roles the product knows. A token may carry others; they grant nothing.

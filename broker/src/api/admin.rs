@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use audit::Decision;
 
-use crate::authz::Permission;
+use policies::authz::Permission;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::Authenticated;

@@ -60,8 +60,8 @@ use chrono::{DateTime, Duration, NaiveTime, Utc};
 use model::{Department, IdNumber};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Principal;
-use crate::authz::Permission;
+use policies::Principal;
+use policies::authz::Permission;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::Authenticated;

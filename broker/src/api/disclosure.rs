@@ -22,12 +22,12 @@ use serde_json::{Map, Value};
 use super::error::ApiError;
 use super::extract::Reader;
 use super::AppState;
-use crate::auth::Principal;
+use policies::Principal;
 use vault::crypto::KeyRing;
 use crate::resolve::{AuthorityOrder, Resolver};
 use model::profile::Profile;
 use vault::store::Store;
-use crate::view::ViewPlan;
+use policies::view::{ViewOutcome, ViewPlan};
 use std::sync::Arc;
 
 /// The sealed store, the keys and the authority order, as the API holds them. Its fields are
@@ -317,7 +317,7 @@ pub async fn entity(
             let names = names_in(&profile);
             let directory = state.names.current();
             let outcome = plan.apply(&mut profile, &names, Some(&directory));
-            let mut record = state.reader_record(reader, &action, endpoint, outcome.decision());
+            let mut record = state.reader_record(reader, &action, endpoint, decision_of(&outcome));
             record.policy_version = Some(plan.policy_version().to_owned());
             record.entities = vec![profile.id.clone()];
             record.residents = resident_refs(state, &profile);
@@ -443,8 +443,8 @@ pub async fn search_hits(
     for (mut profile, score) in profiles {
         let names = names_in(&profile);
         let outcome = plan.apply(&mut profile, &names, Some(&directory));
-        if outcome.decision() != Decision::Allow {
-            decision = outcome.decision();
+        if decision_of(&outcome) != Decision::Allow {
+            decision = decision_of(&outcome);
         }
         for field in outcome.fields_clear {
             if !fields_clear.contains(&field) {
@@ -548,6 +548,17 @@ fn names_in(profile: &Profile) -> Vec<String> {
         }
     }
     names
+}
+
+/// The audit decision of one disclosure: break-glass, clear, or with something cut.
+fn decision_of(outcome: &ViewOutcome) -> Decision {
+    if outcome.break_glass {
+        Decision::BreakGlass
+    } else if outcome.masked_or_hidden == 0 {
+        Decision::Allow
+    } else {
+        Decision::Masked
+    }
 }
 
 #[cfg(test)]

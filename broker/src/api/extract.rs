@@ -11,8 +11,9 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 
-use crate::auth::{AuthError, Principal};
-use crate::authz::Permission;
+use crate::auth::AuthError;
+use policies::Principal;
+use policies::authz::Permission;
 
 use super::error::ApiError;
 use super::{AppState, RequestContext};
@@ -102,8 +103,8 @@ pub struct Reader {
 
 impl Reader {
     /// What this caller may see in this request.
-    pub fn plan(&self, state: &AppState) -> crate::view::ViewPlan {
-        crate::view::ViewPlan::new(
+    pub fn plan(&self, state: &AppState) -> policies::view::ViewPlan {
+        policies::view::ViewPlan::new(
             state.permissions.current(),
             &self.principal,
             &self.purpose,
@@ -258,7 +259,7 @@ impl FromRequestParts<AppState> for Publisher {
 /// mTLS: a publisher whose connection carries a client certificate publishes only as the
 /// certificate's department; where client certificates are required, none means no publishing.
 fn client_certificate_refusal(
-    principal: &crate::auth::Principal,
+    principal: &policies::Principal,
     parts: &Parts,
 ) -> Option<ApiError> {
     let connection = parts.extensions.get::<crate::server::ConnectionInfo>()?;

@@ -33,8 +33,10 @@ use serde::Serialize;
 use audit::{Actor, AuditLog, AuditRecord, Decision};
 use model::{Department, RecordKind};
 
-use crate::auth::{Authenticator, Principal};
-use crate::authz::{Permission, PolicyHandle};
+use crate::auth::Authenticator;
+use policies::Principal;
+use policies::authz::Permission;
+use crate::policy_folder::PolicyHandle;
 use crate::ingest::{IngestError, Pipeline, Receipt};
 use model::profile::Profile;
 

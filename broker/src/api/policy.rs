@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use audit::Decision;
 use model::{Department, RecordKind};
 
-use crate::auth::Principal;
-use crate::authz::{Permission, PolicyFiles};
-use crate::view::ViewPlan;
+use policies::Principal;
+use policies::authz::{Permission, PolicyFiles};
+use policies::view::ViewPlan;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::Authenticated;

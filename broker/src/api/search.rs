@@ -6,7 +6,7 @@
 //!   query ([`crate::search::query`]), so `total` and pages count only what the caller may
 //!   find.
 //! - A hit carries the unified id, kind, score and a summary cut from the profile *after*
-//!   [`crate::view::ViewPlan::apply`], exactly as the profile endpoint would show it. Only
+//!   [`policies::view::ViewPlan::apply`], exactly as the profile endpoint would show it. Only
 //!   the summary's fields are resolved ([`summary_sources`]); the audit record's masking
 //!   decision and clear fields describe those fields, which are all a search discloses.
 //! - Every search is audited (action `search`, result count, the entities returned) and the

@@ -38,11 +38,11 @@ use tantivy::{
 
 use model::RecordKind;
 
-use crate::auth::Principal;
+use policies::Principal;
 use vault::crypto::KeyRing;
 use crate::resolve::{AuthorityOrder, ResolveError, Resolver};
 use vault::store::{Store, StoreError};
-use crate::view::ViewPlan;
+use policies::view::ViewPlan;
 
 use blind::Blinder;
 use query::{Access, AccessKey, Compiler, Filters, Learnt};
@@ -730,8 +730,8 @@ fn unix_now() -> u64 {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::auth::Principal;
-    use crate::authz::PolicyHandle;
+    use policies::Principal;
+    use crate::policy_folder::PolicyHandle;
     use vault::crypto::MasterKey;
     use crate::demo::generate::{DemoConfig, DemoWorld, STREET_CODE};
     use crate::ingest::Pipeline;

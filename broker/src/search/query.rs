@@ -33,9 +33,9 @@ use super::document::{department_guard, profile_field, source_guard, tag_guard};
 use super::filter::{FilterCache, FilterQuery, FilterSpec};
 use super::schema::{Family, IndexFields};
 use chinese_text::{address, fold, names, segment as text};
-use crate::auth::Principal;
+use policies::Principal;
 use model::profile::{MergedField, MergedTag, Profile, SourceRef};
-use crate::view::ViewPlan;
+use policies::view::ViewPlan;
 use policies::Level as FieldLevel;
 
 /// A clause before authorization: terms of families, combined.

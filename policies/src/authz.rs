@@ -1,6 +1,6 @@
 //! The authorization policy: casbin files (the authoring format and source of truth) compiled
-//! at load into tables the request path reads without calling casbin, and reloaded when the
-//! files change.
+//! into tables the request path reads without calling casbin. Reading the files and reloading
+//! them is the broker's (`policy_folder`): this crate does no I/O.
 //!
 //! Guarantees:
 //! - [`PolicySet`] answers exactly what the casbin enforcer answers for every known role,
@@ -8,15 +8,11 @@
 //!   a request never waits on casbin or on a lock held by it.
 //! - Every set carries a version (a digest of its files), so every decision knows the policy
 //!   version it used.
-//! - A reload that fails to parse or compile keeps the previous set and logs why.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
-use policies::{FieldTables, Level, TableFiles};
+use crate::{FieldTables, Level, TableFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -25,7 +21,7 @@ pub enum PolicyError {
     #[error("casbin policy is invalid: {0}")]
     Casbin(String),
     #[error(transparent)]
-    Table(#[from] policies::TableError),
+    Table(#[from] crate::TableError),
 }
 
 /// A permission the broker checks.
@@ -62,7 +58,7 @@ impl Permission {
             .iter()
             .position(|p| *p == self)
             .unwrap_or_default();
-        policies::PERMISSIONS[index]
+        crate::PERMISSIONS[index]
     }
 }
 
@@ -77,8 +73,8 @@ pub struct PolicyFiles {
 impl PolicyFiles {
     pub fn defaults() -> PolicyFiles {
         PolicyFiles {
-            model: policies::DEFAULT_MODEL.to_owned(),
-            policy: policies::DEFAULT_POLICY.to_owned(),
+            model: crate::DEFAULT_MODEL.to_owned(),
+            policy: crate::DEFAULT_POLICY.to_owned(),
             tables: TableFiles::defaults(),
         }
     }
@@ -88,40 +84,6 @@ impl PolicyFiles {
         let mut names = vec!["model.conf", "policy.csv"];
         names.extend(TableFiles::NAMES);
         names
-    }
-
-    /// Reads a policy folder; a table file that is absent falls back to the shipped default.
-    pub fn read(dir: &Path) -> Result<PolicyFiles, PolicyError> {
-        let defaults = PolicyFiles::defaults();
-        let read = |name: &str, default: &str| -> Result<String, PolicyError> {
-            let path = dir.join(name);
-            match std::fs::read_to_string(&path) {
-                Ok(text) => Ok(text),
-                Err(err)
-                    if err.kind() == std::io::ErrorKind::NotFound
-                        && name != "policy.csv"
-                        && name != "model.conf" =>
-                {
-                    Ok(default.to_owned())
-                }
-                Err(err) => Err(PolicyError::File {
-                    path: path.display().to_string(),
-                    reason: err.to_string(),
-                }),
-            }
-        };
-        let t = &defaults.tables;
-        Ok(PolicyFiles {
-            model: read("model.conf", &defaults.model)?,
-            policy: read("policy.csv", &defaults.policy)?,
-            tables: TableFiles {
-                field_classes: read("field_classes.csv", &t.field_classes)?,
-                tag_classes: read("tag_classes.csv", &t.tag_classes)?,
-                department_classes: read("department_classes.csv", &t.department_classes)?,
-                owner_restrictions: read("owner_restrictions.csv", &t.owner_restrictions)?,
-                masked_labels: read("masked_labels.csv", &t.masked_labels)?,
-            },
-        })
     }
 
     /// Replaces one file by name (for validation before writing it).
@@ -139,7 +101,8 @@ impl PolicyFiles {
         Some(self)
     }
 
-    fn digest(&self) -> String {
+    /// A digest of every file: the version of the set compiled from them.
+    pub fn digest(&self) -> String {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         for part in [
             &self.model,
@@ -163,8 +126,8 @@ pub struct PolicySet {
     /// Digest of the files this set was compiled from.
     pub version: String,
     granted: HashSet<(String, Permission)>,
-    /// role -> purpose -> level per class (indexed like `policies::CLASSES`).
-    levels: HashMap<String, HashMap<String, [Level; policies::CLASSES.len()]>>,
+    /// role -> purpose -> level per class (indexed like `crate::CLASSES`).
+    levels: HashMap<String, HashMap<String, [Level; crate::CLASSES.len()]>>,
     pub tables: FieldTables,
     pub purposes: Vec<String>,
 }
@@ -182,7 +145,7 @@ impl PolicySet {
                 .map_err(|err| PolicyError::Casbin(err.to_string()))
         };
         let mut granted = HashSet::new();
-        for role in policies::ROLES {
+        for role in crate::ROLES {
             for permission in Permission::ALL {
                 let (act, obj) = permission.casbin_pair();
                 if check(role, "*", obj, act)? {
@@ -190,16 +153,16 @@ impl PolicySet {
                 }
             }
         }
-        let mut levels: HashMap<String, HashMap<String, [Level; policies::CLASSES.len()]>> =
+        let mut levels: HashMap<String, HashMap<String, [Level; crate::CLASSES.len()]>> =
             HashMap::new();
         let with_break_glass = purposes
             .iter()
             .map(String::as_str)
-            .chain([policies::BREAK_GLASS_PURPOSE]);
-        for role in policies::ROLES {
+            .chain([crate::BREAK_GLASS_PURPOSE]);
+        for role in crate::ROLES {
             for purpose in with_break_glass.clone() {
-                let mut row = [Level::Hidden; policies::CLASSES.len()];
-                for (slot, class) in row.iter_mut().zip(policies::CLASSES) {
+                let mut row = [Level::Hidden; crate::CLASSES.len()];
+                for (slot, class) in row.iter_mut().zip(crate::CLASSES) {
                     let object = format!("field:{class}");
                     *slot = if check(role, purpose, &object, "clear")? {
                         Level::Clear
@@ -244,7 +207,7 @@ impl PolicySet {
 
     /// The level one role has for `class` under `purpose` (hidden for unknown ones).
     pub fn role_level(&self, role: &str, purpose: &str, class: &str) -> Level {
-        let Some(index) = policies::CLASSES.iter().position(|c| *c == class) else {
+        let Some(index) = crate::CLASSES.iter().position(|c| *c == class) else {
             return Level::Hidden;
         };
         self.levels
@@ -259,7 +222,7 @@ impl PolicySet {
     }
 }
 
-async fn enforcer(model: &str, policy: &str) -> Result<Enforcer, PolicyError> {
+pub async fn enforcer(model: &str, policy: &str) -> Result<Enforcer, PolicyError> {
     let model = DefaultModel::from_str(model)
         .await
         .map_err(|err| PolicyError::Casbin(err.to_string()))?;
@@ -273,121 +236,13 @@ async fn enforcer(model: &str, policy: &str) -> Result<Enforcer, PolicyError> {
         .map_err(|err| PolicyError::Casbin(err.to_string()))
 }
 
-/// The current policy set, swapped atomically on reload.
-#[derive(Debug)]
-pub struct PolicyHandle {
-    current: RwLock<Arc<PolicySet>>,
-    dir: Option<PathBuf>,
-    purposes: Vec<String>,
-}
-
-impl PolicyHandle {
-    /// Loads the policy from `dir` (or the shipped defaults).
-    pub async fn load(
-        dir: Option<&Path>,
-        purposes: &[String],
-    ) -> Result<PolicyHandle, PolicyError> {
-        let files = match dir {
-            Some(dir) => PolicyFiles::read(dir)?,
-            None => PolicyFiles::defaults(),
-        };
-        let set = PolicySet::compile(&files, purposes).await?;
-        Ok(PolicyHandle {
-            current: RwLock::new(Arc::new(set)),
-            dir: dir.map(Path::to_path_buf),
-            purposes: purposes.to_vec(),
-        })
-    }
-
-    pub fn current(&self) -> Arc<PolicySet> {
-        match self.current.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    pub fn allows(&self, roles: &[String], permission: Permission) -> bool {
-        self.current().allows(roles, permission)
-    }
-
-    pub fn version(&self) -> String {
-        self.current().version.clone()
-    }
-
-    pub fn dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
-    }
-
-    /// Recompiles from the folder; keeps the current set if that fails. Returns whether the
-    /// version changed.
-    pub async fn reload(&self) -> Result<bool, PolicyError> {
-        let Some(dir) = &self.dir else {
-            return Ok(false);
-        };
-        let files = PolicyFiles::read(dir)?;
-        let version = files.digest();
-        if version == self.current().version {
-            return Ok(false);
-        }
-        let set = PolicySet::compile(&files, &self.purposes).await?;
-        tracing::info!(version = %set.version, "policy reloaded");
-        match self.current.write() {
-            Ok(mut guard) => *guard = Arc::new(set),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(set),
-        }
-        Ok(true)
-    }
-
-    /// Validates `text` as a replacement for policy file `name` by compiling the whole set.
-    pub async fn validate_replacement(
-        &self,
-        name: &str,
-        text: &str,
-    ) -> Result<PolicySet, PolicyError> {
-        let base = match &self.dir {
-            Some(dir) => PolicyFiles::read(dir)?,
-            None => PolicyFiles::defaults(),
-        };
-        let files = base
-            .with_file(name, text.to_owned())
-            .ok_or_else(|| PolicyError::File {
-                path: name.to_owned(),
-                reason: format!(
-                    "not a policy file; files are {}",
-                    PolicyFiles::names().join(", ")
-                ),
-            })?;
-        PolicySet::compile(&files, &self.purposes).await
-    }
-
-    /// Polls the folder and reloads on change, until the handle is dropped.
-    pub fn watch(self: &Arc<Self>, every: Duration) {
-        if self.dir.is_none() {
-            return;
-        }
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(every);
-            loop {
-                ticker.tick().await;
-                let Some(handle) = weak.upgrade() else {
-                    break;
-                };
-                if let Err(err) = handle.reload().await {
-                    tracing::error!(error = %err, "policy reload failed; keeping the previous policy");
-                }
-            }
-        });
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     fn purposes() -> Vec<String> {
-        policies::DEFAULT_PURPOSES
+        crate::DEFAULT_PURPOSES
             .iter()
             .map(|p| (*p).to_owned())
             .collect()
@@ -398,7 +253,7 @@ mod tests {
         let files = PolicyFiles::defaults();
         let set = PolicySet::compile(&files, &purposes()).await.unwrap();
         let enforcer = enforcer(&files.model, &files.policy).await.unwrap();
-        for role in policies::ROLES.iter().chain(["unknown_role"].iter()) {
+        for role in crate::ROLES.iter().chain(["unknown_role"].iter()) {
             let roles = [(*role).to_owned()];
             for permission in Permission::ALL {
                 let (act, obj) = permission.casbin_pair();
@@ -409,7 +264,7 @@ mod tests {
                 );
             }
             for purpose in purposes() {
-                for class in policies::CLASSES {
+                for class in crate::CLASSES {
                     let object = format!("field:{class}");
                     let expected = if enforcer
                         .enforce((*role, purpose.as_str(), object.as_str(), "clear"))
@@ -469,40 +324,6 @@ mod tests {
         assert_eq!(
             set.level(&so, "case_investigation", "identifier"),
             Level::Clear
-        );
-    }
-
-    #[tokio::test]
-    async fn reload_picks_up_a_changed_file_and_keeps_the_old_set_on_error() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("model.conf"), policies::DEFAULT_MODEL).unwrap();
-        std::fs::write(dir.path().join("policy.csv"), policies::DEFAULT_POLICY).unwrap();
-        let handle = PolicyHandle::load(Some(dir.path()), &purposes())
-            .await
-            .unwrap();
-        let before = handle.version();
-        assert!(!handle.reload().await.unwrap());
-        let policy = format!(
-            "{}\np, grid_worker, *, field:health, masked\n",
-            policies::DEFAULT_POLICY
-        );
-        std::fs::write(dir.path().join("policy.csv"), policy).unwrap();
-        assert!(handle.reload().await.unwrap());
-        assert_ne!(handle.version(), before);
-        let gw = ["grid_worker".to_owned()];
-        assert_eq!(
-            handle.current().level(&gw, "routine_visit", "health"),
-            Level::Masked
-        );
-        std::fs::write(
-            dir.path().join("field_classes.csv"),
-            "resident, name, nonsense\n",
-        )
-        .unwrap();
-        assert!(handle.reload().await.is_err());
-        assert_eq!(
-            handle.current().level(&gw, "routine_visit", "health"),
-            Level::Masked
         );
     }
 }

@@ -22,17 +22,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use audit::Decision;
 use model::{Department, RecordKind};
-use policies::mask;
-use policies::redact::{redact, NameDirectory};
-use policies::Level;
+use crate::mask;
+use crate::redact::{redact, NameDirectory};
+use crate::Level;
 use serde_json::Value;
 
 use model::DivisionCode;
 
-use crate::auth::Principal;
 use crate::authz::{Permission, PolicySet};
+use crate::principal::Principal;
 use model::profile::{MergedField, MergedTag, Profile};
 
 /// The levels one of the caller's roles grants, inside that role's own restriction.
@@ -74,18 +73,6 @@ pub struct ViewOutcome {
     pub break_glass: bool,
 }
 
-impl ViewOutcome {
-    pub fn decision(&self) -> Decision {
-        if self.break_glass {
-            Decision::BreakGlass
-        } else if self.masked_or_hidden == 0 {
-            Decision::Allow
-        } else {
-            Decision::Masked
-        }
-    }
-}
-
 impl ViewPlan {
     /// The plan for `principal` reading for `purpose`. With `break_glass` (the caller checked
     /// that some role may use it), each role that may break the glass adds its levels for the
@@ -102,14 +89,14 @@ impl ViewPlan {
             .filter(|role| policy.role_allows(role, Permission::ReadPersonalData))
             .map(|role| {
                 let lifted = break_glass && policy.role_allows(role, Permission::UseBreakGlass);
-                let levels = policies::CLASSES
+                let levels = crate::CLASSES
                     .iter()
                     .map(|class| {
                         let mut level = policy.role_level(role, purpose, class);
                         if lifted {
                             level = level.max(policy.role_level(
                                 role,
-                                policies::BREAK_GLASS_PURPOSE,
+                                crate::BREAK_GLASS_PURPOSE,
                                 class,
                             ));
                         }
@@ -536,14 +523,14 @@ mod tests {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap();
-            let purposes: Vec<String> = policies::DEFAULT_PURPOSES
+            let purposes: Vec<String> = crate::DEFAULT_PURPOSES
                 .iter()
                 .map(|p| (*p).to_owned())
                 .collect();
             let default = runtime
                 .block_on(PolicySet::compile(&PolicyFiles::defaults(), &purposes))
                 .unwrap();
-            let strict_text = policies::DEFAULT_POLICY.replace(
+            let strict_text = crate::DEFAULT_POLICY.replace(
                 "p, grid_worker, *, field:personal, clear",
                 "p, grid_worker, *, field:personal, masked",
             );
@@ -707,7 +694,7 @@ mod tests {
         let nobody = principal_with(&["dept_analyst"], None);
         let plan = ViewPlan::new(default.clone(), &nobody, "routine_visit", false);
         for department in Department::ALL {
-            for class in policies::CLASSES {
+            for class in crate::CLASSES {
                 assert_eq!(plan.level(class, department), Level::Hidden, "{class}");
             }
         }
@@ -751,6 +738,7 @@ mod tests {
             Some(true)
         );
         assert!(outcome.fields_clear.contains(&"id_number".to_owned()));
-        assert_eq!(outcome.decision(), Decision::Allow);
+        assert_eq!(outcome.masked_or_hidden, 0);
+        assert!(!outcome.break_glass);
     }
 }
