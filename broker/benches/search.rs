@@ -28,11 +28,11 @@ use anyhow::Context;
 use policies::Principal;
 use broker::policy_folder::PolicyHandle;
 use vault::crypto::{KeyRing, MasterKey};
-use broker::demo::generate::{DemoConfig, DemoWorld, Person, DEPARTMENTS};
-use broker::ingest::Pipeline;
-use broker::resolve::{AuthorityOrder, Resolver};
-use broker::search::query::Filters;
-use broker::search::{dir_size, SearchIndex, SearchRequest, SortOrder, Source};
+use demo::generate::{DemoConfig, DemoWorld, Person, DEPARTMENTS};
+use engine::ingest::Pipeline;
+use engine::resolve::{AuthorityOrder, Resolver};
+use search::query::Filters;
+use search::{dir_size, SearchIndex, SearchRequest, SortOrder, Source};
 use chinese_text::names;
 use vault::store::Store;
 use policies::view::ViewPlan;
@@ -183,7 +183,7 @@ fn principal(role: &str) -> anyhow::Result<Principal> {
         sub: format!("bench-{role}"),
         name: "bench".to_owned(),
         roles: vec![role.to_owned()],
-        jurisdiction: vec![DivisionCode::parse(broker::demo::generate::STREET_CODE)
+        jurisdiction: vec![DivisionCode::parse(demo::generate::STREET_CODE)
             .map_err(|e| anyhow::anyhow!("{e:?}"))?],
         dept: None,
     })
@@ -340,7 +340,7 @@ async fn quality(args: &Args) -> anyhow::Result<()> {
         let Ok(id) = IdNumber::parse(&p.id_number) else {
             continue;
         };
-        let expected = broker::ingest::resident_entity_id(&s.keys, &id);
+        let expected = engine::ingest::resident_entity_id(&s.keys, &id);
         for (kind, q, purpose) in queries_for(&p) {
             let plan = &plans.iter().find(|(p, _)| *p == purpose).context("plan")?.1;
             let (rank, tied) = rank_of(
@@ -383,7 +383,7 @@ async fn quality(args: &Args) -> anyhow::Result<()> {
             continue;
         }
         taken += 1;
-        let expected = broker::ingest::event_entity_id(&s.keys, Department::Wangge, source_id);
+        let expected = engine::ingest::event_entity_id(&s.keys, Department::Wangge, source_id);
         let q = format!("{place}号楼 {what}");
         let (rank, tied) = rank_of(
             &s.index,
@@ -586,7 +586,7 @@ fn resolve_hit(
     Ok(resolver.summary_from(
         id,
         &|d| plan.department_visible(d),
-        broker::api::search::summary_sources,
+        search::summary::summary_sources,
     )?)
 }
 
@@ -689,7 +689,7 @@ async fn http(args: &Args) -> anyhow::Result<()> {
         sub: "bench-gw".to_owned(),
         name: Some("bench".to_owned()),
         roles: vec!["grid_worker".to_owned()],
-        jurisdiction: vec![broker::demo::generate::STREET_CODE.to_owned()],
+        jurisdiction: vec![demo::generate::STREET_CODE.to_owned()],
         dept: None,
         ttl: Duration::from_secs(3600),
     })?;

@@ -23,9 +23,9 @@ use crate::auth::{Authenticator, TokenSigner, DEFAULT_AUDIENCE, DEV_ISSUER};
 use crate::policy_folder::PolicyHandle;
 use crate::config::Config;
 use vault::crypto::MasterKey;
-use crate::ingest::Pipeline;
+use engine::ingest::Pipeline;
 use vault::keys::{load_key_ring, load_or_create_secret};
-use crate::resolve::AuthorityOrder;
+use engine::resolve::AuthorityOrder;
 use vault::store::Store;
 use crate::tls;
 
@@ -145,7 +145,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     );
     let keys = Arc::new(load_key_ring(&store, &master).context("loading keys")?);
     let search =
-        crate::search::SearchIndex::open(data_dir, &keys).context("opening the search index")?;
+        search::SearchIndex::open(data_dir, &keys).context("opening the search index")?;
 
     let audit_pkcs8 = load_or_create_secret(&store, &master, "audit-checkpoint/1", || {
         Ok(CheckpointSigner::generate_pkcs8())
@@ -185,7 +185,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     );
     permissions.watch(std::time::Duration::from_secs(1));
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let names = Arc::new(crate::names::NameIndex::default());
+    let names = Arc::new(search::directory::NameIndex::default());
     let background = vec![names.follow(
         store.clone(),
         keys.clone(),
@@ -220,7 +220,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         None => Default::default(),
     };
     let linker =
-        Arc::new(crate::linking::Linker::load(&store).context("loading the linkage model")?);
+        Arc::new(engine::linking::Linker::load(&store).context("loading the linkage model")?);
     let pipeline = Pipeline::new(store.clone(), keys.clone()).with_linker(linker.clone());
     let mut background = background;
     background.push(linkage_background(pipeline.clone(), shutdown_rx.clone()));
@@ -233,7 +233,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
             shutdown_rx.clone(),
         )?);
     }
-    let follower_source = crate::search::Source {
+    let follower_source = search::Source {
         store: store.clone(),
         keys: keys.clone(),
         authority: authority.clone(),
@@ -275,7 +275,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     let (listener, addr) = crate::server::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    background.push(crate::rotation::spawn_pending(
+    background.push(engine::rotation::spawn_pending(
         rotation.0,
         rotation.1,
         shutdown_rx.clone(),
@@ -341,7 +341,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
 
 /// Estimates the linkage model once enough residents are stored (checked every 30 s), so
 /// that records without an ID number start being linked without an operator step; then
-/// offers the rows stored before the model to it ([`crate::linking::relink`], resumed on the
+/// offers the rows stored before the model to it ([`engine::linking::relink`], resumed on the
 /// next start if interrupted).
 fn linkage_background(pipeline: Pipeline, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -354,11 +354,11 @@ fn linkage_background(pipeline: Pipeline, shutdown: watch::Receiver<bool>) -> Jo
 
 /// Runs the relink pass if one is scheduled and unfinished; stops at shutdown.
 async fn relink_pending(pipeline: Pipeline, shutdown: watch::Receiver<bool>) {
-    crate::rotation::blocking_until_shutdown(shutdown, move |stop| {
+    engine::rotation::blocking_until_shutdown(shutdown, move |stop| {
         let Some(model) = pipeline.linker().model() else {
             return;
         };
-        match crate::linking::relink_progress(pipeline.store()) {
+        match engine::linking::relink_progress(pipeline.store()) {
             Ok(Some(progress)) if !progress.done => {}
             Ok(_) => return,
             Err(err) => {
@@ -393,7 +393,7 @@ async fn auto_train(pipeline: &Pipeline, mut shutdown: watch::Receiver<bool>) ->
             }
             let trained = p.train_linker().map(|model| model.is_some())?;
             if trained {
-                crate::linking::schedule_relink(p.store())?;
+                engine::linking::schedule_relink(p.store())?;
             }
             Ok::<_, anyhow::Error>(trained)
         })

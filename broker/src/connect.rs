@@ -22,7 +22,7 @@ use connectors::{
 };
 use model::Department;
 
-use crate::ingest::{IncomingRecord, Pipeline, PreRejected, Rejection};
+use engine::ingest::{IncomingRecord, Pipeline, PreRejected, Rejection};
 
 /// Delivers batches straight into this broker's pipeline.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ fn connector_batch_id(
         text.push_str(&failure.rejection.code);
         text.push_str(&failure.rejection.line.to_string());
     }
-    crate::ingest::batch_id(department, text.as_bytes())
+    engine::ingest::batch_id(department, text.as_bytes())
 }
 
 impl RecordSink for PipelineSink {
@@ -284,9 +284,9 @@ pub fn schedule(
                     ),
                     Ok(Err(err)) => {
                         tracing::error!(connector = connector.name(), error = %err, "connector run failed");
-                        crate::problems::record("connector", connector.name(), "failed");
+                        engine::problems::record("connector", connector.name(), "failed");
                     }
-                    Err(_) => crate::problems::record("connector", connector.name(), "panicked"),
+                    Err(_) => engine::problems::record("connector", connector.name(), "panicked"),
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
@@ -299,4 +299,41 @@ pub fn schedule(
         }));
     }
     Ok(tasks)
+}/// A department's declarative mapping applied to rows pushed to `POST /v1/ingest/{department}`.
+#[derive(Debug)]
+pub struct PushMapping<'a>(pub &'a connectors::Mapping);
+
+impl engine::ingest::RowMapping for PushMapping<'_> {
+    fn map_row(
+        &self,
+        line: usize,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<engine::ingest::MappedRow, engine::ingest::MappingRefusal> {
+        let row = connectors::SourceRow {
+            source_file: "push".to_owned(),
+            line,
+            fields,
+            cell_errors: Vec::new(),
+            default_version: None,
+            tabular: false,
+        };
+        match self.0.map(row) {
+            connectors::MappedRecord::Mapped { origin, record } => Ok(engine::ingest::MappedRow {
+                line: origin.line,
+                record,
+            }),
+            connectors::MappedRecord::Failed { error, row } => {
+                Err(engine::ingest::MappingRefusal {
+                    line: error.line,
+                    code: error.code,
+                    message: error.message,
+                    field: error.field,
+                    source_id: error.source_id,
+                    row,
+                })
+            }
+        }
+    }
 }
+
+

@@ -169,7 +169,10 @@ impl Metrics {
         for ((department, outcome), count) in lock(&self.ingest).iter() {
             let _ = writeln!(out, "safegrid_ingest_records_total{{department=\"{department}\",outcome=\"{outcome}\"}} {count}");
         }
-        let counters = lock(&self.counters).clone();
+        let mut counters = lock(&self.counters).clone();
+        for (task, total) in engine::problems::totals() {
+            counters.insert(("safegrid_background_problems_total", "task", task), total);
+        }
         for (name, help) in COUNTER_HELP {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");

@@ -29,7 +29,7 @@ pub fn routes() -> Router<AppState> {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProblemList {
     /// The last items background tasks skipped (at most 1,000), oldest first.
-    pub problems: Vec<crate::problems::Problem>,
+    pub problems: Vec<engine::problems::Problem>,
 }
 
 /// Items background tasks (search index, name directory, linkage, connectors) skipped
@@ -51,7 +51,7 @@ pub async fn problems(
         )
         .await?;
     Ok(Json(ProblemList {
-        problems: crate::problems::list(),
+        problems: engine::problems::list(),
     }))
 }
 
@@ -104,8 +104,7 @@ pub async fn backup(
     let manifest = state
         .audited_write(record, || async move {
             tokio::task::spawn_blocking(move || vault_state.vault.backup(&data_dir, &target))
-                .await
-                .map_err(|e| ApiError::internal("backup_failed", &e))?
+                .await?
                 .map_err(|e| ApiError::internal("backup_failed", &e))
         })
         .await?;

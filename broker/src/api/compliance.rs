@@ -272,8 +272,7 @@ async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|err| ApiError::internal("audit_read_failed", &err))?
+        .await?
 }
 
 /// Reads every record matching `query` (at most [`MAX_RECORDS_PER_SCAN`]).

@@ -24,7 +24,7 @@ use super::extract::Reader;
 use super::AppState;
 use policies::Principal;
 use vault::crypto::KeyRing;
-use crate::resolve::{AuthorityOrder, Resolver};
+use engine::resolve::{AuthorityOrder, ResolveError, Resolver};
 use model::profile::Profile;
 use vault::store::Store;
 use policies::view::{ViewOutcome, ViewPlan};
@@ -74,12 +74,12 @@ impl Vault {
 
     /// The unified id of the resident with this ID number.
     pub fn resident_entity(&self, id: &model::IdNumber) -> String {
-        crate::ingest::resident_entity_id(&self.keys, id)
+        engine::ingest::resident_entity_id(&self.keys, id)
     }
 
     /// The unified id a resident row would have standing alone (no ID, not linked).
     pub fn standalone_entity(&self, row: &str) -> String {
-        crate::ingest::source_entity_id(&self.keys, row)
+        engine::ingest::source_entity_id(&self.keys, row)
     }
 
     /// A consistent backup of the store and the audit log under `target`.
@@ -349,10 +349,8 @@ pub async fn unified_id(
     source_id: &str,
 ) -> Result<Disclosed<UnifiedId>, ApiError> {
     let source_id = source_id.to_owned();
-    let entity = with_resolver(state, "lookup_failed", move |resolver| {
-        resolver
-            .entity_of_source(department, kind, &source_id)
-            .map_err(anyhow::Error::from)
+    let entity = with_resolver(state, move |resolver| {
+        resolver.entity_of_source(department, kind, &source_id)
     })
     .await?;
     // A caller who may not know that this department holds the record gets the same answer
@@ -429,11 +427,9 @@ pub async fn search_hits(
                 profiles.push((profile, score));
             }
         }
-        Ok::<_, anyhow::Error>(profiles)
+        Ok::<_, ResolveError>(profiles)
     })
-    .await
-    .map_err(|e| ApiError::internal("search_failed", &e))?
-    .map_err(|e| ApiError::internal("search_failed", &e))?;
+    .await??;
 
     let directory = state.names.current();
     let mut decision = Decision::Allow;
@@ -481,20 +477,18 @@ async fn load_visible_profile(
     }
     let id = id.to_owned();
     let plan = plan.clone();
-    with_resolver(state, "integrity_error", move |resolver| {
-        resolver
-            .profile_from(&id, &|d| plan.department_visible(d))
-            .map_err(anyhow::Error::from)
+    with_resolver(state, move |resolver| {
+        resolver.profile_from(&id, &|d| plan.department_visible(d))
     })
     .await
 }
 
-/// Runs `read` on a blocking thread with a resolver over one store snapshot; a failure is
-/// a 500 with `code` (the log gets the cause, the client never does).
+/// Runs `read` on a blocking thread with a resolver over one store snapshot; a failure
+/// answers with the error's own status and code (the log gets the cause, the client never
+/// does).
 async fn with_resolver<T: Send + 'static>(
     state: &AppState,
-    code: &'static str,
-    read: impl FnOnce(&Resolver<'_>) -> anyhow::Result<T> + Send + 'static,
+    read: impl FnOnce(&Resolver<'_>) -> Result<T, ResolveError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let state = state.clone();
     tokio::task::spawn_blocking(move || {
@@ -507,9 +501,8 @@ async fn with_resolver<T: Send + 'static>(
         };
         read(&resolver)
     })
-    .await
-    .map_err(|e| ApiError::internal(code, &e))?
-    .map_err(|e| ApiError::internal(code, &e))
+    .await?
+    .map_err(ApiError::from)
 }
 
 /// Whether the entity's grid lies inside the principal's jurisdiction.

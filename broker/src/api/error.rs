@@ -1,7 +1,13 @@
 //! The API's error type: every failure a client can see, with a stable code and HTTP status.
 //!
-//! Guarantees: a response body is always `{"error":{"code","message"}}`; internal causes are
-//! logged (without personal data) and never sent to the client.
+//! Guarantees:
+//! - A response body is always `{"error":{"code","message"}}`; internal causes are logged
+//!   (without personal data) and never sent to the client.
+//! - An error of a lower layer (store, keys, engine, search, a blocking task) reaches the
+//!   client through one conversion, [`ApiProblem`]: the error type decides its status and
+//!   code, never the call site. A store failure is `store_error`, a field that does not
+//!   open is `integrity_error`, an index still building is `search_index_building`,
+//!   wherever it happens.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -79,6 +85,128 @@ impl ApiError {
 
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+}
+
+/// An error a handler may return with `?`: it knows its HTTP status, its stable code and
+/// whether its own text may reach the client.
+pub trait ApiProblem: std::fmt::Display {
+    fn status(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+    fn code(&self) -> &'static str;
+    /// The message for the client; `None` (the default) for internal failures, whose text
+    /// goes to the log only.
+    fn client_message(&self) -> Option<String> {
+        None
+    }
+}
+
+impl<E: ApiProblem> From<E> for ApiError {
+    fn from(err: E) -> ApiError {
+        let code = err.code();
+        match err.client_message() {
+            Some(message) => ApiError::new(err.status(), code, message),
+            None => {
+                let mut internal = ApiError::internal(code, &err);
+                internal.status = err.status();
+                internal
+            }
+        }
+    }
+}
+
+impl ApiProblem for vault::store::StoreError {
+    fn code(&self) -> &'static str {
+        match self {
+            vault::store::StoreError::Corrupt { .. } => "integrity_error",
+            _ => "store_error",
+        }
+    }
+}
+
+impl ApiProblem for vault::crypto::CryptoError {
+    fn code(&self) -> &'static str {
+        use vault::crypto::CryptoError;
+        match self {
+            CryptoError::Open | CryptoError::Malformed | CryptoError::Unwrap => "integrity_error",
+            _ => "key_error",
+        }
+    }
+}
+
+impl ApiProblem for engine::resolve::ResolveError {
+    fn code(&self) -> &'static str {
+        match self {
+            engine::resolve::ResolveError::Store(err) => err.code(),
+            engine::resolve::ResolveError::Integrity { .. } => "integrity_error",
+        }
+    }
+}
+
+impl ApiProblem for engine::ingest::IngestError {
+    fn status(&self) -> StatusCode {
+        use engine::ingest::IngestError;
+        match self {
+            IngestError::Malformed(_) => StatusCode::BAD_REQUEST,
+            IngestError::TooManyRecords(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Store(_) | IngestError::Crypto(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+    fn code(&self) -> &'static str {
+        use engine::ingest::IngestError;
+        match self {
+            IngestError::Malformed(_) => "batch_malformed",
+            IngestError::TooManyRecords(_) => "too_many_records",
+            IngestError::Store(err) => err.code(),
+            IngestError::Crypto(err) => err.code(),
+        }
+    }
+    fn client_message(&self) -> Option<String> {
+        use engine::ingest::IngestError;
+        match self {
+            IngestError::Malformed(_) | IngestError::TooManyRecords(_) => Some(self.to_string()),
+            IngestError::Store(_) | IngestError::Crypto(_) => None,
+        }
+    }
+}
+
+impl ApiProblem for ::search::SearchError {
+    fn status(&self) -> StatusCode {
+        use ::search::SearchError;
+        match self {
+            SearchError::NotReady | SearchError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+    fn code(&self) -> &'static str {
+        use ::search::SearchError;
+        match self {
+            SearchError::NotReady => "search_index_building",
+            SearchError::Closed => "shutting_down",
+            SearchError::Store(err) => err.code(),
+            SearchError::Resolve(err) => err.code(),
+            SearchError::Index(_) | SearchError::Io { .. } => "search_failed",
+        }
+    }
+    fn client_message(&self) -> Option<String> {
+        use ::search::SearchError;
+        match self {
+            SearchError::NotReady => Some(
+                "the search index is being built from the store after a start; try again \
+                 shortly (profiles by id can be read meanwhile)"
+                    .to_owned(),
+            ),
+            SearchError::Closed => Some("the broker is shutting down; try again".to_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// A blocking task that panicked or was cancelled.
+impl ApiProblem for tokio::task::JoinError {
+    fn code(&self) -> &'static str {
+        "task_failed"
     }
 }
 

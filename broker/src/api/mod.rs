@@ -37,7 +37,7 @@ use crate::auth::Authenticator;
 use policies::Principal;
 use policies::authz::Permission;
 use crate::policy_folder::PolicyHandle;
-use crate::ingest::{IngestError, Pipeline, Receipt};
+use engine::ingest::{Pipeline, Receipt};
 use model::profile::Profile;
 
 use disclosure::{Disclosed, UnifiedId};
@@ -52,7 +52,7 @@ pub struct AppStateInner {
     pub pipeline: Pipeline,
     pub authenticator: Authenticator,
     pub permissions: Arc<PolicyHandle>,
-    pub names: Arc<crate::names::NameIndex>,
+    pub names: Arc<::search::directory::NameIndex>,
     pub break_glass: BreakGlassLimiter,
     pub purposes: Vec<String>,
     pub max_body_bytes: usize,
@@ -63,7 +63,7 @@ pub struct AppStateInner {
     pub backup_dir: Option<std::path::PathBuf>,
     /// Mappings of departments that push their own schema.
     pub mappings: std::collections::HashMap<Department, Arc<connectors::Mapping>>,
-    pub search: crate::search::SearchIndex,
+    pub search: ::search::SearchIndex,
     /// Folds repeated unauthenticated refusals from one client into one record a minute.
     pub refusals: RefusalFolder,
     /// Days a case-tagged access stays out of a resident's report (and the most a report
@@ -372,30 +372,24 @@ async fn ingest(
     );
     record.outcome = format!(
         "batch={} bytes={}",
-        crate::ingest::batch_id(department, &bytes),
+        engine::ingest::batch_id(department, &bytes),
         bytes.len()
     );
     let receipt = state
         .audited_write(record, || async move {
             tokio::task::spawn_blocking(move || match mapping {
                 Some(mapping) => {
-                    crate::ingest::ingest_mapped(&pipeline, department, &mapping, &bytes)
+                    engine::ingest::ingest_mapped(
+                        &pipeline,
+                        department,
+                        &crate::connect::PushMapping(&mapping),
+                        &bytes,
+                    )
                 }
                 None => pipeline.ingest(department, &bytes),
             })
-            .await
-            .map_err(|err| ApiError::internal("ingest_failed", &err))?
-            .map_err(|err| match err {
-                IngestError::Malformed(message) => {
-                    ApiError::bad_request("batch_malformed", message)
-                }
-                IngestError::TooManyRecords(_) => ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_many_records",
-                    err.to_string(),
-                ),
-                other => ApiError::internal("ingest_failed", &other),
-            })
+            .await?
+            .map_err(ApiError::from)
         })
         .await?;
     crate::metrics::global().count_ingest(department, receipt.accepted, receipt.rejected.len());
@@ -437,8 +431,7 @@ async fn receipt(
     }
     let bytes = state
         .vault
-        .receipt(&batch_id)
-        .map_err(|e| ApiError::internal("store_error", &e))?
+        .receipt(&batch_id)?
         .ok_or_else(ApiError::not_found)?;
     let value: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::internal("store_error", &e))?;

@@ -15,7 +15,7 @@ use serde_json::Value;
 use audit::Decision;
 use model::Department;
 
-use crate::ingest::{PreRejected, Receipt, Rejection};
+use engine::ingest::{PreRejected, Receipt, Rejection};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::Publisher;
@@ -107,9 +107,7 @@ pub async fn list_rejects(
     let page = tokio::task::spawn_blocking(move || {
         pipeline.quarantine_page(department, cursor.as_deref(), include_resolved, limit)
     })
-    .await
-    .map_err(|e| ApiError::internal("rejects_failed", &e))?
-    .map_err(|e| ApiError::internal("rejects_failed", &e))?;
+    .await??;
     let entries = page.len();
     let items: Vec<RejectItem> = page
         .into_iter()
@@ -171,7 +169,7 @@ pub async fn file_rejects(
     Json(filed): Json<Vec<FiledReject>>,
 ) -> Result<Json<Receipt>, ApiError> {
     let department = own_department(&publisher, &department)?;
-    if filed.len() > crate::ingest::MAX_RECORDS_PER_BATCH {
+    if filed.len() > engine::ingest::MAX_RECORDS_PER_BATCH {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_records",
@@ -200,7 +198,7 @@ pub async fn file_rejects(
         .collect();
     let batch_id = format!(
         "{}r",
-        crate::ingest::batch_id(department, batch_text.as_bytes())
+        engine::ingest::batch_id(department, batch_text.as_bytes())
     );
     let pre: Vec<PreRejected> = filed
         .into_iter()
@@ -232,9 +230,8 @@ pub async fn file_rejects(
             tokio::task::spawn_blocking(move || {
                 pipeline.ingest_records(department, &batch_id, Vec::new(), pre)
             })
-            .await
-            .map_err(|e| ApiError::internal("rejects_failed", &e))?
-            .map_err(|e| ApiError::internal("rejects_failed", &e))
+            .await?
+            .map_err(ApiError::from)
         })
         .await?;
     Ok(Json(receipt))
@@ -265,8 +262,7 @@ pub async fn dismiss_reject(
             let closed =
                 tokio::task::spawn_blocking(move || pipeline.dismiss_quarantined(department, &id))
                     .await
-                    .map_err(|e| ApiError::internal("rejects_failed", &e))?
-                    .map_err(|e| ApiError::internal("rejects_failed", &e))?;
+                    ??;
             if closed {
                 Ok(())
             } else {

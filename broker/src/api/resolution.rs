@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use audit::Decision as AuditDecision;
 use model::DivisionCode;
 
-use crate::linking::{Decided, SplitOutcome};
+use engine::linking::{Decided, SplitOutcome};
 use vault::store::StoredSource;
 
 use super::error::{ApiError, ErrorBody};
@@ -114,9 +114,7 @@ pub async fn list_reviews(
     let pairs = tokio::task::spawn_blocking(move || {
         pipeline.review_pairs(all, &|source| in_scope(&reader2, source))
     })
-    .await
-    .map_err(|e| ApiError::internal("resolution_failed", &e))?
-    .map_err(|e| ApiError::internal("resolution_failed", &e))?;
+    .await??;
     let items: Vec<ReviewItem> = pairs
         .into_iter()
         .map(|(review, a, b)| ReviewItem {
@@ -188,9 +186,7 @@ pub async fn decide_review(
             let decided = tokio::task::spawn_blocking(move || {
                 pipeline.decide_review(&id, link, &sub, &|source| in_scope(&reader2, source))
             })
-            .await
-            .map_err(|e| ApiError::internal("resolution_failed", &e))?
-            .map_err(|e| ApiError::internal("resolution_failed", &e))?;
+            .await??;
             match decided {
                 Decided::NotFound => Err(ApiError::not_found()),
                 Decided::AlreadyDecided => Err(ApiError::new(
@@ -251,9 +247,7 @@ pub async fn split(
                     in_scope(&reader2, source)
                 })
             })
-            .await
-            .map_err(|e| ApiError::internal("resolution_failed", &e))?
-            .map_err(|e| ApiError::internal("resolution_failed", &e))?;
+            .await??;
             match outcome {
                 SplitOutcome::NotFound => Err(ApiError::not_found()),
                 SplitOutcome::NotLinked => Err(ApiError::new(

@@ -3,11 +3,11 @@
 //!
 //! Guarantees:
 //! - Only a [`Reader`] can search; the jurisdiction and field visibility are inside the index
-//!   query ([`crate::search::query`]), so `total` and pages count only what the caller may
+//!   query ([`search::query`]), so `total` and pages count only what the caller may
 //!   find.
 //! - A hit carries the unified id, kind, score and a summary cut from the profile *after*
 //!   [`policies::view::ViewPlan::apply`], exactly as the profile endpoint would show it. Only
-//!   the summary's fields are resolved ([`summary_sources`]); the audit record's masking
+//!   the summary's fields are resolved ([`summary_sources`](search::summary::summary_sources)); the audit record's masking
 //!   decision and clear fields describe those fields, which are all a search discloses.
 //! - Every search is audited (action `search`, result count, the entities returned) and the
 //!   record is durable before the response leaves.
@@ -30,8 +30,9 @@ use super::error::ApiError;
 use super::extract::Reader;
 use super::AppState;
 use model::profile::Profile;
-use crate::search::query::Filters;
-use crate::search::{SearchRequest, SortOrder, MAX_OFFSET};
+use search::query::Filters;
+use search::summary::{summary_fields, summary_sources};
+use search::{SearchRequest, SortOrder, MAX_OFFSET};
 
 /// Default page size.
 const DEFAULT_LIMIT: usize = 20;
@@ -308,41 +309,6 @@ fn decode_cursor(cursor: &str, fingerprint: &str) -> Result<usize, ApiError> {
     Ok(offset)
 }
 
-/// Fields of the masked profile shown in a hit.
-pub(crate) fn summary_fields(kind: RecordKind) -> &'static [&'static str] {
-    match kind {
-        RecordKind::Resident => &[
-            "name",
-            "gender",
-            "age",
-            "birth_date",
-            "id_number",
-            "phone",
-            "address",
-        ],
-        RecordKind::House => &["address", "usage"],
-        RecordKind::Event => &["title", "type", "status", "occurred_at", "address"],
-    }
-}
-
-/// The source-record fields a hit's summary is resolved from: the summary's fields as stored
-/// (`event_type` for `type`), with `birth_date` for the age the view derives from it and
-/// `id_number`, which decides how the view masks the birth date.
-pub fn summary_sources(kind: RecordKind) -> &'static [&'static str] {
-    match kind {
-        RecordKind::Resident => &[
-            "name",
-            "gender",
-            "birth_date",
-            "id_number",
-            "phone",
-            "address",
-        ],
-        RecordKind::House => &["address", "usage"],
-        RecordKind::Event => &["title", "event_type", "status", "occurred_at", "address"],
-    }
-}
-
 fn summary(profile: &Profile) -> Map<String, Value> {
     let mut out = Map::new();
     for field in summary_fields(profile.kind) {
@@ -398,9 +364,7 @@ async fn run(
     let found = tokio::task::spawn_blocking(move || {
         job_state.search.search(&principal, &job_plan, &request)
     })
-    .await
-    .map_err(|e| ApiError::internal("search_failed", &e))?
-    .map_err(|e| ApiError::internal("search_failed", &e))?;
+    .await??;
     let total = found.total;
     let request = &parsed.request;
     let items = disclosure::search_hits(

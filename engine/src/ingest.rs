@@ -1,0 +1,1248 @@
+//! The ingest pipeline every path ends in: split a batch into records -> validate (model) ->
+//! resolve to a unified entity -> seal personal fields -> store, with one receipt per batch.
+//!
+//! Guarantees:
+//! - Each record is judged on its own: a bad record is rejected with its line, a stable code
+//!   and a message that never repeats its values; the good records beside it are stored.
+//! - The receipt is returned only after the batch is durably committed.
+//! - Re-delivery is idempotent on (`department`, `kind`, `source_id`, `version`): the same
+//!   version again changes nothing, an older version is ignored as stale, and the same version
+//!   with different content is rejected as a conflict.
+//! - Plaintext personal data never reaches the store: only the sealed form and keyed hashes.
+//! - A record cannot take over anyone's profile: a timestamp version more than 24 hours ahead
+//!   is refused (`version_in_future`); a publisher bounded by a jurisdiction cannot publish a
+//!   grid outside it (`grid_outside_jurisdiction`); a resident record whose ID number matches
+//!   a person the identity authority (gongan) holds, but whose name disagrees and whose stated
+//!   birth date disagrees (or, with none stated, whose name shares no character with the
+//!   register's), waits in quarantine for review (`identity_conflict`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use model::record::Version;
+use model::profile::ScopeMove;
+use model::{Department, DivisionCode, IdNumber, Record, RecordKind, ResidentRecord};
+use rayon::prelude::*;
+
+use vault::crypto::{CryptoError, FieldContext, KeyRing};
+use vault::store::{QuarantineEntry, Store, StoreError, StoredSource};
+
+/// Body fields that are not personal and stay in clear (references, codes, statuses).
+const CLEAR_FIELDS: &[&str] = &[
+    "grid",
+    "house_source_id",
+    "usage",
+    "event_type",
+    "status",
+    "occurred_at",
+    "id_number_legacy",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("the batch is not NDJSON or a JSON array of records: {0}")]
+    Malformed(String),
+    #[error("the batch holds {0} records; send at most {MAX_RECORDS_PER_BATCH} per request")]
+    TooManyRecords(usize),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// Most records one request may carry.
+pub const MAX_RECORDS_PER_BATCH: usize = 100_000;
+/// Batches at least this large are prepared on every core.
+const PARALLEL_FROM: usize = 64;
+/// How far ahead of the broker's clock a timestamp version may be.
+const MAX_VERSION_AHEAD_HOURS: i64 = 24;
+
+/// One rejected record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Rejection {
+    /// 1-based line (NDJSON) or position (JSON array) of the record in the batch.
+    pub line: usize,
+    /// Stable snake_case reason code.
+    pub code: String,
+    /// What is wrong and how to fix it; never repeats the rejected value.
+    pub message: String,
+    /// The field at fault, when the error is about one field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The record's source_id, when it could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
+    /// The file, table or page the record came from (connectors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_file: Option<String>,
+    /// Id of the quarantine entry that keeps the record for correction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine_id: Option<String>,
+}
+
+/// What happened to a batch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Receipt {
+    /// Same body from the same department => same batch id.
+    pub batch_id: String,
+    pub department: String,
+    pub received_at: DateTime<Utc>,
+    /// Valid records (created + updated + unchanged + stale + deleted).
+    pub accepted: usize,
+    /// New source records.
+    pub created: usize,
+    /// Newer versions of known source records.
+    pub updated: usize,
+    /// Re-delivered with the version already stored: nothing changed.
+    pub unchanged: usize,
+    /// Older than the version already stored: ignored.
+    pub stale: usize,
+    /// Tombstones applied.
+    pub deleted: usize,
+    pub rejected: Vec<Rejection>,
+    /// Residents this batch placed in another community than their other records (kept in
+    /// the profile's history; the API raises each for compliance officers). Not part of the
+    /// receipt a publisher sees.
+    #[serde(skip)]
+    pub scope_moves: Vec<ScopeMove>,
+}
+
+/// The store key of a scope move in the entity's history.
+fn history_key(moved: &ScopeMove, row: &str) -> String {
+    format!(
+        "history:{}:{}:{}",
+        moved.entity,
+        moved.at.format("%Y%m%dT%H%M%S%.6fZ"),
+        row
+    )
+}
+
+/// The scope moves kept for `entity`, oldest first.
+pub fn scope_history(
+    reader: &vault::store::StoreReader,
+    entity: &str,
+) -> Result<Vec<ScopeMove>, StoreError> {
+    Ok(reader
+        .meta_with_prefix(&format!("history:{entity}:"))?
+        .into_iter()
+        .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+        .collect())
+}
+
+/// The community (12-digit prefix) of a grid code.
+fn community_of(grid: &str) -> Option<&str> {
+    grid.get(..12).filter(|c| c.len() == 12)
+}
+
+/// Whether storing `source` moves its entity to another community: the communities of the
+/// entity's other live resident records (and of this record's previous version) against the
+/// new record's.
+fn scope_move(
+    writer: &vault::store::StoreWriter,
+    source: &StoredSource,
+    previous: Option<&StoredSource>,
+) -> Result<Option<ScopeMove>, StoreError> {
+    if source.kind != RecordKind::Resident || source.deleted {
+        return Ok(None);
+    }
+    let Some(to) = source.grid.as_deref().and_then(community_of) else {
+        return Ok(None);
+    };
+    // An update moves the person if its own previous version placed them elsewhere; a new
+    // record moves them if no other live record of the person agrees with its community.
+    let from = match previous.filter(|p| !p.deleted) {
+        Some(previous) => previous
+            .grid
+            .as_deref()
+            .and_then(community_of)
+            .filter(|c| *c != to)
+            .map(str::to_owned),
+        None => {
+            let own = source.key();
+            let mut elsewhere = None;
+            for row in writer.linked_rows(&format!("entity:{}", source.entity))? {
+                if row == own {
+                    continue;
+                }
+                let Some(other) = writer.source(&row)? else {
+                    continue;
+                };
+                if other.deleted || other.kind != RecordKind::Resident {
+                    continue;
+                }
+                match other.grid.as_deref().and_then(community_of) {
+                    Some(community) if community == to => return Ok(None),
+                    Some(community) => elsewhere = Some(community.to_owned()),
+                    None => {}
+                }
+            }
+            elsewhere
+        }
+    };
+    Ok(from.map(|from| ScopeMove {
+        entity: source.entity.clone(),
+        department: source.department,
+        at: source.received_at,
+        from,
+        to: to.to_owned(),
+    }))
+}
+
+/// The pipeline shared by every ingest path (HTTP push today, connectors later).
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    store: Arc<Store>,
+    keys: Arc<KeyRing>,
+    linker: Arc<crate::linking::Linker>,
+    /// The publisher's jurisdiction: records whose grid lies outside it are refused. `None`
+    /// for the broker's own connectors, whose configuration the operator wrote.
+    scope: Option<Arc<[DivisionCode]>>,
+}
+
+/// One record as it arrived, before validation.
+#[derive(Debug, Clone)]
+pub struct IncomingRecord {
+    /// 1-based line or position in its batch (or file).
+    pub line: usize,
+    /// The file, table or page it came from, for connector batches.
+    pub source_file: Option<String>,
+    /// The record, or why it is not JSON.
+    pub value: Result<Value, String>,
+    /// The raw text when it is not JSON, kept in quarantine.
+    pub raw_text: Option<String>,
+}
+
+/// A record already rejected before the pipeline (e.g. by a department's mapping), to be
+/// quarantined and reported with the batch.
+#[derive(Debug, Clone)]
+pub struct PreRejected {
+    pub rejection: Rejection,
+    /// The source row as read.
+    pub raw: Value,
+}
+
+/// A record validated, resolved and sealed, waiting for its transaction.
+struct Prepared {
+    line: usize,
+    source_file: Option<String>,
+    raw: Value,
+    source: StoredSource,
+    /// For a resident without a valid ID number: what probabilistic linking compares.
+    link: Option<crate::linkage::LinkRecord>,
+    /// For a resident with an ID number from a department other than the identity
+    /// authority: what is compared with the authority's record of that person.
+    identity: Option<Identity>,
+}
+
+/// Who a record says a person is, beside the ID number.
+#[derive(Debug, Clone)]
+struct Identity {
+    name: Option<String>,
+    /// The birth date the record states (not the one the model derives from the ID number,
+    /// which a stolen ID number always gets right).
+    stated_birth_date: Option<chrono::NaiveDate>,
+}
+
+/// What preparing one record gave.
+#[allow(clippy::large_enum_variant)] // most records are prepared; the vector lives one batch
+enum Outcome {
+    Prepared(Prepared),
+    Rejected(PreRejected),
+}
+
+impl Pipeline {
+    pub fn new(store: Arc<Store>, keys: Arc<KeyRing>) -> Pipeline {
+        Pipeline {
+            store,
+            keys,
+            linker: Arc::new(crate::linking::Linker::default()),
+            scope: None,
+        }
+    }
+
+    /// This pipeline for a publisher whose token bounds it to `jurisdiction`.
+    pub fn within(&self, jurisdiction: &[DivisionCode]) -> Pipeline {
+        Pipeline {
+            scope: Some(jurisdiction.to_vec().into()),
+            ..self.clone()
+        }
+    }
+
+    /// Uses `linker` to link residents that arrive without a usable ID number.
+    pub fn with_linker(mut self, linker: Arc<crate::linking::Linker>) -> Pipeline {
+        self.linker = linker;
+        self
+    }
+
+    pub fn linker(&self) -> &Arc<crate::linking::Linker> {
+        &self.linker
+    }
+
+    /// Review pairs for an officer (see [`crate::linking::review_pairs`]).
+    pub fn review_pairs(
+        &self,
+        all: bool,
+        in_scope: &dyn Fn(&StoredSource) -> bool,
+    ) -> Result<Vec<(crate::linking::Review, StoredSource, StoredSource)>, StoreError> {
+        crate::linking::review_pairs(&self.store, all, in_scope)
+    }
+
+    /// An officer's final decision (see [`crate::linking::decide_review`]).
+    pub fn decide_review(
+        &self,
+        id: &str,
+        link: bool,
+        decided_by: &str,
+        in_scope: &dyn Fn(&StoredSource) -> bool,
+    ) -> Result<crate::linking::Decided, StoreError> {
+        crate::linking::decide_review(&self.store, id, link, decided_by, in_scope)
+    }
+
+    /// Splits a wrongly linked resident row out of its entity (see
+    /// [`crate::linking::split_row`]).
+    pub fn split_row(
+        &self,
+        department: Department,
+        source_id: &str,
+        in_scope: &dyn Fn(&StoredSource) -> bool,
+    ) -> Result<crate::linking::SplitOutcome, StoreError> {
+        let row = StoredSource::row_key(department, RecordKind::Resident, source_id);
+        let own = source_entity_id(&self.keys, &row);
+        crate::linking::split_row(&self.store, &row, &own, in_scope)
+    }
+
+    /// One page of `department`'s quarantine, each entry with its record opened (for that
+    /// department's own publisher).
+    pub fn quarantine_page(
+        &self,
+        department: Department,
+        after: Option<&str>,
+        include_resolved: bool,
+        limit: usize,
+    ) -> Result<Vec<(QuarantineEntry, Value)>, IngestError> {
+        let reader = self.store.read()?;
+        let entries = reader.quarantine(department, after, include_resolved, limit)?;
+        let mut page = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let record = self.open_quarantined(&entry)?;
+            page.push((entry, record));
+        }
+        Ok(page)
+    }
+
+    /// Closes a quarantine entry as dismissed; false if there is no such open entry.
+    pub fn dismiss_quarantined(
+        &self,
+        department: Department,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        self.store
+            .write(|w| w.close_quarantine(department, id, "dismissed"))
+    }
+
+    /// Estimates the linkage model from the stored residents (see
+    /// [`crate::linking::Linker::train`]). The keys never leave the pipeline: callers get
+    /// the model, not the means to open records.
+    pub fn train_linker(&self) -> Result<Option<Arc<crate::linkage::LinkageModel>>, StoreError> {
+        self.linker.train(&self.store, &self.keys)
+    }
+
+    /// Offers rows stored before the model to it ([`crate::linking::relink`]).
+    pub fn relink(
+        &self,
+        model: &crate::linkage::LinkageModel,
+        limit: Option<u64>,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<crate::linking::RelinkProgress, crate::rotation::RotationError> {
+        crate::linking::relink(&self.store, &self.keys, model, limit, stop)
+    }
+
+    /// Ingests one batch body (NDJSON or a JSON array of unified records) published by
+    /// `department` and returns its receipt.
+    pub fn ingest(&self, department: Department, body: &[u8]) -> Result<Receipt, IngestError> {
+        let batch_id = batch_id(department, body);
+        let records = split_batch(body)?;
+        self.ingest_records(department, &batch_id, records, Vec::new())
+    }
+
+    /// Ingests records that arrived one by one (connectors, mapped pushes): validates,
+    /// resolves, seals and stores the good ones, quarantines the bad ones and `pre_rejected`,
+    /// all in one durable transaction.
+    pub fn ingest_records(
+        &self,
+        department: Department,
+        batch_id: &str,
+        records: Vec<IncomingRecord>,
+        pre_rejected: Vec<PreRejected>,
+    ) -> Result<Receipt, IngestError> {
+        if records.len() + pre_rejected.len() > MAX_RECORDS_PER_BATCH {
+            return Err(IngestError::TooManyRecords(
+                records.len() + pre_rejected.len(),
+            ));
+        }
+        let received_at = Utc::now();
+        let mut rejected: Vec<PreRejected> = pre_rejected;
+        let mut prepared = Vec::with_capacity(records.len());
+        // Validating, sealing and keying records is independent per record: it runs on every
+        // core (in order, so the receipt and a repeated source_id keep their order); only the
+        // store transaction below is serial.
+        let outcomes: Vec<Outcome> = if records.len() >= PARALLEL_FROM {
+            records
+                .into_par_iter()
+                .map(|record| self.prepare_one(department, batch_id, received_at, record))
+                .collect()
+        } else {
+            records
+                .into_iter()
+                .map(|record| self.prepare_one(department, batch_id, received_at, record))
+                .collect()
+        };
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Prepared(item) => prepared.push(item),
+                Outcome::Rejected(item) => rejected.push(item),
+            }
+        }
+        let mut receipt = Receipt {
+            batch_id: batch_id.to_owned(),
+            department: department.code().to_owned(),
+            received_at,
+            accepted: 0,
+            created: 0,
+            updated: 0,
+            unchanged: 0,
+            stale: 0,
+            deleted: 0,
+            rejected: Vec::new(),
+            scope_moves: Vec::new(),
+        };
+        let model = self.linker.model();
+        self.store.write(|writer| -> Result<(), IngestError> {
+            for item in &mut prepared {
+                if let Some(identity) = &item.identity {
+                    if identity_conflicts(writer, &self.keys, &item.source, identity)? {
+                        rejected.push(PreRejected {
+                            rejection: Rejection {
+                                line: item.line,
+                                code: "identity_conflict".to_owned(),
+                                message: "the ID number belongs to a person whose name and birth date in the household register differ from this record's; it waits in quarantine for review — check the ID number at the source".to_owned(),
+                                field: Some("id_number".to_owned()),
+                                source_id: Some(item.source.source_id.clone()),
+                                source_file: item.source_file.clone(),
+                                quarantine_id: None,
+                            },
+                            raw: item.raw.clone(),
+                        });
+                        continue;
+                    }
+                }
+                if let (Some(model), Some(link)) = (&model, &item.link) {
+                    let (entity, review) = crate::linking::link_incoming(writer, &self.keys, model, &item.source, link)?;
+                    if let Some(entity) = entity {
+                        item.source.move_to(&entity);
+                    }
+                    if let Some(review) = review {
+                        if crate::linking::get_review(writer, &review.id)?.is_none() {
+                            crate::linking::put_review(writer, &review)?;
+                        }
+                    }
+                }
+                let source = &item.source;
+                let previous = writer.source(&source.key())?;
+                match previous {
+                    Some(previous) if previous.version > source.version => receipt.stale += 1,
+                    Some(previous) if previous.version == source.version => {
+                        if previous.digest == source.digest {
+                            receipt.unchanged += 1;
+                        } else {
+                            rejected.push(PreRejected {
+                                rejection: Rejection {
+                                    line: item.line,
+                                    code: "version_conflict".to_owned(),
+                                    message: "this source_id and version were already received with different content; send the change with a newer version".to_owned(),
+                                    field: Some("version".to_owned()),
+                                    source_id: Some(source.source_id.clone()),
+                                    source_file: item.source_file.clone(),
+                                    quarantine_id: None,
+                                },
+                                raw: item.raw.clone(),
+                            });
+                            continue;
+                        }
+                    }
+                    previous => {
+                        if source.deleted {
+                            receipt.deleted += 1;
+                        } else if previous.is_some() {
+                            receipt.updated += 1;
+                        } else {
+                            receipt.created += 1;
+                        }
+                        if let Some(moved) = scope_move(writer, source, previous.as_ref())? {
+                            let bytes = serde_json::to_vec(&moved)
+                                .map_err(|err| IngestError::Malformed(err.to_string()))?;
+                            writer.put_meta(&history_key(&moved, &source.key()), &bytes)?;
+                            receipt.scope_moves.push(moved);
+                        }
+                        writer.put_source(source, previous.as_ref())?;
+                    }
+                }
+                receipt.accepted += 1;
+                writer.resolve_quarantine(department, &source.source_id, "reingested")?;
+            }
+            for PreRejected { mut rejection, raw } in rejected.drain(..) {
+                let entry = self.quarantine_entry(department, batch_id, received_at, &rejection, &raw)?;
+                rejection.quarantine_id = Some(entry.id.clone());
+                writer.put_quarantine(&entry)?;
+                receipt.rejected.push(rejection);
+            }
+            receipt.rejected.sort_by(|a, b| (&a.source_file, a.line).cmp(&(&b.source_file, b.line)));
+            let bytes = serde_json::to_vec(&receipt)
+                .map_err(|err| IngestError::Malformed(err.to_string()))?;
+            writer.put_receipt(batch_id, &bytes)?;
+            Ok(())
+        })?;
+        Ok(receipt)
+    }
+
+    fn prepare_one(
+        &self,
+        department: Department,
+        batch_id: &str,
+        received_at: DateTime<Utc>,
+        record: IncomingRecord,
+    ) -> Outcome {
+        let raw = match (&record.value, &record.raw_text) {
+            (Ok(value), _) => value.clone(),
+            (Err(_), Some(text)) => Value::String(text.clone()),
+            (Err(_), None) => Value::Null,
+        };
+        match self.prepare(department, batch_id, received_at, record.value) {
+            Ok((source, link, identity)) => Outcome::Prepared(Prepared {
+                line: record.line,
+                source_file: record.source_file,
+                raw,
+                source,
+                link,
+                identity,
+            }),
+            Err(rejection) => Outcome::Rejected(PreRejected {
+                rejection: Rejection {
+                    line: record.line,
+                    source_file: record.source_file,
+                    ..rejection
+                },
+                raw,
+            }),
+        }
+    }
+
+    /// A sealed quarantine entry for one rejected record.
+    fn quarantine_entry(
+        &self,
+        department: Department,
+        batch_id: &str,
+        received_at: DateTime<Utc>,
+        rejection: &Rejection,
+        raw: &Value,
+    ) -> Result<QuarantineEntry, CryptoError> {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in [
+            batch_id,
+            rejection.source_file.as_deref().unwrap_or(""),
+            &rejection.line.to_string(),
+            &rejection.code,
+        ] {
+            ctx.update(part.as_bytes());
+            ctx.update(&[0]);
+        }
+        ctx.update(raw.to_string().as_bytes());
+        let id = format!("q_{}", hex::encode(&ctx.finish().as_ref()[..10]));
+        let row = QuarantineEntry::seal_row(department, &id);
+        let sealed_raw = self.keys.seal(
+            FieldContext {
+                department,
+                row: &row,
+                field: "raw",
+            },
+            raw.to_string().as_bytes(),
+        )?;
+        Ok(QuarantineEntry {
+            id,
+            department,
+            batch_id: batch_id.to_owned(),
+            source_file: rejection.source_file.clone(),
+            line: rejection.line,
+            code: rejection.code.clone(),
+            field: rejection.field.clone(),
+            message: rejection.message.clone(),
+            source_id: rejection.source_id.clone(),
+            received_at,
+            sealed_raw,
+            resolved: None,
+        })
+    }
+
+    /// Opens the sealed record of a quarantine entry (for its own department).
+    pub fn open_quarantined(&self, entry: &QuarantineEntry) -> Result<Value, CryptoError> {
+        let row = QuarantineEntry::seal_row(entry.department, &entry.id);
+        let plain = self.keys.open(
+            FieldContext {
+                department: entry.department,
+                row: &row,
+                field: "raw",
+            },
+            &entry.sealed_raw,
+        )?;
+        serde_json::from_slice(&plain).map_err(|_| CryptoError::Malformed)
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    #[allow(clippy::result_large_err)] // a Rejection is what the receipt carries anyway
+    fn prepare(
+        &self,
+        department: Department,
+        batch_id: &str,
+        received_at: DateTime<Utc>,
+        item: Result<Value, String>,
+    ) -> Result<
+        (
+            StoredSource,
+            Option<crate::linkage::LinkRecord>,
+            Option<Identity>,
+        ),
+        Rejection,
+    > {
+        let value = item.map_err(|message| rejection("json_syntax", message, None, None))?;
+        let record = Record::from_value(&value).map_err(|err| {
+            let source_id = value
+                .get("source_id")
+                .and_then(Value::as_str)
+                .map(|s| s.chars().take(200).collect());
+            let field = (!err.field().is_empty()).then(|| err.field().to_owned());
+            rejection(err.code(), err.message().to_owned(), field, source_id)
+        })?;
+        let source_id = || Some(record.meta().source_id.clone());
+        if let Version::Time(time) = &record.meta().version {
+            if *time > received_at + chrono::Duration::hours(MAX_VERSION_AHEAD_HOURS) {
+                return Err(rejection(
+                    "version_in_future",
+                    format!("version is more than {MAX_VERSION_AHEAD_HOURS} hours ahead of the broker's clock; check the source system's clock and send the record's real change time"),
+                    Some("version".to_owned()),
+                    source_id(),
+                ));
+            }
+        }
+        if let (Some(scope), Some(grid)) = (&self.scope, record.grid()) {
+            if !scope.iter().any(|code| code.contains(grid)) {
+                return Err(rejection(
+                    "grid_outside_jurisdiction",
+                    "the record's grid lies outside the jurisdiction of the publishing token; publish it with a token for that area, or correct the grid".to_owned(),
+                    Some("grid".to_owned()),
+                    source_id(),
+                ));
+            }
+        }
+        let source = self
+            .seal_record(department, batch_id, received_at, &record)
+            .map_err(|_| {
+                rejection(
+                    "internal_error",
+                    "the record could not be sealed; retry later".to_owned(),
+                    None,
+                    None,
+                )
+            })?;
+        let link = match &record {
+            Record::Resident { meta, body } if !meta.deleted && body.id_number.is_none() => Some(
+                crate::linkage::LinkRecord::from_resident(department, &source.key(), body),
+            ),
+            _ => None,
+        };
+        let identity = match &record {
+            Record::Resident { meta, body }
+                if !meta.deleted
+                    && body.id_number.is_some()
+                    && department != Department::Gongan =>
+            {
+                let stated = value.get("birth_date").is_some_and(|v| !v.is_null());
+                Some(Identity {
+                    name: body.name.clone(),
+                    stated_birth_date: body.birth_date.filter(|_| stated),
+                })
+            }
+            _ => None,
+        };
+        Ok((source, link, identity))
+    }
+
+    /// Resolves the record's entity and links and seals its personal fields.
+    fn seal_record(
+        &self,
+        department: Department,
+        batch_id: &str,
+        received_at: DateTime<Utc>,
+        record: &Record,
+    ) -> Result<StoredSource, CryptoError> {
+        let meta = record.meta();
+        let kind = record.kind();
+        let row = StoredSource::row_key(department, kind, &meta.source_id);
+        let resolved = self.resolve(department, &row, record);
+        let digest = self
+            .keys
+            .entity_hash("digest", &serde_json::to_string(record).unwrap_or_default())
+            .to_vec();
+        let body = body_fields(record);
+        let mut clear = BTreeMap::new();
+        let mut sealed = BTreeMap::new();
+        if !meta.deleted {
+            for (field, value) in body {
+                if is_empty(&value) || field == "grid" {
+                    continue;
+                }
+                if CLEAR_FIELDS.contains(&field.as_str()) {
+                    clear.insert(field, value);
+                } else {
+                    let ctx = FieldContext {
+                        department,
+                        row: &row,
+                        field: &field,
+                    };
+                    let plaintext = serde_json::to_vec(&value).unwrap_or_default();
+                    sealed.insert(field.clone(), self.keys.seal(ctx, &plaintext)?);
+                }
+            }
+        }
+        Ok(StoredSource {
+            kind,
+            department,
+            source_id: meta.source_id.clone(),
+            version: meta.version.clone(),
+            deleted: meta.deleted,
+            entity: resolved.entity,
+            grid: record.grid().map(|g| g.as_str().to_owned()),
+            received_at,
+            batch_id: batch_id.to_owned(),
+            digest,
+            clear,
+            sealed,
+            links: if meta.deleted {
+                Vec::new()
+            } else {
+                resolved.links
+            },
+        })
+    }
+
+    /// Deterministic resolution: residents merge on the normalised ID number, houses on their
+    /// source id, events stay per source record and link to their parties and house.
+    fn resolve(&self, department: Department, row: &str, record: &Record) -> Resolved {
+        let keys = &self.keys;
+        match record {
+            Record::Resident { body, .. } => {
+                let entity = match &body.id_number {
+                    Some(id) => resident_entity_id(keys, id),
+                    None => source_entity_id(keys, row),
+                };
+                let mut links = vec![format!("entity:{entity}")];
+                if let Some(house) = &body.house_source_id {
+                    links.push(format!("occupant:{}", house_entity_id(keys, house)));
+                }
+                links.extend(blind_keyed_links(keys, department, row, body));
+                Resolved { entity, links }
+            }
+            Record::House { meta, body } => {
+                let entity = house_entity_id(keys, &meta.source_id);
+                let mut links = vec![format!("entity:{entity}")];
+                if let Some(owner) = &body.owner_id_number {
+                    links.push(format!("owner:{}", resident_entity_id(keys, owner)));
+                }
+                Resolved { entity, links }
+            }
+            Record::Event { body, .. } => {
+                let entity = entity_id(keys, "e", "event", row);
+                let mut links = vec![format!("entity:{entity}")];
+                for party in &body.party_id_numbers {
+                    links.push(format!("party:{}", resident_entity_id(keys, party)));
+                }
+                if let Some(house) = &body.house_source_id {
+                    links.push(format!("house-event:{}", house_entity_id(keys, house)));
+                }
+                Resolved { entity, links }
+            }
+        }
+    }
+}
+
+struct Resolved {
+    entity: String,
+    links: Vec<String>,
+}
+
+/// Whether a resident record claims an ID number that the identity authority (gongan) holds
+/// for someone else: the names differ (after folding traditional and full-width forms) and
+/// either the record states a birth date that differs from the register's, or, with no
+/// birth date to compare, the names share no character at all. A record with the same name
+/// is never a conflict (a mistyped birth date is the department's to fix, not a take-over),
+/// nor is a one-character slip in a name.
+fn identity_conflicts(
+    writer: &vault::store::StoreWriter,
+    keys: &KeyRing,
+    source: &StoredSource,
+    identity: &Identity,
+) -> Result<bool, IngestError> {
+    let entity_link = format!("entity:{}", source.entity);
+    for row in writer.linked_rows(&entity_link)? {
+        let Some(authority) = writer.source(&row)? else {
+            continue;
+        };
+        if authority.department != Department::Gongan
+            || authority.kind != RecordKind::Resident
+            || authority.deleted
+        {
+            continue;
+        }
+        let opened = match crate::resolve::open_source_fields(
+            keys,
+            authority,
+            Some(&["name", "birth_date"]),
+        ) {
+            Ok(opened) => opened,
+            // A row that does not open is reported by the reads that need it; it decides
+            // nothing here.
+            Err(_) => continue,
+        };
+        let (Some(known), Some(claimed)) = (
+            opened.fields.get("name").and_then(Value::as_str),
+            identity.name.as_deref(),
+        ) else {
+            return Ok(false);
+        };
+        let (known, claimed) = (
+            chinese_text::hanzi::fold_name(known),
+            chinese_text::hanzi::fold_name(claimed),
+        );
+        if known == claimed {
+            return Ok(false);
+        }
+        let known_birth = opened
+            .fields
+            .get("birth_date")
+            .and_then(Value::as_str)
+            .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        return Ok(match (known_birth, identity.stated_birth_date) {
+            // Both stated: the birth date decides.
+            (Some(known_birth), Some(claimed_birth)) => known_birth != claimed_birth,
+            // No birth date to compare: only a name that shares no character with the
+            // register's (not even the surname) is another person; a typo is not.
+            _ => !claimed.chars().any(|c| known.contains(c)),
+        });
+    }
+    Ok(false)
+}
+
+/// The unified id of the resident with this ID number.
+pub fn resident_entity_id(keys: &KeyRing, id: &IdNumber) -> String {
+    entity_id(keys, "r", "resident", id.as_str())
+}
+
+/// The unified id of the house with this source id.
+pub fn house_entity_id(keys: &KeyRing, house_source_id: &str) -> String {
+    entity_id(keys, "h", "house", house_source_id)
+}
+
+/// The unified id of a resident row that stands alone (no ID number, not linked).
+pub fn source_entity_id(keys: &KeyRing, row: &str) -> String {
+    entity_id(keys, "r", "resident-source", row)
+}
+
+/// The unified id of the event with this row key.
+pub fn event_entity_id(keys: &KeyRing, department: Department, source_id: &str) -> String {
+    let row = StoredSource::row_key(department, RecordKind::Event, source_id);
+    entity_id(keys, "e", "event", &row)
+}
+
+fn entity_id(keys: &KeyRing, prefix: &str, domain: &str, value: &str) -> String {
+    let hash = keys.entity_hash(domain, value);
+    format!("{prefix}_{}", hex::encode(&hash[..10]))
+}
+
+/// Link key of the blind index of an ID number.
+pub fn blind_link(keys: &KeyRing, domain: &str, normalised: &str) -> String {
+    format!(
+        "blind:{domain}:{}",
+        hex::encode(keys.blind_index(domain, normalised))
+    )
+}
+
+/// The links of a resident that the blind-index key computes: the blind indexes of its ID
+/// number and phone and its linkage blocking keys. A blind-index key rotation re-computes
+/// exactly these ([`crate::rotation::reblind`]); everything else about a row stays.
+pub fn blind_keyed_links(
+    keys: &KeyRing,
+    department: Department,
+    row: &str,
+    body: &ResidentRecord,
+) -> Vec<String> {
+    let mut links = Vec::new();
+    if let Some(id) = &body.id_number {
+        links.push(blind_link(keys, "id_number", id.as_str()));
+    }
+    if let Some(phone) = &body.phone {
+        links.push(blind_link(keys, "phone", &phone.digits()));
+    }
+    links.extend(crate::linking::block_links(keys, department, row, body));
+    links
+}
+
+/// Whether a link is one of [`blind_keyed_links`].
+pub fn is_blind_keyed_link(link: &str) -> bool {
+    link.starts_with("blind:") || link.starts_with("block:")
+}
+
+fn body_fields(record: &Record) -> Map<String, Value> {
+    let value = match record {
+        Record::Resident { body, .. } => serde_json::to_value(body),
+        Record::House { body, .. } => serde_json::to_value(body),
+        Record::Event { body, .. } => serde_json::to_value(body),
+    };
+    match value {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::String(s) => s.is_empty(),
+        Value::Number(_) => false,
+    }
+}
+
+fn rejection(
+    code: &str,
+    message: String,
+    field: Option<String>,
+    source_id: Option<String>,
+) -> Rejection {
+    Rejection {
+        line: 0,
+        code: code.to_owned(),
+        message,
+        field,
+        source_id,
+        source_file: None,
+        quarantine_id: None,
+    }
+}
+
+pub fn batch_id(department: Department, body: &[u8]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(department.code().as_bytes());
+    ctx.update(&[0]);
+    ctx.update(body);
+    let digest = ctx.finish();
+    format!("b_{}", hex::encode(&digest.as_ref()[..12]))
+}
+
+/// Splits a body into records: a JSON array, or NDJSON (blank lines skipped). A line that is
+/// not valid JSON is kept as an error (with its text, for quarantine), not dropped.
+pub fn split_batch(body: &[u8]) -> Result<Vec<IncomingRecord>, IngestError> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let text = std::str::from_utf8(body).map_err(|err| {
+        IngestError::Malformed(format!(
+            "the body is not UTF-8 (first bad byte at offset {}); convert GBK exports to UTF-8 or use a file connector",
+            err.valid_up_to()
+        ))
+    })?;
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        let values: Vec<Value> = serde_json::from_str(trimmed).map_err(|err| {
+            IngestError::Malformed(format!(
+                "the JSON array is malformed at line {} column {}",
+                err.line(),
+                err.column()
+            ))
+        })?;
+        return Ok(values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| IncomingRecord {
+                line: i + 1,
+                source_file: None,
+                value: Ok(v),
+                raw_text: None,
+            })
+            .collect());
+    }
+    Ok(text
+        .split('\n')
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            let line = line.trim_end_matches('\r');
+            let parsed = serde_json::from_str::<Value>(line)
+                .map_err(|err| format!("line is not valid JSON (column {})", err.column()));
+            IncomingRecord {
+                line: i + 1,
+                source_file: None,
+                raw_text: parsed.is_err().then(|| line.chars().take(10_000).collect()),
+                value: parsed,
+            }
+        })
+        .collect())
+}
+
+/// What a department's own schema makes of one row: a unified record, or the reason it
+/// cannot (the connectors' declarative mapping implements it in the broker).
+pub trait RowMapping {
+    /// Maps the object on body line `line`.
+    fn map_row(&self, line: usize, fields: Map<String, Value>) -> Result<MappedRow, MappingRefusal>;
+}
+
+/// A row the mapping turned into a record in the unified format (validated like any other).
+#[derive(Debug)]
+pub struct MappedRow {
+    pub line: usize,
+    pub record: Value,
+}
+
+/// A row the mapping refused, with the mapping's reason; the row is quarantined.
+#[derive(Debug)]
+pub struct MappingRefusal {
+    pub line: usize,
+    pub code: String,
+    pub message: String,
+    /// The field at fault (empty when the whole row is).
+    pub field: String,
+    pub source_id: Option<String>,
+    pub row: Map<String, Value>,
+}
+
+/// Ingests a body in a department's own schema: each object goes through the department's
+/// mapping; rows the mapping refuses are quarantined with the mapping's reason.
+pub fn ingest_mapped(
+    pipeline: &Pipeline,
+    department: Department,
+    mapping: &dyn RowMapping,
+    body: &[u8],
+) -> Result<Receipt, IngestError> {
+    let batch = batch_id(department, body);
+    let mut records = Vec::new();
+    let mut rejected = Vec::new();
+    for incoming in split_batch(body)? {
+        let fields = match incoming.value {
+            Ok(Value::Object(fields)) => fields,
+            Ok(_) => {
+                rejected.push(PreRejected {
+                    rejection: Rejection {
+                        line: incoming.line,
+                        ..rejection(
+                            "record_not_object",
+                            "each record must be a JSON object".to_owned(),
+                            None,
+                            None,
+                        )
+                    },
+                    raw: Value::Null,
+                });
+                continue;
+            }
+            Err(message) => {
+                records.push(IncomingRecord {
+                    value: Err(message),
+                    ..incoming
+                });
+                continue;
+            }
+        };
+        match mapping.map_row(incoming.line, fields) {
+            Ok(mapped) => records.push(IncomingRecord {
+                line: mapped.line,
+                source_file: None,
+                value: Ok(mapped.record),
+                raw_text: None,
+            }),
+            Err(refusal) => rejected.push(PreRejected {
+                rejection: Rejection {
+                    line: refusal.line,
+                    code: refusal.code,
+                    message: refusal.message,
+                    field: (!refusal.field.is_empty()).then_some(refusal.field),
+                    source_id: refusal.source_id,
+                    source_file: None,
+                    quarantine_id: None,
+                },
+                raw: Value::Object(refusal.row),
+            }),
+        }
+    }
+    pipeline.ingest_records(department, &batch, records, rejected)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use vault::crypto::MasterKey;
+    use vault::keys::load_key_ring;
+
+    fn pipeline(dir: &std::path::Path) -> Pipeline {
+        let store = Arc::new(Store::open(&dir.join("s.redb")).unwrap());
+        let keys = Arc::new(load_key_ring(&store, &MasterKey::for_tests(3)).unwrap());
+        Pipeline::new(store, keys)
+    }
+
+    const GOOD: &str = r#"{"kind":"resident","source_id":"GA-1","version":"2026-11-01T08:00:00Z","id_number":"11010519491231002X","name":"张三","phone":"13812345678","grid":"110105001001003"}"#;
+
+    #[test]
+    fn bad_records_do_not_cost_good_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let body = format!(
+            "{GOOD}\nnot json\n{}\n\n{}\n",
+            r#"{"kind":"resident","source_id":"GA-2","version":"1","id_number":"110105194912310021","grid":"110105001001003"}"#,
+            r#"{"kind":"house","source_id":"ZJ-1","version":"1","address":"幸福里3号楼","grid":"110105001001003"}"#
+        );
+        let receipt = p.ingest(Department::Gongan, body.as_bytes()).unwrap();
+        assert_eq!(receipt.accepted, 2);
+        assert_eq!(receipt.created, 2);
+        let codes: Vec<_> = receipt
+            .rejected
+            .iter()
+            .map(|r| (r.line, r.code.as_str()))
+            .collect();
+        assert_eq!(codes, vec![(2, "json_syntax"), (3, "id_number_checksum")]);
+    }
+
+    #[test]
+    fn redelivery_is_idempotent_and_conflicts_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let first = p.ingest(Department::Gongan, GOOD.as_bytes()).unwrap();
+        let again = p.ingest(Department::Gongan, GOOD.as_bytes()).unwrap();
+        assert_eq!(first.batch_id, again.batch_id);
+        assert_eq!((again.created, again.unchanged), (0, 1));
+        let changed = GOOD.replace("张三", "张叁");
+        let conflict = p.ingest(Department::Gongan, changed.as_bytes()).unwrap();
+        assert_eq!(conflict.rejected[0].code, "version_conflict");
+        let newer = changed.replace("2026-11-01T08:00:00Z", "2026-11-02T08:00:00Z");
+        assert_eq!(
+            p.ingest(Department::Gongan, newer.as_bytes())
+                .unwrap()
+                .updated,
+            1
+        );
+        let older = GOOD.replace("2026-11-01T08:00:00Z", "2026-10-01T08:00:00Z");
+        assert_eq!(
+            p.ingest(Department::Gongan, older.as_bytes())
+                .unwrap()
+                .stale,
+            1
+        );
+    }
+
+    #[test]
+    fn a_large_batch_prepared_in_parallel_keeps_its_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let line = |n: usize, name: &str| {
+            format!(
+                r#"{{"kind":"resident","source_id":"GA-{n}","version":"1","name":"{name}","grid":"110105001001003"}}"#
+            )
+        };
+        let mut lines: Vec<String> = (0..300).map(|n| line(n, "王五")).collect();
+        lines[4] = "not json".to_owned();
+        lines[79] = r#"{"kind":"resident","source_id":"GA-79","version":"1","id_number":"110105194912310022","grid":"110105001001003"}"#.to_owned();
+        // The same source and version with other content, later in the batch: the later
+        // line is the conflict, as it would be if the batch were prepared one by one.
+        lines[249] = line(3, "王六");
+        assert!(lines.len() >= PARALLEL_FROM);
+        let receipt = p
+            .ingest(Department::Gongan, lines.join("\n").as_bytes())
+            .unwrap();
+        let rejected: Vec<(usize, &str)> = receipt
+            .rejected
+            .iter()
+            .map(|r| (r.line, r.code.as_str()))
+            .collect();
+        assert_eq!(
+            rejected,
+            vec![
+                (5, "json_syntax"),
+                (80, "id_number_checksum"),
+                (250, "version_conflict")
+            ]
+        );
+        assert_eq!(receipt.accepted, 297);
+        let reader = p.store.read().unwrap();
+        let kept = reader.source("gongan/resident/GA-3").unwrap().unwrap();
+        let opened = crate::resolve::open_source(&p.keys, kept).unwrap();
+        assert_eq!(opened.fields["name"], "王五", "the first line of GA-3 won");
+    }
+
+    #[test]
+    fn json_array_positions_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let body = format!("[{GOOD}, {{\"kind\":\"alien\"}}]");
+        let receipt = p.ingest(Department::Gongan, body.as_bytes()).unwrap();
+        assert_eq!(receipt.accepted, 1);
+        assert_eq!(receipt.rejected[0].line, 2);
+        assert_eq!(receipt.rejected[0].code, "kind_unknown");
+    }
+
+    #[test]
+    fn legacy_and_modern_id_resolve_to_one_entity() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let legacy = GOOD
+            .replace("GA-1", "MZ-1")
+            .replace("11010519491231002X", "110105491231002");
+        p.ingest(Department::Gongan, GOOD.as_bytes()).unwrap();
+        p.ingest(Department::Minzheng, legacy.as_bytes()).unwrap();
+        let reader = p.store.read().unwrap();
+        let a = reader.source("gongan/resident/GA-1").unwrap().unwrap();
+        let b = reader.source("minzheng/resident/MZ-1").unwrap().unwrap();
+        assert_eq!(a.entity, b.entity);
+        assert_eq!(
+            reader
+                .linked_rows(&format!("entity:{}", a.entity))
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn store_holds_no_plaintext() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        p.ingest(Department::Gongan, GOOD.as_bytes()).unwrap();
+        drop(p);
+        let bytes = std::fs::read(dir.path().join("s.redb")).unwrap();
+        for needle in ["11010519491231002X", "13812345678", "张三"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_utf8_body_is_refused_with_advice() {
+        let err = split_batch(&[0xD5, 0xC5, 0xC8, 0xFD]).unwrap_err();
+        assert!(err.to_string().contains("GBK"));
+    }
+}

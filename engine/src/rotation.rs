@@ -1,0 +1,670 @@
+//! Key rotation: a new data-key version per department, the resumable re-encryption of that
+//! department's sealed fields to it, and master-key rotation (re-wrapping the stored keys).
+//!
+//! Guarantees:
+//! - [`rotate_data_key`] adds version `n + 1` of a department's data key; old versions stay
+//!   in the store, so every sealed field keeps opening while re-encryption runs.
+//! - [`reencrypt`] walks the department's rows in key order in batches; each batch is one
+//!   store transaction that re-seals the fields and records the last row key done
+//!   (`reencrypt/<department>` in the meta table), so a run stopped at any point resumes
+//!   where it stopped: nothing is lost, and nothing is sealed twice (a field already under
+//!   the current version is left alone — [`KeyRing::sealed_version`]).
+//! - [`rotate_master`] re-wraps every stored key (`keys/…` in the meta table) and the dev
+//!   JWT key under the new master key in one transaction; data is untouched. The new master
+//!   key is read only from its file, never from the environment.
+//! - [`rotate_blind_key`] adds version `n + 1` of the blind-index key. [`reblind`] then
+//!   re-computes every resident row's keyed links (`blind:` identifier indexes and linkage
+//!   `block:` keys, [`crate::ingest::blind_keyed_links`]) under it, in resumable batches like
+//!   re-encryption (`reblind` in the meta table). Until it is done the older keys stay loaded
+//!   and candidate lookups try every version, so linking misses nothing mid-rotation; when the
+//!   walk ends the older keys are deleted from the store in the same transaction, after which
+//!   no stored index can be matched with them. The search index derives its token key from
+//!   the current blind-index key, so it is rebuilt from the store on the next start.
+//! - Plaintext lives only in zeroized buffers while a field is re-sealed.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use ring::rand::SystemRandom;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use model::{Department, RecordKind, ResidentRecord};
+use serde_json::Value;
+
+use vault::crypto::{CryptoError, FieldContext, KeyRing, MasterKey, SecretKey};
+use crate::ingest::{blind_keyed_links, is_blind_keyed_link};
+use vault::keys::{blind_index_label, load_key_ring, KeyError, BLIND_INDEX_PREFIX};
+use vault::store::{Store, StoreError, StoreWriter};
+
+/// Rows re-sealed per transaction.
+pub const BATCH_ROWS: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("row {row}, field {field}: {source}")]
+    Field {
+        row: String,
+        field: String,
+        source: CryptoError,
+    },
+    #[error("row {row}: {reason}")]
+    Row { row: String, reason: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Progress of one department's re-encryption, kept in the meta table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Progress {
+    /// The key version fields are moved to.
+    pub target: u32,
+    /// The last row key finished; the walk resumes after it.
+    pub cursor: Option<String>,
+    /// Every row has been visited since the last rotation.
+    pub done: bool,
+    /// Rows visited and fields re-sealed so far.
+    pub rows: u64,
+    pub fields: u64,
+}
+
+fn progress_key(department: Department) -> String {
+    format!("reencrypt/{}", department.code())
+}
+
+/// The stored progress of `department`, if a rotation ever happened.
+pub fn progress(store: &Store, department: Department) -> Result<Option<Progress>, RotationError> {
+    read_progress(store, &progress_key(department))
+}
+
+fn read_progress<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    key: &str,
+) -> Result<Option<T>, RotationError> {
+    let Some(bytes) = store.meta(key)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        RotationError::Store(StoreError::Corrupt {
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })
+    })
+}
+
+/// The resumable state of a walk over row keys.
+pub(crate) trait Walk: Clone + Serialize {
+    fn cursor(&self) -> Option<&str>;
+    fn set_cursor(&mut self, row: String);
+    fn is_done(&self) -> bool;
+}
+
+/// Implements [`Walk`] for a progress struct with `cursor: Option<String>` and `done: bool`.
+macro_rules! impl_walk {
+    ($progress:ty) => {
+        impl $crate::rotation::Walk for $progress {
+            fn cursor(&self) -> Option<&str> {
+                self.cursor.as_deref()
+            }
+            fn set_cursor(&mut self, row: String) {
+                self.cursor = Some(row);
+            }
+            fn is_done(&self) -> bool {
+                self.done
+            }
+        }
+    };
+}
+pub(crate) use impl_walk;
+
+impl_walk!(Progress);
+impl_walk!(ReblindProgress);
+
+/// Walks the row keys under `prefix` after `progress`'s cursor, in batches, until the walk is
+/// done, `limit` rows were visited in this run, or `stop` turns true. Each batch is one store
+/// transaction: `batch` handles the rows (an empty batch means every row was visited) and the
+/// progress, cursor moved past the batch, is saved under `meta_key` in the same transaction.
+/// Returns the rows visited in this run.
+pub(crate) fn walk<P: Walk>(
+    store: &Store,
+    prefix: &str,
+    meta_key: &str,
+    limit: Option<u64>,
+    stop: &AtomicBool,
+    progress: &mut P,
+    mut batch: impl FnMut(&mut StoreWriter, &[String], &mut P) -> Result<(), RotationError>,
+) -> Result<u64, RotationError> {
+    let mut rows_this_run = 0u64;
+    while !progress.is_done() && !stop.load(Ordering::Relaxed) {
+        let Some(budget) = batch_budget(limit, rows_this_run) else {
+            break;
+        };
+        let rows = store
+            .read()?
+            .source_keys_after(prefix, progress.cursor(), budget)?;
+        let mut next = progress.clone();
+        store.write(|w| -> Result<(), RotationError> {
+            batch(w, &rows, &mut next)?;
+            if let Some(last) = rows.last() {
+                next.set_cursor(last.clone());
+            }
+            let bytes = serde_json::to_vec(&next).map_err(|e| StoreError::Corrupt {
+                key: meta_key.to_owned(),
+                reason: e.to_string(),
+            })?;
+            w.put_meta(meta_key, &bytes)?;
+            Ok(())
+        })?;
+        rows_this_run += rows.len() as u64;
+        *progress = next;
+    }
+    Ok(rows_this_run)
+}
+
+/// Rows the next batch may take: `None` once `limit` rows were done in this run.
+fn batch_budget(limit: Option<u64>, done_this_run: u64) -> Option<usize> {
+    match limit {
+        Some(limit) => {
+            let left = limit.saturating_sub(done_this_run);
+            (left > 0).then(|| usize::try_from(left).unwrap_or(BATCH_ROWS).min(BATCH_ROWS))
+        }
+        None => Some(BATCH_ROWS),
+    }
+}
+
+/// Adds a new data-key version for `department` (new writes use it after the next start)
+/// and resets its re-encryption progress. Returns the new version.
+pub fn rotate_data_key(
+    store: &Store,
+    master: &MasterKey,
+    department: Department,
+) -> Result<u32, RotationError> {
+    // Makes sure version 1 (and every other key) exists and opens under this master key.
+    load_key_ring(store, master)?;
+    let rng = SystemRandom::new();
+    store.write(|w| -> Result<u32, RotationError> {
+        let mut version = 1;
+        while w
+            .meta(&format!("keys/data/{}/{}", department.code(), version + 1))?
+            .is_some()
+        {
+            version += 1;
+        }
+        let next = version + 1;
+        let label = format!("data/{}/{next}", department.code());
+        let key = SecretKey::generate(&rng)?;
+        w.put_meta(&format!("keys/{label}"), &master.wrap(&key, &label)?)?;
+        let progress = Progress {
+            target: next,
+            ..Progress::default()
+        };
+        w.put_meta(&progress_key(department), &encode(&progress))?;
+        Ok(next)
+    })
+}
+
+fn encode(progress: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(progress).unwrap_or_default()
+}
+
+/// What one [`reencrypt`] run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReencryptReport {
+    pub progress: Progress,
+    /// Rows visited in this run.
+    pub rows_this_run: u64,
+}
+
+/// Moves every sealed field of `department` to its current key version, resuming from the
+/// stored cursor. Stops after `limit` rows (if given) or when `stop` turns true, with the
+/// progress saved; call again to continue.
+pub fn reencrypt(
+    store: &Store,
+    keys: &KeyRing,
+    department: Department,
+    limit: Option<u64>,
+    stop: &AtomicBool,
+) -> Result<ReencryptReport, RotationError> {
+    let current = keys
+        .current_version(department)
+        .ok_or_else(|| CryptoError::MissingKey {
+            department: department.code().to_owned(),
+            version: 0,
+        })?;
+    let prefix = format!("{}/", department.code());
+    let mut progress = progress(store, department)?.unwrap_or_default();
+    if progress.target != current {
+        // A rotation the stored progress does not know about (or none yet): start over.
+        progress = Progress {
+            target: current,
+            ..Progress::default()
+        };
+    }
+    let key = progress_key(department);
+    let rows_this_run = walk(
+        store,
+        &prefix,
+        &key,
+        limit,
+        stop,
+        &mut progress,
+        |w, rows, next| {
+            next.done = rows.is_empty();
+            for row in rows {
+                let Some(old) = w.source(row)? else { continue };
+                let mut new = old.clone();
+                let mut changed = 0u64;
+                let mut failed = false;
+                for (field, sealed) in new.sealed.iter_mut() {
+                    let Ok(version) = KeyRing::sealed_version(sealed) else {
+                        failed = true;
+                        break;
+                    };
+                    if version == current {
+                        continue;
+                    }
+                    let ctx = FieldContext {
+                        department: old.department,
+                        row,
+                        field,
+                    };
+                    let Ok(plain) = keys.open(ctx, sealed).map(Zeroizing::new) else {
+                        failed = true;
+                        break;
+                    };
+                    let Ok(resealed) = keys.seal(ctx, &plain) else {
+                        failed = true;
+                        break;
+                    };
+                    *sealed = resealed;
+                    changed += 1;
+                }
+                if failed {
+                    // A field that does not open (tampered or moved ciphertext) keeps its row
+                    // as it is; the row is listed for the administrator and the pass goes on.
+                    crate::problems::record("key_rotation", row, "integrity_error");
+                    next.rows += 1;
+                    continue;
+                }
+                if changed > 0 {
+                    w.put_source(&new, Some(&old))?;
+                }
+                next.fields += changed;
+                next.rows += 1;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(ReencryptReport {
+        progress,
+        rows_this_run,
+    })
+}
+
+/// Meta key of the blind-index re-computation progress.
+const REBLIND_META: &str = "reblind";
+
+/// Progress of the blind-index re-computation, kept in the meta table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReblindProgress {
+    /// The blind-index key version links are moved to.
+    pub target: u32,
+    /// The last row key finished; the walk resumes after it.
+    pub cursor: Option<String>,
+    /// Every row has been visited and the older keys are deleted.
+    pub done: bool,
+    /// Rows visited, and rows whose links were re-computed, so far.
+    pub rows: u64,
+    pub relinked: u64,
+    /// Blind-index versions deleted when the walk finished.
+    #[serde(default)]
+    pub retired: Vec<u32>,
+}
+
+/// The stored blind-index re-computation progress, if a blind-index rotation ever happened.
+pub fn reblind_progress(store: &Store) -> Result<Option<ReblindProgress>, RotationError> {
+    read_progress(store, REBLIND_META)
+}
+
+/// Adds a new blind-index key version (new links use it after the next start) and resets
+/// the re-computation progress. Returns the new version.
+pub fn rotate_blind_key(store: &Store, master: &MasterKey) -> Result<u32, RotationError> {
+    load_key_ring(store, master)?;
+    let rng = SystemRandom::new();
+    store.write(|w| -> Result<u32, RotationError> {
+        let highest = w
+            .meta_keys(BLIND_INDEX_PREFIX)?
+            .iter()
+            .filter_map(|key| key[BLIND_INDEX_PREFIX.len()..].parse::<u32>().ok())
+            .max()
+            .unwrap_or(1);
+        let next = highest + 1;
+        let label = blind_index_label(next);
+        let key = SecretKey::generate(&rng)?;
+        w.put_meta(&format!("keys/{label}"), &master.wrap(&key, &label)?)?;
+        let progress = ReblindProgress {
+            target: next,
+            ..ReblindProgress::default()
+        };
+        w.put_meta(REBLIND_META, &encode(&progress))?;
+        Ok(next)
+    })
+}
+
+/// What one [`reblind`] run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReblindReport {
+    pub progress: ReblindProgress,
+    /// Rows visited in this run.
+    pub rows_this_run: u64,
+}
+
+/// Re-computes the blind-keyed links of every resident row under the current blind-index
+/// key, resuming from the stored cursor; when the walk ends, deletes the older blind-index
+/// keys. Stops after `limit` rows (if given) or when `stop` turns true, progress saved.
+pub fn reblind(
+    store: &Store,
+    keys: &KeyRing,
+    limit: Option<u64>,
+    stop: &AtomicBool,
+) -> Result<ReblindReport, RotationError> {
+    let current = keys.blind_version();
+    let mut progress = reblind_progress(store)?.unwrap_or_default();
+    if progress.target != current {
+        // A rotation the stored progress does not know about: start over.
+        progress = ReblindProgress {
+            target: current,
+            ..ReblindProgress::default()
+        };
+    }
+    let rows_this_run = walk(
+        store,
+        "",
+        REBLIND_META,
+        limit,
+        stop,
+        &mut progress,
+        |w, rows, next| {
+            for row in rows {
+                next.rows += 1;
+                let Some(stored) = w.source(row)? else {
+                    continue;
+                };
+                if stored.deleted || stored.kind != RecordKind::Resident {
+                    continue;
+                }
+                let department = stored.department;
+                // A row that does not open or whose fields cannot be keyed is skipped and
+                // listed for the administrator (it keeps its links); the pass goes on.
+                let Ok(opened) = crate::resolve::open_source(keys, stored.clone()) else {
+                    crate::problems::record("key_rotation", row, "integrity_error");
+                    continue;
+                };
+                let Ok(body) =
+                    serde_json::from_value::<ResidentRecord>(Value::Object(opened.fields))
+                else {
+                    crate::problems::record("key_rotation", row, "failed");
+                    continue;
+                };
+                let mut links: Vec<String> = stored
+                    .links
+                    .iter()
+                    .filter(|link| !is_blind_keyed_link(link))
+                    .cloned()
+                    .collect();
+                let Some(keyed) = crate::problems::isolate("key_rotation", row, || {
+                    blind_keyed_links(keys, department, row, &body)
+                }) else {
+                    continue;
+                };
+                links.extend(keyed);
+                let same = links.len() == stored.links.len()
+                    && links.iter().all(|link| stored.links.contains(link));
+                if !same {
+                    w.replace_links(&stored, links)?;
+                    next.relinked += 1;
+                }
+            }
+            if rows.is_empty() {
+                // Every row is keyed under the current version: the older keys go.
+                for meta_key in w.meta_keys(BLIND_INDEX_PREFIX)? {
+                    let Ok(version) = meta_key[BLIND_INDEX_PREFIX.len()..].parse::<u32>() else {
+                        continue;
+                    };
+                    if version != current && w.delete_meta(&meta_key)? {
+                        next.retired.push(version);
+                    }
+                }
+                next.done = true;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(ReblindReport {
+        progress,
+        rows_this_run,
+    })
+}
+
+/// Whether a blind-index re-computation is pending (rotated, not done).
+pub fn reblind_pending(store: &Store) -> Result<bool, RotationError> {
+    Ok(reblind_progress(store)?.is_some_and(|p| !p.done))
+}
+
+/// Departments whose re-encryption is pending (rotated, not done).
+pub fn pending(store: &Store) -> Result<Vec<Department>, RotationError> {
+    let mut out = Vec::new();
+    for department in Department::ALL {
+        if progress(store, department)?.is_some_and(|p| !p.done) {
+            out.push(department);
+        }
+    }
+    Ok(out)
+}
+
+/// Resumes a pending blind-index re-computation and pending re-encryptions in the background of a running broker; stops (progress
+/// saved) on shutdown.
+pub fn spawn_pending(
+    store: Arc<Store>,
+    keys: Arc<KeyRing>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(blocking_until_shutdown(shutdown, move |worker_stop| {
+        match reblind_pending(&store) {
+            Ok(false) => {}
+            Ok(true) => match reblind(&store, &keys, None, worker_stop) {
+                Ok(report) => tracing::info!(
+                    version = report.progress.target,
+                    rows = report.progress.rows,
+                    relinked = report.progress.relinked,
+                    done = report.progress.done,
+                    "blind-index re-computation"
+                ),
+                Err(err) => {
+                    tracing::error!(error = %err, "blind-index re-computation stopped")
+                }
+            },
+            Err(err) => tracing::error!(error = %err, "cannot read blind-index progress"),
+        }
+        let departments = match pending(&store) {
+            Ok(departments) => departments,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read re-encryption progress");
+                return;
+            }
+        };
+        for department in departments {
+            match reencrypt(&store, &keys, department, None, worker_stop) {
+                Ok(report) => tracing::info!(
+                    department = department.code(),
+                    rows = report.progress.rows,
+                    fields = report.progress.fields,
+                    done = report.progress.done,
+                    "re-encryption"
+                ),
+                Err(err) => {
+                    tracing::error!(department = department.code(), error = %err, "re-encryption stopped")
+                }
+            }
+        }
+    }))
+}
+
+/// Runs `work` on the blocking pool; at shutdown sets the flag it is given (a resumable pass
+/// stops after its current batch, progress saved) and waits for it to return.
+pub async fn blocking_until_shutdown(
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    work: impl FnOnce(&AtomicBool) + Send + 'static,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker_stop = stop.clone();
+    let worker = tokio::task::spawn_blocking(move || work(&worker_stop));
+    tokio::pin!(worker);
+    tokio::select! {
+        _ = &mut worker => {}
+        _ = shutdown.changed() => {
+            stop.store(true, Ordering::Relaxed);
+            let _ = worker.await;
+        }
+    }
+}
+
+/// Re-wraps every stored key and the dev JWT key under `new`. Returns how many were re-wrapped.
+pub fn rotate_master(
+    data_dir: &Path,
+    store: &Store,
+    old: &MasterKey,
+    new: &MasterKey,
+) -> Result<usize, RotationError> {
+    // Refuse a wrong old key before touching anything.
+    load_key_ring(store, old)?;
+    let dev_key = data_dir.join("dev").join("jwt-signing.key.wrapped");
+    let dev_temporary = dev_key.with_extension("wrapped.new");
+    let dev_rewrapped = match std::fs::read_to_string(&dev_key) {
+        Ok(text) => {
+            let wrapped = STANDARD
+                .decode(text.trim())
+                .map_err(|_| RotationError::Io(format!("{} is not base64", dev_key.display())))?;
+            let secret = old.unwrap_bytes(&wrapped, "dev/jwt-signing")?;
+            let rewrapped = new.wrap_bytes(&secret, "dev/jwt-signing")?;
+            let _ = std::fs::remove_file(&dev_temporary);
+            vault::crypto::write_private_file(
+                &dev_temporary,
+                STANDARD.encode(rewrapped).as_bytes(),
+            )
+            .map_err(|e| RotationError::Io(format!("writing {}: {e}", dev_temporary.display())))?;
+            true
+        }
+        Err(_) => false,
+    };
+    let count = store.write(|w| -> Result<usize, RotationError> {
+        let keys = w.meta_keys("keys/")?;
+        for meta_key in &keys {
+            let label = &meta_key["keys/".len()..];
+            let Some(wrapped) = w.meta(meta_key)? else {
+                continue;
+            };
+            let secret = old.unwrap_bytes(&wrapped, label)?;
+            w.put_meta(meta_key, &new.wrap_bytes(&secret, label)?)?;
+        }
+        Ok(keys.len())
+    })?;
+    if dev_rewrapped {
+        std::fs::rename(&dev_temporary, &dev_key)
+            .map_err(|e| RotationError::Io(format!("replacing {}: {e}", dev_key.display())))?;
+    }
+    Ok(count + usize::from(dev_rewrapped))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_rotation_rewraps_every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let old = MasterKey::for_tests(1);
+        let new = MasterKey::for_tests(2);
+        rotate_data_key(&store, &old, Department::Gongan).unwrap();
+        let before = load_key_ring(&store, &old).unwrap();
+        let ctx = FieldContext {
+            department: Department::Gongan,
+            row: "gongan/resident/1",
+            field: "name",
+        };
+        let sealed = before.seal(ctx, b"x").unwrap();
+        assert_eq!(KeyRing::sealed_version(&sealed).unwrap(), 2);
+        assert!(rotate_master(dir.path(), &store, &old, &new).unwrap() >= 11);
+        assert!(
+            load_key_ring(&store, &old).is_err(),
+            "the old master key no longer opens"
+        );
+        let after = load_key_ring(&store, &new).unwrap();
+        assert_eq!(after.open(ctx, &sealed).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_row_that_does_not_open_is_skipped_and_listed_and_the_pass_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let master = MasterKey::for_tests(7);
+        let keys = std::sync::Arc::new(load_key_ring(&store, &master).unwrap());
+        let pipeline = crate::ingest::Pipeline::new(store.clone(), keys);
+        let mut body = String::new();
+        for (i, first17) in [
+            "11010519800101001",
+            "11010519800101002",
+            "11010519800101003",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let check = model::id_number_check_digit(first17).unwrap();
+            body.push_str(&format!(
+                "{{\"kind\":\"resident\",\"source_id\":\"GA-{i}\",\"version\":\"1\",\"id_number\":\"{first17}{check}\",\"name\":\"测试\",\"grid\":\"110105001001001\"}}\n"
+            ));
+        }
+        let receipt = pipeline
+            .ingest(Department::Gongan, body.as_bytes())
+            .unwrap();
+        assert_eq!(receipt.accepted, 3);
+        // Row 1's name is swapped for row 2's ciphertext: it no longer opens.
+        let reader = store.read().unwrap();
+        let mut one = reader.source("gongan/resident/GA-1").unwrap().unwrap();
+        let two = reader.source("gongan/resident/GA-2").unwrap().unwrap();
+        drop(reader);
+        let before = one.clone();
+        one.sealed.insert("name".into(), two.sealed["name"].clone());
+        store.write(|w| w.put_source(&one, Some(&before))).unwrap();
+
+        rotate_data_key(&store, &master, Department::Gongan).unwrap();
+        let keys = load_key_ring(&store, &master).unwrap();
+        let stop = AtomicBool::new(false);
+        let report = reencrypt(&store, &keys, Department::Gongan, None, &stop).unwrap();
+        assert!(report.progress.done, "the pass went past the bad row");
+        let current = keys.current_version(Department::Gongan).unwrap();
+        let reader = store.read().unwrap();
+        for good in ["gongan/resident/GA-0", "gongan/resident/GA-2"] {
+            let row = reader.source(good).unwrap().unwrap();
+            for sealed in row.sealed.values() {
+                assert_eq!(KeyRing::sealed_version(sealed).unwrap(), current, "{good}");
+            }
+        }
+        assert!(crate::problems::list()
+            .iter()
+            .any(|p| p.task == "key_rotation"
+                && p.item == "gongan/resident/GA-1"
+                && p.kind == "integrity_error"));
+    }
+}

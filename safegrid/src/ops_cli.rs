@@ -1,0 +1,337 @@
+//! Operator commands of the `safegrid` binary: `certs`, `keys`, `config check`, `backup`,
+//! `restore`. `main.rs` only routes to them.
+//!
+//! Guarantees: no command prints a key, a secret or a file's content; key and backup
+//! commands work on a data directory no broker is serving (redb opens a store exclusively),
+//! except re-encryption, which `serve` also resumes by itself.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use model::Department;
+
+use vault::store::Store;
+
+/// `safegrid certs …`: a certificate authority for department client certificates (trials).
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Create a CA (ca.pem, ca-key.pem, an empty crl.pem) in DIR.
+    InitCa {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
+    /// Issue a client certificate for a department (CN and OU = the department code).
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        department: String,
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+    /// Revoke a certificate by serial number (hex) and rewrite crl.pem.
+    Revoke {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        serial: String,
+    },
+    /// Re-sign crl.pem (do this before its nextUpdate, e.g. daily from cron).
+    Crl {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = broker::certs::DEFAULT_CRL_DAYS)]
+        days: i64,
+    },
+}
+
+/// `safegrid keys …`: data-key, blind-index-key and master-key rotation.
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Add a new data-key version for a department; re-encryption of its records to the new
+    /// version then runs in the background of `serve` (or with `keys reencrypt`).
+    Rotate {
+        #[arg(long, env = "SAFEGRID_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        department: String,
+        #[arg(long)]
+        master_key: Option<PathBuf>,
+    },
+    /// Move a department's sealed fields to its current key version (resumable).
+    Reencrypt {
+        #[arg(long, env = "SAFEGRID_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        department: String,
+        /// Stop after this many rows (progress is saved; run again to continue).
+        #[arg(long)]
+        limit: Option<u64>,
+        #[arg(long)]
+        master_key: Option<PathBuf>,
+    },
+    /// Re-wrap every stored key under a new master key (created if the file is missing).
+    RotateMaster {
+        #[arg(long, env = "SAFEGRID_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The current master key file (SAFEGRID_MASTER_KEY overrides).
+        #[arg(long)]
+        master_key: Option<PathBuf>,
+        /// The new master key file (64 hex digits); created with mode 0600 if missing.
+        #[arg(long)]
+        new_master_key: PathBuf,
+    },
+    /// Add a new blind-index key version; the re-computation of every stored blind index and
+    /// linkage key under it runs in the background of `serve` (or with `keys reblind`), and
+    /// the old version is deleted when it ends. The search index is rebuilt on the next start.
+    RotateBlindIndex {
+        #[arg(long, env = "SAFEGRID_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        master_key: Option<PathBuf>,
+    },
+    /// Re-compute stored blind indexes under the current blind-index key (resumable).
+    Reblind {
+        #[arg(long, env = "SAFEGRID_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Stop after this many rows (progress is saved; run again to continue).
+        #[arg(long)]
+        limit: Option<u64>,
+        #[arg(long)]
+        master_key: Option<PathBuf>,
+    },
+    /// Key versions and re-encryption progress per department, and the blind-index key.
+    Status {
+        #[arg(long, env = "SAFEGRID_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        master_key: Option<PathBuf>,
+    },
+}
+
+/// `safegrid config …`.
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Check the configuration file plus SAFEGRID_… overrides; prints OK or every problem.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        master_key: Option<PathBuf>,
+    },
+}
+
+fn department(code: &str) -> anyhow::Result<Department> {
+    Department::parse(code).map_err(|_| anyhow::anyhow!("unknown department code {code:?}"))
+}
+
+pub fn certs(command: CertsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        CertsCommand::InitCa { dir, days } => {
+            let cert = broker::certs::init_ca(&dir, days)?;
+            println!("CA certificate: {}", cert.display());
+            println!("CRL: {}", dir.join(broker::certs::CRL).display());
+            println!(
+                "configure [mtls] client_ca_file and crl_files with these; keep ca-key.pem offline"
+            );
+        }
+        CertsCommand::Issue {
+            dir,
+            department: code,
+            days,
+        } => {
+            let issued = broker::certs::issue(&dir, department(&code)?, days)?;
+            println!("certificate: {}", issued.cert.display());
+            println!("key: {}", issued.key.display());
+            println!("serial: {}", issued.serial);
+        }
+        CertsCommand::Revoke { dir, serial } => {
+            let crl = broker::certs::revoke(&dir, &serial)?;
+            println!(
+                "revoked; CRL rewritten: {} (brokers reload it within mtls.reload_seconds)",
+                crl.display()
+            );
+        }
+        CertsCommand::Crl { dir, days } => {
+            let crl = broker::certs::write_crl(&dir, days)?;
+            println!("CRL re-signed: {}", crl.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open(
+    data_dir: &Path,
+    master_key: Option<&Path>,
+) -> anyhow::Result<(Store, vault::crypto::MasterKey)> {
+    let master = vault::keys::load_master_key(data_dir, master_key, false)?;
+    let store = Store::open(&data_dir.join("store.redb"))
+        .context("opening the store (a serving broker holds it: stop the broker first)")?;
+    Ok((store, master))
+}
+
+pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        KeysCommand::Rotate {
+            data_dir,
+            department: code,
+            master_key,
+        } => {
+            let (store, master) = open(&data_dir, master_key.as_deref())?;
+            let version = engine::rotation::rotate_data_key(&store, &master, department(&code)?)?;
+            println!("{code}: data key version {version} is current; re-encryption resumes when the broker starts (or run `safegrid keys reencrypt`)");
+        }
+        KeysCommand::Reencrypt {
+            data_dir,
+            department: code,
+            limit,
+            master_key,
+        } => {
+            let (store, master) = open(&data_dir, master_key.as_deref())?;
+            let ring = vault::keys::load_key_ring(&store, &master)?;
+            let report = engine::rotation::reencrypt(
+                &store,
+                &ring,
+                department(&code)?,
+                limit,
+                &AtomicBool::new(false),
+            )?;
+            let p = &report.progress;
+            println!(
+                "{code}: {} rows this run; {} rows, {} fields re-sealed to version {} in total; {}",
+                report.rows_this_run,
+                p.rows,
+                p.fields,
+                p.target,
+                if p.done {
+                    "done"
+                } else {
+                    "not done yet: run again to continue"
+                }
+            );
+        }
+        KeysCommand::RotateBlindIndex {
+            data_dir,
+            master_key,
+        } => {
+            let (store, master) = open(&data_dir, master_key.as_deref())?;
+            let version = engine::rotation::rotate_blind_key(&store, &master)?;
+            println!("blind-index key version {version} is current; stored indexes are re-computed when the broker starts (or run `safegrid keys reblind`), and the search index is rebuilt on that start");
+        }
+        KeysCommand::Reblind {
+            data_dir,
+            limit,
+            master_key,
+        } => {
+            let (store, master) = open(&data_dir, master_key.as_deref())?;
+            let ring = vault::keys::load_key_ring(&store, &master)?;
+            let report = engine::rotation::reblind(&store, &ring, limit, &AtomicBool::new(false))?;
+            let p = &report.progress;
+            println!(
+                "blind index: {} rows this run; {} rows visited, {} re-keyed to version {} in total; {}",
+                report.rows_this_run,
+                p.rows,
+                p.relinked,
+                p.target,
+                if p.done {
+                    format!("done (retired versions {:?})", p.retired)
+                } else {
+                    "not done yet: run again to continue".to_owned()
+                }
+            );
+        }
+        KeysCommand::RotateMaster {
+            data_dir,
+            master_key,
+            new_master_key,
+        } => {
+            let (store, old) = open(&data_dir, master_key.as_deref())?;
+            let new = vault::crypto::MasterKey::from_file(&new_master_key, true)?;
+            let count = engine::rotation::rotate_master(&data_dir, &store, &old, &new)?;
+            println!(
+                "{count} keys re-wrapped under {}; start the broker with --master-key {} (and unset SAFEGRID_MASTER_KEY or update it); keep the old key until a backup under the new one exists",
+                new_master_key.display(),
+                new_master_key.display()
+            );
+        }
+        KeysCommand::Status {
+            data_dir,
+            master_key,
+        } => {
+            let (store, master) = open(&data_dir, master_key.as_deref())?;
+            let ring = vault::keys::load_key_ring(&store, &master)?;
+            for department in Department::ALL {
+                let progress = engine::rotation::progress(&store, department)?;
+                println!(
+                    "{}: current version {}; re-encryption {}",
+                    department.code(),
+                    ring.current_version(department).unwrap_or(0),
+                    match progress {
+                        None => "never needed".to_owned(),
+                        Some(p) if p.done => format!("done ({} rows, {} fields)", p.rows, p.fields),
+                        Some(p) => format!("pending ({} rows so far)", p.rows),
+                    }
+                );
+            }
+            let retiring = ring.blind_retiring_versions();
+            println!(
+                "blind index: current version {}; {}",
+                ring.blind_version(),
+                match engine::rotation::reblind_progress(&store)? {
+                    None => "re-computation never needed".to_owned(),
+                    Some(p) if p.done => format!(
+                        "re-computation done ({} rows re-keyed, versions {:?} retired)",
+                        p.relinked, p.retired
+                    ),
+                    Some(p) => format!(
+                        "re-computation pending ({} rows so far; versions {retiring:?} still loaded)",
+                        p.rows
+                    ),
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {
+    let ConfigCommand::Check { config, master_key } = command;
+    let path = broker::config_overrides::config_path(config);
+    let problems = broker::config_overrides::check(path.as_deref(), master_key.as_deref());
+    if problems.is_empty() {
+        println!("OK");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for problem in &problems {
+        println!("{problem}");
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+pub fn backup(data_dir: &Path, out: &Path) -> anyhow::Result<ExitCode> {
+    let manifest = vault::backup::backup_offline(data_dir, out)?;
+    println!(
+        "backup written to {} ({} files); the master key is not in it",
+        out.display(),
+        manifest.files.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let manifest = vault::backup::restore(from, data_dir)?;
+    println!(
+        "restored {} files from the backup of {} into {}; start the broker with the same master key",
+        manifest.files.len(),
+        manifest.created_at,
+        data_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

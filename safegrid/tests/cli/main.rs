@@ -1,0 +1,14 @@
+//! Tests that run the `safegrid` binary: serve, demo, keys, audit verify, crash and restart,
+//! the production steps of the operations guide. One test binary for the crate (link time).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod audit_verify;
+mod crash;
+mod crash_review;
+mod crash_rotation;
+mod keys_cli;
+mod log_scan;
+mod production_steps;

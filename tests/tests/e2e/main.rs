@@ -1,0 +1,19 @@
+//! End-to-end tests: a real broker on port 0 over TLS, real tokens, real HTTP. One test
+//! binary for the crate (link time on two cores); each module is one area.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod audit_log;
+mod connectors;
+mod faults;
+mod key_rotation;
+mod layout;
+mod limits;
+mod metrics;
+mod mtls;
+mod privacy;
+mod resolution;
+mod search;
+mod spine;
+mod text_paths;
+mod trust;

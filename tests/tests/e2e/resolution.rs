@@ -1,0 +1,327 @@
+//! Entity resolution beyond the exact ID: a record without an ID number joins the person it
+//! clearly is, an unsure pair waits for an officer, the officer's decision is final across
+//! re-ingest, and a wrong link can be split.
+
+use demo::generate::{DemoConfig, DemoWorld};
+use e2e_tests::TestApp;
+use serde_json::{json, Value};
+
+const PERSONS: usize = 400;
+
+async fn setup() -> (TestApp, DemoWorld) {
+    let app = TestApp::spawn().await;
+    let world = DemoWorld::new(DemoConfig {
+        residents: PERSONS,
+        seed: 11,
+        bad_record_rate: 0.0,
+    });
+    // Several departments publish the same people with ID numbers: the shared IDs are what
+    // the model learns agreement from.
+    for dept in ["gongan", "minzheng", "weijian"] {
+        app.ingest(dept, world.ndjson(dept, 0..PERSONS)).await;
+    }
+    let state = &app.broker.as_ref().expect("running").state;
+    let pipeline = state.pipeline.clone();
+    let model = tokio::task::spawn_blocking(move || pipeline.train_linker())
+        .await
+        .expect("training task")
+        .expect("training");
+    assert!(model.is_some(), "enough residents to estimate the model");
+    (app, world)
+}
+
+fn officer(app: &TestApp, world: &DemoWorld) -> String {
+    app.token("street_officer", &[world.street_code()], None)
+}
+
+async fn id_of(app: &TestApp, world: &DemoWorld, dept: &str, source_id: &str) -> Option<String> {
+    let (status, body) = app
+        .get(
+            &format!("/v1/residents/by-source/{dept}/{source_id}"),
+            &officer(app, world),
+            Some("routine_visit"),
+        )
+        .await;
+    (status == 200).then(|| body["id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// A gongan person with a phone, and their unified id.
+async fn person_with_phone(
+    app: &TestApp,
+    world: &DemoWorld,
+) -> (demo::generate::Person, String) {
+    for index in 0..PERSONS {
+        let person = world.person(index);
+        if !person.in_gongan || person.phone.is_none() {
+            continue;
+        }
+        if let Some(id) = id_of(app, world, "gongan", &format!("GA-{:08}", index + 1)).await {
+            return (person, id);
+        }
+    }
+    panic!("no gongan person with a phone");
+}
+
+#[tokio::test]
+async fn a_record_without_an_id_joins_the_person_it_clearly_is() {
+    let (app, world) = setup().await;
+    let (person, unified) = person_with_phone(&app, &world).await;
+    let record = json!({"kind":"resident","source_id":"MZ-X1","version":"1","name":person.name,
+        "birth_date":person.birth_date.to_string(),"phone":person.phone,"address":person.address,"grid":person.grid});
+    app.ingest("minzheng", format!("{record}\n")).await;
+    assert_eq!(
+        id_of(&app, &world, "minzheng", "MZ-X1").await.as_deref(),
+        Some(unified.as_str())
+    );
+    // Someone else entirely, without an ID: their own entity.
+    let stranger = json!({"kind":"resident","source_id":"MZ-X2","version":"1","name":"欧阳某某",
+        "birth_date":"1931-01-01","grid":person.grid});
+    app.ingest("minzheng", format!("{stranger}\n")).await;
+    let other = id_of(&app, &world, "minzheng", "MZ-X2")
+        .await
+        .expect("visible");
+    assert_ne!(other, unified);
+}
+
+#[tokio::test]
+async fn unsure_pairs_wait_for_an_officer_whose_decision_is_final_and_splittable() {
+    let (app, world) = setup().await;
+    let token = officer(&app, &world);
+    // Weaker and weaker evidence for known people, until the model is unsure about one.
+    let mut review: Option<Value> = None;
+    'search: for index in 0..PERSONS {
+        let person = world.person(index);
+        if !person.in_gongan {
+            continue;
+        }
+        // A name alone is never enough to link automatically.
+        let variants = [json!({"name": person.name, "address": person.address})];
+        for (v, fields) in variants.iter().enumerate() {
+            let mut record = json!({"kind":"resident","source_id":format!("MZ-R{index}-{v}"),"version":"1","grid":person.grid});
+            for (k, value) in fields.as_object().expect("object") {
+                record[k] = value.clone();
+            }
+            app.ingest("minzheng", format!("{record}\n")).await;
+            let (status, list) = app
+                .get("/v1/resolution/reviews", &token, Some("routine_visit"))
+                .await;
+            assert_eq!(status, 200, "{list}");
+            if let Some(first) = list["reviews"].as_array().and_then(|r| r.first()) {
+                review = Some(first.clone());
+                break 'search;
+            }
+        }
+    }
+    let review = review.expect("some pair lands in the review queue");
+    let record_source = review["record"]["source_id"]
+        .as_str()
+        .expect("source")
+        .to_owned();
+    let candidate_entity = review["candidate"]["entity"]
+        .as_str()
+        .expect("entity")
+        .to_owned();
+    assert_ne!(review["record"]["entity"], review["candidate"]["entity"]);
+
+    // A grid worker may not decide.
+    let worker = app.token("grid_worker", &[world.street_code()], None);
+    let (status, _) = app
+        .get("/v1/resolution/reviews", &worker, Some("routine_visit"))
+        .await;
+    assert_eq!(status, 403);
+
+    // The officer links them.
+    let id = review["id"].as_str().expect("id");
+    let response = app
+        .client
+        .post(format!("{}/v1/resolution/reviews/{id}", app.url))
+        .bearer_auth(&token)
+        .header("x-purpose", "routine_visit")
+        .json(&json!({"decision": "link"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        id_of(&app, &world, "minzheng", &record_source)
+            .await
+            .as_deref(),
+        Some(candidate_entity.as_str())
+    );
+    // A second decision on the same pair is refused: decisions are final.
+    let response = app
+        .client
+        .post(format!("{}/v1/resolution/reviews/{id}", app.url))
+        .bearer_auth(&token)
+        .header("x-purpose", "routine_visit")
+        .json(&json!({"decision": "distinct"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 409);
+
+    // Re-ingest (a newer version of the same record) keeps the decision.
+    let again = json!({"kind":"resident","source_id":record_source,"version":"2","name":"改过的名字","grid":"110105001001001"});
+    app.ingest("minzheng", format!("{again}\n")).await;
+    assert_eq!(
+        id_of(&app, &world, "minzheng", &record_source)
+            .await
+            .as_deref(),
+        Some(candidate_entity.as_str())
+    );
+
+    // A wrong link is split off, and stays apart on re-ingest.
+    let response = app
+        .client
+        .post(format!("{}/v1/resolution/split", app.url))
+        .bearer_auth(&token)
+        .header("x-purpose", "routine_visit")
+        .json(&json!({"department": "minzheng", "source_id": record_source}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let alone = id_of(&app, &world, "minzheng", &record_source)
+        .await
+        .expect("visible");
+    assert_ne!(alone, candidate_entity);
+    let third = json!({"kind":"resident","source_id":record_source,"version":"3","name":"改过的名字","grid":"110105001001001"});
+    app.ingest("minzheng", format!("{third}\n")).await;
+    assert_eq!(
+        id_of(&app, &world, "minzheng", &record_source)
+            .await
+            .as_deref(),
+        Some(alone.as_str())
+    );
+}
+
+#[tokio::test]
+async fn records_stored_before_the_model_existed_are_linked_once_it_does() {
+    let app = TestApp::spawn().await;
+    let world = DemoWorld::new(DemoConfig {
+        residents: PERSONS,
+        seed: 11,
+        bad_record_rate: 0.0,
+    });
+    // Before any model, and before the ID-carrying records of the same people arrive: the
+    // civil-affairs office publishes ten of them without ID numbers. They stand alone.
+    let early: Vec<(usize, demo::generate::Person)> = (0..PERSONS)
+        .map(|i| (i, world.person(i)))
+        .filter(|(_, p)| p.in_gongan && p.phone.is_some())
+        .take(10)
+        .collect();
+    let body: String = early
+        .iter()
+        .map(|(i, p)| {
+            format!(
+                "{}\n",
+                json!({"kind":"resident","source_id":format!("MZ-E{i}"),"version":"1","name":p.name,
+                    "birth_date":p.birth_date.to_string(),"phone":p.phone,"address":p.address,"grid":p.grid})
+            )
+        })
+        .collect();
+    let stranger = json!({"kind":"resident","source_id":"MZ-S1","version":"1","name":"欧阳某某",
+        "birth_date":"1931-01-01","grid":early[0].1.grid});
+    app.ingest("minzheng", format!("{body}{stranger}\n")).await;
+    let mut alone = Vec::new();
+    for (i, _) in &early {
+        alone.push(
+            id_of(&app, &world, "minzheng", &format!("MZ-E{i}"))
+                .await
+                .expect("visible"),
+        );
+    }
+    let stranger_before = id_of(&app, &world, "minzheng", "MZ-S1").await;
+
+    // The health office's record of the first of them, already linked to that stand-alone
+    // entity (as ingest or an officer would have): it must move with it.
+    let (first_index, first_person) = &early[0];
+    let health = json!({"kind":"resident","source_id":"WJ-E0","version":"1","name":first_person.name,
+        "birth_date":first_person.birth_date.to_string(),"grid":first_person.grid});
+    app.ingest("weijian", format!("{health}\n")).await;
+    {
+        let store = app
+            .broker
+            .as_ref()
+            .expect("running")
+            .state
+            .pipeline
+            .store()
+            .clone();
+        let row = store
+            .read()
+            .expect("read")
+            .source("weijian/resident/WJ-E0")
+            .expect("get")
+            .expect("the health record");
+        let mut linked = row.clone();
+        linked.move_to(&alone[0]);
+        store
+            .write(|w| w.put_source(&linked, Some(&row)))
+            .expect("link the health record");
+    }
+    assert_eq!(
+        id_of(&app, &world, "weijian", "WJ-E0").await.as_deref(),
+        Some(alone[0].as_str())
+    );
+
+    for dept in ["gongan", "minzheng", "weijian"] {
+        app.ingest(dept, world.ndjson(dept, 0..PERSONS)).await;
+    }
+    let state = &app.broker.as_ref().expect("running").state;
+    let pipeline = state.pipeline.clone();
+    let (first, again) = tokio::task::spawn_blocking(move || {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let model = pipeline
+            .train_linker()
+            .expect("training")
+            .expect("enough residents to estimate the model");
+        engine::linking::schedule_relink(pipeline.store()).expect("schedule");
+        let first = pipeline.relink(&model, None, &stop).expect("relink");
+        let again = pipeline.relink(&model, None, &stop).expect("relink again");
+        (first, again)
+    })
+    .await
+    .expect("relink task");
+    assert!(first.done, "{first:?}");
+    assert!(first.alone >= 11, "every early row was offered: {first:?}");
+    assert_eq!(again, first, "a finished pass does nothing more");
+
+    for ((i, _), old) in early.iter().zip(&alone) {
+        let person = id_of(&app, &world, "gongan", &format!("GA-{:08}", i + 1))
+            .await
+            .expect("the person's gongan record");
+        assert_eq!(
+            id_of(&app, &world, "minzheng", &format!("MZ-E{i}"))
+                .await
+                .as_deref(),
+            Some(person.as_str()),
+            "early record {i} joined the person it clearly is"
+        );
+        let (status, _) = app
+            .get(
+                &format!("/v1/residents/{old}"),
+                &officer(&app, &world),
+                Some("routine_visit"),
+            )
+            .await;
+        assert_eq!(status, 404, "the stand-alone entity is gone");
+    }
+    assert_eq!(
+        id_of(&app, &world, "weijian", "WJ-E0").await,
+        id_of(
+            &app,
+            &world,
+            "gongan",
+            &format!("GA-{:08}", first_index + 1)
+        )
+        .await,
+        "a row linked to a stand-alone entity moves with it"
+    );
+    assert_eq!(first.linked, early.len() as u64 + 1, "{first:?}");
+    assert_eq!(
+        id_of(&app, &world, "minzheng", "MZ-S1").await,
+        stranger_before,
+        "someone else entirely stays alone"
+    );
+}

@@ -1,0 +1,567 @@
+//! The spine end to end: publish over TLS, merge across departments, read one masked
+//! profile with provenance, and prove nothing personal is stored in plaintext.
+
+use e2e_tests::id;
+use e2e_tests::{contains_bytes, files_under, TestApp, COMMUNITY, GRID, OTHER_GRID, STREET};
+use model::IdNumber;
+use serde_json::{json, Value};
+
+fn line(value: Value) -> String {
+    format!("{value}\n")
+}
+
+struct Person {
+    id18: String,
+    id15: String,
+}
+
+/// 张三, born 1949-12-31, published by five departments with realistic disagreements.
+async fn publish_zhang_san(app: &TestApp) -> Person {
+    let id18 = id("11010519491231002");
+    let id15 = format!("{}{}", &id18[..6], &id18[8..17]);
+    app.ingest(
+        "zhujian",
+        line(
+            json!({"kind":"house","source_id":"ZJ-55","version":"2026-10-01T08:00:00Z",
+            "address":"北京市朝阳区望京街道幸福里小区3号楼2单元501","grid":GRID,"usage":"own",
+            "owner_id_number":id18}),
+        ),
+    )
+    .await;
+    app.ingest(
+        "gongan",
+        line(json!({"kind":"resident","source_id":"GA-000123","version":"2026-11-01T08:00:00Z",
+            "id_number":id18,"name":"张三","gender":"male","birth_date":"1949-12-31","ethnicity":"汉族",
+            "phone":"13812345678","hukou_address":"北京市朝阳区望京街道幸福里小区3号楼2单元501",
+            "address":"北京市朝阳区望京街道幸福里小区3号楼2单元501","house_source_id":"ZJ-55",
+            "grid":GRID,"tags":["户籍人口"]})),
+    )
+    .await;
+    app.ingest(
+        "minzheng",
+        line(
+            json!({"kind":"resident","source_id":"MZ-77","version":"2026-11-05T08:00:00Z",
+            "id_number":id15,"name":"張三","phone":"13912345678","grid":GRID,
+            "tags":["独居老人","低保"],"attributes":{"allowance_monthly":1200}}),
+        ),
+    )
+    .await;
+    app.ingest(
+        "weijian",
+        line(
+            json!({"kind":"resident","source_id":"WJ-5","version":"2026-11-02T08:00:00Z",
+            "id_number":id18,"name":"张三","grid":GRID,"tags":["慢性病"],
+            "attributes":{"diagnosis":"高血压"}}),
+        ),
+    )
+    .await;
+    app.ingest(
+        "wangge",
+        format!(
+            "{}{}",
+            line(json!({"kind":"resident","source_id":"WG-R1","version":"2026-11-20T08:00:00Z",
+                "id_number":id18,"name":"张三","address":"北京市朝阳区望京街道幸福里小区5号楼1单元302",
+                "grid":GRID})),
+            line(json!({"kind":"event","source_id":"WG-9","version":"2026-11-21T08:00:00Z",
+                "type":"dispute","title":"邻里噪音纠纷","description":"楼上装修噪音，双方已调解",
+                "occurred_at":"2026-11-21T09:30:00+08:00","grid":GRID,"status":"open",
+                "house_source_id":"ZJ-55","party_id_numbers":[id18]}))
+        ),
+    )
+    .await;
+    Person { id18, id15 }
+}
+
+#[tokio::test]
+async fn receipt_reports_every_bad_record_and_keeps_the_good_ones() {
+    let app = TestApp::spawn().await;
+    let good = id("11010519800101001");
+    let body = [
+        line(json!({"kind":"resident","source_id":"GA-1","version":"1","id_number":good,"name":"李四","grid":GRID})),
+        "{not json\n".to_owned(),
+        line(json!({"kind":"resident","source_id":"GA-2","version":"1","id_number":"110105198001010011","name":"王五","grid":GRID})),
+        line(json!({"kind":"resident","source_id":"GA-3","version":"1","name":"赵六","grid":"12345"})),
+        line(json!({"kind":"resident","source_id":"GA-4","version":"1","name":"钱七"})),
+        line(json!({"kind":"resident","source_id":"GA-5","version":"1","name":"孙八","grid":GRID,"phone":"12345"})),
+        line(json!({"kind":"house","source_id":"GA-H1","version":"1","address":"幸福里3号楼","grid":GRID})),
+    ]
+    .concat();
+    let receipt = app.ingest("gongan", body).await;
+    assert_eq!(receipt["accepted"], 2, "{receipt}");
+    assert_eq!(receipt["created"], 2);
+    let rejected: Vec<(u64, String)> = receipt["rejected"]
+        .as_array()
+        .expect("rejected list")
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap_or(0),
+                r["code"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rejected,
+        vec![
+            (2, "json_syntax".to_owned()),
+            (3, "id_number_checksum".to_owned()),
+            (4, "division_length".to_owned()),
+            (5, "grid_missing".to_owned()),
+            (6, "phone_length".to_owned()),
+        ]
+    );
+    // No rejection message repeats the value it rejected.
+    assert!(!receipt.to_string().contains("110105198001010011"));
+}
+
+#[tokio::test]
+async fn redelivery_is_idempotent_and_the_receipt_can_be_fetched_again() {
+    let app = TestApp::spawn().await;
+    let body = line(
+        json!({"kind":"resident","source_id":"GA-9","version":"2026-11-01T08:00:00Z",
+        "id_number":id("11010519800101001"),"name":"李四","grid":GRID}),
+    );
+    let first = app.ingest("gongan", body.clone()).await;
+    let second = app.ingest("gongan", body).await;
+    assert_eq!(first["batch_id"], second["batch_id"]);
+    assert_eq!(
+        (first["created"].as_u64(), second["created"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(second["unchanged"], 1);
+    let batch = second["batch_id"].as_str().expect("batch id");
+    let (status, stored) = app
+        .get(
+            &format!("/v1/ingest/gongan/batches/{batch}"),
+            &app.publisher("gongan"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(stored["unchanged"], 1);
+    // Another department cannot read gongan's receipts.
+    let (status, _) = app
+        .get(
+            &format!("/v1/ingest/gongan/batches/{batch}"),
+            &app.publisher("minzheng"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn one_person_from_five_departments_merges_with_provenance() {
+    let app = TestApp::spawn().await;
+    let person = publish_zhang_san(&app).await;
+    let unified = app.unified_id("resident", "gongan", "GA-000123").await;
+    for (dept, source) in [
+        ("minzheng", "MZ-77"),
+        ("weijian", "WJ-5"),
+        ("wangge", "WG-R1"),
+    ] {
+        assert_eq!(
+            app.unified_id("resident", dept, source).await,
+            unified,
+            "{dept}"
+        );
+    }
+    let officer = app.token("community_officer", &[COMMUNITY], None);
+    let (status, profile) = app
+        .get(
+            &format!("/v1/residents/{unified}"),
+            &officer,
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(status, 200, "{profile}");
+    let departments: Vec<&str> = profile["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .filter_map(|s| s["department"].as_str())
+        .collect();
+    assert_eq!(departments, vec!["gongan", "minzheng", "weijian", "wangge"]);
+    // 公安 is the authority for identity; the traditional-character spelling stays visible.
+    let name = &profile["fields"]["name"];
+    assert_eq!(name["value"], "张三");
+    assert_eq!(name["source"], "gongan");
+    assert_eq!(name["version"], "2026-11-01T08:00:00Z");
+    assert_eq!(name["conflicts"][0]["value"], "張三");
+    assert_eq!(name["conflicts"][0]["source"], "minzheng");
+    assert_eq!(profile["fields"]["phone"]["value"], "13812345678");
+    assert_eq!(
+        profile["fields"]["phone"]["conflicts"][0]["value"],
+        "13912345678"
+    );
+    // The grid centre knows where people actually live.
+    assert_eq!(profile["fields"]["address"]["source"], "wangge");
+    assert!(profile["fields"]["address"]["value"]
+        .as_str()
+        .is_some_and(|a| a.contains("5号楼")));
+    // The 15-digit legacy ID merged; every ID shown is masked.
+    assert_eq!(
+        profile["fields"]["id_number"]["value"],
+        "110105********002X"
+    );
+    assert!(!profile.to_string().contains(&person.id18));
+    assert!(!profile.to_string().contains(&person.id15));
+    let tags: Vec<&str> = profile["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(|t| t["tag"].as_str())
+        .collect();
+    // A community officer sees that 卫健 flags the resident (a masked tag), not the diagnosis.
+    for tag in ["户籍人口", "独居老人", "低保", "健康关注"] {
+        assert!(tags.contains(&tag), "{tag} in {tags:?}");
+    }
+    assert!(!tags.contains(&"慢性病"));
+    assert!(!profile.to_string().contains("高血压"));
+    assert_eq!(profile["attributes"]["minzheng"]["allowance_monthly"], 1200);
+    // Related entities: the house (with its occupant) and the event (with its party).
+    let house = profile["related"]["house"][0]["id"]
+        .as_str()
+        .expect("house")
+        .to_owned();
+    let event = profile["related"]["events"][0]["id"]
+        .as_str()
+        .expect("event")
+        .to_owned();
+    let (status, house_profile) = app
+        .get(
+            &format!("/v1/houses/{house}"),
+            &officer,
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        house_profile["related"]["occupants"][0]["id"],
+        unified.as_str()
+    );
+    assert_eq!(house_profile["fields"]["usage"]["value"], "own");
+    let (status, event_profile) = app
+        .get(
+            &format!("/v1/events/{event}"),
+            &officer,
+            Some("dispute_mediation"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        event_profile["related"]["parties"][0]["id"],
+        unified.as_str()
+    );
+    assert_eq!(event_profile["fields"]["type"]["value"], "dispute");
+    assert_eq!(app.unified_id("event", "wangge", "WG-9").await, event);
+    assert_eq!(app.unified_id("house", "zhujian", "ZJ-55").await, house);
+}
+
+#[tokio::test]
+async fn a_grid_worker_sees_no_health_data_and_no_birth_date_beside_a_masked_id() {
+    let app = TestApp::spawn().await;
+    publish_zhang_san(&app).await;
+    let unified = app.unified_id("resident", "gongan", "GA-000123").await;
+    let worker = app.token("grid_worker", &[GRID], None);
+    let (status, profile) = app
+        .get(
+            &format!("/v1/residents/{unified}"),
+            &worker,
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let text = profile.to_string();
+    assert!(!text.contains("慢性病"));
+    assert!(!text.contains("高血压"));
+    assert!(!text.contains("weijian"));
+    assert_eq!(profile["fields"]["birth_date"]["value"], "1949");
+    assert_eq!(profile["fields"]["name"]["value"], "张三");
+}
+
+#[tokio::test]
+async fn out_of_jurisdiction_answers_exactly_like_a_missing_record() {
+    let app = TestApp::spawn().await;
+    publish_zhang_san(&app).await;
+    let unified = app.unified_id("resident", "gongan", "GA-000123").await;
+    let elsewhere = app.token("grid_worker", &[OTHER_GRID], None);
+    let (status, hidden) = app
+        .get(
+            &format!("/v1/residents/{unified}"),
+            &elsewhere,
+            Some("routine_visit"),
+        )
+        .await;
+    let (missing_status, missing) = app
+        .get(
+            "/v1/residents/r_00000000000000000000",
+            &elsewhere,
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!((status, missing_status), (404, 404));
+    assert_eq!(hidden, missing);
+    let (status, by_source) = app
+        .get(
+            "/v1/residents/by-source/gongan/GA-000123",
+            &elsewhere,
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(by_source, missing);
+}
+
+#[tokio::test]
+async fn roles_purposes_and_departments_are_enforced() {
+    let app = TestApp::spawn().await;
+    publish_zhang_san(&app).await;
+    let unified = app.unified_id("resident", "gongan", "GA-000123").await;
+    let path = format!("/v1/residents/{unified}");
+    let worker = app.token("grid_worker", &[STREET], None);
+    let (status, body) = app.get(&path, &worker, None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("purpose_required"))
+    );
+    let (status, body) = app.get(&path, &worker, Some("curiosity")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("purpose_unknown"))
+    );
+    for role in [
+        "dept_publisher",
+        "compliance_officer",
+        "security_admin",
+        "system_admin",
+    ] {
+        let token = app.token(role, &[STREET], Some("gongan"));
+        let (status, body) = app.get(&path, &token, Some("routine_visit")).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("role_cannot_read")),
+            "{role}"
+        );
+    }
+    let (status, body) = app.get(&path, "garbage", Some("routine_visit")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    // A publisher publishes only as itself; a reader cannot publish.
+    let record =
+        line(json!({"kind":"resident","source_id":"X","version":"1","name":"某某","grid":GRID}));
+    let response = app
+        .ingest_as(&app.publisher("minzheng"), "gongan", record.clone())
+        .await;
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "department_mismatch");
+    let response = app.ingest_as(&worker, "gongan", record).await;
+    assert_eq!(response.status(), 403);
+}
+
+#[tokio::test]
+async fn an_oversized_batch_gets_a_clear_413() {
+    let mut config = broker::config::Config::default();
+    config.ingest.max_body_bytes = 4096;
+    let app = TestApp::spawn_with(config).await;
+    let big = "x".repeat(10_000);
+    let response = app.ingest_as(&app.publisher("gongan"), "gongan", big).await;
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn a_ciphertext_moved_to_another_row_fails_to_open() {
+    let app = TestApp::spawn().await;
+    let body = [
+        line(json!({"kind":"resident","source_id":"GA-A","version":"1","id_number":id("11010519800101001"),"name":"李四","grid":GRID})),
+        line(json!({"kind":"resident","source_id":"GA-B","version":"1","id_number":id("11010519810202002"),"name":"王五","grid":GRID})),
+    ]
+    .concat();
+    app.ingest("gongan", body).await;
+    let a = app.unified_id("resident", "gongan", "GA-A").await;
+    let mut app = app;
+    app.stop().await;
+    {
+        let store = vault::store::Store::open(&app.data_dir.join("store.redb")).expect("store");
+        let reader = store.read().expect("read");
+        let mut row_a = reader
+            .source("gongan/resident/GA-A")
+            .expect("get")
+            .expect("row A");
+        let row_b = reader
+            .source("gongan/resident/GA-B")
+            .expect("get")
+            .expect("row B");
+        drop(reader);
+        let previous = row_a.clone();
+        row_a
+            .sealed
+            .insert("name".to_owned(), row_b.sealed["name"].clone());
+        store
+            .write(|w| w.put_source(&row_a, Some(&previous)))
+            .expect("write the swapped ciphertext");
+    }
+    let app = app.restart().await;
+    let officer = app.token("street_officer", &[STREET], None);
+    let (status, body) = app
+        .get(
+            &format!("/v1/residents/{a}"),
+            &officer,
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(status, 500);
+    assert_eq!(body["error"]["code"], "integrity_error");
+    assert!(!body.to_string().contains("王五"));
+
+    // The search index caught up past the broken row (the restart waited for `/readyz`): the
+    // other resident is found, the broken one is left out and counted.
+    let (status, body) = app
+        .get("/v1/residents?q=wangwu", &officer, Some("routine_visit"))
+        .await;
+    assert_eq!((status, body["total"].as_u64()), (200, Some(1)), "{body}");
+    let (status, body) = app
+        .get("/v1/residents?q=lisi", &officer, Some("routine_visit"))
+        .await;
+    assert_eq!((status, body["total"].as_u64()), (200, Some(0)), "{body}");
+    let (_, _, metrics) = app.metrics_text().await;
+    assert!(
+        metrics.contains("safegrid_index_skipped_entities 1"),
+        "{metrics}"
+    );
+    // The administrator sees which entity was skipped and why (its key only).
+    let admin = app.token("system_admin", &[STREET], None);
+    let (status, problems) = app.get("/v1/admin/problems", &admin, None).await;
+    assert_eq!(status, 200, "{problems}");
+    assert!(
+        problems["problems"].as_array().is_some_and(|list| list
+            .iter()
+            .any(|p| p["item"] == a.as_str() && p["kind"] == "integrity_error")),
+        "{problems}"
+    );
+    assert!(!problems.to_string().contains("王五"));
+    let (status, _) = app.get("/v1/admin/problems", &officer, None).await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn no_plaintext_identifier_anywhere_under_the_data_directory() {
+    use demo::generate::{DemoConfig, DemoWorld, DEPARTMENTS};
+    let mut app = TestApp::spawn().await;
+    let world = DemoWorld::new(DemoConfig {
+        residents: 300,
+        seed: 7,
+        bad_record_rate: 0.02,
+    });
+    for dept in DEPARTMENTS {
+        app.ingest(dept, world.ndjson(dept, 0..300)).await;
+    }
+    // Read some profiles so the audit log has entries too.
+    let officer = app.token("street_officer", &[STREET, world.street_code()], None);
+    for index in 0..20 {
+        let person = world.person(index);
+        if let Ok(id) = IdNumber::parse(&person.id_number) {
+            let unified = app
+                .broker
+                .as_ref()
+                .expect("running")
+                .state
+                .vault
+                .resident_entity(&id);
+            app.get(
+                &format!("/v1/residents/{unified}"),
+                &officer,
+                Some("case_investigation"),
+            )
+            .await;
+        }
+    }
+    app.stop().await;
+    let files = files_under(&app.data_dir);
+    assert!(files.iter().any(|f| f.ends_with("store.redb")));
+    let contents: Vec<(std::path::PathBuf, Vec<u8>)> = files
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(&f).expect("readable");
+            (f, bytes)
+        })
+        .collect();
+    let mut needles = Vec::new();
+    for index in 0..300 {
+        let person = world.person(index);
+        needles.push(person.id_number.clone());
+        needles.extend(person.legacy_id_number.clone());
+        needles.extend(person.phone.clone());
+    }
+    assert!(needles.len() > 500);
+    let lengths: std::collections::BTreeSet<usize> = needles.iter().map(String::len).collect();
+    let needles: std::collections::HashSet<&[u8]> = needles.iter().map(|n| n.as_bytes()).collect();
+    for (file, bytes) in &contents {
+        for len in &lengths {
+            assert!(
+                !bytes.windows(*len).any(|w| needles.contains(w)),
+                "a plaintext identifier was found in {}",
+                file.display()
+            );
+        }
+    }
+    // The master key lives beside the data directory, not in it.
+    let master = std::fs::read(vault::keys::default_master_key_path(&app.data_dir)).expect("key");
+    for (file, bytes) in &contents {
+        assert!(
+            !contains_bytes(bytes, master.trim_ascii()),
+            "{}",
+            file.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_system_administrator_backs_up_while_serving_and_the_backup_restores() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = broker::config::Config {
+        backup_dir: Some(root.path().join("backups")),
+        ..broker::config::Config::default()
+    };
+    let app = TestApp::spawn_with(config).await;
+    let body = line(
+        json!({"kind":"resident","source_id":"GA-B1","version":"1","id_number":id("11010519800101001"),"name":"李四","grid":GRID}),
+    );
+    app.ingest("gongan", body).await;
+    // Nobody else may start one (三员分立).
+    for role in ["grid_worker", "compliance_officer", "security_admin"] {
+        let response = app
+            .client
+            .post(format!("{}/v1/admin/backup", app.url))
+            .bearer_auth(app.token(role, &[STREET], None))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 403, "{role}");
+    }
+    let response = app
+        .client
+        .post(format!("{}/v1/admin/backup", app.url))
+        .bearer_auth(app.token("system_admin", &[STREET], None))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let done: Value = response.json().await.expect("json");
+    let path = std::path::PathBuf::from(done["path"].as_str().expect("path"));
+    assert!(path.starts_with(root.path().join("backups")));
+    // The backup restores into a new data directory holding the same record.
+    let restored = root.path().join("restored");
+    vault::backup::restore(&path, &restored).expect("restore");
+    let store = vault::store::Store::open(&restored.join("store.redb")).expect("store");
+    let reader = store.read().expect("read");
+    assert!(reader
+        .source("gongan/resident/GA-B1")
+        .expect("get")
+        .is_some());
+}
