@@ -9,7 +9,7 @@ venv="${SAFEGRID_CI_VENV:-target/ci-venv}"
 [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check schemathesis
 
-cargo build --quiet -p broker --bin safegrid
+cargo build --quiet -p safegrid --bin safegrid
 bin="${CARGO_TARGET_DIR:-target}/debug/safegrid"
 work=$(mktemp -d)
 "$bin" demo --no-serve --residents 300 --data-dir "$work/data" --listen 127.0.0.1:0 >/dev/null 2>&1

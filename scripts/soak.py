@@ -4,7 +4,7 @@ sampled every minute.
 
 Usage: python3 scripts/soak.py [--minutes 30] [--residents 20000] [--bin target/release/safegrid]
 
-It builds nothing: build the release binary first (`cargo build --release -p broker`). It
+It builds nothing: build the release binary first (`cargo build --release -p safegrid`). It
 generates the demo street into a temporary directory, serves it on loopback, and then, at a
 steady rate, looks up masked profiles (20/s), searches (5/s) and publishes small batches of
 updates and new residents (one batch of 50 records every 2 s), each stream with its own

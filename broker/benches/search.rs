@@ -25,19 +25,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use policies::Principal;
 use broker::policy_folder::PolicyHandle;
-use vault::crypto::{KeyRing, MasterKey};
+use chinese_text::names;
 use demo::generate::{DemoConfig, DemoWorld, Person, DEPARTMENTS};
 use engine::ingest::Pipeline;
 use engine::resolve::{AuthorityOrder, Resolver};
+use model::{Department, DivisionCode, IdNumber, RecordKind};
+use policies::view::ViewPlan;
+use policies::Principal;
 use search::query::Filters;
 use search::{dir_size, SearchIndex, SearchRequest, SortOrder, Source};
-use chinese_text::names;
-use vault::store::Store;
-use policies::view::ViewPlan;
-use model::{Department, DivisionCode, IdNumber, RecordKind};
 use serde_json::Value;
+use vault::crypto::{KeyRing, MasterKey};
+use vault::store::Store;
 
 struct Args {
     mode: String,

@@ -20,14 +20,14 @@ use audit::{AuditConfig, AuditLog, CheckpointSigner};
 
 use crate::api::{router, AppState, AppStateInner};
 use crate::auth::{Authenticator, TokenSigner, DEFAULT_AUDIENCE, DEV_ISSUER};
-use crate::policy_folder::PolicyHandle;
 use crate::config::Config;
-use vault::crypto::MasterKey;
-use engine::ingest::Pipeline;
-use vault::keys::{load_key_ring, load_or_create_secret};
-use engine::resolve::AuthorityOrder;
-use vault::store::Store;
+use crate::policy_folder::PolicyHandle;
 use crate::tls;
+use engine::ingest::Pipeline;
+use engine::resolve::AuthorityOrder;
+use vault::crypto::MasterKey;
+use vault::keys::{load_key_ring, load_or_create_secret};
+use vault::store::Store;
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
@@ -135,7 +135,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     let data_dir = &options.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let master = vault::keys::load_master_key(data_dir, options.master_key.as_deref(), options.dev)?;
+    let master =
+        vault::keys::load_master_key(data_dir, options.master_key.as_deref(), options.dev)?;
     let store = Arc::new(
         Store::open_with_cache(
             &data_dir.join("store.redb"),
@@ -144,8 +145,12 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         .context("opening the store")?,
     );
     let keys = Arc::new(load_key_ring(&store, &master).context("loading keys")?);
-    let search =
-        search::SearchIndex::open(data_dir, &keys).context("opening the search index")?;
+    // Index and query time segment with the same dictionary: it is fixed before the index
+    // opens (and the index rebuilt if it was built with another).
+    let user_words = options.config.user_words()?;
+    chinese_text::segment::install_user_words(user_words)
+        .context("installing the user dictionary")?;
+    let search = search::SearchIndex::open(data_dir, &keys).context("opening the search index")?;
 
     let audit_pkcs8 = load_or_create_secret(&store, &master, "audit-checkpoint/1", || {
         Ok(CheckpointSigner::generate_pkcs8())
@@ -240,6 +245,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     };
     let rotation = (store.clone(), keys.clone());
     let state = AppState(Arc::new(AppStateInner {
+        metrics: Arc::new(crate::metrics::Metrics::default()),
         data_dir: data_dir.clone(),
         backup_dir: options.config.backup_dir.clone(),
         mappings,
@@ -285,6 +291,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         server_files.as_ref(),
         router(state.clone()),
         options.config.limits.connections(),
+        state.metrics.clone(),
         &shutdown_rx,
         &mut background,
     )
@@ -302,6 +309,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         main_tls,
         router(state.clone()),
         options.config.limits.connections(),
+        state.metrics.clone(),
         shutdown_rx,
     ));
     let metrics_addr = match options.config.metrics_address()? {
@@ -313,6 +321,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
                     None,
                     crate::metrics::listener_routes(state.clone()),
                     options.config.limits.connections(),
+                    state.metrics.clone(),
                     shutdown.subscribe(),
                 )));
                 tracing::info!(addr = %bound, "metrics listener");

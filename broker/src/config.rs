@@ -77,6 +77,11 @@ pub struct Config {
     /// port `/metrics` answers only a `system_admin` token.
     #[serde(default = "default_metrics_listen")]
     pub metrics_listen: String,
+    /// Words of this street that word segmentation should keep whole in event titles and
+    /// descriptions (compound, road and place names): a UTF-8 file, one word a line,
+    /// optionally followed by a frequency, `#` for comments. Read at start; the search index
+    /// is rebuilt when the list changes.
+    pub user_dictionary: Option<PathBuf>,
 }
 
 fn default_metrics_listen() -> String {
@@ -84,6 +89,21 @@ fn default_metrics_listen() -> String {
 }
 
 impl Config {
+    /// The user dictionary's words (none when `user_dictionary` is not set).
+    pub fn user_words(&self) -> Result<Vec<chinese_text::segment::UserWord>, ConfigError> {
+        let Some(path) = &self.user_dictionary else {
+            return Ok(Vec::new());
+        };
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::File {
+            path: path.display().to_string(),
+            reason: err.to_string(),
+        })?;
+        chinese_text::segment::parse_user_dictionary(&text).map_err(|err| ConfigError::Invalid {
+            key: "user_dictionary".to_owned(),
+            reason: format!("{}: {err}", path.display()),
+        })
+    }
+
     /// The metrics listener's address, `None` when `off`.
     pub fn metrics_address(&self) -> Result<Option<SocketAddr>, ConfigError> {
         match self.metrics_listen.trim() {
@@ -357,6 +377,7 @@ impl Default for Config {
             mappings_dir: None,
             connectors_dir: None,
             backup_dir: None,
+            user_dictionary: None,
         }
     }
 }

@@ -186,6 +186,9 @@ pub fn check(path: Option<&Path>, master_key: Option<&Path>) -> Vec<String> {
         Some(auth) => readable(&mut problems, "auth.jwks_file", &auth.jwks_file),
         None => problems.push("config key auth: missing (required unless serve --dev)".to_owned()),
     }
+    if let Err(err) = config.user_words() {
+        problems.push(err.to_string());
+    }
     if let Some(mtls) = &config.mtls {
         readable(&mut problems, "mtls.client_ca_file", &mtls.client_ca_file);
         for crl in &mtls.crl_files {

@@ -299,7 +299,8 @@ pub fn schedule(
         }));
     }
     Ok(tasks)
-}/// A department's declarative mapping applied to rows pushed to `POST /v1/ingest/{department}`.
+}
+/// A department's declarative mapping applied to rows pushed to `POST /v1/ingest/{department}`.
 #[derive(Debug)]
 pub struct PushMapping<'a>(pub &'a connectors::Mapping);
 
@@ -335,5 +336,3 @@ impl engine::ingest::RowMapping for PushMapping<'_> {
         }
     }
 }
-
-

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use axum::extract::State;
 use axum::http::header;
@@ -18,6 +18,7 @@ use axum::Router;
 
 use model::Department;
 
+use crate::api::routes::Routes;
 use crate::api::AppState;
 
 /// Latency histogram buckets, seconds.
@@ -75,12 +76,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
     }
-}
-
-/// The process's metrics.
-pub fn global() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::default)
 }
 
 impl Metrics {
@@ -227,8 +222,8 @@ fn escape(value: &str) -> String {
 }
 
 /// `GET /metrics` on the API listener: for the system administrator only.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics_for_admin))
+pub fn routes() -> Routes {
+    Routes::new().get("/metrics", metrics_for_admin)
 }
 
 /// `GET /metrics` on the metrics listener (`metrics_listen`, loopback by default): no token,
@@ -304,7 +299,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             state.search.skipped() as f64,
         ),
     ];
-    let mut text = global().render(&extra);
+    let mut text = state.metrics.render(&extra);
     let sync = state.audit.sync_latency();
     let _ = writeln!(text, "# HELP safegrid_audit_fsync_seconds Time to write and fsync one group-committed batch of audit records.");
     let _ = writeln!(text, "# TYPE safegrid_audit_fsync_seconds histogram");

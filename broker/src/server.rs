@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::api::ClientAddr;
+use crate::metrics::Metrics;
 
 /// TLS of one listener: its (reloadable) configuration and how client certificates map
 /// to departments.
@@ -220,6 +221,7 @@ async fn serve_connection<I>(
         + 'static,
     activity: Arc<Activity>,
     limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -238,11 +240,11 @@ async fn serve_connection<I>(
                     .is_some_and(hyper::Error::is_timeout)
             });
             if timed_out {
-                crate::metrics::global().count_connection_closed("header_timeout");
+                metrics.count_connection_closed("header_timeout");
             }
         }
         _ = idle_for(&activity, limits.idle) => {
-            crate::metrics::global().count_connection_closed("idle");
+            metrics.count_connection_closed("idle");
         }
         _ = shutdown.changed() => {
             connection.as_mut().graceful_shutdown();
@@ -257,6 +259,7 @@ pub async fn serve(
     tls: Option<ListenerTls>,
     router: Router,
     limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
@@ -276,7 +279,7 @@ pub async fn serve(
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
             // At the cap: close at once rather than queue (a queue is what a flood wants).
-            crate::metrics::global().count_connection_closed("over_limit");
+            metrics.count_connection_closed("over_limit");
             drop(stream);
             continue;
         };
@@ -293,6 +296,7 @@ pub async fn serve(
             .as_ref()
             .map(|t| (TlsAcceptor::from(t.config.load_full()), t.clone()));
         let conn_shutdown = shutdown.clone();
+        let metrics = metrics.clone();
         connections.spawn(async move {
             let _permit = permit;
             let counted = activity.clone();
@@ -321,7 +325,7 @@ pub async fn serve(
                             return;
                         }
                         Err(_) => {
-                            crate::metrics::global().count_connection_closed("handshake_timeout");
+                            metrics.count_connection_closed("handshake_timeout");
                             return;
                         }
                     };
@@ -338,11 +342,12 @@ pub async fn serve(
                     let service = hyper::service::service_fn(move |request| {
                         handle(request, Some(info.clone()))
                     });
-                    serve_connection(tls, service, activity, limits, conn_shutdown).await;
+                    serve_connection(tls, service, activity, limits, metrics, conn_shutdown).await;
                 }
                 None => {
                     let service = hyper::service::service_fn(move |request| handle(request, None));
-                    serve_connection(stream, service, activity, limits, conn_shutdown).await;
+                    serve_connection(stream, service, activity, limits, metrics, conn_shutdown)
+                        .await;
                 }
             }
         });
@@ -371,6 +376,7 @@ pub async fn start_mtls_listener(
     server_files: Option<&crate::tls::CertFiles>,
     router: Router,
     limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
     shutdown: &watch::Receiver<bool>,
     background: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<Option<SocketAddr>> {
@@ -407,6 +413,7 @@ pub async fn start_mtls_listener(
         Some(tls),
         router,
         limits,
+        metrics,
         shutdown.clone(),
     )));
     tracing::info!(%addr, "department mTLS listener");

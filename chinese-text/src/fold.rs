@@ -1,93 +1,293 @@
 //! Folding of what a user or a department may type into one comparable form.
 //!
-//! Guarantees: [`fold`] is applied identically at index and at query time, so a traditional
-//! or variant character, a full-width digit or letter, or an upper-case letter matches its
-//! simplified / half-width / lower-case form. The table covers characters common in names,
-//! places and event text; a character outside it is kept as it is.
+//! Guarantees:
+//! - [`fold`] is the one folding used for index terms, query terms, linkage keys and names:
+//!   full-width and compatibility forms become their standard form (Unicode NFKC: `１２３ＡＢＣ`
+//!   is `123ABC`, a CJK compatibility ideograph is its unified ideograph, `①` is `1`), a
+//!   traditional or variant character becomes simplified (OpenCC's character table, see
+//!   [`simplified`]), ASCII letters become lower case and `ü` becomes `v` as pinyin is typed.
+//! - [`fold`] is idempotent, total and never panics; a character it does not know is kept.
+//! - [`fold_char`] folds one character exactly as [`fold`] folds it alone, whenever that is
+//!   one character (`㈱` folds to the three characters `(株)` and is kept by [`fold_char`]).
+//! - [`traditional`] returns one traditional form per simplified character, always one that
+//!   folds back to it.
 
-/// Traditional / variant -> simplified, for characters common in names, addresses and
-/// grid-event text. Kept here (not in `connectors`) because `broker` may not depend on it.
-#[rustfmt::skip]
-const TRADITIONAL: &[(char, char)] = &[
-    ('張', '张'), ('劉', '刘'), ('陳', '陈'), ('楊', '杨'), ('黃', '黄'), ('趙', '赵'), ('吳', '吴'), ('孫', '孙'),
-    ('馬', '马'), ('羅', '罗'), ('鄭', '郑'), ('謝', '谢'), ('韓', '韩'), ('馮', '冯'), ('鄧', '邓'), ('許', '许'),
-    ('呂', '吕'), ('蘇', '苏'), ('盧', '卢'), ('蔣', '蒋'), ('賈', '贾'), ('葉', '叶'), ('鍾', '钟'), ('鐘', '钟'),
-    ('譚', '谭'), ('鄒', '邹'), ('陸', '陆'), ('顧', '顾'), ('龍', '龙'), ('萬', '万'), ('錢', '钱'), ('湯', '汤'),
-    ('喬', '乔'), ('賀', '贺'), ('龔', '龚'), ('歐', '欧'), ('諸', '诸'), ('偉', '伟'), ('麗', '丽'), ('軍', '军'),
-    ('國', '国'), ('華', '华'), ('紅', '红'), ('蘭', '兰'), ('鳳', '凤'), ('榮', '荣'), ('東', '东'), ('輝', '辉'),
-    ('鵬', '鹏'), ('濤', '涛'), ('傑', '杰'), ('飛', '飞'), ('剛', '刚'), ('靜', '静'), ('艷', '艳'), ('豔', '艳'),
-    ('寧', '宁'), ('曉', '晓'), ('穎', '颖'), ('潔', '洁'), ('衛', '卫'), ('慶', '庆'), ('寶', '宝'), ('進', '进'),
-    ('勝', '胜'), ('貴', '贵'), ('夢', '梦'), ('軒', '轩'), ('詩', '诗'), ('銘', '铭'), ('語', '语'), ('錦', '锦'),
-    ('誠', '诚'), ('陽', '阳'), ('凱', '凯'), ('園', '园'), ('區', '区'), ('單', '单'), ('長', '长'), ('門', '门'),
-    ('車', '车'), ('樓', '楼'), ('號', '号'), ('單', '单'), ('鎮', '镇'), ('鄉', '乡'), ('縣', '县'), ('廣', '广'),
-    ('灣', '湾'), ('橋', '桥'), ('莊', '庄'), ('營', '营'), ('廳', '厅'), ('電', '电'), ('動', '动'), ('噪', '噪'),
-    ('糾', '纠'), ('紛', '纷'), ('違', '违'), ('規', '规'), ('災', '灾'), ('險', '险'), ('堵', '堵'), ('塞', '塞'),
-    ('齊', '齐'), ('嚴', '严'), ('蕭', '萧'), ('薛', '薛'), ('閻', '阎'), ('閆', '闫'), ('聶', '聂'), ('魯', '鲁'),
-    ('邵', '邵'), ('鄔', '邬'), ('鍾', '钟'), ('楊', '杨'), ('歐', '欧'), ('貝', '贝'), ('費', '费'), ('譚', '谭'),
-    ('嶽', '岳'), ('岳', '岳'), ('溫', '温'), ('莊', '庄'), ('藍', '蓝'), ('鄺', '邝'), ('關', '关'), ('尋', '寻'),
-    ('義', '义'), ('禮', '礼'), ('愛', '爱'), ('覺', '觉'), ('羅', '罗'), ('麥', '麦'), ('黎', '黎'), ('鄭', '郑'),
-    ('雲', '云'), ('風', '风'), ('龜', '龟'), ('鶴', '鹤'), ('鳴', '鸣'), ('蓮', '莲'), ('鳳', '凤'), ('瑩', '莹'),
-    ('嬌', '娇'), ('婭', '娅'), ('娛', '娱'), ('雙', '双'), ('獻', '献'), ('濱', '滨'), ('瀾', '澜'), ('淵', '渊'),
-    ('燁', '烨'), ('煒', '炜'), ('熾', '炽'), ('燦', '灿'), ('爾', '尔'), ('璽', '玺'), ('瓊', '琼'), ('環', '环'),
-    ('書', '书'), ('學', '学'), ('藝', '艺'), ('樂', '乐'), ('興', '兴'), ('業', '业'), ('發', '发'), ('達', '达'),
-    ('財', '财'), ('順', '顺'), ('遠', '远'), ('運', '运'), ('這', '这'), ('個', '个'), ('們', '们'), ('來', '来'),
-    ('開', '开'), ('關', '关'), ('會', '会'), ('說', '说'), ('時', '时'), ('間', '间'), ('戶', '户'), ('戸', '户'),
-    ('鄰', '邻'), ('隣', '邻'), ('裏', '里'), ('裡', '里'), ('灣', '湾'), ('廈', '厦'), ('園', '园'), ('蘇', '苏'),
-];
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
-/// Compound surnames, longest first (`爱新觉罗` before the two-character ones).
-#[rustfmt::skip]
-pub const COMPOUND_SURNAMES: &[&str] = &[
-    "爱新觉罗", "欧阳", "司马", "诸葛", "上官", "东方", "皇甫", "尉迟", "公孙", "慕容", "长孙", "宇文", "司徒",
-    "夏侯", "令狐", "澹台", "端木", "南宫", "独孤", "西门", "呼延", "轩辕", "万俟", "钟离", "闻人", "拓跋",
-    "赫连", "申屠", "公冶", "太史", "濮阳", "东郭", "百里", "第五", "左丘", "单于", "司空", "乐正", "完颜",
-];
+use unicode_normalization::{is_nfc_quick, is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
-/// One character in simplified, half-width, lower-case form.
-pub fn fold_char(c: char) -> char {
-    match c {
-        // Full-width ASCII block -> ASCII.
-        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0)
-            .unwrap_or(c)
-            .to_ascii_lowercase(),
-        '\u{3000}' => ' ',
-        'A'..='Z' => c.to_ascii_lowercase(),
-        'ü' | 'Ü' => 'v',
-        _ if c.is_ascii() => c,
-        _ => TRADITIONAL
-            .iter()
-            .find(|(t, _)| *t == c)
-            .map_or(c, |(_, s)| *s),
-    }
-}
+/// The compound surnames, moved to [`crate::surnames`]; kept here for existing callers.
+pub use crate::surnames::COMPOUND_SURNAMES;
+
+/// Generated by `scripts/gen-t2s.py` from OpenCC's dictionaries (Apache-2.0); the header
+/// names the OpenCC commit.
+const T2S_TSV: &str = include_str!("../data/t2s.tsv");
 
 /// The folded form of `text` (see the module guarantees).
 pub fn fold(text: &str) -> String {
-    text.chars().map(fold_char).collect()
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
+    let normalised = compatibility_form(text);
+    let mut changed = false;
+    let mapped: String = normalised
+        .chars()
+        .map(|c| {
+            let folded = map_char(c);
+            changed |= folded != c;
+            folded
+        })
+        .collect();
+    if changed {
+        // A letter that became lower case or `v` may now compose with a following mark.
+        compatibility_form(&mapped).into_owned()
+    } else {
+        mapped
+    }
 }
 
-/// Whether `c` is a CJK unified ideograph (the characters names and addresses are made of).
+/// One character in folded form (see the module guarantees).
+pub fn fold_char(c: char) -> char {
+    if c.is_ascii() {
+        return c.to_ascii_lowercase();
+    }
+    let mut standard = std::iter::once(c).nfkc();
+    let one = match (standard.next(), standard.next()) {
+        (Some(one), None) => one,
+        _ => c,
+    };
+    map_char(one)
+}
+
+/// A personal name folded, without whitespace and the separators of transliterated names
+/// (`买买提·艾力` is `买买提艾力`, ` 張 偉 ` is `张伟`). Idempotent.
+pub fn fold_name(name: &str) -> String {
+    let kept: String = fold(name)
+        .chars()
+        .filter(|c| !c.is_whitespace() && !is_name_separator(*c))
+        .collect();
+    // Dropping a separator can bring a letter next to a mark it composes with.
+    fold(&kept)
+}
+
+fn is_name_separator(c: char) -> bool {
+    matches!(c, '·' | '•' | '・' | '.' | '-' | '‧')
+}
+
+/// Full-width and compatibility forms to their standard form (NFKC), nothing else: case and
+/// traditional characters are kept. For values such as ID numbers, where `Ｘ` must stay `X`.
+pub fn fold_width(text: &str) -> String {
+    compatibility_form(text).into_owned()
+}
+
+/// Traditional and variant characters to simplified, and CJK compatibility ideographs to
+/// their unified form (NFC), nothing else: width and case are kept. For rewriting a stored
+/// value such as a name, where only the script should change.
+pub fn simplify(text: &str) -> String {
+    let canonical: Cow<'_, str> = match is_nfc_quick(text.chars()) {
+        IsNormalized::Yes => Cow::Borrowed(text),
+        _ => Cow::Owned(text.nfc().collect()),
+    };
+    canonical
+        .chars()
+        .map(|c| simplified(c).unwrap_or(c))
+        .collect()
+}
+
+/// The simplified form of a traditional or variant character, if the table has one.
+pub fn simplified(c: char) -> Option<char> {
+    table().simplified.get(&c).copied()
+}
+
+/// One traditional form of a simplified character (OpenCC's most common one), if the table
+/// has one; it always folds back to `c`. For generating test and demo data.
+pub fn traditional(c: char) -> Option<char> {
+    table().traditional.get(&c).copied()
+}
+
+/// Whether `c` is a CJK unified ideograph, in the basic block or any extension (the
+/// characters names and addresses are made of).
 pub fn is_cjk(c: char) -> bool {
-    matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}')
+    matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}' | '\u{20000}'..='\u{323AF}')
+}
+
+fn compatibility_form(text: &str) -> Cow<'_, str> {
+    match is_nfkc_quick(text.chars()) {
+        IsNormalized::Yes => Cow::Borrowed(text),
+        _ => Cow::Owned(text.nfkc().collect()),
+    }
+}
+
+/// The per-character part of folding, applied to NFKC text.
+fn map_char(c: char) -> char {
+    match c {
+        'A'..='Z' => c.to_ascii_lowercase(),
+        'ü' | 'Ü' => 'v',
+        _ if c.is_ascii() => c,
+        _ => simplified(c).unwrap_or(c),
+    }
+}
+
+struct Table {
+    simplified: HashMap<char, char>,
+    traditional: HashMap<char, char>,
+}
+
+fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table = Table {
+            simplified: HashMap::new(),
+            traditional: HashMap::new(),
+        };
+        for (from, to, reverse) in table_rows() {
+            table.simplified.insert(from, to);
+            if reverse {
+                table.traditional.insert(to, from);
+            }
+        }
+        table
+    })
+}
+
+/// The rows of `t2s.tsv`: (traditional, simplified, whether it is the reverse form). A
+/// malformed row is skipped (a unit test checks there is none).
+fn table_rows() -> impl Iterator<Item = (char, char, bool)> {
+    T2S_TSV
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| {
+            let mut columns = line.split('\t');
+            let from = one_char(columns.next()?)?;
+            let to = one_char(columns.next()?)?;
+            let reverse = match columns.next() {
+                None => false,
+                Some("r") => true,
+                Some(_) => return None,
+            };
+            columns.next().is_none().then_some((from, to, reverse))
+        })
+}
+
+fn one_char(text: &str) -> Option<char> {
+    let mut chars = text.chars();
+    let c = chars.next()?;
+    chars.next().is_none().then_some(c)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn folds_traditional_full_width_and_case() {
         assert_eq!(fold("張三"), "张三");
         assert_eq!(fold("歐陽娜娜"), "欧阳娜娜");
+        assert_eq!(fold("王強"), fold("王强"));
         assert_eq!(fold("ＺＨＡＮＧ３号樓"), "zhang3号楼");
+        assert_eq!(fold("１２３ＡＢＣ"), "123abc");
         assert_eq!(fold("Lü"), "lv");
+        assert_eq!(fold("张\u{3000}三"), "张 三");
     }
 
     #[test]
-    fn compound_surnames_are_simplified_and_longest_first() {
-        assert_eq!(COMPOUND_SURNAMES[0].chars().count(), 4);
-        for surname in COMPOUND_SURNAMES {
-            assert_eq!(&fold(surname), surname);
+    fn compatibility_ideographs_and_enclosed_forms_fold_to_the_standard_form() {
+        // U+F9DC is a compatibility form of 隆 (U+9686); U+2F800 of 丽 (U+4E3D); U+F900 of
+        // the traditional 豈, which then folds on to 岂.
+        assert_eq!(fold("\u{F9DC}"), "\u{9686}");
+        assert_eq!(fold_char('\u{F9DC}'), '\u{9686}');
+        assert_eq!(fold("\u{2F800}"), "丽");
+        assert_eq!(fold("\u{F900}"), "岂");
+        assert_eq!(fold("①号楼"), "1号楼");
+        assert_eq!(fold("㈱"), "(株)");
+        assert_eq!(fold_char('㈱'), '㈱');
+    }
+
+    #[test]
+    fn the_table_is_opencc_sized_and_every_pair_is_stable_under_fold() {
+        let rows: Vec<_> = table_rows().collect();
+        let data_lines = T2S_TSV
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .count();
+        assert_eq!(rows.len(), data_lines, "a malformed row in t2s.tsv");
+        assert!(rows.len() >= 3000, "only {} pairs", rows.len());
+        for (from, to, _) in rows {
+            assert_ne!(from, to);
+            assert_eq!(fold_char(from), to, "{from}");
+            assert_eq!(fold(&from.to_string()), to.to_string(), "{from}");
+            assert_eq!(fold_char(to), to, "{from} -> {to} is not stable");
+        }
+    }
+
+    #[test]
+    fn characters_that_are_also_simplified_text_are_kept() {
+        // OpenCC lists the character itself among its simplified forms: 於 is a surname of
+        // its own, 乾 stays in 乾坤, 昇 in names.
+        for c in ['於', '乾', '昇', '著'] {
+            assert_eq!(simplified(c), None, "{c}");
+        }
+        // A Hong Kong form folds through OpenCC's standard form.
+        assert_eq!(fold("衞"), "卫");
+    }
+
+    #[test]
+    fn traditional_is_one_form_that_folds_back() {
+        assert_eq!(traditional('强'), Some('強'));
+        assert_eq!(traditional('发'), Some('發'));
+        assert_eq!(traditional('王'), None);
+        let reverse = &table().traditional;
+        assert!(reverse.len() >= 3000);
+        for (&s, &t) in reverse {
+            assert_eq!(fold_char(t), s);
+        }
+    }
+
+    #[test]
+    fn names_fold_without_separators() {
+        assert_eq!(fold_name(" 張 偉 "), "张伟");
+        assert_eq!(fold_name("买买提·艾力"), "买买提艾力");
+        assert_eq!(fold_name("ＪＯＨＮ Smith"), "johnsmith");
+    }
+
+    #[test]
+    fn width_and_script_transforms_do_one_thing_each() {
+        assert_eq!(fold_width("１１０１０５Ｘ　（男）"), "110105X (男)");
+        assert_eq!(simplify("張偉 ＡＢ"), "张伟 ＡＢ");
+        assert_eq!(simplify("\u{F9DC}"), "\u{9686}");
+        assert_eq!(simplify("\u{F900}"), "岂");
+        assert_eq!(fold_width("\u{F900}"), "\u{8C48}");
+    }
+
+    fn any_text() -> impl Strategy<Value = String> {
+        let chars = prop_oneof![
+            4 => any::<char>(),
+            2 => prop::sample::select("歐陽強發臺衞ＡＺａ１①ü̈\u{0303}\u{0301}·. 　㈱\u{F900}Uu".chars().collect::<Vec<_>>()),
+            2 => (0x4E00u32..=0x9FFF).prop_filter_map("scalar", char::from_u32),
+            1 => (0xF900u32..=0xFAFF).prop_filter_map("scalar", char::from_u32),
+        ];
+        prop::collection::vec(chars, 0..24).prop_map(|c| c.into_iter().collect())
+    }
+
+    proptest! {
+        #[test]
+        fn fold_is_idempotent(text in any_text()) {
+            let once = fold(&text);
+            prop_assert_eq!(fold(&once), once.clone());
+            let name = fold_name(&text);
+            prop_assert_eq!(fold_name(&name), name);
+        }
+
+        #[test]
+        fn fold_char_agrees_with_fold(c in any::<char>()) {
+            let folded = fold(&c.to_string());
+            if folded.chars().count() == 1 {
+                prop_assert_eq!(folded, fold_char(c).to_string());
+            }
+            prop_assert_eq!(fold_char(fold_char(c)), fold_char(c));
         }
     }
 }

@@ -1,22 +1,21 @@
-//! Chinese-name text for linkage: traditional -> simplified folding of name characters,
-//! pinyin readings with surname overrides, and the homophone tables the evaluation corrupts
-//! names with.
+//! Chinese-name text for linkage: folded names, pinyin readings with surname overrides, and
+//! the homophone tables the evaluation corrupts names with.
 //!
 //! Guarantees:
-//! - [`fold_name`] is idempotent, drops whitespace and name separators (`·`), folds full-width
-//!   Latin to ASCII lowercase, and maps every traditional character of [`TRADITIONAL`] to its
-//!   simplified form; any other character is kept as it is.
+//! - [`fold_name`], [`simplified`], [`traditional`] and [`surname_len`] are the crate's one
+//!   folding and one surname table ([`crate::fold`], [`crate::surnames`]), so linkage keys
+//!   agree with search and masking.
 //! - [`name_readings`] gives every dictionary reading of each character (at most
-//!   [`MAX_READINGS`]), except that a surname character in [`SURNAME_READINGS`] gets only its
-//!   surname reading (单 is `shan`, never `dan`). The first reading of each character is the
+//!   [`MAX_READINGS`]), except that a surname with its own reading in the surname table gets
+//!   only that reading (单 is `shan`, never `dan`). The first reading of each character is the
 //!   one used for Jaro–Winkler, initials and blocking keys.
 //! - A [`Syllable`] packs one toneless reading (`ü` written `v`, at most 6 letters) into a
 //!   `u32`; packing is injective, so equal syllables are equal readings.
 
-use std::collections::HashMap;
-use std::sync::OnceLock;
-
-use pinyin::ToPinyinMulti;
+pub use crate::fold::{fold_name, simplified, traditional};
+use crate::reading::readings;
+pub use crate::surnames::surname_len;
+use crate::surnames::surname_reading;
 
 /// Most readings kept per character (the rest are rare literary readings).
 pub const MAX_READINGS: usize = 4;
@@ -140,121 +139,39 @@ impl CharReadings {
     }
 }
 
-/// Normalises a name as departments write it: whitespace and separators dropped,
-/// traditional name characters folded to simplified, full-width Latin to ASCII lowercase.
-pub fn fold_name(name: &str) -> String {
-    let table = traditional_to_simplified();
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if c.is_whitespace() || matches!(c, '·' | '•' | '・' | '.' | '-' | '‧') {
-            continue;
-        }
-        let c = match c {
-            'Ａ'..='Ｚ' | 'ａ'..='ｚ' => {
-                char::from_u32(c as u32 - 'Ａ' as u32 + 'A' as u32).unwrap_or(c)
-            }
-            _ => c,
-        };
-        let c = if c.is_ascii() {
-            c.to_ascii_lowercase()
-        } else {
-            table.get(&c).copied().unwrap_or(c)
-        };
-        out.push(c);
-    }
-    out
-}
-
-/// The simplified form of a traditional name character, if the table knows it.
-pub fn simplified(c: char) -> Option<char> {
-    traditional_to_simplified().get(&c).copied()
-}
-
-/// The traditional form of a simplified name character, if the table knows it.
-pub fn traditional(c: char) -> Option<char> {
-    TRADITIONAL.iter().find(|(s, _)| *s == c).map(|(_, t)| *t)
-}
-
-fn traditional_to_simplified() -> &'static HashMap<char, char> {
-    static TABLE: OnceLock<HashMap<char, char>> = OnceLock::new();
-    TABLE.get_or_init(|| TRADITIONAL.iter().map(|&(s, t)| (t, s)).collect())
-}
-
-/// Length in characters of the surname at the start of a folded name (compound surnames
-/// such as 欧阳 count 2); 0 for an empty name.
-pub fn surname_len(name: &str) -> usize {
-    let count = name.chars().count();
-    if count == 0 {
-        return 0;
-    }
-    let compound = COMPOUND_SURNAMES
-        .iter()
-        .find(|s| name.starts_with(**s) && count > s.chars().count());
-    compound.map_or(1, |s| s.chars().count())
-}
-
-/// Readings of every character of a folded name, surname characters by the override table.
+/// Readings of every character of a folded name, surname characters by the surname table.
 /// A non-Chinese letter or digit reads as itself; other characters are skipped.
 pub fn name_readings(name: &str) -> Vec<CharReadings> {
     let surname_chars = surname_len(name);
     let surname: String = name.chars().take(surname_chars).collect();
-    let fixed = SURNAME_READINGS
-        .iter()
-        .find(|(s, _)| *s == surname)
-        .map(|(_, r)| *r);
+    let fixed = surname_reading(&surname);
     let mut out = Vec::with_capacity(name.chars().count());
     for (position, c) in name.chars().enumerate() {
-        let mut readings = CharReadings::new();
+        let mut char_readings = CharReadings::new();
         let overridden = fixed
             .and_then(|r| r.get(position))
             .filter(|_| position < surname_chars);
         if let Some(reading) = overridden {
             if let Some(s) = Syllable::pack(reading) {
-                readings.push(s);
-            }
-        } else if let Some(multi) = c.to_pinyin_multi() {
-            for reading in multi {
-                if let Some(s) = Syllable::pack(reading.plain()) {
-                    readings.push(s);
-                }
+                char_readings.push(s);
             }
         } else if c.is_ascii_alphanumeric() {
             if let Some(s) = Syllable::pack(&c.to_string()) {
-                readings.push(s);
+                char_readings.push(s);
+            }
+        } else {
+            for reading in readings(c) {
+                if let Some(s) = Syllable::pack(&reading) {
+                    char_readings.push(s);
+                }
             }
         }
-        if readings.len > 0 {
-            out.push(readings);
+        if char_readings.len > 0 {
+            out.push(char_readings);
         }
     }
     out
 }
-
-/// Surnames whose reading is not the dictionary's first reading of the character.
-pub const SURNAME_READINGS: &[(&str, &[&str])] = &[
-    ("单", &["shan"]),
-    ("曾", &["zeng"]),
-    ("解", &["xie"]),
-    ("仇", &["qiu"]),
-    ("区", &["ou"]),
-    ("朴", &["piao"]),
-    ("查", &["zha"]),
-    ("乐", &["yue"]),
-    ("缪", &["miao"]),
-    ("盖", &["ge"]),
-    ("覃", &["qin"]),
-    ("翟", &["zhai"]),
-    ("尉迟", &["yu", "chi"]),
-    ("长孙", &["zhang", "sun"]),
-    ("万俟", &["mo", "qi"]),
-    ("单于", &["chan", "yu"]),
-];
-
-/// Two-character surnames (a name that starts with one keeps both characters as surname).
-pub const COMPOUND_SURNAMES: &[&str] = &[
-    "欧阳", "司马", "诸葛", "上官", "东方", "皇甫", "尉迟", "公孙", "慕容", "令狐", "长孙", "宇文",
-    "司徒", "夏侯", "轩辕", "端木", "南宫", "独孤", "呼延", "西门", "万俟", "单于",
-];
 
 /// Given-name characters that share a reading (same pinyin, different character): what a
 /// clerk types when writing down a name heard over the counter.
@@ -354,30 +271,6 @@ pub const NEAR_HOMOPHONES: &[(char, char)] = &[
     ('民', '明'),
 ];
 
-/// Simplified -> traditional for characters common in names (surnames and given names).
-#[rustfmt::skip]
-pub const TRADITIONAL: &[(char, char)] = &[
-    ('张', '張'), ('刘', '劉'), ('陈', '陳'), ('杨', '楊'), ('黄', '黃'), ('赵', '趙'), ('吴', '吳'), ('孙', '孫'),
-    ('马', '馬'), ('罗', '羅'), ('郑', '鄭'), ('谢', '謝'), ('韩', '韓'), ('冯', '馮'), ('邓', '鄧'), ('许', '許'),
-    ('吕', '呂'), ('苏', '蘇'), ('卢', '盧'), ('蒋', '蔣'), ('贾', '賈'), ('叶', '葉'), ('钟', '鍾'), ('谭', '譚'),
-    ('邹', '鄒'), ('陆', '陸'), ('顾', '顧'), ('龙', '龍'), ('万', '萬'), ('钱', '錢'), ('汤', '湯'), ('乔', '喬'),
-    ('贺', '賀'), ('龚', '龔'), ('欧', '歐'), ('诸', '諸'), ('韦', '韋'), ('严', '嚴'), ('伟', '偉'), ('丽', '麗'),
-    ('军', '軍'), ('国', '國'), ('华', '華'), ('红', '紅'), ('兰', '蘭'), ('凤', '鳳'), ('荣', '榮'), ('东', '東'),
-    ('辉', '輝'), ('鹏', '鵬'), ('涛', '濤'), ('杰', '傑'), ('飞', '飛'), ('刚', '剛'), ('静', '靜'), ('艳', '艷'),
-    ('宁', '寧'), ('晓', '曉'), ('颖', '穎'), ('洁', '潔'), ('卫', '衛'), ('庆', '慶'), ('宝', '寶'), ('进', '進'),
-    ('胜', '勝'), ('贵', '貴'), ('梦', '夢'), ('轩', '軒'), ('诗', '詩'), ('铭', '銘'), ('语', '語'), ('锦', '錦'),
-    ('诚', '誠'), ('阳', '陽'), ('凯', '凱'), ('园', '園'), ('亚', '亞'), ('发', '發'), ('兴', '興'), ('义', '義'),
-    ('云', '雲'), ('丰', '豐'), ('书', '書'), ('强', '強'), ('岚', '嵐'), ('莲', '蓮'), ('琼', '瓊'), ('龄', '齡'),
-    ('顺', '順'), ('树', '樹'), ('长', '長'), ('汉', '漢'), ('远', '遠'), ('达', '達'), ('连', '連'), ('伦', '倫'),
-    ('娇', '嬌'), ('鸿', '鴻'), ('鸣', '鳴'), ('钰', '鈺'), ('铁', '鐵'), ('锋', '鋒'), ('钢', '鋼'), ('银', '銀'),
-    ('纪', '紀'), ('绍', '紹'), ('维', '維'), ('继', '繼'), ('玮', '瑋'), ('泽', '澤'), ('润', '潤'), ('滨', '濱'),
-    ('婵', '嬋'), ('鹃', '鵑'), ('怀', '懷'), ('宽', '寬'), ('坚', '堅'), ('岩', '巖'), ('峰', '峯'), ('财', '財'),
-    ('贤', '賢'), ('灵', '靈'), ('风', '風'), ('绿', '綠'), ('岭', '嶺'), ('芸', '蕓'), ('萧', '蕭'), ('鲁', '魯'),
-    ('闫', '閆'), ('阎', '閻'), ('项', '項'), ('齐', '齊'), ('聂', '聶'), ('庞', '龐'), ('窦', '竇'), ('费', '費'),
-    ('关', '關'), ('边', '邊'), ('尧', '堯'), ('乐', '樂'), ('涌', '湧'), ('颜', '顏'), ('伞', '傘'), ('纯', '純'),
-    ('丝', '絲'), ('宫', '宮'),
-];
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -436,11 +329,17 @@ mod tests {
         assert_eq!(fold_name("歐陽娜娜"), "欧阳娜娜");
         assert_eq!(fold_name("买买提·艾力"), "买买提艾力");
         assert_eq!(fold_name("ＪＯＨＮ Smith"), "johnsmith");
-        for (s, t) in TRADITIONAL {
+        assert_eq!(fold_name("王強"), fold_name("王强"));
+        for c in "张刘陈杨黄赵吴孙马罗郑谢韩冯邓许伟丽军国华红兰凤强".chars()
+        {
+            let t = traditional(c).expect("a traditional form");
+            assert_ne!(t, c);
             let folded = fold_name(&t.to_string());
-            assert_eq!(folded, s.to_string());
+            assert_eq!(folded, c.to_string());
             assert_eq!(fold_name(&folded), folded);
         }
+        assert_eq!(surname_len("歐陽娜娜"), 2);
+        assert_eq!(surname_len(&fold_name("歐陽娜娜")), 2);
         assert_eq!(surname_len("欧阳娜娜"), 2);
         assert_eq!(surname_len("欧阳"), 1);
         assert_eq!(surname_len("张三"), 1);

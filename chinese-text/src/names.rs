@@ -5,7 +5,8 @@
 //! Guarantees:
 //! - Every reading of a polyphonic character is indexed (up to [`MAX_READING_COMBINATIONS`]
 //!   combinations per name), and a surname's own reading (单 shan, 曾 zeng, 解 xie, 仇 qiu,
-//!   区 ou, 朴 piao, 查 zha …) is always among them, first.
+//!   区 ou, 朴 piao, 查 zha …, from [`crate::surnames`]) is always among them, first.
+//! - A name splits into surname and given name exactly as linkage and masking split it.
 //! - Fuzzy matching exists only for pinyin: no fuzzy term is ever derived from Chinese
 //!   characters typed as such, so a 2–3 character name never matches a different name.
 //! - The same functions produce index terms and query terms, so what is indexed is exactly
@@ -14,9 +15,10 @@
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
-use pinyin::ToPinyinMulti;
-
-use crate::fold::{fold, is_cjk, COMPOUND_SURNAMES};
+use crate::fold::{fold_name, is_cjk};
+pub use crate::reading::readings;
+use crate::reading::surname_readings;
+use crate::surnames;
 
 /// At most this many reading combinations of one name are indexed.
 pub const MAX_READING_COMBINATIONS: usize = 16;
@@ -25,18 +27,6 @@ pub const MIN_PREFIX: usize = 2;
 /// … up to this many.
 pub const MAX_PREFIX: usize = 14;
 
-/// Readings of surnames that differ from a character's first (most common) reading.
-#[rustfmt::skip]
-const SURNAME_READINGS: &[(&str, &[&str])] = &[
-    ("单", &["shan"]), ("曾", &["zeng"]), ("解", &["xie"]), ("仇", &["qiu"]), ("区", &["ou"]),
-    ("朴", &["piao"]), ("查", &["zha"]), ("盖", &["ge"]), ("覃", &["qin"]), ("乐", &["yue"]),
-    ("召", &["shao"]), ("缪", &["miao"]), ("翟", &["zhai"]), ("种", &["chong"]), ("华", &["hua"]),
-    ("任", &["ren"]), ("纪", &["ji"]), ("燕", &["yan"]), ("宁", &["ning"]), ("柏", &["bai"]),
-    ("秘", &["bi"]), ("句", &["gou"]), ("隗", &["wei"]), ("能", &["nai"]), ("长", &["chang"]),
-    ("尉迟", &["yu", "chi"]), ("万俟", &["mo", "qi"]), ("长孙", &["zhang", "sun"]),
-    ("单于", &["chan", "yu"]), ("乐正", &["yue", "zheng"]), ("澹台", &["tan", "tai"]),
-];
-
 /// A name split into surname and given name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SplitName {
@@ -44,84 +34,23 @@ pub struct SplitName {
     pub given: String,
 }
 
-/// Normalises a name: folded, without spaces or the middle dot of transliterated names.
+/// Normalises a name: folded, without spaces or the separators of transliterated names
+/// ([`fold_name`]).
 pub fn normalise_name(name: &str) -> String {
-    fold(name)
-        .chars()
-        .filter(|c| !c.is_whitespace() && !matches!(c, '·' | '•' | '.' | '・'))
-        .collect()
+    fold_name(name)
 }
 
-/// Splits a normalised all-CJK name; compound surnames are recognised.
+/// Splits a normalised all-CJK name the way linkage and masking do
+/// ([`surnames::split_name`]).
 pub fn split_name(name: &str) -> Option<SplitName> {
-    let count = name.chars().count();
-    if count == 0 || !name.chars().all(is_cjk) {
+    if name.is_empty() || !name.chars().all(is_cjk) {
         return None;
     }
-    let surname = COMPOUND_SURNAMES
-        .iter()
-        .find(|s| name.starts_with(**s) && count > s.chars().count())
-        .map(|s| (*s).to_owned())
-        .unwrap_or_else(|| name.chars().take(1).collect());
-    let given = name[surname.len()..].to_owned();
-    Some(SplitName { surname, given })
-}
-
-/// Every plain reading of one character, most common first, folded to ASCII letters the
-/// way a worker types them (`ü` -> `v`, `ê` -> `e`, `ḿ` -> `m`, `ń`/`ň`/`ǹ` -> `n`). A
-/// reading that still holds anything else is left out: every term built from readings is
-/// ASCII, so cutting one by byte offsets is always safe.
-pub fn readings(c: char) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    if let Some(multi) = c.to_pinyin_multi() {
-        for reading in multi {
-            let plain: String = reading
-                .plain()
-                .chars()
-                .filter_map(|c| match c {
-                    'ü' => Some('v'),
-                    'ê' => Some('e'),
-                    'ḿ' => Some('m'),
-                    'ń' | 'ň' | 'ǹ' => Some('n'),
-                    // Combining marks some readings carry (m̀, ê̄ …) add nothing to typing.
-                    '\u{0300}'..='\u{036f}' => None,
-                    other => Some(other),
-                })
-                .collect();
-            if plain.is_empty() || !plain.bytes().all(|b| b.is_ascii_lowercase()) {
-                continue;
-            }
-            if !out.contains(&plain) {
-                out.push(plain);
-            }
-        }
-    }
-    out
-}
-
-/// Readings per character of a surname: the surname table first, then every dictionary
-/// reading (a worker may type the common reading of 单 as `dan`).
-fn surname_readings(surname: &str) -> Vec<Vec<String>> {
-    let chars: Vec<char> = surname.chars().collect();
-    let table = SURNAME_READINGS.iter().find(|(s, _)| *s == surname);
-    chars
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let mut list: Vec<String> = Vec::new();
-            if let Some((_, fixed)) = table {
-                if let Some(r) = fixed.get(i) {
-                    list.push((*r).to_owned());
-                }
-            }
-            for r in readings(*c) {
-                if !list.contains(&r) {
-                    list.push(r);
-                }
-            }
-            list
-        })
-        .collect()
+    let (surname, given) = surnames::split_name(name);
+    Some(SplitName {
+        surname: surname.to_owned(),
+        given: given.to_owned(),
+    })
 }
 
 /// Syllable sequences of a whole name, at most [`MAX_READING_COMBINATIONS`] of them.
@@ -408,6 +337,20 @@ mod tests {
         assert!(has(&terms, NameFamily::Chars, "s:欧阳"));
         assert!(has(&terms, NameFamily::Short, "i:oynn"));
         assert!(has(&terms, NameFamily::Short, "m:ouyangnn"));
+    }
+
+    #[test]
+    fn traditional_and_simplified_writings_index_alike() {
+        let traditional = name_terms("王強");
+        assert_eq!(traditional, name_terms("王强"));
+        assert!(has(&traditional, NameFamily::Pinyin, "f:wangqiang"));
+        assert!(has(&traditional, NameFamily::Short, "i:wq"));
+        assert_eq!(name_terms("ＷＡＮＧ"), name_terms("wang"));
+        let split = split_name(&normalise_name("歐陽娜娜")).expect("a Chinese name");
+        assert_eq!(
+            (split.surname.as_str(), split.given.as_str()),
+            ("欧阳", "娜娜")
+        );
     }
 
     #[test]

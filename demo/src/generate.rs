@@ -2404,8 +2404,8 @@ fn traditional(name: &str) -> Option<String> {
     let mut changed = false;
     let s: String = name
         .chars()
-        .map(|c| match TRADITIONAL.iter().find(|&&(s, _)| s == c) {
-            Some(&(_, t)) => {
+        .map(|c| match chinese_text::hanzi::traditional(c) {
+            Some(t) => {
                 changed = true;
                 t
             }
@@ -2498,21 +2498,6 @@ const YOUNG_MALE_FULL: &str =
     "子轩 浩宇 浩然 宇轩 梓睿 一鸣 俊熙 子豪 皓轩 明轩 博文 天佑 思远 宇航 梓豪";
 const YOUNG_FEMALE_FULL: &str =
     "梓涵 一诺 欣怡 雨桐 梓萱 子涵 诗涵 可馨 紫涵 思彤 佳怡 若汐 语桐 欣妍 雨萱";
-
-/// Simplified -> traditional for characters common in names (for variant spellings).
-#[rustfmt::skip]
-const TRADITIONAL: &[(char, char)] = &[
-    ('张', '張'), ('刘', '劉'), ('陈', '陳'), ('杨', '楊'), ('黄', '黃'), ('赵', '趙'), ('吴', '吳'), ('孙', '孫'),
-    ('马', '馬'), ('罗', '羅'), ('郑', '鄭'), ('谢', '謝'), ('韩', '韓'), ('冯', '馮'), ('邓', '鄧'), ('许', '許'),
-    ('吕', '呂'), ('苏', '蘇'), ('卢', '盧'), ('蒋', '蔣'), ('贾', '賈'), ('叶', '葉'), ('钟', '鍾'), ('谭', '譚'),
-    ('邹', '鄒'), ('陆', '陸'), ('顾', '顧'), ('龙', '龍'), ('万', '萬'), ('钱', '錢'), ('汤', '湯'), ('乔', '喬'),
-    ('贺', '賀'), ('龚', '龔'), ('欧', '歐'), ('诸', '諸'), ('葛', '葛'), ('伟', '偉'), ('丽', '麗'), ('军', '軍'),
-    ('国', '國'), ('华', '華'), ('红', '紅'), ('兰', '蘭'), ('凤', '鳳'), ('荣', '榮'), ('东', '東'), ('辉', '輝'),
-    ('鹏', '鵬'), ('涛', '濤'), ('杰', '傑'), ('飞', '飛'), ('刚', '剛'), ('静', '靜'), ('艳', '艷'), ('宁', '寧'),
-    ('晓', '曉'), ('颖', '穎'), ('洁', '潔'), ('卫', '衛'), ('庆', '慶'), ('宝', '寶'), ('进', '進'), ('胜', '勝'),
-    ('贵', '貴'), ('梦', '夢'), ('轩', '軒'), ('诗', '詩'), ('铭', '銘'), ('语', '語'), ('锦', '錦'), ('诚', '誠'),
-    ('阳', '陽'), ('凯', '凱'), ('萱', '萱'), ('馨', '馨'), ('园', '園'),
-];
 
 const ETHNICITIES: &[(&str, &str, u32)] = &[
     ("汉族", "", 9500),
@@ -2671,6 +2656,16 @@ mod tests {
 
     fn is_bad(v: &Value) -> bool {
         v["attributes"].get(DEFECT_KEY).is_some()
+    }
+
+    #[test]
+    fn the_demo_dictionary_holds_the_street_and_every_community() {
+        let words = chinese_text::segment::parse_user_dictionary(crate::USER_DICTIONARY).unwrap();
+        let has = |w: &str| words.iter().any(|u| u.word == w);
+        assert!(has(STREET_NAME));
+        for name in COMMUNITY_NAMES {
+            assert!(has(name), "{name} is missing from demo/user-dictionary.txt");
+        }
     }
 
     #[test]

@@ -5,3 +5,7 @@
 
 pub mod generate;
 pub mod synthetic;
+
+/// The demo street's user dictionary for word segmentation (its street and community
+/// names), written beside the demo's data and named by its configuration.
+pub const USER_DICTIONARY: &str = include_str!("../user-dictionary.txt");

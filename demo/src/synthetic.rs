@@ -19,8 +19,8 @@ use rand::{Rng, SeedableRng};
 
 use model::{Department, Gender};
 
-use chinese_text::hanzi::{surname_len, traditional, HOMOPHONES, NEAR_HOMOPHONES};
 use crate::generate::{DemoWorld, Person};
+use chinese_text::hanzi::{surname_len, traditional, HOMOPHONES, NEAR_HOMOPHONES};
 
 /// How often each corruption happens, per department copy (each in 0.0..=1.0).
 #[derive(Debug, Clone)]
@@ -329,12 +329,11 @@ fn transpose_digits(text: &str, rng: &mut StdRng) -> String {
 /// the same compound.
 fn restyle_address(address: &str, moved: bool, rng: &mut StdRng) -> String {
     let parts = chinese_text::address::parse(address);
-    let (Some(compound), Some(mut building)) = (parts.compound.as_deref(), number(&parts.building))
-    else {
+    let (Some(compound), Some(mut building)) = (parts.compound_name(), parts.building_no()) else {
         return address.to_owned();
     };
-    let mut unit = number(&parts.unit).unwrap_or(1);
-    let mut room = number(&parts.room).unwrap_or(101);
+    let mut unit = parts.unit_no().unwrap_or(1);
+    let mut room = parts.room_no().unwrap_or(101);
     if moved {
         building += rng.gen_range(1..=6);
         unit = rng.gen_range(1..=4);
@@ -346,16 +345,6 @@ fn restyle_address(address: &str, moved: bool, rng: &mut StdRng) -> String {
         75..=89 => format!("北京市朝阳区望京街道{compound}{building}号楼{unit}单元{room}室"),
         _ => format!("北京市朝阳区{compound}{building}-{unit}-{room}"),
     }
-}
-
-/// The leading number of an address part (`3号楼` -> 3).
-fn number(part: &Option<String>) -> Option<u32> {
-    let digits: String = part
-        .as_deref()?
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
 }
 
 /// Pairwise agreement of a clustering with the truth.

@@ -11,11 +11,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use vault::crypto::MasterKey;
 use demo::generate::{DemoConfig, DemoWorld};
 use engine::ingest::Pipeline;
-use vault::store::Store;
 use model::Department;
+use vault::crypto::MasterKey;
+use vault::store::Store;
 
 const BATCH: usize = 5_000;
 

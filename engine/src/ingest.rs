@@ -23,8 +23,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use model::record::Version;
 use model::profile::ScopeMove;
+use model::record::Version;
 use model::{Department, DivisionCode, IdNumber, Record, RecordKind, ResidentRecord};
 use rayon::prelude::*;
 
@@ -1008,7 +1008,8 @@ pub fn split_batch(body: &[u8]) -> Result<Vec<IncomingRecord>, IngestError> {
 /// cannot (the connectors' declarative mapping implements it in the broker).
 pub trait RowMapping {
     /// Maps the object on body line `line`.
-    fn map_row(&self, line: usize, fields: Map<String, Value>) -> Result<MappedRow, MappingRefusal>;
+    fn map_row(&self, line: usize, fields: Map<String, Value>)
+        -> Result<MappedRow, MappingRefusal>;
 }
 
 /// A row the mapping turned into a record in the unified format (validated like any other).

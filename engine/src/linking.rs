@@ -23,12 +23,12 @@ use serde_json::Value;
 
 use model::{parse_date, Department, Gender, RecordKind, ResidentRecord};
 
-use vault::crypto::KeyRing;
 use crate::linkage::{
     blocking_keys, BatchOptions, ComparisonVector, Decision, Field, IdRelation, LinkInput,
     LinkRecord, LinkageModel,
 };
 use crate::resolve::open_source;
+use vault::crypto::KeyRing;
 use vault::store::{Store, StoreError, StoreReader, StoreWriter, StoredSource};
 
 const MODEL_META: &str = "linkage/model";

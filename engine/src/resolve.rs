@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
 
-use model::record::Version;
 use model::profile::{Alternative, EntityRef, MergedField, MergedTag, Profile, SourceRef};
+use model::record::Version;
 use model::{Department, RecordKind};
 
 use vault::crypto::{CryptoError, FieldContext, KeyRing};

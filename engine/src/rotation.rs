@@ -20,6 +20,10 @@
 //!   walk ends the older keys are deleted from the store in the same transaction, after which
 //!   no stored index can be matched with them. The search index derives its token key from
 //!   the current blind-index key, so it is rebuilt from the store on the next start.
+//! - [`schedule_renormalisation`]: when the text normalisation changed since the keyed links
+//!   were computed (an upgrade), the same resumable [`reblind`] pass re-computes them under
+//!   the current key with the new normalisation, started by the first broker start after
+//!   the upgrade; the version is recorded when the walk ends (`text/normalisation`).
 //! - Plaintext lives only in zeroized buffers while a field is re-sealed.
 
 use std::path::Path;
@@ -35,8 +39,8 @@ use zeroize::Zeroizing;
 use model::{Department, RecordKind, ResidentRecord};
 use serde_json::Value;
 
-use vault::crypto::{CryptoError, FieldContext, KeyRing, MasterKey, SecretKey};
 use crate::ingest::{blind_keyed_links, is_blind_keyed_link};
+use vault::crypto::{CryptoError, FieldContext, KeyRing, MasterKey, SecretKey};
 use vault::keys::{blind_index_label, load_key_ring, KeyError, BLIND_INDEX_PREFIX};
 use vault::store::{Store, StoreError, StoreWriter};
 
@@ -445,6 +449,7 @@ pub fn reblind(
                     }
                 }
                 next.done = true;
+                w.put_meta(TEXT_META, &encode(&chinese_text::NORMALISATION_VERSION))?;
             }
             Ok(())
         },
@@ -453,6 +458,40 @@ pub fn reblind(
         progress,
         rows_this_run,
     })
+}
+
+/// Meta key of the text normalisation (`chinese_text::NORMALISATION_VERSION`) every keyed
+/// link was last computed under.
+const TEXT_META: &str = "text/normalisation";
+
+/// The text normalisation the stored keyed links were computed under (`None`: before the
+/// version was recorded, i.e. version 1).
+pub fn keyed_links_normalisation(store: &Store) -> Result<Option<u32>, RotationError> {
+    read_progress(store, TEXT_META)
+}
+
+/// After an upgrade that changed the text normalisation, the stored blocking keys no longer
+/// match what the new code computes for the same record: schedules the re-computation of
+/// every resident row's keyed links under the current key ([`reblind`], resumable), which
+/// records the new version when it ends. Returns whether a pass is pending.
+pub fn schedule_renormalisation(store: &Store, keys: &KeyRing) -> Result<bool, RotationError> {
+    if keyed_links_normalisation(store)? == Some(chinese_text::NORMALISATION_VERSION) {
+        return Ok(false);
+    }
+    if reblind_pending(store)? {
+        // A pass already runs under the current code; it records the version when it ends.
+        return Ok(true);
+    }
+    let progress = ReblindProgress {
+        target: keys.blind_version(),
+        ..ReblindProgress::default()
+    };
+    store.write(|w| w.put_meta(REBLIND_META, &encode(&progress)))?;
+    tracing::info!(
+        version = chinese_text::NORMALISATION_VERSION,
+        "text normalisation changed: re-computing the keyed links of every resident"
+    );
+    Ok(true)
 }
 
 /// Whether a blind-index re-computation is pending (rotated, not done).
@@ -479,6 +518,9 @@ pub fn spawn_pending(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(blocking_until_shutdown(shutdown, move |worker_stop| {
+        if let Err(err) = schedule_renormalisation(&store, &keys) {
+            tracing::error!(error = %err, "cannot read the text normalisation of the keyed links");
+        }
         match reblind_pending(&store) {
             Ok(false) => {}
             Ok(true) => match reblind(&store, &keys, None, worker_stop) {
@@ -666,5 +708,64 @@ mod tests {
             .any(|p| p.task == "key_rotation"
                 && p.item == "gongan/resident/GA-1"
                 && p.kind == "integrity_error"));
+    }
+
+    #[test]
+    fn keyed_links_of_an_older_normalisation_are_recomputed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let master = MasterKey::for_tests(9);
+        let keys = std::sync::Arc::new(load_key_ring(&store, &master).unwrap());
+        let pipeline = crate::ingest::Pipeline::new(store.clone(), keys.clone());
+        let check = model::id_number_check_digit("11010519800312123").unwrap();
+        let body = format!(
+            "{{\"kind\":\"resident\",\"source_id\":\"GA-1\",\"version\":\"1\",\"id_number\":\"11010519800312123{check}\",\"name\":\"王強\",\"birth_date\":\"1980-03-12\",\"address\":\"某区安和里3号楼2单元501\",\"grid\":\"110105001001001\"}}\n"
+        );
+        assert_eq!(
+            pipeline
+                .ingest(Department::Gongan, body.as_bytes())
+                .unwrap()
+                .accepted,
+            1
+        );
+        let row = "gongan/resident/GA-1";
+        let fresh = store.read().unwrap().source(row).unwrap().unwrap();
+        // What an older normalisation left: other block keys, and no recorded version.
+        let mut older: Vec<String> = fresh
+            .links
+            .iter()
+            .filter(|l| !l.starts_with("block:"))
+            .cloned()
+            .collect();
+        older.push("block:00000000000000000000000000000000".to_owned());
+        store
+            .write(|w| {
+                w.replace_links(&fresh, older.clone())?;
+                w.delete_meta(TEXT_META).map(|_| ())
+            })
+            .unwrap();
+        assert_eq!(keyed_links_normalisation(&store).unwrap(), None);
+
+        assert!(schedule_renormalisation(&store, &keys).unwrap());
+        let report = reblind(&store, &keys, None, &AtomicBool::new(false)).unwrap();
+        assert!(report.progress.done);
+        assert_eq!(report.progress.relinked, 1);
+        let after = store.read().unwrap().source(row).unwrap().unwrap();
+        let mut expected = fresh.links.clone();
+        let mut got = after.links.clone();
+        expected.sort();
+        got.sort();
+        assert_eq!(
+            got, expected,
+            "the links are what the current code computes"
+        );
+        assert_eq!(
+            keyed_links_normalisation(&store).unwrap(),
+            Some(chinese_text::NORMALISATION_VERSION)
+        );
+        assert!(
+            !schedule_renormalisation(&store, &keys).unwrap(),
+            "a finished pass is not scheduled again"
+        );
     }
 }

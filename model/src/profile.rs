@@ -119,4 +119,3 @@ pub struct ScopeMove {
     /// The community the record places the person in.
     pub to: String,
 }
-

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
 
-use policies::Principal;
-use policies::authz::{PolicyFiles, PolicySet};
 use model::profile::{Alternative, EntityRef, MergedField, MergedTag, Profile, SourceRef};
-use policies::view::ViewPlan;
 use model::{Department, RecordKind};
+use policies::authz::{PolicyFiles, PolicySet};
 use policies::redact::NameDirectory;
+use policies::view::ViewPlan;
+use policies::Principal;
 
 fn field(value: Value, source: Department) -> MergedField {
     MergedField {

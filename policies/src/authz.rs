@@ -11,8 +11,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
 use crate::{FieldTables, Level, TableFiles};
+use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {

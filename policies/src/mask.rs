@@ -6,12 +6,6 @@
 //! input than its convention shows; input that does not look like what the function expects
 //! is masked entirely rather than passed through.
 
-/// Compound surnames recognised when masking names (the whole surname stays visible).
-pub const COMPOUND_SURNAMES: [&str; 20] = [
-    "欧阳", "司马", "诸葛", "上官", "东方", "皇甫", "尉迟", "公孙", "慕容", "长孙", "宇文", "司徒",
-    "夏侯", "轩辕", "令狐", "钟离", "端木", "南宫", "独孤", "西门",
-];
-
 /// `110105********002X`: region code and last four characters.
 pub fn mask_id_number(id: &str) -> String {
     let chars: Vec<char> = id.chars().collect();
@@ -40,19 +34,16 @@ pub fn mask_phone(phone: &str) -> String {
     "*".repeat(chars.len().max(1))
 }
 
-/// `张*`, `张**`, `欧阳**`: the surname and one star per hidden character.
+/// `张*`, `张**`, `欧阳**`: the surname as written and one star per hidden character. The
+/// surname is split as search and linkage split it ([`chinese_text::surnames`]), so a
+/// compound surname stays visible in traditional writing too (`歐陽**`).
 pub fn mask_name(name: &str) -> String {
-    let surname_len = COMPOUND_SURNAMES
-        .iter()
-        .find(|s| name.starts_with(*s) && name.chars().count() > 2)
-        .map(|s| s.chars().count())
-        .unwrap_or(1);
     let total = name.chars().count();
     if total <= 1 {
         return "*".to_owned();
     }
-    let surname: String = name.chars().take(surname_len).collect();
-    format!("{surname}{}", "*".repeat(total - surname_len))
+    let (surname, given) = chinese_text::surnames::split_name(name);
+    format!("{surname}{}", "*".repeat(given.chars().count()))
 }
 
 /// Cuts a standard address after the building (`…3号楼`), dropping unit and room.
@@ -94,6 +85,8 @@ mod tests {
         assert_eq!(mask_name("张三丰"), "张**");
         assert_eq!(mask_name("欧阳娜娜"), "欧阳**");
         assert_eq!(mask_name("欧阳"), "欧*");
+        assert_eq!(mask_name("歐陽娜娜"), "歐陽**");
+        assert_eq!(mask_name("诸葛亮"), "诸葛*");
         assert_eq!(
             mask_address("北京市朝阳区望京街道幸福里小区3号楼2单元501"),
             "北京市朝阳区望京街道幸福里小区3号楼****"

@@ -23,4 +23,3 @@ impl Principal {
         self.roles.iter().any(|r| r == role)
     }
 }
-

@@ -22,10 +22,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use model::{Department, RecordKind};
 use crate::mask;
 use crate::redact::{redact, NameDirectory};
 use crate::Level;
+use model::{Department, RecordKind};
 use serde_json::Value;
 
 use model::DivisionCode;

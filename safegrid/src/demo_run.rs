@@ -5,7 +5,6 @@
 //! would use (TLS, JWT, ingest endpoint, receipt); the summary counts come from the receipts,
 //! not from the generator.
 
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -44,11 +43,19 @@ pub struct DemoSummary {
 
 pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     let started = Instant::now();
+    // No file, but the `SAFEGRID_…` overrides apply (e.g. `SAFEGRID_STORE_CACHE_MB`); the
+    // demo street brings its own user dictionary.
+    let mut config = broker::config_overrides::load_with(None, std::env::vars())?;
+    let dictionary = options.data_dir.join("dev").join("user-dictionary.txt");
+    std::fs::create_dir_all(dictionary.parent().unwrap_or(&options.data_dir))
+        .with_context(|| format!("creating {}", options.data_dir.display()))?;
+    std::fs::write(&dictionary, demo::USER_DICTIONARY)
+        .with_context(|| format!("writing {}", dictionary.display()))?;
+    config.user_dictionary.get_or_insert(dictionary);
     let broker = app::start(ServeOptions {
         data_dir: options.data_dir.clone(),
         listen: Some(options.listen),
-        // No file, but the `SAFEGRID_…` overrides apply (e.g. `SAFEGRID_STORE_CACHE_MB`).
-        config: broker::config_overrides::load_with(None, std::env::vars())?,
+        config,
         master_key: None,
         dev: true,
         insecure_http: false,

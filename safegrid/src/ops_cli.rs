@@ -296,6 +296,11 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                     ),
                 }
             );
+            println!(
+                "text normalisation: keyed links computed under version {}; this binary's is {}",
+                engine::rotation::keyed_links_normalisation(&store)?.unwrap_or(1),
+                chinese_text::NORMALISATION_VERSION
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -15,7 +15,7 @@ CONNECTIONS=${3:-32}
 PORT=${SAFEGRID_LOAD_PORT:-18443}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 2; }
 
-cargo build --release -p broker >&2
+cargo build --release -p safegrid >&2
 BIN=${CARGO_TARGET_DIR:-target}/release/safegrid
 WORK=$(mktemp -d)
 DATA=$WORK/street

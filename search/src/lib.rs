@@ -40,11 +40,11 @@ use tantivy::{
 
 use model::RecordKind;
 
+use engine::resolve::{AuthorityOrder, ResolveError, Resolver};
+use policies::view::ViewPlan;
 use policies::Principal;
 use vault::crypto::KeyRing;
-use engine::resolve::{AuthorityOrder, ResolveError, Resolver};
 use vault::store::{Store, StoreError};
-use policies::view::ViewPlan;
 
 use blind::Blinder;
 use query::{Access, AccessKey, Compiler, Filters, Learnt};
@@ -190,14 +190,19 @@ pub struct Source {
 }
 
 impl SearchIndex {
-    /// Opens `<data_dir>/index`, wiping it first if it is missing, of another schema version
-    /// or built under another key. The caller then catches up from the store
+    /// Opens `<data_dir>/index`, wiping it first if it is missing, of another schema version,
+    /// of another text normalisation or user dictionary, or built under another key. The caller then catches up from the store
     /// ([`SearchIndex::catch_up`] or [`SearchIndex::start_follower`]).
     pub fn open(data_dir: &Path, keys: &KeyRing) -> Result<SearchIndex, SearchError> {
         chinese_text::segment::warm_up();
         let dir = data_dir.join("index");
         let blinder = Blinder::new(keys);
-        let expected = format!("schema={SCHEMA_VERSION} key={}\n", blinder.fingerprint());
+        let expected = format!(
+            "schema={SCHEMA_VERSION} text={} dictionary={} key={}\n",
+            chinese_text::NORMALISATION_VERSION,
+            dictionary_fingerprint(),
+            blinder.fingerprint()
+        );
         let current = std::fs::read_to_string(dir.join(VERSION_FILE)).ok();
         if current.as_deref() != Some(expected.as_str()) {
             if dir.exists() {
@@ -721,6 +726,17 @@ pub fn reindex(data_dir: &Path, master_key: Option<&Path>) -> anyhow::Result<usi
     Ok(count)
 }
 
+/// A digest of the user dictionary the process-wide segmenter uses: event text is indexed
+/// by its words, so another dictionary means another index.
+fn dictionary_fingerprint() -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for word in chinese_text::segment::shared().user_words() {
+        context.update(word.word.as_bytes());
+        context.update(format!(" {:?}\n", word.frequency).as_bytes());
+    }
+    hex::encode(&context.finish().as_ref()[..8])
+}
+
 /// Seconds since the Unix epoch (0 on a clock before it).
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -732,13 +748,13 @@ fn unix_now() -> u64 {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use policies::Principal;
-    use policies::authz::{PolicyFiles, PolicySet};
-    use vault::crypto::MasterKey;
     use demo::generate::{DemoConfig, DemoWorld, STREET_CODE};
     use engine::ingest::Pipeline;
     use model::{Department, DivisionCode};
+    use policies::authz::{PolicyFiles, PolicySet};
+    use policies::Principal;
     use tantivy::schema::document::Document as _;
+    use vault::crypto::MasterKey;
 
     /// A small generated street in a fresh store.
     fn street(residents: usize) -> (tempfile::TempDir, Arc<Store>, Arc<KeyRing>) {

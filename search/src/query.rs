@@ -33,10 +33,10 @@ use super::document::{department_guard, profile_field, source_guard, tag_guard};
 use super::filter::{FilterCache, FilterQuery, FilterSpec};
 use super::schema::{Family, IndexFields};
 use chinese_text::{address, fold, names, segment as text};
-use policies::Principal;
 use model::profile::{MergedField, MergedTag, Profile, SourceRef};
 use policies::view::ViewPlan;
 use policies::Level as FieldLevel;
+use policies::Principal;
 
 /// A clause before authorization: terms of families, combined.
 #[derive(Debug, Clone)]

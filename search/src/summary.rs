@@ -41,4 +41,3 @@ pub fn summary_sources(kind: RecordKind) -> &'static [&'static str] {
         RecordKind::Event => &["title", "event_type", "status", "occurred_at", "address"],
     }
 }
-

@@ -5,8 +5,8 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ring::rand::SystemRandom;
 
-use vault::crypto::{FieldContext, KeyMaterial, KeyRing, SecretKey};
 use model::Department;
+use vault::crypto::{FieldContext, KeyMaterial, KeyRing, SecretKey};
 
 fn key_ring() -> KeyRing {
     let rng = SystemRandom::new();

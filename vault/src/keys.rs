@@ -117,7 +117,6 @@ pub fn default_master_key_path(data_dir: &Path) -> PathBuf {
     data_dir.with_file_name(name)
 }
 
-
 /// Loads the master key the way `serve` does.
 pub fn load_master_key(
     data_dir: &Path,
@@ -141,7 +140,6 @@ pub fn load_master_key(
     MasterKey::load(Some(&path), dev)
         .with_context(|| format!("loading the master key ({})", path.display()))
 }
-
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

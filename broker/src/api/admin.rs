@@ -8,8 +8,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 
 use audit::Decision;
@@ -18,12 +17,13 @@ use policies::authz::Permission;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::Authenticated;
+use super::routes::Routes;
 use super::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/backup", post(backup))
-        .route("/v1/admin/problems", get(problems))
+pub fn routes() -> Routes {
+    Routes::new()
+        .post("/v1/admin/backup", backup)
+        .get("/v1/admin/problems", problems)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -52,19 +52,19 @@ use axum::extract::{FromRequestParts, MatchedPath, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use model::{Department, IdNumber};
 use serde::{Deserialize, Serialize};
 
-use policies::Principal;
 use policies::authz::Permission;
+use policies::Principal;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::Authenticated;
+use super::routes::Routes;
 use super::{AppState, RequestContext};
 
 /// Page size of `/v1/audit/records` when `limit` is absent.
@@ -86,18 +86,15 @@ pub const EVIDENCE_RECORDS: usize = 5;
 pub const MAX_EVIDENCE_SEQS: usize = 1000;
 
 /// Routes under `/v1/audit`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/audit/records", get(search_records))
-        .route("/v1/audit/checkpoint", get(checkpoint))
-        .route("/v1/audit/proof/inclusion", get(inclusion_proof))
-        .route("/v1/audit/proof/consistency", get(consistency_proof))
-        .route("/v1/audit/export", get(export))
-        .route("/v1/audit/anomalies", get(anomalies))
-        .route(
-            "/v1/audit/residents/{resident}/report",
-            get(resident_report),
-        )
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/v1/audit/records", search_records)
+        .get("/v1/audit/checkpoint", checkpoint)
+        .get("/v1/audit/proof/inclusion", inclusion_proof)
+        .get("/v1/audit/proof/consistency", consistency_proof)
+        .get("/v1/audit/export", export)
+        .get("/v1/audit/anomalies", anomalies)
+        .get("/v1/audit/residents/{resident}/report", resident_report)
 }
 
 /// A caller whose role may read the audit log.
@@ -271,8 +268,7 @@ fn log_unavailable(err: &AuditError) -> ApiError {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await?
+    tokio::task::spawn_blocking(work).await?
 }
 
 /// Reads every record matching `query` (at most [`MAX_RECORDS_PER_SCAN`]).

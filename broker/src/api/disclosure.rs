@@ -22,13 +22,13 @@ use serde_json::{Map, Value};
 use super::error::ApiError;
 use super::extract::Reader;
 use super::AppState;
-use policies::Principal;
-use vault::crypto::KeyRing;
 use engine::resolve::{AuthorityOrder, ResolveError, Resolver};
 use model::profile::Profile;
-use vault::store::Store;
 use policies::view::{ViewOutcome, ViewPlan};
+use policies::Principal;
 use std::sync::Arc;
+use vault::crypto::KeyRing;
+use vault::store::Store;
 
 /// The sealed store, the keys and the authority order, as the API holds them. Its fields are
 /// private to this module: handlers cannot open records or build profiles themselves; they

@@ -12,8 +12,8 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 
 use crate::auth::AuthError;
-use policies::Principal;
 use policies::authz::Permission;
+use policies::Principal;
 
 use super::error::ApiError;
 use super::{AppState, RequestContext};
@@ -60,7 +60,7 @@ impl FromRequestParts<AppState> for Authenticated {
         // The staff member's subject id (not a resident's data) on the request span.
         tracing::Span::current().record("sub", principal.sub.as_str());
         if let Err(wait) = state.rate.check(&principal.sub) {
-            crate::metrics::global().count_limit_refusal("rate_limited");
+            state.metrics.count_limit_refusal("rate_limited");
             state
                 .audit_rate_limited(&principal, &context, &audit_endpoint(parts))
                 .await?;
@@ -258,10 +258,7 @@ impl FromRequestParts<AppState> for Publisher {
 
 /// mTLS: a publisher whose connection carries a client certificate publishes only as the
 /// certificate's department; where client certificates are required, none means no publishing.
-fn client_certificate_refusal(
-    principal: &policies::Principal,
-    parts: &Parts,
-) -> Option<ApiError> {
+fn client_certificate_refusal(principal: &policies::Principal, parts: &Parts) -> Option<ApiError> {
     let connection = parts.extensions.get::<crate::server::ConnectionInfo>()?;
     match &connection.client {
         None if connection.ingest_requires_client_cert => Some(ApiError::forbidden(

@@ -16,6 +16,7 @@ mod openapi;
 pub mod policy;
 pub mod rejects;
 pub mod resolution;
+pub mod routes;
 pub mod search;
 
 use std::ops::Deref;
@@ -26,7 +27,6 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
@@ -34,11 +34,12 @@ use audit::{Actor, AuditLog, AuditRecord, Decision};
 use model::{Department, RecordKind};
 
 use crate::auth::Authenticator;
-use policies::Principal;
-use policies::authz::Permission;
 use crate::policy_folder::PolicyHandle;
 use engine::ingest::{Pipeline, Receipt};
 use model::profile::Profile;
+use policies::authz::Permission;
+use policies::Principal;
+use routes::Routes;
 
 use disclosure::{Disclosed, UnifiedId};
 use error::ApiError;
@@ -47,6 +48,8 @@ use extract::{Authenticated, Publisher, Reader};
 /// Everything a request handler may use.
 #[derive(Debug)]
 pub struct AppStateInner {
+    /// This broker's counters and histograms (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Store, keys and authority order, reachable only through the disclosure gate.
     pub vault: disclosure::Vault,
     pub pipeline: Pipeline,
@@ -98,31 +101,31 @@ pub struct RequestContext {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
-/// The router with every v1 route.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/openapi.json", get(openapi::openapi_json))
-        .route("/docs", get(openapi::docs_page))
-        .route("/v1/ingest/{department}", post(ingest))
-        .route("/v1/ingest/{department}/batches/{batch_id}", get(receipt))
-        .route("/v1/residents/{id}", get(get_resident))
-        .route("/v1/houses/{id}", get(get_house))
-        .route("/v1/events/{id}", get(get_event))
-        .route(
+/// Every route the API serves, each module's with its own.
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/healthz", healthz)
+        .get("/readyz", readyz)
+        .get("/openapi.json", openapi::openapi_json)
+        .get("/docs", openapi::docs_page)
+        .post("/v1/ingest/{department}", ingest)
+        .get("/v1/ingest/{department}/batches/{batch_id}", receipt)
+        .get("/v1/residents/{id}", get_resident)
+        .get("/v1/houses/{id}", get_house)
+        .get("/v1/events/{id}", get_event)
+        .get(
             "/v1/residents/by-source/{department}/{source_id}",
-            get(resident_by_source),
+            resident_by_source,
         )
-        .route(
+        .get(
             "/v1/houses/by-source/{department}/{source_id}",
-            get(house_by_source),
+            house_by_source,
         )
-        .route(
+        .get(
             "/v1/events/by-source/{department}/{source_id}",
-            get(event_by_source),
+            event_by_source,
         )
-        .route("/v1/whoami", get(whoami))
+        .get("/v1/whoami", whoami)
         .merge(compliance::routes())
         .merge(admin::routes())
         .merge(policy::routes())
@@ -130,6 +133,12 @@ pub fn router(state: AppState) -> Router {
         .merge(resolution::routes())
         .merge(search::routes())
         .merge(crate::metrics::routes())
+}
+
+/// The router with every v1 route.
+pub fn router(state: AppState) -> Router {
+    routes()
+        .into_router()
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -137,12 +146,19 @@ pub fn router(state: AppState) -> Router {
                 "no such route; see /openapi.json",
             )
         })
-        .layer(middleware::from_fn(request_context))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
         .with_state(state)
 }
 
 /// Gives every request an id (echoed as `x-request-id`) and records the client address.
-async fn request_context(mut request: Request, next: Next) -> Response {
+async fn request_context(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let mut bytes = [0u8; 12];
     // A failed random read leaves zeros: the id is then less unique, which is harmless.
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
@@ -179,12 +195,9 @@ async fn request_context(mut request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let elapsed = started.elapsed().as_secs_f64();
-    crate::metrics::global().observe_request(
-        method.as_str(),
-        &route,
-        response.status().as_u16(),
-        elapsed,
-    );
+    state
+        .metrics
+        .observe_request(method.as_str(), &route, response.status().as_u16(), elapsed);
     span.in_scope(|| {
         tracing::info!(
             method = %method,
@@ -328,7 +341,7 @@ async fn ingest(
     {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(_)) => {
-            crate::metrics::global().count_limit_refusal("payload_too_large");
+            state.metrics.count_limit_refusal("payload_too_large");
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
@@ -339,7 +352,7 @@ async fn ingest(
             ));
         }
         Err(_) => {
-            crate::metrics::global().count_limit_refusal("body_timeout");
+            state.metrics.count_limit_refusal("body_timeout");
             return Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "body_timeout",
@@ -378,21 +391,21 @@ async fn ingest(
     let receipt = state
         .audited_write(record, || async move {
             tokio::task::spawn_blocking(move || match mapping {
-                Some(mapping) => {
-                    engine::ingest::ingest_mapped(
-                        &pipeline,
-                        department,
-                        &crate::connect::PushMapping(&mapping),
-                        &bytes,
-                    )
-                }
+                Some(mapping) => engine::ingest::ingest_mapped(
+                    &pipeline,
+                    department,
+                    &crate::connect::PushMapping(&mapping),
+                    &bytes,
+                ),
                 None => pipeline.ingest(department, &bytes),
             })
             .await?
             .map_err(ApiError::from)
         })
         .await?;
-    crate::metrics::global().count_ingest(department, receipt.accepted, receipt.rejected.len());
+    state
+        .metrics
+        .count_ingest(department, receipt.accepted, receipt.rejected.len());
     // A resident placed in another community is raised for compliance officers (after the
     // commit: the move itself is in the profile's history whatever happens here).
     for moved in &receipt.scope_moves {

@@ -8,26 +8,26 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, put};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use audit::Decision;
 use model::{Department, RecordKind};
 
-use policies::Principal;
 use policies::authz::{Permission, PolicyFiles};
 use policies::view::ViewPlan;
+use policies::Principal;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::Authenticated;
+use super::routes::Routes;
 use super::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/policy", get(policy_info))
-        .route("/v1/policy/preview", get(preview))
-        .route("/v1/policy/files/{name}", put(replace_file))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/v1/policy", policy_info)
+        .get("/v1/policy/preview", preview)
+        .put("/v1/policy/files/{name}", replace_file)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -7,8 +7,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -19,18 +18,14 @@ use engine::ingest::{PreRejected, Receipt, Rejection};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::Publisher;
+use super::routes::Routes;
 use super::{parse_department, AppState};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/ingest/{department}/rejects",
-            get(list_rejects).post(file_rejects),
-        )
-        .route(
-            "/v1/ingest/{department}/rejects/{id}",
-            delete(dismiss_reject),
-        )
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/v1/ingest/{department}/rejects", list_rejects)
+        .post("/v1/ingest/{department}/rejects", file_rejects)
+        .delete("/v1/ingest/{department}/rejects/{id}", dismiss_reject)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -261,8 +256,7 @@ pub async fn dismiss_reject(
         .audited_write(record, || async move {
             let closed =
                 tokio::task::spawn_blocking(move || pipeline.dismiss_quarantined(department, &id))
-                    .await
-                    ??;
+                    .await??;
             if closed {
                 Ok(())
             } else {

@@ -8,8 +8,7 @@
 //! audited.
 
 use axum::extract::{Path, Query, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use audit::Decision as AuditDecision;
@@ -20,15 +19,16 @@ use vault::store::StoredSource;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::Reader;
+use super::routes::Routes;
 use super::{parse_department, AppState};
 
 const OFFICER_ROLES: [&str; 2] = ["community_officer", "street_officer"];
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/resolution/reviews", get(list_reviews))
-        .route("/v1/resolution/reviews/{id}", post(decide_review))
-        .route("/v1/resolution/split", post(split))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/v1/resolution/reviews", list_reviews)
+        .post("/v1/resolution/reviews/{id}", decide_review)
+        .post("/v1/resolution/split", split)
 }
 
 /// Only officers review entity resolution; a refusal is audited before it leaves.

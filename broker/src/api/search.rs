@@ -16,8 +16,7 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -28,6 +27,7 @@ use model::{DivisionCode, RecordKind};
 use super::disclosure::{self, Disclosed, SearchItem};
 use super::error::ApiError;
 use super::extract::Reader;
+use super::routes::Routes;
 use super::AppState;
 use model::profile::Profile;
 use search::query::Filters;
@@ -42,12 +42,12 @@ const MAX_LIMIT: usize = 100;
 const MAX_QUERY_CHARS: usize = 200;
 
 /// The search routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/residents", get(search_residents))
-        .route("/v1/houses", get(search_houses))
-        .route("/v1/events", get(search_events))
-        .route("/v1/search", get(search_all))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/v1/residents", search_residents)
+        .get("/v1/houses", search_houses)
+        .get("/v1/events", search_events)
+        .get("/v1/search", search_all)
 }
 
 /// Query-string parameters of every search endpoint.

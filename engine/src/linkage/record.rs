@@ -303,7 +303,9 @@ pub fn link_records(inputs: &[LinkInput<'_>]) -> Vec<LinkRecord> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = inputs
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(LinkRecord::from_input).collect::<Vec<_>>()))
+            .map(|part| {
+                scope.spawn(move || part.iter().map(LinkRecord::from_input).collect::<Vec<_>>())
+            })
             .collect();
         let mut out = Vec::with_capacity(inputs.len());
         for handle in handles {

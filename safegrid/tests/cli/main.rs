@@ -12,3 +12,4 @@ mod crash_rotation;
 mod keys_cli;
 mod log_scan;
 mod production_steps;
+mod upgrade;

@@ -6,14 +6,13 @@
 
 use std::sync::atomic::AtomicBool;
 
-
-use vault::crypto::KeyRing;
-use vault::keys::load_key_ring;
-use engine::rotation::{progress, reencrypt, rotate_data_key};
-use vault::store::Store;
 use e2e_tests::{TestApp, GRID, STREET};
+use engine::rotation::{progress, reencrypt, rotate_data_key};
 use model::{Department, RecordKind};
 use serde_json::{json, Value};
+use vault::crypto::KeyRing;
+use vault::keys::load_key_ring;
+use vault::store::Store;
 
 const RESIDENTS: usize = 30;
 

@@ -47,25 +47,59 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "safegrid",
         &[
-            "broker", "demo", "model", "connectors", "vault", "policies", "engine", "audit",
+            "broker",
+            "demo",
+            "model",
+            "chinese-text",
+            "connectors",
+            "vault",
+            "policies",
+            "engine",
+            "audit",
             "search",
         ],
     ),
     ("demo", &["model", "chinese-text"]),
 ];
 
-const WEB_FRAMEWORK: &[&str] = &["axum", "axum-core", "hyper", "hyper-util", "tower", "tower-http"];
-const TLS: &[&str] = &["rustls", "tokio-rustls", "rustls-pemfile", "rustls-pki-types", "rcgen"];
+const WEB_FRAMEWORK: &[&str] = &[
+    "axum",
+    "axum-core",
+    "hyper",
+    "hyper-util",
+    "tower",
+    "tower-http",
+];
+const TLS: &[&str] = &[
+    "rustls",
+    "tokio-rustls",
+    "rustls-pemfile",
+    "rustls-pki-types",
+    "rcgen",
+];
 /// Crates that would let `policies` touch the outside world.
 const IO: &[&str] = &[
-    "tokio", "redb", "reqwest", "sqlx", "tantivy", "hyper", "axum", "tracing-subscriber",
+    "tokio",
+    "redb",
+    "reqwest",
+    "sqlx",
+    "tantivy",
+    "hyper",
+    "axum",
+    "tracing-subscriber",
 ];
 
 /// Normal and build dependencies of every workspace crate, by crate name.
 fn dependencies() -> BTreeMap<String, BTreeSet<String>> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(&workspace)
         .output()
         .expect("cargo metadata runs");
@@ -105,7 +139,9 @@ fn every_product_crate_depends_only_on_what_the_layout_allows() {
             continue;
         }
         let Some(may) = allowed.get(name.as_str()) else {
-            wrong.push(format!("{name} is not in the layout (add it to ARCHITECTURE.md and here)"));
+            wrong.push(format!(
+                "{name} is not in the layout (add it to ARCHITECTURE.md and here)"
+            ));
             continue;
         };
         for dep in deps.iter().filter(|d| ours.contains(*d)) {
@@ -128,7 +164,9 @@ fn the_forbidden_edges_do_not_exist() {
                 wrong.push(format!("{name} -> {dep} (web framework outside broker)"));
             }
             if library && name != "connectors" && TLS.contains(&dep.as_str()) {
-                wrong.push(format!("{name} -> {dep} (TLS outside broker and connectors)"));
+                wrong.push(format!(
+                    "{name} -> {dep} (TLS outside broker and connectors)"
+                ));
             }
             if name != "safegrid" && name != "e2e-tests" && dep == "demo" {
                 wrong.push(format!("{name} -> demo (the demo under a product crate)"));
@@ -156,6 +194,9 @@ fn the_layout_names_every_crate_and_the_checks_see_the_dependencies() {
     assert!(all["engine"].contains("vault"));
     assert!(all["safegrid"].contains("demo"));
     for (name, _) in ALLOWED {
-        assert!(all.contains_key(*name), "{name} is in the layout but not in the workspace");
+        assert!(
+            all.contains_key(*name),
+            "{name} is in the layout but not in the workspace"
+        );
     }
 }

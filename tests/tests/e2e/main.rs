@@ -16,4 +16,5 @@ mod resolution;
 mod search;
 mod spine;
 mod text_paths;
+mod traditional_names;
 mod trust;

@@ -46,10 +46,7 @@ async fn id_of(app: &TestApp, world: &DemoWorld, dept: &str, source_id: &str) ->
 }
 
 /// A gongan person with a phone, and their unified id.
-async fn person_with_phone(
-    app: &TestApp,
-    world: &DemoWorld,
-) -> (demo::generate::Person, String) {
+async fn person_with_phone(app: &TestApp, world: &DemoWorld) -> (demo::generate::Person, String) {
     for index in 0..PERSONS {
         let person = world.person(index);
         if !person.in_gongan || person.phone.is_none() {

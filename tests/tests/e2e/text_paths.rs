@@ -6,8 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use engine::linkage::{address, blocking, compare, record::LinkRecord};
 use chinese_text::{fold, hanzi, names, segment as text};
+use engine::linkage::{address, blocking, compare, record::LinkRecord};
 
 use model::{Department, ResidentRecord};
 use policies::{mask, redact};
