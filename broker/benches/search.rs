@@ -340,7 +340,7 @@ async fn quality(args: &Args) -> anyhow::Result<()> {
         let Ok(id) = IdNumber::parse(&p.id_number) else {
             continue;
         };
-        let expected = engine::ingest::resident_entity_id(&s.keys, &id);
+        let expected = engine::keyed::resident_entity_id(&s.keys, &id);
         for (kind, q, purpose) in queries_for(&p) {
             let plan = &plans.iter().find(|(p, _)| *p == purpose).context("plan")?.1;
             let (rank, tied) = rank_of(
@@ -383,7 +383,7 @@ async fn quality(args: &Args) -> anyhow::Result<()> {
             continue;
         }
         taken += 1;
-        let expected = engine::ingest::event_entity_id(&s.keys, Department::Wangge, source_id);
+        let expected = engine::keyed::event_entity_id(&s.keys, Department::Wangge, source_id);
         let q = format!("{place}号楼 {what}");
         let (rank, tied) = rank_of(
             &s.index,

@@ -269,7 +269,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
             .config
             .audit
             .case_deferral_days
-            .clamp(0, crate::api::compliance::MAX_CASE_DEFERRAL_DAYS),
+            .clamp(0, crate::config::MAX_CASE_DEFERRAL_DAYS),
     }));
     search.use_names(state.names.clone());
     search.start_follower(follower_source);
@@ -290,7 +290,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         options.config.mtls.as_ref(),
         server_files.as_ref(),
         router(state.clone()),
-        options.config.limits.connections(),
+        crate::server::ConnectionLimits::from_config(&options.config.limits),
         state.metrics.clone(),
         &shutdown_rx,
         &mut background,
@@ -308,7 +308,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         listener,
         main_tls,
         router(state.clone()),
-        options.config.limits.connections(),
+        crate::server::ConnectionLimits::from_config(&options.config.limits),
         state.metrics.clone(),
         shutdown_rx,
     ));
@@ -319,8 +319,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
                 background.push(tokio::spawn(crate::server::serve(
                     listener,
                     None,
-                    crate::metrics::listener_routes(state.clone()),
-                    options.config.limits.connections(),
+                    crate::api::metrics::listener_routes(state.clone()),
+                    crate::server::ConnectionLimits::from_config(&options.config.limits),
                     state.metrics.clone(),
                     shutdown.subscribe(),
                 )));

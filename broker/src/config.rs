@@ -20,6 +20,11 @@ pub const DEFAULT_PURPOSES: [&str; 5] = [
     "case_investigation",
 ];
 
+/// Accesses tied to a case are withheld from the resident report this long by default.
+pub const DEFAULT_CASE_DEFERRAL_DAYS: i64 = 90;
+/// Longest deferral a report may ask for (ten years).
+pub const MAX_CASE_DEFERRAL_DAYS: i64 = 3650;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config file {path}: {reason}")]
@@ -150,17 +155,6 @@ impl Default for LimitsSection {
             body_read_seconds: default_body_read_seconds(),
             rate_per_second: default_rate_per_second(),
             rate_burst: default_rate_burst(),
-        }
-    }
-}
-
-impl LimitsSection {
-    /// The connection limits of every listener.
-    pub fn connections(&self) -> crate::server::ConnectionLimits {
-        crate::server::ConnectionLimits {
-            max_connections: self.max_connections.max(1),
-            header_read: std::time::Duration::from_secs(self.header_read_seconds.max(1)),
-            idle: std::time::Duration::from_secs(self.idle_seconds.max(1)),
         }
     }
 }
@@ -321,7 +315,7 @@ fn default_audit_max_record_bytes() -> usize {
 }
 
 fn default_case_deferral_days() -> i64 {
-    crate::api::compliance::DEFAULT_CASE_DEFERRAL_DAYS
+    DEFAULT_CASE_DEFERRAL_DAYS
 }
 
 impl Default for AuditSection {
@@ -418,9 +412,7 @@ impl Config {
             let _ = bad;
             return Err(invalid("purposes", "purposes are snake_case ASCII codes"));
         }
-        if !(0..=crate::api::compliance::MAX_CASE_DEFERRAL_DAYS)
-            .contains(&self.audit.case_deferral_days)
-        {
+        if !(0..=MAX_CASE_DEFERRAL_DAYS).contains(&self.audit.case_deferral_days) {
             return Err(invalid(
                 "audit.case_deferral_days",
                 "must be 0 to 3650 (days)",

@@ -24,7 +24,6 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::api::ClientAddr;
 use crate::metrics::Metrics;
 
 /// TLS of one listener: its (reloadable) configuration and how client certificates map
@@ -68,6 +67,10 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The client's socket address, inserted by the accept loop into every request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
 /// Limits on connections, so that a client holding sockets open cannot exhaust the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
@@ -85,6 +88,17 @@ impl Default for ConnectionLimits {
             max_connections: 10_000,
             header_read: Duration::from_secs(10),
             idle: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// The connection limits of every listener, from the configuration's `[limits]`.
+    pub fn from_config(limits: &crate::config::LimitsSection) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: limits.max_connections.max(1),
+            header_read: Duration::from_secs(limits.header_read_seconds.max(1)),
+            idle: Duration::from_secs(limits.idle_seconds.max(1)),
         }
     }
 }

@@ -132,10 +132,12 @@ fn read_divisions<'a>(text: &'a str, parts: &mut AddressParts) -> &'a str {
         &["区", "县", "旗"]
     };
     if let Some((district, after)) = take_until(rest, district_markers, 6) {
-        // A district follows a city or precedes a street, and a place name follows it:
-        // otherwise "幸福里一区" or "幸福里小区" would be read as a district.
+        // A district follows a city, or precedes a street, or opens the address and is
+        // followed by a place name that is not a number (朝阳区幸福里小区3-2-501): otherwise
+        // "幸福里一区3号楼" or "望京西园四区七号楼" would be read as a district.
         let before_street = take_until(after, STREET_MARKERS, 8).is_some();
-        if (parts.city.is_some() || before_street) && names_a_place(after) {
+        let opens = !after.starts_with(|c: char| "一二三四五六七八九十零〇两".contains(c));
+        if (parts.city.is_some() || before_street || opens) && names_a_place(after) {
             parts.district = Some(district.to_owned());
             rest = after;
         }
@@ -549,6 +551,20 @@ mod tests {
         assert_eq!(province.compound, None);
         assert_eq!(province.compound_name(), Some("东村"));
         assert_eq!(province.building.as_deref(), Some("12"));
+    }
+
+    #[test]
+    fn a_district_may_open_the_address_but_a_numbered_section_is_no_district() {
+        let p = parse("海淀区安和里小区3-2-501");
+        assert_eq!(p.district.as_deref(), Some("海淀区"));
+        assert_eq!(p.compound_name(), Some("安和里"));
+        assert_eq!(numbers(&p), (Some(3), Some(2), Some(501)));
+        let p = parse("青松园四区七号楼");
+        assert_eq!(p.district, None);
+        assert_eq!(p.compound.as_deref(), Some("青松园四区"));
+        let p = parse("青松园四区3号楼");
+        assert_eq!(p.district, None);
+        assert_eq!(p.compound.as_deref(), Some("青松园四区"));
     }
 
     #[test]

@@ -25,11 +25,16 @@ use serde_json::{Map, Value};
 
 use model::profile::ScopeMove;
 use model::record::Version;
-use model::{Department, DivisionCode, IdNumber, Record, RecordKind, ResidentRecord};
+use model::{Department, DivisionCode, Record, RecordKind};
 use rayon::prelude::*;
 
 use vault::crypto::{CryptoError, FieldContext, KeyRing};
 use vault::store::{QuarantineEntry, Store, StoreError, StoredSource};
+
+use crate::keyed::{
+    blind_keyed_links, event_row_entity_id, house_entity_id, resident_entity_id, source_entity_id,
+};
+use crate::resolve::history_key;
 
 /// Body fields that are not personal and stay in clear (references, codes, statuses).
 const CLEAR_FIELDS: &[&str] = &[
@@ -109,28 +114,6 @@ pub struct Receipt {
     /// receipt a publisher sees.
     #[serde(skip)]
     pub scope_moves: Vec<ScopeMove>,
-}
-
-/// The store key of a scope move in the entity's history.
-fn history_key(moved: &ScopeMove, row: &str) -> String {
-    format!(
-        "history:{}:{}:{}",
-        moved.entity,
-        moved.at.format("%Y%m%dT%H%M%S%.6fZ"),
-        row
-    )
-}
-
-/// The scope moves kept for `entity`, oldest first.
-pub fn scope_history(
-    reader: &vault::store::StoreReader,
-    entity: &str,
-) -> Result<Vec<ScopeMove>, StoreError> {
-    Ok(reader
-        .meta_with_prefix(&format!("history:{entity}:"))?
-        .into_iter()
-        .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
-        .collect())
 }
 
 /// The community (12-digit prefix) of a grid code.
@@ -767,7 +750,7 @@ impl Pipeline {
                 Resolved { entity, links }
             }
             Record::Event { body, .. } => {
-                let entity = entity_id(keys, "e", "event", row);
+                let entity = event_row_entity_id(keys, row);
                 let mut links = vec![format!("entity:{entity}")];
                 for party in &body.party_id_numbers {
                     links.push(format!("party:{}", resident_entity_id(keys, party)));
@@ -846,65 +829,6 @@ fn identity_conflicts(
         });
     }
     Ok(false)
-}
-
-/// The unified id of the resident with this ID number.
-pub fn resident_entity_id(keys: &KeyRing, id: &IdNumber) -> String {
-    entity_id(keys, "r", "resident", id.as_str())
-}
-
-/// The unified id of the house with this source id.
-pub fn house_entity_id(keys: &KeyRing, house_source_id: &str) -> String {
-    entity_id(keys, "h", "house", house_source_id)
-}
-
-/// The unified id of a resident row that stands alone (no ID number, not linked).
-pub fn source_entity_id(keys: &KeyRing, row: &str) -> String {
-    entity_id(keys, "r", "resident-source", row)
-}
-
-/// The unified id of the event with this row key.
-pub fn event_entity_id(keys: &KeyRing, department: Department, source_id: &str) -> String {
-    let row = StoredSource::row_key(department, RecordKind::Event, source_id);
-    entity_id(keys, "e", "event", &row)
-}
-
-fn entity_id(keys: &KeyRing, prefix: &str, domain: &str, value: &str) -> String {
-    let hash = keys.entity_hash(domain, value);
-    format!("{prefix}_{}", hex::encode(&hash[..10]))
-}
-
-/// Link key of the blind index of an ID number.
-pub fn blind_link(keys: &KeyRing, domain: &str, normalised: &str) -> String {
-    format!(
-        "blind:{domain}:{}",
-        hex::encode(keys.blind_index(domain, normalised))
-    )
-}
-
-/// The links of a resident that the blind-index key computes: the blind indexes of its ID
-/// number and phone and its linkage blocking keys. A blind-index key rotation re-computes
-/// exactly these ([`crate::rotation::reblind`]); everything else about a row stays.
-pub fn blind_keyed_links(
-    keys: &KeyRing,
-    department: Department,
-    row: &str,
-    body: &ResidentRecord,
-) -> Vec<String> {
-    let mut links = Vec::new();
-    if let Some(id) = &body.id_number {
-        links.push(blind_link(keys, "id_number", id.as_str()));
-    }
-    if let Some(phone) = &body.phone {
-        links.push(blind_link(keys, "phone", &phone.digits()));
-    }
-    links.extend(crate::linking::block_links(keys, department, row, body));
-    links
-}
-
-/// Whether a link is one of [`blind_keyed_links`].
-pub fn is_blind_keyed_link(link: &str) -> bool {
-    link.starts_with("blind:") || link.starts_with("block:")
 }
 
 fn body_fields(record: &Record) -> Map<String, Value> {

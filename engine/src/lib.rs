@@ -7,6 +7,7 @@
 //! keeps what a background task skipped.
 
 pub mod ingest;
+pub mod keyed;
 pub mod linkage;
 pub mod linking;
 pub mod problems;

@@ -21,11 +21,12 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use model::{parse_date, Department, Gender, RecordKind, ResidentRecord};
+use model::{parse_date, Gender, RecordKind};
 
+use crate::keyed::block_lookup_links;
 use crate::linkage::{
-    blocking_keys, BatchOptions, ComparisonVector, Decision, Field, IdRelation, LinkInput,
-    LinkRecord, LinkageModel,
+    BatchOptions, ComparisonVector, Decision, Field, IdRelation, LinkInput, LinkRecord,
+    LinkageModel,
 };
 use crate::resolve::open_source;
 use vault::crypto::KeyRing;
@@ -175,36 +176,6 @@ pub fn link_record(keys: &KeyRing, source: StoredSource) -> Option<LinkRecord> {
         address: address.as_deref(),
         grid: grid.as_deref(),
     }))
-}
-
-/// The keyed `block:` links of a resident record.
-pub fn block_links(
-    keys: &KeyRing,
-    department: Department,
-    row: &str,
-    body: &ResidentRecord,
-) -> Vec<String> {
-    let record = LinkRecord::from_resident(department, row, body);
-    blocking_keys(&record)
-        .into_iter()
-        .map(|key| block_link(&keys.blind_index(BLOCK_DOMAIN, &key)))
-        .collect()
-}
-
-/// The `block:` links to look candidates up by: the record's blocking keys under the current
-/// blind-index key and, while a rotation is re-computing stored links, under the older ones.
-pub fn block_lookup_links(keys: &KeyRing, record: &LinkRecord) -> Vec<String> {
-    blocking_keys(record)
-        .into_iter()
-        .flat_map(|key| keys.blind_indexes(BLOCK_DOMAIN, &key))
-        .map(|hash| block_link(&hash))
-        .collect()
-}
-
-const BLOCK_DOMAIN: &str = "linkage-block";
-
-fn block_link(hash: &[u8; 32]) -> String {
-    format!("block:{}", hex::encode(&hash[..16]))
 }
 
 fn decision_key(row: &str) -> String {
@@ -427,7 +398,7 @@ pub fn relink(
                 else {
                     continue;
                 };
-                if source.entity != crate::ingest::source_entity_id(keys, row) {
+                if source.entity != crate::keyed::source_entity_id(keys, row) {
                     continue;
                 }
                 // One row whose text cannot be handled (a panic) is skipped and listed for

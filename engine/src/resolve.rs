@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
 
-use model::profile::{Alternative, EntityRef, MergedField, MergedTag, Profile, SourceRef};
+use model::profile::{
+    Alternative, EntityRef, MergedField, MergedTag, Profile, ScopeMove, SourceRef,
+};
 use model::record::Version;
 use model::{Department, RecordKind};
 
@@ -187,14 +189,14 @@ impl Resolver<'_> {
                     .get("house_source_id")
                     .and_then(|f| f.value.as_str())
                 {
-                    let id = crate::ingest::house_entity_id(self.keys, house);
+                    let id = crate::keyed::house_entity_id(self.keys, house);
                     profile
                         .related
                         .insert("house".to_owned(), vec![EntityRef::bare(id)]);
                 }
                 let events = self.related_entities(&format!("party:{entity}"), "title")?;
                 profile.related.insert("events".to_owned(), events);
-                profile.history = crate::ingest::scope_history(self.reader, entity)?;
+                profile.history = scope_history(self.reader, entity)?;
                 let owned = self.related_entities(&format!("owner:{entity}"), "address")?;
                 if !owned.is_empty() {
                     profile.related.insert("owner_of".to_owned(), owned);
@@ -468,6 +470,28 @@ pub fn merge(
         sources: source_refs,
         history: Vec::new(),
     }
+}
+
+/// The store key of a scope move in the entity's history.
+pub fn history_key(moved: &ScopeMove, row: &str) -> String {
+    format!(
+        "history:{}:{}:{}",
+        moved.entity,
+        moved.at.format("%Y%m%dT%H%M%S%.6fZ"),
+        row
+    )
+}
+
+/// The scope moves kept for `entity`, oldest first.
+pub fn scope_history(
+    reader: &vault::store::StoreReader,
+    entity: &str,
+) -> Result<Vec<ScopeMove>, StoreError> {
+    Ok(reader
+        .meta_with_prefix(&format!("history:{entity}:"))?
+        .into_iter()
+        .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+        .collect())
 }
 
 #[cfg(test)]

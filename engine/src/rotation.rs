@@ -14,7 +14,7 @@
 //!   key is read only from its file, never from the environment.
 //! - [`rotate_blind_key`] adds version `n + 1` of the blind-index key. [`reblind`] then
 //!   re-computes every resident row's keyed links (`blind:` identifier indexes and linkage
-//!   `block:` keys, [`crate::ingest::blind_keyed_links`]) under it, in resumable batches like
+//!   `block:` keys, [`crate::keyed::blind_keyed_links`]) under it, in resumable batches like
 //!   re-encryption (`reblind` in the meta table). Until it is done the older keys stay loaded
 //!   and candidate lookups try every version, so linking misses nothing mid-rotation; when the
 //!   walk ends the older keys are deleted from the store in the same transaction, after which
@@ -39,7 +39,7 @@ use zeroize::Zeroizing;
 use model::{Department, RecordKind, ResidentRecord};
 use serde_json::Value;
 
-use crate::ingest::{blind_keyed_links, is_blind_keyed_link};
+use crate::keyed::{blind_keyed_links, is_blind_keyed_link};
 use vault::crypto::{CryptoError, FieldContext, KeyRing, MasterKey, SecretKey};
 use vault::keys::{blind_index_label, load_key_ring, KeyError, BLIND_INDEX_PREFIX};
 use vault::store::{Store, StoreError, StoreWriter};

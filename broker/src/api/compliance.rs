@@ -71,10 +71,7 @@ use super::{AppState, RequestContext};
 pub const DEFAULT_PAGE: usize = 50;
 /// Largest page of `/v1/audit/records`.
 pub const MAX_PAGE: usize = 500;
-/// Accesses tied to a case are withheld from the resident report this long by default.
-pub const DEFAULT_CASE_DEFERRAL_DAYS: i64 = 90;
-/// Longest deferral a report may ask for (ten years).
-pub const MAX_CASE_DEFERRAL_DAYS: i64 = 3650;
+pub use crate::config::{DEFAULT_CASE_DEFERRAL_DAYS, MAX_CASE_DEFERRAL_DAYS};
 /// Most records one export, anomaly scan or report reads; narrow the range beyond it.
 pub const MAX_RECORDS_PER_SCAN: usize = 200_000;
 /// Longest range of one anomaly scan.

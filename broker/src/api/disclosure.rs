@@ -74,12 +74,12 @@ impl Vault {
 
     /// The unified id of the resident with this ID number.
     pub fn resident_entity(&self, id: &model::IdNumber) -> String {
-        engine::ingest::resident_entity_id(&self.keys, id)
+        engine::keyed::resident_entity_id(&self.keys, id)
     }
 
     /// The unified id a resident row would have standing alone (no ID, not linked).
     pub fn standalone_entity(&self, row: &str) -> String {
-        engine::ingest::source_entity_id(&self.keys, row)
+        engine::keyed::source_entity_id(&self.keys, row)
     }
 
     /// A consistent backup of the store and the audit log under `target`.

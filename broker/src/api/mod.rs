@@ -12,6 +12,7 @@ pub mod compliance;
 pub mod disclosure;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 mod openapi;
 pub mod policy;
 pub mod rejects;
@@ -97,9 +98,7 @@ pub struct RequestContext {
     pub client_cert_sha256: Option<String>,
 }
 
-/// The client's socket address, inserted by the accept loop.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub std::net::SocketAddr);
+pub use crate::server::ClientAddr;
 
 /// Every route the API serves, each module's with its own.
 pub fn routes() -> Routes {
@@ -132,7 +131,7 @@ pub fn routes() -> Routes {
         .merge(rejects::routes())
         .merge(resolution::routes())
         .merge(search::routes())
-        .merge(crate::metrics::routes())
+        .merge(metrics::routes())
 }
 
 /// The router with every v1 route.

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "SafeGrid broker API", version = "1", description = "Secure data exchange for street-level public-safety governance. Every read of personal data needs a bearer token and an X-Purpose header, and is audited."),
     paths(
-        super::healthz, super::readyz, crate::metrics::metrics_for_admin, super::whoami, super::ingest, super::receipt,
+        super::healthz, super::readyz, super::metrics::metrics_for_admin, super::whoami, super::ingest, super::receipt,
         super::get_resident, super::get_house, super::get_event,
         super::resident_by_source, super::house_by_source, super::event_by_source,
         super::search::search_residents, super::search::search_houses, super::search::search_events, super::search::search_all,

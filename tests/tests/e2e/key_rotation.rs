@@ -205,7 +205,7 @@ fn keyed_links(store: &Store) -> Vec<(String, Vec<String>)> {
             let links = source
                 .links
                 .iter()
-                .filter(|l| engine::ingest::is_blind_keyed_link(l))
+                .filter(|l| engine::keyed::is_blind_keyed_link(l))
                 .cloned()
                 .collect();
             out.push((source.key(), links));
@@ -216,7 +216,8 @@ fn keyed_links(store: &Store) -> Vec<(String, Vec<String>)> {
 
 #[tokio::test]
 async fn blind_index_rotation_resumes_keeps_lookups_working_and_retires_the_old_key() {
-    use engine::linking::{block_lookup_links, link_record};
+    use engine::keyed::block_lookup_links;
+    use engine::linking::link_record;
     use engine::rotation::{reblind, reblind_progress, rotate_blind_key};
 
     let mut app = TestApp::spawn().await;
@@ -335,11 +336,11 @@ async fn blind_index_rotation_resumes_keeps_lookups_working_and_retires_the_old_
             let opened = engine::resolve::open_source(&ring, source.clone()).expect("opens");
             let body: model::ResidentRecord =
                 serde_json::from_value(serde_json::Value::Object(opened.fields)).expect("body");
-            let expected = engine::ingest::blind_keyed_links(&ring, source.department, &row, &body);
+            let expected = engine::keyed::blind_keyed_links(&ring, source.department, &row, &body);
             let mut stored: Vec<&String> = source
                 .links
                 .iter()
-                .filter(|l| engine::ingest::is_blind_keyed_link(l))
+                .filter(|l| engine::keyed::is_blind_keyed_link(l))
                 .collect();
             let mut expected: Vec<&String> = expected.iter().collect();
             stored.sort();
