@@ -243,6 +243,10 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         keys: keys.clone(),
         authority: authority.clone(),
     };
+    // After an upgrade that changed the text normalisation, the keyed links are re-computed
+    // by the background passes below; scheduled before anything is served or ingested.
+    engine::rotation::schedule_renormalisation(&store, &keys)
+        .context("reading the text normalisation of the keyed links")?;
     let rotation = (store.clone(), keys.clone());
     let state = AppState(Arc::new(AppStateInner {
         metrics: Arc::new(crate::metrics::Metrics::default()),

@@ -459,6 +459,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_user_dictionary_is_read_and_a_bad_line_is_named_without_its_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("words.txt");
+        std::fs::write(&path, "# street words\n安和里\n青松園 500\n").unwrap();
+        let config = Config {
+            user_dictionary: Some(path.clone()),
+            ..Config::default()
+        };
+        let words: Vec<String> = config
+            .user_words()
+            .unwrap()
+            .into_iter()
+            .map(|w| w.word)
+            .collect();
+        assert_eq!(words, ["安和里", "青松园"], "words are folded");
+
+        std::fs::write(&path, "安和里\n青松园 many\n").unwrap();
+        let err = config.user_words().unwrap_err().to_string();
+        assert!(
+            err.contains("user_dictionary") && err.contains("line 2"),
+            "{err}"
+        );
+        assert!(err.contains("frequency"), "says what to fix: {err}");
+
+        let missing = Config {
+            user_dictionary: Some(dir.path().join("absent.txt")),
+            ..Config::default()
+        };
+        assert!(missing
+            .user_words()
+            .unwrap_err()
+            .to_string()
+            .contains("absent.txt"));
+        assert!(Config::default().user_words().unwrap().is_empty());
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

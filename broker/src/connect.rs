@@ -309,7 +309,7 @@ impl engine::ingest::RowMapping for PushMapping<'_> {
         &self,
         line: usize,
         fields: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<engine::ingest::MappedRow, engine::ingest::MappingRefusal> {
+    ) -> Result<engine::ingest::MappedRow, Box<engine::ingest::MappingRefusal>> {
         let row = connectors::SourceRow {
             source_file: "push".to_owned(),
             line,
@@ -324,14 +324,14 @@ impl engine::ingest::RowMapping for PushMapping<'_> {
                 record,
             }),
             connectors::MappedRecord::Failed { error, row } => {
-                Err(engine::ingest::MappingRefusal {
+                Err(Box::new(engine::ingest::MappingRefusal {
                     line: error.line,
                     code: error.code,
                     message: error.message,
                     field: error.field,
                     source_id: error.source_id,
                     row,
-                })
+                }))
             }
         }
     }

@@ -2,15 +2,19 @@
 //! resolution on corrupted department copies of the demo world, and the wall time of
 //! resolving a large batch end to end.
 //!
-//! `cargo bench -p broker --bench linkage` runs the default sizes;
-//! `cargo bench -p broker --bench linkage -- --persons 20000 --records 1000000` sets them
+//! `cargo bench -p engine --bench linkage` runs the default sizes;
+//! `cargo bench -p engine --bench linkage -- --persons 20000 --records 1000000` sets them
 //! (`--records 0` skips the timing run).
 
 use std::time::{Duration, Instant};
 
 use demo::generate::{DemoConfig, DemoWorld};
-use demo::synthetic::{generate, pairwise_metrics, CorruptionRates, RawResident, SyntheticSet};
-use engine::linkage::{resolve_batch, BatchOptions, BatchResolution, LinkInput, LinkRecord};
+use demo::synthetic::{generate, pairwise_metrics, CorruptionRates, SyntheticSet};
+use engine::linkage::{resolve_batch, BatchOptions, BatchResolution, LinkRecord};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::link_records;
 
 struct Args {
     persons: usize,
@@ -62,7 +66,7 @@ fn secs(d: Duration) -> String {
 
 fn run(scenario: &str, set: &SyntheticSet, options: &BatchOptions) -> Row {
     let started = Instant::now();
-    let records: Vec<LinkRecord> = link_records(&set);
+    let records: Vec<LinkRecord> = link_records(set);
     let normalise = started.elapsed();
     let resolution = resolve_batch(&records, options);
     let metrics = pairwise_metrics(&resolution.cluster_of, &set.truth);
@@ -224,26 +228,5 @@ fn main() {
         print_timing(std::slice::from_ref(&row));
         println!();
         print_quality(std::slice::from_ref(&row));
-    }
-}
-
-/// The department copies normalised for linkage, on every core.
-fn link_records(set: &SyntheticSet) -> Vec<LinkRecord> {
-    let inputs: Vec<LinkInput<'_>> = set.residents.iter().map(input).collect();
-    engine::linkage::record::link_records(&inputs)
-}
-
-/// One synthetic copy as linkage reads it.
-fn input(r: &RawResident) -> LinkInput<'_> {
-    LinkInput {
-        department: r.department,
-        row_key: &r.row_key,
-        id_number: r.id_number.as_deref(),
-        name: Some(&r.name),
-        birth_date: r.birth_date,
-        gender: r.gender,
-        phone: r.phone.as_deref(),
-        address: Some(&r.address),
-        grid: Some(&r.grid),
     }
 }

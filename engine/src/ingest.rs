@@ -932,8 +932,11 @@ pub fn split_batch(body: &[u8]) -> Result<Vec<IncomingRecord>, IngestError> {
 /// cannot (the connectors' declarative mapping implements it in the broker).
 pub trait RowMapping {
     /// Maps the object on body line `line`.
-    fn map_row(&self, line: usize, fields: Map<String, Value>)
-        -> Result<MappedRow, MappingRefusal>;
+    fn map_row(
+        &self,
+        line: usize,
+        fields: Map<String, Value>,
+    ) -> Result<MappedRow, Box<MappingRefusal>>;
 }
 
 /// A row the mapping turned into a record in the unified format (validated like any other).

@@ -22,8 +22,9 @@
 //!   the current blind-index key, so it is rebuilt from the store on the next start.
 //! - [`schedule_renormalisation`]: when the text normalisation changed since the keyed links
 //!   were computed (an upgrade), the same resumable [`reblind`] pass re-computes them under
-//!   the current key with the new normalisation, started by the first broker start after
-//!   the upgrade; the version is recorded when the walk ends (`text/normalisation`).
+//!   the current key with the new normalisation, scheduled by the first broker start after
+//!   the upgrade (before it serves) and run in the background; the version is recorded when
+//!   the walk ends (`text/normalisation`). A new store records the version at once.
 //! - Plaintext lives only in zeroized buffers while a field is re-sealed.
 
 use std::path::Path;
@@ -478,6 +479,11 @@ pub fn schedule_renormalisation(store: &Store, keys: &KeyRing) -> Result<bool, R
     if keyed_links_normalisation(store)? == Some(chinese_text::NORMALISATION_VERSION) {
         return Ok(false);
     }
+    if store.read()?.change_seq()? == 0 {
+        // A new store: nothing was keyed under another version.
+        store.write(|w| w.put_meta(TEXT_META, &encode(&chinese_text::NORMALISATION_VERSION)))?;
+        return Ok(false);
+    }
     if reblind_pending(store)? {
         // A pass already runs under the current code; it records the version when it ends.
         return Ok(true);
@@ -518,9 +524,6 @@ pub fn spawn_pending(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(blocking_until_shutdown(shutdown, move |worker_stop| {
-        if let Err(err) = schedule_renormalisation(&store, &keys) {
-            tracing::error!(error = %err, "cannot read the text normalisation of the keyed links");
-        }
         match reblind_pending(&store) {
             Ok(false) => {}
             Ok(true) => match reblind(&store, &keys, None, worker_stop) {
@@ -716,6 +719,14 @@ mod tests {
         let store = std::sync::Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
         let master = MasterKey::for_tests(9);
         let keys = std::sync::Arc::new(load_key_ring(&store, &master).unwrap());
+        assert!(
+            !schedule_renormalisation(&store, &keys).unwrap(),
+            "a new store has nothing to re-key"
+        );
+        assert_eq!(
+            keyed_links_normalisation(&store).unwrap(),
+            Some(chinese_text::NORMALISATION_VERSION)
+        );
         let pipeline = crate::ingest::Pipeline::new(store.clone(), keys.clone());
         let check = model::id_number_check_digit("11010519800312123").unwrap();
         let body = format!(

@@ -6,29 +6,11 @@
 use std::collections::HashMap;
 
 use demo::generate::{DemoConfig, DemoWorld};
-use demo::synthetic::{generate, pairwise_metrics, CorruptionRates, RawResident, SyntheticSet};
-use engine::linkage::record::link_records as normalise_all;
-use engine::linkage::{resolve_batch, BatchOptions, LinkInput, LinkRecord};
+use demo::synthetic::{generate, pairwise_metrics, CorruptionRates};
+use engine::linkage::{resolve_batch, BatchOptions};
 
-/// One synthetic copy as linkage reads it.
-fn input(r: &RawResident) -> LinkInput<'_> {
-    LinkInput {
-        department: r.department,
-        row_key: &r.row_key,
-        id_number: r.id_number.as_deref(),
-        name: Some(&r.name),
-        birth_date: r.birth_date,
-        gender: r.gender,
-        phone: r.phone.as_deref(),
-        address: Some(&r.address),
-        grid: Some(&r.grid),
-    }
-}
-
-fn link_records(set: &SyntheticSet) -> Vec<LinkRecord> {
-    let inputs: Vec<LinkInput<'_>> = set.residents.iter().map(input).collect();
-    normalise_all(&inputs)
-}
+mod support;
+use support::link_records;
 
 #[test]
 fn small_world_resolves_well_with_ids() {

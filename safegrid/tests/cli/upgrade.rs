@@ -38,16 +38,22 @@ fn token(data: &str, role: &str, dept: Option<&str>) -> String {
     text.trim().to_owned()
 }
 
-async fn search(client: &reqwest::Client, url: &str, token: &str, q: &str) -> Vec<String> {
+/// A read for `routine_visit`, which must answer 200.
+async fn read(client: &reqwest::Client, url: &str, token: &str) -> Value {
     let response = client
-        .get(reqwest::Url::parse_with_params(&format!("{url}/v1/residents"), [("q", q)]).unwrap())
+        .get(url)
         .bearer_auth(token)
         .header("X-Purpose", "routine_visit")
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200, "search {q}");
-    let body: Value = response.json().await.unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    response.json().await.unwrap()
+}
+
+async fn search(client: &reqwest::Client, url: &str, token: &str, q: &str) -> Vec<String> {
+    let url = reqwest::Url::parse_with_params(&format!("{url}/v1/residents"), [("q", q)]).unwrap();
+    let body = read(client, url.as_str(), token).await;
     body["items"]
         .as_array()
         .unwrap()
@@ -101,16 +107,7 @@ async fn a_data_directory_of_the_previous_main_is_upgraded_on_first_start() {
         );
     }
     // The profile the old binary stored opens under the new binary.
-    let profile: Value = client
-        .get(format!("{url}/v1/residents/{OLD_ID}"))
-        .bearer_auth(&reader)
-        .header("X-Purpose", "routine_visit")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let profile = read(&client, &format!("{url}/v1/residents/{OLD_ID}"), &reader).await;
     assert_eq!(profile["fields"]["name"]["value"], "王強", "{profile}");
 
     // A record of another department published after the upgrade, with the same ID number
@@ -131,18 +128,12 @@ async fn a_data_directory_of_the_previous_main_is_upgraded_on_first_start() {
         .await
         .unwrap();
     assert_eq!(receipt["accepted"], 1, "{receipt}");
-    let by_source: Value = client
-        .get(format!(
-            "{url}/v1/residents/by-source/minzheng/MZ-UPGRADE-1"
-        ))
-        .bearer_auth(&reader)
-        .header("X-Purpose", "routine_visit")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let by_source = read(
+        &client,
+        &format!("{url}/v1/residents/by-source/minzheng/MZ-UPGRADE-1"),
+        &reader,
+    )
+    .await;
     assert_eq!(by_source["id"], OLD_ID, "{by_source}");
 
     // Give the background pass time to walk the few hundred rows, then stop cleanly.
