@@ -250,15 +250,9 @@ fn resident_subject(state: &AppState, input: &str) -> Result<ResidentSubject, Ap
     })
 }
 
-fn log_unavailable(err: &AuditError) -> ApiError {
-    tracing::error!(cause = %err, "audit log read failed");
-    match err {
-        AuditError::Unavailable => ApiError::unavailable(
-            "audit_unavailable",
-            "the audit log cannot be written; try again when /readyz is ready",
-        ),
-        _ => ApiError::internal("audit_read_failed", err),
-    }
+/// An audit-log failure, answered with the error's own status and code.
+fn log_unavailable(err: AuditError) -> ApiError {
+    ApiError::from(err)
 }
 
 /// Runs a blocking read of the log off the async threads.
@@ -282,7 +276,7 @@ async fn scan_all(state: &AppState, query: AuditQuery) -> Result<Vec<AuditRecord
             out.push(record);
             true
         })
-        .map_err(|e| log_unavailable(&e))?;
+        .map_err(|e| log_unavailable(e))?;
         if too_many {
             return Err(too_large());
         }
@@ -407,7 +401,7 @@ pub async fn search_records(
         ..AuditQuery::default()
     };
     let log = state.audit.clone();
-    let mut records = blocking(move || log.search(&query).map_err(|e| log_unavailable(&e))).await?;
+    let mut records = blocking(move || log.search(&query).map_err(|e| log_unavailable(e))).await?;
     let next_cursor = if records.len() > limit {
         records.truncate(limit);
         records.last().map(|r| encode_cursor(r.seq))
@@ -459,7 +453,7 @@ async fn fresh_checkpoint(state: &AppState) -> Result<SignedCheckpoint, ApiError
         .audit
         .checkpoint_now()
         .await
-        .map_err(|e| log_unavailable(&e))
+        .map_err(|e| log_unavailable(e))
 }
 
 /// The latest signed checkpoint, covering every record durable at the time of the request.
@@ -565,14 +559,14 @@ pub async fn inclusion_proof(
     };
     let log = state.audit.clone();
     let (record, leaf, root, proof) = blocking(move || {
-        let record = log.read(seq).map_err(|e| log_unavailable(&e))?;
+        let record = log.read(seq).map_err(|e| log_unavailable(e))?;
         let leaf = log
             .leaf_hash(seq)
-            .ok_or_else(|| log_unavailable(&AuditError::NotFound(seq)))?;
-        let root = log.root_at(tree_size).map_err(|e| log_unavailable(&e))?;
+            .ok_or_else(|| log_unavailable(AuditError::NotFound(seq)))?;
+        let root = log.root_at(tree_size).map_err(|e| log_unavailable(e))?;
         let proof = log
             .inclusion_proof(seq, tree_size)
-            .map_err(|e| log_unavailable(&e))?;
+            .map_err(|e| log_unavailable(e))?;
         Ok((record, leaf, root, proof))
     })
     .await?;
@@ -656,7 +650,7 @@ pub async fn consistency_proof(
     }
     let log = state.audit.clone();
     let (old_root, new_root, proof) = blocking(move || {
-        let bad = |e: AuditError| log_unavailable(&e);
+        let bad = |e: AuditError| log_unavailable(e);
         Ok((
             log.root_at(old).map_err(bad)?,
             log.root_at(new).map_err(bad)?,
@@ -726,7 +720,7 @@ pub async fn export(
             count += 1;
             true
         })
-        .map_err(|e| log_unavailable(&e))?;
+        .map_err(|e| log_unavailable(e))?;
         Ok((body, count))
     })
     .await?;

@@ -203,6 +203,46 @@ impl ApiProblem for ::search::SearchError {
     }
 }
 
+impl ApiProblem for audit::AuditError {
+    fn status(&self) -> StatusCode {
+        match self {
+            audit::AuditError::Unavailable | audit::AuditError::DiskFull { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+    fn code(&self) -> &'static str {
+        match self {
+            audit::AuditError::Unavailable | audit::AuditError::DiskFull { .. } => {
+                "audit_unavailable"
+            }
+            _ => "audit_read_failed",
+        }
+    }
+    fn client_message(&self) -> Option<String> {
+        match self {
+            audit::AuditError::Unavailable | audit::AuditError::DiskFull { .. } => {
+                Some("the audit log cannot be written; try again when /readyz is ready".to_owned())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The policy files a replacement would leave do not compile.
+impl ApiProblem for policies::authz::PolicyError {
+    fn status(&self) -> StatusCode {
+        StatusCode::BAD_REQUEST
+    }
+    fn code(&self) -> &'static str {
+        "policy_invalid"
+    }
+    fn client_message(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
 /// A blocking task that panicked or was cancelled.
 impl ApiProblem for tokio::task::JoinError {
     fn code(&self) -> &'static str {
@@ -225,5 +265,70 @@ impl IntoResponse for ApiError {
                 .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vault::crypto::CryptoError;
+    use vault::store::StoreError;
+
+    fn answer(err: ApiError) -> (u16, &'static str, String) {
+        (err.status.as_u16(), err.code, err.message)
+    }
+
+    #[test]
+    fn each_error_type_decides_its_status_and_code_and_internal_text_stays_inside() {
+        let corrupt = StoreError::Corrupt {
+            key: "gongan/resident/110105198003121238".to_owned(),
+            reason: "bad json".to_owned(),
+        };
+        let (status, code, message) = answer(corrupt.into());
+        assert_eq!((status, code), (500, "integrity_error"));
+        assert!(!message.contains("110105"), "no internal detail: {message}");
+
+        let newer = StoreError::NewerFormat {
+            found: 9,
+            supported: 2,
+        };
+        assert_eq!(answer(newer.into()).1, "store_error");
+
+        let sealed = engine::resolve::ResolveError::Integrity {
+            department: model::Department::Weijian,
+            field: "diagnosis".to_owned(),
+            source: CryptoError::Open,
+        };
+        assert_eq!(answer(sealed.into()).1, "integrity_error");
+        let stored = engine::resolve::ResolveError::Store(StoreError::NewerFormat {
+            found: 9,
+            supported: 2,
+        });
+        assert_eq!(
+            answer(stored.into()).1,
+            "store_error",
+            "a store failure is not integrity"
+        );
+
+        let (status, code, message) = answer(::search::SearchError::NotReady.into());
+        assert_eq!((status, code), (503, "search_index_building"));
+        assert!(message.contains("try again"), "{message}");
+
+        let malformed = engine::ingest::IngestError::Malformed("line 3 is not JSON".to_owned());
+        let (status, code, message) = answer(malformed.into());
+        assert_eq!((status, code), (400, "batch_malformed"));
+        assert!(
+            message.contains("line 3"),
+            "the publisher learns what to fix: {message}"
+        );
+        let too_many = engine::ingest::IngestError::TooManyRecords(200_000);
+        assert_eq!(answer(too_many.into()).0, 413);
+
+        let (status, code, _) = answer(audit::AuditError::Unavailable.into());
+        assert_eq!((status, code), (503, "audit_unavailable"));
+        assert_eq!(
+            answer(audit::AuditError::NotFound(7).into()).1,
+            "audit_read_failed"
+        );
     }
 }

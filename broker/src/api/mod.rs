@@ -446,7 +446,10 @@ async fn receipt(
         .receipt(&batch_id)?
         .ok_or_else(ApiError::not_found)?;
     let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal("store_error", &e))?;
+        serde_json::from_slice(&bytes).map_err(|e| vault::store::StoreError::Corrupt {
+            key: format!("receipt/{batch_id}"),
+            reason: e.to_string(),
+        })?;
     if value.get("department").and_then(|d| d.as_str()) != Some(department.code()) {
         return Err(ApiError::not_found());
     }

@@ -285,11 +285,7 @@ pub async fn replace_file(
             format!("policy files are {}", PolicyFiles::names().join(", ")),
         ));
     }
-    state
-        .permissions
-        .validate_replacement(&name, &body)
-        .await
-        .map_err(|err| ApiError::bad_request("policy_invalid", err.to_string()))?;
+    state.permissions.validate_replacement(&name, &body).await?;
     let previous_version = state.permissions.version();
     let mut record = state.audit_record(
         &caller.principal,
