@@ -114,6 +114,11 @@ pub struct Receipt {
     /// receipt a publisher sees.
     #[serde(skip)]
     pub scope_moves: Vec<ScopeMove>,
+    /// Earlier rows without an ID number (of any department) that this batch's records with
+    /// one pulled into their person. Not part of the receipt a publisher sees: it would tell
+    /// a department what other departments hold.
+    #[serde(skip)]
+    pub linked: usize,
 }
 
 /// The community (12-digit prefix) of a grid code.
@@ -216,8 +221,20 @@ struct Prepared {
     source: StoredSource,
     /// For a resident without a valid ID number: what probabilistic linking compares.
     link: Option<crate::linkage::LinkRecord>,
+    /// For a resident with a valid ID number: what earlier ID-less rows of the same person
+    /// are compared with when it arrives ([`crate::linking::pull_in`]).
+    pull: Option<crate::linkage::LinkRecord>,
     /// For a resident with an ID number from a department other than the identity
     /// authority: what is compared with the authority's record of that person.
+    identity: Option<Identity>,
+}
+
+/// One record validated, resolved and sealed, with what linking and the identity check
+/// compare (the parts of [`Prepared`] that come from the record itself).
+struct Sealed {
+    source: StoredSource,
+    link: Option<crate::linkage::LinkRecord>,
+    pull: Option<crate::linkage::LinkRecord>,
     identity: Option<Identity>,
 }
 
@@ -402,6 +419,7 @@ impl Pipeline {
             deleted: 0,
             rejected: Vec::new(),
             scope_moves: Vec::new(),
+            linked: 0,
         };
         let model = self.linker.model();
         self.store.write(|writer| -> Result<(), IngestError> {
@@ -472,6 +490,12 @@ impl Pipeline {
                             receipt.scope_moves.push(moved);
                         }
                         writer.put_source(source, previous.as_ref())?;
+                        if let (Some(model), Some(pull), false) = (&model, &item.pull, source.deleted)
+                        {
+                            let pulled =
+                                crate::linking::pull_in(writer, &self.keys, model, source, pull)?;
+                            receipt.linked += pulled.moved as usize;
+                        }
                     }
                 }
                 receipt.accepted += 1;
@@ -505,13 +529,14 @@ impl Pipeline {
             (Err(_), None) => Value::Null,
         };
         match self.prepare(department, batch_id, received_at, record.value) {
-            Ok((source, link, identity)) => Outcome::Prepared(Prepared {
+            Ok(sealed) => Outcome::Prepared(Prepared {
                 line: record.line,
                 source_file: record.source_file,
                 raw,
-                source,
-                link,
-                identity,
+                source: sealed.source,
+                link: sealed.link,
+                pull: sealed.pull,
+                identity: sealed.identity,
             }),
             Err(rejection) => Outcome::Rejected(PreRejected {
                 rejection: Rejection {
@@ -595,14 +620,7 @@ impl Pipeline {
         batch_id: &str,
         received_at: DateTime<Utc>,
         item: Result<Value, String>,
-    ) -> Result<
-        (
-            StoredSource,
-            Option<crate::linkage::LinkRecord>,
-            Option<Identity>,
-        ),
-        Rejection,
-    > {
+    ) -> Result<Sealed, Rejection> {
         let value = item.map_err(|message| rejection("json_syntax", message, None, None))?;
         let record = Record::from_value(&value).map_err(|err| {
             let source_id = value
@@ -643,11 +661,17 @@ impl Pipeline {
                     None,
                 )
             })?;
-        let link = match &record {
-            Record::Resident { meta, body } if !meta.deleted && body.id_number.is_none() => Some(
-                crate::linkage::LinkRecord::from_resident(department, &source.key(), body),
-            ),
-            _ => None,
+        let (link, pull) = match &record {
+            Record::Resident { meta, body } if !meta.deleted => {
+                let record =
+                    crate::linkage::LinkRecord::from_resident(department, &source.key(), body);
+                if body.id_number.is_none() {
+                    (Some(record), None)
+                } else {
+                    (None, Some(record))
+                }
+            }
+            _ => (None, None),
         };
         let identity = match &record {
             Record::Resident { meta, body }
@@ -663,7 +687,12 @@ impl Pipeline {
             }
             _ => None,
         };
-        Ok((source, link, identity))
+        Ok(Sealed {
+            source,
+            link,
+            pull,
+            identity,
+        })
     }
 
     /// Resolves the record's entity and links and seals its personal fields.

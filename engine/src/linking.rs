@@ -392,53 +392,111 @@ pub fn relink(
             }
             progress.rows += rows.len() as u64;
             for row in rows {
-                let Some(source) = w
-                    .source(row)?
-                    .filter(|s| !s.deleted && s.kind == RecordKind::Resident)
-                else {
-                    continue;
-                };
-                if source.entity != crate::keyed::source_entity_id(keys, row) {
-                    continue;
-                }
-                // One row whose text cannot be handled (a panic) is skipped and listed for
-                // the administrator; the pass goes on with the next row.
-                let Some(Some(record)) =
-                    crate::problems::isolate("linkage", row, || link_record(keys, source.clone()))
-                else {
-                    continue;
-                };
-                progress.alone += 1;
-                let Some(linked) = crate::problems::isolate("linkage", row, || {
-                    link_incoming(w, keys, model, &source, &record)
-                }) else {
-                    continue;
-                };
-                let (entity, review) = linked?;
-                if let Some(entity) = entity.filter(|e| *e != source.entity) {
-                    // Rows linked to this row's entity before (at ingest, or by an officer)
-                    // are the same person: they move with it.
-                    for member in w.linked_rows(&format!("entity:{}", source.entity))? {
-                        let Some(member) = w.source(&member)? else {
-                            continue;
-                        };
-                        let mut linked = member.clone();
-                        linked.move_to(&entity);
-                        w.put_source(&linked, Some(&member))?;
-                        progress.linked += 1;
-                    }
-                }
-                if let Some(review) = review {
-                    if get_review(w, &review.id)?.is_none() {
-                        put_review(w, &review)?;
-                        progress.reviews += 1;
-                    }
-                }
+                let offered = offer_alone_row(w, keys, model, row)?;
+                progress.alone += u64::from(offered.alone);
+                progress.linked += offered.moved;
+                progress.reviews += u64::from(offered.reviewed);
             }
             Ok(())
         },
     )?;
     Ok(progress)
+}
+
+/// What offering one row to the model did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offered {
+    /// The row stood alone (a live resident row without a usable ID number, never linked).
+    pub alone: bool,
+    /// Rows moved into another entity: the row and the rows linked to it before.
+    pub moved: u64,
+    /// A pair was filed for an officer.
+    pub reviewed: bool,
+}
+
+/// Offers `row` to `model` if it stands alone, exactly as [`link_incoming`] does at ingest;
+/// a linked row moves with every row already linked to its stand-alone entity (both
+/// entities get a change, so the search index and the name directory follow). A row whose
+/// text cannot be handled (a panic) is skipped and listed for the administrator.
+pub fn offer_alone_row(
+    w: &mut StoreWriter,
+    keys: &KeyRing,
+    model: &LinkageModel,
+    row: &str,
+) -> Result<Offered, StoreError> {
+    let mut offered = Offered::default();
+    let Some(source) = w
+        .source(row)?
+        .filter(|s| !s.deleted && s.kind == RecordKind::Resident)
+    else {
+        return Ok(offered);
+    };
+    if source.entity != crate::keyed::source_entity_id(keys, row) {
+        return Ok(offered);
+    }
+    let Some(Some(record)) =
+        crate::problems::isolate("linkage", row, || link_record(keys, source.clone()))
+    else {
+        return Ok(offered);
+    };
+    offered.alone = true;
+    let Some(linked) = crate::problems::isolate("linkage", row, || {
+        link_incoming(w, keys, model, &source, &record)
+    }) else {
+        return Ok(offered);
+    };
+    let (entity, review) = linked?;
+    if let Some(entity) = entity.filter(|e| *e != source.entity) {
+        for member in w.linked_rows(&format!("entity:{}", source.entity))? {
+            let Some(member) = w.source(&member)? else {
+                continue;
+            };
+            let mut moved = member.clone();
+            moved.move_to(&entity);
+            w.put_source(&moved, Some(&member))?;
+            offered.moved += 1;
+        }
+    }
+    if let Some(review) = review {
+        if get_review(w, &review.id)?.is_none() {
+            put_review(w, &review)?;
+            offered.reviewed = true;
+        }
+    }
+    Ok(offered)
+}
+
+/// A resident row with a valid ID number has just been stored: every earlier row that
+/// stands alone and shares a blocking key with it is offered to the model again, so the
+/// person's ID-less records join the person in the same transaction instead of waiting for
+/// an officer or a re-delivery. Returns what the offers did, summed.
+pub fn pull_in(
+    w: &mut StoreWriter,
+    keys: &KeyRing,
+    model: &LinkageModel,
+    arrived: &StoredSource,
+    record: &LinkRecord,
+) -> Result<Offered, StoreError> {
+    let row = arrived.key();
+    let mut candidates = BTreeSet::new();
+    for link in block_lookup_links(keys, record) {
+        for candidate in w.linked_rows(&link)? {
+            if candidate != row {
+                candidates.insert(candidate);
+            }
+        }
+        if candidates.len() >= MAX_CANDIDATES {
+            break;
+        }
+    }
+    let mut total = Offered::default();
+    for candidate in candidates {
+        let offered = offer_alone_row(w, keys, model, &candidate)?;
+        total.alone |= offered.alone;
+        total.moved += offered.moved;
+        total.reviewed |= offered.reviewed;
+    }
+    Ok(total)
 }
 
 fn level(vector: &ComparisonVector, field: Field) -> u8 {

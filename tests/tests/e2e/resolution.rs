@@ -322,3 +322,60 @@ async fn records_stored_before_the_model_existed_are_linked_once_it_does() {
         "someone else entirely stays alone"
     );
 }
+
+#[tokio::test]
+async fn a_record_with_an_id_pulls_in_the_earlier_records_of_the_same_person_without_one() {
+    let (app, world) = setup().await;
+    let grid = world.person(0).grid.clone();
+    // Two records without an ID number, both published before the person's ID record: the
+    // person's, and a namesake born 18 years later living elsewhere.
+    let same = json!({"kind":"resident","source_id":"MZ-PULL-1","version":"1","name":"司马青山",
+        "birth_date":"1972-05-06","phone":"13700001111","address":"某区青松园5号楼1单元202","grid":grid});
+    let namesake = json!({"kind":"resident","source_id":"MZ-PULL-2","version":"1","name":"司马青山",
+        "birth_date":"1990-01-01","phone":"13900002222","address":"某区柳荫里9号楼3单元101","grid":grid});
+    app.ingest("minzheng", format!("{same}\n{namesake}\n"))
+        .await;
+    let alone = id_of(&app, &world, "minzheng", "MZ-PULL-1")
+        .await
+        .expect("visible");
+    let other = id_of(&app, &world, "minzheng", "MZ-PULL-2")
+        .await
+        .expect("visible");
+    assert_ne!(alone, other, "nothing to link them to yet");
+
+    let with_id = json!({"kind":"resident","source_id":"GA-PULL-1","version":"1","name":"司马青山",
+        "id_number": e2e_tests::id("11010519720506123"), "birth_date":"1972-05-06",
+        "phone":"13700001111","address":"某区青松园5号楼1单元202","grid":grid});
+    let receipt = app.ingest("gongan", format!("{with_id}\n")).await;
+    assert_eq!(receipt["accepted"], 1, "{receipt}");
+    assert!(
+        receipt.get("linked").is_none(),
+        "a publisher is not told what other departments hold: {receipt}"
+    );
+    let person = id_of(&app, &world, "gongan", "GA-PULL-1")
+        .await
+        .expect("visible");
+    // In the same request, not after a background pass.
+    assert_eq!(
+        id_of(&app, &world, "minzheng", "MZ-PULL-1")
+            .await
+            .as_deref(),
+        Some(person.as_str()),
+        "the earlier record joins the person"
+    );
+    let (status, _) = app
+        .get(
+            &format!("/v1/residents/{alone}"),
+            &officer(&app, &world),
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(status, 404, "its stand-alone id is gone");
+    assert_eq!(
+        id_of(&app, &world, "minzheng", "MZ-PULL-2")
+            .await
+            .as_deref(),
+        Some(other.as_str()),
+        "the namesake stays apart"
+    );
+}
