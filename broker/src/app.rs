@@ -16,7 +16,7 @@ use base64::Engine;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use audit::{AuditConfig, AuditLog, CheckpointSigner};
+use audit::{Actor, AuditConfig, AuditLog, CheckpointSigner, Decision};
 
 use crate::api::{router, AppState, AppStateInner};
 use crate::auth::{Authenticator, TokenSigner, DEFAULT_AUDIENCE, DEV_ISSUER};
@@ -228,7 +228,11 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         Arc::new(engine::linking::Linker::load(&store).context("loading the linkage model")?);
     let pipeline = Pipeline::new(store.clone(), keys.clone()).with_linker(linker.clone());
     let mut background = background;
-    background.push(linkage_background(pipeline.clone(), shutdown_rx.clone()));
+    background.push(linkage_background(
+        pipeline.clone(),
+        audit.clone(),
+        shutdown_rx.clone(),
+    ));
     if let Some(dir) = &options.config.connectors_dir {
         let configs = crate::connect::load_connector_configs(dir)?;
         background.extend(crate::connect::schedule(
@@ -353,18 +357,26 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
 }
 
 /// Estimates the linkage model once enough residents are stored (checked every 30 s), so
-/// that records without an ID number start being linked without an operator step; then
-/// offers the rows stored before the model to it ([`engine::linking::relink`], resumed on the
-/// next start if interrupted).
-fn linkage_background(pipeline: Pipeline, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+/// that records without an ID number start being linked without an operator step; offers
+/// the rows stored before the model to it ([`engine::linking::relink`], resumed on the next
+/// start if interrupted); then estimates it again whenever the residents have grown by half
+/// ([`engine::linking::estimation_due`]). Every estimation is audited with the model's own
+/// estimate of its precision, recall and review share.
+fn linkage_background(
+    pipeline: Pipeline,
+    audit: AuditLog,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
-        if pipeline.linker().model().is_none() && !auto_train(&pipeline, shutdown.clone()).await {
+        if pipeline.linker().model().is_none()
+            && !estimate_when_due(&pipeline, &audit, shutdown.clone()).await
+        {
             return;
         }
-        relink_pending(pipeline, shutdown).await;
+        relink_pending(pipeline.clone(), shutdown.clone()).await;
+        while estimate_when_due(&pipeline, &audit, shutdown.clone()).await {}
     })
 }
-
 /// Runs the relink pass if one is scheduled and unfinished; stops at shutdown.
 async fn relink_pending(pipeline: Pipeline, shutdown: watch::Receiver<bool>) {
     engine::rotation::blocking_until_shutdown(shutdown, move |stop| {
@@ -394,29 +406,69 @@ async fn relink_pending(pipeline: Pipeline, shutdown: watch::Receiver<bool>) {
     .await;
 }
 
-/// Waits until enough residents are stored and estimates the model; true once it exists,
-/// false at shutdown.
-async fn auto_train(pipeline: &Pipeline, mut shutdown: watch::Receiver<bool>) -> bool {
+/// Waits until an estimation is due and runs it; true once a new model is in force, false at
+/// shutdown.
+async fn estimate_when_due(
+    pipeline: &Pipeline,
+    audit: &AuditLog,
+    mut shutdown: watch::Receiver<bool>,
+) -> bool {
     loop {
         let p = pipeline.clone();
-        let trained = tokio::task::spawn_blocking(move || {
+        let estimated = tokio::task::spawn_blocking(move || {
             let residents = p.store().read()?.source_count()?;
-            if residents < 500 {
-                return Ok(false);
+            let before = p.linker().stored();
+            if !engine::linking::estimation_due(residents, before.as_deref()) {
+                return Ok(None);
             }
-            let trained = p.train_linker().map(|model| model.is_some())?;
-            if trained {
+            if p.train_linker()?.is_none() {
+                return Ok(None);
+            }
+            if before.is_none() {
                 engine::linking::schedule_relink(p.store())?;
             }
-            Ok::<_, anyhow::Error>(trained)
+            Ok::<_, anyhow::Error>(p.linker().stored())
         })
         .await;
-        match trained {
-            Ok(Ok(true)) => {
-                tracing::info!("linkage model estimated from the stored residents");
+        match estimated {
+            Ok(Ok(Some(stored))) => {
+                let estimate = stored.model.estimate;
+                tracing::info!(
+                    version = stored.version,
+                    residents = stored.residents,
+                    precision = estimate.precision,
+                    recall = estimate.recall,
+                    review_share = estimate.review_share,
+                    "linkage model estimated from the stored residents"
+                );
+                let mut record = audit::AuditRecord::new(
+                    format!("linkage-model-{}", stored.version),
+                    Actor {
+                        sub: "safegrid".to_owned(),
+                        name: "linkage model estimation".to_owned(),
+                        roles: vec!["system".to_owned()],
+                        dept: None,
+                    },
+                    "linkage_model_estimated",
+                    "background/linkage",
+                    Decision::Allow,
+                );
+                record.result_count = stored.residents as u64;
+                record.outcome = format!(
+                    "version={} residents={} pairs={} precision={:.4} recall={:.4} review_share={:.4}",
+                    stored.version,
+                    stored.residents,
+                    stored.model.pairs,
+                    estimate.precision,
+                    estimate.recall,
+                    estimate.review_share
+                );
+                if let Err(err) = audit.append(record).await {
+                    tracing::error!(error = %err, "could not audit the linkage model estimation");
+                }
                 return true;
             }
-            Ok(Ok(false)) => {}
+            Ok(Ok(None)) => {}
             Ok(Err(err)) => tracing::error!(error = %err, "linkage model estimation failed"),
             Err(_) => return false,
         }

@@ -282,6 +282,15 @@ impl Pipeline {
         &self.linker
     }
 
+    /// How the resident rows in scope were resolved (see
+    /// [`crate::linking::resolution_counts`]).
+    pub fn resolution_counts(
+        &self,
+        in_scope: &dyn Fn(&StoredSource) -> bool,
+    ) -> Result<crate::linking::ResolutionCounts, StoreError> {
+        crate::linking::resolution_counts(&self.store, &self.keys, in_scope)
+    }
+
     /// Review pairs for an officer (see [`crate::linking::review_pairs`]).
     pub fn review_pairs(
         &self,

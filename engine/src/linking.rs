@@ -75,23 +75,82 @@ pub struct RowDecision {
 /// The linkage model in force (none until one is estimated).
 #[derive(Debug, Default)]
 pub struct Linker {
-    model: RwLock<Option<Arc<LinkageModel>>>,
+    current: RwLock<Option<Arc<StoredModel>>>,
+}
+
+/// A model as stored: one version per estimation, with when and on how many residents it
+/// was estimated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredModel {
+    /// 1 for the first estimation, one more for each re-estimation.
+    pub version: u32,
+    /// `None` for a model stored before versions were kept.
+    pub estimated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Resident rows it was estimated on (0 when unknown).
+    pub residents: usize,
+    /// Rows of every kind stored when it was estimated (0 when unknown): what
+    /// [`estimation_due`] compares the store's growth with.
+    #[serde(default)]
+    pub sources: u64,
+    pub model: LinkageModel,
+}
+
+impl StoredModel {
+    /// Reads a stored model: the versioned form, or the bare model stored before versions
+    /// were kept (version 1).
+    fn decode(bytes: &[u8]) -> Option<StoredModel> {
+        serde_json::from_slice::<StoredModel>(bytes)
+            .ok()
+            .or_else(|| {
+                serde_json::from_slice::<LinkageModel>(bytes)
+                    .ok()
+                    .map(|model| StoredModel {
+                        version: 1,
+                        estimated_at: None,
+                        residents: 0,
+                        sources: 0,
+                        model,
+                    })
+            })
+    }
+}
+
+/// When the model in force should be estimated again, from the rows stored (every kind,
+/// which the store counts without reading them): the first time once `MIN_SOURCES` are
+/// stored, then whenever they have grown by half since the model was estimated (a model of
+/// unknown size is re-estimated once). Estimation itself still needs enough residents with
+/// shared ID numbers ([`Linker::train`]).
+pub fn estimation_due(sources: u64, current: Option<&StoredModel>) -> bool {
+    const MIN_SOURCES: u64 = 500;
+    if sources < MIN_SOURCES {
+        return false;
+    }
+    match current {
+        None => true,
+        Some(stored) if stored.sources == 0 => true,
+        Some(stored) => sources >= stored.sources + stored.sources / 2,
+    }
 }
 
 impl Linker {
     /// Loads the model stored by a previous [`Linker::train`], if any.
     pub fn load(store: &Store) -> Result<Linker, StoreError> {
-        let model = store
+        let current = store
             .meta(MODEL_META)?
-            .and_then(|bytes| serde_json::from_slice::<LinkageModel>(&bytes).ok())
+            .and_then(|bytes| StoredModel::decode(&bytes))
             .map(Arc::new);
         Ok(Linker {
-            model: RwLock::new(model),
+            current: RwLock::new(current),
         })
     }
 
     pub fn model(&self) -> Option<Arc<LinkageModel>> {
-        match self.model.read() {
+        self.stored().map(|stored| Arc::new(stored.model.clone()))
+    }
+
+    /// The model in force with its version and provenance.
+    pub fn stored(&self) -> Option<Arc<StoredModel>> {
+        match self.current.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
@@ -131,18 +190,25 @@ impl Linker {
             );
             return Ok(None);
         }
+        let sources = reader.source_count()?;
         let resolution = crate::linkage::resolve_batch(&records, &BatchOptions::default());
-        let model = Arc::new(resolution.model);
-        let bytes = serde_json::to_vec(&*model).map_err(|err| StoreError::Corrupt {
+        let stored = Arc::new(StoredModel {
+            version: self.stored().map_or(1, |s| s.version + 1),
+            estimated_at: Some(chrono::Utc::now()),
+            residents: records.len(),
+            sources,
+            model: resolution.model,
+        });
+        let bytes = serde_json::to_vec(&*stored).map_err(|err| StoreError::Corrupt {
             key: MODEL_META.to_owned(),
             reason: err.to_string(),
         })?;
         store.write(|w| w.put_meta(MODEL_META, &bytes))?;
-        match self.model.write() {
-            Ok(mut guard) => *guard = Some(model.clone()),
-            Err(poisoned) => *poisoned.into_inner() = Some(model.clone()),
+        match self.current.write() {
+            Ok(mut guard) => *guard = Some(stored.clone()),
+            Err(poisoned) => *poisoned.into_inner() = Some(stored.clone()),
         }
-        Ok(Some(model))
+        Ok(Some(Arc::new(stored.model.clone())))
     }
 }
 
@@ -655,4 +721,114 @@ pub fn split_row(
         put_row_decision(w, row, &decision)?;
         Ok(SplitOutcome::Split(moved))
     })
+}
+
+/// Counts of how the resident rows in scope were resolved, and of the review queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ResolutionCounts {
+    /// Live resident rows.
+    pub residents: u64,
+    /// Of them, rows with a valid ID number (their entity follows from it).
+    pub with_id: u64,
+    /// Rows without one that the model or an officer linked to a person.
+    pub linked_without_id: u64,
+    /// Rows without one that stand alone.
+    pub alone_without_id: u64,
+    /// Review pairs whose two rows are in scope, by status.
+    pub reviews_pending: u64,
+    pub reviews_linked: u64,
+    pub reviews_distinct: u64,
+}
+
+/// How the resident rows that satisfy `in_scope` were resolved (reading row metadata only:
+/// no sealed field is opened).
+pub fn resolution_counts(
+    store: &Store,
+    keys: &KeyRing,
+    in_scope: &dyn Fn(&StoredSource) -> bool,
+) -> Result<ResolutionCounts, StoreError> {
+    let snapshot = store.read()?;
+    let mut counts = ResolutionCounts::default();
+    snapshot.for_each_source(RecordKind::Resident, |source| {
+        if source.deleted || !in_scope(&source) {
+            return;
+        }
+        counts.residents += 1;
+        let row = source.key();
+        if source
+            .links
+            .iter()
+            .any(|l| l.starts_with("blind:id_number:"))
+        {
+            counts.with_id += 1;
+        } else if source.entity == crate::keyed::source_entity_id(keys, &row) {
+            counts.alone_without_id += 1;
+        } else {
+            counts.linked_without_id += 1;
+        }
+    })?;
+    for review in reviews(&snapshot)? {
+        let (Some(a), Some(b)) = (
+            snapshot.source(&review.row)?,
+            snapshot.source(&review.candidate)?,
+        ) else {
+            continue;
+        };
+        if !(in_scope(&a) && in_scope(&b)) {
+            continue;
+        }
+        match review.status.as_str() {
+            "pending" => counts.reviews_pending += 1,
+            "linked" => counts.reviews_linked += 1,
+            _ => counts.reviews_distinct += 1,
+        }
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn stored(sources: u64) -> StoredModel {
+        let model = LinkageModel::estimate(&[]);
+        StoredModel {
+            version: 1,
+            estimated_at: None,
+            residents: 0,
+            sources,
+            model,
+        }
+    }
+
+    #[test]
+    fn the_model_is_estimated_first_at_500_rows_then_as_they_grow_by_half() {
+        assert!(!estimation_due(499, None));
+        assert!(estimation_due(500, None));
+        let first = stored(1_000);
+        assert!(!estimation_due(1_499, Some(&first)));
+        assert!(estimation_due(1_500, Some(&first)));
+        // A model stored before sizes were kept is re-estimated once.
+        assert!(estimation_due(600, Some(&stored(0))));
+        assert!(
+            !estimation_due(100, Some(&stored(0))),
+            "never below the minimum"
+        );
+    }
+
+    #[test]
+    fn a_model_stored_before_versions_loads_as_version_one() {
+        let bare = serde_json::to_vec(&LinkageModel::estimate(&[])).unwrap();
+        let loaded = StoredModel::decode(&bare).unwrap();
+        assert_eq!((loaded.version, loaded.sources), (1, 0));
+        assert!(loaded.estimated_at.is_none());
+        let versioned = serde_json::to_vec(&StoredModel {
+            version: 4,
+            ..stored(2_000)
+        })
+        .unwrap();
+        assert_eq!(StoredModel::decode(&versioned).unwrap().version, 4);
+        assert!(StoredModel::decode(b"not json").is_none());
+    }
 }

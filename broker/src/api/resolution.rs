@@ -29,6 +29,7 @@ pub fn routes() -> Routes {
         .get("/v1/resolution/reviews", list_reviews)
         .post("/v1/resolution/reviews/{id}", decide_review)
         .post("/v1/resolution/split", split)
+        .get("/v1/resolution/report", report)
 }
 
 /// Only officers review entity resolution; a refusal is audited before it leaves.
@@ -96,6 +97,102 @@ fn side(source: &StoredSource) -> ReviewSide {
         source_id: source.source_id.clone(),
         entity: source.entity.clone(),
     }
+}
+
+/// The linkage model in force: its version, when and on what it was estimated, its
+/// thresholds, and its own estimate of its precision, recall and review share.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModelReport {
+    pub version: u32,
+    /// Absent for a model stored before versions were kept.
+    pub estimated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Resident rows it was estimated on (0 when unknown).
+    pub residents: usize,
+    /// Candidate pairs it was estimated on.
+    pub pairs: u64,
+    /// Expected share of true matches among automatic links.
+    pub estimated_precision: f64,
+    /// Expected share of true matches linked automatically.
+    pub estimated_recall: f64,
+    /// Share of candidate pairs sent to review.
+    pub estimated_review_share: f64,
+    /// Match weights (bits) at which a pair is linked, and sent to review.
+    pub link_threshold: f64,
+    pub review_threshold: f64,
+}
+
+/// How the resident records in the officer's jurisdiction were resolved.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ResolutionReport {
+    /// Absent until enough residents with shared ID numbers are stored.
+    pub model: Option<ModelReport>,
+    /// Live resident records.
+    pub residents: u64,
+    /// Records with a valid ID number.
+    pub with_id: u64,
+    /// Records without one, linked to a person by the model or an officer.
+    pub linked_without_id: u64,
+    /// Records without one that stand alone.
+    pub alone_without_id: u64,
+    pub reviews_pending: u64,
+    pub reviews_linked: u64,
+    pub reviews_distinct: u64,
+    /// Review pairs (pending and decided) per record without an ID number.
+    pub review_share_without_id: f64,
+}
+
+/// Counts of how the records in the officer's jurisdiction were resolved, and the model in
+/// force with its own estimates. Counts only: no record is named.
+#[utoipa::path(get, path = "/v1/resolution/report", params(("X-Purpose" = String, Header)),
+    responses((status = 200, body = ResolutionReport), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn report(
+    State(state): State<AppState>,
+    reader: Reader,
+) -> Result<Json<ResolutionReport>, ApiError> {
+    require_officer(&state, &reader, "/v1/resolution/report").await?;
+    let pipeline = state.pipeline.clone();
+    let reader2 = reader.clone();
+    let counts = tokio::task::spawn_blocking(move || {
+        pipeline.resolution_counts(&|source| in_scope(&reader2, source))
+    })
+    .await??;
+    let model = state.pipeline.linker().stored().map(|stored| ModelReport {
+        version: stored.version,
+        estimated_at: stored.estimated_at,
+        residents: stored.residents,
+        pairs: stored.model.pairs,
+        estimated_precision: stored.model.estimate.precision,
+        estimated_recall: stored.model.estimate.recall,
+        estimated_review_share: stored.model.estimate.review_share,
+        link_threshold: stored.model.thresholds.upper,
+        review_threshold: stored.model.thresholds.lower,
+    });
+    let without_id = counts.linked_without_id + counts.alone_without_id;
+    let reviews = counts.reviews_pending + counts.reviews_linked + counts.reviews_distinct;
+    let mut record = state.reader_record(
+        &reader,
+        "resolution_report",
+        "/v1/resolution/report",
+        AuditDecision::Allow,
+    );
+    record.result_count = counts.residents;
+    state.append_audit(record).await?;
+    Ok(Json(ResolutionReport {
+        model,
+        residents: counts.residents,
+        with_id: counts.with_id,
+        linked_without_id: counts.linked_without_id,
+        alone_without_id: counts.alone_without_id,
+        reviews_pending: counts.reviews_pending,
+        reviews_linked: counts.reviews_linked,
+        reviews_distinct: counts.reviews_distinct,
+        review_share_without_id: if without_id == 0 {
+            0.0
+        } else {
+            reviews as f64 / without_id as f64
+        },
+    }))
 }
 
 /// Pairs waiting for an officer's decision (open the two profiles to compare them).

@@ -83,6 +83,18 @@ impl Default for EmSettings {
     }
 }
 
+/// What a model estimates about its own decisions, on the candidate pairs it was estimated
+/// on: from each comparison pattern's posterior match probability, without labelled data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelEstimate {
+    /// Expected share of true matches among the pairs at or above the link threshold.
+    pub precision: f64,
+    /// Expected share of all true matches that are at or above the link threshold.
+    pub recall: f64,
+    /// Share of the pairs that fall in the review band.
+    pub review_share: f64,
+}
+
 /// A fitted Fellegi–Sunter model with its decision thresholds; serialisable for storage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LinkageModel {
@@ -99,6 +111,10 @@ pub struct LinkageModel {
     pub converged: bool,
     /// Number of pairs estimated on.
     pub pairs: u64,
+    /// The model's own estimate of its precision, recall and review share (absent in models
+    /// stored before it was computed).
+    #[serde(default)]
+    pub estimate: ModelEstimate,
 }
 
 impl LinkageModel {
@@ -177,12 +193,43 @@ impl LinkageModel {
             iterations,
             converged,
             pairs: total as u64,
+            estimate: ModelEstimate::default(),
         };
         model.thresholds = Thresholds {
             lower: model.weight_at_probability(settings.review_probability),
             upper: model.weight_at_probability(settings.link_probability),
         };
+        model.estimate = model.estimate_on(&patterns);
         model
+    }
+
+    /// Expected precision and recall of the link threshold and the review share, summing
+    /// each pattern's posterior match probability over the pairs that have it.
+    fn estimate_on(&self, patterns: &[(ComparisonVector, f64)]) -> ModelEstimate {
+        let (mut linked, mut linked_matches, mut review, mut matches, mut total) =
+            (0.0, 0.0, 0.0, 0.0, 0.0);
+        for (vector, n) in patterns {
+            let g = posterior_of(vector, &self.m, &self.u, self.prior);
+            let weight = self.vector_weight(vector);
+            total += n;
+            matches += n * g;
+            if weight >= self.thresholds.upper {
+                linked += n;
+                linked_matches += n * g;
+            } else if weight >= self.thresholds.lower {
+                review += n;
+            }
+        }
+        let share = |part: f64, whole: f64| if whole > 0.0 { part / whole } else { 0.0 };
+        ModelEstimate {
+            precision: if linked > 0.0 {
+                linked_matches / linked
+            } else {
+                1.0
+            },
+            recall: share(linked_matches, matches),
+            review_share: share(review, total),
+        }
     }
 
     /// `log2(m/u)` of one field at one level.
@@ -549,6 +596,7 @@ mod tests {
             iterations: 0,
             converged: true,
             pairs: 0,
+            estimate: ModelEstimate::default(),
         };
         assert!(model.score(&a, &b) > 10.0);
         assert_eq!(model.decide(&a, &b), Decision::Distinct);
@@ -556,5 +604,40 @@ mod tests {
         // The 15-digit legacy form of the same number is the same person.
         let legacy = person("110105491231002");
         assert_eq!(model.decide(&a, &legacy), Decision::Link);
+    }
+
+    #[test]
+    fn the_model_estimates_its_own_precision_recall_and_review_share() {
+        use crate::linkage::compare::{ComparisonVector, IdRelation, LEVEL_COUNTS};
+        // Many pairs that agree on everything and many that disagree on everything, and a
+        // few in between: EM separates them, and the estimate follows from the posteriors.
+        let mut counts: HashMap<u64, u64> = HashMap::new();
+        let vector = |different: bool| {
+            let mut levels = [0u8; FIELDS];
+            for (level, count) in levels.iter_mut().zip(LEVEL_COUNTS) {
+                *level = if different { (count - 1) as u8 } else { 0 };
+            }
+            ComparisonVector {
+                levels,
+                ids: IdRelation::Undetermined,
+            }
+        };
+        let agree = vector(false);
+        let differ = vector(true);
+        let mut mixed = vector(false);
+        mixed.levels[1] = (LEVEL_COUNTS[1] - 1) as u8;
+        counts.insert(agree.key(), 900);
+        counts.insert(differ.key(), 9000);
+        counts.insert(mixed.key(), 40);
+        let model = LinkageModel::estimate_from_counts(&counts, &EmSettings::default());
+        let e = model.estimate;
+        assert!(e.precision > 0.99 && e.precision <= 1.0, "{e:?}");
+        assert!(e.recall > 0.9 && e.recall <= 1.0, "{e:?}");
+        assert!((0.0..0.05).contains(&e.review_share), "{e:?}");
+        // Stored models from before the estimate still load.
+        let mut json = serde_json::to_value(&model).unwrap();
+        json.as_object_mut().unwrap().remove("estimate");
+        let old: LinkageModel = serde_json::from_value(json).unwrap();
+        assert_eq!(old.estimate, ModelEstimate::default());
     }
 }

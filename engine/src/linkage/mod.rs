@@ -34,7 +34,7 @@ pub use blocking::{blocking_keys, Blocker, CandidatePairs};
 pub use cluster::{cluster, Clusters};
 pub use compare::{ComparisonVector, Field, IdRelation};
 pub use fellegi_sunter::{
-    estimate_u_from_random_pairs, Decision, EmSettings, LinkageModel, Thresholds,
+    estimate_u_from_random_pairs, Decision, EmSettings, LinkageModel, ModelEstimate, Thresholds,
 };
 pub use record::{LinkInput, LinkRecord};
 

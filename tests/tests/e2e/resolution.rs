@@ -379,3 +379,78 @@ async fn a_record_with_an_id_pulls_in_the_earlier_records_of_the_same_person_wit
         "the namesake stays apart"
     );
 }
+
+#[tokio::test]
+async fn officers_get_a_report_of_how_records_were_resolved_and_the_model_in_force() {
+    let (app, world) = setup().await;
+    let (person, unified) = person_with_phone(&app, &world).await;
+    let record = json!({"kind":"resident","source_id":"MZ-R1","version":"1","name":person.name,
+        "birth_date":person.birth_date.to_string(),"phone":person.phone,"address":person.address,"grid":person.grid});
+    app.ingest("minzheng", format!("{record}\n")).await;
+    assert_eq!(
+        id_of(&app, &world, "minzheng", "MZ-R1").await.as_deref(),
+        Some(unified.as_str())
+    );
+
+    let (status, report) = app
+        .get(
+            "/v1/resolution/report",
+            &officer(&app, &world),
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let model = &report["model"];
+    assert_eq!(model["version"], 1, "{report}");
+    let precision = model["estimated_precision"].as_f64().unwrap();
+    let recall = model["estimated_recall"].as_f64().unwrap();
+    assert!(precision > 0.9 && precision <= 1.0, "{report}");
+    assert!(recall > 0.5 && recall <= 1.0, "{report}");
+    assert!(model["link_threshold"].as_f64() > model["review_threshold"].as_f64());
+    assert!(
+        report["residents"].as_u64().unwrap() >= PERSONS as u64,
+        "{report}"
+    );
+    assert!(report["with_id"].as_u64().unwrap() > 0);
+    assert!(
+        report["linked_without_id"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(
+        !report.to_string().contains(&person.name),
+        "counts only, no record named"
+    );
+
+    // Only officers, and only over their own jurisdiction.
+    let worker = app.token("grid_worker", &[world.street_code()], None);
+    let (status, _) = app
+        .get("/v1/resolution/report", &worker, Some("routine_visit"))
+        .await;
+    assert_eq!(status, 403);
+    let elsewhere = app.token("community_officer", &["110105002001"], None);
+    let (status, other) = app
+        .get("/v1/resolution/report", &elsewhere, Some("routine_visit"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        other["residents"], 0,
+        "another street's records are not counted: {other}"
+    );
+
+    // A re-estimation is a new version of the model.
+    let state = &app.broker.as_ref().expect("running").state;
+    let pipeline = state.pipeline.clone();
+    tokio::task::spawn_blocking(move || pipeline.train_linker())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("estimated again");
+    let (_, report) = app
+        .get(
+            "/v1/resolution/report",
+            &officer(&app, &world),
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(report["model"]["version"], 2, "{report}");
+}
