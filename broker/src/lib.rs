@@ -1,8 +1,12 @@
-//! SafeGrid broker: the secure data-exchange broker between departments and grid workers.
+//! SafeGrid broker: the service between departments and grid workers. It assembles the
+//! crates before it (`vault`, `engine`, `policies`, `search`, `audit`, `connectors`) into one
+//! HTTPS API: `app` starts everything, `server`/`tls`/`certs` accept connections, `auth`
+//! verifies tokens, `api` serves the routes — every piece of personal data through the
+//! disclosure gate (`api::disclosure`) —, `connect` runs the connectors, `policy_folder`
+//! keeps the live policy, `metrics` counts.
 //!
-//! Modules follow the data flow: `ingest` (validate, resolve, seal) -> `store` -> `resolve`
-//! (merged views) -> `api` (authenticate, authorize, respond over TLS), with `crypto` and
-//! `keys` for envelope encryption and blind indexes.
+//! Guarantees: no module imports `app`, and `api` is the only one that knows `AppState`; the
+//! crate layout and what each crate may depend on are checked by `tests/tests/e2e/layout.rs`.
 
 pub mod api;
 pub mod app;
