@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{parse_date, parse_timestamp, DivisionCode, Gender, IdNumber, Phone};
+use crate::{parse_date, parse_timestamp, DivisionCode, Gender, IdNumber, IdentityDocument, Phone};
 
 /// Longest accepted free-text field, in characters.
 const MAX_TEXT_CHARS: usize = 10_000;
@@ -26,6 +26,8 @@ pub const MAX_RECORD_BYTES: usize = 256 * 1024;
 pub const MAX_ATTRIBUTES_BYTES: usize = 64 * 1024;
 /// Most parties one event may name.
 pub const MAX_PARTIES: usize = 50;
+/// Most identity documents one resident record may list.
+pub const MAX_DOCUMENTS: usize = 16;
 
 /// The length of `value` as compact JSON, counting only up to `limit + 1` bytes.
 fn json_len_up_to(value: &Value, limit: usize) -> usize {
@@ -207,6 +209,11 @@ pub struct ResidentRecord {
     pub tags: Vec<String>,
     #[serde(default)]
     pub attributes: Map<String, Value>,
+    /// Identity documents without a GB 11643 check (passport, travel permits, …), each once;
+    /// left out of the serialised form when there are none, so a record without documents
+    /// serialises exactly as before the field existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub documents: Vec<IdentityDocument>,
 }
 
 /// A dwelling as one department knows it.
@@ -292,6 +299,14 @@ impl RecordError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The same error about a key inside the list entry at `path` (`documents[0]`).
+    fn within(self, path: &str) -> RecordError {
+        RecordError {
+            field: format!("{path}.{}", self.field),
+            ..self
+        }
+    }
 }
 
 const COMMON_FIELDS: &[&str] = &["kind", "source_id", "version", "deleted"];
@@ -308,8 +323,11 @@ const RESIDENT_FIELDS: &[&str] = &[
     "grid",
     "tags",
     "attributes",
+    "documents",
 ];
 const HOUSE_FIELDS: &[&str] = &["address", "grid", "usage", "owner_id_number", "attributes"];
+/// The keys of one entry of a resident's `documents`.
+const DOCUMENT_FIELDS: &[&str] = &["type", "number", "country"];
 const EVENT_FIELDS: &[&str] = &[
     "type",
     "title",
@@ -506,6 +524,7 @@ fn parse_resident(fields: &Fields<'_>) -> Result<ResidentRecord, RecordError> {
         grid: fields.required_grid()?,
         tags: fields.tags()?,
         attributes: fields.attributes()?,
+        documents: fields.documents()?,
     })
 }
 
@@ -712,6 +731,74 @@ impl Fields<'_> {
         Ok(tags)
     }
 
+    /// The `documents` list: each entry an object `{"type", "number", "country"}`; errors
+    /// name the entry and its key (`documents[1].number`). A document listed twice is kept once.
+    fn documents(&self) -> Result<Vec<IdentityDocument>, RecordError> {
+        const EXAMPLE: &str = r#"{"type": "passport", "number": "…", "country": "CHN"}"#;
+        let Some(value) = self.0.get("documents").filter(|v| !v.is_null()) else {
+            return Ok(Vec::new());
+        };
+        let list = value.as_array().ok_or_else(|| {
+            RecordError::new(
+                "field_type",
+                "documents",
+                format!("documents must be a list of objects like {EXAMPLE}"),
+            )
+        })?;
+        if list.len() > MAX_DOCUMENTS {
+            return Err(RecordError::new(
+                "too_many_documents",
+                "documents",
+                format!("a resident record may list at most {MAX_DOCUMENTS} documents; send the ones in use"),
+            ));
+        }
+        let mut documents: Vec<IdentityDocument> = Vec::with_capacity(list.len());
+        for (position, item) in list.iter().enumerate() {
+            let path = format!("documents[{position}]");
+            let object = item.as_object().ok_or_else(|| {
+                RecordError::new(
+                    "field_type",
+                    path.as_str(),
+                    format!("each document must be an object like {EXAMPLE}"),
+                )
+            })?;
+            for key in object.keys() {
+                if !DOCUMENT_FIELDS.contains(&key.as_str()) {
+                    return Err(RecordError::new(
+                        "field_unknown",
+                        format!("{path}.{}", truncate_chars(key, 64)),
+                        "a document has only type, number and country",
+                    ));
+                }
+            }
+            let entry = Fields(object);
+            let text = |key: &str| {
+                entry
+                    .optional_text(key, MAX_SHORT_CHARS)
+                    .map_err(|err| err.within(&path))
+            };
+            let document_type = text("type")?;
+            let number = text("number")?;
+            let country = text("country")?;
+            let document = IdentityDocument::parse(
+                document_type.as_deref().unwrap_or_default(),
+                number.as_deref().unwrap_or_default(),
+                country.as_deref(),
+            )
+            .map_err(|err| {
+                RecordError::new(
+                    err.code(),
+                    format!("{path}.{}", err.field()),
+                    err.to_string(),
+                )
+            })?;
+            if !documents.contains(&document) {
+                documents.push(document);
+            }
+        }
+        Ok(documents)
+    }
+
     fn attributes(&self) -> Result<Map<String, Value>, RecordError> {
         match self.0.get("attributes") {
             None | Some(Value::Null) => Ok(Map::new()),
@@ -888,6 +975,242 @@ mod tests {
             "type":"dispute","title":"邻里纠纷","grid":"110105001001003","party_id_numbers":[ID, "123"]});
         let err = Record::from_value(&value).unwrap_err();
         assert_eq!(err.field(), "party_id_numbers[1]");
+    }
+
+    fn resident_body(value: &Value) -> ResidentRecord {
+        let Record::Resident { body, .. } = Record::from_value(value).unwrap() else {
+            panic!("not a resident")
+        };
+        body
+    }
+
+    #[test]
+    fn every_id_number_document_is_accepted_as_id_number() {
+        for (number, birth) in [
+            ("810000199408230021", "1994-08-23"),
+            ("830000199201300022", "1992-01-30"),
+            ("932682198501010017", "1985-01-01"),
+        ] {
+            let mut value = resident();
+            value["id_number"] = json!(number);
+            value.as_object_mut().unwrap().remove("birth_date");
+            let body = resident_body(&value);
+            assert_eq!(body.id_number.as_ref().unwrap().as_str(), number);
+            assert!(!body.id_number_legacy);
+            assert_eq!(
+                body.birth_date.map(|d| d.to_string()).as_deref(),
+                Some(birth)
+            );
+        }
+        let mut value = resident();
+        value["id_number"] = json!("811000199408230025");
+        let err = Record::from_value(&value).unwrap_err();
+        assert_eq!(err.code(), "id_number_permit_region");
+        assert_eq!(err.field(), "id_number");
+        assert!(!err.to_string().contains("811000199408230025"));
+    }
+
+    #[test]
+    fn documents_parse_normalise_and_deduplicate() {
+        let mut value = resident();
+        value["documents"] = json!([
+            {"type": "passport", "number": "e 1234 5678", "country": "chn"},
+            {"type": "hong_kong_macao_travel_permit", "number": "H1234567801"},
+            {"type": "PASSPORT", "number": "E12345678", "country": "CHN"},
+            {"type": "taiwan_travel_permit", "number": 12345678},
+            {"type": "other", "number": "C668668E", "country": null}
+        ]);
+        let body = resident_body(&value);
+        let shown: Vec<(&str, &str, Option<&str>)> = body
+            .documents
+            .iter()
+            .map(|d| {
+                (
+                    d.document_type().as_str(),
+                    d.number(),
+                    d.country().map(|c| c.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("passport", "E12345678", Some("CHN")),
+                ("hong_kong_macao_travel_permit", "H1234567801", Some("CHN")),
+                ("taiwan_travel_permit", "12345678", Some("CHN")),
+                ("other", "C668668E", None),
+            ]
+        );
+    }
+
+    #[test]
+    fn documents_round_trip_through_serde() {
+        let mut value = resident();
+        value["documents"] = json!([
+            {"type": "passport", "number": "E12345678", "country": "CHN"},
+            {"type": "military_id", "number": "南字第1234567号"}
+        ]);
+        let record = Record::from_value(&value).unwrap();
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(
+            json["documents"],
+            json!([
+                {"type": "passport", "number": "E12345678", "country": "CHN"},
+                {"type": "military_id", "number": "南字第1234567号", "country": "CHN"}
+            ])
+        );
+        let back: Record = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, record);
+        // The body alone, as the engine seals and re-reads it.
+        let Record::Resident { body, .. } = &record else {
+            panic!("not a resident")
+        };
+        let fields = serde_json::to_value(body).unwrap();
+        let reread: ResidentRecord = serde_json::from_value(fields).unwrap();
+        assert_eq!(&reread, body);
+    }
+
+    #[test]
+    fn a_record_without_documents_serialises_as_before() {
+        let record = Record::from_value(&resident()).unwrap();
+        let json = serde_json::to_value(&record).unwrap();
+        assert!(json.get("documents").is_none(), "{json}");
+        let Record::Resident { body, .. } = &record else {
+            panic!("not a resident")
+        };
+        assert!(body.documents.is_empty());
+        let mut stored = serde_json::to_value(body).unwrap();
+        assert!(stored.get("documents").is_none());
+        // Sealed fields stored before the field existed still read back.
+        stored.as_object_mut().unwrap().remove("documents");
+        let reread: ResidentRecord = serde_json::from_value(stored).unwrap();
+        assert!(reread.documents.is_empty());
+        let mut value = resident();
+        value["documents"] = json!([]);
+        assert_eq!(Record::from_value(&value).unwrap(), record);
+        value["documents"] = Value::Null;
+        assert_eq!(Record::from_value(&value).unwrap(), record);
+    }
+
+    #[test]
+    fn document_errors_name_the_entry_and_key_and_hide_the_value() {
+        let long = "9".repeat(MAX_SHORT_CHARS + 1);
+        let cases: Vec<(Value, &str, &str)> = vec![
+            (json!("E12345678"), "field_type", "documents"),
+            (json!({"type": "passport"}), "field_type", "documents"),
+            (json!(["E12345678"]), "field_type", "documents[0]"),
+            (
+                json!([{"type": "passport", "number": "E12345678", "country": "CHN", "expiry": "2030"}]),
+                "field_unknown",
+                "documents[0].expiry",
+            ),
+            (
+                json!([{"number": "E12345678", "country": "CHN"}]),
+                "document_type_missing",
+                "documents[0].type",
+            ),
+            (
+                json!([{"type": "id_card", "number": "E12345678"}]),
+                "document_type_unknown",
+                "documents[0].type",
+            ),
+            (
+                json!([{"type": "passport", "country": "CHN"}]),
+                "document_number_missing",
+                "documents[0].number",
+            ),
+            (
+                json!([{"type": "other", "number": "ABC"}, {"type": "passport", "number": "E1234-5678", "country": "CHN"}]),
+                "document_number_format",
+                "documents[1].number",
+            ),
+            (
+                json!([{"type": "passport", "number": "E1234567", "country": "CHN"}]),
+                "document_number_length",
+                "documents[0].number",
+            ),
+            (
+                json!([{"type": "passport", "number": "E12345678"}]),
+                "document_country_missing",
+                "documents[0].country",
+            ),
+            (
+                json!([{"type": "passport", "number": "E12345678", "country": "ZZZ"}]),
+                "document_country_unknown",
+                "documents[0].country",
+            ),
+            (
+                json!([{"type": "taiwan_travel_permit", "number": "12345678", "country": "TWN"}]),
+                "document_country_mismatch",
+                "documents[0].country",
+            ),
+            (
+                json!([{"type": "foreign_permanent_resident_legacy", "number": "QQQ110012345678"}]),
+                "document_number_nationality",
+                "documents[0].number",
+            ),
+            (
+                json!([{"type": "passport", "number": ["E12345678"], "country": "CHN"}]),
+                "field_type",
+                "documents[0].number",
+            ),
+            (
+                json!([{"type": "other", "number": long}]),
+                "field_too_long",
+                "documents[0].number",
+            ),
+            (
+                json!([{"type": "other", "number": "AB\u{7}C"}]),
+                "field_control_characters",
+                "documents[0].number",
+            ),
+        ];
+        for (documents, code, field) in cases {
+            let mut value = resident();
+            value["documents"] = documents.clone();
+            let err = Record::from_value(&value).unwrap_err();
+            assert_eq!((err.code(), err.field()), (code, field), "{documents}");
+            for secret in [
+                "E12345678",
+                "E1234-5678",
+                "E1234567",
+                "QQQ110012345678",
+                "ZZZ",
+            ] {
+                assert!(!err.to_string().contains(secret), "{err}");
+            }
+        }
+        let too_many: Vec<Value> = (0..=MAX_DOCUMENTS)
+            .map(|i| json!({"type": "taiwan_travel_permit", "number": format!("{:08}", i)}))
+            .collect();
+        let mut value = resident();
+        value["documents"] = json!(too_many);
+        assert_eq!(
+            Record::from_value(&value).unwrap_err().code(),
+            "too_many_documents"
+        );
+        value["documents"] = json!(too_many[..MAX_DOCUMENTS]);
+        assert_eq!(resident_body(&value).documents.len(), MAX_DOCUMENTS);
+    }
+
+    #[test]
+    fn debug_of_a_resident_hides_document_numbers() {
+        let mut value = resident();
+        value["documents"] = json!([
+            {"type": "passport", "number": "E12345678", "country": "CHN"},
+            {"type": "hong_kong_macao_travel_permit", "number": "H1234567801"}
+        ]);
+        value["id_number"] = json!("932682198501010017");
+        let shown = format!("{:?}", Record::from_value(&value).unwrap());
+        for secret in [
+            "E12345678",
+            "H1234567801",
+            "H12345678",
+            "932682198501010017",
+            "682",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
     }
 
     #[test]

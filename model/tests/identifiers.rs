@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 use model::{
-    parse_date, parse_timestamp, Department, DivisionCode, DivisionLevel, Gender, IdNumber, Phone,
-    PhoneKind,
+    parse_date, parse_timestamp, CountryCode, Department, DivisionCode, DivisionLevel, Gender,
+    IdNumber, IdNumberDocument, IdentityDocument, IdentityDocumentType, Phone, PhoneKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +19,19 @@ struct Person {
     gender: Gender,
     grid: DivisionCode,
     source: Department,
+}
+
+/// A Hong Kong resident's residence permit, a foreigner's permanent resident ID card (Saudi
+/// national, card issued in Jiangsu) and a passport, as a department would send them.
+const PERMIT: &str = "810000199408230021";
+const FOREIGNER: &str = "932682198501010017";
+const PASSPORT: &str = "E12345678";
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Holder {
+    id_number: IdNumber,
+    #[serde(default)]
+    documents: Vec<IdentityDocument>,
 }
 
 fn person() -> Person {
@@ -94,6 +107,121 @@ fn parse_errors_name_a_code_and_never_the_input() {
     let phone_err = Phone::parse("1381234567").unwrap_err();
     assert_eq!(phone_err.code(), "phone_length");
     assert!(!format!("{phone_err} {phone_err:?}").contains("1381234567"));
+    for (input, code) in [
+        ("810000199408230022", "id_number_checksum"),
+        ("811000199408230025", "id_number_permit_region"),
+        ("932682198502300017", "id_number_birth_date"),
+        ("902682198501010017", "id_number_issuing_province"),
+        ("932999198501010017", "id_number_nationality"),
+    ] {
+        let err = IdNumber::parse(input).unwrap_err();
+        assert_eq!(err.code(), code, "{input}");
+        assert!(!format!("{err} {err:?}").contains(input), "{input}");
+    }
+    let doc_err = IdentityDocument::parse("passport", "E1234-5678", Some("CHN")).unwrap_err();
+    assert_eq!(doc_err.code(), "document_number_format");
+    assert!(!format!("{doc_err} {doc_err:?}").contains("E1234-5678"));
+}
+
+#[test]
+fn other_documents_of_the_id_number_family_round_trip() {
+    let holder = Holder {
+        id_number: IdNumber::parse(FOREIGNER).unwrap(),
+        documents: vec![IdentityDocument::parse("passport", PASSPORT, Some("SAU")).unwrap()],
+    };
+    assert_eq!(
+        holder.id_number.document(),
+        IdNumberDocument::ForeignPermanentResident
+    );
+    assert_eq!(
+        holder.id_number.nationality(),
+        CountryCode::parse("SAU").ok()
+    );
+    let text = serde_json::to_string(&holder).unwrap();
+    assert_eq!(
+        text,
+        r#"{"id_number":"932682198501010017","documents":[{"type":"passport","number":"E12345678","country":"SAU"}]}"#
+    );
+    assert_eq!(serde_json::from_str::<Holder>(&text).unwrap(), holder);
+    let permit: Holder = serde_json::from_str(&format!(r#"{{"id_number":"{PERMIT}"}}"#)).unwrap();
+    assert_eq!(
+        permit.id_number.document(),
+        IdNumberDocument::HongKongMacaoResidencePermit
+    );
+    assert_eq!(
+        IdentityDocument::parse("taiwan_travel_permit", "12345678", None)
+            .unwrap()
+            .document_type(),
+        IdentityDocumentType::TaiwanTravelPermit
+    );
+}
+
+#[test]
+fn json_errors_of_new_documents_never_echo_personal_data() {
+    let cases = [
+        (
+            r#"{"id_number":"811000199408230025"}"#.to_owned(),
+            "811000199408230025",
+        ),
+        (
+            r#"{"id_number":932682198501010018}"#.to_owned(),
+            "932682198501010018",
+        ),
+        (
+            format!(
+                r#"{{"id_number":"{FOREIGNER}","documents":[{{"type":"passport","number":"E1234567","country":"CHN"}}]}}"#
+            ),
+            "E1234567",
+        ),
+        (
+            format!(
+                r#"{{"id_number":"{FOREIGNER}","documents":[{{"type":"passport","number":12345678,"country":"USA"}}]}}"#
+            ),
+            "12345678",
+        ),
+        (
+            format!(
+                r#"{{"id_number":"{FOREIGNER}","documents":[{{"type":"passport","number":"E12345678","country":"CHN","note":"E12345678"}}]}}"#
+            ),
+            "E12345678",
+        ),
+    ];
+    for (text, secret) in cases {
+        let message = serde_json::from_str::<Holder>(&text)
+            .unwrap_err()
+            .to_string();
+        assert!(!message.contains(secret), "{message}");
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let message = serde_json::from_value::<Holder>(value)
+            .unwrap_err()
+            .to_string();
+        assert!(!message.contains(secret), "{message}");
+    }
+}
+
+#[test]
+fn debug_of_a_holder_masks_every_number() {
+    let holder = Holder {
+        id_number: IdNumber::parse(FOREIGNER).unwrap(),
+        documents: vec![
+            IdentityDocument::parse("passport", PASSPORT, Some("CHN")).unwrap(),
+            IdentityDocument::parse("hong_kong_macao_travel_permit", "H1234567801", None).unwrap(),
+        ],
+    };
+    let shown = format!("{holder:?}");
+    for secret in [
+        FOREIGNER,
+        "682",
+        "19850101",
+        PASSPORT,
+        "H1234567801",
+        "12345678",
+    ] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("IdNumber(932***********0017)"), "{shown}");
+    let permit = format!("{:?}", IdNumber::parse(PERMIT).unwrap());
+    assert_eq!(permit, "IdNumber(810000********0021)");
 }
 
 #[test]
