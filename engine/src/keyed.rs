@@ -55,7 +55,8 @@ pub fn blind_link(keys: &KeyRing, domain: &str, normalised: &str) -> String {
 }
 
 /// The links of a resident that the blind-index key computes: the blind indexes of its ID
-/// number and phone and its linkage blocking keys. A blind-index key rotation re-computes
+/// number, its phone and each identity document (`documents[]`, by the document's stable
+/// number) and its linkage blocking keys. A blind-index key rotation re-computes
 /// exactly these ([`crate::rotation::reblind`]); everything else about a row stays.
 pub fn blind_keyed_links(
     keys: &KeyRing,
@@ -69,6 +70,11 @@ pub fn blind_keyed_links(
     }
     if let Some(phone) = &body.phone {
         links.push(blind_link(keys, "phone", &phone.digits()));
+    }
+    for document in &body.documents {
+        if let Some(key) = document.match_key() {
+            links.push(blind_link(keys, "identity_document", &key));
+        }
     }
     links.extend(block_links(keys, department, row, body));
     links
@@ -107,4 +113,53 @@ const BLOCK_DOMAIN: &str = "linkage-block";
 
 fn block_link(hash: &[u8; 32]) -> String {
     format!("block:{}", hex::encode(&hash[..16]))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use model::Record;
+
+    fn resident(documents: serde_json::Value) -> ResidentRecord {
+        let value = serde_json::json!({"kind":"resident","source_id":"X","version":"1",
+            "name":"测试","grid":"110105001001001","documents":documents});
+        match Record::from_value(&value).unwrap() {
+            Record::Resident { body, .. } => body,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_identity_document_is_blind_indexed_by_its_stable_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = vault::store::Store::open(&dir.path().join("s.redb")).unwrap();
+        let keys =
+            vault::keys::load_key_ring(&store, &vault::crypto::MasterKey::for_tests(5)).unwrap();
+        let links = |documents| {
+            blind_keyed_links(
+                &keys,
+                Department::Minzheng,
+                "minzheng/resident/X",
+                &resident(documents),
+            )
+            .into_iter()
+            .filter(|l| l.starts_with("blind:identity_document:"))
+            .collect::<Vec<_>>()
+        };
+        let one =
+            links(serde_json::json!([{"type":"passport","number":"E12345678","country":"CHN"}]));
+        assert_eq!(one.len(), 1);
+        assert!(!one[0].contains("E12345678"), "keyed, never the number");
+        let spaced =
+            links(serde_json::json!([{"type":"passport","number":"e1234 5678","country":"CHN"}]));
+        assert_eq!(
+            one, spaced,
+            "the same document written differently is the same link"
+        );
+        let other =
+            links(serde_json::json!([{"type":"passport","number":"E87654321","country":"CHN"}]));
+        assert_ne!(one, other);
+        assert!(links(serde_json::json!([{"type":"other","number":"ABC1"}])).is_empty());
+    }
 }
