@@ -103,7 +103,8 @@ pub struct ConnectorConfig {
 pub enum SourceConfig {
     /// `type = "file_drop"`: CSV, XLSX, JSON or NDJSON files dropped into a folder.
     FileDrop(FileDropConfig),
-    /// `type = "sql"`: incremental pull from a PostgreSQL table or query.
+    /// `type = "sql"`: incremental pull from a PostgreSQL or MySQL-family (MySQL, MariaDB, TiDB,
+    /// OceanBase) table or query.
     Sql(SqlConfig),
     /// `type = "rest"`: paged pull from a JSON API.
     Rest(RestConfig),

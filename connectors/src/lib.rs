@@ -2,7 +2,7 @@
 //!
 //! A connector is a typed TOML configuration ([`ConnectorConfig`]) plus an implementation of
 //! [`Connector`], built by name through [`build`]. Each run reads what is new at the source
-//! (a drop folder, a PostgreSQL table, a paged REST API), turns each row into a record of the
+//! (a drop folder, a PostgreSQL or MySQL-family table, a paged REST API), turns each row into a record of the
 //! unified format through the department's declarative [`mapping`], and hands batches to a
 //! [`RecordSink`] (the broker's ingest pipeline, or [`NdjsonSink`] in tests and the CLI).
 //!

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used)]
 
 //! Tests against a real PostgreSQL server named by `SAFEGRID_TEST_PG_URL`
-//! (`connectors/scripts/ci-postgres.sh start` prints one); without it they say so and pass.
+//! (`connectors/scripts/ci-postgres.sh start` prints one; `bash scripts/test.sh` starts it and
+//! sets the variable). Without it they fail and say so: a skipped test would pass unseen.
 
 use std::collections::HashSet;
 
@@ -14,13 +15,13 @@ use crate::{
 
 const URL_ENV: &str = "SAFEGRID_TEST_PG_URL";
 
-fn pg_url() -> Option<String> {
+fn pg_url() -> String {
     match std::env::var(URL_ENV) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            println!("skipped: {URL_ENV} not set");
-            None
-        }
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => panic!(
+            "{URL_ENV} is not set: run `bash scripts/test.sh`, which starts a throwaway \
+             PostgreSQL (connectors/scripts/ci-postgres.sh) and sets it"
+        ),
     }
 }
 
@@ -106,7 +107,7 @@ fn base_rows() -> Vec<(i64, &'static str, &'static str, &'static str, &'static s
 
 #[tokio::test]
 async fn first_run_takes_all_then_only_new_and_changed_rows() {
-    let Some(url) = pg_url() else { return };
+    let url = pg_url();
     let table = format!("conn_incremental_{}", std::process::id());
     let mut conn = PgConnection::connect(&url).await.unwrap();
     setup(&mut conn, &table, &base_rows()).await;
@@ -185,10 +186,10 @@ async fn first_run_takes_all_then_only_new_and_changed_rows() {
 
 /// A sink that fails on its `fail_on`-th batch, as a broker that crashed would.
 #[derive(Debug, Default)]
-struct CrashingSink {
-    inner: NdjsonSink,
-    submits: usize,
-    fail_on: usize,
+pub(super) struct CrashingSink {
+    pub(super) inner: NdjsonSink,
+    pub(super) submits: usize,
+    pub(super) fail_on: usize,
 }
 
 impl RecordSink for CrashingSink {
@@ -207,7 +208,7 @@ impl RecordSink for CrashingSink {
 
 #[tokio::test]
 async fn restart_after_a_crash_resumes_without_duplicates_or_gaps() {
-    let Some(url) = pg_url() else { return };
+    let url = pg_url();
     let table = format!("conn_crash_{}", std::process::id());
     let mut conn = PgConnection::connect(&url).await.unwrap();
     let mut rows = base_rows();
@@ -274,7 +275,7 @@ fn configuration_needs_one_url_and_one_of_table_or_query() {
 
 #[tokio::test]
 async fn a_query_with_a_bigint_watermark_pages_by_counter() {
-    let Some(url) = pg_url() else { return };
+    let url = pg_url();
     let table = format!("conn_query_{}", std::process::id());
     let mut conn = PgConnection::connect(&url).await.unwrap();
     sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
@@ -329,6 +330,78 @@ async fn a_query_with_a_bigint_watermark_pages_by_counter() {
     let mut sink = NdjsonSink::new();
     connector.run(&mut sink).await.unwrap();
     assert_eq!(sink.source_ids(), vec!["a2"]);
+    sqlx::query(&format!("DROP TABLE {table}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn the_url_scheme_picks_the_database_and_is_never_repeated() {
+    use super::Database;
+    for (url, database) in [
+        ("postgres://u:p@h/db", Database::Postgres),
+        ("postgresql://u:p@h/db", Database::Postgres),
+        ("mysql://u:p@h:3306/db", Database::MySql),
+        ("MariaDB://u:p@h/db", Database::MySql),
+    ] {
+        assert_eq!(Database::from_url(url).unwrap(), database, "{url}");
+    }
+    for url in ["sqlserver://sa:hunter2@h/db", "u:hunter2@h/db", ""] {
+        let err = Database::from_url(url).unwrap_err();
+        assert_eq!(err.code(), "connector_config");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("mysql://"), "{err}");
+    }
+    // A URL written in the file is checked when the connector is built.
+    let state = tempfile::tempdir().unwrap();
+    let mut config = config("t", 10);
+    if let crate::SourceConfig::Sql(sql) = &mut config.source {
+        sql.url_env = None;
+        sql.url = Some(crate::Secret::new("oracle://scott:tiger@h/db"));
+    }
+    let err = build(&config, state.path()).err().unwrap();
+    assert_eq!(err.code(), "connector_config");
+    assert!(!err.to_string().contains("tiger"), "{err}");
+}
+
+#[tokio::test]
+async fn errors_name_a_missing_table_but_never_repeat_a_value() {
+    let url = pg_url();
+    let state = tempfile::tempdir().unwrap();
+    let err = build(&config("no_such_table_here", 10), state.path())
+        .unwrap()
+        .run(&mut NdjsonSink::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "sql_source");
+    let message = err.to_string();
+    assert!(message.contains("42P01"), "{message}");
+    assert!(message.contains("no_such_table_here"), "{message}");
+
+    // A cast in the department's query fails on a row: PostgreSQL's message would quote the
+    // value (`invalid input syntax for type integer: "张三"`); the error keeps only the code.
+    let table = format!("conn_errors_{}", std::process::id());
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    setup(&mut conn, &table, &base_rows()).await;
+    let mut config = config(&table, 10);
+    if let crate::SourceConfig::Sql(sql) = &mut config.source {
+        sql.table = None;
+        sql.query = Some(format!(
+            "SELECT id, updated_at, name::int AS n FROM {table}"
+        ));
+    }
+    config.mapping.fields.clear();
+    config.mapping.codes.clear();
+    let err = build(&config, state.path())
+        .unwrap()
+        .run(&mut NdjsonSink::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "sql_source");
+    let message = err.to_string();
+    assert!(message.contains("22P02"), "{message}");
+    assert!(!message.contains("张三"), "{message}");
     sqlx::query(&format!("DROP TABLE {table}"))
         .execute(&mut conn)
         .await
