@@ -54,6 +54,8 @@ struct Row {
     set_records: usize,
     persons: usize,
     with_id: f64,
+    /// Review pairs per record without a valid ID number.
+    review_share: f64,
     resolution: BatchResolution,
     metrics: demo::synthetic::PairMetrics,
     review_true: usize,
@@ -75,13 +77,16 @@ fn run(scenario: &str, set: &SyntheticSet, options: &BatchOptions) -> Row {
         .iter()
         .filter(|p| set.truth.get(p.a as usize) == set.truth.get(p.b as usize))
         .count();
-    let with_id = records.iter().filter(|r| r.valid_id().is_some()).count() as f64
-        / records.len().max(1) as f64;
+    let with_valid_id = records.iter().filter(|r| r.valid_id().is_some()).count();
+    let with_id = with_valid_id as f64 / records.len().max(1) as f64;
+    let without_id = records.len() - with_valid_id;
+    let review_share = resolution.reviews.len() as f64 / without_id.max(1) as f64;
     Row {
         scenario: scenario.to_owned(),
         set_records: records.len(),
         persons: set.persons,
         with_id,
+        review_share,
         resolution,
         metrics,
         review_true,
@@ -91,13 +96,13 @@ fn run(scenario: &str, set: &SyntheticSet, options: &BatchOptions) -> Row {
 
 fn print_quality(rows: &[Row]) {
     println!(
-        "| scenario | records | persons | with valid ID | true pairs | candidate pairs | auto links | review pairs (true) | precision | recall | F1 |"
+        "| scenario | records | persons | with valid ID | true pairs | candidate pairs | auto links | review pairs (true) | review per ID-less record | precision | recall | F1 |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         let s = &row.resolution.stats;
         println!(
-            "| {} | {} | {} | {:.0}% | {} | {} | {} | {} ({}) | {:.4} | {:.4} | {:.4} |",
+            "| {} | {} | {} | {:.0}% | {} | {} | {} | {} ({}) | {:.2}% | {:.4} | {:.4} | {:.4} |",
             row.scenario,
             row.set_records,
             row.persons,
@@ -107,6 +112,7 @@ fn print_quality(rows: &[Row]) {
             s.auto_links,
             s.reviews,
             row.review_true,
+            row.review_share * 100.0,
             row.metrics.precision,
             row.metrics.recall,
             row.metrics.f1,
@@ -142,13 +148,18 @@ fn print_timing(rows: &[Row]) {
 fn print_model(row: &Row) {
     let model = &row.resolution.model;
     println!(
-        "model of {}: prior {:.4}, thresholds lower {:.2} / upper {:.2} bits, {} EM rounds, converged {}",
+        "model of {}: prior {:.4}, thresholds lower {:.2} / upper {:.2} bits, {} EM rounds, converged {}; its own estimate: precision {:.4}, recall {:.4}, review share {:.4} of pairs (measured: precision {:.4}, recall {:.4})",
         row.scenario,
         model.prior,
         model.thresholds.lower,
         model.thresholds.upper,
         model.iterations,
-        model.converged
+        model.converged,
+        model.estimate.precision,
+        model.estimate.recall,
+        model.estimate.review_share,
+        row.metrics.precision,
+        row.metrics.recall,
     );
     for field in engine::linkage::Field::ALL {
         let weights: Vec<String> = field
@@ -188,10 +199,52 @@ fn main() {
         ..CorruptionRates::mostly_with_ids()
     };
     let no_ids_at_all = generate(&world, 0..args.persons, &none, args.seed);
+    // Data made differently from what the thresholds were chosen on: another generator seed
+    // (other people, names, addresses), heavier corruption, and a subset that holds only
+    // names and addresses.
+    let other_seed = args.seed.wrapping_mul(31).wrapping_add(7);
+    let other_world = DemoWorld::new(DemoConfig {
+        residents: args.persons.max(1),
+        seed: other_seed,
+        bad_record_rate: 0.0,
+    });
+    let harsher = CorruptionRates {
+        gongan_missing_id: 1.0,
+        other_missing_id: 1.0,
+        homophone: 0.15,
+        near_homophone: 0.06,
+        traditional: 0.15,
+        missing_birth_date: 0.25,
+        mistyped_birth_date: 0.05,
+        missing_phone: 0.40,
+        changed_phone: 0.15,
+        phone_typo: 0.08,
+        phone_transposition: 0.03,
+        moved: 0.15,
+        missing_gender: 0.10,
+        ..CorruptionRates::mostly_with_ids()
+    };
+    let harsher_set = generate(&other_world, 0..args.persons, &harsher, other_seed);
+    let address_only = CorruptionRates {
+        missing_birth_date: 1.0,
+        missing_phone: 1.0,
+        ..none.clone()
+    };
+    let address_only_set = generate(&other_world, 0..args.persons, &address_only, other_seed);
     let rows = vec![
         run("(a) mostly with IDs", &with_ids, &options),
         run("(b) no-ID subset (95% without)", &without_ids, &options),
         run("(c) no IDs at all", &no_ids_at_all, &options),
+        run(
+            "(d) another seed, no IDs, harsher corruption",
+            &harsher_set,
+            &options,
+        ),
+        run(
+            "(e) another seed, names and addresses only",
+            &address_only_set,
+            &options,
+        ),
     ];
     println!("## Linkage quality (pairwise, auto links only; review pairs count as not linked)\n");
     print_quality(&rows);
