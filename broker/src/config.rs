@@ -12,12 +12,13 @@ use serde::Deserialize;
 use model::Department;
 
 /// Default purposes of use (`X-Purpose`).
-pub const DEFAULT_PURPOSES: [&str; 5] = [
+pub const DEFAULT_PURPOSES: [&str; 6] = [
     "routine_visit",
     "dispute_mediation",
     "elderly_care",
     "emergency",
     "case_investigation",
+    "child_protection",
 ];
 
 /// Accesses tied to a case are withheld from the resident report this long by default.

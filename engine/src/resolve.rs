@@ -313,6 +313,7 @@ impl Resolver<'_> {
             grid_rank: usize,
             grid: Option<String>,
             departments: Vec<Department>,
+            birth_dates: Vec<chrono::NaiveDate>,
         }
         let mut best: BTreeMap<String, Best> = BTreeMap::new();
         for stored in self.reader.linked_sources(link)? {
@@ -323,22 +324,40 @@ impl Resolver<'_> {
             let department = stored.department;
             let entity = stored.entity.clone();
             let grid = stored.grid.clone();
-            // Only the label is read: the other sealed fields stay closed.
-            let opened = open_source_fields(self.keys, stored, Some(&[label_field]))?;
-            let label = opened
-                .fields
-                .get(label_field)
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+            // Only the label (and, for a person, what tells their age) is read: the other
+            // sealed fields stay closed.
+            let wanted: &[&str] = if kind == RecordKind::Resident {
+                &[label_field, "birth_date", "id_number"]
+            } else {
+                &[label_field]
+            };
+            let opened = open_source_fields(self.keys, stored, Some(wanted))?;
+            let text = |field: &str| opened.fields.get(field).and_then(Value::as_str);
+            let label = text(label_field).map(str::to_owned);
+            let birth_dates: Vec<chrono::NaiveDate> = text("birth_date")
+                .and_then(|d| model::parse_date(d).ok())
+                .into_iter()
+                .chain(
+                    text("id_number")
+                        .and_then(|id| model::IdNumber::parse(id).ok())
+                        .map(|id| id.birth_date()),
+                )
+                .collect();
             let entry = best.entry(entity).or_insert(Best {
                 label_rank: usize::MAX,
                 label: None,
                 grid_rank: usize::MAX,
                 grid: None,
                 departments: Vec::new(),
+                birth_dates: Vec::new(),
             });
             if !entry.departments.contains(&department) {
                 entry.departments.push(department);
+            }
+            for birth in birth_dates {
+                if !entry.birth_dates.contains(&birth) {
+                    entry.birth_dates.push(birth);
+                }
             }
             let rank = self.authority.rank(kind, label_field, department);
             if label.is_some() && rank < entry.label_rank {
@@ -360,6 +379,7 @@ impl Resolver<'_> {
                     label: b.label,
                     departments: b.departments,
                     grid: b.grid,
+                    birth_dates: b.birth_dates,
                 }
             })
             .collect())

@@ -69,6 +69,10 @@ pub struct EntityRef {
     /// jurisdiction.
     #[schema(ignore)]
     pub grid: Option<String>,
+    /// For a related person: every birth date known for them (stated, or in an ID number),
+    /// so the view can tell a child under 14 and name them at the `minor` level.
+    #[schema(ignore)]
+    pub birth_dates: Vec<chrono::NaiveDate>,
 }
 
 impl EntityRef {
@@ -79,6 +83,7 @@ impl EntityRef {
             label: None,
             departments: Vec::new(),
             grid: None,
+            birth_dates: Vec::new(),
         }
     }
 }

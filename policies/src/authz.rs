@@ -250,6 +250,9 @@ mod tests {
 
     #[tokio::test]
     async fn compiled_set_matches_casbin_over_the_whole_matrix() {
+        // The matrix covers the minors' class and purpose, and the break-glass levels.
+        assert!(crate::CLASSES.contains(&"minor"));
+        assert!(purposes().contains(&"child_protection".to_owned()));
         let files = PolicyFiles::defaults();
         let set = PolicySet::compile(&files, &purposes()).await.unwrap();
         let enforcer = enforcer(&files.model, &files.policy).await.unwrap();
@@ -263,7 +266,10 @@ mod tests {
                     "{role} {permission:?}"
                 );
             }
-            for purpose in purposes() {
+            for purpose in purposes()
+                .into_iter()
+                .chain([crate::BREAK_GLASS_PURPOSE.to_owned()])
+            {
                 for class in crate::CLASSES {
                     let object = format!("field:{class}");
                     let expected = if enforcer
@@ -325,5 +331,34 @@ mod tests {
             set.level(&so, "case_investigation", "identifier"),
             Level::Clear
         );
+    }
+
+    /// The minors' class in the default policy: masked for every reading role, clear only
+    /// for community and street officers doing child protection, never lifted by
+    /// break-glass, nothing for the roles that read no personal data.
+    #[tokio::test]
+    async fn minors_are_masked_unless_child_protection_unlocks_them() {
+        let set = PolicySet::compile(&PolicyFiles::defaults(), &purposes())
+            .await
+            .unwrap();
+        for role in crate::ROLES {
+            let roles = [role.to_owned()];
+            let reads = set.allows(&roles, Permission::ReadPersonalData);
+            for purpose in purposes() {
+                let expected = match (role, purpose.as_str()) {
+                    _ if !reads => Level::Hidden,
+                    ("community_officer" | "street_officer", "child_protection") => Level::Clear,
+                    _ => Level::Masked,
+                };
+                assert_eq!(
+                    set.level(&roles, &purpose, "minor"),
+                    expected,
+                    "{role} {purpose}"
+                );
+                // Break-glass adds its purpose's levels: for minors nothing above these.
+                let glass = set.role_level(role, crate::BREAK_GLASS_PURPOSE, "minor");
+                assert!(glass <= expected.min(Level::Masked), "{role} {purpose}");
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 pub mod authz;
 pub mod mask;
+pub mod minor;
 pub mod principal;
 pub mod redact;
 pub mod tables;
@@ -46,12 +47,13 @@ pub const PERMISSIONS: [(&str, &str); 9] = [
 pub const BREAK_GLASS_PURPOSE: &str = "break_glass";
 
 /// Purposes of use the shipped policy is written for.
-pub const DEFAULT_PURPOSES: [&str; 5] = [
+pub const DEFAULT_PURPOSES: [&str; 6] = [
     "routine_visit",
     "dispute_mediation",
     "elderly_care",
     "emergency",
     "case_investigation",
+    "child_protection",
 ];
 
 /// The policy files shipped with SafeGrid (`policies/default/` in the source tree).

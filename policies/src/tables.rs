@@ -39,7 +39,9 @@ impl Level {
 }
 
 /// Every field class the policy can name.
-pub const CLASSES: [&str; 12] = [
+/// `minor` is assigned to no field by default: it caps every personal value of the profile of
+/// a child under 14 ([`crate::minor`]).
+pub const CLASSES: [&str; 13] = [
     "public",
     "internal",
     "personal",
@@ -52,6 +54,7 @@ pub const CLASSES: [&str; 12] = [
     "health_detail",
     "criminal_justice",
     "criminal_justice_detail",
+    "minor",
 ];
 
 /// Classes of one department's data.

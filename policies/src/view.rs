@@ -18,13 +18,25 @@
 //!   `break_glass` levels, never above an owner restriction.
 //! - Related lists (events, parties, occupants) obey the same department visibility as the
 //!   record itself; related people outside the caller's jurisdiction are named masked.
+//! - On the profile of a resident under 14 on the day of the read ([`crate::minor`]), every
+//!   value of a class other than `public` and `internal` — each field (name, ID number,
+//!   phone, addresses, gender, ethnicity, birth date, age …) and conflicting value, tag,
+//!   attribute group and related entity's label — and the department visibility get, per
+//!   role, the lower of the class's level and that role's `minor` level (hidden without a
+//!   line), and never more than an owner restriction on `minor` allows. Break-glass lifts the
+//!   `minor` level only where the policy has a `break_glass` line for it. The age is decided
+//!   from the profile as resolved for the caller. Not covered: a child named as a related
+//!   person (a house's occupant, an event's party) is named like an adult, since a related
+//!   entity ([`model::profile::EntityRef`]) does not carry its birth date.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::mask;
+use crate::minor::{is_capped, is_minor, is_minor_by_dates, today_in_china, MINOR_CLASS};
 use crate::redact::{redact, NameDirectory};
 use crate::Level;
+use chrono::NaiveDate;
 use model::{Department, RecordKind};
 use serde_json::Value;
 
@@ -49,6 +61,16 @@ impl RoleGrant {
     fn class_level(&self, class: &str) -> Level {
         self.levels.get(class).copied().unwrap_or(Level::Hidden)
     }
+
+    /// The class's level, on a minor's profile no higher than this role's `minor` level.
+    fn subject_level(&self, class: &str, minor: bool) -> Level {
+        let level = self.class_level(class);
+        if minor && is_capped(class) {
+            level.min(self.class_level(MINOR_CLASS))
+        } else {
+            level
+        }
+    }
 }
 
 /// What the caller may see, for one request.
@@ -63,6 +85,8 @@ pub struct ViewPlan {
     /// Where the caller's jurisdiction ends: related people outside it are named masked,
     /// other related entities outside it lose their labels.
     jurisdiction: Vec<DivisionCode>,
+    /// The day of the read (in China): who is under 14 is decided on it.
+    today: NaiveDate,
 }
 
 /// What the view did, for the audit record.
@@ -71,6 +95,8 @@ pub struct ViewOutcome {
     pub fields_clear: Vec<String>,
     pub masked_or_hidden: usize,
     pub break_glass: bool,
+    /// The profile was a minor's: the `minor` class capped its personal values.
+    pub minor: bool,
 }
 
 impl ViewPlan {
@@ -114,6 +140,7 @@ impl ViewPlan {
             grants,
             break_glass,
             jurisdiction: principal.jurisdiction.clone(),
+            today: today_in_china(),
         }
     }
 
@@ -121,16 +148,35 @@ impl ViewPlan {
         &self.policy.version
     }
 
+    /// The day of the read (in China), on which the plan decides who is under 14.
+    pub fn today(&self) -> NaiveDate {
+        self.today
+    }
+
     /// The level of data of `class` published by `owner`: the best of the caller's roles,
     /// each inside its own restriction.
     pub fn level(&self, class: &str, owner: Department) -> Level {
-        let cap = self.policy.tables.owner_cap(owner, class);
+        self.subject_level(class, owner, false)
+    }
+
+    /// [`Self::level`] on the profile of a child under 14: each role's level no higher than
+    /// its `minor` level, and within the owner's restriction on `minor` too.
+    pub fn minor_level(&self, class: &str, owner: Department) -> Level {
+        self.subject_level(class, owner, true)
+    }
+
+    fn subject_level(&self, class: &str, owner: Department, minor: bool) -> Level {
+        let tables = &self.policy.tables;
+        let mut cap = tables.owner_cap(owner, class);
+        if minor && is_capped(class) {
+            cap = cap.min(tables.owner_cap(owner, MINOR_CLASS));
+        }
         self.grants
             .iter()
             .map(|grant| match grant.own_department_only {
-                Some(own) if own == Some(owner) => grant.class_level(class),
+                Some(own) if own == Some(owner) => grant.subject_level(class, minor),
                 Some(_) => Level::Hidden,
-                None => grant.class_level(class).min(cap),
+                None => grant.subject_level(class, minor).min(cap),
             })
             .max()
             .unwrap_or(Level::Hidden)
@@ -139,11 +185,20 @@ impl ViewPlan {
     /// The best level of a field whatever department published it (before owner
     /// restrictions): what search may match on at most.
     pub fn field_level(&self, kind: RecordKind, field: &str) -> Level {
+        self.subject_field_level(kind, field, false)
+    }
+
+    /// [`Self::field_level`] on the profile of a child under 14.
+    pub fn minor_field_level(&self, kind: RecordKind, field: &str) -> Level {
+        self.subject_field_level(kind, field, true)
+    }
+
+    fn subject_field_level(&self, kind: RecordKind, field: &str, minor: bool) -> Level {
         match self.policy.tables.field_class(kind.as_str(), field) {
             Some(class) => self
                 .grants
                 .iter()
-                .map(|grant| grant.class_level(class))
+                .map(|grant| grant.subject_level(class, minor))
                 .max()
                 .unwrap_or(Level::Hidden),
             None => Level::Hidden,
@@ -157,8 +212,12 @@ impl ViewPlan {
 
     /// Whether the caller may learn that `department` holds a record about a resident.
     pub fn department_visible(&self, department: Department) -> bool {
+        self.department_visible_for(department, false)
+    }
+
+    fn department_visible_for(&self, department: Department, minor: bool) -> bool {
         let class = self.policy.tables.visibility_class(department);
-        self.level(class, department) > Level::Hidden
+        self.subject_level(class, department, minor) > Level::Hidden
     }
 
     /// Masks `profile` in place. `names` are names to redact from free text besides the
@@ -169,14 +228,17 @@ impl ViewPlan {
         names: &[String],
         directory: Option<&NameDirectory>,
     ) -> ViewOutcome {
+        // Decided on every birth date the profile holds, before anything is cut from it.
+        let minor = is_minor(profile, self.today);
         let mut outcome = ViewOutcome {
             break_glass: self.break_glass,
+            minor,
             ..ViewOutcome::default()
         };
         let kind = profile.kind;
         if kind == RecordKind::Resident {
-            self.drop_invisible_departments(profile, &mut outcome);
-            add_age(profile);
+            self.drop_invisible_departments(profile, minor, &mut outcome);
+            add_age(profile, self.today);
         }
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let fields = std::mem::take(&mut profile.fields);
@@ -185,7 +247,7 @@ impl ViewPlan {
                 outcome.masked_or_hidden += 1;
                 continue;
             };
-            match self.view_field(&name, class, field, &name_refs, directory) {
+            match self.view_field(&name, class, minor, field, &name_refs, directory) {
                 Some((field, level)) => {
                     if level == Level::Clear {
                         outcome.fields_clear.push(name.clone());
@@ -197,15 +259,20 @@ impl ViewPlan {
                 None => outcome.masked_or_hidden += 1,
             }
         }
-        self.cut_birth_date(profile, &mut outcome);
-        self.view_tags(profile, &mut outcome);
-        self.view_attributes(profile, &mut outcome);
-        self.view_related(profile, &name_refs, directory);
+        self.cut_birth_date(profile, minor, &mut outcome);
+        self.view_tags(profile, minor, &mut outcome);
+        self.view_attributes(profile, minor, &mut outcome);
+        self.view_related(profile, minor, &name_refs, directory);
         outcome
     }
 
-    fn drop_invisible_departments(&self, profile: &mut Profile, outcome: &mut ViewOutcome) {
-        let visible = |d: &Department| self.department_visible(*d);
+    fn drop_invisible_departments(
+        &self,
+        profile: &mut Profile,
+        minor: bool,
+        outcome: &mut ViewOutcome,
+    ) {
+        let visible = |d: &Department| self.department_visible_for(*d, minor);
         let before = profile.sources.len();
         profile.sources.retain(|s| visible(&s.department));
         if profile.sources.len() < before {
@@ -229,19 +296,20 @@ impl ViewPlan {
         &self,
         name: &str,
         class: &str,
+        minor: bool,
         field: MergedField,
         names: &[&str],
         directory: Option<&NameDirectory>,
     ) -> Option<(MergedField, Level)> {
         let mut candidates: Vec<(Level, Value, Department, String)> = vec![(
-            self.level(class, field.source),
+            self.subject_level(class, field.source, minor),
             field.value,
             field.source,
             field.version,
         )];
         for alternative in field.conflicts {
             candidates.push((
-                self.level(class, alternative.source),
+                self.subject_level(class, alternative.source, minor),
                 alternative.value,
                 alternative.source,
                 alternative.version,
@@ -284,11 +352,11 @@ impl ViewPlan {
         ))
     }
 
-    fn cut_birth_date(&self, profile: &mut Profile, outcome: &mut ViewOutcome) {
+    fn cut_birth_date(&self, profile: &mut Profile, minor: bool, outcome: &mut ViewOutcome) {
         let id_in_clear = profile
             .fields
             .get("id_number")
-            .map(|f| self.level("identifier", f.source) == Level::Clear)
+            .map(|f| self.subject_level("identifier", f.source, minor) == Level::Clear)
             .unwrap_or(false);
         if id_in_clear {
             return;
@@ -309,7 +377,7 @@ impl ViewPlan {
         }
     }
 
-    fn view_tags(&self, profile: &mut Profile, outcome: &mut ViewOutcome) {
+    fn view_tags(&self, profile: &mut Profile, minor: bool, outcome: &mut ViewOutcome) {
         let tables = &self.policy.tables;
         let mut shown: BTreeMap<String, Vec<Department>> = BTreeMap::new();
         for tag in std::mem::take(&mut profile.tags) {
@@ -318,7 +386,7 @@ impl ViewPlan {
             let mut sources = Vec::new();
             for source in &tag.sources {
                 let class = tables.tag_class(&tag.tag, *source);
-                let level = self.level(class, *source);
+                let level = self.subject_level(class, *source, minor);
                 if level > Level::Hidden {
                     sources.push(*source);
                 }
@@ -354,11 +422,11 @@ impl ViewPlan {
             .collect();
     }
 
-    fn view_attributes(&self, profile: &mut Profile, outcome: &mut ViewOutcome) {
+    fn view_attributes(&self, profile: &mut Profile, minor: bool, outcome: &mut ViewOutcome) {
         let tables = &self.policy.tables;
         let attributes = std::mem::take(&mut profile.attributes);
         for (department, mut map) in attributes {
-            match self.level(tables.attribute_class(department), department) {
+            match self.subject_level(tables.attribute_class(department), department, minor) {
                 Level::Clear => {
                     profile.attributes.insert(department, map);
                 }
@@ -377,16 +445,20 @@ impl ViewPlan {
     /// Related entities obey the department visibility of the records they come from (an
     /// entity known only from departments the caller may not know about is left out), and
     /// their labels follow the same rules as the fields they come from; outside the caller's
-    /// jurisdiction a person's name is at most masked and other labels are dropped.
+    /// jurisdiction a person's name is at most masked and other labels are dropped. On a
+    /// minor's profile the labels (its events' titles, the addresses it owns) are capped like
+    /// its own fields.
     fn view_related(
         &self,
         profile: &mut Profile,
+        minor: bool,
         names: &[&str],
         directory: Option<&NameDirectory>,
     ) {
-        let name_level = self.field_level(RecordKind::Resident, "name");
-        let title_level = self.field_level(RecordKind::Event, "title");
-        let address_level = self.field_level(RecordKind::House, "address");
+        let name_level = self.subject_field_level(RecordKind::Resident, "name", minor);
+        let child_name_level = self.subject_field_level(RecordKind::Resident, "name", true);
+        let title_level = self.subject_field_level(RecordKind::Event, "title", minor);
+        let address_level = self.subject_field_level(RecordKind::House, "address", minor);
         for (relation, refs) in profile.related.iter_mut() {
             refs.retain(|entity| {
                 entity.departments.is_empty()
@@ -405,7 +477,15 @@ impl ViewPlan {
                     .and_then(|g| DivisionCode::parse(g).ok())
                     .is_some_and(|g| self.covers(&g));
                 let (mut level, masked) = match relation.as_str() {
-                    "occupants" | "parties" => (name_level, mask::mask_name(&label)),
+                    "occupants" | "parties" => {
+                        let child = is_minor_by_dates(&entity.birth_dates, self.today);
+                        let level = if child {
+                            name_level.min(child_name_level)
+                        } else {
+                            name_level
+                        };
+                        (level, mask::mask_name(&label))
+                    }
                     "events" => (
                         title_level,
                         redact(
@@ -434,8 +514,9 @@ impl ViewPlan {
     }
 }
 
-/// `age` (whole years) beside the birth date, so a masked birth date still tells the age.
-fn add_age(profile: &mut Profile) {
+/// `age` (whole years on `today`) beside the birth date, so a masked birth date still tells
+/// the age.
+fn add_age(profile: &mut Profile, today: NaiveDate) {
     let Some(field) = profile.fields.get("birth_date") else {
         return;
     };
@@ -446,7 +527,6 @@ fn add_age(profile: &mut Profile) {
     else {
         return;
     };
-    let today = chrono::Utc::now().date_naive();
     let age = today.years_since(birth).unwrap_or(0);
     let age_field = MergedField {
         value: Value::from(age),
@@ -476,6 +556,7 @@ fn mask_field(
         "name" => mask::mask_name,
         "address" | "hukou_address" => mask::mask_address,
         "birth_date" => mask::mask_birth_date,
+        "documents" => return mask_documents(value),
         "title" | "description" => {
             return match value {
                 Value::String(text) => Value::String(redact(
@@ -504,6 +585,39 @@ fn mask_field(
     }
 }
 
+/// Identity documents masked: each keeps its type and country, and its number only its last
+/// four characters (`*****5678`); anything else in the list is hidden.
+fn mask_documents(value: Value) -> Value {
+    let Value::Array(items) = value else {
+        return Value::String("***".to_owned());
+    };
+    let masked = items
+        .into_iter()
+        .map(|item| {
+            let Value::Object(fields) = item else {
+                return Value::String("***".to_owned());
+            };
+            let mut out = serde_json::Map::new();
+            for key in ["type", "country"] {
+                if let Some(v) = fields.get(key).filter(|v| v.is_string()) {
+                    out.insert(key.to_owned(), v.clone());
+                }
+            }
+            let number = fields.get("number").and_then(Value::as_str).unwrap_or("");
+            let chars: Vec<char> = number.chars().collect();
+            let masked = if chars.len() > 6 {
+                let tail: String = chars[chars.len() - 4..].iter().collect();
+                format!("{}{tail}", "*".repeat(chars.len() - 4))
+            } else {
+                "*".repeat(chars.len().max(1))
+            };
+            out.insert("number".to_owned(), Value::String(masked));
+            Value::Object(out)
+        })
+        .collect();
+    Value::Array(masked)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -515,6 +629,22 @@ mod tests {
     use super::*;
     use crate::authz::PolicyFiles;
     use model::profile::{EntityRef, SourceRef};
+
+    /// Compiles a variant of the policy for the default purposes.
+    fn compile(files: PolicyFiles) -> Arc<PolicySet> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let purposes: Vec<String> = crate::DEFAULT_PURPOSES
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect();
+        Arc::new(
+            runtime
+                .block_on(PolicySet::compile(&files, &purposes))
+                .unwrap(),
+        )
+    }
 
     /// The default policy, and a variant where grid workers see personal data masked.
     fn policies() -> &'static (Arc<PolicySet>, Arc<PolicySet>) {
@@ -740,5 +870,420 @@ mod tests {
         assert!(outcome.fields_clear.contains(&"id_number".to_owned()));
         assert_eq!(outcome.masked_or_hidden, 0);
         assert!(!outcome.break_glass);
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Minors: personal information of a child under 14 (PIPL arts. 28, 31).
+
+    const CHILD: &str = "王小明";
+    const CHILD_PHONE: &str = "13800001111";
+    const GUARDIAN: &str = "祖母";
+    const DIAGNOSIS: &str = "哮喘";
+
+    /// A resident born `years` years and `days_later` days after `today` minus `years`, as
+    /// four departments publish it: the household register, civil affairs (a child-welfare
+    /// tag and detail), health (a tag and a diagnosis), and a grid event naming the person.
+    fn resident_born(today: NaiveDate, years: u32, days_later: i64) -> (Profile, String) {
+        let birth = today
+            .checked_sub_months(chrono::Months::new(12 * years))
+            .unwrap()
+            + chrono::TimeDelta::days(days_later);
+        let first17 = format!("110105{}003", birth.format("%Y%m%d"));
+        let id = format!(
+            "{first17}{}",
+            model::id_number_check_digit(&first17).unwrap()
+        );
+        let mut view = profile(&id, CHILD_PHONE, CHILD, "13900002222");
+        view.fields.insert(
+            "birth_date".into(),
+            field(
+                Value::from(birth.format("%Y-%m-%d").to_string()),
+                Department::Gongan,
+            ),
+        );
+        view.fields.insert(
+            "address".into(),
+            field(
+                Value::from("北京市朝阳区望京街道幸福里小区3号楼2单元501"),
+                Department::Gongan,
+            ),
+        );
+        view.fields.insert(
+            "house_source_id".into(),
+            field(Value::from("ZJ-55"), Department::Zhujian),
+        );
+        view.tags = vec![
+            MergedTag {
+                tag: "户籍人口".into(),
+                sources: vec![Department::Gongan],
+            },
+            MergedTag {
+                tag: "留守儿童".into(),
+                sources: vec![Department::Minzheng],
+            },
+            MergedTag {
+                tag: "慢性病".into(),
+                sources: vec![Department::Weijian],
+            },
+        ];
+        let detail = |k: &str, v: &str| {
+            let mut map = serde_json::Map::new();
+            map.insert(k.to_owned(), Value::from(v));
+            map
+        };
+        view.attributes
+            .insert(Department::Minzheng, detail("guardian", GUARDIAN));
+        view.attributes
+            .insert(Department::Weijian, detail("diagnosis", DIAGNOSIS));
+        view.related.insert(
+            "events".to_owned(),
+            vec![EntityRef {
+                label: Some(format!("{CHILD}走失求助")),
+                departments: vec![Department::Wangge],
+                grid: Some("110105001001003".into()),
+                ..EntityRef::bare("e_1".into())
+            }],
+        );
+        for department in [Department::Minzheng, Department::Weijian] {
+            view.sources.push(SourceRef {
+                department,
+                source_id: format!("{}-1", department.code()),
+                version: "1".into(),
+                received_at: chrono::Utc::now(),
+            });
+        }
+        (view, id)
+    }
+
+    fn text_of(view: &Profile, name: &str) -> Option<String> {
+        view.fields
+            .get(name)
+            .and_then(|f| f.value.as_str())
+            .map(str::to_owned)
+    }
+
+    fn tag_labels(view: &Profile) -> Vec<&str> {
+        view.tags.iter().map(|t| t.tag.as_str()).collect()
+    }
+
+    fn plan_for(
+        policy: &Arc<PolicySet>,
+        roles: &[&str],
+        dept: Option<Department>,
+        purpose: &str,
+        glass: bool,
+    ) -> ViewPlan {
+        ViewPlan::new(policy.clone(), &principal_with(roles, dept), purpose, glass)
+    }
+
+    /// A 10-year-old read by every default role, for a routine visit and for child
+    /// protection: only community and street officers doing child protection read the name,
+    /// phone and welfare detail in clear; everyone else masked at most; roles that read no
+    /// personal data nothing. The adult of the same record is the control.
+    #[test]
+    fn a_child_is_read_at_each_roles_minor_level() {
+        let (default, _) = policies();
+        for role in crate::ROLES {
+            for purpose in ["routine_visit", "child_protection"] {
+                let expected = match (role, purpose) {
+                    ("community_officer" | "street_officer", "child_protection") => Level::Clear,
+                    (
+                        "grid_worker" | "community_officer" | "street_officer" | "dept_analyst",
+                        _,
+                    ) => Level::Masked,
+                    _ => Level::Hidden,
+                };
+                let plan = plan_for(default, &[role], Some(Department::Gongan), purpose, false);
+                let (mut view, id) = resident_born(plan.today(), 10, 0);
+                let outcome = plan.apply(&mut view, &[CHILD.to_owned()], None);
+                let body = format!("{view:?}");
+                let case = format!("{role} {purpose}: {body}");
+                assert!(outcome.minor, "{case}");
+                assert_eq!(
+                    plan.minor_field_level(RecordKind::Resident, "name"),
+                    expected,
+                    "{case}"
+                );
+                let (name, phone) = match expected {
+                    Level::Clear => (Some(CHILD.to_owned()), Some(CHILD_PHONE.to_owned())),
+                    Level::Masked => (Some("王**".to_owned()), Some("138****1111".to_owned())),
+                    Level::Hidden => (None, None),
+                };
+                assert_eq!(text_of(&view, "name"), name, "{case}");
+                assert_eq!(text_of(&view, "phone"), phone, "{case}");
+                assert_eq!(
+                    text_of(&view, "id_number"),
+                    (expected > Level::Hidden).then(|| mask::mask_id_number(&id)),
+                    "{case}"
+                );
+                assert_eq!(
+                    text_of(&view, "birth_date"),
+                    (expected > Level::Hidden).then(|| id[6..10].to_owned()),
+                    "{case}"
+                );
+                // Nobody reads the full ID, the full birth date or the diagnosis; the name,
+                // the phone and the child-welfare detail only in clear.
+                assert!(!body.contains(&id) && !body.contains(&id[6..14]), "{case}");
+                assert!(!body.contains(DIAGNOSIS), "{case}");
+                assert_eq!(body.contains(CHILD), expected == Level::Clear, "{case}");
+                assert_eq!(
+                    body.contains(CHILD_PHONE),
+                    expected == Level::Clear,
+                    "{case}"
+                );
+                assert_eq!(body.contains(GUARDIAN), expected == Level::Clear, "{case}");
+                assert_eq!(
+                    body.contains("留守儿童"),
+                    expected == Level::Clear,
+                    "{case}"
+                );
+                if expected == Level::Masked {
+                    assert!(
+                        outcome
+                            .fields_clear
+                            .iter()
+                            .all(|f| f == "grid" || f == "house_source_id"),
+                        "{case}: {:?}",
+                        outcome.fields_clear
+                    );
+                    assert_eq!(
+                        text_of(&view, "address").as_deref(),
+                        Some("北京市朝阳区望京街道幸福里小区3号楼****"),
+                        "{case}"
+                    );
+                    assert!(tag_labels(&view).contains(&"***"), "{case}");
+                }
+                if expected > Level::Hidden {
+                    // Where the child is (public) and which house (internal) stay readable.
+                    assert_eq!(
+                        text_of(&view, "grid").as_deref(),
+                        Some("110105001001003"),
+                        "{case}"
+                    );
+                }
+            }
+        }
+        // The control: the same record of an adult is read in clear by a grid worker.
+        let plan = plan_for(default, &["grid_worker"], None, "routine_visit", false);
+        let (mut adult, _) = resident_born(plan.today(), 40, 0);
+        let outcome = plan.apply(&mut adult, &[CHILD.to_owned()], None);
+        assert!(!outcome.minor);
+        assert_eq!(text_of(&adult, "name").as_deref(), Some(CHILD));
+        assert_eq!(text_of(&adult, "phone").as_deref(), Some(CHILD_PHONE));
+        assert!(tag_labels(&adult).contains(&"户籍人口"), "{adult:?}");
+    }
+
+    #[test]
+    fn fourteen_today_is_read_as_an_adult_and_fourteen_tomorrow_as_a_child() {
+        let (default, _) = policies();
+        let plan = plan_for(default, &["grid_worker"], None, "routine_visit", false);
+        let (mut fourteen, _) = resident_born(plan.today(), 14, 0);
+        let outcome = plan.apply(&mut fourteen, &[], None);
+        assert!(!outcome.minor);
+        assert_eq!(text_of(&fourteen, "name").as_deref(), Some(CHILD));
+        assert_eq!(fourteen.fields["age"].value, 14);
+        let (mut thirteen, _) = resident_born(plan.today(), 14, 1);
+        let outcome = plan.apply(&mut thirteen, &[], None);
+        assert!(outcome.minor);
+        assert_eq!(text_of(&thirteen, "name").as_deref(), Some("王**"));
+        // The age is personal too: masked with the rest.
+        assert_eq!(thirteen.fields["age"].value, "***");
+    }
+
+    #[test]
+    fn the_id_number_tells_a_child_when_the_birth_date_is_missing() {
+        let (default, _) = policies();
+        let plan = plan_for(default, &["grid_worker"], None, "routine_visit", false);
+        for (years, minor) in [(10, true), (40, false)] {
+            let (mut view, _) = resident_born(plan.today(), years, 0);
+            view.fields.remove("birth_date");
+            let outcome = plan.apply(&mut view, &[], None);
+            assert_eq!(outcome.minor, minor, "{years}");
+            let name = if minor { "王**" } else { CHILD };
+            assert_eq!(text_of(&view, "name").as_deref(), Some(name), "{years}");
+        }
+        // Without an ID number or a birth date nobody is a minor (the rule cannot know).
+        let (mut unknown, _) = resident_born(plan.today(), 10, 0);
+        unknown.fields.remove("birth_date");
+        unknown.fields.remove("id_number");
+        assert!(!plan.apply(&mut unknown, &[], None).minor);
+        assert_eq!(text_of(&unknown, "name").as_deref(), Some(CHILD));
+    }
+
+    #[test]
+    fn break_glass_never_lifts_a_child_above_the_minor_level_unless_the_policy_grants_it() {
+        let (default, _) = policies();
+        // Break-glass shows an adult's health tag and a street officer's full ID number …
+        for role in ["community_officer", "street_officer"] {
+            let plan = plan_for(default, &[role], None, "emergency", true);
+            let (mut adult, adult_id) = resident_born(plan.today(), 40, 0);
+            plan.apply(&mut adult, &[], None);
+            assert!(tag_labels(&adult).contains(&"慢性病"), "{role}: {adult:?}");
+            let (mut child, child_id) = resident_born(plan.today(), 10, 0);
+            let outcome = plan.apply(&mut child, &[], None);
+            assert!(outcome.break_glass && outcome.minor);
+            // … never a child's: masked, as the minor level allows.
+            assert!(!tag_labels(&child).contains(&"慢性病"), "{role}: {child:?}");
+            assert!(
+                tag_labels(&child).contains(&"健康关注"),
+                "{role}: {child:?}"
+            );
+            assert_eq!(text_of(&child, "name").as_deref(), Some("王**"), "{role}");
+            assert!(!format!("{child:?}").contains(&child_id), "{role}");
+            if role == "street_officer" {
+                assert_eq!(text_of(&adult, "id_number"), Some(adult_id), "{role}");
+            }
+        }
+        // A policy that lets street officers break the glass for children does lift it —
+        // still never above an owner restriction (卫健's diagnosis stays out).
+        let granted = crate::DEFAULT_POLICY.replace(
+            "p, street_officer, child_protection, field:minor, clear",
+            "p, street_officer, child_protection, field:minor, clear\np, street_officer, break_glass, field:minor, clear",
+        );
+        let granted = compile(
+            PolicyFiles::defaults()
+                .with_file("policy.csv", granted)
+                .unwrap(),
+        );
+        let glass = plan_for(&granted, &["street_officer"], None, "emergency", true);
+        let (mut child, child_id) = resident_born(glass.today(), 10, 0);
+        glass.apply(&mut child, &[], None);
+        assert_eq!(text_of(&child, "id_number"), Some(child_id.clone()));
+        assert!(tag_labels(&child).contains(&"慢性病"), "{child:?}");
+        assert!(!format!("{child:?}").contains(DIAGNOSIS));
+        // Without the glass, the same policy keeps the child masked for an emergency.
+        let normal = plan_for(&granted, &["street_officer"], None, "emergency", false);
+        let (mut child, _) = resident_born(normal.today(), 10, 0);
+        normal.apply(&mut child, &[], None);
+        assert_eq!(text_of(&child, "name").as_deref(), Some("王**"));
+        assert!(!format!("{child:?}").contains(&child_id));
+    }
+
+    /// Each role's `minor` level caps that role's own levels: an analyst's clear health data
+    /// does not borrow a street officer's child-protection level.
+    #[test]
+    fn the_minor_cap_applies_inside_each_role() {
+        let (default, _) = policies();
+        let plan = plan_for(
+            default,
+            &["street_officer", "dept_analyst"],
+            Some(Department::Weijian),
+            "child_protection",
+            false,
+        );
+        assert_eq!(
+            plan.level("health_detail", Department::Weijian),
+            Level::Clear
+        );
+        assert_eq!(
+            plan.minor_level(MINOR_CLASS, Department::Weijian),
+            Level::Clear
+        );
+        assert_eq!(
+            plan.minor_level("health_detail", Department::Weijian),
+            Level::Masked
+        );
+        let (mut child, _) = resident_born(plan.today(), 10, 0);
+        plan.apply(&mut child, &[], None);
+        assert!(!format!("{child:?}").contains(DIAGNOSIS), "{child:?}");
+        assert_eq!(
+            child.attributes[&Department::Weijian]["diagnosis"],
+            "***",
+            "{child:?}"
+        );
+        // The street officer's own child-protection level still shows the name.
+        assert_eq!(text_of(&child, "name").as_deref(), Some(CHILD));
+    }
+
+    /// A minor level of hidden hides every personal value and which departments hold
+    /// records; an owner restriction on `minor` caps that department's data about children.
+    #[test]
+    fn a_hidden_minor_level_and_an_owner_restriction_on_minor() {
+        let hidden = crate::DEFAULT_POLICY.replace("p, grid_worker, *, field:minor, masked\n", "");
+        let hidden = compile(
+            PolicyFiles::defaults()
+                .with_file("policy.csv", hidden)
+                .unwrap(),
+        );
+        let plan = plan_for(&hidden, &["grid_worker"], None, "routine_visit", false);
+        let (mut child, _) = resident_born(plan.today(), 10, 0);
+        plan.apply(&mut child, &[CHILD.to_owned()], None);
+        // Not even the grid field: the departments that hold it are not to be known.
+        assert!(child.fields.is_empty(), "{child:?}");
+        assert!(
+            child.sources.is_empty() && child.tags.is_empty(),
+            "{child:?}"
+        );
+        assert!(child.attributes.is_empty(), "{child:?}");
+        assert_eq!(child.related["events"][0].label, None);
+        let (mut adult, _) = resident_born(plan.today(), 40, 0);
+        plan.apply(&mut adult, &[], None);
+        assert_eq!(text_of(&adult, "name").as_deref(), Some(CHILD));
+
+        let mut files = PolicyFiles::defaults();
+        files
+            .tables
+            .owner_restrictions
+            .push_str("minzheng, minor, masked\n");
+        let restricted = compile(files);
+        let plan = plan_for(
+            &restricted,
+            &["community_officer"],
+            None,
+            "child_protection",
+            false,
+        );
+        let (mut child, _) = resident_born(plan.today(), 10, 0);
+        plan.apply(&mut child, &[], None);
+        assert_eq!(text_of(&child, "name").as_deref(), Some(CHILD));
+        assert!(tag_labels(&child).contains(&"民政关注"), "{child:?}");
+        assert_eq!(child.attributes[&Department::Minzheng]["guardian"], "***");
+        let (mut adult, _) = resident_born(plan.today(), 40, 0);
+        plan.apply(&mut adult, &[], None);
+        assert!(tag_labels(&adult).contains(&"留守儿童"), "{adult:?}");
+    }
+
+    #[test]
+    fn a_childs_related_labels_are_capped_like_its_fields() {
+        let (default, _) = policies();
+        // A street officer investigating a case reads event titles in clear …
+        let plan = plan_for(
+            default,
+            &["street_officer"],
+            None,
+            "case_investigation",
+            false,
+        );
+        let names = [CHILD.to_owned()];
+        let (mut adult, _) = resident_born(plan.today(), 40, 0);
+        plan.apply(&mut adult, &names, None);
+        assert_eq!(
+            adult.related["events"][0].label.as_deref(),
+            Some("王小明走失求助")
+        );
+        // … but a child's only as the minor level allows: redacted.
+        let (mut child, _) = resident_born(plan.today(), 10, 0);
+        plan.apply(&mut child, &names, None);
+        let label = child.related["events"][0].label.clone().unwrap_or_default();
+        assert!(
+            !label.contains(CHILD) && label.contains("走失求助"),
+            "{label}"
+        );
+    }
+
+    #[test]
+    fn identity_documents_are_masked_keeping_type_country_and_the_last_four() {
+        let masked = mask_field(
+            "documents",
+            serde_json::json!([{"type":"passport","number":"E12345678","country":"CHN"},
+                {"type":"military_id","number":"12345"}, "odd"]),
+            &[],
+            None,
+        );
+        assert_eq!(
+            masked,
+            serde_json::json!([{"type":"passport","country":"CHN","number":"*****5678"},
+                {"type":"military_id","number":"*****"}, "***"])
+        );
     }
 }

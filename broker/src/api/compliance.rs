@@ -276,7 +276,7 @@ async fn scan_all(state: &AppState, query: AuditQuery) -> Result<Vec<AuditRecord
             out.push(record);
             true
         })
-        .map_err(|e| log_unavailable(e))?;
+        .map_err(log_unavailable)?;
         if too_many {
             return Err(too_large());
         }
@@ -401,7 +401,7 @@ pub async fn search_records(
         ..AuditQuery::default()
     };
     let log = state.audit.clone();
-    let mut records = blocking(move || log.search(&query).map_err(|e| log_unavailable(e))).await?;
+    let mut records = blocking(move || log.search(&query).map_err(log_unavailable)).await?;
     let next_cursor = if records.len() > limit {
         records.truncate(limit);
         records.last().map(|r| encode_cursor(r.seq))
@@ -449,11 +449,7 @@ impl From<&SignedCheckpoint> for CheckpointBody {
 }
 
 async fn fresh_checkpoint(state: &AppState) -> Result<SignedCheckpoint, ApiError> {
-    state
-        .audit
-        .checkpoint_now()
-        .await
-        .map_err(|e| log_unavailable(e))
+    state.audit.checkpoint_now().await.map_err(log_unavailable)
 }
 
 /// The latest signed checkpoint, covering every record durable at the time of the request.
@@ -559,14 +555,14 @@ pub async fn inclusion_proof(
     };
     let log = state.audit.clone();
     let (record, leaf, root, proof) = blocking(move || {
-        let record = log.read(seq).map_err(|e| log_unavailable(e))?;
+        let record = log.read(seq).map_err(log_unavailable)?;
         let leaf = log
             .leaf_hash(seq)
             .ok_or_else(|| log_unavailable(AuditError::NotFound(seq)))?;
-        let root = log.root_at(tree_size).map_err(|e| log_unavailable(e))?;
+        let root = log.root_at(tree_size).map_err(log_unavailable)?;
         let proof = log
             .inclusion_proof(seq, tree_size)
-            .map_err(|e| log_unavailable(e))?;
+            .map_err(log_unavailable)?;
         Ok((record, leaf, root, proof))
     })
     .await?;
@@ -650,7 +646,7 @@ pub async fn consistency_proof(
     }
     let log = state.audit.clone();
     let (old_root, new_root, proof) = blocking(move || {
-        let bad = |e: AuditError| log_unavailable(e);
+        let bad = log_unavailable;
         Ok((
             log.root_at(old).map_err(bad)?,
             log.root_at(new).map_err(bad)?,
@@ -720,7 +716,7 @@ pub async fn export(
             count += 1;
             true
         })
-        .map_err(|e| log_unavailable(e))?;
+        .map_err(log_unavailable)?;
         Ok((body, count))
     })
     .await?;

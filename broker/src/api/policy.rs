@@ -61,6 +61,10 @@ pub struct FieldPreview {
     /// Departments whose own restriction lowers the level for their data.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lowered_by: Vec<DepartmentLevel>,
+    /// Resident fields only: the level on the profile of a child under 14 (the field's level
+    /// capped by the role's level for the `minor` class).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minor: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -208,12 +212,18 @@ pub async fn preview(
                 })
             })
             .collect();
+        let minor = (kind_value == RecordKind::Resident).then(|| {
+            plan.minor_field_level(kind_value, field)
+                .as_str()
+                .to_owned()
+        });
         fields.push(FieldPreview {
             kind: kind.to_owned(),
             field: field.to_owned(),
             class: class.to_owned(),
             level: level.as_str().to_owned(),
             lowered_by,
+            minor,
         });
     }
     let classes = policies::CLASSES

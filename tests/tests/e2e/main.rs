@@ -10,6 +10,7 @@ mod key_rotation;
 mod layout;
 mod limits;
 mod metrics;
+mod minors;
 mod mtls;
 mod privacy;
 mod resolution;
