@@ -224,6 +224,8 @@ struct Prepared {
     /// For a resident with a valid ID number: what earlier ID-less rows of the same person
     /// are compared with when it arrives ([`crate::linking::pull_in`]).
     pull: Option<crate::linkage::LinkRecord>,
+    /// For a resident: the stable numbers of its identity documents.
+    documents: Vec<String>,
     /// For a resident with an ID number from a department other than the identity
     /// authority: what is compared with the authority's record of that person.
     identity: Option<Identity>,
@@ -235,6 +237,7 @@ struct Sealed {
     source: StoredSource,
     link: Option<crate::linkage::LinkRecord>,
     pull: Option<crate::linkage::LinkRecord>,
+    documents: Vec<String>,
     identity: Option<Identity>,
 }
 
@@ -450,8 +453,15 @@ impl Pipeline {
                         continue;
                     }
                 }
-                if let (Some(model), Some(link)) = (&model, &item.link) {
-                    let (entity, review) = crate::linking::link_incoming(writer, &self.keys, model, &item.source, link)?;
+                if let Some(link) = &item.link {
+                    let (entity, review) = crate::linking::link_incoming(
+                        writer,
+                        &self.keys,
+                        model.as_deref(),
+                        &item.source,
+                        link,
+                        &item.documents,
+                    )?;
                     if let Some(entity) = entity {
                         item.source.move_to(&entity);
                     }
@@ -499,11 +509,18 @@ impl Pipeline {
                             receipt.scope_moves.push(moved);
                         }
                         writer.put_source(source, previous.as_ref())?;
-                        if let (Some(model), Some(pull), false) = (&model, &item.pull, source.deleted)
-                        {
-                            let pulled =
-                                crate::linking::pull_in(writer, &self.keys, model, source, pull)?;
-                            receipt.linked += pulled.moved as usize;
+                        if let (Some(pull), false) = (&item.pull, source.deleted) {
+                            if model.is_some() || !item.documents.is_empty() {
+                                let pulled = crate::linking::pull_in(
+                                    writer,
+                                    &self.keys,
+                                    model.as_deref(),
+                                    source,
+                                    pull,
+                                    &item.documents,
+                                )?;
+                                receipt.linked += pulled.moved as usize;
+                            }
                         }
                     }
                 }
@@ -545,6 +562,7 @@ impl Pipeline {
                 source: sealed.source,
                 link: sealed.link,
                 pull: sealed.pull,
+                documents: sealed.documents,
                 identity: sealed.identity,
             }),
             Err(rejection) => Outcome::Rejected(PreRejected {
@@ -696,10 +714,15 @@ impl Pipeline {
             }
             _ => None,
         };
+        let documents = match &record {
+            Record::Resident { meta, body } if !meta.deleted => crate::keyed::document_keys(body),
+            _ => Vec::new(),
+        };
         Ok(Sealed {
             source,
             link,
             pull,
+            documents,
             identity,
         })
     }

@@ -80,6 +80,24 @@ pub fn blind_keyed_links(
     links
 }
 
+/// The stable numbers of a resident's identity documents (`IdentityDocument::match_key`):
+/// what two departments' records of one person share when neither has an ID number.
+pub fn document_keys(body: &ResidentRecord) -> Vec<String> {
+    body.documents
+        .iter()
+        .filter_map(model::IdentityDocument::match_key)
+        .collect()
+}
+
+/// The `blind:identity_document:` links to look a document up by, under the current
+/// blind-index key and, while a rotation re-computes stored links, the older ones.
+pub fn document_lookup_links(keys: &KeyRing, key: &str) -> Vec<String> {
+    keys.blind_indexes("identity_document", key)
+        .into_iter()
+        .map(|hash| format!("blind:identity_document:{}", hex::encode(hash)))
+        .collect()
+}
+
 /// Whether a link is one of [`blind_keyed_links`].
 pub fn is_blind_keyed_link(link: &str) -> bool {
     link.starts_with("blind:") || link.starts_with("block:")

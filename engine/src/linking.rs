@@ -307,12 +307,16 @@ pub fn reviews(reader: &StoreReader) -> Result<Vec<Review>, StoreError> {
 
 /// Decides the entity of an incoming resident row without a valid ID number, inside the
 /// ingest transaction. Returns the entity to use (if linked) and a review to file (if unsure).
+/// In order: an officer's decision; an identity document the row shares with another
+/// person's row (`documents`, their stable numbers) when their birth dates do not disagree;
+/// then, if a model exists, the model.
 pub fn link_incoming(
     writer: &StoreWriter,
     keys: &KeyRing,
-    model: &LinkageModel,
+    model: Option<&LinkageModel>,
     incoming: &StoredSource,
     record: &LinkRecord,
+    documents: &[String],
 ) -> Result<(Option<String>, Option<Review>), StoreError> {
     let row = incoming.key();
     let decision = row_decision(writer, &row)?;
@@ -324,6 +328,12 @@ pub fn link_incoming(
             return Ok((Some(target.entity), None));
         }
     }
+    if let Some(entity) = document_match(writer, keys, incoming, record, documents, &decision)? {
+        return Ok((Some(entity), None));
+    }
+    let Some(model) = model else {
+        return Ok((None, None));
+    };
     let mut candidates = BTreeSet::new();
     for link in block_lookup_links(keys, record) {
         for candidate in writer.linked_rows(&link)? {
@@ -458,7 +468,7 @@ pub fn relink(
             }
             progress.rows += rows.len() as u64;
             for row in rows {
-                let offered = offer_alone_row(w, keys, model, row)?;
+                let offered = offer_alone_row(w, keys, Some(model), row)?;
                 progress.alone += u64::from(offered.alone);
                 progress.linked += offered.moved;
                 progress.reviews += u64::from(offered.reviewed);
@@ -467,6 +477,69 @@ pub fn relink(
         },
     )?;
     Ok(progress)
+}
+
+/// The entity of another person's row that shares an identity document with `incoming`
+/// and whose birth date does not disagree with it; a row with a valid ID number first.
+/// A shared passport or permit number is as strong as a shared ID number: no model needed.
+fn document_match(
+    writer: &StoreWriter,
+    keys: &KeyRing,
+    incoming: &StoredSource,
+    record: &LinkRecord,
+    documents: &[String],
+    decision: &RowDecision,
+) -> Result<Option<String>, StoreError> {
+    let row = incoming.key();
+    let mut best: Option<(bool, String)> = None;
+    for key in documents {
+        for link in crate::keyed::document_lookup_links(keys, key) {
+            for candidate_row in writer.linked_rows(&link)? {
+                if candidate_row == row || decision.distinct_from.contains(&candidate_row) {
+                    continue;
+                }
+                let Some(candidate) = writer.source(&candidate_row)?.filter(|s| {
+                    !s.deleted && s.kind == RecordKind::Resident && s.entity != incoming.entity
+                }) else {
+                    continue;
+                };
+                let entity = candidate.entity.clone();
+                let Some(other) = link_record(keys, candidate) else {
+                    continue;
+                };
+                let disagree = matches!(
+                    (record.birth_date(), other.birth_date()),
+                    (Some(a), Some(b)) if a != b
+                );
+                if disagree {
+                    continue;
+                }
+                let with_id = other.valid_id().is_some();
+                if best.as_ref().is_none_or(|(had_id, _)| with_id && !had_id) {
+                    best = Some((with_id, entity));
+                }
+            }
+        }
+    }
+    Ok(best.map(|(_, entity)| entity))
+}
+
+/// The stable numbers of the identity documents of a stored resident row (opening only
+/// `documents`).
+pub fn stored_document_keys(keys: &KeyRing, source: &StoredSource) -> Vec<String> {
+    let Ok(opened) = crate::resolve::open_source_fields(keys, source.clone(), Some(&["documents"]))
+    else {
+        return Vec::new();
+    };
+    opened
+        .fields
+        .get("documents")
+        .cloned()
+        .and_then(|v| serde_json::from_value::<Vec<model::IdentityDocument>>(v).ok())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(model::IdentityDocument::match_key)
+        .collect()
 }
 
 /// What offering one row to the model did.
@@ -487,7 +560,7 @@ pub struct Offered {
 pub fn offer_alone_row(
     w: &mut StoreWriter,
     keys: &KeyRing,
-    model: &LinkageModel,
+    model: Option<&LinkageModel>,
     row: &str,
 ) -> Result<Offered, StoreError> {
     let mut offered = Offered::default();
@@ -506,8 +579,9 @@ pub fn offer_alone_row(
         return Ok(offered);
     };
     offered.alone = true;
+    let documents = stored_document_keys(keys, &source);
     let Some(linked) = crate::problems::isolate("linkage", row, || {
-        link_incoming(w, keys, model, &source, &record)
+        link_incoming(w, keys, model, &source, &record, &documents)
     }) else {
         return Ok(offered);
     };
@@ -533,19 +607,28 @@ pub fn offer_alone_row(
 }
 
 /// A resident row with a valid ID number has just been stored: every earlier row that
-/// stands alone and shares a blocking key with it is offered to the model again, so the
+/// stands alone and shares an identity document or (with a model) a blocking key with it is
+/// offered again, so the
 /// person's ID-less records join the person in the same transaction instead of waiting for
 /// an officer or a re-delivery. Returns what the offers did, summed.
 pub fn pull_in(
     w: &mut StoreWriter,
     keys: &KeyRing,
-    model: &LinkageModel,
+    model: Option<&LinkageModel>,
     arrived: &StoredSource,
     record: &LinkRecord,
+    documents: &[String],
 ) -> Result<Offered, StoreError> {
     let row = arrived.key();
     let mut candidates = BTreeSet::new();
-    for link in block_lookup_links(keys, record) {
+    let mut lookups: Vec<String> = documents
+        .iter()
+        .flat_map(|key| crate::keyed::document_lookup_links(keys, key))
+        .collect();
+    if model.is_some() {
+        lookups.extend(block_lookup_links(keys, record));
+    }
+    for link in lookups {
         for candidate in w.linked_rows(&link)? {
             if candidate != row {
                 candidates.insert(candidate);
