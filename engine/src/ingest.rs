@@ -119,6 +119,10 @@ pub struct Receipt {
     /// a department what other departments hold.
     #[serde(skip)]
     pub linked: usize,
+    /// Records that state no grid and whose grid could not be derived: they wait in
+    /// quarantine (`grid_unresolved`, also listed in `rejected`).
+    #[serde(default)]
+    pub grid_unresolved: usize,
 }
 
 /// The community (12-digit prefix) of a grid code.
@@ -273,6 +277,15 @@ impl Pipeline {
             scope: Some(jurisdiction.to_vec().into()),
             ..self.clone()
         }
+    }
+
+    /// Whether a grid lies inside the publisher's jurisdiction (always, for an unbounded
+    /// pipeline).
+    fn scope_allows(&self, grid: &str) -> bool {
+        let Some(scope) = &self.scope else {
+            return true;
+        };
+        DivisionCode::parse(grid).is_ok_and(|grid| scope.iter().any(|code| code.contains(&grid)))
     }
 
     /// Uses `linker` to link residents that arrive without a usable ID number.
@@ -432,10 +445,37 @@ impl Pipeline {
             rejected: Vec::new(),
             scope_moves: Vec::new(),
             linked: 0,
+            grid_unresolved: 0,
         };
         let model = self.linker.model();
         self.store.write(|writer| -> Result<(), IngestError> {
             for item in &mut prepared {
+                if item.source.grid.is_none() && !item.source.deleted {
+                    match derive_grid(writer, &item.source)? {
+                        Some(grid) if self.scope_allows(&grid) => item.source.grid = Some(grid),
+                        derived => {
+                            let outside = derived.is_some();
+                            receipt.grid_unresolved += usize::from(!outside);
+                            rejected.push(PreRejected {
+                                rejection: Rejection {
+                                    line: item.line,
+                                    code: if outside { "grid_outside_jurisdiction" } else { "grid_unresolved" }.to_owned(),
+                                    message: if outside {
+                                        "the grid derived from the record's address lies outside the jurisdiction of the publishing token; publish it with a token for that area, or state the grid".to_owned()
+                                    } else {
+                                        "the record states no grid, and none could be derived from its address or the person it belongs to; state the grid, or publish the house at this address (with its grid) first".to_owned()
+                                    },
+                                    field: Some("grid".to_owned()),
+                                    source_id: Some(item.source.source_id.clone()),
+                                    source_file: item.source_file.clone(),
+                                    quarantine_id: None,
+                                },
+                                raw: item.raw.clone(),
+                            });
+                            continue;
+                        }
+                    }
+                }
                 if let Some(identity) = &item.identity {
                     if identity_conflicts(writer, &self.keys, &item.source, identity)? {
                         rejected.push(PreRejected {
@@ -800,11 +840,13 @@ impl Pipeline {
                     links.push(format!("occupant:{}", house_entity_id(keys, house)));
                 }
                 links.extend(blind_keyed_links(keys, department, row, body));
+                links.extend(body.address.as_deref().and_then(|a| address_link(keys, a)));
                 Resolved { entity, links }
             }
             Record::House { meta, body } => {
                 let entity = house_entity_id(keys, &meta.source_id);
                 let mut links = vec![format!("entity:{entity}")];
+                links.extend(body.address.as_deref().and_then(|a| address_link(keys, a)));
                 if let Some(owner) = &body.owner_id_number {
                     links.push(format!("owner:{}", resident_entity_id(keys, owner)));
                 }
@@ -819,6 +861,7 @@ impl Pipeline {
                 if let Some(house) = &body.house_source_id {
                     links.push(format!("house-event:{}", house_entity_id(keys, house)));
                 }
+                links.extend(body.address.as_deref().and_then(|a| address_link(keys, a)));
                 Resolved { entity, links }
             }
         }
@@ -828,6 +871,70 @@ impl Pipeline {
 struct Resolved {
     entity: String,
     links: Vec<String>,
+}
+
+/// The keyed link of a standard address down to the building (`addr:<hmac>` of compound and
+/// building, as `chinese_text::address` reads them), so a record without a grid can take
+/// the grid of a house or another record at the same building. Keyed with the entity-id
+/// key, which is never rotated: the link means the same for every row, old or new.
+fn address_link(keys: &KeyRing, address: &str) -> Option<String> {
+    let parts = chinese_text::address::parse(address);
+    let compound = parts.compound_name()?;
+    let building = parts.building_no()?;
+    let hash = keys.entity_hash("address", &format!("{compound}|{building}"));
+    Some(format!("addr:{}", hex::encode(&hash[..16])))
+}
+
+/// The grid of a record that states none: that of the person's other records (a resident
+/// with an ID number), else that of a house, else of any record, at the same building.
+/// Records of the identity authority (gongan) and houses first.
+fn derive_grid(
+    writer: &vault::store::StoreWriter,
+    source: &StoredSource,
+) -> Result<Option<String>, StoreError> {
+    let mut lookups = Vec::new();
+    if source.kind == RecordKind::Resident
+        && source
+            .links
+            .iter()
+            .any(|l| l.starts_with("blind:id_number:"))
+    {
+        lookups.push(format!("entity:{}", source.entity));
+    }
+    lookups.extend(
+        source
+            .links
+            .iter()
+            .filter(|l| l.starts_with("addr:"))
+            .cloned(),
+    );
+    let own = source.key();
+    for link in lookups {
+        let mut best: Option<(u8, String)> = None;
+        for row in writer.linked_rows(&link)? {
+            if row == own {
+                continue;
+            }
+            let Some(other) = writer.source(&row)?.filter(|s| !s.deleted) else {
+                continue;
+            };
+            let Some(grid) = other.grid.clone() else {
+                continue;
+            };
+            let rank = match (other.department, other.kind) {
+                (Department::Gongan, _) => 0,
+                (_, RecordKind::House) => 1,
+                _ => 2,
+            };
+            if best.as_ref().is_none_or(|(r, _)| rank < *r) {
+                best = Some((rank, grid));
+            }
+        }
+        if let Some((_, grid)) = best {
+            return Ok(Some(grid));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether a resident record claims an ID number that the identity authority (gongan) holds

@@ -670,16 +670,13 @@ impl Fields<'_> {
         })
     }
 
+    /// The grid, when the record states one: departments know addresses rather than the
+    /// street's grid codes, and the broker derives a missing grid from the address or the
+    /// person (`grid_unresolved` when it cannot). A stated grid must be a valid code.
     fn required_grid(&self) -> Result<Option<DivisionCode>, RecordError> {
-        let text = self
-            .optional_text("grid", MAX_SHORT_CHARS)?
-            .ok_or_else(|| {
-                RecordError::new(
-                    "grid_missing",
-                    "grid",
-                    "every record needs the 15-digit code of its grid (网格)",
-                )
-            })?;
+        let Some(text) = self.optional_text("grid", MAX_SHORT_CHARS)? else {
+            return Ok(None);
+        };
         let code = DivisionCode::parse(&text)
             .map_err(|err| RecordError::new(err.code(), "grid", err.to_string()))?;
         Ok(Some(code))
@@ -926,13 +923,13 @@ mod tests {
     }
 
     #[test]
-    fn missing_grid_and_version_have_codes() {
+    fn a_missing_grid_is_left_to_the_broker_but_a_bad_one_and_a_missing_version_have_codes() {
         let mut value = resident();
         value.as_object_mut().unwrap().remove("grid");
-        assert_eq!(
-            Record::from_value(&value).unwrap_err().code(),
-            "grid_missing"
-        );
+        assert!(Record::from_value(&value).unwrap().grid().is_none());
+        let mut value = resident();
+        value["grid"] = json!("1101");
+        assert!(Record::from_value(&value).is_err());
         let mut value = resident();
         value.as_object_mut().unwrap().remove("version");
         assert_eq!(

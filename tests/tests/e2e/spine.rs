@@ -106,10 +106,11 @@ async fn receipt_reports_every_bad_record_and_keeps_the_good_ones() {
             (2, "json_syntax".to_owned()),
             (3, "id_number_checksum".to_owned()),
             (4, "division_length".to_owned()),
-            (5, "grid_missing".to_owned()),
+            (5, "grid_unresolved".to_owned()),
             (6, "phone_length".to_owned()),
         ]
     );
+    assert_eq!(receipt["grid_unresolved"], 1, "{receipt}");
     // No rejection message repeats the value it rejected.
     assert!(!receipt.to_string().contains("110105198001010011"));
 }
@@ -564,4 +565,99 @@ async fn the_system_administrator_backs_up_while_serving_and_the_backup_restores
         .source("gongan/resident/GA-B1")
         .expect("get")
         .is_some());
+}
+
+/// Departments know addresses, not grid codes: a record without a grid takes the grid of the
+/// house at its building, or of the person it belongs to; one whose grid cannot be derived
+/// waits in quarantine as `grid_unresolved`; and a derived grid never lets a publisher place
+/// a record outside its own jurisdiction.
+#[tokio::test]
+async fn a_record_without_a_grid_takes_it_from_its_address_or_its_person() {
+    let app = TestApp::spawn().await;
+    let other_grid = "110105001002004";
+    let officer = app.token("street_officer", &[e2e_tests::STREET], None);
+    let grid_of = |dept: &'static str, source: &'static str| {
+        let (app, officer) = (&app, &officer);
+        async move {
+            let (status, id) = app
+                .get(
+                    &format!("/v1/residents/by-source/{dept}/{source}"),
+                    officer,
+                    Some("routine_visit"),
+                )
+                .await;
+            assert_eq!(status, 200, "{id}");
+            let (_, profile) = app
+                .get(
+                    &format!("/v1/residents/{}", id["id"].as_str().unwrap_or_default()),
+                    officer,
+                    Some("routine_visit"),
+                )
+                .await;
+            profile["grid"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    app.ingest(
+        "zhujian",
+        line(json!({"kind":"house","source_id":"ZJ-G1","version":"1",
+            "address":"北京市某区青松园5号楼","grid":GRID})),
+    )
+    .await;
+    app.ingest(
+        "gongan",
+        line(json!({"kind":"resident","source_id":"GA-G1","version":"1",
+            "id_number":id("11010519700202001"),"name":"周立","grid":other_grid})),
+    )
+    .await;
+    let body = [
+        // The building's house says which grid.
+        line(
+            json!({"kind":"resident","source_id":"MZ-G1","version":"1","name":"吴敏",
+            "address":"某区青松园5号楼2单元301"}),
+        ),
+        // The person's household register says which grid.
+        line(
+            json!({"kind":"resident","source_id":"MZ-G2","version":"1","name":"周立",
+            "id_number":id("11010519700202001")}),
+        ),
+        // Nothing says which grid.
+        line(
+            json!({"kind":"resident","source_id":"MZ-G3","version":"1","name":"郑和",
+            "address":"某区无名园9号楼1单元101"}),
+        ),
+    ]
+    .concat();
+    let receipt = app.ingest("minzheng", body).await;
+    assert_eq!(receipt["accepted"], 2, "{receipt}");
+    assert_eq!(receipt["grid_unresolved"], 1, "{receipt}");
+    assert_eq!(
+        receipt["rejected"][0]["code"], "grid_unresolved",
+        "{receipt}"
+    );
+    assert!(
+        receipt["rejected"][0]["quarantine_id"].is_string(),
+        "it waits in quarantine"
+    );
+    assert_eq!(grid_of("minzheng", "MZ-G1").await, GRID);
+    assert_eq!(grid_of("minzheng", "MZ-G2").await, other_grid);
+
+    // A publisher bounded to another community cannot have a record placed, through the
+    // address, in this one.
+    let bounded = app.token("dept_publisher", &["110105001002"], Some("minzheng"));
+    let response = app
+        .ingest_as(
+            &bounded,
+            "minzheng",
+            line(
+                json!({"kind":"resident","source_id":"MZ-G4","version":"1","name":"冯刚",
+                "address":"某区青松园5号楼1单元101"}),
+            ),
+        )
+        .await;
+    let receipt: Value = response.json().await.expect("a receipt");
+    assert_eq!(receipt["accepted"], 0, "{receipt}");
+    assert_eq!(
+        receipt["rejected"][0]["code"], "grid_outside_jurisdiction",
+        "{receipt}"
+    );
 }
