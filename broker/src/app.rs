@@ -233,6 +233,11 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         audit.clone(),
         shutdown_rx.clone(),
     ));
+    background.push(grid_release_background(
+        pipeline.clone(),
+        audit.clone(),
+        shutdown_rx.clone(),
+    ));
     if let Some(dir) = &options.config.connectors_dir {
         let configs = crate::connect::load_connector_configs(dir)?;
         background.extend(crate::connect::schedule(
@@ -377,6 +382,64 @@ fn linkage_background(
         while estimate_when_due(&pipeline, &audit, shutdown.clone()).await {}
     })
 }
+/// Records waiting for their grid are offered again whenever the store has changed (checked
+/// every 2 s): the house, the person or the assignment that decides their grid may have
+/// arrived. Each release is audited with the number of records stored.
+fn grid_release_background(
+    pipeline: Pipeline,
+    audit: AuditLog,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let p = pipeline.clone();
+            let last = seen;
+            let outcome = tokio::task::spawn_blocking(move || {
+                let now = p.store().read()?.change_seq()?;
+                if Some(now) == last {
+                    return Ok::<_, anyhow::Error>((now, 0));
+                }
+                Ok((now, p.release_unresolved()?))
+            })
+            .await;
+            match outcome {
+                Ok(Ok((now, released))) => {
+                    seen = Some(now);
+                    if released > 0 {
+                        tracing::info!(released, "records that waited for their grid were stored");
+                        let mut record = audit::AuditRecord::new(
+                            format!("grid-release-{now}"),
+                            Actor {
+                                sub: "safegrid".to_owned(),
+                                name: "grid release".to_owned(),
+                                roles: vec!["system".to_owned()],
+                                dept: None,
+                            },
+                            "grid_release",
+                            "background/grid_release",
+                            Decision::Allow,
+                        );
+                        record.result_count = released as u64;
+                        if let Err(err) = audit.append(record).await {
+                            tracing::error!(error = %err, "could not audit a grid release");
+                        }
+                    }
+                }
+                Ok(Err(err)) => tracing::error!(error = %err, "grid release failed"),
+                Err(_) => return,
+            }
+        }
+    })
+}
+
 /// Runs the relink pass if one is scheduled and unfinished; stops at shutdown.
 async fn relink_pending(pipeline: Pipeline, shutdown: watch::Receiver<bool>) {
     engine::rotation::blocking_until_shutdown(shutdown, move |stop| {

@@ -404,6 +404,87 @@ impl Pipeline {
         records: Vec<IncomingRecord>,
         pre_rejected: Vec<PreRejected>,
     ) -> Result<Receipt, IngestError> {
+        self.store_batch(department, batch_id, records, pre_rejected, true)
+    }
+
+    /// Records waiting for their grid (`grid_unresolved`) are ingested again, as their
+    /// department published them and within the publisher's jurisdiction then; those whose
+    /// grid can now be derived (a house at their building, the person's register, an
+    /// officer's assignment) are stored and their quarantine entries closed, the others stay
+    /// where they were (the same entry, not a copy). The original receipts are kept. Returns
+    /// how many records were released.
+    pub fn release_unresolved(&self) -> Result<usize, IngestError> {
+        type Key = (Department, String, Vec<String>);
+        let reader = self.store.read()?;
+        let mut batches: BTreeMap<Key, Vec<IncomingRecord>> = BTreeMap::new();
+        for department in Department::ALL {
+            let mut after: Option<String> = None;
+            loop {
+                let page = reader.quarantine(department, after.as_deref(), false, 1_000)?;
+                let Some(last) = page.last() else {
+                    break;
+                };
+                after = Some(last.id.clone());
+                for entry in page.iter().filter(|e| e.code == "grid_unresolved") {
+                    let Ok(raw) = self.open_quarantined(entry) else {
+                        crate::problems::record("grid_release", &entry.id, "integrity_error");
+                        continue;
+                    };
+                    batches
+                        .entry((department, entry.batch_id.clone(), entry.scope.clone()))
+                        .or_default()
+                        .push(IncomingRecord {
+                            line: entry.line,
+                            source_file: entry.source_file.clone(),
+                            value: Ok(raw),
+                            raw_text: None,
+                        });
+                }
+            }
+        }
+        drop(reader);
+        let mut released = 0;
+        for ((department, batch_id, scope), records) in batches {
+            let pipeline = if scope.is_empty() {
+                self.clone()
+            } else {
+                let codes: Vec<DivisionCode> = scope
+                    .iter()
+                    .filter_map(|code| DivisionCode::parse(code).ok())
+                    .collect();
+                self.within(&codes)
+            };
+            let receipt =
+                pipeline.store_batch(department, &batch_id, records, Vec::new(), false)?;
+            released += receipt.accepted;
+        }
+        Ok(released)
+    }
+
+    /// Assigns the building of `address` (its compound and building, as the standard address
+    /// tree reads them) to `grid`: records at that building that state no grid take it.
+    /// Returns `None` when the address names no compound and building.
+    pub fn assign_address_grid(
+        &self,
+        address: &str,
+        grid: &DivisionCode,
+    ) -> Result<Option<()>, StoreError> {
+        let Some(link) = address_link(&self.keys, address) else {
+            return Ok(None);
+        };
+        self.store
+            .write(|w| w.put_meta(&assignment_key(&link), grid.as_str().as_bytes()))?;
+        Ok(Some(()))
+    }
+
+    fn store_batch(
+        &self,
+        department: Department,
+        batch_id: &str,
+        records: Vec<IncomingRecord>,
+        pre_rejected: Vec<PreRejected>,
+        keep_receipt: bool,
+    ) -> Result<Receipt, IngestError> {
         if records.len() + pre_rejected.len() > MAX_RECORDS_PER_BATCH {
             return Err(IngestError::TooManyRecords(
                 records.len() + pre_rejected.len(),
@@ -576,7 +657,9 @@ impl Pipeline {
             receipt.rejected.sort_by(|a, b| (&a.source_file, a.line).cmp(&(&b.source_file, b.line)));
             let bytes = serde_json::to_vec(&receipt)
                 .map_err(|err| IngestError::Malformed(err.to_string()))?;
-            writer.put_receipt(batch_id, &bytes)?;
+            if keep_receipt {
+                writer.put_receipt(batch_id, &bytes)?;
+            }
             Ok(())
         })?;
         Ok(receipt)
@@ -659,6 +742,13 @@ impl Pipeline {
             received_at,
             sealed_raw,
             resolved: None,
+            scope: self
+                .scope
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|code| code.as_str().to_owned())
+                .collect(),
         })
     }
 
@@ -885,9 +975,15 @@ fn address_link(keys: &KeyRing, address: &str) -> Option<String> {
     Some(format!("addr:{}", hex::encode(&hash[..16])))
 }
 
-/// The grid of a record that states none: that of the person's other records (a resident
-/// with an ID number), else that of a house, else of any record, at the same building.
-/// Records of the identity authority (gongan) and houses first.
+/// Meta key of an officer's assignment of a building (`addr:` link) to a grid.
+fn assignment_key(address_link: &str) -> String {
+    format!("address/grid/{address_link}")
+}
+
+/// The grid of a record that states none: an officer's assignment of its building, else that
+/// of the person's other records (a resident with an ID number), else that of a house, else
+/// of any record, at the same building. Records of the identity authority (gongan) and
+/// houses first.
 fn derive_grid(
     writer: &vault::store::StoreWriter,
     source: &StoredSource,
@@ -909,6 +1005,13 @@ fn derive_grid(
             .cloned(),
     );
     let own = source.key();
+    for link in source.links.iter().filter(|l| l.starts_with("addr:")) {
+        if let Some(grid) = writer.meta(&assignment_key(link))? {
+            if let Ok(grid) = String::from_utf8(grid) {
+                return Ok(Some(grid));
+            }
+        }
+    }
     for link in lookups {
         let mut best: Option<(u8, String)> = None;
         for row in writer.linked_rows(&link)? {

@@ -147,6 +147,10 @@ pub struct QuarantineEntry {
     /// Why the entry is closed: `reingested` (a good version arrived) or `dismissed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<String>,
+    /// The division codes the publishing token was bounded to (empty: unbounded), so a
+    /// record released later stays inside them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
 }
 
 impl QuarantineEntry {

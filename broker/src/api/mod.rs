@@ -7,6 +7,7 @@
 //!   data is returned (503 `audit_unavailable`).
 //! - A record outside the caller's jurisdiction answers exactly like a missing one.
 
+pub mod addresses;
 pub mod admin;
 pub mod compliance;
 pub mod disclosure;
@@ -125,6 +126,7 @@ pub fn routes() -> Routes {
             event_by_source,
         )
         .get("/v1/whoami", whoami)
+        .merge(addresses::routes())
         .merge(compliance::routes())
         .merge(admin::routes())
         .merge(policy::routes())

@@ -661,3 +661,111 @@ async fn a_record_without_a_grid_takes_it_from_its_address_or_its_person() {
         "{receipt}"
     );
 }
+
+/// A record waiting for its grid is stored by itself once the evidence arrives: the house at
+/// its building, or an officer's assignment of the building to a grid. Only officers assign,
+/// only inside their jurisdiction, and the publisher's receipt stays as it was.
+#[tokio::test]
+async fn a_record_waiting_for_its_grid_is_released_when_the_evidence_arrives() {
+    let app = TestApp::spawn().await;
+    let officer = app.token("street_officer", &[e2e_tests::STREET], None);
+    let visible = |source: &'static str| {
+        let (app, officer) = (&app, &officer);
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                if visible_now(app, officer, source).await {
+                    return true;
+                }
+                if started.elapsed() > std::time::Duration::from_secs(15) {
+                    return false;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let body = [
+        line(
+            json!({"kind":"resident","source_id":"MZ-W1","version":"1","name":"郑和",
+            "address":"某区无名园9号楼1单元101"}),
+        ),
+        line(
+            json!({"kind":"resident","source_id":"MZ-W2","version":"1","name":"卫青",
+            "address":"某区新月园2号楼3单元301"}),
+        ),
+    ]
+    .concat();
+    let receipt = app.ingest("minzheng", body).await;
+    assert_eq!(receipt["grid_unresolved"], 2, "{receipt}");
+    let batch = receipt["batch_id"].as_str().expect("batch id").to_owned();
+
+    // The house at the first building arrives: the record is stored by itself.
+    app.ingest(
+        "zhujian",
+        line(json!({"kind":"house","source_id":"ZJ-W1","version":"1",
+            "address":"北京市某区无名园9号楼","grid":GRID})),
+    )
+    .await;
+    assert!(
+        visible("MZ-W1").await,
+        "released once its building's house arrived"
+    );
+
+    // Assignments: only officers, only inside their jurisdiction, only a building.
+    let assign = |token: String, address: &'static str, grid: &'static str| {
+        let app = &app;
+        async move {
+            let response = app
+                .client
+                .post(format!("{}/v1/addresses/assign", app.url))
+                .bearer_auth(token)
+                .json(&json!({"address": address, "grid": grid}))
+                .send()
+                .await
+                .expect("sent");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let worker = app.token("grid_worker", &[e2e_tests::STREET], None);
+    assert_eq!(assign(worker, "某区新月园2号楼", GRID).await.0, 403);
+    let elsewhere = app.token("community_officer", &["110105001002"], None);
+    let (status, body) = assign(elsewhere, "某区新月园2号楼", GRID).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("grid_outside_jurisdiction"))
+    );
+    let (status, body) = assign(officer.clone(), "某区新月园", GRID).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("address_without_building"))
+    );
+    assert!(!visible_now(&app, &officer, "MZ-W2").await, "still waiting");
+    let (status, body) = assign(officer.clone(), "某区新月园2号楼", GRID).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["released"], 1, "{body}");
+    assert!(visible("MZ-W2").await);
+
+    // The publisher's receipt is the one it was given.
+    let publisher = app.publisher("minzheng");
+    let (status, kept) = app
+        .get(
+            &format!("/v1/ingest/minzheng/batches/{batch}"),
+            &publisher,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(kept["grid_unresolved"], 2, "{kept}");
+}
+
+async fn visible_now(app: &TestApp, token: &str, source: &str) -> bool {
+    let (status, _) = app
+        .get(
+            &format!("/v1/residents/by-source/minzheng/{source}"),
+            token,
+            Some("routine_visit"),
+        )
+        .await;
+    status == 200
+}
