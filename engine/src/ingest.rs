@@ -462,14 +462,18 @@ impl Pipeline {
     }
 
     /// Assigns the building of `address` (its compound and building, as the standard address
-    /// tree reads them) to `grid`: records at that building that state no grid take it.
-    /// Returns `None` when the address names no compound and building.
+    /// tree reads them) to `grid` — or, when the address names a compound but no building,
+    /// the whole compound: records there that state no grid take it (a building's own
+    /// assignment wins over its compound's). Returns `None` when the address names no
+    /// compound.
     pub fn assign_address_grid(
         &self,
         address: &str,
         grid: &DivisionCode,
     ) -> Result<Option<()>, StoreError> {
-        let Some(link) = address_link(&self.keys, address) else {
+        let Some(link) =
+            address_link(&self.keys, address).or_else(|| compound_link(&self.keys, address))
+        else {
             return Ok(None);
         };
         self.store
@@ -930,13 +934,23 @@ impl Pipeline {
                     links.push(format!("occupant:{}", house_entity_id(keys, house)));
                 }
                 links.extend(blind_keyed_links(keys, department, row, body));
-                links.extend(body.address.as_deref().and_then(|a| address_link(keys, a)));
+                links.extend(
+                    body.address
+                        .as_deref()
+                        .map(|a| address_links(keys, a))
+                        .unwrap_or_default(),
+                );
                 Resolved { entity, links }
             }
             Record::House { meta, body } => {
                 let entity = house_entity_id(keys, &meta.source_id);
                 let mut links = vec![format!("entity:{entity}")];
-                links.extend(body.address.as_deref().and_then(|a| address_link(keys, a)));
+                links.extend(
+                    body.address
+                        .as_deref()
+                        .map(|a| address_links(keys, a))
+                        .unwrap_or_default(),
+                );
                 if let Some(owner) = &body.owner_id_number {
                     links.push(format!("owner:{}", resident_entity_id(keys, owner)));
                 }
@@ -951,7 +965,12 @@ impl Pipeline {
                 if let Some(house) = &body.house_source_id {
                     links.push(format!("house-event:{}", house_entity_id(keys, house)));
                 }
-                links.extend(body.address.as_deref().and_then(|a| address_link(keys, a)));
+                links.extend(
+                    body.address
+                        .as_deref()
+                        .map(|a| address_links(keys, a))
+                        .unwrap_or_default(),
+                );
                 Resolved { entity, links }
             }
         }
@@ -975,7 +994,26 @@ fn address_link(keys: &KeyRing, address: &str) -> Option<String> {
     Some(format!("addr:{}", hex::encode(&hash[..16])))
 }
 
-/// Meta key of an officer's assignment of a building (`addr:` link) to a grid.
+/// The keyed link of the compound (小区) or community of a standard address (`addrc:`), which
+/// only an officer's whole-compound assignment uses: buildings of one compound may lie in
+/// different grids, so a compound never lends one building's grid to another.
+fn compound_link(keys: &KeyRing, address: &str) -> Option<String> {
+    let parts = chinese_text::address::parse(address);
+    let compound = parts.compound_name()?;
+    let hash = keys.entity_hash("address", &format!("{compound}|"));
+    Some(format!("addrc:{}", hex::encode(&hash[..16])))
+}
+
+/// The building and compound links of an address (as many as it names).
+fn address_links(keys: &KeyRing, address: &str) -> Vec<String> {
+    address_link(keys, address)
+        .into_iter()
+        .chain(compound_link(keys, address))
+        .collect()
+}
+
+/// Meta key of an officer's assignment of a building (`addr:` link) or a whole compound
+/// (`addrc:` link) to a grid.
 fn assignment_key(address_link: &str) -> String {
     format!("address/grid/{address_link}")
 }
@@ -1005,7 +1043,13 @@ fn derive_grid(
             .cloned(),
     );
     let own = source.key();
-    for link in source.links.iter().filter(|l| l.starts_with("addr:")) {
+    // The building's assignment first, then the compound's.
+    let assigned = source
+        .links
+        .iter()
+        .filter(|l| l.starts_with("addr:"))
+        .chain(source.links.iter().filter(|l| l.starts_with("addrc:")));
+    for link in assigned {
         if let Some(grid) = writer.meta(&assignment_key(link))? {
             if let Ok(grid) = String::from_utf8(grid) {
                 return Ok(Some(grid));

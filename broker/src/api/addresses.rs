@@ -1,6 +1,6 @@
-//! Standard addresses and grids: a street or community officer assigns a building to a grid,
-//! so records that state no grid and sit at that building take it, including those already
-//! waiting in quarantine as `grid_unresolved`.
+//! Standard addresses and grids: a street or community officer assigns a building — or a
+//! whole compound — to a grid, so records that state no grid and sit there take it,
+//! including those already waiting in quarantine as `grid_unresolved`.
 //!
 //! Guarantees: only officers assign, and only to a grid inside their own jurisdiction; every
 //! assignment is audited before it is stored (the audit record names the grid, never the
@@ -29,7 +29,7 @@ pub fn routes() -> Routes {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Assignment {
     /// A standard address down to the building, e.g. `某区青松园5号楼` (unit and room, if
-    /// given, are ignored).
+    /// given, are ignored), or of a whole compound, `某区青松园`.
     pub address: String,
     /// The 15-digit grid code.
     pub grid: String,
@@ -42,7 +42,8 @@ pub struct Assigned {
     pub released: usize,
 }
 
-/// Assign a building to a grid (street and community officers, inside their jurisdiction).
+/// Assign a building or a whole compound to a grid (street and community officers, inside
+/// their jurisdiction).
 #[utoipa::path(post, path = "/v1/addresses/assign", request_body = Assignment,
     responses((status = 200, body = Assigned), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -97,8 +98,8 @@ pub async fn assign(
             .await??;
             assigned.ok_or_else(|| {
                 ApiError::bad_request(
-                    "address_without_building",
-                    "the address names no compound and building (e.g. 青松园5号楼); give the building's standard address",
+                    "address_without_compound",
+                    "the address names no compound (e.g. 青松园 or 青松园5号楼); give the standard address of the compound or building",
                 )
             })
         })

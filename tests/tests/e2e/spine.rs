@@ -663,7 +663,7 @@ async fn a_record_without_a_grid_takes_it_from_its_address_or_its_person() {
 }
 
 /// A record waiting for its grid is stored by itself once the evidence arrives: the house at
-/// its building, or an officer's assignment of the building to a grid. Only officers assign,
+/// its building, or an officer's assignment of the building (or its compound) to a grid. Only officers assign,
 /// only inside their jurisdiction, and the publisher's receipt stays as it was.
 #[tokio::test]
 async fn a_record_waiting_for_its_grid_is_released_when_the_evidence_arrives() {
@@ -735,16 +735,34 @@ async fn a_record_waiting_for_its_grid_is_released_when_the_evidence_arrives() {
         (status, body["error"]["code"].as_str()),
         (403, Some("grid_outside_jurisdiction"))
     );
-    let (status, body) = assign(officer.clone(), "某区新月园", GRID).await;
+    let (status, body) = assign(officer.clone(), "3号楼2单元", GRID).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (400, Some("address_without_building"))
+        (400, Some("address_without_compound"))
     );
     assert!(!visible_now(&app, &officer, "MZ-W2").await, "still waiting");
     let (status, body) = assign(officer.clone(), "某区新月园2号楼", GRID).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["released"], 1, "{body}");
     assert!(visible("MZ-W2").await);
+
+    // A whole compound, for the buildings no house or assignment speaks for.
+    app.ingest(
+        "minzheng",
+        line(
+            json!({"kind":"resident","source_id":"MZ-W3","version":"1","name":"霍光",
+            "address":"某区松风苑7号楼2单元101"}),
+        ),
+    )
+    .await;
+    assert!(!visible_now(&app, &officer, "MZ-W3").await, "waiting");
+    let (status, body) = assign(officer.clone(), "某区松风苑", GRID).await;
+    assert_eq!(
+        (status, body["released"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    assert!(visible("MZ-W3").await);
 
     // The publisher's receipt is the one it was given.
     let publisher = app.publisher("minzheng");
