@@ -114,11 +114,6 @@ pub struct Receipt {
     /// receipt a publisher sees.
     #[serde(skip)]
     pub scope_moves: Vec<ScopeMove>,
-    /// Earlier rows without an ID number (of any department) that this batch's records with
-    /// one pulled into their person. Not part of the receipt a publisher sees: it would tell
-    /// a department what other departments hold.
-    #[serde(skip)]
-    pub linked: usize,
     /// Records that state no grid and whose grid could not be derived: they wait in
     /// quarantine (`grid_unresolved`, also listed in `rejected`).
     #[serde(default)]
@@ -529,7 +524,6 @@ impl Pipeline {
             deleted: 0,
             rejected: Vec::new(),
             scope_moves: Vec::new(),
-            linked: 0,
             grid_unresolved: 0,
         };
         let model = self.linker.model();
@@ -636,7 +630,7 @@ impl Pipeline {
                         writer.put_source(source, previous.as_ref())?;
                         if let (Some(pull), false) = (&item.pull, source.deleted) {
                             if model.is_some() || !item.documents.is_empty() {
-                                let pulled = crate::linking::pull_in(
+                                crate::linking::pull_in(
                                     writer,
                                     &self.keys,
                                     model.as_deref(),
@@ -644,7 +638,6 @@ impl Pipeline {
                                     pull,
                                     &item.documents,
                                 )?;
-                                receipt.linked += pulled.moved as usize;
                             }
                         }
                     }
@@ -987,7 +980,10 @@ struct Resolved {
 /// the grid of a house or another record at the same building. Keyed with the entity-id
 /// key, which is never rotated: the link means the same for every row, old or new.
 fn address_link(keys: &KeyRing, address: &str) -> Option<String> {
-    let parts = chinese_text::address::parse(address);
+    building_link(keys, &chinese_text::address::parse(address))
+}
+
+fn building_link(keys: &KeyRing, parts: &chinese_text::address::AddressParts) -> Option<String> {
     let compound = parts.compound_name()?;
     let building = parts.building_no()?;
     let hash = keys.entity_hash("address", &format!("{compound}|{building}"));
@@ -998,7 +994,10 @@ fn address_link(keys: &KeyRing, address: &str) -> Option<String> {
 /// only an officer's whole-compound assignment uses: buildings of one compound may lie in
 /// different grids, so a compound never lends one building's grid to another.
 fn compound_link(keys: &KeyRing, address: &str) -> Option<String> {
-    let parts = chinese_text::address::parse(address);
+    compound_link_of(keys, &chinese_text::address::parse(address))
+}
+
+fn compound_link_of(keys: &KeyRing, parts: &chinese_text::address::AddressParts) -> Option<String> {
     let compound = parts.compound_name()?;
     let hash = keys.entity_hash("address", &format!("{compound}|"));
     Some(format!("addrc:{}", hex::encode(&hash[..16])))
@@ -1006,9 +1005,10 @@ fn compound_link(keys: &KeyRing, address: &str) -> Option<String> {
 
 /// The building and compound links of an address (as many as it names).
 fn address_links(keys: &KeyRing, address: &str) -> Vec<String> {
-    address_link(keys, address)
+    let parts = chinese_text::address::parse(address);
+    building_link(keys, &parts)
         .into_iter()
-        .chain(compound_link(keys, address))
+        .chain(compound_link_of(keys, &parts))
         .collect()
 }
 

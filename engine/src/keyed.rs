@@ -48,10 +48,11 @@ fn entity_id(keys: &KeyRing, prefix: &str, domain: &str, value: &str) -> String 
 
 /// Link key of the blind index of an ID number.
 pub fn blind_link(keys: &KeyRing, domain: &str, normalised: &str) -> String {
-    format!(
-        "blind:{domain}:{}",
-        hex::encode(keys.blind_index(domain, normalised))
-    )
+    blind_link_of(domain, &keys.blind_index(domain, normalised))
+}
+
+fn blind_link_of(domain: &str, hash: &[u8; 32]) -> String {
+    format!("blind:{domain}:{}", hex::encode(hash))
 }
 
 /// The links of a resident that the blind-index key computes: the blind indexes of its ID
@@ -93,8 +94,8 @@ pub fn document_keys(body: &ResidentRecord) -> Vec<String> {
 /// blind-index key and, while a rotation re-computes stored links, the older ones.
 pub fn document_lookup_links(keys: &KeyRing, key: &str) -> Vec<String> {
     keys.blind_indexes("identity_document", key)
-        .into_iter()
-        .map(|hash| format!("blind:identity_document:{}", hex::encode(hash)))
+        .iter()
+        .map(|hash| blind_link_of("identity_document", hash))
         .collect()
 }
 

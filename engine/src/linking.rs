@@ -75,7 +75,8 @@ pub struct RowDecision {
 /// The linkage model in force (none until one is estimated).
 #[derive(Debug, Default)]
 pub struct Linker {
-    current: RwLock<Option<Arc<StoredModel>>>,
+    /// The stored model and its model, shared as it is (the ingest path reads it per batch).
+    current: RwLock<Option<(Arc<StoredModel>, Arc<LinkageModel>)>>,
 }
 
 /// A model as stored: one version per estimation, with when and on how many residents it
@@ -138,18 +139,25 @@ impl Linker {
         let current = store
             .meta(MODEL_META)?
             .and_then(|bytes| StoredModel::decode(&bytes))
-            .map(Arc::new);
+            .map(|stored| {
+                let model = Arc::new(stored.model.clone());
+                (Arc::new(stored), model)
+            });
         Ok(Linker {
             current: RwLock::new(current),
         })
     }
 
     pub fn model(&self) -> Option<Arc<LinkageModel>> {
-        self.stored().map(|stored| Arc::new(stored.model.clone()))
+        self.current().map(|(_, model)| model)
     }
 
     /// The model in force with its version and provenance.
     pub fn stored(&self) -> Option<Arc<StoredModel>> {
+        self.current().map(|(stored, _)| stored)
+    }
+
+    fn current(&self) -> Option<(Arc<StoredModel>, Arc<LinkageModel>)> {
         match self.current.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -204,11 +212,13 @@ impl Linker {
             reason: err.to_string(),
         })?;
         store.write(|w| w.put_meta(MODEL_META, &bytes))?;
+        let model = Arc::new(stored.model.clone());
+        let current = Some((stored, model.clone()));
         match self.current.write() {
-            Ok(mut guard) => *guard = Some(stored.clone()),
-            Err(poisoned) => *poisoned.into_inner() = Some(stored.clone()),
+            Ok(mut guard) => *guard = current,
+            Err(poisoned) => *poisoned.into_inner() = current,
         }
-        Ok(Some(Arc::new(stored.model.clone())))
+        Ok(Some(model))
     }
 }
 

@@ -271,7 +271,7 @@ fn chinese_name_clauses(text: &str, any: &mut Vec<Clause>) {
     if count == 0 || count > 5 || !name.chars().all(fold::is_cjk) {
         return;
     }
-    let is_surname = count == 1 || fold::COMPOUND_SURNAMES.contains(&name.as_str());
+    let is_surname = count == 1 || chinese_text::surnames::is_compound(&name);
     if is_surname {
         // The surname is what a masked name (`张*`) still shows.
         any.push(term(

@@ -250,11 +250,6 @@ fn resident_subject(state: &AppState, input: &str) -> Result<ResidentSubject, Ap
     })
 }
 
-/// An audit-log failure, answered with the error's own status and code.
-fn log_unavailable(err: AuditError) -> ApiError {
-    ApiError::from(err)
-}
-
 /// Runs a blocking read of the log off the async threads.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -276,7 +271,7 @@ async fn scan_all(state: &AppState, query: AuditQuery) -> Result<Vec<AuditRecord
             out.push(record);
             true
         })
-        .map_err(log_unavailable)?;
+        .map_err(ApiError::from)?;
         if too_many {
             return Err(too_large());
         }
@@ -401,7 +396,7 @@ pub async fn search_records(
         ..AuditQuery::default()
     };
     let log = state.audit.clone();
-    let mut records = blocking(move || log.search(&query).map_err(log_unavailable)).await?;
+    let mut records = blocking(move || log.search(&query).map_err(ApiError::from)).await?;
     let next_cursor = if records.len() > limit {
         records.truncate(limit);
         records.last().map(|r| encode_cursor(r.seq))
@@ -449,7 +444,7 @@ impl From<&SignedCheckpoint> for CheckpointBody {
 }
 
 async fn fresh_checkpoint(state: &AppState) -> Result<SignedCheckpoint, ApiError> {
-    state.audit.checkpoint_now().await.map_err(log_unavailable)
+    state.audit.checkpoint_now().await.map_err(ApiError::from)
 }
 
 /// The latest signed checkpoint, covering every record durable at the time of the request.
@@ -555,14 +550,14 @@ pub async fn inclusion_proof(
     };
     let log = state.audit.clone();
     let (record, leaf, root, proof) = blocking(move || {
-        let record = log.read(seq).map_err(log_unavailable)?;
+        let record = log.read(seq).map_err(ApiError::from)?;
         let leaf = log
             .leaf_hash(seq)
-            .ok_or_else(|| log_unavailable(AuditError::NotFound(seq)))?;
-        let root = log.root_at(tree_size).map_err(log_unavailable)?;
+            .ok_or_else(|| ApiError::from(AuditError::NotFound(seq)))?;
+        let root = log.root_at(tree_size).map_err(ApiError::from)?;
         let proof = log
             .inclusion_proof(seq, tree_size)
-            .map_err(log_unavailable)?;
+            .map_err(ApiError::from)?;
         Ok((record, leaf, root, proof))
     })
     .await?;
@@ -646,7 +641,7 @@ pub async fn consistency_proof(
     }
     let log = state.audit.clone();
     let (old_root, new_root, proof) = blocking(move || {
-        let bad = log_unavailable;
+        let bad = ApiError::from;
         Ok((
             log.root_at(old).map_err(bad)?,
             log.root_at(new).map_err(bad)?,
@@ -716,7 +711,7 @@ pub async fn export(
             count += 1;
             true
         })
-        .map_err(log_unavailable)?;
+        .map_err(ApiError::from)?;
         Ok((body, count))
     })
     .await?;
