@@ -438,7 +438,7 @@ impl Config {
         }
         for key in self.authority.keys() {
             let valid = key.split_once('.').is_some_and(|(kind, field)| {
-                ["resident", "house", "event"].contains(&kind) && !field.is_empty()
+                model::RecordKind::parse(kind).is_some() && !field.is_empty()
             });
             if !valid {
                 return Err(invalid(

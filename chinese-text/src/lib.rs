@@ -30,6 +30,7 @@ pub mod address;
 pub mod fold;
 pub mod hanzi;
 pub mod names;
+pub mod organizations;
 pub mod reading;
 pub mod segment;
 pub mod surnames;

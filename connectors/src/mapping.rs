@@ -242,10 +242,22 @@ const EVENT_FIELDS: &[&str] = &[
     "status",
     "party_id_numbers",
 ];
+const ORGANIZATION_FIELDS: &[&str] = &[
+    "name",
+    "uscc",
+    "type",
+    "address",
+    "grid",
+    "legal_rep_id_number",
+    "phone",
+    "tags",
+];
 /// Fields that always get half-width folding, whitespace removal and upper case.
 const IDENTIFIER_FIELDS: &[&str] = &[
     "id_number",
     "owner_id_number",
+    "legal_rep_id_number",
+    "uscc",
     "party_id_numbers",
     "phone",
     "grid",
@@ -259,6 +271,7 @@ fn fields_of(kind: RecordKind) -> &'static [&'static str] {
         RecordKind::Resident => RESIDENT_FIELDS,
         RecordKind::House => HOUSE_FIELDS,
         RecordKind::Event => EVENT_FIELDS,
+        RecordKind::Organization => ORGANIZATION_FIELDS,
     }
 }
 

@@ -32,7 +32,8 @@ use vault::crypto::{CryptoError, FieldContext, KeyRing};
 use vault::store::{QuarantineEntry, Store, StoreError, StoredSource};
 
 use crate::keyed::{
-    blind_keyed_links, event_row_entity_id, house_entity_id, resident_entity_id, source_entity_id,
+    blind_keyed_links, event_row_entity_id, house_entity_id, organization_entity_id,
+    organization_row_entity_id, resident_entity_id, source_entity_id,
 };
 use crate::resolve::history_key;
 
@@ -42,6 +43,8 @@ const CLEAR_FIELDS: &[&str] = &[
     "house_source_id",
     "usage",
     "event_type",
+    // An organization's type (shop, school …): not personal, filtered on.
+    "type",
     "status",
     "occurred_at",
     "id_number_legacy",
@@ -938,14 +941,25 @@ impl Pipeline {
             Record::House { meta, body } => {
                 let entity = house_entity_id(keys, &meta.source_id);
                 let mut links = vec![format!("entity:{entity}")];
-                links.extend(
-                    body.address
-                        .as_deref()
-                        .map(|a| address_links(keys, a))
-                        .unwrap_or_default(),
-                );
+                if let Some(address) = body.address.as_deref() {
+                    links.extend(premises_links(keys, address));
+                }
                 if let Some(owner) = &body.owner_id_number {
                     links.push(format!("owner:{}", resident_entity_id(keys, owner)));
+                }
+                Resolved { entity, links }
+            }
+            Record::Organization { body, .. } => {
+                let entity = match &body.uscc {
+                    Some(uscc) => organization_entity_id(keys, uscc),
+                    None => organization_row_entity_id(keys, row),
+                };
+                let mut links = vec![format!("entity:{entity}")];
+                if let Some(address) = body.address.as_deref() {
+                    links.extend(premises_links(keys, address));
+                }
+                if let Some(rep) = &body.legal_rep_id_number {
+                    links.push(format!("legal-rep:{}", resident_entity_id(keys, rep)));
                 }
                 Resolved { entity, links }
             }
@@ -1003,12 +1017,36 @@ fn compound_link_of(keys: &KeyRing, parts: &chinese_text::address::AddressParts)
     Some(format!("addrc:{}", hex::encode(&hash[..16])))
 }
 
+/// The keyed link of one set of premises (`addrp:`): compound, building, unit and room as
+/// the address names them (a building without rooms is premises too). A house and an
+/// organization whose standard addresses read into the same premises are linked by it: the
+/// shop at 3号楼底商102 is the house of that address, not every flat of building 3.
+fn premises_link(keys: &KeyRing, parts: &chinese_text::address::AddressParts) -> Option<String> {
+    let compound = parts.compound_name()?;
+    let building = parts.building.as_deref()?;
+    let unit = parts.unit.as_deref().unwrap_or("");
+    let room = parts.room.as_deref().unwrap_or("");
+    let hash = keys.entity_hash("premises", &format!("{compound}|{building}|{unit}|{room}"));
+    Some(format!("addrp:{}", hex::encode(&hash[..16])))
+}
+
 /// The building and compound links of an address (as many as it names).
 fn address_links(keys: &KeyRing, address: &str) -> Vec<String> {
     let parts = chinese_text::address::parse(address);
     building_link(keys, &parts)
         .into_iter()
         .chain(compound_link_of(keys, &parts))
+        .collect()
+}
+
+/// [`address_links`] and the premises link, for the kinds that occupy premises (houses and
+/// organizations).
+fn premises_links(keys: &KeyRing, address: &str) -> Vec<String> {
+    let parts = chinese_text::address::parse(address);
+    building_link(keys, &parts)
+        .into_iter()
+        .chain(compound_link_of(keys, &parts))
+        .chain(premises_link(keys, &parts))
         .collect()
 }
 
@@ -1027,12 +1065,17 @@ fn derive_grid(
     source: &StoredSource,
 ) -> Result<Option<String>, StoreError> {
     let mut lookups = Vec::new();
-    if source.kind == RecordKind::Resident
-        && source
+    // Another department's record of the same person (by ID number) or organization (by
+    // credit code; an organization without one is its own entity and finds only itself).
+    let identified = match source.kind {
+        RecordKind::Resident => source
             .links
             .iter()
-            .any(|l| l.starts_with("blind:id_number:"))
-    {
+            .any(|l| l.starts_with("blind:id_number:")),
+        RecordKind::Organization => true,
+        _ => false,
+    };
+    if identified {
         lookups.push(format!("entity:{}", source.entity));
     }
     lookups.extend(
@@ -1151,6 +1194,7 @@ fn body_fields(record: &Record) -> Map<String, Value> {
         Record::Resident { body, .. } => serde_json::to_value(body),
         Record::House { body, .. } => serde_json::to_value(body),
         Record::Event { body, .. } => serde_json::to_value(body),
+        Record::Organization { body, .. } => serde_json::to_value(body),
     };
     match value {
         Ok(Value::Object(map)) => map,

@@ -1,5 +1,5 @@
 //! The keyed identifiers and lookup links of the engine: unified entity ids (keyed hashes of
-//! an ID number, a house or event source, or a stand-alone row), blind-index links of ID
+//! an ID number, a house or event source, an organization's credit code, or a stand-alone row), blind-index links of ID
 //! numbers and phones, and the linkage blocking links.
 //!
 //! Guarantees: every value here is a keyed hash (the entity-id key or the blind-index key),
@@ -7,7 +7,7 @@
 //! in every process, so ids and links can be stored and looked up; [`blind_keyed_links`] is
 //! exactly the set a blind-index key rotation or a text-normalisation upgrade re-computes.
 
-use model::{Department, IdNumber, RecordKind, ResidentRecord};
+use model::{Department, IdNumber, RecordKind, ResidentRecord, Uscc};
 use vault::crypto::KeyRing;
 use vault::store::StoredSource;
 
@@ -21,6 +21,16 @@ pub fn resident_entity_id(keys: &KeyRing, id: &IdNumber) -> String {
 /// The unified id of the house with this source id.
 pub fn house_entity_id(keys: &KeyRing, house_source_id: &str) -> String {
     entity_id(keys, "h", "house", house_source_id)
+}
+
+/// The unified id of the organization with this unified social credit code.
+pub fn organization_entity_id(keys: &KeyRing, uscc: &Uscc) -> String {
+    entity_id(keys, "o", "organization", uscc.as_str())
+}
+
+/// The unified id of an organization row without a credit code (it merges with nothing).
+pub fn organization_row_entity_id(keys: &KeyRing, row: &str) -> String {
+    entity_id(keys, "o", "organization-source", row)
 }
 
 /// The unified id of a resident row that stands alone (no ID number, not linked).

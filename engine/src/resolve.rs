@@ -71,6 +71,22 @@ impl Default for AuthorityOrder {
             per_field.insert(format!("resident.{field}"), residence.clone());
         }
         per_field.insert("resident.phone".to_owned(), contact.clone());
+        // Organizations: the grid centre's inspections and the street's own registers first,
+        // then the departments that license and inspect premises.
+        let organization = vec![
+            Wangge, Chengguan, Yingji, Zhujian, Gongan, Minzheng, Weijian, Sifa,
+        ];
+        for field in [
+            "name",
+            "uscc",
+            "type",
+            "address",
+            "grid",
+            "legal_rep_id_number",
+            "phone",
+        ] {
+            per_field.insert(format!("organization.{field}"), organization.clone());
+        }
         for field in ["address", "grid", "usage", "owner_id_number"] {
             per_field.insert(format!("house.{field}"), house.clone());
         }
@@ -201,12 +217,40 @@ impl Resolver<'_> {
                 if !owned.is_empty() {
                     profile.related.insert("owner_of".to_owned(), owned);
                 }
+                let represents = self.related_entities(&format!("legal-rep:{entity}"), "name")?;
+                if !represents.is_empty() {
+                    profile
+                        .related
+                        .insert("organizations".to_owned(), represents);
+                }
             }
             RecordKind::House => {
                 let occupants = self.related_entities(&format!("occupant:{entity}"), "name")?;
                 profile.related.insert("occupants".to_owned(), occupants);
                 let events = self.related_entities(&format!("house-event:{entity}"), "title")?;
                 profile.related.insert("events".to_owned(), events);
+                let organizations = self.at_premises(&opened, RecordKind::Organization, "name")?;
+                if !organizations.is_empty() {
+                    profile
+                        .related
+                        .insert("organizations".to_owned(), organizations);
+                }
+            }
+            RecordKind::Organization => {
+                let mut representatives = Vec::new();
+                for id in linked_ids(&opened, "legal-rep:") {
+                    representatives.extend(
+                        self.related_entities(&format!("entity:{id}"), "name")?
+                            .into_iter()
+                            .next()
+                            .or_else(|| Some(EntityRef::bare(id))),
+                    );
+                }
+                profile
+                    .related
+                    .insert("legal_representative".to_owned(), representatives);
+                let premises = self.at_premises(&opened, RecordKind::House, "address")?;
+                profile.related.insert("premises".to_owned(), premises);
             }
             RecordKind::Event => {
                 let mut house = None;
@@ -260,6 +304,24 @@ impl Resolver<'_> {
         Ok(Some(profile))
     }
 
+    /// The entities of `kind` at the same premises (`addrp:` link) as any of `opened`.
+    fn at_premises(
+        &self,
+        opened: &[OpenedSource],
+        kind: RecordKind,
+        label_field: &str,
+    ) -> Result<Vec<EntityRef>, ResolveError> {
+        let mut found: BTreeMap<String, EntityRef> = BTreeMap::new();
+        for link in linked_ids(opened, "addrp:") {
+            for entity in
+                self.related_entities_of(&format!("addrp:{link}"), label_field, Some(kind))?
+            {
+                found.entry(entity.id.clone()).or_insert(entity);
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+
     /// The labelled parties of an event.
     fn event_parties(&self, opened: &[OpenedSource]) -> Result<Vec<EntityRef>, ResolveError> {
         let mut parties = BTreeSet::new();
@@ -307,6 +369,16 @@ impl Resolver<'_> {
         link: &str,
         label_field: &str,
     ) -> Result<Vec<EntityRef>, ResolveError> {
+        self.related_entities_of(link, label_field, None)
+    }
+
+    /// [`Self::related_entities`] of one kind only (`None`: every kind).
+    fn related_entities_of(
+        &self,
+        link: &str,
+        label_field: &str,
+        only: Option<RecordKind>,
+    ) -> Result<Vec<EntityRef>, ResolveError> {
         struct Best {
             label_rank: usize,
             label: Option<String>,
@@ -317,7 +389,7 @@ impl Resolver<'_> {
         }
         let mut best: BTreeMap<String, Best> = BTreeMap::new();
         for stored in self.reader.linked_sources(link)? {
-            if stored.deleted {
+            if stored.deleted || only.is_some_and(|kind| stored.kind != kind) {
                 continue;
             }
             let kind = stored.kind;
@@ -384,6 +456,16 @@ impl Resolver<'_> {
             })
             .collect())
     }
+}
+
+/// The distinct values after `prefix` of the links of `opened` (`legal-rep:<id>` -> ids).
+fn linked_ids(opened: &[OpenedSource], prefix: &str) -> BTreeSet<String> {
+    opened
+        .iter()
+        .flat_map(|source| &source.stored.links)
+        .filter_map(|link| link.strip_prefix(prefix))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Merges opened source records of one entity, field by field.

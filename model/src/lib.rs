@@ -1,4 +1,4 @@
-//! SafeGrid's unified model: the resident, house and event records that departments publish,
+//! SafeGrid's unified model: the resident, house, event and organization records that departments publish,
 //! and the Chinese identifiers inside them, each parsed into a type that is known good.
 //!
 //! Guarantees: every `parse` returns a typed error with a stable `code()` and never panics,
@@ -16,6 +16,7 @@ mod identity_document;
 mod phone;
 pub mod profile;
 pub mod record;
+mod uscc;
 
 pub use country::{CountryCode, CountryError};
 pub use date::{parse_date, parse_timestamp, DateError};
@@ -28,5 +29,7 @@ pub use id_number::{
 pub use identity_document::{IdentityDocument, IdentityDocumentError, IdentityDocumentType};
 pub use phone::{Phone, PhoneError, PhoneKind};
 pub use record::{
-    EventRecord, HouseRecord, Record, RecordError, RecordKind, ResidentRecord, SourceMeta,
+    EventRecord, HouseRecord, OrganizationRecord, Record, RecordError, RecordKind, ResidentRecord,
+    SourceMeta,
 };
+pub use uscc::{check_character as uscc_check_character, Uscc, UsccError};

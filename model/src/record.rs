@@ -12,7 +12,9 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{parse_date, parse_timestamp, DivisionCode, Gender, IdNumber, IdentityDocument, Phone};
+use crate::{
+    parse_date, parse_timestamp, DivisionCode, Gender, IdNumber, IdentityDocument, Phone, Uscc,
+};
 
 /// Longest accepted free-text field, in characters.
 const MAX_TEXT_CHARS: usize = 10_000;
@@ -60,16 +62,24 @@ pub enum RecordKind {
     Resident,
     House,
     Event,
+    /// 实有单位: a shop, company, school or other organization at an address.
+    Organization,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 3] = [RecordKind::Resident, RecordKind::House, RecordKind::Event];
+    pub const ALL: [RecordKind; 4] = [
+        RecordKind::Resident,
+        RecordKind::House,
+        RecordKind::Event,
+        RecordKind::Organization,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             RecordKind::Resident => "resident",
             RecordKind::House => "house",
             RecordKind::Event => "event",
+            RecordKind::Organization => "organization",
         }
     }
 
@@ -78,6 +88,7 @@ impl RecordKind {
             "resident" => Some(RecordKind::Resident),
             "house" => Some(RecordKind::House),
             "event" => Some(RecordKind::Event),
+            "organization" => Some(RecordKind::Organization),
             _ => None,
         }
     }
@@ -244,6 +255,28 @@ pub struct EventRecord {
     pub attributes: Map<String, Value>,
 }
 
+/// An organization (实有单位: a shop, company, school, one of the 九小场所 a grid worker
+/// inspects) as one department knows it. Organizations with a unified social credit code
+/// merge on it across departments.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OrganizationRecord {
+    pub name: Option<String>,
+    pub uscc: Option<Uscc>,
+    /// What kind of organization (e.g. `shop`, `restaurant`, `school`), the department's word.
+    #[serde(rename = "type")]
+    pub organization_type: Option<String>,
+    pub address: Option<String>,
+    pub grid: Option<DivisionCode>,
+    /// The legal representative's (法定代表人, or the operator's) ID number: links the
+    /// organization to the resident.
+    pub legal_rep_id_number: Option<IdNumber>,
+    pub phone: Option<Phone>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub attributes: Map<String, Value>,
+}
+
 /// One parsed record of the unified format.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -265,6 +298,12 @@ pub enum Record {
         meta: SourceMeta,
         #[serde(flatten)]
         body: EventRecord,
+    },
+    Organization {
+        #[serde(flatten)]
+        meta: SourceMeta,
+        #[serde(flatten)]
+        body: OrganizationRecord,
     },
 }
 
@@ -326,6 +365,17 @@ const RESIDENT_FIELDS: &[&str] = &[
     "documents",
 ];
 const HOUSE_FIELDS: &[&str] = &["address", "grid", "usage", "owner_id_number", "attributes"];
+const ORGANIZATION_FIELDS: &[&str] = &[
+    "name",
+    "uscc",
+    "type",
+    "address",
+    "grid",
+    "legal_rep_id_number",
+    "phone",
+    "tags",
+    "attributes",
+];
 /// The keys of one entry of a resident's `documents`.
 const DOCUMENT_FIELDS: &[&str] = &["type", "number", "country"];
 const EVENT_FIELDS: &[&str] = &[
@@ -374,20 +424,21 @@ impl Record {
             RecordError::new(
                 "kind_missing",
                 "kind",
-                "kind must be one of resident, house, event",
+                "kind must be one of resident, house, event, organization",
             )
         })?;
         let kind = RecordKind::parse(kind_text).ok_or_else(|| {
             RecordError::new(
                 "kind_unknown",
                 "kind",
-                "kind must be one of resident, house, event",
+                "kind must be one of resident, house, event, organization",
             )
         })?;
         let allowed = match kind {
             RecordKind::Resident => RESIDENT_FIELDS,
             RecordKind::House => HOUSE_FIELDS,
             RecordKind::Event => EVENT_FIELDS,
+            RecordKind::Organization => ORGANIZATION_FIELDS,
         };
         for key in object.keys() {
             if !COMMON_FIELDS.contains(&key.as_str()) && !allowed.contains(&key.as_str()) {
@@ -430,6 +481,10 @@ impl Record {
                     meta,
                     body: EventRecord::default(),
                 },
+                RecordKind::Organization => Record::Organization {
+                    meta,
+                    body: OrganizationRecord::default(),
+                },
             });
         }
         Ok(match kind {
@@ -445,6 +500,10 @@ impl Record {
                 meta,
                 body: parse_event(&fields)?,
             },
+            RecordKind::Organization => Record::Organization {
+                meta,
+                body: parse_organization(&fields)?,
+            },
         })
     }
 
@@ -453,6 +512,7 @@ impl Record {
             Record::Resident { .. } => RecordKind::Resident,
             Record::House { .. } => RecordKind::House,
             Record::Event { .. } => RecordKind::Event,
+            Record::Organization { .. } => RecordKind::Organization,
         }
     }
 
@@ -460,7 +520,8 @@ impl Record {
         match self {
             Record::Resident { meta, .. }
             | Record::House { meta, .. }
-            | Record::Event { meta, .. } => meta,
+            | Record::Event { meta, .. }
+            | Record::Organization { meta, .. } => meta,
         }
     }
 
@@ -470,6 +531,7 @@ impl Record {
             Record::Resident { body, .. } => body.grid.as_ref(),
             Record::House { body, .. } => body.grid.as_ref(),
             Record::Event { body, .. } => body.grid.as_ref(),
+            Record::Organization { body, .. } => body.grid.as_ref(),
         }
     }
 }
@@ -620,6 +682,43 @@ fn parse_event(fields: &Fields<'_>) -> Result<EventRecord, RecordError> {
         grid: fields.required_grid()?,
         status: fields.optional_text("status", MAX_SHORT_CHARS)?,
         party_id_numbers,
+        attributes: fields.attributes()?,
+    })
+}
+
+fn parse_organization(fields: &Fields<'_>) -> Result<OrganizationRecord, RecordError> {
+    let name = fields.optional_text("name", MAX_SHORT_CHARS)?;
+    let uscc = fields
+        .optional_text("uscc", MAX_SHORT_CHARS)?
+        .map(|t| Uscc::parse(&t))
+        .transpose()
+        .map_err(|err| RecordError::new(err.code(), "uscc", err.to_string()))?;
+    if name.is_none() && uscc.is_none() {
+        return Err(RecordError::new(
+            "organization_unidentified",
+            "name",
+            "an organization needs at least a name or a uscc (统一社会信用代码)",
+        ));
+    }
+    let legal_rep_id_number = fields
+        .optional_text("legal_rep_id_number", MAX_SHORT_CHARS)?
+        .map(|t| IdNumber::parse(&t))
+        .transpose()
+        .map_err(|err| RecordError::new(err.code(), "legal_rep_id_number", err.to_string()))?;
+    let phone = fields
+        .optional_text("phone", MAX_SHORT_CHARS)?
+        .map(|p| Phone::parse(&p))
+        .transpose()
+        .map_err(|err| RecordError::new(err.code(), "phone", err.to_string()))?;
+    Ok(OrganizationRecord {
+        name,
+        uscc,
+        organization_type: fields.optional_text("type", MAX_SHORT_CHARS)?,
+        address: fields.optional_text("address", MAX_SHORT_CHARS)?,
+        grid: fields.required_grid()?,
+        legal_rep_id_number,
+        phone,
+        tags: fields.tags()?,
         attributes: fields.attributes()?,
     })
 }
@@ -1215,5 +1314,80 @@ mod tests {
         let err = Record::parse_json("{\"id_number\": 11010519491231002X").unwrap_err();
         assert_eq!(err.code(), "json_syntax");
         assert!(!err.message().contains("11010519491231002X"));
+    }
+
+    fn organization() -> Value {
+        json!({"kind":"organization","source_id":"CG-SHOP-7","version":"2026-11-01T08:00:00Z",
+            "name":"晨光便利店","uscc":"91330100799655058B","type":"shop",
+            "address":"北京市朝阳区望京街道幸福里小区3号楼底商102","legal_rep_id_number":ID,
+            "phone":"010-64701234","tags":["九小场所"],"attributes":{"fire_extinguishers":2}})
+    }
+
+    #[test]
+    fn an_organization_parses_with_its_code_type_and_legal_representative() {
+        let record = Record::from_value(&organization()).unwrap();
+        assert_eq!(record.kind(), RecordKind::Organization);
+        assert!(
+            record.grid().is_none(),
+            "the grid is derived from the address"
+        );
+        let Record::Organization { meta, body } = record else {
+            panic!("not an organization")
+        };
+        assert_eq!(meta.source_id, "CG-SHOP-7");
+        assert_eq!(body.uscc.unwrap().as_str(), "91330100799655058B");
+        assert_eq!(body.organization_type.as_deref(), Some("shop"));
+        assert_eq!(body.legal_rep_id_number.unwrap().as_str(), ID);
+        assert_eq!(body.phone.unwrap().as_str(), "010-64701234");
+        // Stored and shown as `type`, as departments send it.
+        let stored = serde_json::to_value(Record::from_value(&organization()).unwrap()).unwrap();
+        assert_eq!(stored["type"], "shop");
+        assert_eq!(stored["kind"], "organization");
+    }
+
+    #[test]
+    fn a_bad_organization_is_refused_with_the_field_that_is_wrong() {
+        let cases = [
+            ("uscc", json!("91330100799655058C"), "uscc_check", "uscc"),
+            ("uscc", json!("9133010079965505"), "uscc_length", "uscc"),
+            (
+                "legal_rep_id_number",
+                json!("110105194912310021"),
+                "id_number_checksum",
+                "legal_rep_id_number",
+            ),
+            ("phone", json!("12345"), "phone_length", "phone"),
+            (
+                "owner_id_number",
+                json!(ID),
+                "field_unknown",
+                "owner_id_number",
+            ),
+        ];
+        for (field, value, code, named) in cases {
+            let mut record = organization();
+            record[field] = value;
+            let err = Record::from_value(&record).unwrap_err();
+            assert_eq!((err.code(), err.field()), (code, named), "{field}");
+            assert!(!err.message().contains("9133010079"), "{err}");
+        }
+        let mut nameless = organization();
+        nameless["name"] = Value::Null;
+        nameless["uscc"] = Value::Null;
+        assert_eq!(
+            Record::from_value(&nameless).unwrap_err().code(),
+            "organization_unidentified"
+        );
+        // A sole trader known only by its code is an organization.
+        nameless["uscc"] = json!("9144030071526726XG");
+        assert!(Record::from_value(&nameless).is_ok());
+        let mut tombstone = json!({"kind":"organization","source_id":"CG-SHOP-7",
+            "version":"2026-11-02T08:00:00Z","deleted":true});
+        assert!(Record::from_value(&tombstone).unwrap().meta().deleted);
+        tombstone["kind"] = json!("organisation");
+        assert_eq!(
+            Record::from_value(&tombstone).unwrap_err().code(),
+            "kind_unknown"
+        );
     }
 }

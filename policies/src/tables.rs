@@ -131,7 +131,7 @@ impl FieldTables {
             let [kind, field, class] = cells[..] else {
                 return Err(err("expected: kind, field, class".into()));
             };
-            if !["resident", "house", "event"].contains(&kind) {
+            if model::RecordKind::parse(kind).is_none() {
                 return Err(err(format!("unknown kind {kind:?}")));
             }
             check_class(class).map_err(err)?;

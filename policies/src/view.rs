@@ -459,6 +459,7 @@ impl ViewPlan {
         let child_name_level = self.subject_field_level(RecordKind::Resident, "name", true);
         let title_level = self.subject_field_level(RecordKind::Event, "title", minor);
         let address_level = self.subject_field_level(RecordKind::House, "address", minor);
+        let organization_level = self.subject_field_level(RecordKind::Organization, "name", minor);
         for (relation, refs) in profile.related.iter_mut() {
             refs.retain(|entity| {
                 entity.departments.is_empty()
@@ -477,7 +478,7 @@ impl ViewPlan {
                     .and_then(|g| DivisionCode::parse(g).ok())
                     .is_some_and(|g| self.covers(&g));
                 let (mut level, masked) = match relation.as_str() {
-                    "occupants" | "parties" => {
+                    "occupants" | "parties" | "legal_representative" => {
                         let child = is_minor_by_dates(&entity.birth_dates, self.today);
                         let level = if child {
                             name_level.min(child_name_level)
@@ -495,12 +496,15 @@ impl ViewPlan {
                             Some(&chinese_text::segment::person_name_spans),
                         ),
                     ),
-                    "owner_of" => (address_level, mask::mask_address(&label)),
+                    "owner_of" | "premises" => (address_level, mask::mask_address(&label)),
+                    "organizations" => (organization_level, mask::mask_name(&label)),
                     _ => (Level::Hidden, String::new()),
                 };
                 if !inside {
                     level = match relation.as_str() {
-                        "occupants" | "parties" => level.min(Level::Masked),
+                        "occupants" | "parties" | "legal_representative" => {
+                            level.min(Level::Masked)
+                        }
                         _ => Level::Hidden,
                     };
                 }
@@ -551,7 +555,7 @@ fn mask_field(
     directory: Option<&NameDirectory>,
 ) -> Value {
     let masker: fn(&str) -> String = match name {
-        "id_number" | "owner_id_number" => mask::mask_id_number,
+        "id_number" | "owner_id_number" | "legal_rep_id_number" | "uscc" => mask::mask_id_number,
         "phone" => mask::mask_phone,
         "name" => mask::mask_name,
         "address" | "hukou_address" => mask::mask_address,

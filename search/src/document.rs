@@ -1,8 +1,8 @@
 //! One merged profile turned into one index document.
 //!
 //! Guarantees: every personal value becomes blind tokens only ([`super::blind`]); the
-//! plaintext in a document is limited to the unified id, kind, grid scope codes, event type
-//! and status, house usage and the event time. Each personal field also yields a blind
+//! plaintext in a document is limited to the unified id, kind, grid scope codes, event or
+//! organization type, event status, house usage and the event time. Each personal field also yields a blind
 //! *source guard* token naming the department its value came from, so a query can be limited
 //! to values whose source the caller may see (see [`super::query`]).
 
@@ -23,6 +23,11 @@ pub fn profile_field(kind: RecordKind, family: Family) -> Option<&'static str> {
         (RecordKind::Resident, NameChars | NamePinyin | NameShort | NameFuzzy) => Some("name"),
         (RecordKind::Resident, IdNumber) => Some("id_number"),
         (RecordKind::House, IdNumber) => Some("owner_id_number"),
+        (RecordKind::Organization, IdNumber) => Some("legal_rep_id_number"),
+        (RecordKind::Organization, OrgName) => Some("name"),
+        (RecordKind::Organization, Code) => Some("uscc"),
+        (RecordKind::Organization, Phone) => Some("phone"),
+        (RecordKind::Organization, Tag) => Some("tags"),
         (RecordKind::Resident, Phone) => Some("phone"),
         (_, Address) => Some("address"),
         (RecordKind::Resident, Tag) => Some("tags"),
@@ -45,6 +50,15 @@ pub fn source_fields(kind: RecordKind) -> &'static [&'static str] {
             "event_type",
             "status",
             "occurred_at",
+        ],
+        RecordKind::Organization => &[
+            "name",
+            "uscc",
+            "type",
+            "address",
+            "legal_rep_id_number",
+            "phone",
+            "tags",
         ],
     }
 }
@@ -203,6 +217,39 @@ pub fn build_with(
                 }
             }
         }
+        RecordKind::Organization => {
+            if let Some(name) = guarded("name", &mut guards) {
+                for term in chinese_text::organizations::index_terms(&name) {
+                    add(Family::OrgName, &term);
+                }
+            }
+            if let Some(code) = guarded("uscc", &mut guards) {
+                if let Ok(code) = model::Uscc::parse(&code) {
+                    add(Family::Code, &format!("u:{}", code.as_str()));
+                }
+            }
+            if let Some(id) = guarded("legal_rep_id_number", &mut guards) {
+                for term in id_terms(&id) {
+                    add(Family::IdNumber, &term);
+                }
+            }
+            if let Some(phone) = guarded("phone", &mut guards) {
+                for term in phone_terms(&phone) {
+                    add(Family::Phone, &term);
+                }
+            }
+            if let Some(addr) = guarded("address", &mut guards) {
+                for term in address::index_terms(&addr) {
+                    add(Family::Address, &term);
+                }
+            }
+            for tag in &profile.tags {
+                add(Family::Tag, &format!("t:{}", tag.tag));
+                for department in &tag.sources {
+                    guards.push(tag_guard(&tag.tag, *department));
+                }
+            }
+        }
         RecordKind::Event => {
             // Names of the people involved, as the masked view redacts them.
             let names: Vec<String> = profile
@@ -261,6 +308,11 @@ pub fn build_with(
         RecordKind::House => {
             if let Some(u) = plain("usage") {
                 doc.add_text(fields.usage, u);
+            }
+        }
+        RecordKind::Organization => {
+            if let Some(t) = plain("type") {
+                doc.add_text(fields.event_type, t);
             }
         }
         RecordKind::Resident => {}

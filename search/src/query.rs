@@ -91,6 +91,16 @@ pub fn part_clause(part: &str, kind: RecordKind) -> Clause {
         .filter(|c| !matches!(c, '-' | ' ' | '(' | ')'))
         .collect();
     let mut any = Vec::new();
+    if kind == RecordKind::Organization {
+        if let Ok(code) = model::Uscc::parse(&compact) {
+            any.push(term(
+                Family::Code,
+                format!("u:{}", code.as_str()),
+                10.0,
+                FieldLevel::Clear,
+            ));
+        }
+    }
     let is_digits = !compact.is_empty()
         && compact
             .char_indices()
@@ -101,15 +111,29 @@ pub fn part_clause(part: &str, kind: RecordKind) -> Clause {
         if kind == RecordKind::Resident {
             pinyin_clauses(&compact, &mut any);
         }
+        if kind == RecordKind::Organization {
+            for (rank, t) in chinese_text::organizations::pinyin_query_terms(&compact)
+                .into_iter()
+                .enumerate()
+            {
+                let boost = [6.0, 3.0, 1.5][rank.min(2)];
+                any.push(term(Family::OrgName, t, boost, FieldLevel::Clear));
+            }
+        }
     } else {
+        if kind == RecordKind::Organization {
+            organization_name_clauses(&compact, &mut any);
+        }
+        if matches!(kind, RecordKind::Resident | RecordKind::Organization)
+            && compact.chars().all(fold::is_cjk)
+        {
+            any.push(Clause::Tag {
+                tag: compact.clone(),
+                boost: 3.0,
+            });
+        }
         if kind == RecordKind::Resident {
             chinese_name_clauses(&compact, &mut any);
-            if compact.chars().all(fold::is_cjk) {
-                any.push(Clause::Tag {
-                    tag: compact.clone(),
-                    boost: 3.0,
-                });
-            }
         }
         if let Some(query) = address::query_terms(&compact) {
             let need = if query.below_building {
@@ -179,8 +203,42 @@ pub fn part_clause(part: &str, kind: RecordKind) -> Clause {
     Clause::Any(any)
 }
 
+/// An organization's name typed in characters: the whole name, or every word of it (a word
+/// matches as itself or by all its bigrams).
+fn organization_name_clauses(text: &str, any: &mut Vec<Clause>) {
+    let clear = FieldLevel::Clear;
+    any.push(term(Family::OrgName, format!("n:{text}"), 10.0, clear));
+    let words = text::query_words(text);
+    if words.is_empty() {
+        return;
+    }
+    let clauses = words
+        .into_iter()
+        .map(|w| {
+            let mut alternatives: Vec<Clause> = w
+                .alternatives
+                .into_iter()
+                .map(|a| term(Family::OrgName, a, 2.0, clear))
+                .collect();
+            if !w.bigrams.is_empty() {
+                alternatives.push(Clause::All(
+                    w.bigrams
+                        .into_iter()
+                        .map(|b| term(Family::OrgName, b, 1.0, clear))
+                        .collect(),
+                ));
+            }
+            Clause::Any(alternatives)
+        })
+        .collect();
+    any.push(Clause::All(clauses));
+}
+
 fn identifier_clauses(digits: &str, kind: RecordKind, any: &mut Vec<Clause>) {
-    let id_family = matches!(kind, RecordKind::Resident | RecordKind::House);
+    let id_family = matches!(
+        kind,
+        RecordKind::Resident | RecordKind::House | RecordKind::Organization
+    );
     match digits.len() {
         15 | 18 if id_family => {
             if let Ok(id) = IdNumber::parse(digits) {
@@ -209,7 +267,7 @@ fn identifier_clauses(digits: &str, kind: RecordKind, any: &mut Vec<Clause>) {
                     FieldLevel::Masked,
                 ));
             }
-            if kind == RecordKind::Resident {
+            if matches!(kind, RecordKind::Resident | RecordKind::Organization) {
                 any.push(term(
                     Family::Phone,
                     format!("t4:{digits}"),
@@ -220,7 +278,7 @@ fn identifier_clauses(digits: &str, kind: RecordKind, any: &mut Vec<Clause>) {
         }
         _ => {}
     }
-    if kind == RecordKind::Resident && digits.len() >= 10 {
+    if matches!(kind, RecordKind::Resident | RecordKind::Organization) && digits.len() >= 10 {
         if let Ok(phone) = Phone::parse(digits) {
             any.push(term(
                 Family::Phone,
@@ -360,7 +418,8 @@ impl AccessKey {
 fn probe_value(field: &str) -> &'static str {
     match field {
         "name" => "张三丰",
-        "id_number" | "owner_id_number" => "11010519491231002X",
+        "id_number" | "owner_id_number" | "legal_rep_id_number" => "11010519491231002X",
+        "uscc" => "91330100799655058B",
         "phone" => "13812345678",
         "address" => "北京市朝阳区望京街道幸福里小区3号楼2单元501",
         _ => "网格事件说明文字",
@@ -652,7 +711,14 @@ impl Compiler<'_, '_> {
             Occur::Must,
             Box::new(FilterQuery::new(spec, self.filters.clone())),
         )];
-        if self.kind == RecordKind::Event {
+        if self.kind == RecordKind::Organization {
+            if let Some(t) = &filters.event_type {
+                must.push((Occur::Must, plain(self.fields.event_type, t)));
+            }
+            if filters.status.is_some() || filters.from.is_some() || filters.to.is_some() {
+                return None;
+            }
+        } else if self.kind == RecordKind::Event {
             if let Some(t) = &filters.event_type {
                 must.push((Occur::Must, plain(self.fields.event_type, t)));
             }

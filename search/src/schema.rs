@@ -1,7 +1,7 @@
 //! The index schema: which fields exist, which hold plaintext and which blind tokens.
 //!
-//! Guarantees: plaintext fields are only `id`, `kind`, `scope`, `event_type`, `status`,
-//! `usage` and `occurred`; every other field holds blind tokens only. [`SCHEMA_VERSION`]
+//! Guarantees: plaintext fields are only `id`, `kind`, `scope`, `event_type` (an event's
+//! type, or an organization's), `status`, `usage` and `occurred`; every other field holds blind tokens only. [`SCHEMA_VERSION`]
 //! changes whenever the schema or the analysis changes, which makes a broker rebuild the
 //! index at start.
 
@@ -13,7 +13,7 @@ use tantivy::schema::{
 use chinese_text::names::NameFamily;
 
 /// Bump on any change of fields or of how terms are derived.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// A family of blind terms; each is one index field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,10 +32,15 @@ pub enum Family {
     TitleMasked,
     BodyMasked,
     Guard,
+    /// An organization's name: words, bigrams, initials and pinyin
+    /// ([`chinese_text::organizations`]).
+    OrgName,
+    /// An organization's unified social credit code.
+    Code,
 }
 
 impl Family {
-    pub const ALL: [Family; 13] = [
+    pub const ALL: [Family; 15] = [
         Family::NameChars,
         Family::NamePinyin,
         Family::NameShort,
@@ -49,6 +54,8 @@ impl Family {
         Family::TitleMasked,
         Family::BodyMasked,
         Family::Guard,
+        Family::OrgName,
+        Family::Code,
     ];
 
     /// The index field's name (also the blind-token domain).
@@ -67,6 +74,8 @@ impl Family {
             Family::TitleMasked => "title_masked",
             Family::BodyMasked => "body_masked",
             Family::Guard => "guard",
+            Family::OrgName => "org_name",
+            Family::Code => "code",
         }
     }
 

@@ -21,6 +21,7 @@ pub fn summary_fields(kind: RecordKind) -> &'static [&'static str] {
         ],
         RecordKind::House => &["address", "usage"],
         RecordKind::Event => &["title", "type", "status", "occurred_at", "address"],
+        RecordKind::Organization => &["name", "type", "uscc", "address", "phone"],
     }
 }
 
@@ -39,5 +40,6 @@ pub fn summary_sources(kind: RecordKind) -> &'static [&'static str] {
         ],
         RecordKind::House => &["address", "usage"],
         RecordKind::Event => &["title", "event_type", "status", "occurred_at", "address"],
+        RecordKind::Organization => &["name", "type", "uscc", "address", "phone"],
     }
 }

@@ -325,7 +325,7 @@ pub struct RecordsParams {
     actor: Option<String>,
     /// Unified resident id (`r_…`) or an 18/15-digit ID number (hashed server-side, never stored).
     resident: Option<String>,
-    /// Unified entity id of any kind (resident, house, event).
+    /// Unified entity id of any kind (resident, house, event, organization).
     entity: Option<String>,
     /// Records at or after this RFC 3339 time.
     from: Option<String>,

@@ -113,6 +113,7 @@ pub fn routes() -> Routes {
         .get("/v1/residents/{id}", get_resident)
         .get("/v1/houses/{id}", get_house)
         .get("/v1/events/{id}", get_event)
+        .get("/v1/organizations/{id}", get_organization)
         .get(
             "/v1/residents/by-source/{department}/{source_id}",
             resident_by_source,
@@ -124,6 +125,10 @@ pub fn routes() -> Routes {
         .get(
             "/v1/events/by-source/{department}/{source_id}",
             event_by_source,
+        )
+        .get(
+            "/v1/organizations/by-source/{department}/{source_id}",
+            organization_by_source,
         )
         .get("/v1/whoami", whoami)
         .merge(addresses::routes())
@@ -507,6 +512,26 @@ async fn get_event(
     read_entity(&state, &reader, RecordKind::Event, &id, "/v1/events/{id}").await
 }
 
+/// One merged organization with its legal representative and premises.
+#[utoipa::path(get, path = "/v1/organizations/{id}",
+    params(("id" = String, Path), ("X-Purpose" = String, Header)),
+    responses((status = 200, body = Profile), (status = 404, body = error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_organization(
+    State(state): State<AppState>,
+    reader: Reader,
+    Path(id): Path<String>,
+) -> Result<Json<Disclosed<Profile>>, ApiError> {
+    read_entity(
+        &state,
+        &reader,
+        RecordKind::Organization,
+        &id,
+        "/v1/organizations/{id}",
+    )
+    .await
+}
+
 /// Loads, scopes, masks and audits one entity, through the disclosure gate.
 async fn read_entity(
     state: &AppState,
@@ -577,6 +602,26 @@ async fn event_by_source(
     Path((department, source_id)): Path<(String, String)>,
 ) -> Result<Json<Disclosed<UnifiedId>>, ApiError> {
     by_source(&state, &reader, RecordKind::Event, &department, &source_id).await
+}
+
+/// The unified id a department's organization record merged into.
+#[utoipa::path(get, path = "/v1/organizations/by-source/{department}/{source_id}",
+    params(("department" = String, Path), ("source_id" = String, Path), ("X-Purpose" = String, Header)),
+    responses((status = 200, body = UnifiedId), (status = 404, body = error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn organization_by_source(
+    State(state): State<AppState>,
+    reader: Reader,
+    Path((department, source_id)): Path<(String, String)>,
+) -> Result<Json<Disclosed<UnifiedId>>, ApiError> {
+    by_source(
+        &state,
+        &reader,
+        RecordKind::Organization,
+        &department,
+        &source_id,
+    )
+    .await
 }
 
 impl AppState {

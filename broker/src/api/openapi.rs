@@ -12,9 +12,11 @@ use utoipa::{Modify, OpenApi};
     info(title = "SafeGrid broker API", version = "1", description = "Secure data exchange for street-level public-safety governance. Every read of personal data needs a bearer token and an X-Purpose header, and is audited."),
     paths(
         super::healthz, super::readyz, super::metrics::metrics_for_admin, super::whoami, super::ingest, super::receipt,
-        super::get_resident, super::get_house, super::get_event,
+        super::get_resident, super::get_house, super::get_event, super::get_organization,
         super::resident_by_source, super::house_by_source, super::event_by_source,
-        super::search::search_residents, super::search::search_houses, super::search::search_events, super::search::search_all,
+        super::organization_by_source,
+        super::search::search_residents, super::search::search_houses, super::search::search_events,
+        super::search::search_organizations, super::search::search_all,
         super::policy::policy_info, super::policy::preview, super::policy::replace_file,
         super::admin::backup, super::admin::problems, super::addresses::assign,
         super::rejects::list_rejects, super::rejects::file_rejects, super::rejects::dismiss_reject,

@@ -1,5 +1,5 @@
-//! Search endpoints: `GET /v1/residents?q=`, `/v1/houses?q=`, `/v1/events?q=` and
-//! `/v1/search?q=` across kinds.
+//! Search endpoints: `GET /v1/residents?q=`, `/v1/houses?q=`, `/v1/events?q=`,
+//! `/v1/organizations?q=` and `/v1/search?q=` across kinds.
 //!
 //! Guarantees:
 //! - Only a [`Reader`] can search; the jurisdiction and field visibility are inside the index
@@ -47,6 +47,7 @@ pub fn routes() -> Routes {
         .get("/v1/residents", search_residents)
         .get("/v1/houses", search_houses)
         .get("/v1/events", search_events)
+        .get("/v1/organizations", search_organizations)
         .get("/v1/search", search_all)
 }
 
@@ -62,7 +63,7 @@ pub struct SearchParams {
     limit: Option<String>,
     /// The `next_cursor` of the previous page of the same query.
     cursor: Option<String>,
-    /// Events: event type code (e.g. `dispute`).
+    /// Events: event type code (e.g. `dispute`); organizations: their type (e.g. `shop`).
     #[serde(rename = "type")]
     #[param(rename = "type")]
     event_type: Option<String>,
@@ -145,7 +146,32 @@ pub(super) async fn search_events(
     run(&state, &reader, params, &[RecordKind::Event], "/v1/events").await
 }
 
-/// Search residents, houses and events at once.
+/// Search organizations (实有单位): by name (characters, words, pinyin initials or a word's
+/// pinyin), credit code, the legal representative's ID number (last 4 when masked), phone,
+/// address or tag; `type` filters by the organization's type.
+#[utoipa::path(get, path = "/v1/organizations", params(SearchParams, ("X-Purpose" = String, Header)),
+    responses((status = 200, body = SearchPage), (status = 400, body = super::error::ErrorBody),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
+        (status = 503, description = "search_index_building: the index is being built at start-up; or the audit log cannot be written",
+            body = super::error::ErrorBody,
+            headers(("Retry-After" = u32, description = "seconds to wait before trying again")))),
+    security(("bearer" = [])))]
+pub(super) async fn search_organizations(
+    State(state): State<AppState>,
+    reader: Reader,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<SearchPage>, ApiError> {
+    run(
+        &state,
+        &reader,
+        params,
+        &[RecordKind::Organization],
+        "/v1/organizations",
+    )
+    .await
+}
+
+/// Search residents, houses, events and organizations at once.
 #[utoipa::path(get, path = "/v1/search", params(SearchParams, ("X-Purpose" = String, Header)),
     responses((status = 200, body = SearchPage), (status = 400, body = super::error::ErrorBody),
         (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
@@ -229,12 +255,21 @@ fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError>
                 )
             })
     };
-    let event_only = |value: Option<String>, name: &str| -> Result<Option<String>, ApiError> {
+    let code_filter = |value: Option<String>,
+                       name: &str,
+                       allowed: &[RecordKind]|
+     -> Result<Option<String>, ApiError> {
         match value.filter(|v| !v.is_empty()) {
-            Some(_) if kinds != [RecordKind::Event] => Err(ApiError::bad_request(
-                "filter_not_supported",
-                format!("{name} filters events only: use /v1/events"),
-            )),
+            Some(_) if !(kinds.len() == 1 && allowed.contains(&kinds[0])) => {
+                Err(ApiError::bad_request(
+                    "filter_not_supported",
+                    if allowed.len() > 1 {
+                        format!("{name} filters events or organizations only: use /v1/events or /v1/organizations")
+                    } else {
+                        format!("{name} filters events only: use /v1/events")
+                    },
+                ))
+            }
             Some(v)
                 if v.len() > 40 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
             {
@@ -255,8 +290,12 @@ fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError>
         ));
     }
     let filters = Filters {
-        event_type: event_only(params.event_type, "type")?,
-        status: event_only(params.status, "status")?,
+        event_type: code_filter(
+            params.event_type,
+            "type",
+            &[RecordKind::Event, RecordKind::Organization],
+        )?,
+        status: code_filter(params.status, "status", &[RecordKind::Event])?,
         grid,
         from,
         to,
