@@ -919,6 +919,18 @@ impl Pipeline {
     /// source id, events stay per source record and link to their parties and house.
     fn resolve(&self, department: Department, row: &str, record: &Record) -> Resolved {
         let keys = &self.keys;
+        let mut resolved = self.resolve_identity(department, row, record);
+        if let Some(address) = record.address() {
+            resolved
+                .links
+                .extend(standard_address_links(keys, record.kind(), address));
+        }
+        resolved
+    }
+
+    /// [`Self::resolve`] without the standard-address links.
+    fn resolve_identity(&self, department: Department, row: &str, record: &Record) -> Resolved {
+        let keys = &self.keys;
         match record {
             Record::Resident { body, .. } => {
                 let entity = match &body.id_number {
@@ -930,20 +942,11 @@ impl Pipeline {
                     links.push(format!("occupant:{}", house_entity_id(keys, house)));
                 }
                 links.extend(blind_keyed_links(keys, department, row, body));
-                links.extend(
-                    body.address
-                        .as_deref()
-                        .map(|a| address_links(keys, a))
-                        .unwrap_or_default(),
-                );
                 Resolved { entity, links }
             }
             Record::House { meta, body } => {
                 let entity = house_entity_id(keys, &meta.source_id);
                 let mut links = vec![format!("entity:{entity}")];
-                if let Some(address) = body.address.as_deref() {
-                    links.extend(premises_links(keys, address));
-                }
                 if let Some(owner) = &body.owner_id_number {
                     links.push(format!("owner:{}", resident_entity_id(keys, owner)));
                 }
@@ -955,9 +958,6 @@ impl Pipeline {
                     None => organization_row_entity_id(keys, row),
                 };
                 let mut links = vec![format!("entity:{entity}")];
-                if let Some(address) = body.address.as_deref() {
-                    links.extend(premises_links(keys, address));
-                }
                 if let Some(rep) = &body.legal_rep_id_number {
                     links.push(format!("legal-rep:{}", resident_entity_id(keys, rep)));
                 }
@@ -972,12 +972,6 @@ impl Pipeline {
                 if let Some(house) = &body.house_source_id {
                     links.push(format!("house-event:{}", house_entity_id(keys, house)));
                 }
-                links.extend(
-                    body.address
-                        .as_deref()
-                        .map(|a| address_links(keys, a))
-                        .unwrap_or_default(),
-                );
                 Resolved { entity, links }
             }
         }
@@ -1037,6 +1031,27 @@ fn address_links(keys: &KeyRing, address: &str) -> Vec<String> {
         .into_iter()
         .chain(compound_link_of(keys, &parts))
         .collect()
+}
+
+/// The links a record of `kind` at `address` carries for its standard address: building and
+/// compound, and for the kinds that occupy premises (houses and organizations) the premises.
+/// Exactly what ingest computes, so a pass that re-computes them after an upgrade agrees.
+pub(crate) fn standard_address_links(
+    keys: &KeyRing,
+    kind: RecordKind,
+    address: &str,
+) -> Vec<String> {
+    match kind {
+        RecordKind::House | RecordKind::Organization => premises_links(keys, address),
+        RecordKind::Resident | RecordKind::Event => address_links(keys, address),
+    }
+}
+
+/// Whether `link` is one of [`standard_address_links`].
+pub(crate) fn is_standard_address_link(link: &str) -> bool {
+    ["addr:", "addrc:", "addrp:"]
+        .iter()
+        .any(|prefix| link.starts_with(prefix))
 }
 
 /// [`address_links`] and the premises link, for the kinds that occupy premises (houses and

@@ -24,7 +24,10 @@
 //!   were computed (an upgrade), the same resumable [`reblind`] pass re-computes them under
 //!   the current key with the new normalisation, scheduled by the first broker start after
 //!   the upgrade (before it serves) and run in the background; the version is recorded when
-//!   the walk ends (`text/normalisation`). A new store records the version at once.
+//!   the walk ends (`text/normalisation`). A new store records the version at once. The same
+//!   pass re-computes every row's standard-address links (building, compound, premises:
+//!   `addr:`, `addrc:`, `addrp:`) when [`ADDRESS_LINKS_VERSION`] changed (`links/address`),
+//!   so rows stored before a version that added them are linked like new ones.
 //! - Plaintext lives only in zeroized buffers while a field is re-sealed.
 
 use std::path::Path;
@@ -404,32 +407,62 @@ pub fn reblind(
                 let Some(stored) = w.source(row)? else {
                     continue;
                 };
-                if stored.deleted || stored.kind != RecordKind::Resident {
+                if stored.deleted {
                     continue;
                 }
                 let department = stored.department;
+                let resident = stored.kind == RecordKind::Resident;
+                // A resident's keyed links need the whole record; the other kinds' only
+                // their address.
+                let only: Option<&[&str]> = if resident { None } else { Some(&["address"]) };
                 // A row that does not open or whose fields cannot be keyed is skipped and
                 // listed for the administrator (it keeps its links); the pass goes on.
-                let Ok(opened) = crate::resolve::open_source(keys, stored.clone()) else {
+                let Ok(opened) = crate::resolve::open_source_fields(keys, stored.clone(), only)
+                else {
                     crate::problems::record("key_rotation", row, "integrity_error");
                     continue;
                 };
-                let Ok(body) =
-                    serde_json::from_value::<ResidentRecord>(Value::Object(opened.fields))
-                else {
-                    crate::problems::record("key_rotation", row, "failed");
-                    continue;
-                };
+                let address = opened
+                    .fields
+                    .get("address")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
                 let mut links: Vec<String> = stored
                     .links
                     .iter()
-                    .filter(|link| !is_blind_keyed_link(link))
+                    .filter(|link| {
+                        !(resident && is_blind_keyed_link(link))
+                            && !crate::ingest::is_standard_address_link(link)
+                    })
                     .cloned()
                     .collect();
-                let Some(keyed) = crate::problems::isolate("key_rotation", row, || {
-                    blind_keyed_links(keys, department, row, &body)
-                }) else {
-                    continue;
+                let keyed = crate::problems::isolate("key_rotation", row, || {
+                    let mut keyed = Vec::new();
+                    if resident {
+                        let body = serde_json::from_value::<ResidentRecord>(Value::Object(
+                            opened.fields.clone(),
+                        ))
+                        .ok()?;
+                        keyed.extend(blind_keyed_links(keys, department, row, &body));
+                    }
+                    if let Some(address) = &address {
+                        keyed.extend(crate::ingest::standard_address_links(
+                            keys,
+                            stored.kind,
+                            address,
+                        ));
+                    }
+                    Some(keyed)
+                });
+                let keyed = match keyed {
+                    Some(Some(keyed)) => keyed,
+                    // Not a resident record any more: listed; it keeps its links.
+                    Some(None) => {
+                        crate::problems::record("key_rotation", row, "failed");
+                        continue;
+                    }
+                    // Panicked: `isolate` listed it.
+                    None => continue,
                 };
                 links.extend(keyed);
                 let same = links.len() == stored.links.len()
@@ -451,6 +484,7 @@ pub fn reblind(
                 }
                 next.done = true;
                 w.put_meta(TEXT_META, &encode(&chinese_text::NORMALISATION_VERSION))?;
+                w.put_meta(ADDRESS_LINKS_META, &encode(&ADDRESS_LINKS_VERSION))?;
             }
             Ok(())
         },
@@ -465,6 +499,15 @@ pub fn reblind(
 /// link was last computed under.
 const TEXT_META: &str = "text/normalisation";
 
+/// Meta key of the version of the standard-address links ([`ADDRESS_LINKS_VERSION`]) every
+/// row's links were last computed under.
+const ADDRESS_LINKS_META: &str = "links/address";
+
+/// Which standard-address links ingest computes: 1 — building and compound for every kind
+/// with an address, premises for houses and organizations. Rows stored before (none, or
+/// fewer) get them from one [`reblind`] pass after the upgrade.
+pub const ADDRESS_LINKS_VERSION: u32 = 1;
+
 /// The text normalisation the stored keyed links were computed under (`None`: before the
 /// version was recorded, i.e. version 1).
 pub fn keyed_links_normalisation(store: &Store) -> Result<Option<u32>, RotationError> {
@@ -476,12 +519,18 @@ pub fn keyed_links_normalisation(store: &Store) -> Result<Option<u32>, RotationE
 /// every resident row's keyed links under the current key ([`reblind`], resumable), which
 /// records the new version when it ends. Returns whether a pass is pending.
 pub fn schedule_renormalisation(store: &Store, keys: &KeyRing) -> Result<bool, RotationError> {
-    if keyed_links_normalisation(store)? == Some(chinese_text::NORMALISATION_VERSION) {
+    let address_links: Option<u32> = read_progress(store, ADDRESS_LINKS_META)?;
+    if keyed_links_normalisation(store)? == Some(chinese_text::NORMALISATION_VERSION)
+        && address_links == Some(ADDRESS_LINKS_VERSION)
+    {
         return Ok(false);
     }
     if store.read()?.change_seq()? == 0 {
         // A new store: nothing was keyed under another version.
-        store.write(|w| w.put_meta(TEXT_META, &encode(&chinese_text::NORMALISATION_VERSION)))?;
+        store.write(|w| {
+            w.put_meta(TEXT_META, &encode(&chinese_text::NORMALISATION_VERSION))?;
+            w.put_meta(ADDRESS_LINKS_META, &encode(&ADDRESS_LINKS_VERSION))
+        })?;
         return Ok(false);
     }
     if reblind_pending(store)? {
@@ -495,7 +544,8 @@ pub fn schedule_renormalisation(store: &Store, keys: &KeyRing) -> Result<bool, R
     store.write(|w| w.put_meta(REBLIND_META, &encode(&progress)))?;
     tracing::info!(
         version = chinese_text::NORMALISATION_VERSION,
-        "text normalisation changed: re-computing the keyed links of every resident"
+        address_links = ADDRESS_LINKS_VERSION,
+        "text normalisation or address links changed: re-computing the keyed links of every row"
     );
     Ok(true)
 }
@@ -711,6 +761,78 @@ mod tests {
             .any(|p| p.task == "key_rotation"
                 && p.item == "gongan/resident/GA-1"
                 && p.kind == "integrity_error"));
+    }
+
+    #[test]
+    fn rows_stored_before_the_address_links_get_them_and_nothing_else_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let keys = std::sync::Arc::new(load_key_ring(&store, &MasterKey::for_tests(8)).unwrap());
+        assert!(!schedule_renormalisation(&store, &keys).unwrap());
+        let pipeline = crate::ingest::Pipeline::new(store.clone(), keys.clone());
+        let body = concat!(
+            r#"{"kind":"house","source_id":"ZJ-1","version":"1","address":"某区安和里3号楼1单元102","grid":"110105001001001"}"#,
+            "\n",
+            r#"{"kind":"event","source_id":"WG-1","version":"1","type":"dispute","title":"噪音","address":"安和里3号楼","grid":"110105001001001"}"#,
+            "\n",
+            r#"{"kind":"house","source_id":"ZJ-2","version":"1","address":"幸福里","grid":"110105001001001"}"#,
+            "\n"
+        );
+        assert_eq!(
+            pipeline
+                .ingest(Department::Zhujian, body.as_bytes())
+                .unwrap()
+                .accepted,
+            3
+        );
+        let rows = [
+            "zhujian/house/ZJ-1",
+            "zhujian/event/WG-1",
+            "zhujian/house/ZJ-2",
+        ];
+        let fresh: Vec<_> = rows
+            .iter()
+            .map(|row| store.read().unwrap().source(row).unwrap().unwrap())
+            .collect();
+        assert!(fresh[0].links.iter().any(|l| l.starts_with("addrp:")));
+        assert!(fresh[1].links.iter().any(|l| l.starts_with("addr:")));
+        assert!(!fresh[1].links.iter().any(|l| l.starts_with("addrp:")));
+        // What a version before the address links left: none of them, and no version.
+        store
+            .write(|w| {
+                for stored in &fresh {
+                    let older: Vec<String> = stored
+                        .links
+                        .iter()
+                        .filter(|l| !crate::ingest::is_standard_address_link(l))
+                        .cloned()
+                        .collect();
+                    w.replace_links(stored, older)?;
+                }
+                w.delete_meta(ADDRESS_LINKS_META).map(|_| ())
+            })
+            .unwrap();
+        assert!(schedule_renormalisation(&store, &keys).unwrap());
+        let report = reblind(&store, &keys, None, &AtomicBool::new(false)).unwrap();
+        assert!(report.progress.done);
+        let with_address_links = fresh
+            .iter()
+            .filter(|s| {
+                s.links
+                    .iter()
+                    .any(|l| crate::ingest::is_standard_address_link(l))
+            })
+            .count();
+        assert!(with_address_links >= 2);
+        assert_eq!(report.progress.relinked, with_address_links as u64);
+        for (row, before) in rows.iter().zip(&fresh) {
+            let after = store.read().unwrap().source(row).unwrap().unwrap();
+            let (mut expected, mut got) = (before.links.clone(), after.links.clone());
+            expected.sort();
+            got.sort();
+            assert_eq!(got, expected, "{row}");
+        }
+        assert!(!schedule_renormalisation(&store, &keys).unwrap());
     }
 
     #[test]

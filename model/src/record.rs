@@ -525,6 +525,16 @@ impl Record {
         }
     }
 
+    /// The address the record states, if any.
+    pub fn address(&self) -> Option<&str> {
+        match self {
+            Record::Resident { body, .. } => body.address.as_deref(),
+            Record::House { body, .. } => body.address.as_deref(),
+            Record::Event { body, .. } => body.address.as_deref(),
+            Record::Organization { body, .. } => body.address.as_deref(),
+        }
+    }
+
     /// The grid the record places its entity in, if it says.
     pub fn grid(&self) -> Option<&DivisionCode> {
         match self {

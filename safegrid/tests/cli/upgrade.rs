@@ -1,8 +1,9 @@
 //! Upgrade: this binary starts on a data directory written by the previous main (commit
 //! 4afef9b, before the one Chinese text normalisation; `tests/fixtures/README.md` says how it
 //! was made). On its first start it rebuilds the search index (schema and normalisation
-//! changed) and re-computes every resident's keyed links under the new normalisation; the
-//! data written before stays readable and the audit log stays verifiable across the upgrade.
+//! changed) and re-computes every resident's keyed links under the new normalisation and
+//! every row's standard-address links; the data written before stays readable and the audit
+//! log stays verifiable across the upgrade.
 
 use std::path::Path;
 use std::process::Command;
@@ -136,10 +137,49 @@ async fn a_data_directory_of_the_previous_main_is_upgraded_on_first_start() {
     .await;
     assert_eq!(by_source["id"], OLD_ID, "{by_source}");
 
-    // Give the background pass time to walk the few hundred rows, then stop cleanly.
+    // Give the background pass time to walk the few hundred rows.
     for _ in 0..100 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    // The old binary computed no standard-address links; the pass gave the old rows theirs,
+    // so a shop published after the upgrade with an address and no grid takes the grid of
+    // the only record stored before at that building (the resident above).
+    let publisher = token(data, "dept_publisher", Some("chengguan"));
+    let shop = serde_json::json!({
+        "kind": "organization", "source_id": "CG-UPGRADE-1", "version": "1",
+        "name": "测试路便利店", "address": "朝阳区测试路8号院3栋1单元101",
+    });
+    let receipt: Value = client
+        .post(format!("{url}/v1/ingest/chengguan"))
+        .bearer_auth(&publisher)
+        .body(shop.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            receipt["accepted"].as_u64(),
+            receipt["grid_unresolved"].as_u64()
+        ),
+        (Some(1), Some(0)),
+        "{receipt}"
+    );
+    let shop_id = read(
+        &client,
+        &format!("{url}/v1/organizations/by-source/chengguan/CG-UPGRADE-1"),
+        &reader,
+    )
+    .await;
+    let shop = read(
+        &client,
+        &format!("{url}/v1/organizations/{}", shop_id["id"].as_str().unwrap()),
+        &reader,
+    )
+    .await;
+    assert_eq!(shop["fields"]["grid"]["value"], "110105001001001", "{shop}");
     stop(server);
 
     let (ok, after) = common::run(&["keys", "status", "--data-dir", data]);

@@ -12,6 +12,7 @@ mod limits;
 mod metrics;
 mod minors;
 mod mtls;
+mod organizations;
 mod privacy;
 mod resolution;
 mod search;
