@@ -6,7 +6,8 @@
 //! `iat`, or after now when `iat` is absent) exceeds the configured maximum is refused; a
 //! principal's jurisdiction codes and department are parsed into their types, so a token with
 //! a malformed one is refused. A token whose roles are all unknown, a reader role without a
-//! jurisdiction, and a department role (`dept_analyst`, `dept_publisher`) without `dept` are
+//! jurisdiction, and a department role (`dept_analyst`, `dept_publisher`, `dept_subscriber`)
+//! without `dept` are
 //! refused (401 with a message naming the claim).
 //! A verified token is remembered (by its SHA-256, with its `exp`) so that a client sending
 //! the same token again is not charged a signature verification per request; a remembered
@@ -91,14 +92,15 @@ const LEEWAY_SECONDS: u64 = 30;
 /// Longest token lifetime accepted by default (12 hours).
 pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Roles that read personal data and so must be bounded by a jurisdiction.
-const READER_ROLES: [&str; 4] = [
+const READER_ROLES: [&str; 5] = [
     "grid_worker",
     "community_officer",
     "street_officer",
     "dept_analyst",
+    "dept_subscriber",
 ];
 /// Roles that act for one department and so must carry `dept`.
-const DEPARTMENT_ROLES: [&str; 2] = ["dept_analyst", "dept_publisher"];
+const DEPARTMENT_ROLES: [&str; 3] = ["dept_analyst", "dept_publisher", "dept_subscriber"];
 /// Verified tokens remembered at most; the memory is emptied when it is full.
 const VERIFIED_CAPACITY: usize = 10_000;
 

@@ -41,6 +41,8 @@ pub fn read_policy_files(dir: &Path) -> Result<PolicyFiles, PolicyError> {
             department_classes: read("department_classes.csv", &t.department_classes)?,
             owner_restrictions: read("owner_restrictions.csv", &t.owner_restrictions)?,
             masked_labels: read("masked_labels.csv", &t.masked_labels)?,
+            sharing: read("sharing.csv", &t.sharing)?,
+            routing: read("routing.csv", &t.routing)?,
         },
     })
 }

@@ -37,10 +37,16 @@ pub enum Permission {
     UseBreakGlass,
     /// Tag a read with `X-Case-Id` (deferred in the resident's report).
     OpenCase,
+    /// Create, list and delete its department's subscriptions, and pull their feeds.
+    ManageSubscriptions,
+    /// Record events and visits (`POST /v1/reports`, `/v1/visits`).
+    ReportEvents,
+    /// Read the sharing statistics (no personal data).
+    ReadSharingStats,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 12] = [
         Permission::ReadPersonalData,
         Permission::IngestOwnDepartment,
         Permission::ReadOwnReceipts,
@@ -50,6 +56,9 @@ impl Permission {
         Permission::PreviewPolicy,
         Permission::UseBreakGlass,
         Permission::OpenCase,
+        Permission::ManageSubscriptions,
+        Permission::ReportEvents,
+        Permission::ReadSharingStats,
     ];
 
     /// The (action, object) pair the casbin policy names it by.
@@ -96,6 +105,8 @@ impl PolicyFiles {
             "department_classes.csv" => self.tables.department_classes = text,
             "owner_restrictions.csv" => self.tables.owner_restrictions = text,
             "masked_labels.csv" => self.tables.masked_labels = text,
+            "sharing.csv" => self.tables.sharing = text,
+            "routing.csv" => self.tables.routing = text,
             _ => return None,
         }
         Some(self)
@@ -112,6 +123,8 @@ impl PolicyFiles {
             &self.tables.department_classes,
             &self.tables.owner_restrictions,
             &self.tables.masked_labels,
+            &self.tables.sharing,
+            &self.tables.routing,
         ] {
             ctx.update(part.as_bytes());
             ctx.update(&[0]);
@@ -129,6 +142,10 @@ pub struct PolicySet {
     /// role -> purpose -> level per class (indexed like `crate::CLASSES`).
     levels: HashMap<String, HashMap<String, [Level; crate::CLASSES.len()]>>,
     pub tables: FieldTables,
+    /// Sharing agreements and the routing of reports.
+    pub exchange: crate::exchange::ExchangeTables,
+    /// (role, state) pairs: which role may move an event to which lifecycle state.
+    transitions: HashSet<(String, String)>,
     pub purposes: Vec<String>,
 }
 
@@ -138,6 +155,8 @@ impl PolicySet {
         purposes: &[String],
     ) -> Result<PolicySet, PolicyError> {
         let tables = FieldTables::parse(&files.tables)?;
+        let exchange =
+            crate::exchange::ExchangeTables::parse(&files.tables.sharing, &files.tables.routing)?;
         let enforcer = enforcer(&files.model, &files.policy).await?;
         let check = |role: &str, purpose: &str, obj: &str, act: &str| {
             enforcer
@@ -150,6 +169,14 @@ impl PolicySet {
                 let (act, obj) = permission.casbin_pair();
                 if check(role, "*", obj, act)? {
                     granted.insert((role.to_owned(), permission));
+                }
+            }
+        }
+        let mut transitions = HashSet::new();
+        for role in crate::ROLES {
+            for state in crate::EVENT_STATES {
+                if check(role, "*", &format!("event:{state}"), "transition")? {
+                    transitions.insert((role.to_owned(), state.to_owned()));
                 }
             }
         }
@@ -183,6 +210,8 @@ impl PolicySet {
             granted,
             levels,
             tables,
+            exchange,
+            transitions,
             purposes: purposes.to_vec(),
         })
     }
@@ -216,6 +245,14 @@ impl PolicySet {
             .map_or(Level::Hidden, |row| row[index])
     }
 
+    /// Whether any of `roles` may move an event to lifecycle state `to`
+    /// ([`crate::EVENT_STATES`]; policy lines `p, role, *, event:<state>, transition`).
+    pub fn may_transition(&self, roles: &[String], to: &str) -> bool {
+        roles
+            .iter()
+            .any(|role| self.transitions.contains(&(role.clone(), to.to_owned())))
+    }
+
     /// Whether one role holds `permission`.
     pub fn role_allows(&self, role: &str, permission: Permission) -> bool {
         self.granted.contains(&(role.to_owned(), permission))
@@ -246,6 +283,31 @@ mod tests {
             .iter()
             .map(|p| (*p).to_owned())
             .collect()
+    }
+
+    #[tokio::test]
+    async fn event_transitions_and_exchange_permissions_follow_the_policy() {
+        let set = PolicySet::compile(&PolicyFiles::defaults(), &purposes())
+            .await
+            .unwrap();
+        let roles = |r: &[&str]| r.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(set.may_transition(&roles(&["community_officer"]), "accepted"));
+        assert!(set.may_transition(&roles(&["grid_worker"]), "resolved"));
+        assert!(!set.may_transition(&roles(&["grid_worker"]), "closed"));
+        assert!(!set.may_transition(&roles(&["grid_worker"]), "accepted"));
+        assert!(!set.may_transition(&roles(&["dept_subscriber"]), "closed"));
+        assert!(!set.may_transition(&roles(&["compliance_officer"]), "resolved"));
+        assert!(!set.may_transition(&roles(&["street_officer"]), "no_such_state"));
+        assert!(set.allows(
+            &roles(&["dept_subscriber"]),
+            Permission::ManageSubscriptions
+        ));
+        assert!(!set.allows(&roles(&["dept_publisher"]), Permission::ManageSubscriptions));
+        assert!(!set.allows(&roles(&["dept_subscriber"]), Permission::ReadPersonalData));
+        assert!(set.allows(&roles(&["grid_worker"]), Permission::ReportEvents));
+        assert!(!set.allows(&roles(&["dept_subscriber"]), Permission::ReportEvents));
+        assert!(set.allows(&roles(&["street_officer"]), Permission::ReadSharingStats));
+        assert!(!set.allows(&roles(&["grid_worker"]), Permission::ReadSharingStats));
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 pub mod authz;
+pub mod exchange;
 pub mod mask;
 pub mod minor;
 pub mod principal;
@@ -18,19 +19,20 @@ pub use principal::Principal;
 pub use tables::{FieldTables, Level, TableError, TableFiles, CLASSES};
 
 /// Roles the product knows. A token may carry others; they grant nothing.
-pub const ROLES: [&str; 8] = [
+pub const ROLES: [&str; 9] = [
     "grid_worker",
     "community_officer",
     "street_officer",
     "dept_publisher",
     "dept_analyst",
+    "dept_subscriber",
     "compliance_officer",
     "security_admin",
     "system_admin",
 ];
 
 /// (action, object) pairs the broker asks the policy about.
-pub const PERMISSIONS: [(&str, &str); 9] = [
+pub const PERMISSIONS: [(&str, &str); 12] = [
     ("read", "personal_data"),
     ("ingest", "own_department"),
     ("read", "own_receipts"),
@@ -40,6 +42,22 @@ pub const PERMISSIONS: [(&str, &str); 9] = [
     ("preview", "policy"),
     ("use", "break_glass"),
     ("open", "case"),
+    ("manage", "subscriptions"),
+    ("report", "events"),
+    ("read", "sharing_stats"),
+];
+
+/// The lifecycle of an event (上报 -> 受理 -> 分拨 -> 处置 -> 核查 -> 结案, or 驳回): the states
+/// an event may be moved to. `reported` is where every report starts.
+pub const EVENT_STATES: [&str; 8] = [
+    "reported",
+    "accepted",
+    "dispatched",
+    "in_progress",
+    "resolved",
+    "verified",
+    "closed",
+    "rejected",
 ];
 
 /// The purpose whose field levels a break-glass read uses (on top of the stated purpose's),

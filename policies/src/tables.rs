@@ -76,6 +76,10 @@ pub struct TableFiles {
     pub department_classes: String,
     pub owner_restrictions: String,
     pub masked_labels: String,
+    /// Sharing agreements ([`crate::exchange`]).
+    pub sharing: String,
+    /// Where reports of each event type go ([`crate::exchange`]).
+    pub routing: String,
 }
 
 impl TableFiles {
@@ -87,16 +91,20 @@ impl TableFiles {
             department_classes: include_str!("../default/department_classes.csv").to_owned(),
             owner_restrictions: include_str!("../default/owner_restrictions.csv").to_owned(),
             masked_labels: include_str!("../default/masked_labels.csv").to_owned(),
+            sharing: include_str!("../default/sharing.csv").to_owned(),
+            routing: include_str!("../default/routing.csv").to_owned(),
         }
     }
 
     /// File names, in the order of the struct fields.
-    pub const NAMES: [&'static str; 5] = [
+    pub const NAMES: [&'static str; 7] = [
         "field_classes.csv",
         "tag_classes.csv",
         "department_classes.csv",
         "owner_restrictions.csv",
         "masked_labels.csv",
+        "sharing.csv",
+        "routing.csv",
     ];
 }
 
@@ -293,7 +301,7 @@ fn check_class(class: &str) -> Result<(), String> {
 }
 
 /// Non-comment, non-blank lines split on commas and trimmed, with 1-based line numbers.
-fn rows(text: &str) -> impl Iterator<Item = (usize, Vec<&str>)> {
+pub(crate) fn rows(text: &str) -> impl Iterator<Item = (usize, Vec<&str>)> {
     text.lines().enumerate().filter_map(|(i, line)| {
         let line = line.trim();
         (!line.is_empty() && !line.starts_with('#'))

@@ -144,6 +144,34 @@ impl ViewPlan {
         }
     }
 
+    /// The plan of a department receiving data under a sharing agreement (a subscription's
+    /// delivery or feed): the agreement's levels per class for `receiver`, `kind` (of
+    /// `event_type`) and `purpose`, capped by every owner department's restrictions like any
+    /// reader's; `None` when no agreement covers it. On a child's profile the agreement's
+    /// `minor` line caps personal values (none: hidden).
+    pub fn for_agreement(
+        policy: Arc<PolicySet>,
+        receiver: Department,
+        jurisdiction: Vec<DivisionCode>,
+        kind: RecordKind,
+        event_type: Option<&str>,
+        purpose: &str,
+    ) -> Option<ViewPlan> {
+        let levels = policy
+            .exchange
+            .agreement(receiver, kind, event_type, purpose)?;
+        Some(ViewPlan {
+            policy,
+            grants: vec![RoleGrant {
+                levels,
+                own_department_only: None,
+            }],
+            break_glass: false,
+            jurisdiction,
+            today: today_in_china(),
+        })
+    }
+
     pub fn policy_version(&self) -> &str {
         &self.policy.version
     }
@@ -748,6 +776,97 @@ mod tests {
             }],
             history: vec![],
         }
+    }
+
+    #[test]
+    fn a_department_receives_exactly_what_its_agreement_allows() {
+        let (default, _) = policies();
+        let grid = vec![DivisionCode::parse("110105001").unwrap()];
+        let plan = |receiver, kind, event_type, purpose| {
+            ViewPlan::for_agreement(
+                default.clone(),
+                receiver,
+                grid.clone(),
+                kind,
+                event_type,
+                purpose,
+            )
+        };
+        // No agreement, no plan: another purpose, another type, another department.
+        assert!(plan(
+            Department::Sifa,
+            RecordKind::Event,
+            Some("dispute"),
+            "routine_visit"
+        )
+        .is_none());
+        assert!(plan(
+            Department::Sifa,
+            RecordKind::Event,
+            Some("fire_hazard"),
+            "dispute_mediation"
+        )
+        .is_none());
+        assert!(plan(
+            Department::Weijian,
+            RecordKind::Event,
+            Some("dispute"),
+            "dispute_mediation"
+        )
+        .is_none());
+        let sifa = plan(
+            Department::Sifa,
+            RecordKind::Event,
+            Some("dispute"),
+            "dispute_mediation",
+        )
+        .expect("the justice office's agreement");
+        assert_eq!(sifa.field_level(RecordKind::Event, "title"), Level::Clear);
+        assert_eq!(
+            sifa.field_level(RecordKind::Event, "party_id_numbers"),
+            Level::Masked
+        );
+        assert_eq!(sifa.field_level(RecordKind::Resident, "name"), Level::Clear);
+        // The police get the same dispute masked, and no class the agreement does not name.
+        let gongan = plan(
+            Department::Gongan,
+            RecordKind::Event,
+            Some("dispute"),
+            "routine_visit",
+        )
+        .expect("the police station's agreement");
+        assert_eq!(
+            gongan.field_level(RecordKind::Event, "title"),
+            Level::Masked
+        );
+        assert_eq!(
+            gongan.field_level(RecordKind::Event, "party_id_numbers"),
+            Level::Hidden
+        );
+        // An owner restriction caps an agreement like any reader: civil affairs gets health
+        // tags masked, never 卫健's details.
+        let minzheng = plan(
+            Department::Minzheng,
+            RecordKind::Resident,
+            None,
+            "elderly_care",
+        )
+        .expect("civil affairs' agreement");
+        assert_eq!(minzheng.level("health", Department::Weijian), Level::Masked);
+        assert_eq!(
+            minzheng.level("health_detail", Department::Weijian),
+            Level::Hidden
+        );
+        assert_eq!(
+            minzheng.level("criminal_justice", Department::Sifa),
+            Level::Hidden
+        );
+        let mut child = profile("110105201601010012", "13812345678", "王小明", "13900000000");
+        minzheng.apply(&mut child, &[], None);
+        assert!(
+            child.fields.get("name").is_none(),
+            "no minor line: a child's name is hidden: {child:?}"
+        );
     }
 
     prop_compose! {
