@@ -88,7 +88,32 @@ pub struct Config {
     /// optionally followed by a frequency, `#` for comments. Read at start; the search index
     /// is rebuilt when the list changes.
     pub user_dictionary: Option<PathBuf>,
+    /// Exchange: where departments' subscriptions may deliver.
+    #[serde(default)]
+    pub exchange: ExchangeSection,
+    /// Events that grid workers report: deadlines per type.
+    #[serde(default)]
+    pub events: EventsSection,
 }
+
+/// `[exchange]`: delivery hosts per department and the trust for their certificates.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeSection {
+    /// Host names each department's subscriptions may deliver to, e.g.
+    /// `sifa = ["receiver.sifa.example.gov.cn"]`. A subscription to any other host is
+    /// refused (`delivery_host_not_allowed`); `serve --dev` also allows loopback.
+    #[serde(default)]
+    pub allowed_hosts: BTreeMap<Department, Vec<String>>,
+    /// Extra CA certificates (PEM) trusted for delivery hosts, beside the system's roots
+    /// (a department's own CA on a government network).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `[events]`: the lifecycle of reported events.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSection {}
 
 fn default_metrics_listen() -> String {
     "127.0.0.1:9464".to_owned()
@@ -373,6 +398,8 @@ impl Default for Config {
             connectors_dir: None,
             backup_dir: None,
             user_dictionary: None,
+            exchange: ExchangeSection::default(),
+            events: EventsSection::default(),
         }
     }
 }

@@ -17,9 +17,12 @@ pub mod metrics;
 mod openapi;
 pub mod policy;
 pub mod rejects;
+pub mod reports;
 pub mod resolution;
 pub mod routes;
 pub mod search;
+pub mod stats;
+pub mod subscriptions;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -132,6 +135,9 @@ pub fn routes() -> Routes {
         )
         .get("/v1/whoami", whoami)
         .merge(addresses::routes())
+        .merge(subscriptions::routes())
+        .merge(reports::routes())
+        .merge(stats::routes())
         .merge(compliance::routes())
         .merge(admin::routes())
         .merge(policy::routes())

@@ -24,8 +24,14 @@ use utoipa::{Modify, OpenApi};
         super::compliance::search_records, super::compliance::checkpoint,
         super::compliance::inclusion_proof, super::compliance::consistency_proof,
         super::compliance::export, super::compliance::anomalies, super::compliance::resident_report,
+        // Exchange: subscriptions, deliveries and feeds.
+        // Reports, visits and the event lifecycle.
+        // Sharing statistics.
     ),
     components(schemas(
+        // Exchange schemas.
+        // Reports schemas.
+        // Statistics schemas.
         super::error::ErrorBody, super::error::ErrorDetail, super::Health, super::WhoAmI, super::disclosure::UnifiedId,
         super::search::SearchPage, super::disclosure::SearchItem,
         super::policy::PolicyInfo, super::policy::Preview, super::policy::FieldPreview,
