@@ -257,6 +257,15 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     engine::rotation::schedule_renormalisation(&store, &keys)
         .context("reading the text normalisation of the keyed links")?;
     let rotation = (store.clone(), keys.clone());
+    let exchange = Arc::new(
+        crate::exchange::Exchange::new(
+            store.clone(),
+            keys.clone(),
+            options.config.exchange.clone(),
+            options.dev,
+        )
+        .context("setting up the exchange")?,
+    );
     let state = AppState(Arc::new(AppStateInner {
         metrics: Arc::new(crate::metrics::Metrics::default()),
         data_dir: data_dir.clone(),
@@ -283,7 +292,12 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
             .audit
             .case_deferral_days
             .clamp(0, crate::config::MAX_CASE_DEFERRAL_DAYS),
+        exchange,
     }));
+    background.push(crate::api::deliveries::spawn(
+        state.clone(),
+        shutdown_rx.clone(),
+    ));
     search.use_names(state.names.clone());
     search.start_follower(follower_source);
     let listen = options.listen.or(options.config.listen).unwrap_or_else(|| {

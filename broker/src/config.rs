@@ -97,7 +97,7 @@ pub struct Config {
 }
 
 /// `[exchange]`: delivery hosts per department and the trust for their certificates.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeSection {
     /// Host names each department's subscriptions may deliver to, e.g.
@@ -108,12 +108,100 @@ pub struct ExchangeSection {
     /// Extra CA certificates (PEM) trusted for delivery hosts, beside the system's roots
     /// (a department's own CA on a government network).
     pub ca_file: Option<PathBuf>,
+    /// Seconds a delivery is retried after its first attempt before it is listed as failed
+    /// (86400: a day).
+    #[serde(default = "default_retry_for_seconds")]
+    pub retry_for_seconds: u64,
+    /// Longest wait between two attempts of one delivery, in seconds (3600).
+    #[serde(default = "default_max_backoff_seconds")]
+    pub max_backoff_seconds: u64,
+}
+
+impl Default for ExchangeSection {
+    fn default() -> Self {
+        ExchangeSection {
+            allowed_hosts: BTreeMap::new(),
+            ca_file: None,
+            retry_for_seconds: default_retry_for_seconds(),
+            max_backoff_seconds: default_max_backoff_seconds(),
+        }
+    }
+}
+
+fn default_retry_for_seconds() -> u64 {
+    86_400
+}
+fn default_max_backoff_seconds() -> u64 {
+    3_600
 }
 
 /// `[events]`: the lifecycle of reported events.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EventsSection {}
+pub struct EventsSection {
+    /// Hours an event of a type may stay open (reported, accepted, dispatched or in
+    /// progress) before `GET /v1/events?overdue=true` lists it, per event type, counted
+    /// from when it occurred (`occurred_at`; a report without one occurred when it was
+    /// reported): `deadline_hours = { dispute = 72, fire_hazard = 24 }`. 1 to 8760.
+    #[serde(default)]
+    pub deadline_hours: BTreeMap<String, u32>,
+    /// Hours for every type `deadline_hours` does not name (default 168, a week).
+    #[serde(default = "default_deadline_hours")]
+    pub default_deadline_hours: u32,
+}
+
+/// Longest deadline, in hours (a year).
+pub const MAX_DEADLINE_HOURS: u32 = 8760;
+
+fn default_deadline_hours() -> u32 {
+    168
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        EventsSection {
+            deadline_hours: BTreeMap::new(),
+            default_deadline_hours: default_deadline_hours(),
+        }
+    }
+}
+
+impl EventsSection {
+    /// The deadline of an event of `event_type`, in hours.
+    pub fn deadline_hours_of(&self, event_type: &str) -> u32 {
+        self.deadline_hours
+            .get(event_type)
+            .copied()
+            .unwrap_or(self.default_deadline_hours)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let hours = 1..=MAX_DEADLINE_HOURS;
+        if !hours.contains(&self.default_deadline_hours) {
+            return Err(ConfigError::Invalid {
+                key: "events.default_deadline_hours".to_owned(),
+                reason: format!("must be 1 to {MAX_DEADLINE_HOURS} (hours)"),
+            });
+        }
+        for (event_type, deadline) in &self.deadline_hours {
+            let key = format!("events.deadline_hours.{event_type}");
+            if !policies::exchange::is_type_code(event_type) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "event types are snake_case codes (as in routing.csv), e.g. dispute"
+                        .to_owned(),
+                });
+            }
+            if !hours.contains(deadline) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("must be 1 to {MAX_DEADLINE_HOURS} (hours)"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
 
 fn default_metrics_listen() -> String {
     "127.0.0.1:9464".to_owned()
@@ -477,6 +565,7 @@ impl Config {
         if self.audit.origin.is_empty() || self.audit.origin.contains([' ', '+', '\n']) {
             return Err(invalid("audit.origin", "no spaces, '+' or newlines"));
         }
+        self.events.validate()?;
         Ok(())
     }
 }
@@ -530,6 +619,37 @@ mod tests {
         std::fs::write(&path, "listn = \"0.0.0.0:1\"\n").unwrap();
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn event_deadlines_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[events]\ndeadline_hours = { dispute = 72, fire_hazard = 24 }\ndefault_deadline_hours = 48\n",
+        )
+        .unwrap();
+        let events = Config::load(&path).unwrap().events;
+        assert_eq!(events.deadline_hours_of("dispute"), 72);
+        assert_eq!(events.deadline_hours_of("fire_hazard"), 24);
+        assert_eq!(events.deadline_hours_of("sanitation"), 48);
+        assert_eq!(
+            Config::default().events.deadline_hours_of("dispute"),
+            168,
+            "a week unless configured"
+        );
+        for (text, key) in [
+            ("[events]\ndeadline_hours = { Dispute = 72 }\n", "Dispute"),
+            ("[events]\ndeadline_hours = { dispute = 0 }\n", "dispute"),
+            ("[events]\ndeadline_hours = { dispute = 9000 }\n", "dispute"),
+            ("[events]\ndefault_deadline_hours = 0\n", "default_deadline_hours"),
+            ("[events]\ndeadlines = { dispute = 1 }\n", "deadlines"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = Config::load(&path).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub struct Metrics {
 }
 
 /// Help text of the labelled counters [`Metrics::count`] keeps.
-const COUNTER_HELP: [(&str, &str); 3] = [
+const COUNTER_HELP: [(&str, &str); 4] = [
     (
         "safegrid_connections_closed_total",
         "Connections the broker closed itself, by reason (over_limit, handshake_timeout, header_timeout, idle).",
@@ -60,6 +60,10 @@ const COUNTER_HELP: [(&str, &str); 3] = [
     (
         "safegrid_background_problems_total",
         "Items a background task skipped because they failed or panicked, by task (listed at GET /v1/admin/problems).",
+    ),
+    (
+        "safegrid_exchange_deliveries_total",
+        "Webhook delivery attempts to departments' subscriptions, by outcome (delivered, retried, failed).",
     ),
 ];
 
@@ -94,6 +98,11 @@ impl Metrics {
     /// A request or record refused by a limit, by its error code.
     pub fn count_limit_refusal(&self, code: &'static str) {
         self.count("safegrid_limit_refusals_total", "code", code);
+    }
+
+    /// A webhook delivery attempt's outcome.
+    pub fn count_delivery(&self, outcome: &'static str) {
+        self.count("safegrid_exchange_deliveries_total", "outcome", outcome);
     }
 
     /// Adds one to a labelled counter (a name from the counter help table).

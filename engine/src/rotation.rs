@@ -431,8 +431,9 @@ pub fn reblind(
                     .links
                     .iter()
                     .filter(|link| {
-                        !(resident && is_blind_keyed_link(link))
-                            && !crate::ingest::is_standard_address_link(link)
+                        let recomputed = (resident && is_blind_keyed_link(link))
+                            || crate::ingest::is_standard_address_link(link);
+                        !recomputed
                     })
                     .cloned()
                     .collect();

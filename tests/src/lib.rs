@@ -4,6 +4,8 @@
 //! Guarantees: every [`TestApp`] has its own data directory and master key (beside the data
 //! directory, as in production) and trusts only its own self-signed certificate.
 
+pub mod receiver;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

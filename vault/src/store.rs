@@ -311,6 +311,16 @@ impl StoreWriter {
         Ok(())
     }
 
+    /// The highest change sequence number written so far (this transaction's included).
+    pub fn change_seq(&self) -> Result<u64, StoreError> {
+        let meta = self.tx.open_table(META)?;
+        let value = meta.get(META_CHANGE_SEQ)?;
+        Ok(value
+            .map(|v| decode_u64(v.value()))
+            .transpose()?
+            .unwrap_or(0))
+    }
+
     fn append_change(&mut self, entity: &str) -> Result<(), StoreError> {
         let mut meta = self.tx.open_table(META)?;
         let next = meta

@@ -466,6 +466,332 @@ pub async fn search_hits(
     Ok(Disclosed(items))
 }
 
+/// One change as a subscriber may receive it: a webhook delivery's body, or a feed item.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExchangeItem {
+    /// Stable per subscription and change: a receiver that sees it twice has it already.
+    pub delivery_id: String,
+    pub subscription_id: String,
+    /// The change's position in the broker's change sequence (commit order).
+    pub seq: u64,
+    /// `upsert` (the entity as the subscriber may see it now) or `delete` (it is gone, or no
+    /// longer the subscriber's to receive).
+    pub change: &'static str,
+    #[schema(value_type = String)]
+    pub kind: RecordKind,
+    pub id: String,
+    /// The profile as the subscription's agreement lets its department see it; null for a
+    /// delete.
+    #[schema(value_type = Option<Object>)]
+    pub record: Option<Disclosed<Profile>>,
+}
+
+impl Serialize for Disclosed<Vec<ExchangeItem>> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// What a change of an entity is to one subscription.
+enum ExchangeView {
+    /// Its profile, built from the departments the agreement lets it know about, and the
+    /// plan to view it through.
+    Upsert(Box<(Profile, ViewPlan)>),
+    /// It received the entity before and may no longer: a delete.
+    Delete(RecordKind),
+    /// Not the subscription's.
+    Nothing,
+}
+
+/// The kind of a unified id, by its prefix.
+fn kind_of_id(id: &str) -> Option<RecordKind> {
+    match id.split_once('_')?.0 {
+        "r" => Some(RecordKind::Resident),
+        "h" => Some(RecordKind::House),
+        "e" => Some(RecordKind::Event),
+        "o" => Some(RecordKind::Organization),
+        _ => None,
+    }
+}
+
+/// Decides what a change of `entity` is to `subscription`: its kinds and types, an
+/// agreement of its department for its purpose, its grids.
+fn exchange_view(
+    resolver: &Resolver<'_>,
+    policy: Arc<policies::authz::PolicySet>,
+    subscription: &crate::exchange::Subscription,
+    entity: &str,
+    seen: bool,
+) -> Result<ExchangeView, ResolveError> {
+    let Some(kind) = kind_of_id(entity).filter(|k| subscription.kinds.contains(k)) else {
+        return Ok(ExchangeView::Nothing);
+    };
+    let gone = if seen {
+        ExchangeView::Delete(kind)
+    } else {
+        ExchangeView::Nothing
+    };
+    // Kind, type and grid first, from the fields that say them.
+    let Some(outline) = resolver.summary_from(entity, &|_| true, |_| &["event_type"])? else {
+        return Ok(gone);
+    };
+    let event_type = outline
+        .fields
+        .get("type")
+        .and_then(|f| f.value.as_str())
+        .map(str::to_owned);
+    if kind == RecordKind::Event
+        && !subscription.types.is_empty()
+        && !event_type
+            .as_ref()
+            .is_some_and(|t| subscription.types.contains(t))
+    {
+        return Ok(gone);
+    }
+    let grids = subscription
+        .grids
+        .iter()
+        .filter_map(|g| DivisionCode::parse(g).ok())
+        .collect();
+    let Some(plan) = ViewPlan::for_agreement(
+        policy,
+        subscription.department,
+        grids,
+        kind,
+        event_type.as_deref(),
+        &subscription.purpose,
+    ) else {
+        return Ok(gone);
+    };
+    let Some(profile) = resolver.profile_from(entity, &|d| plan.department_visible(d))? else {
+        return Ok(gone);
+    };
+    let inside = profile
+        .grid
+        .as_deref()
+        .and_then(|g| DivisionCode::parse(g).ok())
+        .is_some_and(|g| plan.covers(&g));
+    if !inside {
+        return Ok(gone);
+    }
+    Ok(ExchangeView::Upsert(Box::new((profile, plan))))
+}
+
+/// Whether a change of `entity` is one `subscription` must receive (no personal data leaves
+/// and nothing is audited: only whether).
+pub async fn exchange_concerns(
+    state: &AppState,
+    subscription: &crate::exchange::Subscription,
+    entity: &str,
+) -> Result<bool, ApiError> {
+    let seen = state.exchange.seen(&subscription.id, entity);
+    let policy = state.permissions.current();
+    let subscription = subscription.clone();
+    let entity = entity.to_owned();
+    let view = with_resolver(state, move |resolver| {
+        exchange_view(resolver, policy, &subscription, &entity, seen)
+    })
+    .await?;
+    Ok(!matches!(view, ExchangeView::Nothing))
+}
+
+/// The audit actor of a subscription's webhook deliveries: the subscribing department.
+fn subscription_actor(subscription: &crate::exchange::Subscription) -> audit::Actor {
+    audit::Actor {
+        sub: format!("subscription:{}", subscription.id),
+        name: subscription.created_by.clone(),
+        roles: vec!["dept_subscriber".to_owned()],
+        dept: Some(subscription.department.code().to_owned()),
+    }
+}
+
+/// Views one change for a subscription and audits it: the webhook body to send, or `None`
+/// when the change is not the subscription's (any more).
+pub async fn exchange_delivery(
+    state: &AppState,
+    subscription: &crate::exchange::Subscription,
+    seq: u64,
+    entity: &str,
+    delivery_id: &str,
+) -> Result<Option<crate::exchange::ExchangeBody>, ApiError> {
+    let seen = state.exchange.seen(&subscription.id, entity);
+    let policy = state.permissions.current();
+    let job_subscription = subscription.clone();
+    let job_entity = entity.to_owned();
+    let view = with_resolver(state, move |resolver| {
+        exchange_view(resolver, policy, &job_subscription, &job_entity, seen)
+    })
+    .await?;
+    let mut record = audit::AuditRecord::new(
+        delivery_id,
+        subscription_actor(subscription),
+        "exchange_delivery",
+        "exchange/webhook",
+        Decision::Allow,
+    );
+    record.purpose = Some(subscription.purpose.clone());
+    record.entities = vec![entity.to_owned()];
+    record.result_count = 1;
+    let item = match view {
+        ExchangeView::Nothing => return Ok(None),
+        ExchangeView::Delete(kind) => {
+            record.outcome = "delete".to_owned();
+            ExchangeItem {
+                delivery_id: delivery_id.to_owned(),
+                subscription_id: subscription.id.clone(),
+                seq,
+                change: "delete",
+                kind,
+                id: entity.to_owned(),
+                record: None,
+            }
+        }
+        ExchangeView::Upsert(upsert) => {
+            let (mut profile, plan) = *upsert;
+            let names = names_in(&profile);
+            let directory = state.names.current();
+            let outcome = plan.apply(&mut profile, &names, Some(&directory));
+            record.decision = decision_of(&outcome);
+            record.policy_version = Some(plan.policy_version().to_owned());
+            record.residents = resident_refs(state, &profile);
+            record.fields_clear = outcome.fields_clear;
+            record.outcome = "upsert".to_owned();
+            ExchangeItem {
+                delivery_id: delivery_id.to_owned(),
+                subscription_id: subscription.id.clone(),
+                seq,
+                change: "upsert",
+                kind: profile.kind,
+                id: profile.id.clone(),
+                record: Some(Disclosed(profile)),
+            }
+        }
+    };
+    state.append_audit(record).await?;
+    let upsert = item.record.is_some();
+    let body = serde_json::to_vec(&item)
+        .map_err(|err| ApiError::internal("delivery_unserialisable", &err))?;
+    Ok(Some(crate::exchange::ExchangeBody { body, upsert }))
+}
+
+/// Changes scanned at most for one feed page (items that are not the subscription's are
+/// skipped, and `next` still moves past them).
+pub const FEED_SCAN: usize = 10_000;
+
+/// One page of a subscription's feed after `after`: at most `limit` items, each viewed
+/// through the agreement, and the sequence to continue from; audited as one access by the
+/// caller (the department's subscriber) with the subscription's purpose.
+pub async fn exchange_feed(
+    state: &AppState,
+    caller: &super::extract::Authenticated,
+    subscription: &crate::exchange::Subscription,
+    after: u64,
+    limit: usize,
+) -> Result<(Disclosed<Vec<ExchangeItem>>, u64), ApiError> {
+    let policy = state.permissions.current();
+    let job_policy = policy.clone();
+    let job_state = state.clone();
+    let job_subscription = subscription.clone();
+    let (views, next) = tokio::task::spawn_blocking(move || {
+        let vault = &job_state.vault;
+        let snapshot = vault.store.read()?;
+        let resolver = Resolver {
+            reader: &snapshot,
+            keys: &vault.keys,
+            authority: &vault.authority,
+        };
+        let mut views = Vec::new();
+        let mut next = after;
+        for (seq, entity) in snapshot.changes_after(after, FEED_SCAN)? {
+            if views.len() >= limit {
+                break;
+            }
+            next = seq;
+            let seen = job_state.exchange.seen(&job_subscription.id, &entity);
+            let view = exchange_view(
+                &resolver,
+                job_policy.clone(),
+                &job_subscription,
+                &entity,
+                seen,
+            )?;
+            if !matches!(view, ExchangeView::Nothing) {
+                views.push((seq, entity, view));
+            }
+        }
+        Ok::<_, ResolveError>((views, next))
+    })
+    .await??;
+    let directory = state.names.current();
+    let mut items = Vec::with_capacity(views.len());
+    let mut decision = Decision::Allow;
+    let mut residents = Vec::new();
+    let mut fields_clear: Vec<String> = Vec::new();
+    let mut upserted = Vec::new();
+    let mut deleted = Vec::new();
+    for (seq, entity, view) in views {
+        let delivery_id = crate::exchange::delivery_id(&subscription.id, seq);
+        match view {
+            ExchangeView::Nothing => {}
+            ExchangeView::Delete(kind) => {
+                deleted.push(entity.clone());
+                items.push(ExchangeItem {
+                    delivery_id,
+                    subscription_id: subscription.id.clone(),
+                    seq,
+                    change: "delete",
+                    kind,
+                    id: entity,
+                    record: None,
+                });
+            }
+            ExchangeView::Upsert(upsert) => {
+                let (mut profile, plan) = *upsert;
+                let names = names_in(&profile);
+                let outcome = plan.apply(&mut profile, &names, Some(&directory));
+                if decision_of(&outcome) != Decision::Allow {
+                    decision = decision_of(&outcome);
+                }
+                for field in outcome.fields_clear {
+                    if !fields_clear.contains(&field) {
+                        fields_clear.push(field);
+                    }
+                }
+                residents.extend(resident_refs(state, &profile));
+                upserted.push(entity);
+                items.push(ExchangeItem {
+                    delivery_id,
+                    subscription_id: subscription.id.clone(),
+                    seq,
+                    change: "upsert",
+                    kind: profile.kind,
+                    id: profile.id.clone(),
+                    record: Some(Disclosed(profile)),
+                });
+            }
+        }
+    }
+    let mut record = state.audit_record(
+        &caller.principal,
+        &caller.context,
+        "exchange_feed",
+        "/v1/subscriptions/{id}/feed",
+        decision,
+    );
+    record.purpose = Some(subscription.purpose.clone());
+    record.policy_version = Some(policy.version.clone());
+    record.entities = items.iter().map(|i| i.id.clone()).collect();
+    record.residents = residents;
+    record.fields_clear = fields_clear;
+    record.result_count = items.len() as u64;
+    record.outcome = format!("after={after} next={next}");
+    state.append_audit(record).await?;
+    state
+        .exchange
+        .mark_seen(&subscription.id, &upserted, &deleted)?;
+    Ok((Disclosed(items), next))
+}
+
 /// The merged profile built only from departments the plan lets the caller know about.
 async fn load_visible_profile(
     state: &AppState,

@@ -10,6 +10,7 @@
 pub mod addresses;
 pub mod admin;
 pub mod compliance;
+pub mod deliveries;
 pub mod disclosure;
 pub mod error;
 pub mod extract;
@@ -81,6 +82,8 @@ pub struct AppStateInner {
     pub rate: RateLimiter,
     /// Longest time a client may take to send a request body.
     pub body_read: std::time::Duration,
+    /// Departments' subscriptions and their deliveries.
+    pub exchange: Arc<crate::exchange::Exchange>,
 }
 
 #[derive(Debug, Clone)]

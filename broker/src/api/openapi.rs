@@ -25,11 +25,17 @@ use utoipa::{Modify, OpenApi};
         super::compliance::inclusion_proof, super::compliance::consistency_proof,
         super::compliance::export, super::compliance::anomalies, super::compliance::resident_report,
         // Exchange: subscriptions, deliveries and feeds.
+        super::subscriptions::create, super::subscriptions::list, super::subscriptions::remove,
+        super::subscriptions::deliveries, super::subscriptions::retry, super::subscriptions::feed,
         // Reports, visits and the event lifecycle.
         // Sharing statistics.
     ),
     components(schemas(
         // Exchange schemas.
+        super::subscriptions::SubscriptionRequest, super::subscriptions::SubscriptionView,
+        super::subscriptions::Created, super::subscriptions::SubscriptionList,
+        super::subscriptions::DeliveryList, super::subscriptions::FeedPage,
+        crate::exchange::DeliveryEntry, super::disclosure::ExchangeItem,
         // Reports schemas.
         // Statistics schemas.
         super::error::ErrorBody, super::error::ErrorDetail, super::Health, super::WhoAmI, super::disclosure::UnifiedId,

@@ -1,0 +1,252 @@
+//! The delivery workers of the exchange: one task per subscription with a URL, sending its
+//! changes one at a time through the disclosure gate (see [`crate::exchange`] for the
+//! guarantees: order, retries, restarts).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::watch;
+
+use super::AppState;
+use crate::exchange::{backoff, delivery_id, Attempt, DeliveryEntry, DeliveryState, Head};
+
+/// How often an idle subscription looks for new changes.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Changes read from the sequence at a time.
+const BATCH: usize = 64;
+
+/// Starts the delivery workers: one per subscription with a URL, started and stopped as
+/// subscriptions come and go.
+pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+        loop {
+            let live: HashSet<String> = match state.exchange.list(None) {
+                Ok(list) => list
+                    .into_iter()
+                    .filter(|s| s.url.is_some())
+                    .map(|s| s.id)
+                    .collect(),
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot list subscriptions");
+                    HashSet::new()
+                }
+            };
+            running.retain(|id, task| {
+                let keep = live.contains(id) && !task.is_finished();
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+            for id in live {
+                running
+                    .entry(id.clone())
+                    .or_insert_with(|| tokio::spawn(worker(state.clone(), id, shutdown.clone())));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        for (_, task) in running {
+            task.abort();
+        }
+    })
+}
+
+/// Delivers one subscription's changes, one at a time, until shutdown or deletion.
+async fn worker(state: AppState, id: String, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let wait = match step(&state, &id).await {
+            Ok(Some(wait)) => wait,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::error!(subscription = %id, error = %err, "delivery step failed");
+                Duration::from_secs(1)
+            }
+        };
+        if wait.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// One step of a subscription's delivery: picks the head (a queued retry, the change in
+/// flight, or the next change), attempts it when due, and records the outcome. Returns how
+/// long to wait before the next step (`None`: the subscription is gone).
+async fn step(state: &AppState, id: &str) -> anyhow::Result<Option<Duration>> {
+    let exchange = &state.exchange;
+    let Some(subscription) = exchange.get(id)? else {
+        return Ok(None);
+    };
+    if subscription.url.is_none() {
+        return Ok(None);
+    }
+    let mut st = exchange.state(id)?;
+    let now = Utc::now();
+    if st.head.is_none() {
+        if let Some(seq) = exchange.next_retry(id) {
+            let entity = exchange
+                .deliveries(id, Some("failed"), usize::MAX)?
+                .into_iter()
+                .find(|e| e.seq == seq)
+                .map(|e| e.id);
+            match entity {
+                Some(entity) => {
+                    st.head = Some(Head {
+                        seq,
+                        entity,
+                        attempts: 0,
+                        first_attempt_at: now,
+                        next_attempt_at: now,
+                        retry: true,
+                    });
+                }
+                None => {
+                    // Not failed any more (delivered by an earlier retry): drop it.
+                    exchange.record_retry_done(id, seq)?;
+                    return Ok(Some(Duration::ZERO));
+                }
+            }
+        }
+    }
+    if st.head.is_none() {
+        // The next change this subscription receives.
+        let changes = exchange.changes_after(st.cursor, BATCH)?;
+        if changes.is_empty() {
+            return Ok(Some(IDLE_POLL));
+        }
+        let mut found = None;
+        let mut last = st.cursor;
+        for (seq, entity) in changes {
+            if super::disclosure::exchange_concerns(state, &subscription, &entity)
+                .await
+                .map_err(gate_error)?
+            {
+                found = Some((seq, entity));
+                break;
+            }
+            last = seq;
+        }
+        if last != st.cursor {
+            st.cursor = last;
+            exchange.save_state(id, &st)?;
+        }
+        let Some((seq, entity)) = found else {
+            return Ok(Some(Duration::ZERO));
+        };
+        st.head = Some(Head {
+            seq,
+            entity,
+            attempts: 0,
+            first_attempt_at: now,
+            next_attempt_at: now,
+            retry: false,
+        });
+        exchange.save_state(id, &st)?;
+    }
+    let Some(mut head) = st.head.clone() else {
+        return Ok(Some(Duration::ZERO));
+    };
+    if head.next_attempt_at > now {
+        let wait = (head.next_attempt_at - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(1));
+        return Ok(Some(wait));
+    }
+    let delivery = delivery_id(id, head.seq);
+    // The change as this subscriber may see it now, audited before it leaves.
+    let item = super::disclosure::exchange_delivery(
+        state,
+        &subscription,
+        head.seq,
+        &head.entity,
+        &delivery,
+    )
+    .await
+    .map_err(gate_error)?;
+    let finish = |st: &mut DeliveryState, head: &Head| {
+        if head.retry {
+            st.head = None;
+        } else {
+            st.cursor = st.cursor.max(head.seq);
+            st.head = None;
+        }
+    };
+    let Some(item) = item else {
+        // It no longer concerns the subscriber (moved out, agreement changed): nothing to send.
+        finish(&mut st, &head);
+        exchange.save_state(id, &st)?;
+        if head.retry {
+            exchange.record_retry_done(id, head.seq)?;
+        }
+        return Ok(Some(Duration::ZERO));
+    };
+    head.attempts += 1;
+    let attempt = exchange.post(&subscription, &delivery, &item.body).await;
+    let now = Utc::now();
+    let mut entry = DeliveryEntry {
+        delivery_id: delivery.clone(),
+        seq: head.seq,
+        id: head.entity.clone(),
+        status: "pending".to_owned(),
+        attempts: head.attempts,
+        http_status: None,
+        error: None,
+        updated_at: now,
+    };
+    match attempt {
+        Attempt::Delivered(status) => {
+            entry.status = "delivered".to_owned();
+            entry.http_status = Some(status);
+            finish(&mut st, &head);
+            st.delivered += 1;
+            state.metrics.count_delivery("delivered");
+            exchange.record(
+                id,
+                &st,
+                &entry,
+                Some((&head.entity, item.upsert)),
+                head.retry.then_some(head.seq),
+            )?;
+            Ok(Some(Duration::ZERO))
+        }
+        Attempt::Failed { http_status, error } => {
+            entry.http_status = http_status;
+            entry.error = Some(error);
+            let (window, max_backoff) = exchange.retry_window();
+            let expired = (now - head.first_attempt_at).to_std().unwrap_or_default() >= window;
+            if expired {
+                entry.status = "failed".to_owned();
+                finish(&mut st, &head);
+                st.failed += 1;
+                state.metrics.count_delivery("failed");
+                exchange.record(id, &st, &entry, None, head.retry.then_some(head.seq))?;
+                Ok(Some(Duration::ZERO))
+            } else {
+                let wait = backoff(head.attempts, max_backoff);
+                head.next_attempt_at =
+                    now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(1));
+                st.head = Some(head);
+                state.metrics.count_delivery("retried");
+                exchange.record(id, &st, &entry, None, None)?;
+                Ok(Some(wait.min(Duration::from_secs(1))))
+            }
+        }
+    }
+}
+
+/// A gate refusal as a worker error (the code says why: `audit_unavailable`, a store error).
+fn gate_error(err: super::error::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", err.code, err.message)
+}
