@@ -266,6 +266,11 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         )
         .context("setting up the exchange")?,
     );
+    let sharing = Arc::new(
+        crate::sharing::SharingTracker::load(store.clone())
+            .context("loading the sharing marks")?,
+    );
+    background.push(sharing.clone().spawn(shutdown_rx.clone()));
     let state = AppState(Arc::new(AppStateInner {
         metrics: Arc::new(crate::metrics::Metrics::default()),
         data_dir: data_dir.clone(),
@@ -293,6 +298,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
             .case_deferral_days
             .clamp(0, crate::config::MAX_CASE_DEFERRAL_DAYS),
         exchange,
+        sharing,
     }));
     background.push(crate::api::deliveries::spawn(
         state.clone(),

@@ -56,6 +56,15 @@ pub const OVERRIDES: &[(&str, &str)] = &[
     ("SAFEGRID_LIMITS_RATE_BURST", "limits.rate_burst"),
     ("SAFEGRID_LIMITS_MAX_CONNECTIONS", "limits.max_connections"),
     ("SAFEGRID_AUDIT_MIN_FREE_MB", "audit.min_free_mb"),
+    ("SAFEGRID_EXCHANGE_CA_FILE", "exchange.ca_file"),
+    (
+        "SAFEGRID_EXCHANGE_RETRY_FOR_SECONDS",
+        "exchange.retry_for_seconds",
+    ),
+    (
+        "SAFEGRID_EXCHANGE_MAX_BACKOFF_SECONDS",
+        "exchange.max_backoff_seconds",
+    ),
 ];
 
 fn kind_of(key: &str) -> Kind {
@@ -68,7 +77,9 @@ fn kind_of(key: &str) -> Kind {
         | "limits.rate_per_second"
         | "limits.rate_burst"
         | "limits.max_connections"
-        | "audit.min_free_mb" => Kind::Integer,
+        | "audit.min_free_mb"
+        | "exchange.retry_for_seconds"
+        | "exchange.max_backoff_seconds" => Kind::Integer,
         "mtls.require_for_ingest" => Kind::Boolean,
         "purposes" | "mtls.crl_files" => Kind::List,
         _ => Kind::Text,

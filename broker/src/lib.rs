@@ -20,4 +20,5 @@ pub mod exchange;
 pub mod metrics;
 pub mod policy_folder;
 pub mod server;
+pub mod sharing;
 pub mod tls;

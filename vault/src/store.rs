@@ -601,6 +601,22 @@ impl StoreReader {
     }
 
     /// Number of source records stored (live and tombstones).
+    /// Source rows per department code (tombstones included: what each department has
+    /// sent), counted from the row keys alone.
+    pub fn rows_per_department(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let table = self.tx.open_table(SOURCES)?;
+        let mut counts = std::collections::BTreeMap::new();
+        for entry in table.iter()? {
+            let (key, _) = entry?;
+            if let Some((department, _)) = key.value().split_once('/') {
+                *counts.entry(department.to_owned()).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
+
     pub fn source_count(&self) -> Result<u64, StoreError> {
         use redb::ReadableTableMetadata;
         Ok(self.tx.open_table(SOURCES)?.len()?)

@@ -324,6 +324,9 @@ pub async fn entity(
             record.fields_clear = outcome.fields_clear;
             record.result_count = 1;
             state.append_audit(record).await?;
+            state
+                .sharing
+                .disclosed(reader.principal.dept, profile.kind, &profile.sources);
             Ok(Disclosed(profile))
         }
         (profile, in_scope) => {
@@ -439,6 +442,9 @@ pub async fn search_hits(
     for (mut profile, score) in profiles {
         let names = names_in(&profile);
         let outcome = plan.apply(&mut profile, &names, Some(&directory));
+        state
+            .sharing
+            .disclosed(reader.principal.dept, profile.kind, &profile.sources);
         if decision_of(&outcome) != Decision::Allow {
             decision = decision_of(&outcome);
         }
@@ -651,6 +657,11 @@ pub async fn exchange_delivery(
             let names = names_in(&profile);
             let directory = state.names.current();
             let outcome = plan.apply(&mut profile, &names, Some(&directory));
+            state.sharing.disclosed(
+                Some(subscription.department),
+                profile.kind,
+                &profile.sources,
+            );
             record.decision = decision_of(&outcome);
             record.policy_version = Some(plan.policy_version().to_owned());
             record.residents = resident_refs(state, &profile);
@@ -749,6 +760,11 @@ pub async fn exchange_feed(
                 let (mut profile, plan) = *upsert;
                 let names = names_in(&profile);
                 let outcome = plan.apply(&mut profile, &names, Some(&directory));
+                state.sharing.disclosed(
+                    Some(subscription.department),
+                    profile.kind,
+                    &profile.sources,
+                );
                 if decision_of(&outcome) != Decision::Allow {
                     decision = decision_of(&outcome);
                 }

@@ -84,6 +84,8 @@ pub struct AppStateInner {
     pub body_read: std::time::Duration,
     /// Departments' subscriptions and their deliveries.
     pub exchange: Arc<crate::exchange::Exchange>,
+    /// Which departments' records have been disclosed outside them (the sharing rate).
+    pub sharing: Arc<crate::sharing::SharingTracker>,
 }
 
 #[derive(Debug, Clone)]

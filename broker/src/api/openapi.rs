@@ -29,6 +29,7 @@ use utoipa::{Modify, OpenApi};
         super::subscriptions::deliveries, super::subscriptions::retry, super::subscriptions::feed,
         // Reports, visits and the event lifecycle.
         // Sharing statistics.
+        super::stats::sharing,
     ),
     components(schemas(
         // Exchange schemas.
@@ -38,6 +39,7 @@ use utoipa::{Modify, OpenApi};
         crate::exchange::DeliveryEntry, super::disclosure::ExchangeItem,
         // Reports schemas.
         // Statistics schemas.
+        super::stats::SharingStats, super::stats::DepartmentSharing,
         super::error::ErrorBody, super::error::ErrorDetail, super::Health, super::WhoAmI, super::disclosure::UnifiedId,
         super::search::SearchPage, super::disclosure::SearchItem,
         super::policy::PolicyInfo, super::policy::Preview, super::policy::FieldPreview,

@@ -9,6 +9,7 @@ mod audit_verify;
 mod crash;
 mod crash_review;
 mod crash_rotation;
+mod exchange_crash;
 mod keys_cli;
 mod log_scan;
 mod production_steps;

@@ -531,3 +531,104 @@ async fn a_delivery_that_keeps_failing_is_listed_and_can_be_sent_again() {
         .expect("sent");
     assert_eq!(response.status().as_u16(), 404);
 }
+
+#[tokio::test]
+async fn the_sharing_statistics_reflect_what_was_read_and_received() {
+    let receiver = Receiver::start().await;
+    let app = broker_for(&receiver, |_| {}).await;
+    let party = publish_party(&app).await;
+    app.ingest(
+        "gongan",
+        line(json!({"kind":"resident","source_id":"GA-Q","version":"1",
+            "id_number":id("11010519800808003"),"name":"钱多多","grid":GRID})),
+    )
+    .await;
+    app.ingest(
+        "minzheng",
+        line(json!({"kind":"resident","source_id":"MZ-R","version":"1",
+            "id_number":id("11010519810909004"),"name":"孙小美","grid":GRID,
+            "tags":["低保"]})),
+    )
+    .await;
+    let (subscription, _) = disputes_for_sifa(&app, None).await;
+    app.ingest("wangge", dispute("WG-S", 1, "统计用纠纷", GRID, &party))
+        .await;
+
+    let officer = app.token("street_officer", &[STREET], None);
+    let stats = |app: &TestApp, token: String| {
+        let app_url = app.url.clone();
+        let client = app.client.clone();
+        async move {
+            let response = client
+                .get(format!("{app_url}/v1/stats/sharing"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("sent");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let of = |stats: &Value, dept: &str, field: &str| {
+        stats["departments"]
+            .as_array()
+            .and_then(|d| d.iter().find(|x| x["department"] == dept))
+            .map(|x| x[field].clone())
+            .unwrap_or(Value::Null)
+    };
+    let (status, before) = stats(&app, officer.clone()).await;
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(of(&before, "gongan", "published"), 2, "{before}");
+    assert_eq!(of(&before, "gongan", "shared"), 0, "{before}");
+
+    // A grid worker reads one gongan resident; civil affairs' analyst reads its own record
+    // (not sharing); the justice office pulls the dispute.
+    let worker = app.token("grid_worker", &[GRID], None);
+    let resident = app.unified_id("resident", "gongan", "GA-Q").await;
+    let (status, _) = app
+        .get(
+            &format!("/v1/residents/{resident}"),
+            &worker,
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let analyst = app.token("dept_analyst", &[STREET], Some("minzheng"));
+    let own = app.unified_id("resident", "minzheng", "MZ-R").await;
+    let (status, _) = app
+        .get(
+            &format!("/v1/residents/{own}"),
+            &analyst,
+            Some("elderly_care"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, page) = app
+        .get(
+            &format!("/v1/subscriptions/{subscription}/feed"),
+            &subscriber(&app, "sifa"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+
+    let (_, after) = stats(&app, officer).await;
+    assert_eq!(of(&after, "gongan", "shared"), 1, "{after}");
+    assert_eq!(of(&after, "gongan", "sharing_rate"), 0.5, "{after}");
+    assert_eq!(of(&after, "minzheng", "shared"), 0, "{after}");
+    assert_eq!(of(&after, "wangge", "published"), 1, "{after}");
+    assert_eq!(of(&after, "wangge", "shared"), 1, "{after}");
+    assert_eq!(after["total"]["published"], 4, "{after}");
+    assert_eq!(after["total"]["shared"], 2, "{after}");
+    assert!(!after.to_string().contains("钱多多"));
+    // Not for grid workers or departments.
+    for token in [worker, subscriber(&app, "sifa")] {
+        let (status, body) = stats(&app, token).await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["error"]["code"], "role_cannot_read_statistics");
+    }
+}
