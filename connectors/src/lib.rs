@@ -15,9 +15,11 @@
 //!   rather than skips; the broker's ingest is idempotent on `source_id` + `version`.
 //! - Secrets (database URLs, API tokens) are read from the environment and never printed.
 
+mod body;
 pub mod config;
 mod connector;
 mod error;
+pub mod feed_sink;
 pub mod file_drop;
 pub mod mapping;
 mod registry;
@@ -26,7 +28,9 @@ mod sink;
 pub mod sql;
 mod state;
 
-pub use config::{secret_from_env, ConnectorConfig, Secret, SourceConfig};
+pub use config::{
+    secret_from_env, ConnectorConfig, ConnectorFile, FeedSinkConfig, Secret, SourceConfig,
+};
 pub use connector::{BoxFuture, Connector, RunReport};
 pub use error::ConnectorError;
 pub use mapping::{Mapping, MappingError, SourceRow};

@@ -149,11 +149,14 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum ConnectorCommand {
     /// Run a connector once from its configuration and deliver what is new: to a broker over
-    /// HTTPS as the department's publisher, or (--dry-run) to the terminal.
+    /// HTTPS as the department's publisher, or (--dry-run) to the terminal. A configuration
+    /// with a `[sink]` section runs the other way: it pulls a subscription's feed into the
+    /// department's PostgreSQL table, from the cursor kept there.
     Run {
         /// The connector configuration (TOML).
         config: PathBuf,
-        /// Where the connector keeps its checkpoints and processed-file hashes.
+        /// Where the connector keeps its checkpoints and processed-file hashes (a sink keeps
+        /// its cursor in its database instead).
         #[arg(long, default_value = "safegrid-connector-state")]
         state_dir: PathBuf,
         /// Print the mapped records and failures instead of publishing.
@@ -162,7 +165,7 @@ enum ConnectorCommand {
         /// Broker base URL, e.g. https://safegrid.example.gov.cn:8443.
         #[arg(long, env = "SAFEGRID_BROKER_URL", required_unless_present = "dry_run")]
         broker: Option<String>,
-        /// The department publisher's token.
+        /// The token: the department publisher's, or for a sink the department subscriber's.
         #[arg(long, env = "SAFEGRID_TOKEN", required_unless_present = "dry_run")]
         token: Option<String>,
         /// CA certificate (PEM) the broker's certificate chains to.
@@ -399,7 +402,45 @@ async fn run_connector(run: ConnectorRun) -> anyhow::Result<ExitCode> {
         client_identity,
     } = run;
     broker::tls::install_crypto_provider();
-    let config = connectors::ConnectorConfig::load(&config)?;
+    let config = match connectors::ConnectorFile::load(&config)? {
+        connectors::ConnectorFile::Pull(config) => *config,
+        // A sink receives a subscription's feed into the department's PostgreSQL; its cursor
+        // lives in that database, so it keeps nothing in --state-dir.
+        connectors::ConnectorFile::Sink(config) => {
+            if dry_run {
+                anyhow::bail!("--dry-run is for pull connectors; a sink writes only to its table");
+            }
+            let (Some(base_url), Some(token), Some(ca_cert)) = (broker_url, token, ca_cert) else {
+                anyhow::bail!("--broker, --token and --ca-cert are required");
+            };
+            let client = match &client_identity {
+                Some((cert, key)) => broker::certs::mtls_client(&ca_cert, cert, key)?,
+                None => broker::client::https_client(&ca_cert)?,
+            };
+            let name = config.name();
+            let report = connectors::feed_sink::run_from_broker(
+                &config,
+                client,
+                &base_url,
+                &connectors::Secret::new(token),
+                &mut |page: &connectors::feed_sink::PageApplied| {
+                    eprintln!(
+                        "{name}: page {}: {} changes, {} upserts, {} deletes, {} skipped, \
+                         cursor {}",
+                        page.page,
+                        page.changes,
+                        page.upserts,
+                        page.deletes,
+                        page.skipped,
+                        page.cursor
+                    );
+                },
+            )
+            .await?;
+            eprintln!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
     let mut connector = connectors::build(&config, &state_dir)?;

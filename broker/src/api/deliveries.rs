@@ -139,7 +139,9 @@ async fn step(state: &AppState, id: &str) -> anyhow::Result<Option<Duration>> {
         }
         if last != st.cursor {
             st.cursor = last;
-            exchange.save_state(id, &st)?;
+            if found.is_none() {
+                exchange.save_state(id, &st)?;
+            }
         }
         let Some((seq, entity)) = found else {
             return Ok(Some(Duration::ZERO));
@@ -152,7 +154,8 @@ async fn step(state: &AppState, id: &str) -> anyhow::Result<Option<Duration>> {
             next_attempt_at: now,
             retry: false,
         });
-        exchange.save_state(id, &st)?;
+        // Not stored yet: until the attempt's outcome is, a restart finds the same change
+        // again after the stored cursor.
     }
     let Some(mut head) = st.head.clone() else {
         return Ok(Some(Duration::ZERO));

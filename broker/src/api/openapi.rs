@@ -44,7 +44,7 @@ use utoipa::{Modify, OpenApi};
         super::search::SearchPage, super::disclosure::SearchItem,
         super::policy::PolicyInfo, super::policy::Preview, super::policy::FieldPreview,
         super::policy::DepartmentLevel, super::policy::ClassPreview, super::policy::DepartmentPreview,
-        super::policy::PolicyChanged, super::addresses::Assignment, super::addresses::Assigned, super::admin::BackupDone, super::admin::ProblemList, engine::problems::Problem,
+        super::policy::PolicyChanged, super::policy::AgreementPreview, super::addresses::Assignment, super::addresses::Assigned, super::admin::BackupDone, super::admin::ProblemList, engine::problems::Problem,
         super::rejects::RejectPage, super::rejects::RejectItem, super::rejects::FiledReject,
         super::resolution::ReviewList, super::resolution::ReviewItem, super::resolution::ReviewSide,
         super::resolution::ReviewDecision, super::resolution::SplitRequest,

@@ -47,7 +47,8 @@ pub struct PreviewQuery {
     /// Purpose of use, e.g. routine_visit.
     pub purpose: String,
     /// For `dept_analyst`: the analyst's department (an analyst reads only its own
-    /// department's data, and nothing without one).
+    /// department's data, and nothing without one); for `dept_subscriber`, the department
+    /// whose sharing agreements to show.
     pub dept: Option<String>,
 }
 
@@ -96,6 +97,24 @@ pub struct Preview {
     pub fields: Vec<FieldPreview>,
     pub classes: Vec<ClassPreview>,
     pub departments: Vec<DepartmentPreview>,
+    /// Sharing agreements (`sharing.csv`) for this purpose — of `dept` when given: what a
+    /// department's subscriptions receive, class by class. A `dept_subscriber`'s own field
+    /// levels above are empty: it reads nothing but what these lines give.
+    pub agreements: Vec<AgreementPreview>,
+    /// Where grid workers' reports of each event type go (`routing.csv`).
+    pub routing: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// One sharing agreement line.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AgreementPreview {
+    pub receiver: String,
+    pub kind: String,
+    /// An event type, or `*`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub class: String,
+    pub level: String,
 }
 
 fn require(
@@ -247,6 +266,30 @@ pub async fn preview(
                 .to_owned(),
         })
         .collect();
+    let agreements = policy
+        .exchange
+        .lines()
+        .iter()
+        .filter(|line| line.purpose == query.purpose && dept.is_none_or(|d| line.receiver == d))
+        .map(|line| AgreementPreview {
+            receiver: line.receiver.code().to_owned(),
+            kind: line.kind.as_str().to_owned(),
+            event_type: line.event_type.clone(),
+            class: line.class.clone(),
+            level: line.level.as_str().to_owned(),
+        })
+        .collect();
+    let routing = policy
+        .exchange
+        .routes()
+        .iter()
+        .map(|(event_type, departments)| {
+            (
+                event_type.clone(),
+                departments.iter().map(|d| d.code().to_owned()).collect(),
+            )
+        })
+        .collect();
     Ok(Json(Preview {
         role: query.role,
         purpose: query.purpose,
@@ -254,6 +297,8 @@ pub async fn preview(
         fields,
         classes,
         departments,
+        agreements,
+        routing,
     }))
 }
 
@@ -265,7 +310,7 @@ pub struct PolicyChanged {
 
 /// Replace one policy file (security admin only); effective immediately.
 #[utoipa::path(put, path = "/v1/policy/files/{name}",
-    params(("name" = String, Path, description = "policy.csv, model.conf, field_classes.csv, tag_classes.csv, department_classes.csv, owner_restrictions.csv or masked_labels.csv")),
+    params(("name" = String, Path, description = "policy.csv, model.conf, field_classes.csv, tag_classes.csv, department_classes.csv, owner_restrictions.csv, masked_labels.csv, sharing.csv or routing.csv")),
     request_body(content = String, content_type = "text/plain"),
     responses((status = 200, body = PolicyChanged), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]

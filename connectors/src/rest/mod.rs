@@ -450,38 +450,22 @@ impl RestConnector {
     }
 }
 
-/// Reads a response body, holding at most `limit` bytes: a larger declared length is refused
-/// before reading, and reading stops at the first chunk that would pass the limit.
+/// Reads a response body, holding at most `limit` bytes ([`crate::body::read_capped`]).
 async fn read_capped(response: &mut Response, limit: u64) -> Result<Vec<u8>, Attempt> {
-    let too_large = || Attempt::Fail(ConnectorError::ResponseTooLarge { limit });
-    let declared = response.content_length();
-    if declared.is_some_and(|length| length > limit) {
-        return Err(too_large());
-    }
-    let mut body = Vec::with_capacity(usize::try_from(declared.unwrap_or(0)).unwrap_or(0));
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if (body.len() as u64).saturating_add(chunk.len() as u64) > limit {
-                    return Err(too_large());
-                }
-                body.extend_from_slice(&chunk);
+    crate::body::read_capped(response, limit)
+        .await
+        .map_err(|err| match err {
+            crate::body::BodyError::TooLarge => {
+                Attempt::Fail(ConnectorError::ResponseTooLarge { limit })
             }
-            Ok(None) => return Ok(body),
-            Err(err) if err.is_timeout() => {
-                return Err(Attempt::Retry {
-                    after: None,
-                    why: "timed out reading the response".to_owned(),
-                })
+            crate::body::BodyError::TimedOut => Attempt::Retry {
+                after: None,
+                why: "timed out reading the response".to_owned(),
+            },
+            crate::body::BodyError::Broken(why) => {
+                Attempt::Fail(ConnectorError::Rest(format!("reading the response: {why}")))
             }
-            Err(err) => {
-                return Err(Attempt::Fail(ConnectorError::Rest(format!(
-                    "reading the response: {}",
-                    err.without_url()
-                ))))
-            }
-        }
-    }
+        })
 }
 
 /// Why a redirect was not followed. Travels through reqwest's error chain back to

@@ -58,27 +58,31 @@ const MESSAGES_THAT_NAME_OBJECTS: &[&str] = &[
 ];
 
 fn sql_error(context: &str, err: sqlx::Error) -> ConnectorError {
-    // Other messages (a failed cast in source.query, a constraint) may quote a row's value;
-    // connection errors never contain the URL.
-    let message = match &err {
+    let message = redacted_message(&err, MESSAGES_THAT_NAME_OBJECTS);
+    ConnectorError::Sql(format!("{context}: {message}"))
+}
+
+/// What a PostgreSQL error may say out loud: the server's message only for the codes in
+/// `naming` (their messages name objects, never values); otherwise the code alone, since
+/// other messages (a failed cast, a constraint) may quote a row's value. Connection errors
+/// never contain the URL.
+pub(crate) fn redacted_message(err: &sqlx::Error, naming: &[&str]) -> String {
+    match err {
         sqlx::Error::Database(db) => match db.try_downcast_ref::<PgDatabaseError>() {
-            Some(e) if MESSAGES_THAT_NAME_OBJECTS.contains(&e.code()) => {
+            Some(e) if naming.contains(&e.code()) => {
                 format!("PostgreSQL error {}: {}", e.code(), e.message())
             }
             Some(e) => format!(
-                "PostgreSQL error {} (the server's message may quote a row's value and is not \
+                "PostgreSQL error {} (the server's message may quote a value and is not \
                  repeated; look the code up in PostgreSQL's error code table)",
                 e.code()
             ),
             None => "the server reported an error".to_owned(),
         },
-        sqlx::Error::ColumnDecode { index, .. } => {
-            format!("column {index} could not be decoded")
-        }
+        sqlx::Error::ColumnDecode { index, .. } => format!("column {index} could not be decoded"),
         sqlx::Error::Decode(_) => "a value could not be decoded".to_owned(),
         other => other.to_string(),
-    };
-    ConnectorError::Sql(format!("{context}: {message}"))
+    }
 }
 
 /// An open PostgreSQL session reading one table or query.

@@ -632,3 +632,77 @@ async fn the_sharing_statistics_reflect_what_was_read_and_received() {
         assert_eq!(body["error"]["code"], "role_cannot_read_statistics");
     }
 }
+
+#[tokio::test]
+async fn agreements_are_policy_shown_in_the_preview_and_changed_only_by_security() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let policy_dir = root.path().join("policies");
+    std::fs::create_dir_all(&policy_dir).expect("dir");
+    std::fs::write(policy_dir.join("model.conf"), policies::DEFAULT_MODEL).expect("write");
+    std::fs::write(policy_dir.join("policy.csv"), policies::DEFAULT_POLICY).expect("write");
+    let config = Config {
+        policy_dir: Some(policy_dir),
+        ..Config::default()
+    };
+    let app = TestApp::spawn_with(config).await;
+    let weijian = subscriber(&app, "weijian");
+    let ask = json!({"kinds":["event"],"types":["elderly_visit"],"grids":[STREET],
+        "purpose":"elderly_care"});
+    let (status, refused) = subscribe(&app, &weijian, ask.clone()).await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(refused["error"]["code"], "no_sharing_agreement");
+
+    // The compliance officer sees the agreements and the routing in the preview.
+    let compliance = app.compliance();
+    let (status, preview) = app
+        .get(
+            "/v1/policy/preview?role=dept_subscriber&purpose=dispute_mediation&dept=sifa",
+            &compliance,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{preview}");
+    let agreements = preview["agreements"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        agreements
+            .iter()
+            .any(|a| a["class"] == "free_text" && a["type"] == "dispute" && a["level"] == "clear"),
+        "{preview}"
+    );
+    assert!(
+        agreements.iter().all(|a| a["receiver"] == "sifa"),
+        "{preview}"
+    );
+    assert_eq!(preview["routing"]["dispute"][0], "sifa", "{preview}");
+
+    // Only the security administrator changes them; a broken line is refused with its line.
+    let mut sharing = policies::TableFiles::defaults().sharing;
+    sharing.push_str("weijian, event, elderly_visit, public, elderly_care, clear\n");
+    let put = |token: String, body: String| {
+        let request = app
+            .client
+            .put(format!("{}/v1/policy/files/sharing.csv", app.url))
+            .bearer_auth(token)
+            .body(body);
+        async move { request.send().await.expect("sent") }
+    };
+    let response = put(compliance.clone(), sharing.clone()).await;
+    assert_eq!(response.status(), 403);
+    let response = put(weijian.clone(), sharing.clone()).await;
+    assert_eq!(response.status(), 403);
+    let response = put(
+        app.token("security_admin", &[STREET], None),
+        "weijian, event, elderly_visit, public, elderly_care, everything\n".to_owned(),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert!(body.to_string().contains("line 1"), "{body}");
+    let response = put(app.token("security_admin", &[STREET], None), sharing).await;
+    assert_eq!(response.status(), 200);
+    let (status, created) = subscribe(&app, &weijian, ask).await;
+    assert_eq!(status, 201, "{created}");
+}

@@ -17,6 +17,7 @@ mod organizations;
 mod privacy;
 mod resolution;
 mod search;
+mod sink;
 mod spine;
 mod text_paths;
 mod traditional_names;
