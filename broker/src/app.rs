@@ -292,6 +292,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
             options.config.limits.rate_burst,
         ),
         body_read: std::time::Duration::from_secs(options.config.limits.body_read_seconds.max(1)),
+        events: options.config.events.clone(),
         case_deferral_days: options
             .config
             .audit

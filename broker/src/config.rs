@@ -643,7 +643,10 @@ mod tests {
             ("[events]\ndeadline_hours = { Dispute = 72 }\n", "Dispute"),
             ("[events]\ndeadline_hours = { dispute = 0 }\n", "dispute"),
             ("[events]\ndeadline_hours = { dispute = 9000 }\n", "dispute"),
-            ("[events]\ndefault_deadline_hours = 0\n", "default_deadline_hours"),
+            (
+                "[events]\ndefault_deadline_hours = 0\n",
+                "default_deadline_hours",
+            ),
             ("[events]\ndeadlines = { dispute = 1 }\n", "deadlines"),
         ] {
             std::fs::write(&path, text).unwrap();

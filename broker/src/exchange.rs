@@ -164,6 +164,9 @@ pub struct Exchange {
     client: reqwest::Client,
     /// Serialises changes to one subscription's state between the API and its worker.
     lock: Mutex<()>,
+    /// Bumped after every commit that appended to the change sequence (the store's
+    /// observer), so idle workers wake at once instead of polling.
+    commits: tokio::sync::watch::Sender<u64>,
 }
 
 impl Exchange {
@@ -174,6 +177,13 @@ impl Exchange {
         dev: bool,
     ) -> anyhow::Result<Exchange> {
         let client = delivery_client(&config)?;
+        let (commits, _) = tokio::sync::watch::channel(0u64);
+        let notify = commits.clone();
+        // Another observer (a second broker on one store, in tests) keeps its own wake-ups;
+        // this one then polls every second.
+        store.observe_commits(move || {
+            notify.send_modify(|n| *n = n.wrapping_add(1));
+        });
         Ok(Exchange {
             store,
             keys,
@@ -181,7 +191,13 @@ impl Exchange {
             dev,
             client,
             lock: Mutex::new(()),
+            commits,
         })
+    }
+
+    /// A receiver that changes after every commit that appended to the change sequence.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     /// Checks a delivery URL for `department`: https (or, in dev mode, a loopback http) on

@@ -210,7 +210,7 @@ mod tests {
         tracker.disclosed(
             Some(Department::Gongan),
             RecordKind::Resident,
-            &[gongan.clone()],
+            std::slice::from_ref(&gongan),
         );
         tracker.flush().unwrap();
         assert!(tracker.shared().unwrap().is_empty());

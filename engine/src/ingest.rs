@@ -15,6 +15,11 @@
 //!   a person the identity authority (gongan) holds, but whose name disagrees and whose stated
 //!   birth date disagrees (or, with none stated, whose name shares no character with the
 //!   register's), waits in quarantine for review (`identity_conflict`).
+//! - A record the broker writes itself (a grid worker's report or visit, a move of either
+//!   through the lifecycle) takes the same path, typed — so it may carry what no department
+//!   can publish, its parties by unified id — and is stored only if the stored record is
+//!   still the one it was built on ([`Replaces`]); its refusal goes back to the caller, not
+//!   into quarantine. What the lifecycle reads back is [`EventFacts`]: nothing personal.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,9 +28,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use model::profile::ScopeMove;
+use chrono::SubsecRound;
+use model::profile::{EventTransition, ScopeMove};
 use model::record::Version;
-use model::{Department, DivisionCode, Record, RecordKind};
+use model::{Department, DivisionCode, EventRecord, Record, RecordKind};
 use rayon::prelude::*;
 
 use vault::crypto::{CryptoError, FieldContext, KeyRing};
@@ -231,6 +237,30 @@ struct Prepared {
     /// For a resident with an ID number from a department other than the identity
     /// authority: what is compared with the authority's record of that person.
     identity: Option<Identity>,
+    /// For a record the broker wrote itself: what it may replace (`None` for a published
+    /// record, which follows the version rules alone).
+    replaces: Option<Replaces>,
+}
+
+/// A record as the pipeline receives it: published by a department (JSON, validated here),
+/// or written by the broker itself (typed: it may carry what no department may publish).
+enum Arrival {
+    Published(IncomingRecord),
+    Own {
+        record: Box<Record>,
+        replaces: Replaces,
+    },
+}
+
+/// What a record the broker writes itself may replace: it is stored only if the stored
+/// record is still the one it was built on, so two officers moving one event at once cannot
+/// both succeed (the second is refused `version_conflict` and nothing of it is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replaces {
+    /// A new record: no live record with its key may exist.
+    Nothing,
+    /// Exactly this stored version.
+    Version(Version),
 }
 
 /// One record validated, resolved and sealed, with what linking and the identity check
@@ -402,7 +432,8 @@ impl Pipeline {
         records: Vec<IncomingRecord>,
         pre_rejected: Vec<PreRejected>,
     ) -> Result<Receipt, IngestError> {
-        self.store_batch(department, batch_id, records, pre_rejected, true)
+        let records = records.into_iter().map(Arrival::Published).collect();
+        self.store_batch(department, batch_id, records, pre_rejected, true, true)
     }
 
     /// Records waiting for their grid (`grid_unresolved`) are ingested again, as their
@@ -452,8 +483,9 @@ impl Pipeline {
                     .collect();
                 self.within(&codes)
             };
+            let records = records.into_iter().map(Arrival::Published).collect();
             let receipt =
-                pipeline.store_batch(department, &batch_id, records, Vec::new(), false)?;
+                pipeline.store_batch(department, &batch_id, records, Vec::new(), false, true)?;
             released += receipt.accepted;
         }
         Ok(released)
@@ -479,13 +511,17 @@ impl Pipeline {
         Ok(Some(()))
     }
 
+    /// Stores one batch in one durable transaction. Rejected records are quarantined when
+    /// `quarantine` holds (a department's records; the broker's own are refused to the
+    /// caller instead) and the receipt is kept when `keep_receipt` holds.
     fn store_batch(
         &self,
         department: Department,
         batch_id: &str,
-        records: Vec<IncomingRecord>,
+        records: Vec<Arrival>,
         pre_rejected: Vec<PreRejected>,
         keep_receipt: bool,
+        quarantine: bool,
     ) -> Result<Receipt, IngestError> {
         if records.len() + pre_rejected.len() > MAX_RECORDS_PER_BATCH {
             return Err(IngestError::TooManyRecords(
@@ -595,6 +631,28 @@ impl Pipeline {
                 }
                 let source = &item.source;
                 let previous = writer.source(&source.key())?;
+                if let Some(replaces) = &item.replaces {
+                    let current = previous.as_ref().filter(|p| !p.deleted).map(|p| &p.version);
+                    let expected = match replaces {
+                        Replaces::Nothing => None,
+                        Replaces::Version(version) => Some(version),
+                    };
+                    if current != expected {
+                        rejected.push(PreRejected {
+                            rejection: Rejection {
+                                line: item.line,
+                                code: "version_conflict".to_owned(),
+                                message: "the record changed since it was read; read it again and retry".to_owned(),
+                                field: Some("version".to_owned()),
+                                source_id: Some(source.source_id.clone()),
+                                source_file: None,
+                                quarantine_id: None,
+                            },
+                            raw: item.raw.clone(),
+                        });
+                        continue;
+                    }
+                }
                 match previous {
                     Some(previous) if previous.version > source.version => receipt.stale += 1,
                     Some(previous) if previous.version == source.version => {
@@ -649,9 +707,11 @@ impl Pipeline {
                 writer.resolve_quarantine(department, &source.source_id, "reingested")?;
             }
             for PreRejected { mut rejection, raw } in rejected.drain(..) {
-                let entry = self.quarantine_entry(department, batch_id, received_at, &rejection, &raw)?;
-                rejection.quarantine_id = Some(entry.id.clone());
-                writer.put_quarantine(&entry)?;
+                if quarantine {
+                    let entry = self.quarantine_entry(department, batch_id, received_at, &rejection, &raw)?;
+                    rejection.quarantine_id = Some(entry.id.clone());
+                    writer.put_quarantine(&entry)?;
+                }
                 receipt.rejected.push(rejection);
             }
             receipt.rejected.sort_by(|a, b| (&a.source_file, a.line).cmp(&(&b.source_file, b.line)));
@@ -670,28 +730,41 @@ impl Pipeline {
         department: Department,
         batch_id: &str,
         received_at: DateTime<Utc>,
-        record: IncomingRecord,
+        arrival: Arrival,
     ) -> Outcome {
-        let raw = match (&record.value, &record.raw_text) {
-            (Ok(value), _) => value.clone(),
-            (Err(_), Some(text)) => Value::String(text.clone()),
-            (Err(_), None) => Value::Null,
+        let (line, source_file, raw, prepared, replaces) = match arrival {
+            Arrival::Published(record) => {
+                let raw = match (&record.value, &record.raw_text) {
+                    (Ok(value), _) => value.clone(),
+                    (Err(_), Some(text)) => Value::String(text.clone()),
+                    (Err(_), None) => Value::Null,
+                };
+                let prepared = self.prepare(department, batch_id, received_at, record.value);
+                (record.line, record.source_file, raw, prepared, None)
+            }
+            Arrival::Own { record, replaces } => {
+                let raw = serde_json::to_value(&*record).unwrap_or(Value::Null);
+                let prepared =
+                    self.prepare_record(department, batch_id, received_at, &record, &raw);
+                (1, None, raw, prepared, Some(replaces))
+            }
         };
-        match self.prepare(department, batch_id, received_at, record.value) {
+        match prepared {
             Ok(sealed) => Outcome::Prepared(Prepared {
-                line: record.line,
-                source_file: record.source_file,
+                line,
+                source_file,
                 raw,
                 source: sealed.source,
                 link: sealed.link,
                 pull: sealed.pull,
                 documents: sealed.documents,
                 identity: sealed.identity,
+                replaces,
             }),
             Err(rejection) => Outcome::Rejected(PreRejected {
                 rejection: Rejection {
-                    line: record.line,
-                    source_file: record.source_file,
+                    line,
+                    source_file,
                     ..rejection
                 },
                 raw,
@@ -787,6 +860,20 @@ impl Pipeline {
             let field = (!err.field().is_empty()).then(|| err.field().to_owned());
             rejection(err.code(), err.message().to_owned(), field, source_id)
         })?;
+        self.prepare_record(department, batch_id, received_at, &record, &value)
+    }
+
+    /// [`Self::prepare`] of a typed record; `value` is the record as it arrived (what it
+    /// states, beside what the model derived).
+    #[allow(clippy::result_large_err)] // a Rejection is what the receipt carries anyway
+    fn prepare_record(
+        &self,
+        department: Department,
+        batch_id: &str,
+        received_at: DateTime<Utc>,
+        record: &Record,
+        value: &Value,
+    ) -> Result<Sealed, Rejection> {
         let source_id = || Some(record.meta().source_id.clone());
         if let Version::Time(time) = &record.meta().version {
             if *time > received_at + chrono::Duration::hours(MAX_VERSION_AHEAD_HOURS) {
@@ -809,7 +896,7 @@ impl Pipeline {
             }
         }
         let source = self
-            .seal_record(department, batch_id, received_at, &record)
+            .seal_record(department, batch_id, received_at, record)
             .map_err(|_| {
                 rejection(
                     "internal_error",
@@ -818,7 +905,7 @@ impl Pipeline {
                     None,
                 )
             })?;
-        let (link, pull) = match &record {
+        let (link, pull) = match record {
             Record::Resident { meta, body } if !meta.deleted => {
                 let record =
                     crate::linkage::LinkRecord::from_resident(department, &source.key(), body);
@@ -830,7 +917,7 @@ impl Pipeline {
             }
             _ => (None, None),
         };
-        let identity = match &record {
+        let identity = match record {
             Record::Resident { meta, body }
                 if !meta.deleted
                     && body.id_number.is_some()
@@ -844,7 +931,7 @@ impl Pipeline {
             }
             _ => None,
         };
-        let documents = match &record {
+        let documents = match record {
             Record::Resident { meta, body } if !meta.deleted => crate::keyed::document_keys(body),
             _ => Vec::new(),
         };
@@ -969,12 +1056,230 @@ impl Pipeline {
                 for party in &body.party_id_numbers {
                     links.push(format!("party:{}", resident_entity_id(keys, party)));
                 }
+                // Parties the broker named by unified id (an event a grid worker recorded):
+                // the same links, so the event lists them and they list the event.
+                for party in &body.party_entities {
+                    let link = format!("party:{party}");
+                    if !links.contains(&link) {
+                        links.push(link);
+                    }
+                }
                 if let Some(house) = &body.house_source_id {
                     links.push(format!("house-event:{}", house_entity_id(keys, house)));
                 }
                 Resolved { entity, links }
             }
         }
+    }
+}
+
+/// What the lifecycle needs to know of one event: codes, states, versions and ids, nothing
+/// personal (its title, description and the notes of its history stay sealed here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFacts {
+    pub department: Department,
+    pub source_id: String,
+    /// The stored version: a transition is stored only if it is still this one.
+    pub version: Version,
+    pub grid: Option<String>,
+    pub event_type: Option<String>,
+    pub status: Option<String>,
+    /// Where it was routed when it was recorded (empty for a published event).
+    pub routed_to: Vec<Department>,
+    /// Recorded by the broker (a report or a visit, with its reporter): only such an event
+    /// moves through the lifecycle.
+    pub managed: bool,
+    /// Its parties' unified ids (named by ID number or by id), for the audit record.
+    pub parties: Vec<String>,
+}
+
+/// What became of a transition ([`Pipeline::transition_event`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitionOutcome {
+    /// The next version is stored (and in the change sequence).
+    Stored,
+    /// The event changed, or went, since its facts were read: nothing was stored.
+    Changed,
+    /// The history already holds [`MAX_EVENT_TRANSITIONS`] moves: nothing was stored.
+    HistoryFull,
+    /// The pipeline refused the next version (e.g. it could not be sealed).
+    Refused(Rejection),
+}
+
+/// Most moves one event's history keeps: a lifecycle runs a handful; a hundred is a loop.
+pub const MAX_EVENT_TRANSITIONS: usize = 100;
+
+// Events the broker records itself (grid workers' reports and visits) and their lifecycle:
+// stored by the same pipeline as every published record, read back only as the facts the
+// lifecycle needs.
+impl Pipeline {
+    /// The unified id of `department`'s event `source_id` (keyed: it reveals nothing).
+    pub fn event_entity(&self, department: Department, source_id: &str) -> String {
+        let row = StoredSource::row_key(department, RecordKind::Event, source_id);
+        event_row_entity_id(&self.keys, &row)
+    }
+
+    /// Stores one record the broker wrote itself — validated, resolved, sealed and stored in
+    /// one durable transaction exactly like a published one — if the stored record is still
+    /// what `replaces` says. A refusal is in the receipt's `rejected` and is not quarantined
+    /// (the broker answers it to its caller); no receipt is kept.
+    pub fn store_own(
+        &self,
+        department: Department,
+        record: Record,
+        replaces: Replaces,
+    ) -> Result<Receipt, IngestError> {
+        let body =
+            serde_json::to_vec(&record).map_err(|err| IngestError::Malformed(err.to_string()))?;
+        let batch = batch_id(department, &body);
+        let arrival = Arrival::Own {
+            record: Box::new(record),
+            replaces,
+        };
+        self.store_batch(department, &batch, vec![arrival], Vec::new(), false, false)
+    }
+
+    /// The grid of the resident `entity` when every live record of that person lies inside
+    /// this pipeline's scope: among them, the grid of the department first in the default
+    /// residence order (the grid centre's own record first). `None` when no live resident
+    /// record forms `entity` or one lies outside the scope — the two answer alike, so a
+    /// caller learns nothing of people outside its jurisdiction.
+    pub fn resident_grid(&self, entity: &str) -> Result<Option<String>, StoreError> {
+        let reader = self.store.read()?;
+        let authority = crate::resolve::AuthorityOrder::default();
+        let mut best: Option<(usize, String)> = None;
+        for source in reader.linked_sources(&format!("entity:{entity}"))? {
+            if source.kind != RecordKind::Resident {
+                return Ok(None);
+            }
+            let Some(grid) = source.grid else {
+                continue;
+            };
+            if !self.scope_allows(&grid) {
+                return Ok(None);
+            }
+            let rank = authority.rank(RecordKind::Resident, "grid", source.department);
+            if best.as_ref().is_none_or(|(r, _)| rank < *r) {
+                best = Some((rank, grid));
+            }
+        }
+        Ok(best.map(|(_, grid)| grid))
+    }
+
+    /// What the lifecycle needs to know of the event `entity` (`None`: no live event).
+    pub fn event_facts(&self, entity: &str) -> Result<Option<EventFacts>, IngestError> {
+        let reader = self.store.read()?;
+        let Some(stored) = reader
+            .linked_sources(&format!("entity:{entity}"))?
+            .into_iter()
+            .find(|s| s.kind == RecordKind::Event)
+        else {
+            return Ok(None);
+        };
+        let managed = stored.sealed.contains_key("reported_by");
+        let opened = crate::resolve::open_source_fields(
+            &self.keys,
+            stored,
+            Some(&["routed_to", "event_type", "status"]),
+        )
+        .map_err(ingest_error)?;
+        let text = |field: &str| {
+            opened
+                .fields
+                .get(field)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let routed_to = opened
+            .fields
+            .get("routed_to")
+            .map(|v| serde_json::from_value::<Vec<Department>>(v.clone()))
+            .transpose()
+            .map_err(|_| IngestError::Crypto(CryptoError::Malformed))?
+            .unwrap_or_default();
+        let stored = &opened.stored;
+        Ok(Some(EventFacts {
+            department: stored.department,
+            source_id: stored.source_id.clone(),
+            version: stored.version.clone(),
+            grid: stored.grid.clone(),
+            event_type: text("event_type"),
+            status: text("status"),
+            routed_to,
+            managed,
+            parties: stored
+                .links
+                .iter()
+                .filter_map(|l| l.strip_prefix("party:"))
+                .map(str::to_owned)
+                .collect(),
+        }))
+    }
+
+    /// Moves the event `facts` describes: its next version — status `transition.to`,
+    /// `transition` appended to its history, everything else as stored — is stored through
+    /// the pipeline if the stored version is still `facts.version`. Only an event the broker
+    /// recorded moves ([`EventFacts::managed`]); the caller decides whether the move is
+    /// allowed.
+    pub fn transition_event(
+        &self,
+        facts: &EventFacts,
+        transition: EventTransition,
+    ) -> Result<TransitionOutcome, IngestError> {
+        let row = StoredSource::row_key(facts.department, RecordKind::Event, &facts.source_id);
+        let Some(stored) = self
+            .store
+            .read()?
+            .source(&row)?
+            .filter(|s| !s.deleted && s.version == facts.version)
+        else {
+            return Ok(TransitionOutcome::Changed);
+        };
+        let opened = crate::resolve::open_source(&self.keys, stored).map_err(ingest_error)?;
+        let mut body: EventRecord = serde_json::from_value(Value::Object(opened.fields))
+            .map_err(|_| IngestError::Crypto(CryptoError::Malformed))?;
+        if body.reported_by.is_none() {
+            return Ok(TransitionOutcome::Changed);
+        }
+        if body.history.len() >= MAX_EVENT_TRANSITIONS {
+            return Ok(TransitionOutcome::HistoryFull);
+        }
+        body.status = Some(transition.to.clone());
+        body.history.push(transition);
+        let now = Utc::now().trunc_subsecs(6);
+        // Versions only grow, even on a clock set back.
+        let version = match &facts.version {
+            Version::Time(previous) if *previous >= now => {
+                Version::Time(*previous + chrono::Duration::microseconds(1))
+            }
+            _ => Version::Time(now),
+        };
+        let record = Record::Event {
+            meta: model::SourceMeta {
+                source_id: facts.source_id.clone(),
+                version,
+                deleted: false,
+            },
+            body,
+        };
+        let receipt = self.store_own(
+            facts.department,
+            record,
+            Replaces::Version(facts.version.clone()),
+        )?;
+        Ok(match receipt.rejected.into_iter().next() {
+            None => TransitionOutcome::Stored,
+            Some(rejection) if rejection.code == "version_conflict" => TransitionOutcome::Changed,
+            Some(rejection) => TransitionOutcome::Refused(rejection),
+        })
+    }
+}
+
+/// A failure to open a stored record, as the pipeline reports it.
+fn ingest_error(err: crate::resolve::ResolveError) -> IngestError {
+    match err {
+        crate::resolve::ResolveError::Store(err) => IngestError::Store(err),
+        crate::resolve::ResolveError::Integrity { source, .. } => IngestError::Crypto(source),
     }
 }
 
@@ -1546,5 +1851,216 @@ mod tests {
     fn non_utf8_body_is_refused_with_advice() {
         let err = split_batch(&[0xD5, 0xC5, 0xC8, 0xFD]).unwrap_err();
         assert!(err.to_string().contains("GBK"));
+    }
+
+    /// A dispute a grid worker reported, as the broker builds it.
+    fn reported(source_id: &str, parties: Vec<String>) -> Record {
+        let mut record = Record::from_value(&serde_json::json!({"kind":"event",
+            "source_id":source_id,"version":"2026-11-01T08:00:00Z","type":"dispute",
+            "title":"邻里纠纷","grid":"110105001001003","status":"reported"}))
+        .unwrap();
+        if let Record::Event { body, .. } = &mut record {
+            body.party_entities = parties;
+            body.routed_to = vec![Department::Sifa];
+            body.reported_by = Some("gw-1".to_owned());
+        }
+        record
+    }
+
+    fn step(from: &str, to: &str) -> EventTransition {
+        EventTransition {
+            at: Utc::now(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            actor: "co-1".to_owned(),
+            note: Some("已受理".to_owned()),
+            assignee: None,
+        }
+    }
+
+    #[test]
+    fn an_event_keeps_at_most_its_limit_of_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let receipt = p
+            .store_own(
+                Department::Wangge,
+                reported("RPT-9", Vec::new()),
+                Replaces::Nothing,
+            )
+            .unwrap();
+        assert!(receipt.rejected.is_empty(), "{receipt:?}");
+        let entity = p.event_entity(Department::Wangge, "RPT-9");
+        for _ in 0..MAX_EVENT_TRANSITIONS {
+            let facts = p.event_facts(&entity).unwrap().unwrap();
+            let outcome = p.transition_event(&facts, step("in_progress", "resolved"));
+            assert_eq!(outcome.unwrap(), TransitionOutcome::Stored);
+        }
+        let facts = p.event_facts(&entity).unwrap().unwrap();
+        assert_eq!(
+            p.transition_event(&facts, step("resolved", "in_progress"))
+                .unwrap(),
+            TransitionOutcome::HistoryFull
+        );
+        assert_eq!(
+            p.event_facts(&entity).unwrap().unwrap().version,
+            facts.version
+        );
+    }
+
+    #[test]
+    fn a_recorded_event_names_parties_by_id_and_moves_only_from_the_version_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        p.ingest(Department::Gongan, GOOD.as_bytes()).unwrap();
+        let resident = resident_entity_id(
+            &p.keys,
+            &model::IdNumber::parse("11010519491231002X").unwrap(),
+        );
+        let within = |code: &str| p.within(&[DivisionCode::parse(code).unwrap()]);
+        assert_eq!(
+            within("110105001001")
+                .resident_grid(&resident)
+                .unwrap()
+                .as_deref(),
+            Some("110105001001003")
+        );
+        assert_eq!(
+            within("110105001002").resident_grid(&resident).unwrap(),
+            None
+        );
+        assert_eq!(p.resident_grid("r_00000000000000000000").unwrap(), None);
+
+        let receipt = p
+            .store_own(
+                Department::Wangge,
+                reported("RPT-1", vec![resident.clone()]),
+                Replaces::Nothing,
+            )
+            .unwrap();
+        assert_eq!(
+            (receipt.created, receipt.rejected.len()),
+            (1, 0),
+            "{receipt:?}"
+        );
+        let entity = p.event_entity(Department::Wangge, "RPT-1");
+        let facts = p.event_facts(&entity).unwrap().unwrap();
+        assert!(facts.managed);
+        assert_eq!(facts.status.as_deref(), Some("reported"));
+        assert_eq!(facts.event_type.as_deref(), Some("dispute"));
+        assert_eq!(facts.routed_to, [Department::Sifa]);
+        assert_eq!(facts.parties, std::slice::from_ref(&resident));
+        let party_rows = |p: &Pipeline| {
+            p.store
+                .read()
+                .unwrap()
+                .linked_rows(&format!("party:{resident}"))
+                .unwrap()
+        };
+        assert_eq!(party_rows(&p), ["wangge/event/RPT-1"]);
+
+        // A new record whose key exists is refused, and the refusal is not quarantined.
+        let again = p
+            .store_own(
+                Department::Wangge,
+                reported("RPT-1", Vec::new()),
+                Replaces::Nothing,
+            )
+            .unwrap();
+        assert_eq!(again.rejected.len(), 1);
+        assert_eq!(again.rejected[0].code, "version_conflict");
+        assert!(again.rejected[0].quarantine_id.is_none());
+        assert!(p
+            .quarantine_page(Department::Wangge, None, true, 10)
+            .unwrap()
+            .is_empty());
+
+        let before = p.store.read().unwrap().change_seq().unwrap();
+        assert_eq!(
+            p.transition_event(&facts, step("reported", "accepted"))
+                .unwrap(),
+            TransitionOutcome::Stored
+        );
+        let moved = p.event_facts(&entity).unwrap().unwrap();
+        assert_eq!(moved.status.as_deref(), Some("accepted"));
+        assert!(moved.version > facts.version);
+        let changes = p.store.read().unwrap().changes_after(before, 10).unwrap();
+        assert!(
+            changes.iter().any(|(_, e)| *e == entity),
+            "the move is in the change sequence"
+        );
+        assert_eq!(
+            party_rows(&p),
+            ["wangge/event/RPT-1"],
+            "the new version keeps its parties"
+        );
+        // Another move built on the version the first one replaced stores nothing.
+        assert_eq!(
+            p.transition_event(&facts, step("reported", "rejected"))
+                .unwrap(),
+            TransitionOutcome::Changed
+        );
+        {
+            let snapshot = p.store.read().unwrap();
+            let authority = crate::resolve::AuthorityOrder::default();
+            let resolver = crate::resolve::Resolver {
+                reader: &snapshot,
+                keys: &p.keys,
+                authority: &authority,
+            };
+            let profile = resolver.profile(&entity).unwrap().unwrap();
+            assert_eq!(profile.fields["status"].value, "accepted");
+            let history = profile.fields["history"].value.as_array().unwrap().clone();
+            assert_eq!(history.len(), 1);
+            assert_eq!(history[0]["to"], "accepted");
+            assert_eq!(history[0]["actor"], "co-1");
+            assert_eq!(
+                profile.related["parties"]
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .collect::<Vec<_>>(),
+                [resident.as_str()]
+            );
+        }
+
+        // What only the broker writes cannot come from a department.
+        for field in ["party_entities", "routed_to", "reported_by", "history"] {
+            let mut value = serde_json::json!({"kind":"event","source_id":"WG-1","version":"1",
+                "type":"dispute","title":"纠纷","grid":"110105001001003"});
+            value[field] = serde_json::json!([resident.clone()]);
+            let receipt = p
+                .ingest(Department::Wangge, value.to_string().as_bytes())
+                .unwrap();
+            assert_eq!(receipt.rejected.len(), 1, "{field}");
+            assert_eq!(receipt.rejected[0].code, "field_unknown", "{field}");
+        }
+        let published = r#"{"kind":"event","source_id":"WG-1","version":"1","type":"dispute","title":"纠纷","grid":"110105001001003","status":"reported"}"#;
+        // A published event serialises (and so digests) as before the broker's fields
+        // existed: re-delivering one stored earlier is `unchanged`, not a conflict.
+        let serialised = serde_json::to_value(Record::parse_json(published).unwrap()).unwrap();
+        for field in ["party_entities", "routed_to", "reported_by", "history"] {
+            assert!(serialised.get(field).is_none(), "{field}: {serialised}");
+        }
+        assert_eq!(
+            p.ingest(Department::Wangge, published.as_bytes())
+                .unwrap()
+                .created,
+            1
+        );
+        let own = p
+            .event_facts(&p.event_entity(Department::Wangge, "WG-1"))
+            .unwrap()
+            .unwrap();
+        assert!(!own.managed);
+        assert_eq!(
+            p.transition_event(&own, step("reported", "accepted"))
+                .unwrap(),
+            TransitionOutcome::Changed,
+            "a department's own event does not move"
+        );
+        assert!(
+            p.event_facts(&resident).unwrap().is_none(),
+            "a resident is no event"
+        );
     }
 }

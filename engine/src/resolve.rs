@@ -103,7 +103,8 @@ impl AuthorityOrder {
         self.per_field.insert(kind_field.to_owned(), order);
     }
 
-    fn rank(&self, kind: RecordKind, field: &str, department: Department) -> usize {
+    /// Where `department` stands for `kind.field`: 0 is trusted first.
+    pub(crate) fn rank(&self, kind: RecordKind, field: &str, department: Department) -> usize {
         let order = self
             .per_field
             .get(&format!("{}.{field}", kind.as_str()))

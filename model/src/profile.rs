@@ -124,3 +124,24 @@ pub struct ScopeMove {
     /// The community the record places the person in.
     pub to: String,
 }
+
+/// One move of an event through its lifecycle (上报 reported -> 受理 accepted -> 分拨
+/// dispatched -> 处置 in progress -> 办结 resolved -> 核查 verified -> 结案 closed, or 驳回
+/// rejected), kept with the event's record: the broker appends one with every transition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventTransition {
+    /// When the event moved.
+    pub at: DateTime<Utc>,
+    /// The state it left.
+    pub from: String,
+    /// The state it entered.
+    pub to: String,
+    /// Who moved it (the token's `sub`).
+    pub actor: String,
+    /// What the actor wrote (free text: it may name people).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// To whom the work was given (a staff member, a team or a department, as written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+}

@@ -253,6 +253,24 @@ pub struct EventRecord {
     pub party_id_numbers: Vec<IdNumber>,
     #[serde(default)]
     pub attributes: Map<String, Value>,
+    // What follows is written only by the broker, for an event a grid worker or an officer
+    // records (`POST /v1/reports`, `POST /v1/visits`): none of it is in `EVENT_FIELDS`, so a
+    // department's published JSON can never set it. Each is left out of the serialised form
+    // when empty, so a published event serialises (and digests) exactly as before these
+    // fields existed.
+    /// Parties by unified resident id (`r_…`), never by ID number.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub party_entities: Vec<String>,
+    /// Departments the event was routed to when it was recorded (`routing.csv`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routed_to: Vec<crate::Department>,
+    /// Who recorded it (the token's `sub`). An event with a reporter is one the broker
+    /// recorded, and only such an event moves through the lifecycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_by: Option<String>,
+    /// Its lifecycle so far, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<crate::profile::EventTransition>,
 }
 
 /// An organization (实有单位: a shop, company, school, one of the 九小场所 a grid worker
@@ -693,6 +711,8 @@ fn parse_event(fields: &Fields<'_>) -> Result<EventRecord, RecordError> {
         status: fields.optional_text("status", MAX_SHORT_CHARS)?,
         party_id_numbers,
         attributes: fields.attributes()?,
+        // The fields only the broker writes are never read from published JSON.
+        ..EventRecord::default()
     })
 }
 

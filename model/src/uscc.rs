@@ -150,6 +150,7 @@ impl<'de> Deserialize<'de> for Uscc {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

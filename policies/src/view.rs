@@ -589,6 +589,7 @@ fn mask_field(
         "address" | "hukou_address" => mask::mask_address,
         "birth_date" => mask::mask_birth_date,
         "documents" => return mask_documents(value),
+        "history" => return mask_history(value, names, directory),
         "title" | "description" => {
             return match value {
                 Value::String(text) => Value::String(redact(
@@ -615,6 +616,42 @@ fn mask_field(
         ),
         _ => Value::String("***".to_owned()),
     }
+}
+
+/// An event's lifecycle history masked: each step keeps when it happened, the states it left
+/// and entered and who moved it; its note and assignee, free text that may name people, are
+/// redacted like a description; anything else in the list is hidden.
+fn mask_history(value: Value, names: &[&str], directory: Option<&NameDirectory>) -> Value {
+    let Value::Array(items) = value else {
+        return Value::String("***".to_owned());
+    };
+    let masked = items
+        .into_iter()
+        .map(|item| {
+            let Value::Object(fields) = item else {
+                return Value::String("***".to_owned());
+            };
+            let mut out = serde_json::Map::new();
+            for key in ["at", "from", "to", "actor"] {
+                if let Some(v) = fields.get(key).filter(|v| v.is_string()) {
+                    out.insert(key.to_owned(), v.clone());
+                }
+            }
+            for key in ["note", "assignee"] {
+                if let Some(text) = fields.get(key).and_then(Value::as_str) {
+                    let redacted = redact(
+                        text,
+                        names,
+                        directory,
+                        Some(&chinese_text::segment::person_name_spans),
+                    );
+                    out.insert(key.to_owned(), Value::String(redacted));
+                }
+            }
+            Value::Object(out)
+        })
+        .collect();
+    Value::Array(masked)
 }
 
 /// Identity documents masked: each keeps its type and country, and its number only its last

@@ -4,7 +4,9 @@
 //! plaintext in a document is limited to the unified id, kind, grid scope codes, event or
 //! organization type, event status, house usage and the event time. Each personal field also yields a blind
 //! *source guard* token naming the department its value came from, so a query can be limited
-//! to values whose source the caller may see (see [`super::query`]).
+//! to values whose source the caller may see (see [`super::query`]). A resident's document
+//! also says, as a blind guard, whether the resident was an adult when indexed
+//! ([`ADULT_GUARD`]).
 
 use tantivy::TantivyDocument;
 
@@ -41,7 +43,15 @@ pub fn profile_field(kind: RecordKind, family: Family) -> Option<&'static str> {
 /// rather than the merged `type`); the index resolves only these.
 pub fn source_fields(kind: RecordKind) -> &'static [&'static str] {
     match kind {
-        RecordKind::Resident => &["name", "id_number", "phone", "address", "tags"],
+        // `birth_date` only decides whether the resident is a child ([`ADULT_GUARD`]).
+        RecordKind::Resident => &[
+            "name",
+            "id_number",
+            "phone",
+            "address",
+            "tags",
+            "birth_date",
+        ],
         RecordKind::House => &["address", "owner_id_number", "usage"],
         RecordKind::Event => &[
             "title",
@@ -118,6 +128,13 @@ pub fn source_guard(field: &str, department: Department) -> String {
 pub fn department_guard(department: Department) -> String {
     format!("dept:{}", department.code())
 }
+
+/// The guard term a resident's document carries when the resident was 14 or older (or of
+/// unknown age) when it was indexed. A clause that needs more of a personal field than the
+/// caller may see of a child's requires it ([`super::query`]), so a child is never found by
+/// what the caller sees only masked on a child's profile. A child who turns 14 keeps lacking
+/// it until the document is rebuilt: only ever stricter, never looser.
+pub const ADULT_GUARD: &str = "age:adult";
 
 /// The guard term that says `department` asserts `tag`.
 pub fn tag_guard(tag: &str, department: Department) -> String {
@@ -283,6 +300,9 @@ pub fn build_with(
     if kind == RecordKind::Resident {
         for source in &profile.sources {
             guards.push(department_guard(source.department));
+        }
+        if !policies::minor::is_minor(profile, policies::minor::today_in_china()) {
+            guards.push(ADULT_GUARD.to_owned());
         }
     }
     guards.sort();

@@ -886,6 +886,139 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn overdue_events_are_those_still_open_past_their_types_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::load(Some(&dir.path().join("master.key")), true).unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
+        let keys = Arc::new(vault::keys::load_key_ring(&store, &master).unwrap());
+        let pipeline = Pipeline::new(store.clone(), keys.clone());
+        let now = chrono::Utc::now();
+        let hours_ago = |hours: i64| (now - chrono::Duration::hours(hours)).to_rfc3339();
+        let grid = format!("{STREET_CODE}001003");
+        // (source id, type, status, hours since it occurred)
+        let events = [
+            ("D-LATE", "dispute", "reported", 80),
+            ("D-FRESH", "dispute", "accepted", 10),
+            ("D-RESOLVED", "dispute", "resolved", 80),
+            ("F-LATE", "fire_hazard", "in_progress", 30),
+            // Its own deadline is longer than the default: not late yet.
+            ("C-WITHIN-OWN", "illegal_construction", "reported", 200),
+            ("S-WITHIN-DEFAULT", "sanitation", "dispatched", 100),
+            ("S-LATE", "sanitation", "reported", 200),
+            ("S-CLOSED", "sanitation", "closed", 500),
+            // A department's own word for a state is not a lifecycle state.
+            ("S-OWN-WORD", "sanitation", "open", 500),
+        ];
+        let body: String = events
+            .iter()
+            .map(|(id, event_type, status, hours)| {
+                let record = serde_json::json!({"kind":"event","source_id":id,"version":"1",
+                    "type":event_type,"title":"事件","status":status,
+                    "occurred_at":hours_ago(*hours),"grid":grid});
+                format!("{record}\n")
+            })
+            .collect();
+        let receipt = pipeline
+            .ingest(Department::Wangge, body.as_bytes())
+            .unwrap();
+        assert_eq!(receipt.accepted, events.len(), "{receipt:?}");
+        let index = SearchIndex::open(dir.path(), &keys).unwrap();
+        let source = Source {
+            store: store.clone(),
+            keys: keys.clone(),
+            authority: AuthorityOrder::default(),
+        };
+        index.rebuild(&source).unwrap();
+        index.catch_up(&source).unwrap();
+
+        let purposes = vec!["routine_visit".to_owned()];
+        let policy = Arc::new(
+            PolicySet::compile(&PolicyFiles::defaults(), &purposes)
+                .await
+                .unwrap(),
+        );
+        let principal = Principal {
+            sub: "t".into(),
+            name: "t".into(),
+            roles: vec!["street_officer".to_owned()],
+            jurisdiction: vec![DivisionCode::parse(STREET_CODE).unwrap()],
+            dept: None,
+        };
+        let plan = ViewPlan::new(policy, &principal, "routine_visit", false);
+        let cut_off = |hours: i64| (now - chrono::Duration::hours(hours)).timestamp();
+        let overdue = query::Overdue {
+            open_statuses: ["reported", "accepted", "dispatched", "in_progress"]
+                .map(str::to_owned)
+                .to_vec(),
+            due_before: vec![
+                ("dispute".to_owned(), cut_off(72)),
+                ("fire_hazard".to_owned(), cut_off(24)),
+                ("illegal_construction".to_owned(), cut_off(300)),
+            ],
+            default_due_before: cut_off(168),
+        };
+        let found = |kinds: Vec<RecordKind>, filters: Filters| {
+            let request = SearchRequest {
+                kinds,
+                q: String::new(),
+                filters,
+                sort: SortOrder::Relevance,
+                offset: 0,
+                limit: 100,
+            };
+            let hits = index.search(&principal, &plan, &request).unwrap();
+            let mut ids: Vec<&str> = hits
+                .hits
+                .iter()
+                .filter_map(|hit| {
+                    events
+                        .iter()
+                        .map(|(id, ..)| *id)
+                        .find(|id| pipeline.event_entity(Department::Wangge, id) == hit.id)
+                })
+                .collect();
+            ids.sort_unstable();
+            (hits.total, ids)
+        };
+        let all = found(vec![RecordKind::Event], Filters::default());
+        assert_eq!(
+            all.0,
+            events.len(),
+            "without the filter every event is found"
+        );
+        let late = Filters {
+            overdue: Some(overdue.clone()),
+            ..Filters::default()
+        };
+        assert_eq!(
+            found(vec![RecordKind::Event], late.clone()),
+            (3, vec!["D-LATE", "F-LATE", "S-LATE"]),
+            "open and past the deadline of their own type, or the default one"
+        );
+        let late_disputes = Filters {
+            event_type: Some("dispute".to_owned()),
+            ..late.clone()
+        };
+        assert_eq!(
+            found(vec![RecordKind::Event], late_disputes),
+            (1, vec!["D-LATE"])
+        );
+        let nothing_open = Filters {
+            overdue: Some(query::Overdue {
+                open_statuses: Vec::new(),
+                ..overdue
+            }),
+            ..Filters::default()
+        };
+        assert_eq!(found(vec![RecordKind::Event], nothing_open).0, 0);
+        assert_eq!(
+            found(vec![RecordKind::Resident, RecordKind::House], late).0,
+            0,
+            "only events can be overdue"
+        );
+    }
+
+    #[tokio::test]
     async fn searches_are_refused_until_the_index_has_caught_up_and_shutdown_indexes_the_rest() {
         let (dir, store, keys) = street(40);
         let purposes = vec!["routine_visit".to_owned()];

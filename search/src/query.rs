@@ -77,6 +77,23 @@ pub struct Filters {
     pub from: Option<i64>,
     /// Unix seconds, exclusive.
     pub to: Option<i64>,
+    /// Events only: those still open past their deadline.
+    pub overdue: Option<Overdue>,
+}
+
+/// Events still open past their deadline (`GET /v1/events?overdue=true`): an event is late
+/// when its status is one of `open_statuses` and its time (`occurred`: when it occurred) lies
+/// before the cut-off of its type. The cut-offs are "now minus the type's deadline", worked
+/// out by the caller for one moment, so the query itself reads no clock.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Overdue {
+    /// The statuses that still run against a deadline (`reported`, `accepted` …).
+    pub open_statuses: Vec<String>,
+    /// Per event type, the cut-off (Unix seconds, exclusive): an event of that type that
+    /// occurred before it is late.
+    pub due_before: Vec<(String, i64)>,
+    /// The cut-off of every type `due_before` does not name.
+    pub default_due_before: i64,
 }
 
 /// The clauses of one whitespace-separated part of the query, for one kind.
@@ -671,6 +688,47 @@ impl Compiler<'_, '_> {
         }
     }
 
+    /// Events still open past their type's deadline, as a filter (`None`: no status is
+    /// open, so nothing can be late).
+    fn overdue_query(&self, overdue: &Overdue) -> Option<Box<dyn Query>> {
+        let plain = |field, value: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            ))
+        };
+        let before = |cut_off: i64| -> Box<dyn Query> {
+            Box::new(RangeQuery::new(
+                Bound::Unbounded,
+                Bound::Excluded(Term::from_field_i64(self.fields.occurred, cut_off)),
+            ))
+        };
+        let open: Vec<(Occur, Box<dyn Query>)> = overdue
+            .open_statuses
+            .iter()
+            .map(|status| (Occur::Should, plain(self.fields.status, status)))
+            .collect();
+        if open.is_empty() {
+            return None;
+        }
+        // One branch per type with its own deadline, and one for every other type.
+        let mut late: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut other = vec![(Occur::Must, before(overdue.default_due_before))];
+        for (event_type, cut_off) in &overdue.due_before {
+            let branch = BooleanQuery::new(vec![
+                (Occur::Must, plain(self.fields.event_type, event_type)),
+                (Occur::Must, before(*cut_off)),
+            ]);
+            late.push((Occur::Should, Box::new(branch)));
+            other.push((Occur::MustNot, plain(self.fields.event_type, event_type)));
+        }
+        late.push((Occur::Should, Box::new(BooleanQuery::new(other))));
+        Some(Self::filter(Box::new(BooleanQuery::new(vec![
+            (Occur::Must, Box::new(BooleanQuery::new(open))),
+            (Occur::Must, Box::new(BooleanQuery::new(late))),
+        ]))))
+    }
+
     /// The whole query for this kind: kind, scope, filters and every part; `None` if it can
     /// match nothing.
     pub fn kind_query(&mut self, parts: &[String], filters: &Filters) -> Option<Box<dyn Query>> {
@@ -715,7 +773,11 @@ impl Compiler<'_, '_> {
             if let Some(t) = &filters.event_type {
                 must.push((Occur::Must, plain(self.fields.event_type, t)));
             }
-            if filters.status.is_some() || filters.from.is_some() || filters.to.is_some() {
+            if filters.status.is_some()
+                || filters.from.is_some()
+                || filters.to.is_some()
+                || filters.overdue.is_some()
+            {
                 return None;
             }
         } else if self.kind == RecordKind::Event {
@@ -724,6 +786,9 @@ impl Compiler<'_, '_> {
             }
             if let Some(s) = &filters.status {
                 must.push((Occur::Must, plain(self.fields.status, s)));
+            }
+            if let Some(overdue) = &filters.overdue {
+                must.push((Occur::Must, self.overdue_query(overdue)?));
             }
             if filters.from.is_some() || filters.to.is_some() {
                 let bound = |v: Option<i64>, inclusive: bool| match v {
@@ -740,6 +805,7 @@ impl Compiler<'_, '_> {
             || filters.status.is_some()
             || filters.from.is_some()
             || filters.to.is_some()
+            || filters.overdue.is_some()
         {
             return None;
         }

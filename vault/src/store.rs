@@ -161,9 +161,18 @@ impl QuarantineEntry {
 }
 
 /// The embedded database.
-#[derive(Debug)]
 pub struct Store {
     db: Database,
+    /// Called after every committed transaction that appended to the change sequence.
+    observer: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("observed", &self.observer.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -204,7 +213,10 @@ impl Store {
             tx.open_multimap_table(QUARANTINE_BY_SOURCE)?;
         }
         tx.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            observer: std::sync::OnceLock::new(),
+        })
     }
 
     /// Runs `f` in one write transaction and commits it durably if `f` returns `Ok`.
@@ -213,10 +225,23 @@ impl Store {
         f: impl FnOnce(&mut StoreWriter) -> Result<R, E>,
     ) -> Result<R, E> {
         let tx = self.db.begin_write().map_err(StoreError::from)?;
-        let mut writer = StoreWriter { tx };
+        let mut writer = StoreWriter { tx, changed: false };
         let result = f(&mut writer)?;
+        let changed = writer.changed;
         writer.tx.commit().map_err(StoreError::from)?;
+        if changed {
+            if let Some(observer) = self.observer.get() {
+                observer();
+            }
+        }
         Ok(result)
+    }
+
+    /// Sets the one observer told (after the commit, on the writing thread) of every
+    /// transaction that appended to the change sequence — to wake followers instead of
+    /// polling. Returns false if one was set already. It must be quick and must not write.
+    pub fn observe_commits(&self, observer: impl Fn() + Send + Sync + 'static) -> bool {
+        self.observer.set(Box::new(observer)).is_ok()
     }
 
     pub fn read(&self) -> Result<StoreReader, StoreError> {
@@ -235,6 +260,8 @@ impl Store {
 /// A write transaction.
 pub struct StoreWriter {
     tx: WriteTransaction,
+    /// The transaction appended to the change sequence.
+    changed: bool,
 }
 
 impl std::fmt::Debug for StoreWriter {
@@ -331,6 +358,7 @@ impl StoreWriter {
             + 1;
         meta.insert(META_CHANGE_SEQ, next.to_be_bytes().as_slice())?;
         self.tx.open_table(CHANGES)?.insert(next, entity)?;
+        self.changed = true;
         Ok(())
     }
 

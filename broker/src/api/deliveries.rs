@@ -11,8 +11,8 @@ use tokio::sync::watch;
 use super::AppState;
 use crate::exchange::{backoff, delivery_id, Attempt, DeliveryEntry, DeliveryState, Head};
 
-/// How often an idle subscription looks for new changes.
-const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How long an idle subscription waits for a commit's wake-up before looking anyway.
+const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Changes read from the sequence at a time.
 const BATCH: usize = 64;
 
@@ -58,10 +58,13 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> tokio::tas
 
 /// Delivers one subscription's changes, one at a time, until shutdown or deletion.
 async fn worker(state: AppState, id: String, mut shutdown: watch::Receiver<bool>) {
+    let mut commits = state.exchange.commits();
     loop {
         if *shutdown.borrow() {
             return;
         }
+        // Marked seen before the step: a commit during it wakes the next wait at once.
+        commits.borrow_and_update();
         let wait = match step(&state, &id).await {
             Ok(Some(wait)) => wait,
             Ok(None) => return,
@@ -73,9 +76,18 @@ async fn worker(state: AppState, id: String, mut shutdown: watch::Receiver<bool>
         if wait.is_zero() {
             continue;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => return,
+        if wait == IDLE_POLL {
+            // Nothing to deliver: until the next commit (or a second, to be safe).
+            tokio::select! {
+                _ = commits.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
         }
     }
 }

@@ -86,6 +86,8 @@ pub struct AppStateInner {
     pub exchange: Arc<crate::exchange::Exchange>,
     /// Which departments' records have been disclosed outside them (the sharing rate).
     pub sharing: Arc<crate::sharing::SharingTracker>,
+    /// `[events]`: deadlines per event type (`GET /v1/events?overdue=true`).
+    pub events: crate::config::EventsSection,
 }
 
 #[derive(Debug, Clone)]

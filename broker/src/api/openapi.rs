@@ -28,6 +28,7 @@ use utoipa::{Modify, OpenApi};
         super::subscriptions::create, super::subscriptions::list, super::subscriptions::remove,
         super::subscriptions::deliveries, super::subscriptions::retry, super::subscriptions::feed,
         // Reports, visits and the event lifecycle.
+        super::reports::report, super::reports::visit, super::reports::transition,
         // Sharing statistics.
         super::stats::sharing,
     ),
@@ -38,6 +39,8 @@ use utoipa::{Modify, OpenApi};
         super::subscriptions::DeliveryList, super::subscriptions::FeedPage,
         crate::exchange::DeliveryEntry, super::disclosure::ExchangeItem,
         // Reports schemas.
+        super::reports::ReportRequest, super::reports::VisitRequest, super::reports::TransitionRequest,
+        super::reports::Recorded, super::reports::Moved, model::profile::EventTransition,
         // Statistics schemas.
         super::stats::SharingStats, super::stats::DepartmentSharing,
         super::error::ErrorBody, super::error::ErrorDetail, super::Health, super::WhoAmI, super::disclosure::UnifiedId,

@@ -77,6 +77,10 @@ pub struct SearchParams {
     to: Option<String>,
     /// `relevance` (default) or `time` (newest first).
     sort: Option<String>,
+    /// Events: `true` lists only events still open (reported, accepted, dispatched, in
+    /// progress) longer after they occurred than their type's deadline (`[events]` in the
+    /// configuration); `total` counts only those.
+    overdue: Option<String>,
 }
 
 /// One page of results.
@@ -192,6 +196,8 @@ pub(super) async fn search_all(
 struct Parsed {
     request: SearchRequest,
     fingerprint: String,
+    /// `overdue=true`: the deadlines' cut-offs are added at the moment of the search.
+    overdue: bool,
 }
 
 fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError> {
@@ -281,6 +287,22 @@ fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError>
             other => Ok(other),
         }
     };
+    let overdue = match params.overdue.as_deref() {
+        None | Some("") | Some("false") => false,
+        Some("true") if kinds == [RecordKind::Event] => true,
+        Some("true") => {
+            return Err(ApiError::bad_request(
+                "filter_not_supported",
+                "overdue filters events only: use /v1/events",
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "filter_invalid",
+                "overdue is true or false",
+            ))
+        }
+    };
     let from = time(params.from.as_deref(), "from")?;
     let to = time(params.to.as_deref(), "to")?;
     if (from.is_some() || to.is_some()) && kinds != [RecordKind::Event] {
@@ -299,10 +321,16 @@ fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError>
         grid,
         from,
         to,
+        overdue: None,
     };
     let fingerprint = {
         let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-        let text = format!("{kinds:?}\u{0}{q}\u{0}{filters:?}\u{0}{sort:?}");
+        let mut text = format!("{kinds:?}\u{0}{q}\u{0}{filters:?}\u{0}{sort:?}");
+        // The flag, not its cut-offs: they move with the clock, and the next page must
+        // still fit the cursor.
+        if overdue {
+            text.push_str("\u{0}overdue");
+        }
         hex::encode(&ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref()[..8])
     };
     let offset = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
@@ -319,6 +347,7 @@ fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError>
             limit,
         },
         fingerprint,
+        overdue,
     })
 }
 
@@ -391,10 +420,17 @@ async fn run(
                 Err(index_building())
             }
         });
-    let parsed = match parsed {
+    let mut parsed = match parsed {
         Ok(parsed) => parsed,
         Err(error) => return Err(state.refuse_reader(reader, endpoint, error).await),
     };
+    if parsed.overdue {
+        let deadlines = super::reports::deadlines(state);
+        parsed.request.filters.overdue = Some(super::reports::overdue_filter(
+            &deadlines,
+            chrono::Utc::now(),
+        ));
+    }
     let plan = reader.plan(state);
     let job_state = state.clone();
     let principal = reader.principal.clone();
@@ -516,6 +552,40 @@ mod tests {
                 &[RecordKind::House]
             ),
             Some("filter_not_supported")
+        );
+        assert_eq!(
+            bad(
+                SearchParams {
+                    overdue: Some("true".into()),
+                    ..Default::default()
+                },
+                &[RecordKind::Resident]
+            ),
+            Some("filter_not_supported")
+        );
+        assert_eq!(
+            bad(
+                SearchParams {
+                    overdue: Some("yes".into()),
+                    ..Default::default()
+                },
+                &events
+            ),
+            Some("filter_invalid")
+        );
+        let overdue = parse(
+            SearchParams {
+                overdue: Some("true".into()),
+                ..Default::default()
+            },
+            &events,
+        )
+        .expect("overdue=true on events");
+        let plain = parse(SearchParams::default(), &events).expect("no parameters");
+        assert!(overdue.overdue && !plain.overdue);
+        assert_ne!(
+            overdue.fingerprint, plain.fingerprint,
+            "a cursor of one does not fit the other"
         );
         assert!(parse(
             SearchParams {

@@ -15,6 +15,7 @@ mod minors;
 mod mtls;
 mod organizations;
 mod privacy;
+mod reports;
 mod resolution;
 mod search;
 mod sink;
