@@ -267,8 +267,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         .context("setting up the exchange")?,
     );
     let sharing = Arc::new(
-        crate::sharing::SharingTracker::load(store.clone())
-            .context("loading the sharing marks")?,
+        crate::sharing::SharingTracker::load(store.clone()).context("loading the sharing marks")?,
     );
     background.push(sharing.clone().spawn(shutdown_rx.clone()));
     let state = AppState(Arc::new(AppStateInner {
@@ -386,8 +385,13 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
 /// that records without an ID number start being linked without an operator step; offers
 /// the rows stored before the model to it ([`engine::linking::relink`], resumed on the next
 /// start if interrupted); then estimates it again whenever the residents have grown by half
-/// ([`engine::linking::estimation_due`]). Every estimation is audited with the model's own
-/// estimate of its precision, recall and review share.
+/// ([`engine::linking::estimation_due`]). Each estimation calibrates the thresholds on the
+/// candidate pairs of stored residents that both carry valid ID numbers (the household
+/// register and every other record with one), when there are enough of them, else on the
+/// model's own estimate. Every estimation is audited with the model's thresholds, the targets
+/// they were chosen for and the rule that set each, which estimate they followed and on how
+/// many labelled pairs, and that estimate of its precision, recall and review share at them
+/// next to the model's own ([`engine::linking::StoredModel::summary`]).
 fn linkage_background(
     pipeline: Pipeline,
     audit: AuditLog,
@@ -516,13 +520,25 @@ async fn estimate_when_due(
         .await;
         match estimated {
             Ok(Ok(Some(stored))) => {
-                let estimate = stored.model.estimate;
+                let model = &stored.model;
+                let (estimate, choice, thresholds) =
+                    (model.estimate, model.choice, model.thresholds);
                 tracing::info!(
                     version = stored.version,
                     residents = stored.residents,
                     precision = estimate.precision,
                     recall = estimate.recall,
                     review_share = estimate.review_share,
+                    review_per_record = estimate.review_per_record,
+                    link_threshold = thresholds.upper,
+                    link_threshold_from = choice.upper_from.as_str(),
+                    review_threshold = thresholds.lower,
+                    review_threshold_from = choice.lower_from.as_str(),
+                    estimate_from = choice.estimate_from.as_str(),
+                    labelled_matches = choice.labelled.matches,
+                    labelled_non_matches = choice.labelled.non_matches,
+                    labelled_coverage = choice.labelled_coverage,
+                    model_precision = estimate.model_precision,
                     "linkage model estimated from the stored residents"
                 );
                 let mut record = audit::AuditRecord::new(
@@ -538,15 +554,7 @@ async fn estimate_when_due(
                     Decision::Allow,
                 );
                 record.result_count = stored.residents as u64;
-                record.outcome = format!(
-                    "version={} residents={} pairs={} precision={:.4} recall={:.4} review_share={:.4}",
-                    stored.version,
-                    stored.residents,
-                    stored.model.pairs,
-                    estimate.precision,
-                    estimate.recall,
-                    estimate.review_share
-                );
+                record.outcome = stored.summary();
                 if let Err(err) = audit.append(record).await {
                     tracing::error!(error = %err, "could not audit the linkage model estimation");
                 }

@@ -1,25 +1,52 @@
 //! Linkage evaluation and timing: pairwise precision / recall / F1 of probabilistic resident
-//! resolution on corrupted department copies of the demo world, and the wall time of
-//! resolving a large batch end to end.
+//! resolution on corrupted department copies of the demo world under three threshold rules —
+//! the fixed floors (posterior 0.5 / 0.05), the thresholds from the model's own estimate, and
+//! the thresholds from the precision estimated on candidate pairs that valid ID numbers label
+//! (the default) —, each estimate next to what the truth says, the same copies decided the way
+//! ingest decides (a link needs a corroborating field), and the wall time of resolving a large
+//! batch end to end.
+//!
+//! Scenarios (b)–(e) hold few or no ID numbers. The broker they stand for also holds the
+//! household register and the other departments' records that do carry ID numbers; that is
+//! where its labelled pairs come from. So for them the bench also generates such a register:
+//! copies of the same persons, corrupted at the scenario's rates but carrying ID numbers as in
+//! (a) (all of `gongan`'s, 70% of the others'), with another seed. Its candidate pairs (blocked
+//! among themselves) where both records carry valid ID numbers are the extra labelled pairs
+//! ([`BatchOptions::labelled`]); its records are not in the batch, so each scenario's records,
+//! its model and what is measured on it stay as they were. Variants: (b) with its own labels
+//! only, and (d)/(e) with a register corrupted at (a)'s milder rates rather than their own.
 //!
 //! `cargo bench -p engine --bench linkage` runs the default sizes;
 //! `cargo bench -p engine --bench linkage -- --persons 20000 --records 1000000` sets them
-//! (`--records 0` skips the timing run).
+//! (`--records 0` skips the timing run); `--target-precision 0.99`, `--review-budget 0.05` and
+//! `--min-labelled 500` (both minima) change the threshold settings.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use demo::generate::{DemoConfig, DemoWorld};
-use demo::synthetic::{generate, pairwise_metrics, CorruptionRates, SyntheticSet};
-use engine::linkage::{resolve_batch, BatchOptions, BatchResolution, LinkRecord};
+use demo::synthetic::{generate, pairwise_metrics, CorruptionRates, PairMetrics, SyntheticSet};
+use engine::linkage::{
+    cluster, resolve_batch, BatchOptions, BatchResolution, ComparisonVector, Decision, EmSettings,
+    EstimateSource, IdRelation, LabelledPairs, LinkRecord,
+};
+use engine::linking::ingest_decision;
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 use support::link_records;
 
+/// Seed of the register's corruption, mixed into the scenario's.
+const REGISTER_SEED: u64 = 0x4e67_15fe;
+
 struct Args {
     persons: usize,
     records: usize,
     seed: u64,
+    /// Overrides of the threshold settings ([`engine::linkage::EmSettings`]).
+    target_precision: Option<f64>,
+    review_budget: Option<f64>,
+    min_labelled: Option<u64>,
 }
 
 fn args() -> Args {
@@ -27,6 +54,9 @@ fn args() -> Args {
         persons: 40_000,
         records: 1_000_000,
         seed: 2026,
+        target_precision: None,
+        review_budget: None,
+        min_labelled: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -43,35 +73,156 @@ fn args() -> Args {
                 value(&mut seed);
                 out.seed = seed as u64;
             }
+            "--target-precision" => out.target_precision = it.next().and_then(|v| v.parse().ok()),
+            "--review-budget" => out.review_budget = it.next().and_then(|v| v.parse().ok()),
+            "--min-labelled" => out.min_labelled = it.next().and_then(|v| v.parse().ok()),
             _ => {} // `--bench` and filters from cargo
         }
     }
     out
 }
 
+/// How the thresholds are chosen.
+#[derive(Clone, Copy, PartialEq)]
+enum Rule {
+    /// Posterior 0.5 / 0.05, as before thresholds followed an estimate.
+    Fixed,
+    /// The model's own (EM posterior) estimate of its precision.
+    Model,
+    /// The precision estimated on labelled pairs (the default; the model's when too few).
+    Labelled,
+}
+
+impl Rule {
+    const ALL: [Rule; 3] = [Rule::Fixed, Rule::Model, Rule::Labelled];
+
+    fn name(self) -> &'static str {
+        match self {
+            Rule::Fixed => "fixed 0.5/0.05",
+            Rule::Model => "model's estimate",
+            Rule::Labelled => "labelled pairs",
+        }
+    }
+
+    fn settings(self, base: &EmSettings) -> EmSettings {
+        match self {
+            Rule::Fixed => EmSettings {
+                target_precision: 0.0,
+                review_budget: 1e9,
+                min_labelled_matches: u64::MAX,
+                min_labelled_non_matches: u64::MAX,
+                ..base.clone()
+            },
+            Rule::Model => EmSettings {
+                min_labelled_matches: u64::MAX,
+                min_labelled_non_matches: u64::MAX,
+                ..base.clone()
+            },
+            Rule::Labelled => base.clone(),
+        }
+    }
+}
+
+/// One scenario: its records, and the labelled pairs from outside the batch.
+struct Scenario {
+    name: String,
+    set: SyntheticSet,
+    records: Vec<LinkRecord>,
+    /// Extra labelled pairs (from the register), with what they are.
+    register: Option<(&'static str, LabelledPairs)>,
+}
+
 struct Row {
-    scenario: String,
+    rule: Rule,
     set_records: usize,
     persons: usize,
     with_id: f64,
     /// Review pairs per record without a valid ID number.
     review_share: f64,
     resolution: BatchResolution,
-    metrics: demo::synthetic::PairMetrics,
+    metrics: PairMetrics,
     review_true: usize,
     normalise: Duration,
+    /// Share of true pairs among the automatic links the weights decided (not two valid ID
+    /// numbers): what the estimated precision estimates.
+    link_precision: f64,
+    /// Share of true pairs among the candidate pairs the weights decide.
+    match_share: f64,
+    /// Every record without a valid ID number offered once to the model as ingest does.
+    ingest: IngestOutcome,
+    /// Pairs the weights decide, by the model's posterior match probability.
+    posterior_bands: [BandCell; BANDS.len()],
+    /// The same pairs by their calibrated match probability (when there is a calibration).
+    calibrated_bands: Option<[BandCell; BANDS.len()]>,
+}
+
+/// Lower ends of the probability bands of the calibration tables, highest first.
+const BANDS: [f64; 7] = [0.999, 0.995, 0.99, 0.95, 0.9, 0.5, 0.05];
+
+/// The pairs in one probability band: how many, the sum of their probabilities, how many are
+/// truly the same person.
+#[derive(Clone, Copy, Default)]
+struct BandCell {
+    pairs: usize,
+    estimated: f64,
+    true_pairs: usize,
+}
+
+fn band_of(p: f64) -> Option<usize> {
+    BANDS.iter().position(|low| p >= *low)
+}
+
+/// The copies decided the way ingest decides: each record without a valid ID number is
+/// offered to the model with every other copy already stored (as the relink pass does); it
+/// links to its best candidate only when a second field corroborates the name, else files at
+/// most one review.
+struct IngestOutcome {
+    links: usize,
+    /// Records that filed a review, per record without a valid ID number.
+    review_share: f64,
+    metrics: PairMetrics,
 }
 
 fn secs(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64())
 }
 
-fn run(scenario: &str, set: &SyntheticSet, options: &BatchOptions) -> Row {
-    let started = Instant::now();
-    let records: Vec<LinkRecord> = link_records(set);
-    let normalise = started.elapsed();
-    let resolution = resolve_batch(&records, options);
+fn scenario(
+    name: &str,
+    set: SyntheticSet,
+    register: Option<(&'static str, &SyntheticSet)>,
+    blocker: &engine::linkage::Blocker,
+) -> Scenario {
+    let records = link_records(&set);
+    let register = register.map(|(what, register)| {
+        (
+            what,
+            LabelledPairs::from_records(&link_records(register), blocker),
+        )
+    });
+    Scenario {
+        name: name.to_owned(),
+        set,
+        records,
+        register,
+    }
+}
+
+fn run(scenario: &Scenario, rule: Rule, base: &BatchOptions) -> Row {
+    let records = &scenario.records;
+    let set = &scenario.set;
+    let options = BatchOptions {
+        em: rule.settings(&base.em),
+        labelled: scenario
+            .register
+            .as_ref()
+            .map(|(_, l)| l.clone())
+            .unwrap_or_default(),
+        ..base.clone()
+    };
+    let resolution = resolve_batch(records, &options);
     let metrics = pairwise_metrics(&resolution.cluster_of, &set.truth);
+    let decided = pair_decisions(records, set, &resolution, &options);
     let review_true = resolution
         .reviews
         .iter()
@@ -82,7 +233,7 @@ fn run(scenario: &str, set: &SyntheticSet, options: &BatchOptions) -> Row {
     let without_id = records.len() - with_valid_id;
     let review_share = resolution.reviews.len() as f64 / without_id.max(1) as f64;
     Row {
-        scenario: scenario.to_owned(),
+        rule,
         set_records: records.len(),
         persons: set.persons,
         with_id,
@@ -90,117 +241,348 @@ fn run(scenario: &str, set: &SyntheticSet, options: &BatchOptions) -> Row {
         resolution,
         metrics,
         review_true,
-        normalise,
+        // Normalised once per scenario, before; the timing run sets it.
+        normalise: Duration::ZERO,
+        link_precision: decided.link_precision,
+        match_share: decided.match_share,
+        ingest: decided.ingest,
+        posterior_bands: decided.posterior_bands,
+        calibrated_bands: decided.calibrated_bands,
     }
 }
 
-fn print_quality(rows: &[Row]) {
+struct PairDecisions {
+    link_precision: f64,
+    match_share: f64,
+    ingest: IngestOutcome,
+    posterior_bands: [BandCell; BANDS.len()],
+    calibrated_bands: Option<[BandCell; BANDS.len()]>,
+}
+
+/// The measured precision of the links the weights decided, the true match share among the
+/// pairs they decide, the ingest-path outcome ([`IngestOutcome`]) and the calibration of the
+/// posterior and of the calibrated estimate, from the batch's candidate pairs and its model.
+fn pair_decisions(
+    records: &[LinkRecord],
+    set: &SyntheticSet,
+    resolution: &BatchResolution,
+    options: &BatchOptions,
+) -> PairDecisions {
+    let model = &resolution.model;
+    let same = |a: u32, b: u32| set.truth.get(a as usize) == set.truth.get(b as usize);
+    let (mut linked, mut linked_true) = (0usize, 0usize);
+    let (mut undetermined, mut undetermined_true) = (0usize, 0usize);
+    // Per record without a valid ID: its best link and its best review (weight, other).
+    let mut best_link: Vec<Option<(f64, u32)>> = vec![None; records.len()];
+    let mut best_review: Vec<Option<(f64, u32)>> = vec![None; records.len()];
+    let better = |slot: &mut Option<(f64, u32)>, weight: f64, other: u32| {
+        if slot.is_none_or(|(w, o)| weight > w || (weight == w && other < o)) {
+            *slot = Some((weight, other));
+        }
+    };
+    let pairs = options.blocker.candidate_pairs(records).pairs;
+    let vectors: Vec<ComparisonVector> = pairs
+        .iter()
+        .map(|&(a, b)| ComparisonVector::compare(&records[a as usize], &records[b as usize]))
+        .collect();
+    // The calibration the model's thresholds followed, fitted again as the estimation did.
+    let calibration = {
+        let mut counts: HashMap<u64, u64> = HashMap::new();
+        for vector in &vectors {
+            *counts.entry(vector.key()).or_insert(0) += 1;
+        }
+        let keys: Vec<u64> = vectors.iter().map(ComparisonVector::key).collect();
+        let mut labelled = LabelledPairs::from_candidates(records, &pairs, &keys);
+        labelled.extend(&options.labelled);
+        let mut patterns: Vec<(ComparisonVector, f64)> = counts
+            .iter()
+            .map(|(&key, &n)| (ComparisonVector::from_key(key), n as f64))
+            .collect();
+        patterns.sort_by_key(|(v, _)| v.key());
+        model.calibrate(&patterns, &labelled, &options.em)
+    };
+    let mut posterior_bands = [BandCell::default(); BANDS.len()];
+    let mut calibrated_bands = [BandCell::default(); BANDS.len()];
+    for (&(a, b), vector) in pairs.iter().zip(&vectors) {
+        let weight = model.vector_weight(vector);
+        if vector.ids == IdRelation::Undetermined {
+            undetermined += 1;
+            undetermined_true += usize::from(same(a, b));
+            let g = model.probability(weight);
+            if let Some(band) = band_of(g) {
+                let cell = &mut posterior_bands[band];
+                cell.pairs += 1;
+                cell.estimated += g;
+                cell.true_pairs += usize::from(same(a, b));
+            }
+            if let Some(c) = &calibration {
+                let p = c.probability(model, vector);
+                if let Some(band) = band_of(p) {
+                    let cell = &mut calibrated_bands[band];
+                    cell.pairs += 1;
+                    cell.estimated += p;
+                    cell.true_pairs += usize::from(same(a, b));
+                }
+            }
+            if model.decide_vector(vector) == Decision::Link {
+                linked += 1;
+                linked_true += usize::from(same(a, b));
+            }
+        }
+        let decision = ingest_decision(model, vector);
+        for (incoming, other) in [(a, b), (b, a)] {
+            if records[incoming as usize].valid_id().is_some() {
+                continue;
+            }
+            match decision {
+                Decision::Link => better(&mut best_link[incoming as usize], weight, other),
+                Decision::Review => better(&mut best_review[incoming as usize], weight, other),
+                Decision::Distinct => {}
+            }
+        }
+    }
+    let mut links: Vec<(u32, u32, f64)> = Vec::new();
+    let mut reviews = 0usize;
+    for (incoming, (link, review)) in best_link.iter().zip(&best_review).enumerate() {
+        match (link, review) {
+            (Some((weight, other)), _) => links.push((incoming as u32, *other, *weight)),
+            (None, Some(_)) => reviews += 1,
+            (None, None) => {}
+        }
+    }
+    let without_id = records.iter().filter(|r| r.valid_id().is_none()).count();
+    let ingest = IngestOutcome {
+        links: links.len(),
+        review_share: reviews as f64 / without_id.max(1) as f64,
+        metrics: pairwise_metrics(&cluster(records, &mut links).cluster_of, &set.truth),
+    };
+    let ratio = |part: usize, whole: usize| {
+        if whole == 0 {
+            1.0
+        } else {
+            part as f64 / whole as f64
+        }
+    };
+    PairDecisions {
+        link_precision: ratio(linked_true, linked),
+        match_share: ratio(undetermined_true, undetermined),
+        ingest,
+        posterior_bands,
+        calibrated_bands: calibration.map(|_| calibrated_bands),
+    }
+}
+
+fn print_quality(scenarios: &[Scenario], rows: &[Vec<Row>]) {
     println!(
-        "| scenario | records | persons | with valid ID | true pairs | candidate pairs | auto links | review pairs (true) | review per ID-less record | precision | recall | F1 |"
+        "| scenario | rule | records | with valid ID | true pairs | candidate pairs | auto links | review pairs (true) | review per ID-less record | precision | recall | F1 |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for row in rows {
-        let s = &row.resolution.stats;
-        println!(
-            "| {} | {} | {} | {:.0}% | {} | {} | {} | {} ({}) | {:.2}% | {:.4} | {:.4} | {:.4} |",
-            row.scenario,
-            row.set_records,
-            row.persons,
-            row.with_id * 100.0,
-            row.metrics.true_pairs,
-            s.candidate_pairs,
-            s.auto_links,
-            s.reviews,
-            row.review_true,
-            row.review_share * 100.0,
-            row.metrics.precision,
-            row.metrics.recall,
-            row.metrics.f1,
-        );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (scenario, rows) in scenarios.iter().zip(rows) {
+        for row in rows {
+            let s = &row.resolution.stats;
+            println!(
+                "| {} | {} | {} | {:.0}% | {} | {} | {} | {} ({}) | {:.2}% | {:.4} | {:.4} | {:.4} |",
+                scenario.name,
+                row.rule.name(),
+                row.set_records,
+                row.with_id * 100.0,
+                row.metrics.true_pairs,
+                s.candidate_pairs,
+                s.auto_links,
+                s.reviews,
+                row.review_true,
+                row.review_share * 100.0,
+                row.metrics.precision,
+                row.metrics.recall,
+                row.metrics.f1,
+            );
+        }
     }
 }
 
-fn print_timing(rows: &[Row]) {
+fn print_timing(row: &Row, name: &str) {
     println!(
         "| scenario | records | normalise s | blocking s | compare s | EM s | cluster s | total s | candidate pairs | oversized blocks | EM rounds |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for row in rows {
-        let s = &row.resolution.stats;
-        let total = row.normalise + s.blocking + s.comparing + s.estimating + s.clustering;
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            row.scenario,
-            row.set_records,
-            secs(row.normalise),
-            secs(s.blocking),
-            secs(s.comparing),
-            secs(s.estimating),
-            secs(s.clustering),
-            secs(total),
-            s.candidate_pairs,
-            s.oversized_blocks,
-            row.resolution.model.iterations,
-        );
+    let s = &row.resolution.stats;
+    let total = row.normalise + s.blocking + s.comparing + s.estimating + s.clustering;
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        name,
+        row.set_records,
+        secs(row.normalise),
+        secs(s.blocking),
+        secs(s.comparing),
+        secs(s.estimating),
+        secs(s.clustering),
+        secs(total),
+        s.candidate_pairs,
+        s.oversized_blocks,
+        row.resolution.model.iterations,
+    );
+}
+
+/// The thresholds each rule chose, what set them, and the estimate next to the truth.
+fn print_thresholds(scenarios: &[Scenario], rows: &[Vec<Row>]) {
+    println!(
+        "| scenario | rule | EM converged | labelled pairs: matches / non-matches (from the register) | estimate from (coverage) | link threshold bits (posterior) | set by | review threshold bits (posterior) | set by | estimated precision | model's own claim | measured link precision | match share estimated / measured | estimated recall | review per ID-less record |"
+    );
+    println!("|---|---|---|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|");
+    for (scenario, rows) in scenarios.iter().zip(rows) {
+        for row in rows {
+            let model = &row.resolution.model;
+            let t = model.thresholds;
+            let c = model.choice;
+            let register = scenario.register.as_ref().map_or(String::new(), |(_, l)| {
+                let n = l.totals();
+                format!(" ({} / {})", n.matches, n.non_matches)
+            });
+            println!(
+                "| {} | {} | {} | {} / {}{} | {}{} | {:.2} ({:.4}) | {} | {:.2} ({:.4}) | {} | {:.4} | {:.4} | {:.4} | {:.3} / {:.3} | {:.4} | {:.2}% |",
+                scenario.name,
+                row.rule.name(),
+                if model.converged { "yes" } else { "no" },
+                c.labelled.matches,
+                c.labelled.non_matches,
+                register,
+                c.estimate_from.as_str(),
+                if c.estimate_from == EstimateSource::LabelledPairs {
+                    format!(" ({:.1}%)", c.labelled_coverage * 100.0)
+                } else {
+                    String::new()
+                },
+                t.upper,
+                model.probability(t.upper),
+                c.upper_from.as_str(),
+                t.lower,
+                model.probability(t.lower),
+                c.lower_from.as_str(),
+                model.estimate.precision,
+                model.estimate.model_precision,
+                row.link_precision,
+                c.match_share,
+                row.match_share,
+                model.estimate.recall,
+                row.review_share * 100.0,
+            );
+        }
     }
 }
 
-fn print_model(row: &Row) {
+fn band_table(title: &str, cells: &[(String, [BandCell; BANDS.len()])]) {
+    println!("\n## {title}: estimated / measured share of true pairs (pairs), by band\n");
+    let mut header = String::from("| scenario |");
+    let mut rule = String::from("|---|");
+    for (i, low) in BANDS.iter().enumerate() {
+        let high = if i == 0 { 1.0 } else { BANDS[i - 1] };
+        header.push_str(&format!(" {low}–{high} |"));
+        rule.push_str("---:|");
+    }
+    println!("{header}\n{rule}");
+    for (name, bands) in cells {
+        let cells: Vec<String> = bands
+            .iter()
+            .map(|c| {
+                if c.pairs == 0 {
+                    "–".to_owned()
+                } else {
+                    format!(
+                        "{:.3} / {:.3} ({})",
+                        c.estimated / c.pairs as f64,
+                        c.true_pairs as f64 / c.pairs as f64,
+                        c.pairs
+                    )
+                }
+            })
+            .collect();
+        println!("| {} | {} |", name, cells.join(" | "));
+    }
+}
+
+/// The same copies decided as ingest decides ([`IngestOutcome`]).
+fn print_ingest(scenarios: &[Scenario], rows: &[Vec<Row>]) {
+    println!(
+        "| scenario | rule | records linked by the model | records with a review per ID-less record | precision | recall | F1 |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for (scenario, rows) in scenarios.iter().zip(rows) {
+        for row in rows {
+            let i = &row.ingest;
+            println!(
+                "| {} | {} | {} | {:.2}% | {:.4} | {:.4} | {:.4} |",
+                scenario.name,
+                row.rule.name(),
+                i.links,
+                i.review_share * 100.0,
+                i.metrics.precision,
+                i.metrics.recall,
+                i.metrics.f1,
+            );
+        }
+    }
+}
+
+fn print_model(name: &str, row: &Row) {
     let model = &row.resolution.model;
     println!(
-        "model of {}: prior {:.4}, thresholds lower {:.2} / upper {:.2} bits, {} EM rounds, converged {}; its own estimate: precision {:.4}, recall {:.4}, review share {:.4} of pairs (measured: precision {:.4}, recall {:.4})",
-        row.scenario,
-        model.prior,
-        model.thresholds.lower,
-        model.thresholds.upper,
-        model.iterations,
-        model.converged,
-        model.estimate.precision,
-        model.estimate.recall,
-        model.estimate.review_share,
-        row.metrics.precision,
-        row.metrics.recall,
+        "model of {}: prior {:.4}, {} EM rounds, converged {}, {} persons",
+        name, model.prior, model.iterations, model.converged, row.persons,
     );
     for field in engine::linkage::Field::ALL {
         let weights: Vec<String> = field
             .level_names()
             .iter()
             .enumerate()
-            .map(|(l, name)| format!("{name} {:+.1}", model.level_weight(field, l as u8)))
+            .map(|(l, level)| format!("{level} {:+.1}", model.level_weight(field, l as u8)))
             .collect();
         println!("  {:<10} {}", field.as_str(), weights.join(", "));
     }
 }
 
+/// `rates` with ID numbers as in (a): every `gongan` copy, 70% of the others.
+fn with_register_ids(rates: &CorruptionRates) -> CorruptionRates {
+    let ids = CorruptionRates::mostly_with_ids();
+    CorruptionRates {
+        gongan_missing_id: ids.gongan_missing_id,
+        other_missing_id: ids.other_missing_id,
+        legacy_id: ids.legacy_id,
+        mistyped_id: ids.mistyped_id,
+        ..rates.clone()
+    }
+}
+
 fn main() {
     let args = args();
-    let options = BatchOptions::default();
+    let mut options = BatchOptions::default();
+    if let Some(target) = args.target_precision {
+        options.em.target_precision = target;
+    }
+    if let Some(budget) = args.review_budget {
+        options.em.review_budget = budget;
+    }
+    if let Some(min) = args.min_labelled {
+        options.em.min_labelled_matches = min;
+        options.em.min_labelled_non_matches = min;
+    }
+    let blocker = options.blocker;
+    let persons = 0..args.persons;
 
     let world = DemoWorld::new(DemoConfig {
         residents: args.persons.max(1),
         seed: args.seed,
         bad_record_rate: 0.0,
     });
-    let with_ids = generate(
-        &world,
-        0..args.persons,
-        &CorruptionRates::mostly_with_ids(),
-        args.seed,
-    );
-    let without_ids = generate(
-        &world,
-        0..args.persons,
-        &CorruptionRates::mostly_without_ids(),
-        args.seed,
-    );
+    let register_seed = args.seed ^ REGISTER_SEED;
+    let with_ids_rates = CorruptionRates::mostly_with_ids();
+    let without_ids_rates = CorruptionRates::mostly_without_ids();
     let none = CorruptionRates {
         gongan_missing_id: 1.0,
         other_missing_id: 1.0,
         ..CorruptionRates::mostly_with_ids()
     };
-    let no_ids_at_all = generate(&world, 0..args.persons, &none, args.seed);
-    // Data made differently from what the thresholds were chosen on: another generator seed
-    // (other people, names, addresses), heavier corruption, and a subset that holds only
+    // Data made differently from what the fixed thresholds were chosen on: another generator
+    // seed (other people, names, addresses), heavier corruption, and a subset that holds only
     // names and addresses.
     let other_seed = args.seed.wrapping_mul(31).wrapping_add(7);
     let other_world = DemoWorld::new(DemoConfig {
@@ -224,33 +606,110 @@ fn main() {
         missing_gender: 0.10,
         ..CorruptionRates::mostly_with_ids()
     };
-    let harsher_set = generate(&other_world, 0..args.persons, &harsher, other_seed);
     let address_only = CorruptionRates {
         missing_birth_date: 1.0,
         missing_phone: 1.0,
         ..none.clone()
     };
-    let address_only_set = generate(&other_world, 0..args.persons, &address_only, other_seed);
-    let rows = vec![
-        run("(a) mostly with IDs", &with_ids, &options),
-        run("(b) no-ID subset (95% without)", &without_ids, &options),
-        run("(c) no IDs at all", &no_ids_at_all, &options),
-        run(
-            "(d) another seed, no IDs, harsher corruption",
-            &harsher_set,
-            &options,
+    let register = |world: &DemoWorld, rates: &CorruptionRates, seed: u64| {
+        generate(world, persons.clone(), &with_register_ids(rates), seed)
+    };
+    let without_ids = generate(&world, persons.clone(), &without_ids_rates, args.seed);
+    let register_b = register(&world, &without_ids_rates, register_seed);
+    let register_c = register(&world, &none, register_seed);
+    let other_register_seed = other_seed ^ REGISTER_SEED;
+    let register_d = register(&other_world, &harsher, other_register_seed);
+    let register_e = register(&other_world, &address_only, other_register_seed);
+    let milder_register = register(&other_world, &with_ids_rates, other_register_seed);
+    let harsher_set = generate(&other_world, persons.clone(), &harsher, other_seed);
+    let address_only_set = generate(&other_world, persons.clone(), &address_only, other_seed);
+    let scenarios = vec![
+        scenario(
+            "(a) mostly with IDs",
+            generate(&world, persons.clone(), &with_ids_rates, args.seed),
+            None,
+            &blocker,
         ),
-        run(
-            "(e) another seed, names and addresses only",
-            &address_only_set,
-            &options,
+        scenario(
+            "(b) no-ID subset (95% without), + register",
+            without_ids.clone(),
+            Some(("same rates", &register_b)),
+            &blocker,
+        ),
+        scenario(
+            "(b) no-ID subset, its own labels only",
+            without_ids,
+            None,
+            &blocker,
+        ),
+        scenario(
+            "(c) no IDs at all, + register",
+            generate(&world, persons.clone(), &none, args.seed),
+            Some(("same rates", &register_c)),
+            &blocker,
+        ),
+        scenario(
+            "(d) another seed, no IDs, harsher corruption, + register",
+            harsher_set.clone(),
+            Some(("same rates", &register_d)),
+            &blocker,
+        ),
+        scenario(
+            "(d) + a register corrupted at (a)'s milder rates",
+            harsher_set,
+            Some(("(a)'s rates", &milder_register)),
+            &blocker,
+        ),
+        scenario(
+            "(e) another seed, names and addresses only, + register",
+            address_only_set.clone(),
+            Some(("same rates", &register_e)),
+            &blocker,
+        ),
+        scenario(
+            "(e) + a register corrupted at (a)'s milder rates",
+            address_only_set,
+            Some(("(a)'s rates", &milder_register)),
+            &blocker,
         ),
     ];
+    let rows: Vec<Vec<Row>> = scenarios
+        .iter()
+        .map(|s| {
+            Rule::ALL
+                .iter()
+                .map(|&rule| run(s, rule, &options))
+                .collect()
+        })
+        .collect();
     println!("## Linkage quality (pairwise, auto links only; review pairs count as not linked)\n");
-    print_quality(&rows);
+    print_quality(&scenarios, &rows);
+    println!("\n## Thresholds, what set them, and the estimate next to the truth\n");
+    print_thresholds(&scenarios, &rows);
+    let labelled_rows = || {
+        scenarios.iter().zip(&rows).filter_map(|(s, rows)| {
+            rows.iter()
+                .find(|r| r.rule == Rule::Labelled)
+                .map(|r| (s, r))
+        })
+    };
+    band_table(
+        "The model's posterior",
+        &labelled_rows()
+            .map(|(s, r)| (s.name.clone(), r.posterior_bands))
+            .collect::<Vec<_>>(),
+    );
+    band_table(
+        "The estimate calibrated on labelled pairs",
+        &labelled_rows()
+            .filter_map(|(s, r)| r.calibrated_bands.map(|b| (s.name.clone(), b)))
+            .collect::<Vec<_>>(),
+    );
+    println!("\n## Decided as ingest decides (a link needs a corroborating field)\n");
+    print_ingest(&scenarios, &rows);
     println!();
-    for row in &rows {
-        print_model(row);
+    for (s, r) in labelled_rows() {
+        print_model(&s.name, r);
     }
 
     if args.records > 0 {
@@ -263,23 +722,28 @@ fn main() {
             bad_record_rate: 0.0,
         });
         let started = Instant::now();
-        let mut large = generate(
-            &world,
-            0..persons,
-            &CorruptionRates::mostly_with_ids(),
-            args.seed,
-        );
+        let mut large = generate(&world, 0..persons, &with_ids_rates, args.seed);
         large.residents.truncate(args.records);
         large.truth.truncate(args.records);
         let generated = started.elapsed();
-        let row = run("(a) mostly with IDs, large", &large, &options);
+        let started = Instant::now();
+        let records = link_records(&large);
+        let normalise = started.elapsed();
+        let large = Scenario {
+            name: "(a) mostly with IDs, large".to_owned(),
+            set: large,
+            records,
+            register: None,
+        };
+        let mut row = run(&large, Rule::Labelled, &options);
+        row.normalise = normalise;
         println!(
             "\n## Resolution time ({} threads; generating the copies took {} s, not counted)\n",
             std::thread::available_parallelism().map_or(1, |n| n.get()),
             secs(generated)
         );
-        print_timing(std::slice::from_ref(&row));
+        print_timing(&row, &large.name);
         println!();
-        print_quality(std::slice::from_ref(&row));
+        print_quality(std::slice::from_ref(&large), &[vec![row]]);
     }
 }

@@ -97,6 +97,45 @@ pub struct StoredModel {
 }
 
 impl StoredModel {
+    /// The model in one line of `key=value` pairs, for the audit record of its estimation:
+    /// version and size, its thresholds with the targets they were chosen for and the rule
+    /// that set each, the estimate they followed (labelled pairs or the model's own, with how
+    /// many labelled pairs there were) and that estimate at them next to the model's own.
+    /// Counts and settings only, never a record.
+    pub fn summary(&self) -> String {
+        let model = &self.model;
+        let (estimate, choice, thresholds) = (model.estimate, model.choice, model.thresholds);
+        format!(
+            "version={} residents={} pairs={} converged={} precision={:.4} recall={:.4} \
+             review_share={:.4} review_per_record={:.4} link_threshold={:.3} \
+             link_threshold_from={} review_threshold={:.3} review_threshold_from={} \
+             target_precision={} review_budget={} budget_records={} estimate_from={} \
+             labelled_matches={} labelled_non_matches={} labelled_coverage={:.4} \
+             match_share={:.4} model_precision={:.4}",
+            self.version,
+            self.residents,
+            model.pairs,
+            model.converged,
+            estimate.precision,
+            estimate.recall,
+            estimate.review_share,
+            estimate.review_per_record,
+            thresholds.upper,
+            choice.upper_from.as_str(),
+            thresholds.lower,
+            choice.lower_from.as_str(),
+            choice.target_precision,
+            choice.review_budget,
+            choice.budget_records,
+            choice.estimate_from.as_str(),
+            choice.labelled.matches,
+            choice.labelled.non_matches,
+            choice.labelled_coverage,
+            choice.match_share,
+            estimate.model_precision,
+        )
+    }
+
     /// Reads a stored model: the versioned form, or the bare model stored before versions
     /// were kept (version 1).
     fn decode(bytes: &[u8]) -> Option<StoredModel> {
@@ -164,8 +203,12 @@ impl Linker {
         }
     }
 
-    /// Estimates the model by EM on the broker's residents, stores and installs it. `None`
-    /// when there are too few residents to learn from.
+    /// Estimates the model by EM on the broker's residents, stores and installs it; its
+    /// thresholds follow the precision measured on the candidate pairs of residents that both
+    /// carry valid ID numbers (the household register and every other department's records
+    /// with one), compared without them, when there are enough
+    /// ([`crate::linkage::calibration`]). `None` when there are too few residents to learn
+    /// from.
     pub fn train(
         &self,
         store: &Store,
@@ -368,16 +411,9 @@ pub fn link_incoming(
         let Some(other) = link_record(keys, candidate) else {
             continue;
         };
-        let score = model.score(record, &other);
         let vector = ComparisonVector::compare(record, &other);
-        let decision = match model.decide_vector(&vector) {
-            // A model learned on a small street can be overconfident: never link on a name
-            // alone; without corroboration the pair goes to an officer instead.
-            Decision::Link if !corroborated(&vector) => Decision::Review,
-            Decision::Review if !names_close(&vector) => Decision::Distinct,
-            other => other,
-        };
-        match decision {
+        let score = model.vector_weight(&vector);
+        match ingest_decision(model, &vector) {
             Decision::Link if best_link.as_ref().is_none_or(|(s, _)| score > *s) => {
                 best_link = Some((score, entity));
             }
@@ -658,6 +694,19 @@ pub fn pull_in(
     Ok(total)
 }
 
+/// What ingest does with a pair: the model's decision, except that a link needs a second
+/// field to corroborate the name (else the pair goes to review) and a review needs names at
+/// least as close as similar pinyin (else the pair is distinct).
+pub fn ingest_decision(model: &LinkageModel, vector: &ComparisonVector) -> Decision {
+    match model.decide_vector(vector) {
+        // A model learned on a small street can be overconfident: never link on a name
+        // alone; without corroboration the pair goes to an officer instead.
+        Decision::Link if !corroborated(vector) => Decision::Review,
+        Decision::Review if !names_close(vector) => Decision::Distinct,
+        other => other,
+    }
+}
+
 fn level(vector: &ComparisonVector, field: Field) -> u8 {
     vector.levels[field as usize]
 }
@@ -885,7 +934,7 @@ mod tests {
     use super::*;
 
     fn stored(sources: u64) -> StoredModel {
-        let model = LinkageModel::estimate(&[]);
+        let model = LinkageModel::estimate(&[], 0);
         StoredModel {
             version: 1,
             estimated_at: None,
@@ -912,7 +961,7 @@ mod tests {
 
     #[test]
     fn a_model_stored_before_versions_loads_as_version_one() {
-        let bare = serde_json::to_vec(&LinkageModel::estimate(&[])).unwrap();
+        let bare = serde_json::to_vec(&LinkageModel::estimate(&[], 0)).unwrap();
         let loaded = StoredModel::decode(&bare).unwrap();
         assert_eq!((loaded.version, loaded.sources), (1, 0));
         assert!(loaded.estimated_at.is_none());
@@ -923,5 +972,167 @@ mod tests {
         .unwrap();
         assert_eq!(StoredModel::decode(&versioned).unwrap().version, 4);
         assert!(StoredModel::decode(b"not json").is_none());
+    }
+
+    /// A model as stored before its thresholds followed its own estimate: fixed posterior
+    /// thresholds, an estimate without review counts, no threshold choice.
+    fn model_before_threshold_choice() -> serde_json::Value {
+        let mut model = serde_json::to_value(LinkageModel::estimate(&[], 0)).unwrap();
+        let fields = model.as_object_mut().unwrap();
+        fields.remove("choice");
+        fields.insert(
+            "estimate".to_owned(),
+            serde_json::json!({"precision": 0.9788, "recall": 0.9968, "review_share": 0.0079}),
+        );
+        fields.insert(
+            "thresholds".to_owned(),
+            serde_json::json!({"lower": -5.35, "upper": -1.1}),
+        );
+        model
+    }
+
+    #[test]
+    fn models_stored_before_the_threshold_choice_still_decode_and_keep_their_thresholds() {
+        use crate::linkage::{EstimateSource, LabelCounts, LinkRule, ReviewRule, ThresholdChoice};
+        let legacy = model_before_threshold_choice();
+        let as_version = serde_json::json!({"version": 3, "estimated_at": null, "residents": 900,
+            "sources": 2_000, "model": legacy});
+        for bytes in [
+            serde_json::to_vec(&legacy).unwrap(),
+            serde_json::to_vec(&as_version).unwrap(),
+        ] {
+            let loaded = StoredModel::decode(&bytes).expect("an old model decodes");
+            let model = &loaded.model;
+            assert_eq!(
+                (model.thresholds.lower, model.thresholds.upper),
+                (-5.35, -1.1)
+            );
+            assert_eq!(model.estimate.precision, 0.9788);
+            assert_eq!(model.estimate.review_pairs, 0);
+            // Its thresholds were the floors, and no target was set.
+            assert_eq!(model.choice, ThresholdChoice::default());
+            assert_eq!(model.choice.upper_from, LinkRule::Floor);
+            assert_eq!(model.choice.lower_from, ReviewRule::Floor);
+            assert_eq!(model.choice.target_precision, 0.0);
+            // Nor was it calibrated on labelled pairs.
+            assert_eq!(model.choice.estimate_from, EstimateSource::Model);
+            assert_eq!(model.choice.labelled, LabelCounts::default());
+            assert_eq!(model.estimate.model_precision, 0.0);
+        }
+        assert_eq!(
+            StoredModel::decode(&serde_json::to_vec(&as_version).unwrap())
+                .unwrap()
+                .version,
+            3
+        );
+    }
+
+    #[test]
+    fn models_whose_thresholds_followed_the_models_own_estimate_decode_as_such() {
+        use crate::linkage::{EstimateSource, LabelCounts, LinkRule, ReviewRule};
+        // Stored when the thresholds followed the model's own estimate, before labelled pairs.
+        let mut model = model_before_threshold_choice();
+        model.as_object_mut().unwrap().insert(
+            "choice".to_owned(),
+            serde_json::json!({"target_precision": 0.995, "review_budget": 0.02,
+                "budget_records": 4_000, "upper_from": "estimate", "lower_from": "budget"}),
+        );
+        let loaded = StoredModel::decode(&serde_json::to_vec(&model).unwrap()).unwrap();
+        let choice = loaded.model.choice;
+        assert_eq!(
+            (choice.upper_from, choice.lower_from),
+            (LinkRule::Estimate, ReviewRule::Budget)
+        );
+        assert_eq!(choice.budget_records, 4_000);
+        assert_eq!(choice.estimate_from, EstimateSource::Model);
+        assert_eq!(choice.labelled, LabelCounts::default());
+        assert_eq!(choice.match_share, 0.0);
+    }
+
+    #[test]
+    fn the_audit_summary_names_the_thresholds_targets_and_rules() {
+        let legacy: LinkageModel = serde_json::from_value(model_before_threshold_choice()).unwrap();
+        let summary = StoredModel {
+            version: 7,
+            model: legacy,
+            ..stored(3_000)
+        }
+        .summary();
+        for part in [
+            "version=7 ",
+            "link_threshold=-1.100 ",
+            "link_threshold_from=floor ",
+            "review_threshold=-5.350 ",
+            "review_threshold_from=floor ",
+            "target_precision=0 ",
+            "precision=0.9788 ",
+            "estimate_from=model ",
+            "labelled_matches=0 labelled_non_matches=0 ",
+        ] {
+            assert!(summary.contains(part), "{part:?} not in {summary}");
+        }
+        assert!(!summary.contains('\n'));
+    }
+
+    #[test]
+    fn a_model_keeps_how_its_thresholds_were_chosen_through_storage() {
+        use crate::linkage::compare::{IdRelation, FIELDS, LEVEL_COUNTS};
+        // Pairs that agree on everything, pairs that disagree on everything, pairs between.
+        let vector = |differ: &[usize]| {
+            let mut levels = [0u8; FIELDS];
+            for f in differ {
+                levels[*f] = (LEVEL_COUNTS[*f] - 1) as u8;
+            }
+            ComparisonVector {
+                levels,
+                ids: IdRelation::Undetermined,
+            }
+        };
+        let mut pairs = Vec::new();
+        pairs.extend(std::iter::repeat_n(vector(&[]), 900));
+        pairs.extend(std::iter::repeat_n(vector(&[0, 1, 2, 3, 4, 5]), 9_000));
+        pairs.extend(std::iter::repeat_n(vector(&[1]), 40));
+        pairs.extend(std::iter::repeat_n(vector(&[2]), 40));
+        // And pairs that valid ID numbers label, enough of each kind to calibrate on.
+        let labelled = |differ: &[usize], ids: IdRelation| ComparisonVector {
+            ids,
+            ..vector(differ)
+        };
+        pairs.extend(std::iter::repeat_n(
+            labelled(&[5], IdRelation::BothValidEqual),
+            300,
+        ));
+        pairs.extend(std::iter::repeat_n(
+            labelled(&[0, 1, 2, 3, 5], IdRelation::BothValidDifferent),
+            250,
+        ));
+        let model = LinkageModel::estimate(&pairs, 5_000);
+        assert_eq!(model.choice.budget_records, 5_000);
+        assert_eq!(model.choice.target_precision, 0.995);
+        assert_eq!(
+            model.choice.estimate_from,
+            crate::linkage::EstimateSource::LabelledPairs
+        );
+        let bytes = serde_json::to_vec(&StoredModel {
+            model: model.clone(),
+            ..stored(10_000)
+        })
+        .unwrap();
+        let loaded = StoredModel::decode(&bytes).unwrap();
+        assert_eq!(loaded.model.choice, model.choice);
+        assert_eq!(loaded.model.thresholds, model.thresholds);
+        assert_eq!(loaded.model.estimate, model.estimate);
+        let summary = loaded.summary();
+        assert!(summary.contains("target_precision=0.995 review_budget=0.02 budget_records=5000"));
+        assert!(
+            summary.contains(
+                "estimate_from=labelled_pairs labelled_matches=300 labelled_non_matches=250 "
+            ),
+            "{summary}"
+        );
+        assert!(summary.contains(&format!(
+            "link_threshold_from={} ",
+            model.choice.upper_from.as_str()
+        )));
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use audit::Decision as AuditDecision;
 use model::DivisionCode;
 
-use engine::linking::{Decided, SplitOutcome};
+use engine::linking::{Decided, SplitOutcome, StoredModel};
 use vault::store::StoredSource;
 
 use super::error::{ApiError, ErrorBody};
@@ -100,7 +100,9 @@ fn side(source: &StoredSource) -> ReviewSide {
 }
 
 /// The linkage model in force: its version, when and on what it was estimated, its
-/// thresholds, and its own estimate of its precision, recall and review share.
+/// thresholds with the targets they were chosen for and the rule that set each, the estimate
+/// of its precision, recall and review share at those thresholds and what that estimate came
+/// from (candidate pairs that valid ID numbers label, or the model's own posterior).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelReport {
     pub version: u32,
@@ -110,15 +112,85 @@ pub struct ModelReport {
     pub residents: usize,
     /// Candidate pairs it was estimated on.
     pub pairs: u64,
-    /// Expected share of true matches among automatic links.
+    /// Whether EM converged (when not, both thresholds are the floors).
+    pub converged: bool,
+    /// Expected share of true matches among automatic links (of the pairs its weights
+    /// decide, not two valid ID numbers), under the estimate named by `estimate_from`.
     pub estimated_precision: f64,
+    /// What the model's own posterior claims for the same links (the same figure when
+    /// `estimate_from` is `model`; 0 for a model stored before it was kept).
+    pub model_estimated_precision: f64,
     /// Expected share of true matches linked automatically.
     pub estimated_recall: f64,
     /// Share of candidate pairs sent to review.
     pub estimated_review_share: f64,
+    /// Review pairs per record without a valid ID number, among those it was estimated on.
+    pub estimated_review_per_record: f64,
     /// Match weights (bits) at which a pair is linked, and sent to review.
     pub link_threshold: f64,
     pub review_threshold: f64,
+    /// The model's posterior match probability at each threshold.
+    pub link_probability: f64,
+    pub review_probability: f64,
+    /// The estimated precision the automatic links were to reach (0 for a model estimated
+    /// before thresholds followed a target).
+    pub target_precision: f64,
+    /// Most review pairs per record without a valid ID number (0 likewise).
+    pub review_budget: f64,
+    /// Records without a valid ID number the budget was a share of.
+    pub budget_records: u64,
+    /// What set the link threshold: `estimate` (the lowest weight whose estimated precision
+    /// meets the target), `floor` (posterior 0.5: met there already, or the estimate could
+    /// not be used) or `target_unreached` (no weight meets it: nothing links automatically).
+    pub link_threshold_from: String,
+    /// What set the review threshold: `budget` (raised to keep the review band within the
+    /// budget) or `floor` (posterior 0.05).
+    pub review_threshold_from: String,
+    /// What the estimate came from: `labelled_pairs` (candidate pairs of records that both
+    /// carry valid ID numbers, compared without them) or `model` (too few of those, or a
+    /// model estimated before they were used).
+    pub estimate_from: String,
+    /// Labelled candidate pairs there were: the same valid ID number, and two different ones.
+    pub labelled_matches: u64,
+    pub labelled_non_matches: u64,
+    /// Share of the pairs to decide whose kind (the fields they compare) the labelled pairs
+    /// cover; the rest were judged on fewer of their fields (0 when the estimate is the
+    /// model's).
+    pub labelled_coverage: f64,
+    /// Estimated share of true matches among the candidate pairs the weights decide.
+    pub estimated_match_share: f64,
+}
+
+impl ModelReport {
+    fn of(stored: &StoredModel) -> ModelReport {
+        let model = &stored.model;
+        ModelReport {
+            version: stored.version,
+            estimated_at: stored.estimated_at,
+            residents: stored.residents,
+            pairs: model.pairs,
+            converged: model.converged,
+            estimated_precision: model.estimate.precision,
+            estimated_recall: model.estimate.recall,
+            estimated_review_share: model.estimate.review_share,
+            estimated_review_per_record: model.estimate.review_per_record,
+            link_threshold: model.thresholds.upper,
+            review_threshold: model.thresholds.lower,
+            link_probability: model.probability(model.thresholds.upper),
+            review_probability: model.probability(model.thresholds.lower),
+            target_precision: model.choice.target_precision,
+            review_budget: model.choice.review_budget,
+            budget_records: model.choice.budget_records,
+            link_threshold_from: model.choice.upper_from.as_str().to_owned(),
+            review_threshold_from: model.choice.lower_from.as_str().to_owned(),
+            model_estimated_precision: model.estimate.model_precision,
+            estimate_from: model.choice.estimate_from.as_str().to_owned(),
+            labelled_matches: model.choice.labelled.matches,
+            labelled_non_matches: model.choice.labelled.non_matches,
+            labelled_coverage: model.choice.labelled_coverage,
+            estimated_match_share: model.choice.match_share,
+        }
+    }
 }
 
 /// How the resident records in the officer's jurisdiction were resolved.
@@ -157,17 +229,11 @@ pub async fn report(
         pipeline.resolution_counts(&|source| in_scope(&reader2, source))
     })
     .await??;
-    let model = state.pipeline.linker().stored().map(|stored| ModelReport {
-        version: stored.version,
-        estimated_at: stored.estimated_at,
-        residents: stored.residents,
-        pairs: stored.model.pairs,
-        estimated_precision: stored.model.estimate.precision,
-        estimated_recall: stored.model.estimate.recall,
-        estimated_review_share: stored.model.estimate.review_share,
-        link_threshold: stored.model.thresholds.upper,
-        review_threshold: stored.model.thresholds.lower,
-    });
+    let model = state
+        .pipeline
+        .linker()
+        .stored()
+        .map(|stored| ModelReport::of(&stored));
     let without_id = counts.linked_without_id + counts.alone_without_id;
     let reviews = counts.reviews_pending + counts.reviews_linked + counts.reviews_distinct;
     let mut record = state.reader_record(
@@ -362,4 +428,121 @@ pub async fn split(
         })
         .await?;
     Ok(Json(moved))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use engine::linkage::compare::{IdRelation, FIELDS, LEVEL_COUNTS};
+    use engine::linkage::{ComparisonVector, LinkageModel};
+
+    fn stored(model: LinkageModel) -> StoredModel {
+        StoredModel {
+            version: 2,
+            estimated_at: None,
+            residents: 1_000,
+            sources: 3_000,
+            model,
+        }
+    }
+
+    #[test]
+    fn the_report_shows_the_thresholds_the_targets_and_the_rule_that_set_each() {
+        // Pairs that agree on everything, that disagree on everything, and some between.
+        let vector = |differ: &[usize]| {
+            let mut levels = [0u8; FIELDS];
+            for f in differ {
+                levels[*f] = (LEVEL_COUNTS[*f] - 1) as u8;
+            }
+            ComparisonVector {
+                levels,
+                ids: IdRelation::Undetermined,
+            }
+        };
+        let mut pairs = vec![vector(&[]); 900];
+        pairs.extend(vec![vector(&[0, 1, 2, 3, 4, 5]); 9_000]);
+        pairs.extend(vec![vector(&[1]); 40]);
+        pairs.extend(vec![vector(&[2, 3]); 40]);
+        // And pairs that valid ID numbers label, enough of each to estimate on.
+        let labelled = |differ: &[usize], ids: IdRelation| ComparisonVector {
+            ids,
+            ..vector(differ)
+        };
+        pairs.extend(vec![labelled(&[5], IdRelation::BothValidEqual); 400]);
+        pairs.extend(vec![
+            labelled(
+                &[0, 1, 2, 3, 5],
+                IdRelation::BothValidDifferent
+            );
+            300
+        ]);
+        let model = LinkageModel::estimate(&pairs, 10_000);
+        let report = ModelReport::of(&stored(model.clone()));
+        assert_eq!(report.link_threshold, model.thresholds.upper);
+        assert_eq!(report.review_threshold, model.thresholds.lower);
+        assert_eq!(report.target_precision, 0.995);
+        assert_eq!(report.review_budget, 0.02);
+        assert_eq!(report.budget_records, 10_000);
+        assert_eq!(report.link_threshold_from, model.choice.upper_from.as_str());
+        assert_eq!(
+            report.review_threshold_from,
+            model.choice.lower_from.as_str()
+        );
+        assert!(
+            (0.5..=1.0).contains(&report.link_probability),
+            "{}",
+            report.link_probability
+        );
+        assert!(report.review_probability >= 0.05 - 1e-9);
+        assert_eq!(report.estimated_precision, model.estimate.precision);
+        assert_eq!(report.estimate_from, "labelled_pairs");
+        assert_eq!(
+            (report.labelled_matches, report.labelled_non_matches),
+            (400, 300)
+        );
+        assert_eq!(report.labelled_coverage, model.choice.labelled_coverage);
+        assert!(report.labelled_coverage > 0.0 && report.labelled_coverage <= 1.0);
+        assert_eq!(
+            report.model_estimated_precision,
+            model.estimate.model_precision
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        for field in [
+            "link_threshold_from",
+            "review_threshold_from",
+            "target_precision",
+            "review_budget",
+            "estimated_review_per_record",
+            "estimate_from",
+            "labelled_matches",
+            "labelled_coverage",
+            "estimated_match_share",
+            "model_estimated_precision",
+        ] {
+            assert!(json.get(field).is_some(), "{field} missing: {json}");
+        }
+    }
+
+    #[test]
+    fn a_model_stored_before_the_targets_reports_its_floors_and_no_target() {
+        let mut legacy = serde_json::to_value(LinkageModel::estimate(&[], 0)).unwrap();
+        legacy.as_object_mut().unwrap().remove("choice");
+        let model: LinkageModel = serde_json::from_value(legacy).unwrap();
+        let report = ModelReport::of(&stored(model));
+        assert_eq!(
+            (
+                report.link_threshold_from.as_str(),
+                report.review_threshold_from.as_str()
+            ),
+            ("floor", "floor")
+        );
+        assert_eq!((report.target_precision, report.review_budget), (0.0, 0.0));
+        assert!((report.link_probability - 0.5).abs() < 1e-9);
+        assert_eq!(report.estimate_from, "model");
+        assert_eq!(
+            (report.labelled_matches, report.labelled_non_matches),
+            (0, 0)
+        );
+    }
 }

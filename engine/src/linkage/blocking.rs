@@ -10,10 +10,15 @@
 //! - [`Blocker`] never emits a pair twice, never a record with itself, and skips a block
 //!   larger than its cap (counted in [`CandidatePairs::oversized_blocks`]) so a very common
 //!   key cannot make the work quadratic.
+//! - [`shared_key_kinds`] says which kinds of key two records share, and
+//!   [`KeyKinds::any_within`] whether one of them needs only some set of compared fields:
+//!   what calibration needs to know whether a pair would still be a candidate had some of
+//!   its fields been missing.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
+use super::compare::Field;
 use super::record::LinkRecord;
 
 /// The blocking keys of one record.
@@ -59,6 +64,98 @@ fn for_each_key(record: &LinkRecord, mut emit: impl FnMut(&str)) {
             emit(&key);
         }
     }
+}
+
+/// A set of blocking-key kinds, one bit each: `sb`, `py`, `ph`, `nc`, `nb`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyKinds(pub u8);
+
+impl KeyKinds {
+    pub const NONE: KeyKinds = KeyKinds(0);
+    /// `sb:` surname pinyin + birth date.
+    pub const SURNAME_BIRTH: KeyKinds = KeyKinds(1);
+    /// `py:` full-name pinyin + birth year.
+    pub const PINYIN_YEAR: KeyKinds = KeyKinds(2);
+    /// `ph:` phone digits.
+    pub const PHONE: KeyKinds = KeyKinds(4);
+    /// `nc:` full-name pinyin + compound.
+    pub const NAME_COMPOUND: KeyKinds = KeyKinds(8);
+    /// `nb:` name characters + compound + building.
+    pub const NAME_BUILDING: KeyKinds = KeyKinds(16);
+    const EACH: [(KeyKinds, &'static str); 5] = [
+        (KeyKinds::SURNAME_BIRTH, "sb:"),
+        (KeyKinds::PINYIN_YEAR, "py:"),
+        (KeyKinds::PHONE, "ph:"),
+        (KeyKinds::NAME_COMPOUND, "nc:"),
+        (KeyKinds::NAME_BUILDING, "nb:"),
+    ];
+
+    fn of_key(key: &str) -> KeyKinds {
+        KeyKinds::EACH
+            .iter()
+            .find(|(_, prefix)| key.starts_with(prefix))
+            .map_or(KeyKinds::NONE, |(kind, _)| *kind)
+    }
+
+    pub fn union(self, other: KeyKinds) -> KeyKinds {
+        KeyKinds(self.0 | other.0)
+    }
+
+    pub fn contains(self, other: KeyKinds) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The compared fields (bits of [`Field`] positions) a key of one kind needs on both
+    /// records: name and birth date, phone, or name and address.
+    fn needed_fields(self) -> u8 {
+        let bit = |field: Field| 1u8 << field as usize;
+        match self {
+            KeyKinds::SURNAME_BIRTH | KeyKinds::PINYIN_YEAR => {
+                bit(Field::Name) | bit(Field::BirthDate)
+            }
+            KeyKinds::PHONE => bit(Field::Phone),
+            KeyKinds::NAME_COMPOUND | KeyKinds::NAME_BUILDING => {
+                bit(Field::Name) | bit(Field::Address)
+            }
+            _ => u8::MAX,
+        }
+    }
+
+    /// Whether one of these kinds needs only fields among `fields` (bits of [`Field`]
+    /// positions): a pair sharing it would be a candidate compared on those fields alone.
+    pub fn any_within(self, fields: u8) -> bool {
+        KeyKinds::EACH.iter().any(|(kind, _)| {
+            self.contains(*kind) && kind.needed_fields() & fields == kind.needed_fields()
+        })
+    }
+}
+
+/// A record's blocking keys as kinds and hashes, to find the kinds two records share
+/// without formatting their keys again for every pair.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyHashes(Vec<(KeyKinds, u64)>);
+
+impl KeyHashes {
+    pub fn of(record: &LinkRecord) -> KeyHashes {
+        let mut out = Vec::with_capacity(5);
+        for_each_key(record, |key| {
+            out.push((KeyKinds::of_key(key), key_hash(key)))
+        });
+        KeyHashes(out)
+    }
+
+    /// The kinds of key both have.
+    pub fn shared(&self, other: &KeyHashes) -> KeyKinds {
+        self.0
+            .iter()
+            .filter(|(_, hash)| other.0.iter().any(|(_, h)| h == hash))
+            .fold(KeyKinds::NONE, |shared, (kind, _)| shared.union(*kind))
+    }
+}
+
+/// The kinds of blocking key `a` and `b` share.
+pub fn shared_key_kinds(a: &LinkRecord, b: &LinkRecord) -> KeyKinds {
+    KeyHashes::of(a).shared(&KeyHashes::of(b))
 }
 
 /// Candidate pairs of a batch, `(i, j)` with `i < j`, sorted.
@@ -181,6 +278,37 @@ mod tests {
         );
         let bare = record("单伟", None, None, "");
         assert!(blocking_keys(&bare).is_empty());
+    }
+
+    #[test]
+    fn shared_kinds_say_which_fields_a_pair_was_found_by() {
+        let birth = NaiveDate::from_ymd_opt(1980, 5, 17);
+        let a = record(
+            "张伟",
+            birth,
+            Some("13812345678"),
+            "幸福里小区3号楼2单元501",
+        );
+        // Same phone only.
+        let b = record("李娜", None, Some("13812345678"), "阳光嘉园1号楼101");
+        assert_eq!(shared_key_kinds(&a, &b), KeyKinds::PHONE);
+        // Same name and compound, another building, no phone, the same birth date.
+        let c = record("張偉", birth, None, "幸福里小区5号楼1单元101");
+        let shared = shared_key_kinds(&a, &c);
+        assert!(shared.contains(KeyKinds::NAME_COMPOUND));
+        assert!(shared.contains(KeyKinds::SURNAME_BIRTH.union(KeyKinds::PINYIN_YEAR)));
+        assert!(!shared.contains(KeyKinds::NAME_BUILDING) && !shared.contains(KeyKinds::PHONE));
+        assert_eq!(
+            shared_key_kinds(&a, &record("王芳", None, None, "")),
+            KeyKinds::NONE
+        );
+        // Found by phone: a candidate compared on the phone; not on name and address alone.
+        let bit = |f: Field| 1u8 << f as usize;
+        assert!(KeyKinds::PHONE.any_within(bit(Field::Phone) | bit(Field::Name)));
+        assert!(!KeyKinds::PHONE.any_within(bit(Field::Name) | bit(Field::Address)));
+        assert!(shared.any_within(bit(Field::Name) | bit(Field::Address)));
+        assert!(!KeyKinds::SURNAME_BIRTH.any_within(bit(Field::Name) | bit(Field::Address)));
+        assert!(!KeyKinds::NONE.any_within(u8::MAX));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! A pure algorithm: no store, no keys, no I/O. The pipeline is
 //! [`LinkRecord`] (normalise once) -> [`blocking_keys`] / [`Blocker`] (which pairs to compare)
-//! -> [`ComparisonVector`] (a level per field) -> [`LinkageModel`] (weights, thresholds,
+//! -> [`ComparisonVector`] (a level per field) -> [`LinkageModel`] (weights by EM; thresholds
+//! from the precision estimated on the pairs valid ID numbers label, [`calibration`];
 //! [`Decision`]) -> [`cluster`] (union-find); [`resolve_batch`] runs all of it over a batch,
 //! and the demo crate's `synthetic` module makes corrupted department copies of demo persons
 //! to measure it.
@@ -21,6 +22,7 @@
 
 pub mod address;
 pub mod blocking;
+pub mod calibration;
 pub mod cluster;
 pub mod compare;
 pub mod fellegi_sunter;
@@ -30,11 +32,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 pub use address::AddressParts;
-pub use blocking::{blocking_keys, Blocker, CandidatePairs};
+pub use blocking::{blocking_keys, shared_key_kinds, Blocker, CandidatePairs, KeyHashes, KeyKinds};
+pub use calibration::{Calibration, LabelCounts, LabelledPairs, Scorer};
 pub use cluster::{cluster, Clusters};
 pub use compare::{ComparisonVector, Field, IdRelation};
 pub use fellegi_sunter::{
-    estimate_u_from_random_pairs, Decision, EmSettings, LinkageModel, ModelEstimate, Thresholds,
+    estimate_u_from_random_pairs, Decision, EmSettings, EstimateSource, LinkRule, LinkageModel,
+    ModelEstimate, ReviewRule, ThresholdChoice, Thresholds,
 };
 pub use record::{LinkInput, LinkRecord};
 
@@ -46,6 +50,10 @@ pub struct BatchOptions {
     /// Estimate `u` from this many random pairs and keep it fixed during EM (0: let EM
     /// estimate `u` on the candidate pairs).
     pub random_u_samples: usize,
+    /// Labelled pairs from outside the batch (e.g. [`LabelledPairs::from_records`] of other
+    /// records of the same sources that carry valid ID numbers), added to the batch's own
+    /// for calibrating the thresholds; EM does not see them.
+    pub labelled: LabelledPairs,
 }
 
 /// A pair with its match weight.
@@ -111,7 +119,13 @@ pub fn resolve_batch(records: &[LinkRecord], options: &BatchOptions) -> BatchRes
             0x5afe_941d,
         ));
     }
-    let model = LinkageModel::estimate_from_counts(&counts, &settings);
+    // The review budget is a share of the records the weights decide about.
+    let without_id = records.iter().filter(|r| r.valid_id().is_none()).count();
+    // The candidate pairs two valid ID numbers label, compared without them.
+    let mut labelled = LabelledPairs::from_candidates(records, &candidates.pairs, &keys);
+    labelled.extend(&options.labelled);
+    let model =
+        LinkageModel::estimate_from_counts(&counts, &labelled, without_id as u64, &settings);
     let decisions: HashMap<u64, (Decision, f64)> = counts
         .keys()
         .map(|&key| {
