@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use model::profile::SourceRef;
 use model::{Department, RecordKind};
@@ -24,8 +24,6 @@ use vault::store::{Store, StoreError};
 
 /// How often marks are written.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
-/// How long the published counts (a scan of the row keys) are reused.
-const PUBLISHED_TTL: Duration = Duration::from_secs(60);
 
 fn row_key(digest: u64) -> String {
     format!("sharing/row/{digest:016x}")
@@ -43,7 +41,8 @@ pub struct SharingTracker {
     known: Mutex<HashSet<u64>>,
     /// Marks waiting for the background writer.
     pending: Mutex<Vec<(u64, Department)>>,
-    published: Mutex<Option<(Instant, BTreeMap<String, u64>)>>,
+    /// The published counts and the change sequence they were counted at.
+    published: Mutex<Option<(u64, BTreeMap<String, u64>)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -147,16 +146,19 @@ impl SharingTracker {
             .collect())
     }
 
-    /// Source records each department has sent (tombstones included), reused for a minute.
+    /// Source records each department has sent (tombstones included): a scan of the row
+    /// keys, reused until the store changes.
     pub fn published(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let reader = self.store.read()?;
+        let seq = reader.change_seq()?;
         let mut cached = lock(&self.published);
         if let Some((at, counts)) = cached.as_ref() {
-            if at.elapsed() < PUBLISHED_TTL {
+            if *at == seq {
                 return Ok(counts.clone());
             }
         }
-        let counts = self.store.read()?.rows_per_department()?;
-        *cached = Some((Instant::now(), counts.clone()));
+        let counts = reader.rows_per_department()?;
+        *cached = Some((seq, counts.clone()));
         Ok(counts)
     }
 

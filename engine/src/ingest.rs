@@ -1093,6 +1093,17 @@ pub struct EventFacts {
     pub parties: Vec<String>,
 }
 
+/// The events the broker recorded, counted ([`Pipeline::recorded_events`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordedEvents {
+    /// Reports and visits recorded.
+    pub recorded: u64,
+    /// Of them, closed (结案).
+    pub closed: u64,
+    /// Median hours from occurrence to closing, over the closed ones.
+    pub median_hours_to_close: Option<f64>,
+}
+
 /// What became of a transition ([`Pipeline::transition_event`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransitionOutcome {
@@ -1214,6 +1225,64 @@ impl Pipeline {
                 .map(str::to_owned)
                 .collect(),
         }))
+    }
+
+    /// The events the broker recorded (reports and visits): how many, how many are closed
+    /// (结案), and the median hours from occurrence (the report's time when none was given)
+    /// to closing. Counts only; the history is opened to find when each closed.
+    pub fn recorded_events(&self) -> Result<RecordedEvents, IngestError> {
+        let reader = self.store.read()?;
+        let mut recorded = Vec::new();
+        reader.for_each_source(RecordKind::Event, |source| {
+            if source.sealed.contains_key("reported_by") {
+                recorded.push(source);
+            }
+        })?;
+        let mut hours = Vec::new();
+        let mut closed = 0;
+        for source in &recorded {
+            let status = source.clear.get("status").and_then(Value::as_str);
+            if status != Some("closed") {
+                continue;
+            }
+            closed += 1;
+            let occurred = source
+                .clear
+                .get("occurred_at")
+                .and_then(Value::as_str)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            let Ok(opened) =
+                crate::resolve::open_source_fields(&self.keys, source.clone(), Some(&["history"]))
+            else {
+                // Counted as closed; a row that does not open says nothing about its time.
+                continue;
+            };
+            let history: Vec<EventTransition> = opened
+                .fields
+                .get("history")
+                .and_then(|h| serde_json::from_value(h.clone()).ok())
+                .unwrap_or_default();
+            let closed_at = history
+                .iter()
+                .rev()
+                .find(|t| t.to == "closed")
+                .map(|t| t.at);
+            if let (Some(from), Some(to)) = (occurred, closed_at) {
+                hours.push((to - from).num_seconds().max(0) as f64 / 3600.0);
+            }
+        }
+        hours.sort_by(f64::total_cmp);
+        let median_hours_to_close = match hours.len() {
+            0 => None,
+            n if n % 2 == 1 => Some(hours[n / 2]),
+            n => Some((hours[n / 2 - 1] + hours[n / 2]) / 2.0),
+        };
+        Ok(RecordedEvents {
+            recorded: recorded.len() as u64,
+            closed,
+            median_hours_to_close,
+        })
     }
 
     /// Moves the event `facts` describes: its next version — status `transition.to`,

@@ -42,7 +42,7 @@ use utoipa::{Modify, OpenApi};
         super::reports::ReportRequest, super::reports::VisitRequest, super::reports::TransitionRequest,
         super::reports::Recorded, super::reports::Moved, model::profile::EventTransition,
         // Statistics schemas.
-        super::stats::SharingStats, super::stats::DepartmentSharing,
+        super::stats::SharingStats, super::stats::DepartmentSharing, super::stats::EventFigures,
         super::error::ErrorBody, super::error::ErrorDetail, super::Health, super::WhoAmI, super::disclosure::UnifiedId,
         super::search::SearchPage, super::disclosure::SearchItem,
         super::policy::PolicyInfo, super::policy::Preview, super::policy::FieldPreview,

@@ -1,6 +1,7 @@
 //! Sharing statistics (`GET /v1/stats/sharing`): what the street leadership reports upward —
 //! per department the records it published, how many of them other departments, grid workers
-//! and officers have read or received, and the sharing rate.
+//! and officers have read or received, and the sharing rate; and the events grid workers and
+//! officers recorded, how many are closed and the median hours to close.
 //!
 //! Guarantees: counts only, no personal data; only roles with `Permission::ReadSharingStats`
 //! (street and community officers by default); each request is audited.
@@ -35,11 +36,25 @@ pub struct DepartmentSharing {
     pub sharing_rate: f64,
 }
 
+/// Events recorded through `POST /v1/reports` and `/v1/visits`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventFigures {
+    pub reported: u64,
+    /// Closed (结案).
+    pub closed: u64,
+    /// Median hours from occurrence (the report's time when none was given) to closing;
+    /// absent before the first closes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub median_hours_to_close: Option<f64>,
+}
+
 /// The street's sharing figures.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SharingStats {
     pub departments: Vec<DepartmentSharing>,
     pub total: DepartmentSharing,
+    /// Events grid workers and officers recorded (reports and visits).
+    pub events: EventFigures,
     /// When the figures were read.
     pub as_of: chrono::DateTime<chrono::Utc>,
 }
@@ -83,6 +98,10 @@ pub async fn sharing(
         Ok::<_, vault::store::StoreError>((tracker.published()?, tracker.shared()?))
     })
     .await??;
+    let pipeline = state.pipeline.clone();
+    let events = tokio::task::spawn_blocking(move || pipeline.recorded_events())
+        .await?
+        .map_err(|err| ApiError::internal("statistics_unreadable", &err))?;
     let mut departments = Vec::new();
     let (mut all_published, mut all_shared) = (0, 0);
     for department in Department::ALL {
@@ -114,6 +133,11 @@ pub async fn sharing(
             published: all_published,
             shared: all_shared,
             sharing_rate: rate(all_shared, all_published),
+        },
+        events: EventFigures {
+            reported: events.recorded,
+            closed: events.closed,
+            median_hours_to_close: events.median_hours_to_close,
         },
         as_of: chrono::Utc::now(),
     }))

@@ -43,6 +43,20 @@ async fn subscribe(app: &TestApp, token: &str, body: Value) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// POST `body` to `path` as `token`; returns status and body.
+async fn post(app: &TestApp, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    let response = app
+        .client
+        .post(format!("{}{path}", app.url))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("the request is sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 async fn disputes_for_sifa(app: &TestApp, url: Option<String>) -> (String, String) {
     let mut body = json!({"kinds":["event"],"types":["dispute"],"grids":[STREET],
         "purpose":"dispute_mediation"});
@@ -616,13 +630,58 @@ async fn the_sharing_statistics_reflect_what_was_read_and_received() {
     assert_eq!(status, 200);
     assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
 
+    // A grid worker reports a dispute; the community closes it through its lifecycle.
+    let worker_reports = app.token("grid_worker", &[GRID], None);
+    let community = app.token("community_officer", &[e2e_tests::COMMUNITY], None);
+    let (status, reported) = post(
+        &app,
+        "/v1/reports",
+        &worker_reports,
+        &json!({"type":"sanitation","title":"楼道垃圾堆放","grid":GRID,
+            "occurred_at":(chrono::Utc::now() - chrono::Duration::hours(5)).to_rfc3339()}),
+    )
+    .await;
+    assert_eq!(status, 201, "{reported}");
+    let event = reported["id"].as_str().expect("an id").to_owned();
+    for (token, to) in [
+        (&community, "accepted"),
+        (&community, "dispatched"),
+        (&community, "in_progress"),
+        (&community, "resolved"),
+        (&community, "verified"),
+        (&community, "closed"),
+    ] {
+        let (status, moved) = post(
+            &app,
+            &format!("/v1/events/{event}/transitions"),
+            token,
+            &json!({ "to": to }),
+        )
+        .await;
+        assert_eq!(status, 200, "{to}: {moved}");
+    }
+    let (status, _) = post(
+        &app,
+        "/v1/reports",
+        &worker_reports,
+        &json!({"type":"sanitation","title":"还没处理","grid":GRID}),
+    )
+    .await;
+    assert_eq!(status, 201);
+
     let (_, after) = stats(&app, officer).await;
+    assert_eq!(after["events"]["reported"], 2, "{after}");
+    assert_eq!(after["events"]["closed"], 1, "{after}");
+    let hours = after["events"]["median_hours_to_close"]
+        .as_f64()
+        .expect("a median");
+    assert!((4.9..5.2).contains(&hours), "{after}");
     assert_eq!(of(&after, "gongan", "shared"), 1, "{after}");
     assert_eq!(of(&after, "gongan", "sharing_rate"), 0.5, "{after}");
     assert_eq!(of(&after, "minzheng", "shared"), 0, "{after}");
-    assert_eq!(of(&after, "wangge", "published"), 1, "{after}");
+    assert_eq!(of(&after, "wangge", "published"), 3, "{after}");
     assert_eq!(of(&after, "wangge", "shared"), 1, "{after}");
-    assert_eq!(after["total"]["published"], 4, "{after}");
+    assert_eq!(after["total"]["published"], 6, "{after}");
     assert_eq!(after["total"]["shared"], 2, "{after}");
     assert!(!after.to_string().contains("钱多多"));
     // Not for grid workers or departments.
@@ -705,4 +764,94 @@ async fn agreements_are_policy_shown_in_the_preview_and_changed_only_by_security
     assert_eq!(response.status(), 200);
     let (status, created) = subscribe(&app, &weijian, ask).await;
     assert_eq!(status, 201, "{created}");
+}
+
+#[tokio::test]
+async fn a_grid_workers_report_reaches_each_department_within_a_second_as_its_agreement_allows() {
+    let receiver = Receiver::start().await;
+    let app = broker_for(&receiver, |_| {}).await;
+    let party = publish_party(&app).await;
+    let party_id = app.unified_id("resident", "gongan", "GA-P").await;
+    // The justice office mediates (text in clear); the police station watches (text masked).
+    let (status, sifa) = subscribe(
+        &app,
+        &subscriber(&app, "sifa"),
+        json!({"kinds":["event"],"types":["dispute"],"grids":[STREET],
+            "purpose":"dispute_mediation","url":receiver.url("/sifa")}),
+    )
+    .await;
+    assert_eq!(status, 201, "{sifa}");
+    let (status, gongan) = subscribe(
+        &app,
+        &subscriber(&app, "gongan"),
+        json!({"kinds":["event"],"types":["dispute"],"grids":[STREET],
+            "purpose":"routine_visit","url":receiver.url("/gongan")}),
+    )
+    .await;
+    assert_eq!(status, 201, "{gongan}");
+
+    let worker = app.token("grid_worker", &[GRID], None);
+    let description = format!("{PARTY}（电话{PARTY_PHONE}）与楼上住户因漏水争吵");
+    let sent = std::time::Instant::now();
+    let (status, reported) = post(
+        &app,
+        "/v1/reports",
+        &worker,
+        &json!({"type":"dispute","title":"楼上漏水纠纷","description":description,
+            "grid":GRID,"parties":[party_id]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{reported}");
+    assert_eq!(reported["routed_to"], json!(["sifa", "gongan"]));
+    let event = reported["id"].as_str().expect("an event id").to_owned();
+    let received = receiver
+        .wait_for(Duration::from_secs(5), "both deliveries", |r| {
+            r.iter()
+                .filter(|d| d.json()["id"] == event.as_str())
+                .count()
+                >= 2
+        })
+        .await;
+    let within = sent.elapsed();
+    assert!(
+        within < Duration::from_secs(1),
+        "delivered after {within:?}"
+    );
+    let to = |path: &str| {
+        received
+            .iter()
+            .find(|d| d.path == path && d.json()["id"] == event.as_str())
+            .expect("a delivery")
+            .clone()
+    };
+    let (for_sifa, for_gongan) = (to("/sifa"), to("/gongan"));
+    let sifa_secret = sifa["secret"].as_str().expect("secret");
+    let gongan_secret = gongan["secret"].as_str().expect("secret");
+    assert!(verify_signature(&for_sifa, sifa_secret).is_some());
+    assert!(verify_signature(&for_gongan, gongan_secret).is_some());
+    assert!(
+        verify_signature(&for_gongan, sifa_secret).is_none(),
+        "each department's secret signs only its own deliveries"
+    );
+    let sifa_record = for_sifa.json()["record"].clone();
+    let gongan_record = for_gongan.json()["record"].clone();
+    // Mediation reads the text and the parties' names; the police read the text masked.
+    assert_eq!(
+        sifa_record["fields"]["description"]["value"],
+        description.as_str()
+    );
+    assert_eq!(sifa_record["related"]["parties"][0]["label"], PARTY);
+    let masked = gongan_record["fields"]["description"]["value"]
+        .as_str()
+        .expect("the description, masked");
+    assert!(
+        !masked.contains(PARTY_PHONE) && !masked.contains(PARTY),
+        "{masked}"
+    );
+    // No ID number, no phone in clear anywhere in either delivery.
+    for body in [&for_sifa, &for_gongan] {
+        let text = String::from_utf8_lossy(&body.body).to_string();
+        assert!(!text.contains(&party), "{text}");
+    }
+    assert!(!gongan_record.to_string().contains(PARTY_PHONE));
 }
