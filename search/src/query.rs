@@ -29,7 +29,7 @@ use tantivy::Term;
 use model::{Department, IdNumber, Phone, RecordKind};
 
 use super::blind::Blinder;
-use super::document::{department_guard, profile_field, source_guard, tag_guard};
+use super::document::{department_guard, profile_field, source_guard, tag_guard, ADULT_GUARD};
 use super::filter::{FilterCache, FilterQuery, FilterSpec};
 use super::schema::{Family, IndexFields};
 use chinese_text::{address, fold, names, segment as text};
@@ -380,9 +380,13 @@ pub struct Access<'a> {
 /// searches (a plan's answers depend only on its key).
 #[derive(Debug, Default)]
 pub struct Learnt {
-    levels: RwLock<HashMap<(RecordKind, &'static str), [FieldLevel; 8]>>,
-    tags: RwLock<HashMap<(RecordKind, String), [bool; 8]>>,
+    /// By kind, field and whether the profile is a child's.
+    levels: RwLock<HashMap<LevelKey, [FieldLevel; 8]>>,
+    tags: RwLock<HashMap<(RecordKind, String, bool), [bool; 8]>>,
 }
+
+/// A kind, a field, and whether the profile is a child's.
+type LevelKey = (RecordKind, &'static str, bool);
 
 /// Tags one [`Learnt`] remembers at most (they come from what users type).
 const MAX_LEARNT_TAGS: usize = 4_096;
@@ -407,6 +411,7 @@ impl AccessKey {
             for family in Family::ALL {
                 if let Some(field) = profile_field(kind, family) {
                     declared.push(plan.field_level(kind, field));
+                    declared.push(plan.minor_field_level(kind, field));
                 }
             }
         }
@@ -416,6 +421,8 @@ impl AccessKey {
         for class in policies::CLASSES.into_iter().chain(["\u{0}unknown-class"]) {
             for department in Department::ALL {
                 owned.push(plan.level(class, department));
+                // A child's profile is viewed at the minor levels (policies::minor).
+                owned.push(plan.minor_level(class, department));
             }
         }
         AccessKey {
@@ -457,7 +464,30 @@ impl<'a> Access<'a> {
         }
     }
 
-    fn probe_profile(&self, kind: RecordKind, department: Department) -> Profile {
+    /// A profile of `kind` held by `department` inside the caller's jurisdiction; with
+    /// `minor`, a resident's profile that says the person is 5 years old on the plan's day.
+    fn probe_profile(&self, kind: RecordKind, department: Department, minor: bool) -> Profile {
+        let mut profile = self.bare_probe(kind, department);
+        if minor && kind == RecordKind::Resident {
+            let birth = self
+                .plan
+                .today()
+                .checked_sub_months(chrono::Months::new(60))
+                .unwrap_or_default();
+            profile.fields.insert(
+                "birth_date".to_owned(),
+                MergedField {
+                    value: serde_json::Value::String(birth.format("%Y-%m-%d").to_string()),
+                    source: department,
+                    version: "1".to_owned(),
+                    conflicts: Vec::new(),
+                },
+            );
+        }
+        profile
+    }
+
+    fn bare_probe(&self, kind: RecordKind, department: Department) -> Profile {
         Profile {
             id: "probe".to_owned(),
             kind,
@@ -482,21 +512,26 @@ impl<'a> Access<'a> {
 
     /// The level at which the caller sees `field` of a `kind` entity when the value came
     /// from each department: the lower of the plan's field level and what `apply` does.
-    fn levels(&mut self, kind: RecordKind, field: &'static str) -> [FieldLevel; 8] {
+    /// With `minor`, the same on a child's profile ([`policies::minor`]).
+    fn levels(&mut self, kind: RecordKind, field: &'static str, minor: bool) -> [FieldLevel; 8] {
         if let Some(levels) = self
             .learnt
             .levels
             .read()
             .ok()
-            .and_then(|l| l.get(&(kind, field)).copied())
+            .and_then(|l| l.get(&(kind, field, minor)).copied())
         {
             return levels;
         }
-        let declared = self.plan.field_level(kind, field);
+        let declared = if minor {
+            self.plan.minor_field_level(kind, field)
+        } else {
+            self.plan.field_level(kind, field)
+        };
         let mut out = [FieldLevel::Hidden; 8];
         for (slot, department) in out.iter_mut().zip(Department::ALL) {
             let sample = serde_json::Value::String(probe_value(field).to_owned());
-            let mut profile = self.probe_profile(kind, department);
+            let mut profile = self.probe_profile(kind, department, minor);
             profile.fields.insert(
                 field.to_owned(),
                 MergedField {
@@ -515,24 +550,24 @@ impl<'a> Access<'a> {
             *slot = declared.min(applied);
         }
         if let Ok(mut levels) = self.learnt.levels.write() {
-            levels.insert((kind, field), out);
+            levels.insert((kind, field, minor), out);
         }
         out
     }
 
-    fn tag_visible(&mut self, kind: RecordKind, tag: &str) -> [bool; 8] {
+    fn tag_visible(&mut self, kind: RecordKind, tag: &str, minor: bool) -> [bool; 8] {
         if let Some(v) = self
             .learnt
             .tags
             .read()
             .ok()
-            .and_then(|t| t.get(&(kind, tag.to_owned())).copied())
+            .and_then(|t| t.get(&(kind, tag.to_owned(), minor)).copied())
         {
             return v;
         }
         let mut out = [false; 8];
         for (slot, department) in out.iter_mut().zip(Department::ALL) {
-            let mut profile = self.probe_profile(kind, department);
+            let mut profile = self.probe_profile(kind, department, minor);
             profile.tags.push(MergedTag {
                 tag: tag.to_owned(),
                 sources: vec![department],
@@ -547,7 +582,7 @@ impl<'a> Access<'a> {
             if tags.len() >= MAX_LEARNT_TAGS {
                 tags.clear();
             }
-            tags.insert((kind, tag.to_owned()), out);
+            tags.insert((kind, tag.to_owned(), minor), out);
         }
         out
     }
@@ -615,6 +650,57 @@ impl Compiler<'_, '_> {
         Box::new(FilterQuery::new(spec, self.filters.clone()))
     }
 
+    /// `term` in `family`, limited to documents where a value of a department in `guards`
+    /// (source or tag guards) holds it. With `child` (a resident's clause), the guards the
+    /// caller may match on a child's profile: where they are fewer, the other guards match
+    /// only adults' documents ([`ADULT_GUARD`]), so a child is never found by what the caller
+    /// sees of a child only masked or not at all. `None` if nothing can match.
+    fn guarded(
+        &self,
+        family: Family,
+        term: &str,
+        boost: f32,
+        guards: Vec<String>,
+        child: Option<Vec<String>>,
+    ) -> Option<Box<dyn Query>> {
+        if guards.is_empty() {
+            return None;
+        }
+        // A clause every department's value may match needs no source guard; a tag always
+        // does (it is asserted per department).
+        let limited =
+            |query: Box<dyn Query>, guards: Vec<String>, adults: bool| -> Box<dyn Query> {
+                let mut must = vec![(Occur::Must, query)];
+                if family == Family::Tag || guards.len() < Department::ALL.len() {
+                    must.push((Occur::Must, self.any_guard(guards)));
+                }
+                if adults {
+                    must.push((Occur::Must, self.any_guard(vec![ADULT_GUARD.to_owned()])));
+                }
+                if must.len() == 1 {
+                    must.remove(0).1
+                } else {
+                    Box::new(BooleanQuery::new(must))
+                }
+            };
+        let query = self.term_query(family, term, boost);
+        match child {
+            // A child's profile shows at least as much: one query for every document.
+            Some(child) if child.len() < guards.len() => {
+                let adults = limited(query, guards, true);
+                if child.is_empty() {
+                    return Some(adults);
+                }
+                let children = limited(self.term_query(family, term, boost), child, false);
+                Some(Box::new(BooleanQuery::new(vec![
+                    (Occur::Should, adults),
+                    (Occur::Should, children),
+                ])))
+            }
+            _ => Some(limited(query, guards, false)),
+        }
+    }
+
     /// The query of `clause`, or `None` if it can match nothing for this caller.
     pub fn compile(&mut self, clause: &Clause) -> Option<Box<dyn Query>> {
         match clause {
@@ -625,43 +711,36 @@ impl Compiler<'_, '_> {
                 need,
             } => {
                 let field = profile_field(self.kind, *family)?;
-                let levels = self.access.levels(self.kind, field);
-                let visible: Vec<Department> = Department::ALL
-                    .into_iter()
-                    .zip(levels)
-                    .filter(|(_, level)| level >= need)
-                    .map(|(d, _)| d)
-                    .collect();
-                if visible.is_empty() {
-                    return None;
-                }
-                let query = self.term_query(*family, term, *boost);
-                if visible.len() == Department::ALL.len() {
-                    return Some(query);
-                }
-                let guards = visible.iter().map(|d| source_guard(field, *d)).collect();
-                Some(Box::new(BooleanQuery::new(vec![
-                    (Occur::Must, query),
-                    (Occur::Must, self.any_guard(guards)),
-                ])))
+                let seen = |levels: [FieldLevel; 8]| -> Vec<Department> {
+                    Department::ALL
+                        .into_iter()
+                        .zip(levels)
+                        .filter(|(_, level)| level >= need)
+                        .map(|(d, _)| d)
+                        .collect()
+                };
+                let visible = seen(self.access.levels(self.kind, field, false));
+                let guards: Vec<String> = visible.iter().map(|d| source_guard(field, *d)).collect();
+                let child = (self.kind == RecordKind::Resident)
+                    .then(|| seen(self.access.levels(self.kind, field, true)))
+                    .map(|d| d.iter().map(|d| source_guard(field, *d)).collect());
+                self.guarded(*family, term, *boost, guards, child)
             }
             Clause::Tag { tag, boost } => {
                 profile_field(self.kind, Family::Tag)?;
-                let visible = self.access.tag_visible(self.kind, tag);
-                let guards: Vec<String> = Department::ALL
-                    .into_iter()
-                    .zip(visible)
-                    .filter(|(_, v)| *v)
-                    .map(|(d, _)| tag_guard(tag, d))
-                    .collect();
-                if guards.is_empty() {
-                    return None;
-                }
-                let query = self.term_query(Family::Tag, &format!("t:{tag}"), *boost);
-                Some(Box::new(BooleanQuery::new(vec![
-                    (Occur::Must, query),
-                    (Occur::Must, self.any_guard(guards)),
-                ])))
+                let seen = |visible: [bool; 8]| -> Vec<String> {
+                    Department::ALL
+                        .into_iter()
+                        .zip(visible)
+                        .filter(|(_, v)| *v)
+                        .map(|(d, _)| tag_guard(tag, d))
+                        .collect()
+                };
+                let guards = seen(self.access.tag_visible(self.kind, tag, false));
+                let child = (self.kind == RecordKind::Resident)
+                    .then(|| seen(self.access.tag_visible(self.kind, tag, true)));
+                let term = format!("t:{tag}");
+                self.guarded(Family::Tag, &term, *boost, guards, child)
             }
             Clause::All(children) => {
                 if children.is_empty() {
