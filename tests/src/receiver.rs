@@ -19,6 +19,8 @@ use tokio::net::TcpListener;
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// When the request was read whole.
+    pub at: Instant,
     /// The status the receiver answered (0: it dropped the connection).
     pub answered: u16,
     pub path: String,
@@ -219,6 +221,7 @@ async fn read_request<S: AsyncReadExt + Unpin>(stream: &mut S) -> Option<Receive
     }
     body.truncate(length);
     Some(Received {
+        at: Instant::now(),
         answered: 0,
         path,
         headers,
