@@ -315,7 +315,7 @@ async fn a_child_is_masked_unless_child_protection_work_unlocks_it() {
     )
     .await;
     assert_eq!(status, 200, "{by_unit}");
-    assert_eq!(hit_ids(&by_unit), [home.adult.clone()], "{by_unit}");
+    assert_eq!(hit_ids(&by_unit), vec![home.adult.clone()], "{by_unit}");
     let (status, request, page) = read(
         &app,
         "/v1/residents?q=幸福里3号楼",
