@@ -76,3 +76,62 @@ pub fn demo(data: &str, residents: usize, seed: u64) {
     ]);
     assert!(ok, "demo failed: {text}");
 }
+
+/// A `safegrid serve --dev` process.
+pub struct Server {
+    pub child: std::process::Child,
+    pub url: String,
+    pub cert: std::path::PathBuf,
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+/// Starts the binary on port 0 with `env` added, and reads the URL and the dev certificate
+/// it prints. Tests read back as fast as they can with one token and may run beside another
+/// broker: no per-principal rate, no metrics port.
+pub fn serve_with(data_dir: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> Server {
+    use std::io::BufRead as _;
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("SAFEGRID_LIMITS_RATE_PER_SECOND", "0")
+        .env("SAFEGRID_METRICS_LISTEN", "off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("safegrid starts");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    let (mut url, mut cert) = (None, None);
+    while url.is_none() || cert.is_none() {
+        let mut line = String::new();
+        let n = stdout.read_line(&mut line).expect("reading stdout");
+        assert!(n > 0, "safegrid exited before serving");
+        if let Some(u) = line.trim().strip_prefix("SafeGrid is serving at ") {
+            url = Some(u.to_owned());
+        }
+        if let Some(c) = line.trim().strip_prefix("dev TLS certificate: ") {
+            cert = Some(std::path::PathBuf::from(c));
+        }
+    }
+    Server {
+        child,
+        url: url.expect("url"),
+        cert: cert.expect("certificate"),
+        _stdout: stdout,
+    }
+}
+
+impl Server {
+    /// SIGTERM: drain, final checkpoint, exit 0.
+    pub fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let exit = self.child.wait().expect("safegrid exits");
+        assert!(exit.success(), "clean shutdown: {exit:?}");
+    }
+}

@@ -6,77 +6,24 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use broker::auth::{TokenRequest, TokenSigner};
+
+use crate::common::{serve_with, Server};
 use serde_json::{json, Value};
 
 const GRID: &str = "110105001001003";
 const STREET: &str = "110105001";
 
-/// A `safegrid serve --dev` process.
-struct Server {
-    child: Child,
-    url: String,
-    cert: PathBuf,
-    _stdout: BufReader<ChildStdout>,
-}
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_safegrid")
-}
-
-/// Starts the binary on port 0 and reads the URL it prints.
+/// Starts the binary on port 0 (no per-principal rate, no metrics port).
 fn serve(data_dir: &Path) -> Server {
-    let mut child = Command::new(bin())
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        // The test reads back every acknowledged record as fast as it can with one token,
-        // and may run beside another broker: no per-principal rate, no metrics port.
-        .env("SAFEGRID_LIMITS_RATE_PER_SECOND", "0")
-        .env("SAFEGRID_METRICS_LISTEN", "off")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("safegrid starts");
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let mut url = None;
-    let mut cert = None;
-    while url.is_none() || cert.is_none() {
-        let mut line = String::new();
-        let n = stdout.read_line(&mut line).expect("reading stdout");
-        assert!(n > 0, "safegrid exited before serving");
-        if let Some(u) = line.trim().strip_prefix("SafeGrid is serving at ") {
-            url = Some(u.to_owned());
-        }
-        if let Some(c) = line.trim().strip_prefix("dev TLS certificate: ") {
-            cert = Some(PathBuf::from(c));
-        }
-    }
-    Server {
-        child,
-        url: url.expect("url"),
-        cert: cert.expect("certificate"),
-        _stdout: stdout,
-    }
-}
-
-impl Server {
-    /// SIGTERM: drain, final checkpoint, exit 0.
-    fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let exit = self.child.wait().expect("safegrid exits");
-        assert!(exit.success(), "clean shutdown: {exit:?}");
-    }
+    serve_with(data_dir, &[])
 }
 
 fn signer(data_dir: &Path) -> TokenSigner {
@@ -159,7 +106,7 @@ async fn unified_id(
 }
 
 fn verify(log_dir: &Path, extra: &[&str]) -> i32 {
-    Command::new(bin())
+    Command::new(crate::common::BIN)
         .args(["audit", "verify", "--log-dir"])
         .arg(log_dir)
         .arg("--public-key")

@@ -6,12 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use broker::auth::{TokenRequest, TokenSigner};
+
+use crate::common::{serve_with, Server};
 use e2e_tests::receiver::{Received, Receiver};
 use serde_json::json;
 
@@ -20,44 +21,14 @@ const STREET: &str = "110105001";
 /// Events published, each in two versions.
 const EVENTS: usize = 60;
 
-struct Server {
-    child: Child,
-    url: String,
-    cert: PathBuf,
-    _stdout: BufReader<ChildStdout>,
-}
-
 fn serve(data_dir: &Path, receiver_cert: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_safegrid"))
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("SAFEGRID_LIMITS_RATE_PER_SECOND", "0")
-        .env("SAFEGRID_METRICS_LISTEN", "off")
-        .env("SAFEGRID_EXCHANGE_CA_FILE", receiver_cert)
-        .env("SAFEGRID_EXCHANGE_MAX_BACKOFF_SECONDS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("safegrid starts");
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let (mut url, mut cert) = (None, None);
-    while url.is_none() || cert.is_none() {
-        let mut line = String::new();
-        let n = stdout.read_line(&mut line).expect("reading stdout");
-        assert!(n > 0, "safegrid exited before serving");
-        if let Some(u) = line.trim().strip_prefix("SafeGrid is serving at ") {
-            url = Some(u.to_owned());
-        }
-        if let Some(c) = line.trim().strip_prefix("dev TLS certificate: ") {
-            cert = Some(PathBuf::from(c));
-        }
-    }
-    Server {
-        child,
-        url: url.expect("url"),
-        cert: cert.expect("certificate"),
-        _stdout: stdout,
-    }
+    serve_with(
+        data_dir,
+        &[
+            ("SAFEGRID_EXCHANGE_CA_FILE", receiver_cert.as_os_str()),
+            ("SAFEGRID_EXCHANGE_MAX_BACKOFF_SECONDS", "1".as_ref()),
+        ],
+    )
 }
 
 fn token(signer: &TokenSigner, role: &str, dept: &str) -> String {
@@ -197,9 +168,5 @@ async fn a_broker_killed_while_delivering_loses_no_change() {
             "{entity}: {seqs:?}"
         );
     }
-    let mut child = server.child;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    server.stop();
 }
