@@ -34,7 +34,8 @@ fn syllables(text: &str) -> Vec<String> {
 
 /// The index terms of an organization's name: `n:` the whole folded name, the words (`w:`)
 /// and CJK bigrams (`g:`) as event text has them, `i:` the initials of the whole name, `p:`
-/// each beginning of them from two letters, `y:` the full pinyin of each word.
+/// each beginning of them from two letters, `y:` the full pinyin and `wi:` the initials of
+/// each word (`bld` finds every 便利店).
 pub fn index_terms(name: &str) -> Vec<String> {
     let folded: String = fold(name).chars().filter(|c| !c.is_whitespace()).collect();
     if folded.is_empty() {
@@ -53,9 +54,17 @@ pub fn index_terms(name: &str) -> Vec<String> {
         }
     }
     for word in segment::search_words(&folded) {
-        let pinyin: String = syllables(&word).concat();
-        if pinyin.len() >= 2 && word.chars().any(is_cjk) {
+        if !word.chars().any(is_cjk) {
+            continue;
+        }
+        let readings = syllables(&word);
+        let pinyin: String = readings.concat();
+        if pinyin.len() >= 2 {
             out.push(format!("y:{pinyin}"));
+        }
+        let initials: String = readings.iter().filter_map(|s| s.chars().next()).collect();
+        if initials.len() >= 2 {
+            out.push(format!("wi:{initials}"));
         }
     }
     out.sort();
@@ -64,7 +73,7 @@ pub fn index_terms(name: &str) -> Vec<String> {
 }
 
 /// The terms a typed string of Latin letters may match in [`index_terms`], best first: the
-/// whole initials, a word's full pinyin, a beginning of the initials.
+/// whole initials, a word's full pinyin, a beginning of the initials, a word's initials.
 pub fn pinyin_query_terms(letters: &str) -> Vec<String> {
     let letters = letters.to_ascii_lowercase();
     if letters.len() < 2 || !letters.bytes().all(|b| b.is_ascii_lowercase()) {
@@ -74,6 +83,7 @@ pub fn pinyin_query_terms(letters: &str) -> Vec<String> {
     if letters.len() <= MAX_INITIALS_PREFIX {
         out.push(format!("p:{letters}"));
     }
+    out.push(format!("wi:{letters}"));
     out
 }
 
@@ -84,7 +94,14 @@ mod tests {
     #[test]
     fn a_shop_is_found_by_its_words_initials_and_pinyin() {
         let terms = index_terms("晨光便利店");
-        for expected in ["n:晨光便利店", "i:cgbld", "p:cg", "p:cgbl", "g:便利"] {
+        for expected in [
+            "n:晨光便利店",
+            "i:cgbld",
+            "p:cg",
+            "p:cgbl",
+            "g:便利",
+            "wi:bld",
+        ] {
             assert!(terms.iter().any(|t| t == expected), "{expected}: {terms:?}");
         }
         assert!(terms.iter().any(|t| t.starts_with("w:")), "{terms:?}");

@@ -68,6 +68,7 @@ const STREAM_DEFECT: u64 = 30; // + department index
 const STREAM_NAME: u64 = 40;
 const STREAM_PHONE: u64 = 41; // and 42
 const STREAM_HUKOU: u64 = 43;
+const STREAM_ORGANIZATION: u64 = 44;
 
 /// Departments other than `gongan` keep 15-digit IDs only for persons born before this year
 /// (the last 15-digit cards were issued in the 1990s to people aged 16 and over).
@@ -1100,7 +1101,12 @@ impl DemoWorld {
                 } else {
                     None
                 };
-                if !resident && wangge.is_none() && mediation.is_none() {
+                let organization = if dept == WANGGE {
+                    self.organization_plan(sk, m)
+                } else {
+                    None
+                };
+                if !resident && wangge.is_none() && mediation.is_none() && organization.is_none() {
                     continue;
                 }
                 let sh = shared.get_or_insert_with(|| self.shared(sk));
@@ -1119,6 +1125,9 @@ impl DemoWorld {
                 }
                 if let Some(rng) = mediation {
                     self.write_mediation(out, p, sk, sh, rng);
+                }
+                if let Some(rng) = organization {
+                    self.write_organization(out, p, sh, rng);
                 }
             }
         }
@@ -1433,6 +1442,64 @@ impl DemoWorld {
 
     /// Which events the grid centre records with person `m` as first party, and the stream
     /// to write them with.
+    /// Whether the household head runs a registered business at home (个体工商户, about
+    /// one household in 25), which the grid centre inspects as an organization.
+    fn organization_plan(&self, sk: &Skeleton, m: &Member) -> Option<Mix> {
+        if m.index != sk.span.start || m.age < 25 {
+            return None;
+        }
+        let mut rng = Mix::new(self.config.seed, STREAM_ORGANIZATION, m.index as u64);
+        rng.gen_bool(0.04).then_some(rng)
+    }
+
+    /// A household's business as the grid centre records it: a name after the operator's
+    /// surname, a unified social credit code (个体工商户 `92` + the district, with the GB
+    /// 32100 check character), the household's address without a grid (the broker derives
+    /// it), the operator as legal representative.
+    fn write_organization(&self, out: &mut Out, p: &Person, sh: &Shared, mut rng: Mix) {
+        const CODE_CHARS: &[u8] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
+        let (kind, trade) = pick_weighted(
+            &[
+                ("shop", "便利店", 30),
+                ("restaurant", "小吃店", 25),
+                ("hair_salon", "理发店", 15),
+                ("repair", "家电维修部", 10),
+                ("tutoring", "托管班", 12),
+                ("pharmacy", "药店", 8),
+            ],
+            &mut rng,
+        );
+        let surname: String = p.name.chars().take(1).collect();
+        let mut code = String::from("92");
+        code.push_str(&DISTRICT_CODE[..6]);
+        for _ in 0..9 {
+            code.push(char::from(CODE_CHARS[rng.gen_range(0..CODE_CHARS.len())]));
+        }
+        let check = model::uscc_check_character(code.as_bytes()).unwrap_or('0');
+        code.push(check);
+        let mut o = Obj::open(&mut out.buf);
+        o.str("kind", "organization");
+        o.key("source_id");
+        o.id_str("WG-ORG-", p.index + 1, "");
+        o.ts("version", version_in(&mut rng, 200));
+        o.str("name", &format!("{surname}记{trade}"));
+        o.str("uscc", &code);
+        o.str("type", kind);
+        o.str("address", &self.format_addr(&sh.addr, AddrStyle::Full));
+        o.str("legal_rep_id_number", &p.id_number);
+        if let Some(phone) = &p.phone {
+            o.str("phone", phone);
+        }
+        if matches!(kind, "shop" | "restaurant" | "tutoring") {
+            o.list("tags", &["九小场所"]);
+        }
+        o.begin_obj("attributes");
+        o.date_days("inspected", AS_OF_DAYS - rng.gen_range(1..=180));
+        o.bool("fire_extinguisher", rng.gen_bool(0.85));
+        o.end_obj();
+        o.close();
+    }
+
     fn wangge_plan(&self, sk: &Skeleton, m: &Member) -> (Vec<EventKind>, Mix) {
         let mut rng = Mix::new(
             self.config.seed,
@@ -2798,6 +2865,7 @@ mod tests {
     fn every_line_is_valid_json_with_required_fields() {
         let w = world(5_000);
         let grids = w.grids();
+        let mut organizations = 0;
         for dept in DEPARTMENTS {
             let out = w.ndjson(dept, 0..5_000);
             assert!(out.ends_with('\n'));
@@ -2816,7 +2884,10 @@ mod tests {
                     };
                     assert!(sid.starts_with(prefix), "{sid}");
                     prefix_ok += 1;
-                    assert!(grids.contains(&v["grid"].as_str().unwrap().to_string()));
+                    // An organization comes with its address only: the broker derives the grid.
+                    if kind != "organization" {
+                        assert!(grids.contains(&v["grid"].as_str().unwrap().to_string()));
+                    }
                 }
                 chrono::DateTime::parse_from_rfc3339(v["version"].as_str().unwrap()).unwrap();
                 assert!(v["attributes"].is_object());
@@ -2869,11 +2940,24 @@ mod tests {
                             assert!(id_checksum_ok(&full));
                         }
                     }
+                    "organization" => {
+                        model::Uscc::parse(v["uscc"].as_str().unwrap()).unwrap();
+                        assert!(id_checksum_ok(v["legal_rep_id_number"].as_str().unwrap()));
+                        assert!(v["name"].as_str().unwrap().contains('记'), "{v}");
+                        assert!(v["address"]
+                            .as_str()
+                            .unwrap()
+                            .starts_with("北京市朝阳区望京街道"));
+                        assert!(v.get("grid").is_none(), "{v}");
+                        organizations += 1;
+                    }
                     other => panic!("kind {other}"),
                 }
             }
             assert!(prefix_ok > 0, "{dept} published nothing");
         }
+        // About one household in 25 runs a registered business.
+        assert!((20..=150).contains(&organizations), "{organizations}");
     }
 
     #[test]
@@ -2960,7 +3044,8 @@ mod tests {
                 let broken_id = v["id_number"]
                     .as_str()
                     .is_some_and(|id| id.len() == 18 && !id_checksum_ok(id));
-                let broken_grid = !grids.contains(&v["grid"].as_str().unwrap().to_string());
+                let broken_grid = v["kind"] != "organization"
+                    && !grids.contains(&v["grid"].as_str().unwrap().to_string());
                 let missing = v.get("source_id").is_none();
                 let actually_bad = broken_id || broken_grid || missing;
                 assert_eq!(actually_bad, is_bad(&v), "{v}");

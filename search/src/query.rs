@@ -133,7 +133,7 @@ pub fn part_clause(part: &str, kind: RecordKind) -> Clause {
                 .into_iter()
                 .enumerate()
             {
-                let boost = [6.0, 3.0, 1.5][rank.min(2)];
+                let boost = [6.0, 3.0, 1.5, 1.5][rank.min(3)];
                 any.push(term(Family::OrgName, t, boost, FieldLevel::Clear));
             }
         }

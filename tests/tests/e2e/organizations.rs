@@ -163,6 +163,7 @@ async fn one_shop_from_two_departments_is_one_organization_linked_and_found() {
     for q in [
         "cgbld".to_owned(),
         "cg".to_owned(),
+        "bld".to_owned(),
         "便利店".to_owned(),
         "晨光".to_owned(),
         code.to_lowercase(),
