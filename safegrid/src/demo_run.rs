@@ -172,6 +172,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
             );
         }
     }
+    println!("The shops and small businesses the grid centre inspects (实有单位), by initials:");
+    println!(
+        "  curl --cacert {} -H \"Authorization: Bearer $TOKEN\" -H 'X-Purpose: routine_visit' '{url}/v1/organizations?q=bld'",
+        cert.display()
+    );
     if options.serve {
         println!();
         println!("Press Ctrl-C to stop.");
