@@ -3,8 +3,9 @@
 //! the fixed floors (posterior 0.5 / 0.05), the thresholds from the model's own estimate, and
 //! the thresholds from the precision estimated on candidate pairs that valid ID numbers label
 //! (the default) —, each estimate next to what the truth says, the same copies decided the way
-//! ingest decides (a link needs a corroborating field), and the wall time of resolving a large
-//! batch end to end.
+//! ingest decides (a link no second field corroborates needs the threshold measured for such
+//! pairs alone), next to other rules for those links ([`IngestVariant`]), and the wall time of
+//! resolving a large batch end to end.
 //!
 //! Scenarios (b)–(e) hold few or no ID numbers. The broker they stand for also holds the
 //! household register and the other departments' records that do carry ID numbers; that is
@@ -15,6 +16,11 @@
 //! ([`BatchOptions::labelled`]); its records are not in the batch, so each scenario's records,
 //! its model and what is measured on it stay as they were. Variants: (b) with its own labels
 //! only, and (d)/(e) with a register corrupted at (a)'s milder rates rather than their own.
+//!
+//! Two more test the ingest rule for links without a corroborating field: (f) is (c) with
+//! every grid-centre (`wangge`) copy reduced to its name and address (a source of that kind
+//! among richer ones), and (g) decides (f)'s records with (c)'s model, as ingest would until
+//! the model is estimated again after such a source arrived.
 //!
 //! `cargo bench -p engine --bench linkage` runs the default sizes;
 //! `cargo bench -p engine --bench linkage -- --persons 20000 --records 1000000` sets them
@@ -27,8 +33,8 @@ use std::time::{Duration, Instant};
 use demo::generate::{DemoConfig, DemoWorld};
 use demo::synthetic::{generate, pairwise_metrics, CorruptionRates, PairMetrics, SyntheticSet};
 use engine::linkage::{
-    cluster, resolve_batch, BatchOptions, BatchResolution, ComparisonVector, Decision, EmSettings,
-    EstimateSource, IdRelation, LabelledPairs, LinkRecord,
+    cluster, resolve_batch, BatchOptions, BatchResolution, Calibration, ComparisonVector, Decision,
+    EmSettings, EstimateSource, IdRelation, LabelledPairs, LinkRecord, LinkageModel,
 };
 use engine::linking::ingest_decision;
 
@@ -148,8 +154,9 @@ struct Row {
     link_precision: f64,
     /// Share of true pairs among the candidate pairs the weights decide.
     match_share: f64,
-    /// Every record without a valid ID number offered once to the model as ingest does.
-    ingest: IngestOutcome,
+    /// Every record without a valid ID number offered once to the model as ingest does,
+    /// under each variant of the ingest rule ([`IngestVariant::ALL`]).
+    ingest: Vec<IngestOutcome>,
     /// Pairs the weights decide, by the model's posterior match probability.
     posterior_bands: [BandCell; BANDS.len()],
     /// The same pairs by their calibrated match probability (when there is a calibration).
@@ -174,13 +181,87 @@ fn band_of(p: f64) -> Option<usize> {
 
 /// The copies decided the way ingest decides: each record without a valid ID number is
 /// offered to the model with every other copy already stored (as the relink pass does); it
-/// links to its best candidate only when a second field corroborates the name, else files at
-/// most one review.
+/// links to its best candidate that [`ingest_decision`] (or the variant measured) links, else
+/// files at most one review.
+#[derive(Clone)]
 struct IngestOutcome {
     links: usize,
+    /// Share of the links that join the same person.
+    link_precision: f64,
     /// Records that filed a review, per record without a valid ID number.
     review_share: f64,
     metrics: PairMetrics,
+}
+
+/// Rules at ingest for a pair at or above the link threshold that no second field
+/// corroborates ([`ComparisonVector::corroborated`]); every other pair is decided as
+/// [`ingest_decision`] decides. Measured side by side on the same pairs and model (BENCHMARKS.md,
+/// "At ingest").
+#[derive(Clone, Copy, PartialEq)]
+enum IngestVariant {
+    /// [`ingest_decision`]: links at or above the threshold at which labelled pairs measured
+    /// such pairs alone to meet the target (`Thresholds::uncorroborated`), else review.
+    InForce,
+    /// (i) Always to review (the rule before 5 December).
+    CorroborationAlways,
+    /// (ii) Links when the thresholds followed labelled pairs; to review under the model's own
+    /// estimate.
+    CorroborationOnFallback,
+    /// (iii-b) Links when the thresholds followed labelled pairs and the pair's kind (the
+    /// fields it compares) is judged on all its fields by them.
+    KindCovered,
+    /// (iii-c) Links when the thresholds followed labelled pairs and the pair's own calibrated
+    /// match probability meets the target.
+    OwnProbability,
+}
+
+impl IngestVariant {
+    const ALL: [IngestVariant; 5] = [
+        IngestVariant::InForce,
+        IngestVariant::CorroborationAlways,
+        IngestVariant::CorroborationOnFallback,
+        IngestVariant::KindCovered,
+        IngestVariant::OwnProbability,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            IngestVariant::InForce => "in force: (iii-a) their own threshold",
+            IngestVariant::CorroborationAlways => "(i) always review (before)",
+            IngestVariant::CorroborationOnFallback => "(ii) review only on the model's estimate",
+            IngestVariant::KindCovered => "(iii-b) link if their kind is covered",
+            IngestVariant::OwnProbability => "(iii-c) link if their own p >= target",
+        }
+    }
+
+    fn decide(
+        self,
+        model: &LinkageModel,
+        vector: &ComparisonVector,
+        calibration: Option<&Calibration>,
+        target: f64,
+    ) -> Decision {
+        let in_force = ingest_decision(model, vector);
+        if self == IngestVariant::InForce
+            || model.decide_vector(vector) != Decision::Link
+            || vector.corroborated()
+        {
+            return in_force;
+        }
+        let calibration =
+            calibration.filter(|_| model.choice.estimate_from == EstimateSource::LabelledPairs);
+        let link = calibration.is_some_and(|c| match self {
+            IngestVariant::InForce | IngestVariant::CorroborationAlways => false,
+            IngestVariant::CorroborationOnFallback => true,
+            IngestVariant::KindCovered => c.covers(vector),
+            IngestVariant::OwnProbability => c.probability(model, vector) >= target,
+        });
+        if link {
+            Decision::Link
+        } else {
+            Decision::Review
+        }
+    }
 }
 
 fn secs(d: Duration) -> String {
@@ -222,7 +303,7 @@ fn run(scenario: &Scenario, rule: Rule, base: &BatchOptions) -> Row {
     };
     let resolution = resolve_batch(records, &options);
     let metrics = pairwise_metrics(&resolution.cluster_of, &set.truth);
-    let decided = pair_decisions(records, set, &resolution, &options);
+    let decided = pair_decisions(records, set, &resolution.model, None, &options);
     let review_true = resolution
         .reviews
         .iter()
@@ -254,27 +335,30 @@ fn run(scenario: &Scenario, rule: Rule, base: &BatchOptions) -> Row {
 struct PairDecisions {
     link_precision: f64,
     match_share: f64,
-    ingest: IngestOutcome,
+    ingest: Vec<IngestOutcome>,
     posterior_bands: [BandCell; BANDS.len()],
     calibrated_bands: Option<[BandCell; BANDS.len()]>,
 }
 
 /// The measured precision of the links the weights decided, the true match share among the
-/// pairs they decide, the ingest-path outcome ([`IngestOutcome`]) and the calibration of the
-/// posterior and of the calibrated estimate, from the batch's candidate pairs and its model.
+/// pairs they decide, the ingest-path outcome under each rule ([`IngestOutcome`],
+/// [`IngestVariant`]) and the calibration of the posterior and of the calibrated estimate,
+/// from the batch's candidate pairs and `model`; the calibration is fitted on the records
+/// the model was `estimated_on` (these records when `None`).
 fn pair_decisions(
     records: &[LinkRecord],
     set: &SyntheticSet,
-    resolution: &BatchResolution,
+    model: &LinkageModel,
+    estimated_on: Option<&[LinkRecord]>,
     options: &BatchOptions,
 ) -> PairDecisions {
-    let model = &resolution.model;
     let same = |a: u32, b: u32| set.truth.get(a as usize) == set.truth.get(b as usize);
     let (mut linked, mut linked_true) = (0usize, 0usize);
     let (mut undetermined, mut undetermined_true) = (0usize, 0usize);
-    // Per record without a valid ID: its best link and its best review (weight, other).
-    let mut best_link: Vec<Option<(f64, u32)>> = vec![None; records.len()];
-    let mut best_review: Vec<Option<(f64, u32)>> = vec![None; records.len()];
+    // Per variant and record without a valid ID: its best link and its best review.
+    let variants = IngestVariant::ALL.len();
+    let mut best_link: Vec<Vec<Option<(f64, u32)>>> = vec![vec![None; records.len()]; variants];
+    let mut best_review: Vec<Vec<Option<(f64, u32)>>> = vec![vec![None; records.len()]; variants];
     let better = |slot: &mut Option<(f64, u32)>, weight: f64, other: u32| {
         if slot.is_none_or(|(w, o)| weight > w || (weight == w && other < o)) {
             *slot = Some((weight, other));
@@ -286,13 +370,13 @@ fn pair_decisions(
         .map(|&(a, b)| ComparisonVector::compare(&records[a as usize], &records[b as usize]))
         .collect();
     // The calibration the model's thresholds followed, fitted again as the estimation did.
-    let calibration = {
+    let calibrate = |records: &[LinkRecord], pairs: &[(u32, u32)], vectors: &[ComparisonVector]| {
         let mut counts: HashMap<u64, u64> = HashMap::new();
-        for vector in &vectors {
+        for vector in vectors {
             *counts.entry(vector.key()).or_insert(0) += 1;
         }
         let keys: Vec<u64> = vectors.iter().map(ComparisonVector::key).collect();
-        let mut labelled = LabelledPairs::from_candidates(records, &pairs, &keys);
+        let mut labelled = LabelledPairs::from_candidates(records, pairs, &keys);
         labelled.extend(&options.labelled);
         let mut patterns: Vec<(ComparisonVector, f64)> = counts
             .iter()
@@ -300,6 +384,18 @@ fn pair_decisions(
             .collect();
         patterns.sort_by_key(|(v, _)| v.key());
         model.calibrate(&patterns, &labelled, &options.em)
+    };
+    let target = options.em.target_precision;
+    let calibration = match estimated_on {
+        None => calibrate(records, &pairs, &vectors),
+        Some(other) => {
+            let pairs = options.blocker.candidate_pairs(other).pairs;
+            let vectors: Vec<ComparisonVector> = pairs
+                .iter()
+                .map(|&(a, b)| ComparisonVector::compare(&other[a as usize], &other[b as usize]))
+                .collect();
+            calibrate(other, &pairs, &vectors)
+        }
     };
     let mut posterior_bands = [BandCell::default(); BANDS.len()];
     let mut calibrated_bands = [BandCell::default(); BANDS.len()];
@@ -329,33 +425,47 @@ fn pair_decisions(
                 linked_true += usize::from(same(a, b));
             }
         }
-        let decision = ingest_decision(model, vector);
-        for (incoming, other) in [(a, b), (b, a)] {
-            if records[incoming as usize].valid_id().is_some() {
-                continue;
+        for (v, variant) in IngestVariant::ALL.iter().enumerate() {
+            let decision = variant.decide(model, vector, calibration.as_ref(), target);
+            for (incoming, other) in [(a, b), (b, a)] {
+                if records[incoming as usize].valid_id().is_some() {
+                    continue;
+                }
+                match decision {
+                    Decision::Link => better(&mut best_link[v][incoming as usize], weight, other),
+                    Decision::Review => {
+                        better(&mut best_review[v][incoming as usize], weight, other)
+                    }
+                    Decision::Distinct => {}
+                }
             }
-            match decision {
-                Decision::Link => better(&mut best_link[incoming as usize], weight, other),
-                Decision::Review => better(&mut best_review[incoming as usize], weight, other),
-                Decision::Distinct => {}
-            }
-        }
-    }
-    let mut links: Vec<(u32, u32, f64)> = Vec::new();
-    let mut reviews = 0usize;
-    for (incoming, (link, review)) in best_link.iter().zip(&best_review).enumerate() {
-        match (link, review) {
-            (Some((weight, other)), _) => links.push((incoming as u32, *other, *weight)),
-            (None, Some(_)) => reviews += 1,
-            (None, None) => {}
         }
     }
     let without_id = records.iter().filter(|r| r.valid_id().is_none()).count();
-    let ingest = IngestOutcome {
-        links: links.len(),
-        review_share: reviews as f64 / without_id.max(1) as f64,
-        metrics: pairwise_metrics(&cluster(records, &mut links).cluster_of, &set.truth),
-    };
+    let ingest = (0..variants)
+        .map(|v| {
+            let mut links: Vec<(u32, u32, f64)> = Vec::new();
+            let mut reviews = 0usize;
+            for (incoming, (link, review)) in best_link[v].iter().zip(&best_review[v]).enumerate() {
+                match (link, review) {
+                    (Some((weight, other)), _) => links.push((incoming as u32, *other, *weight)),
+                    (None, Some(_)) => reviews += 1,
+                    (None, None) => {}
+                }
+            }
+            let right = links.iter().filter(|&&(a, b, _)| same(a, b)).count();
+            IngestOutcome {
+                links: links.len(),
+                link_precision: if links.is_empty() {
+                    1.0
+                } else {
+                    right as f64 / links.len() as f64
+                },
+                review_share: reviews as f64 / without_id.max(1) as f64,
+                metrics: pairwise_metrics(&cluster(records, &mut links).cluster_of, &set.truth),
+            }
+        })
+        .collect();
     let ratio = |part: usize, whole: usize| {
         if whole == 0 {
             1.0
@@ -426,9 +536,9 @@ fn print_timing(row: &Row, name: &str) {
 /// The thresholds each rule chose, what set them, and the estimate next to the truth.
 fn print_thresholds(scenarios: &[Scenario], rows: &[Vec<Row>]) {
     println!(
-        "| scenario | rule | EM converged | labelled pairs: matches / non-matches (from the register) | estimate from (coverage) | link threshold bits (posterior) | set by | review threshold bits (posterior) | set by | estimated precision | model's own claim | measured link precision | match share estimated / measured | estimated recall | review per ID-less record |"
+        "| scenario | rule | EM converged | labelled pairs: matches / non-matches (from the register) | estimate from (coverage) | link threshold bits (posterior) | set by | review threshold bits (posterior) | set by | uncorroborated link threshold bits (posterior) | estimated precision | model's own claim | measured link precision | match share estimated / measured | estimated recall | review per ID-less record |"
     );
-    println!("|---|---|---|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for (scenario, rows) in scenarios.iter().zip(rows) {
         for row in rows {
             let model = &row.resolution.model;
@@ -438,8 +548,11 @@ fn print_thresholds(scenarios: &[Scenario], rows: &[Vec<Row>]) {
                 let n = l.totals();
                 format!(" ({} / {})", n.matches, n.non_matches)
             });
+            let uncorroborated = t.uncorroborated.map_or("none".to_owned(), |w| {
+                format!("{w:.2} ({:.4})", model.probability(w))
+            });
             println!(
-                "| {} | {} | {} | {} / {}{} | {}{} | {:.2} ({:.4}) | {} | {:.2} ({:.4}) | {} | {:.4} | {:.4} | {:.4} | {:.3} / {:.3} | {:.4} | {:.2}% |",
+                "| {} | {} | {} | {} / {}{} | {}{} | {:.2} ({:.4}) | {} | {:.2} ({:.4}) | {} | {} | {:.4} | {:.4} | {:.4} | {:.3} / {:.3} | {:.4} | {:.2}% |",
                 scenario.name,
                 row.rule.name(),
                 if model.converged { "yes" } else { "no" },
@@ -458,6 +571,7 @@ fn print_thresholds(scenarios: &[Scenario], rows: &[Vec<Row>]) {
                 t.lower,
                 model.probability(t.lower),
                 c.lower_from.as_str(),
+                uncorroborated,
                 model.estimate.precision,
                 model.estimate.model_precision,
                 row.link_precision,
@@ -508,7 +622,7 @@ fn print_ingest(scenarios: &[Scenario], rows: &[Vec<Row>]) {
     println!("|---|---|---:|---:|---:|---:|---:|");
     for (scenario, rows) in scenarios.iter().zip(rows) {
         for row in rows {
-            let i = &row.ingest;
+            let i = &row.ingest[0];
             println!(
                 "| {} | {} | {} | {:.2}% | {:.4} | {:.4} | {:.4} |",
                 scenario.name,
@@ -521,6 +635,67 @@ fn print_ingest(scenarios: &[Scenario], rows: &[Vec<Row>]) {
             );
         }
     }
+}
+
+/// Each ingest rule of [`IngestVariant::ALL`] on each scenario.
+fn print_ingest_variants(outcomes: &[(String, Vec<IngestOutcome>)]) {
+    println!(
+        "| scenario | rule for uncorroborated links | records linked by the model | their links right | records with a review per ID-less record | precision | recall | F1 |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for (name, outcomes) in outcomes {
+        for (variant, i) in IngestVariant::ALL.iter().zip(outcomes) {
+            println!(
+                "| {} | {} | {} | {:.4} | {:.2}% | {:.4} | {:.4} | {:.4} |",
+                name,
+                variant.name(),
+                i.links,
+                i.link_precision,
+                i.review_share * 100.0,
+                i.metrics.precision,
+                i.metrics.recall,
+                i.metrics.f1,
+            );
+        }
+    }
+}
+
+/// (g): a source that arrives after the model was estimated. The model of (c), estimated
+/// (with its register) before the grid centre's names-and-addresses copies existed, decides
+/// (f)'s records, which are (c)'s with those copies reduced; its thresholds and calibration
+/// are those of (c)'s pairs.
+fn late_source(
+    scenarios: &[Scenario],
+    rows: &[Vec<Row>],
+    options: &BatchOptions,
+) -> Option<(String, Vec<IngestOutcome>)> {
+    let find = |prefix: &str| scenarios.iter().position(|s| s.name.starts_with(prefix));
+    let (c, f) = (find("(c)")?, find("(f)")?);
+    let model = &rows[c]
+        .iter()
+        .find(|r| r.rule == Rule::Labelled)?
+        .resolution
+        .model;
+    let options = BatchOptions {
+        labelled: scenarios[c]
+            .register
+            .as_ref()
+            .map(|(_, l)| l.clone())
+            .unwrap_or_default(),
+        ..options.clone()
+    };
+    let decided = pair_decisions(
+        &scenarios[f].records,
+        &scenarios[f].set,
+        model,
+        Some(&scenarios[c].records),
+        &options,
+    );
+    Some((
+        "(g) (f)'s records decided by (c)'s model (a source arriving after the estimation)"
+            .to_owned(),
+        decided.ingest,
+    ))
 }
 
 fn print_model(name: &str, row: &Row) {
@@ -538,6 +713,24 @@ fn print_model(name: &str, row: &Row) {
             .collect();
         println!("  {:<10} {}", field.as_str(), weights.join(", "));
     }
+}
+
+/// `set` with every copy of `department` reduced to its name and address.
+fn names_and_addresses_from(department: &str, mut set: SyntheticSet) -> SyntheticSet {
+    let mut reduced = 0;
+    for r in &mut set.residents {
+        if r.department.code() == department {
+            r.birth_date = None;
+            r.phone = None;
+            r.id_number = None;
+            reduced += 1;
+        }
+    }
+    println!(
+        "(f): {reduced} {department} copies of {} reduced to names and addresses",
+        set.residents.len()
+    );
+    set
 }
 
 /// `rates` with ID numbers as in (a): every `gongan` copy, 70% of the others.
@@ -672,6 +865,15 @@ fn main() {
             Some(("(a)'s rates", &milder_register)),
             &blocker,
         ),
+        scenario(
+            "(f) (c) with the grid centre (wangge) holding names and addresses only, + register",
+            names_and_addresses_from(
+                "wangge",
+                generate(&world, persons.clone(), &none, args.seed),
+            ),
+            Some(("same rates", &register_c)),
+            &blocker,
+        ),
     ];
     let rows: Vec<Vec<Row>> = scenarios
         .iter()
@@ -705,8 +907,18 @@ fn main() {
             .filter_map(|(s, r)| r.calibrated_bands.map(|b| (s.name.clone(), b)))
             .collect::<Vec<_>>(),
     );
-    println!("\n## Decided as ingest decides (a link needs a corroborating field)\n");
+    println!(
+        "\n## Decided as ingest decides (a link no second field corroborates needs the threshold measured for such pairs)\n"
+    );
     print_ingest(&scenarios, &rows);
+    println!("\n## At ingest, each rule for links no second field corroborates (thresholds: labelled pairs)\n");
+    let mut variants: Vec<(String, Vec<IngestOutcome>)> = labelled_rows()
+        .map(|(s, r)| (s.name.clone(), r.ingest.clone()))
+        .collect();
+    if let Some(late) = late_source(&scenarios, &rows, &options) {
+        variants.push(late);
+    }
+    print_ingest_variants(&variants);
     println!();
     for (s, r) in labelled_rows() {
         print_model(&s.name, r);

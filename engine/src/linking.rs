@@ -10,6 +10,10 @@
 //!   ID keep their deterministic entity).
 //! - An officer's decision on a row (linked to another row, or distinct from it) is applied
 //!   on every later ingest of that row, before the model is asked.
+//! - A link that no second field corroborates (a name and an address alone, say) is made only
+//!   at or above the threshold at which labelled pairs measured such pairs alone to meet the
+//!   precision target ([`ingest_decision`]); under the model's own estimate, and with a model
+//!   stored before that threshold existed, never: the pair goes to review.
 //! - Rows that arrived before any model existed are not left alone for good: when a model is
 //!   first estimated, one resumable pass ([`relink`]) offers every row that still stands alone
 //!   to it, exactly as ingest would have.
@@ -25,8 +29,7 @@ use model::{parse_date, Gender, RecordKind};
 
 use crate::keyed::block_lookup_links;
 use crate::linkage::{
-    BatchOptions, ComparisonVector, Decision, Field, IdRelation, LinkInput, LinkRecord,
-    LinkageModel,
+    BatchOptions, ComparisonVector, Decision, Field, LinkInput, LinkRecord, LinkageModel,
 };
 use crate::resolve::open_source;
 use vault::crypto::KeyRing;
@@ -100,7 +103,8 @@ impl StoredModel {
     /// The model in one line of `key=value` pairs, for the audit record of its estimation:
     /// version and size, its thresholds with the targets they were chosen for and the rule
     /// that set each, the estimate they followed (labelled pairs or the model's own, with how
-    /// many labelled pairs there were) and that estimate at them next to the model's own.
+    /// many labelled pairs there were) and that estimate at them next to the model's own, and
+    /// the threshold at which ingest links a pair no second field corroborates (`none`: never).
     /// Counts and settings only, never a record.
     pub fn summary(&self) -> String {
         let model = &self.model;
@@ -111,7 +115,7 @@ impl StoredModel {
              link_threshold_from={} review_threshold={:.3} review_threshold_from={} \
              target_precision={} review_budget={} budget_records={} estimate_from={} \
              labelled_matches={} labelled_non_matches={} labelled_coverage={:.4} \
-             match_share={:.4} model_precision={:.4}",
+             match_share={:.4} model_precision={:.4} uncorroborated_link_threshold={}",
             self.version,
             self.residents,
             model.pairs,
@@ -133,6 +137,9 @@ impl StoredModel {
             choice.labelled_coverage,
             choice.match_share,
             estimate.model_precision,
+            thresholds
+                .uncorroborated
+                .map_or("none".to_owned(), |t| format!("{t:.3}")),
         )
     }
 
@@ -483,8 +490,8 @@ pub fn relink_progress(store: &Store) -> Result<Option<RelinkProgress>, StoreErr
 }
 
 /// Offers every resident row that stands alone (no usable ID number, never linked) to
-/// `model`, as [`link_incoming`] does at ingest: officers' decisions first, a link only with
-/// corroboration, unsure pairs to the review queue. A linked row is rewritten with its new
+/// `model`, as [`link_incoming`] does at ingest: officers' decisions first, then
+/// [`ingest_decision`], unsure pairs to the review queue. A linked row is rewritten with its new
 /// entity (both entities get a change, so the search index and name directory follow).
 /// Resumable: one transaction per batch, the cursor kept in the store; stops early when
 /// `stop` turns true or after `limit` rows.
@@ -694,14 +701,19 @@ pub fn pull_in(
     Ok(total)
 }
 
-/// What ingest does with a pair: the model's decision, except that a link needs a second
-/// field to corroborate the name (else the pair goes to review) and a review needs names at
-/// least as close as similar pinyin (else the pair is distinct).
+/// What ingest does with a pair: the model's decision, except that a link no second field
+/// corroborates ([`ComparisonVector::corroborated`]: birth date, phone, or the same room with
+/// the birth year) must also reach the threshold measured for such pairs alone
+/// ([`LinkageModel::links_uncorroborated`]), else the pair goes to review; and a review needs
+/// names at least as close as similar pinyin (else the pair is distinct).
 pub fn ingest_decision(model: &LinkageModel, vector: &ComparisonVector) -> Decision {
     match model.decide_vector(vector) {
-        // A model learned on a small street can be overconfident: never link on a name
-        // alone; without corroboration the pair goes to an officer instead.
-        Decision::Link if !corroborated(vector) => Decision::Review,
+        // A name alone (with an address) links only where labelled pairs measured that such
+        // pairs meet the target by themselves; a model's own estimate is overconfident on
+        // names and addresses, so with it they always go to an officer.
+        Decision::Link if !vector.corroborated() && !model.links_uncorroborated(vector) => {
+            Decision::Review
+        }
         Decision::Review if !names_close(vector) => Decision::Distinct,
         other => other,
     }
@@ -709,20 +721,6 @@ pub fn ingest_decision(model: &LinkageModel, vector: &ComparisonVector) -> Decis
 
 fn level(vector: &ComparisonVector, field: Field) -> u8 {
     vector.levels[field as usize]
-}
-
-/// Same name (characters or pinyin) and a second strong agreement: birth date exact or close,
-/// the same phone, or the same room with a birth year that agrees. A shared valid ID number
-/// always corroborates.
-fn corroborated(vector: &ComparisonVector) -> bool {
-    if vector.ids == IdRelation::BothValidEqual {
-        return true;
-    }
-    let name = level(vector, Field::Name);
-    let birth = level(vector, Field::BirthDate);
-    let phone = level(vector, Field::Phone);
-    let address = level(vector, Field::Address);
-    name <= 1 && (birth <= 1 || phone == 0 || (address == 0 && birth <= 2))
 }
 
 /// Names agree at least as similar pinyin: below that, an officer is not asked.
@@ -1134,5 +1132,92 @@ mod tests {
             "link_threshold_from={} ",
             model.choice.upper_from.as_str()
         )));
+    }
+
+    /// A pair with the same name in the same room, and nothing else to compare; and the same
+    /// name and birth date in the same room.
+    fn name_and_room() -> (ComparisonVector, ComparisonVector) {
+        use crate::linkage::compare::{IdRelation, FIELDS, NULL_LEVEL};
+        let mut levels = [NULL_LEVEL; FIELDS];
+        levels[Field::Name as usize] = 0;
+        levels[Field::Address as usize] = 0;
+        let alone = ComparisonVector {
+            levels,
+            ids: IdRelation::Undetermined,
+        };
+        let mut with_birth = alone;
+        with_birth.levels[Field::BirthDate as usize] = 0;
+        (alone, with_birth)
+    }
+
+    #[test]
+    fn ingest_links_a_pair_without_corroboration_only_at_or_above_its_own_threshold() {
+        let (alone, with_birth) = name_and_room();
+        assert!(!alone.corroborated() && with_birth.corroborated());
+        // Every field: the closest level nine times in ten for matches, the farthest for
+        // non-matches.
+        let mut model = LinkageModel::estimate(&[], 0);
+        for (f, &levels) in crate::linkage::compare::LEVEL_COUNTS.iter().enumerate() {
+            for l in 0..levels {
+                let rest = 0.1 / (levels - 1) as f64;
+                model.m[f][l] = if l == 0 { 0.9 } else { rest };
+                model.u[f][l] = if l == levels - 1 { 0.9 } else { rest };
+            }
+        }
+        let weight = model.vector_weight(&alone);
+        assert!(model.vector_weight(&with_birth) > weight);
+        model.thresholds.upper = weight - 1.0;
+        model.thresholds.lower = weight - 5.0;
+        // The model links both; without a threshold of its own the uncorroborated one goes to
+        // an officer (the model's own estimate, or a model stored before it existed).
+        model.thresholds.uncorroborated = None;
+        assert_eq!(model.decide_vector(&alone), Decision::Link);
+        assert_eq!(ingest_decision(&model, &alone), Decision::Review);
+        assert_eq!(ingest_decision(&model, &with_birth), Decision::Link);
+        // Measured to meet the target at or above a weight: it links there, not below.
+        model.thresholds.uncorroborated = Some(weight - 0.5);
+        assert_eq!(ingest_decision(&model, &alone), Decision::Link);
+        model.thresholds.uncorroborated = Some(weight);
+        assert_eq!(ingest_decision(&model, &alone), Decision::Link);
+        model.thresholds.uncorroborated = Some(weight + 0.5);
+        assert_eq!(ingest_decision(&model, &alone), Decision::Review);
+        assert_eq!(ingest_decision(&model, &with_birth), Decision::Link);
+        // It never loosens the model's own link threshold.
+        model.thresholds.uncorroborated = Some(weight - 10.0);
+        model.thresholds.upper = weight + 1.0;
+        assert_eq!(ingest_decision(&model, &alone), Decision::Review);
+        model.thresholds.lower = weight + 0.5;
+        assert_eq!(ingest_decision(&model, &alone), Decision::Distinct);
+    }
+
+    #[test]
+    fn a_model_stored_before_the_uncorroborated_threshold_keeps_the_corroboration_rule() {
+        let (alone, with_birth) = name_and_room();
+        let legacy = model_before_threshold_choice();
+        assert!(legacy["thresholds"].get("uncorroborated").is_none());
+        let loaded = StoredModel::decode(&serde_json::to_vec(&legacy).unwrap()).unwrap();
+        let model = &loaded.model;
+        assert_eq!(model.thresholds.uncorroborated, None);
+        assert!(model.vector_weight(&alone) >= model.thresholds.upper);
+        assert_eq!(model.decide_vector(&alone), Decision::Link);
+        assert_eq!(ingest_decision(model, &alone), Decision::Review);
+        assert_eq!(ingest_decision(model, &with_birth), Decision::Link);
+        assert!(loaded
+            .summary()
+            .ends_with(" uncorroborated_link_threshold=none"));
+        // One stored with it keeps it, and links such a pair above it.
+        let mut newer = loaded.clone();
+        newer.model.thresholds.uncorroborated = Some(model.vector_weight(&alone) - 0.25);
+        let back = StoredModel::decode(&serde_json::to_vec(&newer).unwrap()).unwrap();
+        assert_eq!(back.model.thresholds, newer.model.thresholds);
+        assert_eq!(ingest_decision(&back.model, &alone), Decision::Link);
+        assert!(
+            back.summary().contains(&format!(
+                " uncorroborated_link_threshold={:.3}",
+                model.vector_weight(&alone) - 0.25
+            )),
+            "{}",
+            back.summary()
+        );
     }
 }

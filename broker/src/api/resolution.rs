@@ -129,6 +129,11 @@ pub struct ModelReport {
     /// Match weights (bits) at which a pair is linked, and sent to review.
     pub link_threshold: f64,
     pub review_threshold: f64,
+    /// Match weight at which a pair without a corroborating second field (birth date,
+    /// phone, document) links at ingest, chosen on labelled pairs of that kind alone; absent
+    /// when the estimate is the model's own: such pairs then always go to review.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uncorroborated_link_threshold: Option<f64>,
     /// The model's posterior match probability at each threshold.
     pub link_probability: f64,
     pub review_probability: f64,
@@ -176,6 +181,7 @@ impl ModelReport {
             estimated_review_per_record: model.estimate.review_per_record,
             link_threshold: model.thresholds.upper,
             review_threshold: model.thresholds.lower,
+            uncorroborated_link_threshold: model.thresholds.uncorroborated,
             link_probability: model.probability(model.thresholds.upper),
             review_probability: model.probability(model.thresholds.lower),
             target_precision: model.choice.target_precision,

@@ -657,6 +657,13 @@ impl Calibration {
         }
     }
 
+    /// Whether pairs that compare as `vector` are judged on all the fields they compare
+    /// (their kind is covered by enough labelled pairs), not on a subset or the posterior.
+    pub fn covers(&self, vector: &ComparisonVector) -> bool {
+        let fields = fields_of(vector);
+        self.judged_on.get(&fields) == Some(&fields)
+    }
+
     /// The labelled pairs it was fitted on.
     pub fn labelled(&self) -> LabelCounts {
         self.labelled

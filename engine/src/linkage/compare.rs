@@ -169,6 +169,21 @@ impl ComparisonVector {
         key << 8 | ids
     }
 
+    /// Whether a second field corroborates the name: the same name (characters or pinyin)
+    /// and a strong agreement besides it — birth date exact or close, the same phone, or the
+    /// same room with a birth year that agrees. A shared valid ID number always corroborates.
+    pub fn corroborated(&self) -> bool {
+        if self.ids == IdRelation::BothValidEqual {
+            return true;
+        }
+        let level = |field: Field| self.levels[field as usize];
+        let birth = level(Field::BirthDate);
+        level(Field::Name) <= 1
+            && (birth <= 1
+                || level(Field::Phone) == 0
+                || (level(Field::Address) == 0 && birth <= 2))
+    }
+
     /// The vector a [`ComparisonVector::key`] came from.
     pub fn from_key(key: u64) -> ComparisonVector {
         let ids = match key & 0xff {

@@ -22,6 +22,10 @@
 //!   links when no weight reaches it) and the review band holds at most the review budget.
 //!   [`LinkageModel::choice`] records the targets, which estimate was used, on how many
 //!   labelled pairs, and which rule set each threshold.
+//! - The threshold for links that no second field corroborates ([`Thresholds::uncorroborated`],
+//!   which ingest applies) is set only from the calibrated estimate, never below the link
+//!   threshold: there, the estimated precision of those pairs alone at or above it meets the
+//!   target. Under the model's own estimate, or when no weight meets the target, there is none.
 //! - Every `m` and `u` is strictly between 0 and 1 and each field's levels sum to 1, so every
 //!   weight is finite. A missing field adds 0.
 //! - Estimation is deterministic (same pairs, same settings => same model) and terminates
@@ -67,6 +71,14 @@ pub struct Thresholds {
     pub lower: f64,
     /// At or above: link automatically.
     pub upper: f64,
+    /// At or above (and at or above `upper`): link automatically at ingest even when no second
+    /// field corroborates the name ([`ComparisonVector::corroborated`]); such a pair below it
+    /// goes to review. The lowest weight at which the calibrated precision of those pairs
+    /// alone meets the target. `None` (they always go to review) when the estimate is the
+    /// model's own, when no weight meets the target for them, and in models stored before it
+    /// existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncorroborated: Option<f64>,
 }
 
 /// How to estimate a model and choose its thresholds.
@@ -362,6 +374,7 @@ impl LinkageModel {
             thresholds: Thresholds {
                 lower: 0.0,
                 upper: 0.0,
+                uncorroborated: None,
             },
             iterations,
             converged,
@@ -409,7 +422,10 @@ impl LinkageModel {
     /// weight, never below its floor, at which the review band `[lower, upper)` holds at most
     /// the budget. The floors when fewer than two weights are seen among the pairs the
     /// weights decide, or when the estimate is the model's and EM did not converge (the
-    /// calibrated estimate measures the weights as they are, converged or not).
+    /// calibrated estimate measures the weights as they are, converged or not). With the
+    /// calibrated estimate and a link threshold that meets the target, `uncorroborated` is
+    /// chosen as `upper` is, on the pairs no second field corroborates alone, never below
+    /// `upper`.
     fn choose_thresholds(
         &self,
         patterns: &[(ComparisonVector, f64)],
@@ -444,6 +460,7 @@ impl LinkageModel {
         let floors = Thresholds {
             lower: floor_lower,
             upper: floor_upper,
+            uncorroborated: None,
         };
         let usable = calibration.is_some() || self.converged;
         if !usable || steps.len() < 2 {
@@ -454,17 +471,7 @@ impl LinkageModel {
         // every threshold at or above the chosen one meets it. (Under the model's posterior
         // the precision only falls on the way down; under the calibrated estimate it does
         // within one kind of pair, and the kinds mix.)
-        let mut lowest_on_target = None;
-        let (mut pairs, mut matches) = (0.0, 0.0);
-        for step in &steps {
-            pairs += step.pairs;
-            matches += step.matches;
-            if matches < settings.target_precision * pairs {
-                break;
-            }
-            lowest_on_target = Some(step.weight);
-        }
-        let upper = match lowest_on_target.map(|weight| weight - WEIGHT_SLACK) {
+        let upper = match lowest_on_target(&steps, settings.target_precision) {
             Some(weight) if weight > floor_upper => {
                 choice.upper_from = LinkRule::Estimate;
                 weight
@@ -496,10 +503,20 @@ impl LinkageModel {
             band += step.pairs;
             last_fitting = step.weight;
         }
+        // The pairs no second field corroborates, on their own: measured only on labelled
+        // pairs (the model's posterior is what the corroboration rule distrusts).
+        let uncorroborated = match (calibration, choice.upper_from) {
+            (Some(_), LinkRule::Estimate | LinkRule::Floor) => {
+                let steps = self.weight_steps_of(patterns, calibration, |v| !v.corroborated());
+                lowest_on_target(&steps, settings.target_precision).map(|w| w.max(upper))
+            }
+            _ => None,
+        };
         (
             Thresholds {
                 lower: lower.min(upper),
                 upper,
+                uncorroborated,
             },
             choice,
         )
@@ -526,9 +543,21 @@ impl LinkageModel {
         patterns: &[(ComparisonVector, f64)],
         calibration: Option<&Calibration>,
     ) -> Vec<WeightStep> {
+        self.weight_steps_of(patterns, calibration, |_| true)
+    }
+
+    /// [`LinkageModel::weight_steps`] of the pairs `keep` accepts.
+    fn weight_steps_of(
+        &self,
+        patterns: &[(ComparisonVector, f64)],
+        calibration: Option<&Calibration>,
+        keep: impl Fn(&ComparisonVector) -> bool,
+    ) -> Vec<WeightStep> {
         let mut steps: Vec<WeightStep> = patterns
             .iter()
-            .filter(|(vector, n)| vector.ids == IdRelation::Undetermined && *n > 0.0)
+            .filter(|(vector, n)| {
+                vector.ids == IdRelation::Undetermined && *n > 0.0 && keep(vector)
+            })
             .map(|(vector, n)| {
                 let posterior = posterior_of(vector, &self.m, &self.u, self.prior);
                 WeightStep {
@@ -627,6 +656,16 @@ impl LinkageModel {
         }
     }
 
+    /// Whether a pair that no second field corroborates ([`ComparisonVector::corroborated`])
+    /// is strong enough to link without one: at or above both link thresholds, never when
+    /// [`Thresholds::uncorroborated`] is `None`. Ingest sends such a pair below it to review.
+    pub fn links_uncorroborated(&self, vector: &ComparisonVector) -> bool {
+        let weight = self.vector_weight(vector);
+        self.thresholds
+            .uncorroborated
+            .is_some_and(|threshold| weight >= threshold && weight >= self.thresholds.upper)
+    }
+
     /// The decision for a match weight alone.
     pub fn decide_weight(&self, weight: f64) -> Decision {
         if weight >= self.thresholds.upper {
@@ -650,6 +689,24 @@ impl LinkageModel {
         let p = p.clamp(MIN_PROBABILITY, 1.0 - MIN_PROBABILITY);
         (p / (1.0 - p)).log2() - (self.prior / (1.0 - self.prior)).log2()
     }
+}
+
+/// Just below the lowest weight of `steps` (strongest first) at which the estimated
+/// precision of every pair at or above it meets `target`, stopping at the first weight that
+/// misses it, so that every threshold at or above the one returned meets it too; `None` when
+/// even the strongest weight misses it (or there is none).
+fn lowest_on_target(steps: &[WeightStep], target: f64) -> Option<f64> {
+    let mut lowest = None;
+    let (mut pairs, mut matches) = (0.0, 0.0);
+    for step in steps {
+        pairs += step.pairs;
+        matches += step.matches;
+        if matches < target * pairs {
+            break;
+        }
+        lowest = Some(step.weight - WEIGHT_SLACK);
+    }
+    lowest
 }
 
 impl Scorer for LinkageModel {
@@ -981,6 +1038,7 @@ mod tests {
             thresholds: Thresholds {
                 lower: -100.0,
                 upper: -50.0,
+                uncorroborated: None,
             },
             iterations: 0,
             converged: true,
@@ -1057,6 +1115,7 @@ mod tests {
         Thresholds {
             lower: model.weight_at_probability(settings.min_review_probability),
             upper: model.weight_at_probability(settings.min_link_probability),
+            uncorroborated: None,
         }
     }
 
@@ -1132,6 +1191,7 @@ mod tests {
             Thresholds {
                 lower: model.thresholds.lower.min(next_down),
                 upper: next_down,
+                uncorroborated: None,
             },
         );
         assert!(looser.precision < 0.995, "{looser:?}");
@@ -1222,6 +1282,7 @@ mod tests {
                         Thresholds {
                             lower: next_down,
                             upper: t.upper,
+                            uncorroborated: None,
                         },
                     );
                     assert!(wider.review_pairs > budget, "{records}: {wider:?}");
@@ -1306,6 +1367,7 @@ mod tests {
             thresholds: Thresholds {
                 lower: 0.0,
                 upper: 0.0,
+                uncorroborated: None,
             },
             iterations: 3,
             converged: true,
@@ -1465,6 +1527,7 @@ mod tests {
             thresholds: Thresholds {
                 lower: 0.0,
                 upper: 0.0,
+                uncorroborated: None,
             },
             iterations: 1,
             converged: true,
@@ -1750,5 +1813,173 @@ mod tests {
         single.insert(v.key(), 1_000);
         let model = LinkageModel::estimate_from_counts(&single, &many, 1_000, &settings);
         check(&model, "one pattern to decide");
+    }
+
+    /// A pair compared on name, birth date and address only (the others missing).
+    fn on(name: u8, birth: u8, address: u8) -> ComparisonVector {
+        let mut levels = [NULL_LEVEL; FIELDS];
+        levels[Field::Name as usize] = name;
+        levels[Field::BirthDate as usize] = birth;
+        levels[Field::Address as usize] = address;
+        ComparisonVector {
+            levels,
+            ids: IdRelation::Undetermined,
+        }
+    }
+
+    /// A converged model in which an exact name weighs 4.2 bits, an exact birth date 6.5 and a
+    /// different one -5.5, the same room 3.6, the same building 1, the same community -1.2
+    /// and another compound -3.3; posterior 0.5 at 1.2 bits.
+    fn names_births_addresses() -> LinkageModel {
+        let m = table(&[
+            &[0.9, 0.04, 0.03, 0.02, 0.01],
+            &[0.9, 0.05, 0.03, 0.02],
+            &[0.8, 0.1, 0.1],
+            &[0.6, 0.2, 0.15, 0.05],
+        ]);
+        let u = table(&[
+            &[0.05, 0.05, 0.1, 0.2, 0.6],
+            &[0.01, 0.02, 0.07, 0.9],
+            &[0.01, 0.01, 0.98],
+            &[0.05, 0.1, 0.35, 0.5],
+        ]);
+        hand_made(&m, &u, 0.3)
+    }
+
+    /// Pairs with a birth date on both sides: the same name, birth date and room (0.0 bits
+    /// from the top), the same name and birth date in another compound, the same name and
+    /// room with different birth dates; labelled as they truly are (nearly all matches,
+    /// matches, non-matches).
+    fn corroborated_pairs(
+        patterns: &mut Vec<(ComparisonVector, f64)>,
+        labelled: &mut LabelledPairs,
+    ) {
+        patterns.push((on(0, 0, 0), 10_000.0));
+        patterns.push((on(0, 0, 3), 2_000.0));
+        patterns.push((on(0, 3, 0), 2_000.0));
+        labelled.add(&on(0, 0, 0), KeyKinds::NONE, true, 3_000);
+        labelled.add(&on(0, 0, 3), KeyKinds::NONE, true, 1_000);
+        labelled.add(&on(0, 3, 0), KeyKinds::NONE, false, 1_000);
+    }
+
+    #[test]
+    fn a_pair_no_second_field_corroborates_links_only_above_the_threshold_its_own_kind_meets() {
+        let model = names_births_addresses();
+        let (room, building, community) = (
+            on(0, NULL_LEVEL, 0),
+            on(0, NULL_LEVEL, 1),
+            on(0, NULL_LEVEL, 2),
+        );
+        assert!(!room.corroborated() && !building.corroborated() && !community.corroborated());
+        assert!(on(0, 0, 3).corroborated());
+        let mut patterns = Vec::new();
+        let mut labelled = LabelledPairs::default();
+        corroborated_pairs(&mut patterns, &mut labelled);
+        // Names and addresses alone: the same room is nearly always the same person, the same
+        // building nine times in ten, the same community seldom.
+        patterns.extend([(room, 200.0), (building, 100.0), (community, 500.0)]);
+        labelled.add(&room, KeyKinds::NONE, true, 3_000);
+        labelled.add(&building, KeyKinds::NONE, true, 900);
+        labelled.add(&building, KeyKinds::NONE, false, 100);
+        labelled.add(&community, KeyKinds::NONE, true, 10);
+        labelled.add(&community, KeyKinds::NONE, false, 990);
+        patterns.sort_by_key(|(v, _)| v.key());
+        let settings = EmSettings::default();
+        let calibration = model.calibrate(&patterns, &labelled, &settings).unwrap();
+        let (thresholds, choice) = model.choose_thresholds(
+            &patterns,
+            labelled.totals(),
+            Some(&calibration),
+            100_000,
+            &settings,
+        );
+        assert_eq!(choice.upper_from, LinkRule::Estimate, "{thresholds:?}");
+        let mut chosen = model.clone();
+        chosen.thresholds = thresholds;
+        chosen.choice = choice;
+        // Among all pairs, those in the same building are few enough for the links to meet
+        // the target: the model links them ...
+        assert!(calibration.probability(&model, &building) < 0.95);
+        assert_eq!(chosen.decide_vector(&building), Decision::Link);
+        assert_eq!(chosen.decide_vector(&community), Decision::Review);
+        // ... but on their own, pairs without a corroborating field meet it only down to
+        // the same room.
+        let own = thresholds
+            .uncorroborated
+            .expect("measured on labelled pairs");
+        let weight = |v: &ComparisonVector| model.vector_weight(v);
+        assert!(own > thresholds.upper, "{thresholds:?}");
+        assert!(
+            own <= weight(&room) && own > weight(&building),
+            "{thresholds:?}"
+        );
+        assert!(chosen.links_uncorroborated(&room));
+        assert!(!chosen.links_uncorroborated(&building));
+        assert!(!chosen.links_uncorroborated(&community));
+
+        // The model's own estimate measures nothing of the kind: no such threshold.
+        let (fallback, choice) =
+            model.choose_thresholds(&patterns, labelled.totals(), None, 100_000, &settings);
+        assert_eq!(choice.estimate_from, EstimateSource::Model);
+        assert_eq!(fallback.uncorroborated, None);
+        chosen.thresholds = fallback;
+        assert!(chosen.decide_vector(&room) == Decision::Link);
+        assert!(!chosen.links_uncorroborated(&room));
+    }
+
+    #[test]
+    fn names_and_addresses_whose_labelled_pairs_miss_the_target_never_link_without_corroboration() {
+        let model = names_births_addresses();
+        let room = on(0, NULL_LEVEL, 0);
+        let community = on(0, NULL_LEVEL, 2);
+        let mut patterns = Vec::new();
+        let mut labelled = LabelledPairs::default();
+        corroborated_pairs(&mut patterns, &mut labelled);
+        // The same name in the same room is the same person only seven times in ten (a
+        // household's namesakes), and they are few among the pairs to decide.
+        patterns.extend([(room, 50.0), (community, 500.0)]);
+        labelled.add(&room, KeyKinds::NONE, true, 700);
+        labelled.add(&room, KeyKinds::NONE, false, 300);
+        labelled.add(&community, KeyKinds::NONE, true, 10);
+        labelled.add(&community, KeyKinds::NONE, false, 990);
+        patterns.sort_by_key(|(v, _)| v.key());
+        let settings = EmSettings::default();
+        let calibration = model.calibrate(&patterns, &labelled, &settings).unwrap();
+        let (thresholds, choice) = model.choose_thresholds(
+            &patterns,
+            labelled.totals(),
+            Some(&calibration),
+            100_000,
+            &settings,
+        );
+        let mut chosen = model.clone();
+        chosen.thresholds = thresholds;
+        chosen.choice = choice;
+        // Mixed with the corroborated pairs, the links still meet the target, so the model
+        // links the same name in the same room ...
+        assert_eq!(choice.estimate_from, EstimateSource::LabelledPairs);
+        assert_eq!(chosen.decide_vector(&room), Decision::Link);
+        assert!(calibration.probability(&model, &room) < 0.9);
+        // ... but not on their own, at any weight: such a pair never links without a
+        // corroborating field, while corroborated pairs still do.
+        assert_eq!(thresholds.uncorroborated, None, "{thresholds:?}");
+        assert!(!chosen.links_uncorroborated(&room));
+        assert_eq!(chosen.decide_vector(&on(0, 0, 3)), Decision::Link);
+    }
+
+    #[test]
+    fn thresholds_stored_before_the_uncorroborated_one_read_as_never_linking_such_pairs() {
+        let old: Thresholds = serde_json::from_str(r#"{"lower": -5.35, "upper": -1.1}"#).unwrap();
+        assert_eq!(old.uncorroborated, None);
+        assert_eq!((old.lower, old.upper), (-5.35, -1.1));
+        // None is not written, so a model without it reads the same in an older version.
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("uncorroborated"), "{json}");
+        let new = Thresholds {
+            uncorroborated: Some(2.5),
+            ..old
+        };
+        let back: Thresholds = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
     }
 }
