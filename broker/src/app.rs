@@ -172,13 +172,14 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     .context("opening the audit log")?;
 
     let authenticator = match (&options.config.auth, options.dev) {
-        (Some(auth), _) => Authenticator::from_jwks_file(&auth.jwks_file, &auth.issuer, &auth.audience)?
-            .with_max_lifetime(auth.max_token_lifetime),
+        (Some(auth), _) => Authenticator::from_section(auth)
+            .await
+            .context("loading the identity provider's keys ([auth])")?,
         (None, true) => {
             let signer = dev_token_signer(data_dir, &master)?;
             Authenticator::ed25519(signer.public_key(), DEV_ISSUER, DEFAULT_AUDIENCE)
         }
-        (None, false) => bail!("no [auth] section in the configuration: set auth.jwks_file and auth.issuer, or run with --dev"),
+        (None, false) => bail!("no [auth] section in the configuration: set auth.issuer and one of auth.jwks_file, auth.jwks_url, auth.discovery, or run with --dev"),
     };
     let permissions = Arc::new(
         PolicyHandle::load(

@@ -2,29 +2,42 @@
 //! [`Principal`].
 //!
 //! Guarantees: only EdDSA, ES256 and RS256 are accepted (never `none` or HMAC with a public
-//! key); `exp`, `iss`, `aud` and `nbf` are always checked; a token whose lifetime (`exp` after
-//! `iat`, or after now when `iat` is absent) exceeds the configured maximum is refused; a
-//! principal's jurisdiction codes and department are parsed into their types, so a token with
-//! a malformed one is refused. A token whose roles are all unknown, a reader role without a
+//! key); `exp`, `iss`, `aud` and `nbf` are always checked (`aud` may be a string or an array,
+//! accepted when one entry is the configured audience; `exp` and `nbf` with the configured
+//! leeway); a token whose lifetime (`exp` after `iat`, or after now when `iat` is absent)
+//! exceeds the configured maximum is refused; a principal's jurisdiction codes and department
+//! are parsed into their types, so a token with a malformed one is refused. Roles,
+//! jurisdiction, department and name are read at configured claim paths (`realm_access.roles`
+//! walks into nested objects). A token whose roles are all unknown, a reader role without a
 //! jurisdiction, and a department role (`dept_analyst`, `dept_publisher`, `dept_subscriber`)
-//! without `dept` are
-//! refused (401 with a message naming the claim).
+//! without `dept` are refused (401 with a message naming the claim).
+//!
+//! Keys come from the instance (dev mode), a JWKS file, or an identity provider over HTTPS
+//! (`jwks_url`, or its OpenID discovery document). Remote keys are fetched before the broker
+//! starts (no keys, no start), refreshed on a schedule, and refreshed at once (at most every
+//! [`UNKNOWN_KID_REFRESH_INTERVAL`]) when a token names a `kid` the broker does not hold; a
+//! failed refresh keeps the last good keys. A token whose `kid` is still unknown is refused.
+//!
 //! A verified token is remembered (by its SHA-256, with its `exp`) so that a client sending
 //! the same token again is not charged a signature verification per request; a remembered
 //! token is still refused once it expires, and a token that failed is never remembered.
 
 use policies::Principal;
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use model::{Department, DivisionCode};
+
+use crate::config::AuthSection;
 
 /// Issuer and audience of tokens the broker signs itself in dev mode.
 pub const DEV_ISSUER: &str = "safegrid-dev";
@@ -48,6 +61,8 @@ pub enum AuthError {
     NoDepartment,
     #[error("key file {path}: {reason}")]
     KeyFile { path: String, reason: String },
+    #[error("identity provider {url}: {reason}")]
+    Provider { url: String, reason: String },
 }
 
 impl AuthError {
@@ -61,12 +76,12 @@ impl AuthError {
             AuthError::NoKnownRole => "token_roles_unknown",
             AuthError::NoJurisdiction => "token_jurisdiction_missing",
             AuthError::NoDepartment => "token_dept_missing",
-            AuthError::KeyFile { .. } => "token_keys_unavailable",
+            AuthError::KeyFile { .. } | AuthError::Provider { .. } => "token_keys_unavailable",
         }
     }
 }
 
-/// Claims SafeGrid reads from a token.
+/// Claims the broker's own dev tokens carry (and tests forge edge cases with).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
@@ -87,10 +102,18 @@ pub struct Claims {
     pub nbf: Option<u64>,
 }
 
-/// Seconds of clock skew allowed on `exp` and `nbf`.
-const LEEWAY_SECONDS: u64 = 30;
+/// Seconds of clock skew allowed on `exp` and `nbf` by default.
+pub const DEFAULT_LEEWAY_SECONDS: u64 = 30;
 /// Longest token lifetime accepted by default (12 hours).
 pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Seconds between scheduled refreshes of remote keys by default.
+pub const DEFAULT_JWKS_REFRESH_SECONDS: u64 = 300;
+/// A token naming an unknown `kid` makes the broker refetch the keys at most this often.
+pub const UNKNOWN_KID_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest wait for the identity provider (discovery document or keys).
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest discovery document or JWKS read (a provider is not trusted with our memory).
+const PROVIDER_MAX_BYTES: usize = 1024 * 1024;
 /// Roles that read personal data and so must be bounded by a jurisdiction.
 const READER_ROLES: [&str; 5] = [
     "grid_worker",
@@ -104,12 +127,251 @@ const DEPARTMENT_ROLES: [&str; 3] = ["dept_analyst", "dept_publisher", "dept_sub
 /// Verified tokens remembered at most; the memory is emptied when it is full.
 const VERIFIED_CAPACITY: usize = 10_000;
 
+/// Where the principal's claims are in a token: a claim name, or a dotted path into nested
+/// objects (`realm_access.roles`). A claim whose name itself contains dots is found first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimPaths {
+    pub roles: String,
+    pub jurisdiction: String,
+    pub dept: String,
+    pub name: String,
+}
+
+impl Default for ClaimPaths {
+    fn default() -> Self {
+        ClaimPaths {
+            roles: "roles".to_owned(),
+            jurisdiction: "jurisdiction".to_owned(),
+            dept: "dept".to_owned(),
+            name: "name".to_owned(),
+        }
+    }
+}
+
+/// One trusted public key.
+struct VerifyKey {
+    kid: Option<String>,
+    key: DecodingKey,
+    algorithm: Algorithm,
+}
+
+/// The keys in force, swapped whole on a refresh, and where to refresh them from.
+struct KeyStore {
+    current: ArcSwap<Vec<VerifyKey>>,
+    remote: Option<RemoteKeys>,
+}
+
+/// An identity provider's JWKS endpoint.
+struct RemoteKeys {
+    client: reqwest::Client,
+    jwks_url: String,
+    /// When a token with an unknown `kid` last caused a refetch.
+    last_unknown_kid_refresh: Mutex<Option<Instant>>,
+    /// Wakes the scheduled refresher early (when the caller cannot wait for a refetch).
+    wake: tokio::sync::Notify,
+}
+
+impl KeyStore {
+    /// Fetches the provider's keys and puts them in force; on failure the old keys stay.
+    async fn refresh(&self) -> Result<usize, AuthError> {
+        let Some(remote) = &self.remote else {
+            return Ok(self.current.load().len());
+        };
+        let set: JwkSet = fetch_json(&remote.client, &remote.jwks_url).await?;
+        let keys = keys_of(&set).map_err(|reason| AuthError::Provider {
+            url: remote.jwks_url.clone(),
+            reason,
+        })?;
+        let count = keys.len();
+        self.current.store(Arc::new(keys));
+        Ok(count)
+    }
+
+    /// Refetches because a token named an unknown `kid`, unless one did so lately. Waits for
+    /// the keys on a multi-threaded runtime; elsewhere it only wakes the refresher.
+    fn refresh_for_unknown_kid(&self) -> bool {
+        let Some(remote) = &self.remote else {
+            return false;
+        };
+        {
+            let mut last = remote
+                .last_unknown_kid_refresh
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_REFRESH_INTERVAL) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                let outcome = tokio::task::block_in_place(|| handle.block_on(self.refresh()));
+                match outcome {
+                    Ok(count) => {
+                        tracing::info!(url = %remote.jwks_url, keys = count, "identity provider keys refreshed for an unknown kid");
+                        true
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "refreshing identity provider keys failed; the last good keys stay");
+                        false
+                    }
+                }
+            }
+            _ => {
+                remote.wake.notify_one();
+                false
+            }
+        }
+    }
+}
+
+/// Refreshes `store` every `every` (or when woken) until the authenticator is dropped.
+async fn refresh_on_schedule(store: Weak<KeyStore>, every: Duration) {
+    loop {
+        {
+            let Some(strong) = store.upgrade() else {
+                return;
+            };
+            let Some(remote) = &strong.remote else { return };
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = remote.wake.notified() => {}
+            }
+        }
+        let Some(strong) = store.upgrade() else {
+            return;
+        };
+        match strong.refresh().await {
+            Ok(count) => tracing::debug!(keys = count, "identity provider keys refreshed"),
+            Err(err) => {
+                tracing::warn!(error = %err, "refreshing identity provider keys failed; the last good keys stay")
+            }
+        }
+    }
+}
+
+/// GETs a JSON document from the identity provider, bounded in time and size.
+async fn fetch_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<T, AuthError> {
+    let failed = |reason: String| AuthError::Provider {
+        url: url.to_owned(),
+        reason,
+    };
+    let mut response = client
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| failed(format!("{e:#}")))?;
+    if !response.status().is_success() {
+        return Err(failed(format!("answered {}", response.status())));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| failed(e.to_string()))? {
+        body.extend_from_slice(&chunk);
+        if body.len() > PROVIDER_MAX_BYTES {
+            return Err(failed("the document is larger than 1 MiB".into()));
+        }
+    }
+    serde_json::from_slice(&body).map_err(|e| failed(e.to_string()))
+}
+
+/// Refuses a key URL that is neither HTTPS nor plain HTTP on the loopback interface.
+pub fn check_provider_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let host = parsed.host_str().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" if !host.is_empty() => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(format!(
+            "{url:?}: keys are fetched over https (plain http only on the loopback interface)"
+        )),
+    }
+}
+
+/// The HTTPS client for the identity provider: the system's roots plus `ca_file`, no
+/// redirects, a timeout.
+fn provider_client(ca_file: Option<&Path>) -> Result<reqwest::Client, AuthError> {
+    let failed = |reason: String| AuthError::KeyFile {
+        path: ca_file.map_or_else(|| "system roots".to_owned(), |p| p.display().to_string()),
+        reason,
+    };
+    crate::tls::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A system root that rustls cannot use is skipped, as every client does.
+        let _ = roots.add(cert);
+    }
+    if let Some(file) = ca_file {
+        for cert in crate::tls::load_certs(file).map_err(|e| failed(format!("{e:#}")))? {
+            roots.add(cert).map_err(|e| failed(e.to_string()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| failed(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(PROVIDER_TIMEOUT)
+        .build()
+        .map_err(|e| failed(e.to_string()))
+}
+
+/// The subset of an OpenID Provider's discovery document the broker reads.
+#[derive(Debug, Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+/// The trusted keys of a JWKS; an empty set or an unsupported key type is refused.
+fn keys_of(set: &JwkSet) -> Result<Vec<VerifyKey>, String> {
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        let algorithm = match jwk.common.key_algorithm {
+            Some(jsonwebtoken::jwk::KeyAlgorithm::EdDSA) => Algorithm::EdDSA,
+            Some(jsonwebtoken::jwk::KeyAlgorithm::ES256) => Algorithm::ES256,
+            Some(jsonwebtoken::jwk::KeyAlgorithm::RS256) => Algorithm::RS256,
+            _ => match &jwk.algorithm {
+                jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                _ => return Err("only EdDSA, ES256 and RS256 keys are accepted".into()),
+            },
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+        keys.push(VerifyKey {
+            kid: jwk.common.key_id.clone(),
+            key,
+            algorithm,
+        });
+    }
+    if keys.is_empty() {
+        return Err("the JWKS holds no key".into());
+    }
+    Ok(keys)
+}
+
 /// Verifies tokens.
 pub struct Authenticator {
-    keys: Vec<(Option<String>, DecodingKey, Algorithm)>,
+    keys: Arc<KeyStore>,
     issuer: String,
     audience: String,
     max_lifetime: Duration,
+    leeway: u64,
+    claims: ClaimPaths,
     /// SHA-256 of a verified token → its principal and `exp`.
     verified: Mutex<HashMap<[u8; 32], (Principal, u64)>>,
 }
@@ -117,29 +379,66 @@ pub struct Authenticator {
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
-            .field("keys", &self.keys.len())
+            .field("keys", &self.keys.current.load().len())
+            .field(
+                "jwks_url",
+                &self.keys.remote.as_ref().map(|r| r.jwks_url.as_str()),
+            )
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("max_lifetime", &self.max_lifetime)
+            .field("leeway", &self.leeway)
+            .field("claims", &self.claims)
             .finish()
     }
 }
 
 impl Authenticator {
-    /// Trusts one Ed25519 public key (dev mode: the instance's own key).
-    pub fn ed25519(public_key: &[u8], issuer: &str, audience: &str) -> Authenticator {
+    fn with_keys(
+        keys: Vec<VerifyKey>,
+        remote: Option<RemoteKeys>,
+        issuer: &str,
+        audience: &str,
+    ) -> Authenticator {
         Authenticator {
-            keys: vec![(None, DecodingKey::from_ed_der(public_key), Algorithm::EdDSA)],
+            keys: Arc::new(KeyStore {
+                current: ArcSwap::from_pointee(keys),
+                remote,
+            }),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+            leeway: DEFAULT_LEEWAY_SECONDS,
+            claims: ClaimPaths::default(),
             verified: Mutex::default(),
         }
+    }
+
+    /// Trusts one Ed25519 public key (dev mode: the instance's own key).
+    pub fn ed25519(public_key: &[u8], issuer: &str, audience: &str) -> Authenticator {
+        let key = VerifyKey {
+            kid: None,
+            key: DecodingKey::from_ed_der(public_key),
+            algorithm: Algorithm::EdDSA,
+        };
+        Authenticator::with_keys(vec![key], None, issuer, audience)
     }
 
     /// Refuses tokens valid for longer than `max` (from `iat`, or from now without `iat`).
     pub fn with_max_lifetime(mut self, max: Duration) -> Authenticator {
         self.max_lifetime = max;
+        self
+    }
+
+    /// Allows `seconds` of clock skew on `exp` and `nbf`.
+    pub fn with_leeway(mut self, seconds: u64) -> Authenticator {
+        self.leeway = seconds;
+        self
+    }
+
+    /// Reads the principal's claims at these paths.
+    pub fn with_claim_paths(mut self, claims: ClaimPaths) -> Authenticator {
+        self.claims = claims;
         self
     }
 
@@ -155,36 +454,83 @@ impl Authenticator {
         };
         let text = std::fs::read_to_string(path).map_err(|e| key_error(e.to_string()))?;
         let set: JwkSet = serde_json::from_str(&text).map_err(|e| key_error(e.to_string()))?;
-        let mut keys = Vec::new();
-        for jwk in &set.keys {
-            let algorithm = match jwk.common.key_algorithm {
-                Some(jsonwebtoken::jwk::KeyAlgorithm::EdDSA) => Algorithm::EdDSA,
-                Some(jsonwebtoken::jwk::KeyAlgorithm::ES256) => Algorithm::ES256,
-                Some(jsonwebtoken::jwk::KeyAlgorithm::RS256) => Algorithm::RS256,
-                _ => match &jwk.algorithm {
-                    jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
-                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
-                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                    _ => {
-                        return Err(key_error(
-                            "only EdDSA, ES256 and RS256 keys are accepted".into(),
-                        ))
-                    }
-                },
-            };
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| key_error(e.to_string()))?;
-            keys.push((jwk.common.key_id.clone(), key, algorithm));
-        }
-        if keys.is_empty() {
-            return Err(key_error("the JWKS holds no key".into()));
-        }
-        Ok(Authenticator {
-            keys,
-            issuer: issuer.to_owned(),
-            audience: audience.to_owned(),
-            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
-            verified: Mutex::default(),
-        })
+        let keys = keys_of(&set).map_err(key_error)?;
+        Ok(Authenticator::with_keys(keys, None, issuer, audience))
+    }
+
+    /// Trusts the keys an identity provider publishes at `jwks_url` (or, with `discovery`,
+    /// at the `jwks_uri` of `<issuer>/.well-known/openid-configuration`, whose `issuer` must
+    /// be `issuer`). Fetches them now (an error if that fails) and spawns the refresher, so it
+    /// must be called inside a Tokio runtime.
+    pub async fn from_provider(
+        source: &ProviderKeys,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Authenticator, AuthError> {
+        let client = provider_client(source.ca_file.as_deref())?;
+        let jwks_url = match &source.jwks_url {
+            Some(url) => url.clone(),
+            None => {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                );
+                let failed = |reason: String| AuthError::Provider {
+                    url: url.clone(),
+                    reason,
+                };
+                check_provider_url(&url).map_err(failed)?;
+                let discovery: Discovery = fetch_json(&client, &url).await?;
+                if discovery.issuer != issuer {
+                    return Err(failed(format!(
+                        "the discovery document names issuer {:?}, not the configured {issuer:?}",
+                        discovery.issuer
+                    )));
+                }
+                discovery.jwks_uri
+            }
+        };
+        check_provider_url(&jwks_url).map_err(|reason| AuthError::Provider {
+            url: jwks_url.clone(),
+            reason,
+        })?;
+        let remote = RemoteKeys {
+            client,
+            jwks_url,
+            last_unknown_kid_refresh: Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
+        };
+        let authenticator = Authenticator::with_keys(Vec::new(), Some(remote), issuer, audience);
+        authenticator.keys.refresh().await?;
+        tokio::spawn(refresh_on_schedule(
+            Arc::downgrade(&authenticator.keys),
+            source.refresh.max(Duration::from_secs(1)),
+        ));
+        Ok(authenticator)
+    }
+
+    /// The authenticator an `[auth]` section describes.
+    pub async fn from_section(auth: &AuthSection) -> Result<Authenticator, AuthError> {
+        let authenticator = match &auth.jwks_file {
+            Some(file) => Authenticator::from_jwks_file(file, &auth.issuer, &auth.audience)?,
+            None => {
+                let source = ProviderKeys {
+                    jwks_url: auth.jwks_url.clone(),
+                    ca_file: auth.ca_file.clone(),
+                    refresh: Duration::from_secs(auth.jwks_refresh_seconds),
+                };
+                Authenticator::from_provider(&source, &auth.issuer, &auth.audience).await?
+            }
+        };
+        Ok(authenticator
+            .with_max_lifetime(auth.max_token_lifetime)
+            .with_leeway(auth.leeway_seconds)
+            .with_claim_paths(ClaimPaths {
+                roles: auth.roles_claim.clone(),
+                jurisdiction: auth.jurisdiction_claim.clone(),
+                dept: auth.dept_claim.clone(),
+                name: auth.name_claim.clone(),
+            }))
     }
 
     /// Verifies a bearer token and returns its principal.
@@ -196,7 +542,7 @@ impl Authenticator {
         {
             let mut verified = self.remembered();
             match verified.get(&id) {
-                Some((principal, exp)) if now <= exp.saturating_add(LEEWAY_SECONDS) => {
+                Some((principal, exp)) if now <= exp.saturating_add(self.leeway) => {
                     return Ok(principal.clone());
                 }
                 Some(_) => {
@@ -221,10 +567,28 @@ impl Authenticator {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The full check: signature, algorithm, `exp`, `iss`, `aud`, claims.
+    /// The full check: signature, algorithm, `exp`, `iss`, `aud`, claims. A `kid` the keys
+    /// do not name makes a remote key set refresh once (rate-limited) before the check.
     fn verify_signature(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
-        for (kid, key, algorithm) in &self.keys {
+        if let Some(kid) = &header.kid {
+            let known = self
+                .keys
+                .current
+                .load()
+                .iter()
+                .any(|k| k.kid.as_deref() == Some(kid));
+            if !known {
+                self.keys.refresh_for_unknown_kid();
+            }
+        }
+        let keys = self.keys.current.load();
+        for VerifyKey {
+            kid,
+            key,
+            algorithm,
+        } in keys.iter()
+        {
             if header.alg != *algorithm {
                 continue;
             }
@@ -237,45 +601,92 @@ impl Authenticator {
             validation.set_issuer(&[&self.issuer]);
             validation.set_audience(&[&self.audience]);
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-            validation.leeway = LEEWAY_SECONDS;
+            validation.leeway = self.leeway;
             validation.validate_nbf = true;
-            if let Ok(data) = jsonwebtoken::decode::<Claims>(token, key, &validation) {
-                let exp = data.claims.exp;
+            if let Ok(data) = jsonwebtoken::decode::<Value>(token, key, &validation) {
+                let claims = data.claims;
+                let exp = claims
+                    .get("exp")
+                    .and_then(Value::as_u64)
+                    .ok_or(AuthError::Invalid)?;
                 let now = jsonwebtoken::get_current_timestamp();
                 // A token "issued" in the future starts its lifetime now.
-                let start = match data.claims.iat {
+                let start = match claims.get("iat").and_then(Value::as_u64).unwrap_or(0) {
                     0 => now,
                     iat => iat.min(now),
                 };
-                if exp.saturating_sub(start) > self.max_lifetime.as_secs() + LEEWAY_SECONDS {
+                if exp.saturating_sub(start) > self.max_lifetime.as_secs() + self.leeway {
                     return Err(AuthError::TooLong);
                 }
-                return principal(data.claims).map(|p| (p, exp));
+                return principal(&claims, &self.claims).map(|p| (p, exp));
             }
         }
         Err(AuthError::Invalid)
     }
 }
 
-fn principal(claims: Claims) -> Result<Principal, AuthError> {
-    let jurisdiction = claims
-        .jurisdiction
+/// Where remote keys come from: `jwks_url`, or (without it) the issuer's discovery document.
+#[derive(Debug, Clone)]
+pub struct ProviderKeys {
+    pub jwks_url: Option<String>,
+    /// PEM certificates trusted beside the system's roots (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// Time between scheduled refreshes.
+    pub refresh: Duration,
+}
+
+/// The claim at `path`: a claim of that exact name, else the dotted path into nested objects.
+fn claim_at<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
+    if let Some(value) = claims.get(path) {
+        return Some(value);
+    }
+    path.split('.')
+        .try_fold(claims, |value, part| value.get(part))
+}
+
+/// A claim holding a list of strings (one string counts as a list of one; absent or null as
+/// empty); anything else is malformed.
+fn strings_at(claims: &Value, path: &str) -> Result<Vec<String>, AuthError> {
+    match claim_at(claims, path) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(one)) => Ok(vec![one.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned).ok_or(AuthError::BadClaims))
+            .collect(),
+        Some(_) => Err(AuthError::BadClaims),
+    }
+}
+
+/// A claim holding one string (absent or null: none); anything else is malformed.
+fn string_at(claims: &Value, path: &str) -> Result<Option<String>, AuthError> {
+    match claim_at(claims, path) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(one)) => Ok(Some(one.clone())),
+        Some(_) => Err(AuthError::BadClaims),
+    }
+}
+
+fn principal(claims: &Value, paths: &ClaimPaths) -> Result<Principal, AuthError> {
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or(AuthError::Invalid)?
+        .to_owned();
+    let roles = strings_at(claims, &paths.roles)?;
+    let jurisdiction = strings_at(claims, &paths.jurisdiction)?
         .iter()
         .map(|code| DivisionCode::parse(code))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| AuthError::BadClaims)?;
-    let dept = claims
-        .dept
+    let dept = string_at(claims, &paths.dept)?
         .as_deref()
         .map(Department::parse)
         .transpose()
         .map_err(|_| AuthError::BadClaims)?;
-    let has = |set: &[&str]| claims.roles.iter().any(|r| set.contains(&r.as_str()));
-    if !claims
-        .roles
-        .iter()
-        .any(|r| policies::ROLES.contains(&r.as_str()))
-    {
+    let name = string_at(claims, &paths.name)?.unwrap_or_default();
+    let has = |set: &[&str]| roles.iter().any(|r| set.contains(&r.as_str()));
+    if !roles.iter().any(|r| policies::ROLES.contains(&r.as_str())) {
         return Err(AuthError::NoKnownRole);
     }
     if has(&READER_ROLES) && jurisdiction.is_empty() {
@@ -285,9 +696,9 @@ fn principal(claims: Claims) -> Result<Principal, AuthError> {
         return Err(AuthError::NoDepartment);
     }
     Ok(Principal {
-        sub: claims.sub,
-        name: claims.name,
-        roles: claims.roles,
+        sub,
+        name,
+        roles,
         jurisdiction,
         dept,
     })
@@ -409,7 +820,7 @@ mod tests {
         assert_eq!(auth.remembered().len(), 1);
         assert_eq!(auth.verify(&token).unwrap().sub, "gw-001", "from memory");
         // The same token, its expiry (plus leeway) now in the past.
-        let past = jsonwebtoken::get_current_timestamp() - LEEWAY_SECONDS - 1;
+        let past = jsonwebtoken::get_current_timestamp() - DEFAULT_LEEWAY_SECONDS - 1;
         for (_, exp) in auth.remembered().values_mut() {
             *exp = past;
         }
@@ -436,5 +847,90 @@ mod tests {
             auth.verify(&signer.sign(&bad).unwrap()),
             Err(AuthError::BadClaims)
         ));
+    }
+
+    /// A key pair and its authenticator, for tokens with arbitrary JSON claims.
+    fn raw_signer() -> (EncodingKey, Authenticator) {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let signer = TokenSigner::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let auth = Authenticator::ed25519(signer.public_key(), "https://idp", DEFAULT_AUDIENCE);
+        (EncodingKey::from_ed_der(pkcs8.as_ref()), auth)
+    }
+
+    fn sign_json(key: &EncodingKey, claims: &Value) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, key).unwrap()
+    }
+
+    fn keycloak_claims(aud: Value, exp_offset: i64) -> Value {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        serde_json::json!({
+            "sub": "kc-1", "iss": "https://idp", "aud": aud,
+            "exp": now + exp_offset, "iat": now - 60,
+            "preferred_username": "网格员甲",
+            "realm_access": {"roles": ["offline_access", "grid_worker"]},
+            "attrs": {"jurisdiction": "110105001001"},
+        })
+    }
+
+    #[test]
+    fn aud_array_and_claim_paths_are_read() {
+        let (key, auth) = raw_signer();
+        let auth = auth.with_claim_paths(ClaimPaths {
+            roles: "realm_access.roles".into(),
+            jurisdiction: "attrs.jurisdiction".into(),
+            dept: "dept".into(),
+            name: "preferred_username".into(),
+        });
+        let token = sign_json(
+            &key,
+            &keycloak_claims(serde_json::json!(["account", "safegrid"]), 300),
+        );
+        let principal = auth.verify(&token).unwrap();
+        assert_eq!(principal.name, "网格员甲");
+        assert_eq!(principal.roles, vec!["offline_access", "grid_worker"]);
+        assert!(principal.covers(&DivisionCode::parse("110105001001003").unwrap()));
+        // An array without the audience, and roles at the default path (absent), are refused.
+        let other = sign_json(
+            &key,
+            &keycloak_claims(serde_json::json!(["account", "x"]), 300),
+        );
+        assert!(matches!(auth.verify(&other), Err(AuthError::Invalid)));
+        let (key2, default_paths) = raw_signer();
+        let token2 = sign_json(&key2, &keycloak_claims(serde_json::json!("safegrid"), 300));
+        assert!(matches!(
+            default_paths.verify(&token2),
+            Err(AuthError::NoKnownRole)
+        ));
+    }
+
+    #[test]
+    fn leeway_is_configurable() {
+        let (key, auth) = raw_signer();
+        let auth = auth.with_claim_paths(ClaimPaths {
+            roles: "realm_access.roles".into(),
+            jurisdiction: "attrs.jurisdiction".into(),
+            ..ClaimPaths::default()
+        });
+        let expired_20s = sign_json(&key, &keycloak_claims(serde_json::json!("safegrid"), -20));
+        let expired_40s = sign_json(&key, &keycloak_claims(serde_json::json!("safegrid"), -40));
+        assert!(auth.verify(&expired_20s).is_ok(), "within the default 30 s");
+        assert!(
+            auth.verify(&expired_40s).is_err(),
+            "beyond the default 30 s"
+        );
+        let auth = auth.with_leeway(5);
+        let expired_20s = sign_json(&key, &keycloak_claims(serde_json::json!(["safegrid"]), -20));
+        assert!(auth.verify(&expired_20s).is_err(), "beyond a 5 s leeway");
+    }
+
+    #[test]
+    fn provider_urls_are_https_or_loopback_http() {
+        assert!(check_provider_url("https://idp.example/certs").is_ok());
+        assert!(check_provider_url("http://127.0.0.1:8080/certs").is_ok());
+        assert!(check_provider_url("http://[::1]:8080/certs").is_ok());
+        assert!(check_provider_url("http://localhost/certs").is_ok());
+        assert!(check_provider_url("http://idp.example/certs").is_err());
+        assert!(check_provider_url("file:///etc/jwks.json").is_err());
+        assert!(check_provider_url("not a url").is_err());
     }
 }

@@ -337,10 +337,25 @@ pub struct TlsSection {
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
     /// JWKS file with the public keys of the identity provider (EdDSA, ES256 or RS256).
-    pub jwks_file: PathBuf,
+    /// Exactly one of `jwks_file`, `jwks_url` and `discovery` says where the keys are.
+    pub jwks_file: Option<PathBuf>,
+    /// URL of the identity provider's JWKS, e.g.
+    /// `https://idp.example/realms/grid/protocol/openid-connect/certs` (https; plain http only
+    /// on the loopback interface). Fetched at start, every `jwks_refresh_seconds`, and when a
+    /// token names an unknown `kid` (at most every 10 s); a failed fetch keeps the last keys.
+    pub jwks_url: Option<String>,
+    /// Find the JWKS through `<issuer>/.well-known/openid-configuration` (its `jwks_uri`);
+    /// the document's `issuer` must equal `issuer`.
+    #[serde(default, alias = "issuer_discovery")]
+    pub discovery: bool,
+    /// PEM certificate(s) trusted for the identity provider besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Seconds between scheduled refreshes of remote keys (300).
+    #[serde(default = "default_jwks_refresh_seconds")]
+    pub jwks_refresh_seconds: u64,
     /// Expected `iss` claim.
     pub issuer: String,
-    /// Expected `aud` claim.
+    /// Expected `aud` claim (a token's `aud` may be a string or an array containing it).
     #[serde(default = "default_audience")]
     pub audience: String,
     /// Longest token lifetime accepted (`exp` after `iat`), e.g. `12h` (the default), `30m`.
@@ -349,6 +364,103 @@ pub struct AuthSection {
         with = "humantime_serde_compat"
     )]
     pub max_token_lifetime: std::time::Duration,
+    /// Seconds of clock skew allowed on `exp` and `nbf` (30, at most 300).
+    #[serde(default = "default_leeway_seconds")]
+    pub leeway_seconds: u64,
+    /// Claim with the roles: a name or a dotted path, e.g. `realm_access.roles` (`roles`).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Claim with the division codes a reader covers (`jurisdiction`).
+    #[serde(default = "default_jurisdiction_claim")]
+    pub jurisdiction_claim: String,
+    /// Claim with the department code of a department role (`dept`).
+    #[serde(default = "default_dept_claim")]
+    pub dept_claim: String,
+    /// Claim with the person's display name (`name`).
+    #[serde(default = "default_name_claim")]
+    pub name_claim: String,
+}
+
+fn default_jwks_refresh_seconds() -> u64 {
+    crate::auth::DEFAULT_JWKS_REFRESH_SECONDS
+}
+fn default_leeway_seconds() -> u64 {
+    crate::auth::DEFAULT_LEEWAY_SECONDS
+}
+fn default_roles_claim() -> String {
+    "roles".to_owned()
+}
+fn default_jurisdiction_claim() -> String {
+    "jurisdiction".to_owned()
+}
+fn default_dept_claim() -> String {
+    "dept".to_owned()
+}
+fn default_name_claim() -> String {
+    "name".to_owned()
+}
+
+impl AuthSection {
+    /// Checks the section on its own; errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            key: format!("auth.{key}"),
+            reason,
+        };
+        let sources = usize::from(self.jwks_file.is_some())
+            + usize::from(self.jwks_url.is_some())
+            + usize::from(self.discovery);
+        if sources != 1 {
+            return Err(invalid(
+                "jwks_file",
+                "set exactly one of jwks_file, jwks_url and discovery = true".to_owned(),
+            ));
+        }
+        if let Some(url) = &self.jwks_url {
+            crate::auth::check_provider_url(url).map_err(|reason| invalid("jwks_url", reason))?;
+        }
+        if self.discovery {
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                self.issuer.trim_end_matches('/')
+            );
+            crate::auth::check_provider_url(&url).map_err(|reason| {
+                invalid(
+                    "discovery",
+                    format!("the issuer is not a usable URL: {reason}"),
+                )
+            })?;
+        }
+        if self.issuer.is_empty() {
+            return Err(invalid("issuer", "must not be empty".to_owned()));
+        }
+        if !(1..=86_400).contains(&self.jwks_refresh_seconds) {
+            return Err(invalid(
+                "jwks_refresh_seconds",
+                "must be 1 to 86400 (seconds)".to_owned(),
+            ));
+        }
+        if self.leeway_seconds > 300 {
+            return Err(invalid(
+                "leeway_seconds",
+                "must be 0 to 300 (seconds)".to_owned(),
+            ));
+        }
+        for (key, path) in [
+            ("roles_claim", &self.roles_claim),
+            ("jurisdiction_claim", &self.jurisdiction_claim),
+            ("dept_claim", &self.dept_claim),
+            ("name_claim", &self.name_claim),
+        ] {
+            if path.is_empty() || path.split('.').any(str::is_empty) {
+                return Err(invalid(
+                    key,
+                    "a claim name or dotted path like realm_access.roles".to_owned(),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_max_token_lifetime() -> std::time::Duration {
@@ -545,6 +657,9 @@ impl Config {
             ));
         }
         self.metrics_address()?;
+        if let Some(auth) = &self.auth {
+            auth.validate()?;
+        }
         if self.ingest.max_body_bytes < 1024 {
             return Err(invalid("ingest.max_body_bytes", "must be at least 1024"));
         }

@@ -30,6 +30,21 @@ pub const OVERRIDES: &[(&str, &str)] = &[
     ("SAFEGRID_AUTH_JWKS_FILE", "auth.jwks_file"),
     ("SAFEGRID_AUTH_ISSUER", "auth.issuer"),
     ("SAFEGRID_AUTH_AUDIENCE", "auth.audience"),
+    ("SAFEGRID_AUTH_JWKS_URL", "auth.jwks_url"),
+    ("SAFEGRID_AUTH_DISCOVERY", "auth.discovery"),
+    ("SAFEGRID_AUTH_CA_FILE", "auth.ca_file"),
+    (
+        "SAFEGRID_AUTH_JWKS_REFRESH_SECONDS",
+        "auth.jwks_refresh_seconds",
+    ),
+    ("SAFEGRID_AUTH_LEEWAY_SECONDS", "auth.leeway_seconds"),
+    ("SAFEGRID_AUTH_ROLES_CLAIM", "auth.roles_claim"),
+    (
+        "SAFEGRID_AUTH_JURISDICTION_CLAIM",
+        "auth.jurisdiction_claim",
+    ),
+    ("SAFEGRID_AUTH_DEPT_CLAIM", "auth.dept_claim"),
+    ("SAFEGRID_AUTH_NAME_CLAIM", "auth.name_claim"),
     ("SAFEGRID_INGEST_MAX_BODY_BYTES", "ingest.max_body_bytes"),
     ("SAFEGRID_STORE_CACHE_MB", "store.cache_mb"),
     ("SAFEGRID_PURPOSES", "purposes"),
@@ -79,8 +94,10 @@ fn kind_of(key: &str) -> Kind {
         | "limits.max_connections"
         | "audit.min_free_mb"
         | "exchange.retry_for_seconds"
-        | "exchange.max_backoff_seconds" => Kind::Integer,
-        "mtls.require_for_ingest" => Kind::Boolean,
+        | "exchange.max_backoff_seconds"
+        | "auth.jwks_refresh_seconds"
+        | "auth.leeway_seconds" => Kind::Integer,
+        "mtls.require_for_ingest" | "auth.discovery" => Kind::Boolean,
         "purposes" | "mtls.crl_files" => Kind::List,
         _ => Kind::Text,
     }
@@ -194,7 +211,14 @@ pub fn check(path: Option<&Path>, master_key: Option<&Path>) -> Vec<String> {
         None => problems.push("config key tls: missing (required unless serve --dev)".to_owned()),
     }
     match &config.auth {
-        Some(auth) => readable(&mut problems, "auth.jwks_file", &auth.jwks_file),
+        Some(auth) => {
+            if let Some(file) = &auth.jwks_file {
+                readable(&mut problems, "auth.jwks_file", file);
+            }
+            if let Some(file) = &auth.ca_file {
+                readable(&mut problems, "auth.ca_file", file);
+            }
+        }
         None => problems.push("config key auth: missing (required unless serve --dev)".to_owned()),
     }
     if let Err(err) = config.user_words() {

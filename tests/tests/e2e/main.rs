@@ -13,6 +13,7 @@ mod limits;
 mod metrics;
 mod minors;
 mod mtls;
+mod oidc;
 mod organizations;
 mod privacy;
 mod reports;
