@@ -813,7 +813,11 @@ mod tests {
             let got = document::build_with(&light, &fields, &mut tokens, None).to_json(&schema);
             assert_eq!(expected, got, "document of {entity}");
         }
-        assert_eq!(kinds.len(), 3, "residents, houses and events were compared");
+        assert_eq!(
+            kinds.len(),
+            RecordKind::ALL.len(),
+            "residents, houses, events and organizations were compared"
+        );
     }
 
     #[tokio::test]
