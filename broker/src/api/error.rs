@@ -23,6 +23,11 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
 }
 
+/// The code of an error response, kept in the response's extensions so that the language
+/// layer ([`super::messages::localize`]) can put the message in the reader's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
@@ -259,6 +264,7 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()

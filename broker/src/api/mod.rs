@@ -14,6 +14,7 @@ pub mod deliveries;
 pub mod disclosure;
 pub mod error;
 pub mod extract;
+pub mod messages;
 pub mod metrics;
 mod openapi;
 pub mod policy;
@@ -165,6 +166,9 @@ pub fn router(state: AppState) -> Router {
                 "no such route; see /openapi.json",
             )
         })
+        // Error messages in the reader's language (`Accept-Language`); every error, also
+        // the extractors' rejections, in the API's shape.
+        .layer(middleware::from_fn(messages::localize))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_context,

@@ -141,7 +141,7 @@ pub async fn docs_page() -> axum::response::Html<&'static str> {
 }
 
 const DOCS_PAGE: &str = r#"<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8"><title>SafeGrid API</title>
+<html lang="zh-CN"><head><meta charset="utf-8"><title>SafeGrid 接口文档</title>
 <style>
 body{font:14px/1.5 system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222}
 h1{font-size:1.6em}.op{border:1px solid #ddd;border-radius:6px;margin:.6em 0;padding:.4em .8em}
@@ -149,7 +149,7 @@ h1{font-size:1.6em}.op{border:1px solid #ddd;border-radius:6px;margin:.6em 0;pad
 .put{color:#9a6700}.delete{color:#cf222e}code,pre{background:#f6f8fa;border-radius:4px}
 pre{padding:.5em;overflow:auto;max-height:20em}summary{cursor:pointer}
 </style></head><body>
-<h1>SafeGrid API</h1><p id="about"></p><div id="ops">Loading /openapi.json…</div>
+<h1>SafeGrid 接口文档</h1><p id="about"></p><div id="ops">正在加载 /openapi.json…</div>
 <script>
 fetch('openapi.json').then(r=>r.json()).then(doc=>{
   document.getElementById('about').textContent=(doc.info&&doc.info.description)||'';
@@ -158,17 +158,17 @@ fetch('openapi.json').then(r=>r.json()).then(doc=>{
   for(const [path,item] of Object.entries(doc.paths||{}).sort()){
     for(const [method,op] of Object.entries(item)){
       const d=document.createElement('details');d.className='op';
-      const params=(op.parameters||[]).map(p=>'<li><code>'+esc(p.name)+'</code> ('+esc(p.in)+(p.required?', required':'')+') '+esc(p.description||'')+'</li>').join('');
+      const params=(op.parameters||[]).map(p=>'<li><code>'+esc(p.name)+'</code> ('+esc(p.in)+(p.required?'，必填':'')+') '+esc(p.description||'')+'</li>').join('');
       const responses=Object.entries(op.responses||{}).map(([c,r])=>'<li><b>'+esc(c)+'</b> '+esc(r.description||'')+'</li>').join('');
       d.innerHTML='<summary><span class="m '+method+'">'+method.toUpperCase()+'</span> <code>'+esc(path)+'</code> '+esc(op.summary||op.description||'')+'</summary>'
-        +(params?'<h4>Parameters</h4><ul>'+params+'</ul>':'')
-        +(op.requestBody?'<h4>Request body</h4><pre>'+esc(JSON.stringify(op.requestBody,null,2))+'</pre>':'')
-        +'<h4>Responses</h4><ul>'+responses+'</ul>'
-        +(op.security?'<p>Needs a bearer token.</p>':'');
+        +(params?'<h4>参数</h4><ul>'+params+'</ul>':'')
+        +(op.requestBody?'<h4>请求体</h4><pre>'+esc(JSON.stringify(op.requestBody,null,2))+'</pre>':'')
+        +'<h4>响应</h4><ul>'+responses+'</ul>'
+        +(op.security?'<p>需要 Bearer 令牌（Authorization: Bearer …）。</p>':'');
       ops.appendChild(d);
     }
   }
-  const s=document.createElement('details');s.innerHTML='<summary>Schemas</summary><pre>'+esc(JSON.stringify((doc.components||{}).schemas||{},null,2))+'</pre>';
+  const s=document.createElement('details');s.innerHTML='<summary>数据结构（Schemas）</summary><pre>'+esc(JSON.stringify((doc.components||{}).schemas||{},null,2))+'</pre>';
   ops.appendChild(s);
 });
 </script></body></html>"#;
@@ -181,6 +181,28 @@ mod tests {
     fn the_docs_page_renders_the_served_document() {
         assert!(DOCS_PAGE.contains("fetch('openapi.json')"));
         assert!(!DOCS_PAGE.contains("https://"), "no external assets");
+    }
+
+    #[test]
+    fn the_docs_page_labels_are_chinese() {
+        for label in [
+            "SafeGrid 接口文档",
+            "参数",
+            "请求体",
+            "响应",
+            "需要 Bearer 令牌",
+            "数据结构",
+        ] {
+            assert!(DOCS_PAGE.contains(label), "{label}");
+        }
+        for english in [
+            "Loading",
+            "<h4>Parameters",
+            "<h4>Responses",
+            "Needs a bearer token",
+        ] {
+            assert!(!DOCS_PAGE.contains(english), "{english}");
+        }
     }
 
     #[test]

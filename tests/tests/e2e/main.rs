@@ -8,6 +8,7 @@ mod connectors;
 mod exchange;
 mod faults;
 mod key_rotation;
+mod language;
 mod layout;
 mod limits;
 mod metrics;
