@@ -323,6 +323,9 @@ pub fn mtls_client(server_ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateRevocationListDer;
+
     use super::*;
 
     #[test]
@@ -346,7 +349,7 @@ mod tests {
 
         let crl_path = revoke(dir.path(), &issued.serial).unwrap();
         let pem = std::fs::read(&crl_path).unwrap();
-        let crls = rustls_pemfile::crls(&mut pem.as_slice())
+        let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
         let (_, crl) = x509_parser::parse_x509_crl(&crls[0]).unwrap();

@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::ServerConfig;
 
@@ -119,9 +120,9 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| file_error(e.to_string()))?;
-    let crls = rustls_pemfile::crls(&mut bytes.as_slice())
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(e.to_string()))?;
+        .map_err(|e| file_error(pem_reason(e)))?;
     if !crls.is_empty() {
         return Ok(crls);
     }
@@ -220,9 +221,9 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| file_error(e.to_string()))?;
-    let certs = rustls_pemfile::certs(&mut bytes.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(e.to_string()))?;
+        .map_err(|e| file_error(pem_reason(e)))?;
     if certs.is_empty() {
         return Err(file_error("no PEM certificate found".into()));
     }
@@ -235,9 +236,26 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| file_error(e.to_string()))?;
-    rustls_pemfile::private_key(&mut bytes.as_slice())
-        .map_err(|e| file_error(e.to_string()))?
-        .ok_or_else(|| file_error("no PEM private key found".into()))
+    // The first PKCS#8, PKCS#1 or SEC1 key in the file, as rustls-pemfile's `private_key` did.
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+        pem::Error::NoItemsFound => file_error("no PEM private key found".into()),
+        e => file_error(pem_reason(e)),
+    })
+}
+
+/// A PEM parse error as an operator reads it (the library prints section labels as byte lists).
+fn pem_reason(error: pem::Error) -> String {
+    match error {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "PEM section without its \"-----END {}-----\" line",
+            String::from_utf8_lossy(&end_marker)
+        ),
+        pem::Error::IllegalSectionStart { line } => format!(
+            "malformed PEM section start: {}",
+            String::from_utf8_lossy(&line)
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// Creates a self-signed certificate for `localhost` / 127.0.0.1 / ::1 under `dir`, unless
@@ -267,4 +285,64 @@ pub fn ensure_dev_certificate(dir: &Path) -> Result<CertFiles, TlsError> {
         .map_err(|e| write_error(&files.key, e))?;
     std::fs::write(&files.cert, certified.cert.pem()).map_err(|e| write_error(&files.cert, e))?;
     Ok(files)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn reason(error: TlsError) -> String {
+        match error {
+            TlsError::File { reason, .. } => reason,
+            other => panic!("not a file error: {other}"),
+        }
+    }
+
+    #[test]
+    fn loads_pem_certificates_keys_and_crls_and_names_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ensure_dev_certificate(dir.path()).unwrap();
+        let certs = load_certs(&files.cert).unwrap();
+        assert_eq!(certs.len(), 1);
+        assert!(matches!(
+            load_key(&files.key).unwrap(),
+            PrivateKeyDer::Pkcs8(_)
+        ));
+        // A key and a certificate in one file, with text around them, as operators concatenate.
+        let both = dir.path().join("both.pem");
+        let text = format!(
+            "subject=CN localhost\n{}\n{}",
+            std::fs::read_to_string(&files.key).unwrap(),
+            std::fs::read_to_string(&files.cert).unwrap()
+        );
+        std::fs::write(&both, text).unwrap();
+        assert_eq!(load_certs(&both).unwrap(), certs);
+        assert_eq!(
+            load_key(&both).unwrap().secret_der(),
+            load_key(&files.key).unwrap().secret_der()
+        );
+
+        assert_eq!(
+            reason(load_key(&files.cert).unwrap_err()),
+            "no PEM private key found"
+        );
+        assert_eq!(
+            reason(load_certs(&files.key).unwrap_err()),
+            "no PEM certificate found"
+        );
+        let cut = dir.path().join("cut.pem");
+        let pem = std::fs::read_to_string(&files.cert).unwrap();
+        std::fs::write(&cut, &pem[..pem.len() / 2]).unwrap();
+        let cut_reason = reason(load_certs(&cut).unwrap_err());
+        assert_eq!(
+            cut_reason,
+            "PEM section without its \"-----END CERTIFICATE-----\" line"
+        );
+        assert!(
+            load_crls(&files.cert).is_err(),
+            "a certificate is not a CRL"
+        );
+        assert!(load_key(&dir.path().join("absent.pem")).is_err());
+    }
 }
