@@ -131,7 +131,8 @@ impl Metrics {
         lock(&self.gauges).insert(name, value);
     }
 
-    /// The text exposition of everything recorded, plus `extra` gauges read at scrape time.
+    /// The text exposition of everything recorded, plus `extra` values read at scrape time
+    /// (counters when their name ends in `_total`, gauges otherwise).
     pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP safegrid_http_requests_total HTTP requests by route template, method and status.");
@@ -190,7 +191,13 @@ impl Metrics {
             if !help.is_empty() {
                 let _ = writeln!(out, "# HELP {name} {help}");
             }
-            let _ = writeln!(out, "# TYPE {name} gauge");
+            // A count since start is a counter (and named `_total`); the rest are gauges.
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name} {value}");
         }
         write_build_info(&mut out);

@@ -75,8 +75,10 @@ enum Command {
     },
     /// Print a token signed by the instance's dev key.
     Token {
+        /// Data directory of the broker (store, audit log, dev material).
         #[arg(long)]
         data_dir: PathBuf,
+        /// Subject (`sub` claim): the staff member's id.
         #[arg(long)]
         sub: String,
         /// Role (repeatable).
@@ -94,11 +96,13 @@ enum Command {
         /// Lifetime, e.g. 1h, 30m; at most 12h (the broker refuses longer-lived tokens).
         #[arg(long, default_value = "1h")]
         ttl: humantime::Duration,
+        /// Master key file (64 hex digits); default <DATA_DIR>.master-key. SAFEGRID_MASTER_KEY overrides.
         #[arg(long)]
         master_key: Option<PathBuf>,
     },
     /// Rebuild the search index (<DATA_DIR>/index) from the store, offline.
     Reindex {
+        /// Data directory of the broker (store, audit log, dev material).
         #[arg(long, env = "SAFEGRID_DATA_DIR")]
         data_dir: PathBuf,
         /// Master key file; default <DATA_DIR>.master-key. SAFEGRID_MASTER_KEY overrides.
@@ -127,15 +131,19 @@ enum Command {
     },
     /// Copy the store and audit log of a stopped broker to a new directory.
     Backup {
+        /// Data directory of the broker (store, audit log, dev material).
         #[arg(long, env = "SAFEGRID_DATA_DIR")]
         data_dir: PathBuf,
+        /// Directory to write the backup into (must not exist yet).
         #[arg(long)]
         out: PathBuf,
     },
     /// Restore a backup into an empty data directory.
     Restore {
+        /// Backup directory to restore from.
         #[arg(long)]
         from: PathBuf,
+        /// Data directory of the broker (store, audit log, dev material).
         #[arg(long, env = "SAFEGRID_DATA_DIR")]
         data_dir: PathBuf,
     },
@@ -184,8 +192,10 @@ enum ConnectorCommand {
 enum AuditCommand {
     /// Verify a log directory offline with only the checkpoint public key.
     Verify {
+        /// The audit log directory (<DATA_DIR>/audit).
         #[arg(long)]
         log_dir: PathBuf,
+        /// The checkpoint public key (checkpoint-public.key) that verifies the signatures.
         #[arg(long)]
         public_key: PathBuf,
         /// A previously saved checkpoint (signed note) the log must extend.
@@ -209,14 +219,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs on stderr: the filter from `SAFEGRID_LOG`, else `RUST_LOG`, else `warn`; readable
+/// lines when stderr is a terminal, one JSON object a line otherwise (for a log collector).
 fn init_tracing() {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SAFEGRID_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .json()
+    let filter = EnvFilter::try_from_env("SAFEGRID_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if std::io::stderr().is_terminal() {
+        builder.try_init()
+    } else {
+        builder.json().try_init()
+    };
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -473,4 +491,39 @@ async fn run_connector(run: ConnectorRun) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command and every flag explains itself in `--help`.
+    #[test]
+    fn every_command_and_flag_has_help_text() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if command.get_about().is_none() && command.get_long_about().is_none() {
+                missing.push(format!("{path}: the command"));
+            }
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path}: {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let command = Cli::command();
+        for sub in command.get_subcommands() {
+            walk(sub, "safegrid", &mut missing);
+        }
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
 }

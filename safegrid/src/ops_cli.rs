@@ -21,6 +21,7 @@ use vault::store::Store;
 pub enum CertsCommand {
     /// Create a CA (ca.pem, ca-key.pem, an empty crl.pem) in DIR.
     InitCa {
+        /// Directory of the trial CA (its key and certificate).
         #[arg(long)]
         dir: PathBuf,
         /// Validity in days.
@@ -29,24 +30,31 @@ pub enum CertsCommand {
     },
     /// Issue a client certificate for a department (CN and OU = the department code).
     Issue {
+        /// Directory of the trial CA (its key and certificate).
         #[arg(long)]
         dir: PathBuf,
+        /// Department code: gongan, minzheng, weijian, sifa, zhujian, chengguan, yingji or wangge.
         #[arg(long)]
         department: String,
+        /// Validity in days.
         #[arg(long, default_value_t = 365)]
         days: i64,
     },
     /// Revoke a certificate by serial number (hex) and rewrite crl.pem.
     Revoke {
+        /// Directory of the trial CA (its key and certificate).
         #[arg(long)]
         dir: PathBuf,
+        /// Serial number of the certificate to revoke, as `certs issue` printed it.
         #[arg(long)]
         serial: String,
     },
     /// Re-sign crl.pem (do this before its nextUpdate, e.g. daily from cron).
     Crl {
+        /// Directory of the trial CA (its key and certificate).
         #[arg(long)]
         dir: PathBuf,
+        /// Validity in days.
         #[arg(long, default_value_t = broker::certs::DEFAULT_CRL_DAYS)]
         days: i64,
     },
@@ -58,27 +66,34 @@ pub enum KeysCommand {
     /// Add a new data-key version for a department; re-encryption of its records to the new
     /// version then runs in the background of `serve` (or with `keys reencrypt`).
     Rotate {
+        /// Data directory of the broker (store, audit log, dev material).
         #[arg(long, env = "SAFEGRID_DATA_DIR")]
         data_dir: PathBuf,
+        /// Department code: gongan, minzheng, weijian, sifa, zhujian, chengguan, yingji or wangge.
         #[arg(long)]
         department: String,
+        /// Master key file (64 hex digits); default <DATA_DIR>.master-key. SAFEGRID_MASTER_KEY overrides.
         #[arg(long)]
         master_key: Option<PathBuf>,
     },
     /// Move a department's sealed fields to its current key version (resumable).
     Reencrypt {
+        /// Data directory of the broker (store, audit log, dev material).
         #[arg(long, env = "SAFEGRID_DATA_DIR")]
         data_dir: PathBuf,
+        /// Department code: gongan, minzheng, weijian, sifa, zhujian, chengguan, yingji or wangge.
         #[arg(long)]
         department: String,
         /// Stop after this many rows (progress is saved; run again to continue).
         #[arg(long)]
         limit: Option<u64>,
+        /// Master key file (64 hex digits); default <DATA_DIR>.master-key. SAFEGRID_MASTER_KEY overrides.
         #[arg(long)]
         master_key: Option<PathBuf>,
     },
     /// Re-wrap every stored key under a new master key (created if the file is missing).
     RotateMaster {
+        /// Data directory of the broker (store, audit log, dev material).
         #[arg(long, env = "SAFEGRID_DATA_DIR")]
         data_dir: PathBuf,
         /// The current master key file (SAFEGRID_MASTER_KEY overrides).
@@ -92,25 +107,31 @@ pub enum KeysCommand {
     /// linkage key under it runs in the background of `serve` (or with `keys reblind`), and
     /// the old version is deleted when it ends. The search index is rebuilt on the next start.
     RotateBlindIndex {
+        /// Data directory of the broker (store, audit log, dev material).
         #[arg(long, env = "SAFEGRID_DATA_DIR")]
         data_dir: PathBuf,
+        /// Master key file (64 hex digits); default <DATA_DIR>.master-key. SAFEGRID_MASTER_KEY overrides.
         #[arg(long)]
         master_key: Option<PathBuf>,
     },
     /// Re-compute stored blind indexes under the current blind-index key (resumable).
     Reblind {
+        /// Data directory of the broker (store, audit log, dev material).
         #[arg(long, env = "SAFEGRID_DATA_DIR")]
         data_dir: PathBuf,
         /// Stop after this many rows (progress is saved; run again to continue).
         #[arg(long)]
         limit: Option<u64>,
+        /// Master key file (64 hex digits); default <DATA_DIR>.master-key. SAFEGRID_MASTER_KEY overrides.
         #[arg(long)]
         master_key: Option<PathBuf>,
     },
     /// Key versions and re-encryption progress per department, and the blind-index key.
     Status {
+        /// Data directory of the broker (store, audit log, dev material).
         #[arg(long, env = "SAFEGRID_DATA_DIR")]
         data_dir: PathBuf,
+        /// Master key file (64 hex digits); default <DATA_DIR>.master-key. SAFEGRID_MASTER_KEY overrides.
         #[arg(long)]
         master_key: Option<PathBuf>,
     },
@@ -121,8 +142,10 @@ pub enum KeysCommand {
 pub enum ConfigCommand {
     /// Check the configuration file plus SAFEGRID_… overrides; prints OK or every problem.
     Check {
+        /// Configuration file (TOML) to check.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Master key file (64 hex digits); default <DATA_DIR>.master-key. SAFEGRID_MASTER_KEY overrides.
         #[arg(long)]
         master_key: Option<PathBuf>,
     },

@@ -69,17 +69,17 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             state.audit.free_bytes().map_or(-1.0, |b| b as f64),
         ),
         (
-            "safegrid_audit_space_refusals",
+            "safegrid_audit_space_refusals_total",
             "Audit records refused since start because free space was below audit.min_free_mb.",
             state.audit.space_refusals() as f64,
         ),
         (
-            "safegrid_audit_write_failures",
+            "safegrid_audit_write_failures_total",
             "Audit writes that failed since start (each recovered by truncation and retry).",
             state.audit.write_failures() as f64,
         ),
         (
-            "safegrid_audit_records_cut",
+            "safegrid_audit_records_cut_total",
             "Audit records whose over-long values were cut and hashed since start.",
             state.audit.records_cut() as f64,
         ),
@@ -89,7 +89,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             index_lag(&state) as f64,
         ),
         (
-            "safegrid_index_skipped_entities",
+            "safegrid_index_skipped_entities_total",
             "Entities left out of the search index since start because a sealed field failed to open (tampered or moved data; the log names them).",
             state.search.skipped() as f64,
         ),

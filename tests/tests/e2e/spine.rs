@@ -432,7 +432,7 @@ async fn a_ciphertext_moved_to_another_row_fails_to_open() {
     assert_eq!((status, body["total"].as_u64()), (200, Some(0)), "{body}");
     let (_, _, metrics) = app.metrics_text().await;
     assert!(
-        metrics.contains("safegrid_index_skipped_entities 1"),
+        metrics.contains("safegrid_index_skipped_entities_total 1"),
         "{metrics}"
     );
     // The administrator sees which entity was skipped and why (its key only).
