@@ -671,6 +671,9 @@ pub struct ExportParams {
     from: Option<String>,
     /// Records before this RFC 3339 time.
     to: Option<String>,
+    /// `ndjson` (default: the canonical lines, verifiable offline) or `xlsx` (a workbook for
+    /// reading: one row per record, and the checkpoint on its own sheet).
+    format: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -678,7 +681,8 @@ struct ExportTrailer<'a> {
     checkpoint: &'a CheckpointBody,
 }
 
-/// Export a time range as NDJSON: canonical record lines, then the covering checkpoint.
+/// Export a time range as NDJSON (canonical record lines, then the covering checkpoint) or,
+/// with `format=xlsx`, as a workbook for reading.
 #[utoipa::path(get, path = "/v1/audit/export", params(ExportParams),
     responses((status = 200, content_type = "application/x-ndjson", body = String,
             description = "one canonical record per line (leaf = SHA-256(0x00 || line)); last line {\"checkpoint\":{origin,size,root,note}} covering them all"),
@@ -690,6 +694,16 @@ pub async fn export(
     params: Result<Query<ExportParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let p = query(params)?;
+    let xlsx = match p.format.as_deref() {
+        None | Some("") | Some("ndjson") => false,
+        Some("xlsx") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "format_invalid",
+                "format is ndjson (default) or xlsx",
+            ))
+        }
+    };
     let (from, to) = parse_range(p.from.as_deref(), p.to.as_deref())?;
     let cp = fresh_checkpoint(&state).await?;
     let query = AuditQuery {
@@ -719,24 +733,118 @@ pub async fn export(
         return Err(too_large());
     }
     let trailer = CheckpointBody::from(&cp);
-    let line = serde_json::to_vec(&ExportTrailer {
-        checkpoint: &trailer,
-    })
-    .map_err(|e| ApiError::internal("export_failed", &e))?;
-    body.extend_from_slice(&line);
-    body.push(b'\n');
+    let content_type = if xlsx {
+        body = blocking(move || {
+            export_workbook(&body, &trailer).map_err(|e| ApiError::internal("export_failed", &e))
+        })
+        .await?;
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    } else {
+        let line = serde_json::to_vec(&ExportTrailer {
+            checkpoint: &trailer,
+        })
+        .map_err(|e| ApiError::internal("export_failed", &e))?;
+        body.extend_from_slice(&line);
+        body.push(b'\n');
+        "application/x-ndjson"
+    };
     state
         .audit_compliance(&officer, "audit_export", "/v1/audit/export", count, None)
         .await?;
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if xlsx {
+        headers.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment; filename=\"safegrid-audit-export.xlsx\""),
+        );
+    }
     headers.insert("x-audit-records", HeaderValue::from(count as u64));
     headers.insert("x-audit-checkpoint-size", HeaderValue::from(cp.size));
     Ok(response)
+}
+
+/// The export as a workbook: one row per record (访问记录), the checkpoint that covers them
+/// on its own sheet (检查点). The NDJSON export stays the verifiable form.
+fn export_workbook(
+    lines: &[u8],
+    checkpoint: &CheckpointBody,
+) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+    use rust_xlsxwriter::{Format, Workbook};
+    let mut workbook = Workbook::new();
+    let bold = Format::new().set_bold();
+    let sheet = workbook.add_worksheet();
+    sheet.set_name("访问记录")?;
+    let columns = [
+        ("序号 seq", "seq"),
+        ("时间 time", "time"),
+        ("操作人 actor", "actor.sub"),
+        ("姓名 name", "actor.name"),
+        ("角色 roles", "actor.roles"),
+        ("部门 dept", "actor.dept"),
+        ("目的 purpose", "purpose"),
+        ("案件 case", "case_id"),
+        ("操作 action", "action"),
+        ("接口 endpoint", "endpoint"),
+        ("决定 decision", "decision"),
+        ("实体 entities", "entities"),
+        ("居民 residents", "residents"),
+        ("明文字段 fields clear", "fields_clear"),
+        ("结果数 results", "result_count"),
+        ("结果 outcome", "outcome"),
+        ("紧急授权 break glass", "break_glass_reason"),
+        ("请求 request", "request_id"),
+    ];
+    for (col, (title, _)) in columns.iter().enumerate() {
+        sheet.write_string_with_format(0, col as u16, *title, &bold)?;
+    }
+    let mut row: u32 = 1;
+    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(record) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        for (col, (_, path)) in columns.iter().enumerate() {
+            let value = path
+                .split('.')
+                .try_fold(&record, |v, key| v.get(key))
+                .unwrap_or(&serde_json::Value::Null);
+            let col = col as u16;
+            match value {
+                serde_json::Value::Null => {}
+                serde_json::Value::Number(n) => {
+                    sheet.write_number(row, col, n.as_f64().unwrap_or_default())?;
+                }
+                serde_json::Value::String(text) => {
+                    sheet.write_string(row, col, text)?;
+                }
+                serde_json::Value::Array(items) => {
+                    let joined: Vec<String> = items
+                        .iter()
+                        .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                        .collect();
+                    sheet.write_string(row, col, joined.join(", "))?;
+                }
+                other => {
+                    sheet.write_string(row, col, other.to_string())?;
+                }
+            }
+        }
+        row += 1;
+    }
+    sheet.autofit();
+    let summary = workbook.add_worksheet();
+    summary.set_name("检查点")?;
+    let checkpoint = serde_json::to_value(checkpoint).unwrap_or_default();
+    for (i, key) in ["origin", "size", "root", "note"].into_iter().enumerate() {
+        summary.write_string_with_format(i as u32, 0, key, &bold)?;
+        let value = &checkpoint[key];
+        let text = value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned);
+        summary.write_string(i as u32, 1, text)?;
+    }
+    workbook.save_to_buffer()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -339,6 +339,7 @@ pub const CATALOG: &[(&str, &str)] = &[
     ("field_unknown", "含有无法识别的字段：请删除或更正该字段（字段名见英文消息）。"),
     ("filter_invalid", "筛选条件格式不正确：请使用小写英文字母和下划线组成的代码。"),
     ("filter_not_supported", "该筛选条件不适用于此查询：请改用事件或组织的查询接口。"),
+    ("format_invalid", "导出格式只能是 ndjson（默认）或 xlsx（Excel 表格）。"),
     ("format_unknown", "格式参数无法识别：请按接口文档选择格式。"),
     ("from_invalid", "起始时间格式不正确：请使用 RFC 3339 格式，如 2026-11-01T08:00:00+08:00。"),
     ("gender_invalid", "性别填写不正确：请使用接口文档规定的性别代码。"),

@@ -520,6 +520,49 @@ async fn checkpoints_inclusion_and_consistency_proofs_verify_and_export_recomput
     assert_eq!(status, 200);
     assert_eq!(empty.lines().count(), 1);
     assert!(empty.starts_with("{\"checkpoint\":"));
+
+    // The same export as a workbook for reading: a row per record, the checkpoint beside.
+    let response = app
+        .client
+        .get(format!("{}/v1/audit/export?format=xlsx", app.url))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    );
+    let exported: usize = response.headers()["x-audit-records"]
+        .to_str()
+        .expect("a count")
+        .parse()
+        .expect("a number");
+    let bytes = response.bytes().await.expect("the workbook");
+    let mut workbook: calamine::Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(bytes.to_vec())).expect("an xlsx");
+    use calamine::Reader as _;
+    let rows = workbook
+        .worksheet_range("访问记录")
+        .expect("the records sheet");
+    assert_eq!(rows.height(), exported + 1, "a header and a row per record");
+    let text: Vec<String> = rows.rows().flatten().map(|c| c.to_string()).collect();
+    assert!(
+        text.iter().any(|c| c == &read.request_id),
+        "the read is in the workbook"
+    );
+    let checkpoint = workbook
+        .worksheet_range("检查点")
+        .expect("the checkpoint sheet");
+    assert!(checkpoint
+        .rows()
+        .any(|r| r.first().is_some_and(|c| c.to_string() == "root")));
+    let (status, bad) = app.get("/v1/audit/export?format=pdf", &officer, None).await;
+    assert_eq!(
+        (status, bad["error"]["code"].as_str()),
+        (400, Some("format_invalid"))
+    );
 }
 
 #[tokio::test]
