@@ -557,7 +557,7 @@ async fn checkpoints_inclusion_and_consistency_proofs_verify_and_export_recomput
         .expect("the checkpoint sheet");
     assert!(checkpoint
         .rows()
-        .any(|r| r.first().and_then(|c| c.get_string()) == Some("root")));
+        .any(|r| matches!(r.first(), Some(calamine::Data::String(k)) if k == "root")));
     let (status, bad) = app.get("/v1/audit/export?format=pdf", &officer, None).await;
     assert_eq!(
         (status, bad["error"]["code"].as_str()),
