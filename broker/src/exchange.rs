@@ -381,6 +381,14 @@ impl Exchange {
         Ok(entries)
     }
 
+    /// The delivery entry of change `seq` of subscription `id`, if one was recorded.
+    pub fn delivery(&self, id: &str, seq: u64) -> Result<Option<DeliveryEntry>, StoreError> {
+        Ok(self
+            .store
+            .meta(&delivery_key(id, seq))?
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
+
     /// Queues a failed delivery to be sent again (before the next new change). Returns
     /// whether it was a failed delivery of this subscription.
     pub fn retry(&self, id: &str, delivery: &str) -> Result<bool, StoreError> {

@@ -108,9 +108,8 @@ async fn step(state: &AppState, id: &str) -> anyhow::Result<Option<Duration>> {
     if st.head.is_none() {
         if let Some(seq) = exchange.next_retry(id) {
             let entity = exchange
-                .deliveries(id, Some("failed"), usize::MAX)?
-                .into_iter()
-                .find(|e| e.seq == seq)
+                .delivery(id, seq)?
+                .filter(|e| e.status == "failed")
                 .map(|e| e.id);
             match entity {
                 Some(entity) => {

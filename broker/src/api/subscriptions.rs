@@ -207,6 +207,23 @@ async fn own_subscription(
     }
 }
 
+/// A query string that cannot be read, refused (and audited) with what to fix.
+async fn refuse_query(
+    state: &AppState,
+    caller: &Authenticated,
+    endpoint: &str,
+    message: String,
+) -> ApiError {
+    state
+        .refuse(
+            &caller.principal,
+            &caller.context,
+            endpoint,
+            ApiError::bad_request("query_string_invalid", message),
+        )
+        .await
+}
+
 /// Checks a request against what the caller may receive; the subscription to store.
 fn validate(
     state: &AppState,
@@ -473,17 +490,13 @@ pub async fn deliveries(
             query
         }
         _ => {
-            return Err(state
-                .refuse(
-                    &caller.principal,
-                    &caller.context,
-                    ENDPOINT,
-                    ApiError::bad_request(
-                        "query_string_invalid",
-                        "status is pending, failed or delivered; limit a number",
-                    ),
-                )
-                .await)
+            return Err(refuse_query(
+                &state,
+                &caller,
+                ENDPOINT,
+                "status is pending, failed or delivered; limit a number".to_owned(),
+            )
+            .await)
         }
     };
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
@@ -545,17 +558,13 @@ pub async fn feed(
     let query = match query {
         Ok(Query(query)) if query.limit.is_none_or(|l| (1..=FEED_MAX).contains(&l)) => query,
         _ => {
-            return Err(state
-                .refuse(
-                    &caller.principal,
-                    &caller.context,
-                    ENDPOINT,
-                    ApiError::bad_request(
-                        "query_string_invalid",
-                        format!("after is a sequence number; limit 1 to {FEED_MAX}"),
-                    ),
-                )
-                .await)
+            return Err(refuse_query(
+                &state,
+                &caller,
+                ENDPOINT,
+                format!("after is a sequence number; limit 1 to {FEED_MAX}"),
+            )
+            .await)
         }
     };
     let after = query.after.unwrap_or(subscription.start_seq);
