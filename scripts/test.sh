@@ -9,7 +9,12 @@ pg_script=connectors/scripts/ci-postgres.sh
 mysql_script=connectors/scripts/ci-mariadb.sh
 pg_started=""
 mysql_started=""
+chrome_script=tests/scripts/chromedriver.sh
+chrome_started=""
 cleanup() {
+  if [ -n "$chrome_started" ]; then
+    bash "$chrome_script" stop >/dev/null 2>&1 || true
+  fi
   if [ -n "$pg_started" ]; then
     bash "$pg_script" stop "$pg_started" >/dev/null 2>&1 || true
   fi
@@ -44,6 +49,18 @@ if [ -f "$mysql_script" ] && [ -z "${SAFEGRID_TEST_MYSQL_URL:-}" ]; then
     echo "MariaDB for the SQL connector tests: $(sed -E 's#//([^:/@]+):[^@]*@#//\1:***@#' <<<"$url")"
   else
     echo "could not start MariaDB; the SQL connector tests need it" >&2
+    exit 1
+  fi
+fi
+
+if [ -f "$chrome_script" ] && [ -z "${SAFEGRID_TEST_WEBDRIVER:-}" ]; then
+  port=$(free_port)
+  if url=$(bash "$chrome_script" start "$port"); then
+    export SAFEGRID_TEST_WEBDRIVER="$url"
+    chrome_started="$port"
+    echo "ChromeDriver for the console's browser tests: $SAFEGRID_TEST_WEBDRIVER"
+  else
+    echo "could not start ChromeDriver; the console's browser tests need it" >&2
     exit 1
   fi
 fi

@@ -300,6 +300,9 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
             .clamp(0, crate::config::MAX_CASE_DEFERRAL_DAYS),
         exchange,
         sharing,
+        console: Arc::new(crate::console::Console::new(
+            options.dev || options.config.console.token_login,
+        )),
     }));
     background.push(crate::api::deliveries::spawn(
         state.clone(),

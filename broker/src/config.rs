@@ -94,6 +94,19 @@ pub struct Config {
     /// Events that grid workers report: deadlines per type.
     #[serde(default)]
     pub events: EventsSection,
+    /// The web console (`/console/`).
+    #[serde(default)]
+    pub console: ConsoleSection,
+}
+
+/// `[console]`: the web console.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// Whether `/console/login` takes a pasted access token (always on with `--dev`). Turn it
+    /// on where staff get their tokens from the identity provider's own portal.
+    #[serde(default)]
+    pub token_login: bool,
 }
 
 /// `[exchange]`: delivery hosts per department and the trust for their certificates.
@@ -600,6 +613,7 @@ impl Default for Config {
             user_dictionary: None,
             exchange: ExchangeSection::default(),
             events: EventsSection::default(),
+            console: ConsoleSection::default(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod client;
 pub mod config;
 pub mod config_overrides;
 pub mod connect;
+pub mod console;
 pub mod exchange;
 pub mod metrics;
 pub mod policy_folder;

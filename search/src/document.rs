@@ -60,6 +60,8 @@ pub fn source_fields(kind: RecordKind) -> &'static [&'static str] {
             "event_type",
             "status",
             "occurred_at",
+            // Only its guard ("my events", [`reporter_guard`]).
+            "reported_by",
         ],
         RecordKind::Organization => &[
             "name",
@@ -135,6 +137,12 @@ pub fn department_guard(department: Department) -> String {
 /// what the caller sees only masked on a child's profile. A child who turns 14 keeps lacking
 /// it until the document is rebuilt: only ever stricter, never looser.
 pub const ADULT_GUARD: &str = "age:adult";
+
+/// The guard term an event recorded through the broker (a report or a visit) carries for its
+/// reporter (the staff member's token `sub`, not a resident's data): "my events".
+pub fn reporter_guard(sub: &str) -> String {
+    format!("by:{sub}")
+}
 
 /// The guard term that says `department` asserts `tag`.
 pub fn tag_guard(tag: &str, department: Department) -> String {
@@ -295,6 +303,15 @@ pub fn build_with(
                     add(Family::Address, &term);
                 }
             }
+        }
+    }
+    if kind == RecordKind::Event {
+        if let Some(by) = profile
+            .fields
+            .get("reported_by")
+            .and_then(|f| f.value.as_str())
+        {
+            guards.push(reporter_guard(by));
         }
     }
     if kind == RecordKind::Resident {

@@ -29,7 +29,9 @@ use tantivy::Term;
 use model::{Department, IdNumber, Phone, RecordKind};
 
 use super::blind::Blinder;
-use super::document::{department_guard, profile_field, source_guard, tag_guard, ADULT_GUARD};
+use super::document::{
+    department_guard, profile_field, reporter_guard, source_guard, tag_guard, ADULT_GUARD,
+};
 use super::filter::{FilterCache, FilterQuery, FilterSpec};
 use super::schema::{Family, IndexFields};
 use chinese_text::{address, fold, names, segment as text};
@@ -79,6 +81,8 @@ pub struct Filters {
     pub to: Option<i64>,
     /// Events only: those still open past their deadline.
     pub overdue: Option<Overdue>,
+    /// Events only: those recorded by this staff member (token `sub`).
+    pub reported_by: Option<String>,
 }
 
 /// Events still open past their deadline (`GET /v1/events?overdue=true`): an event is late
@@ -856,6 +860,7 @@ impl Compiler<'_, '_> {
                 || filters.from.is_some()
                 || filters.to.is_some()
                 || filters.overdue.is_some()
+                || filters.reported_by.is_some()
             {
                 return None;
             }
@@ -868,6 +873,9 @@ impl Compiler<'_, '_> {
             }
             if let Some(overdue) = &filters.overdue {
                 must.push((Occur::Must, self.overdue_query(overdue)?));
+            }
+            if let Some(sub) = &filters.reported_by {
+                must.push((Occur::Must, self.any_guard(vec![reporter_guard(sub)])));
             }
             if filters.from.is_some() || filters.to.is_some() {
                 let bound = |v: Option<i64>, inclusive: bool| match v {
@@ -885,6 +893,7 @@ impl Compiler<'_, '_> {
             || filters.from.is_some()
             || filters.to.is_some()
             || filters.overdue.is_some()
+            || filters.reported_by.is_some()
         {
             return None;
         }

@@ -13,7 +13,7 @@ use tantivy::schema::{
 use chinese_text::names::NameFamily;
 
 /// Bump on any change of fields or of how terms are derived.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// A family of blind terms; each is one index field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

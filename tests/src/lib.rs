@@ -5,6 +5,7 @@
 //! directory, as in production) and trusts only its own self-signed certificate.
 
 pub mod receiver;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -89,6 +89,8 @@ pub struct AppStateInner {
     pub sharing: Arc<crate::sharing::SharingTracker>,
     /// `[events]`: deadlines per event type (`GET /v1/events?overdue=true`).
     pub events: crate::config::EventsSection,
+    /// The console's sessions and settings (`/console/`).
+    pub console: Arc<crate::console::Console>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,8 +157,15 @@ pub fn routes() -> Routes {
         .merge(metrics::routes())
 }
 
-/// The router with every v1 route.
+/// The router with every v1 route, and the console (`/console/`), which calls the v1 routes.
 pub fn router(state: AppState) -> Router {
+    let api = api_router(state.clone());
+    let console = crate::console::router(state, api.clone());
+    console.merge(api)
+}
+
+/// The router with every v1 route.
+fn api_router(state: AppState) -> Router {
     routes()
         .into_router()
         .fallback(|| async {

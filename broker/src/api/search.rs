@@ -81,6 +81,9 @@ pub struct SearchParams {
     /// progress) longer after they occurred than their type's deadline (`[events]` in the
     /// configuration); `total` counts only those.
     overdue: Option<String>,
+    /// Events: `me` lists only the events the caller recorded (reports and visits): "my
+    /// events". Another staff member's events cannot be asked for.
+    reported_by: Option<String>,
 }
 
 /// One page of results.
@@ -198,6 +201,8 @@ struct Parsed {
     fingerprint: String,
     /// `overdue=true`: the deadlines' cut-offs are added at the moment of the search.
     overdue: bool,
+    /// `reported_by=me`: the caller's `sub` is added to the filters.
+    mine: bool,
 }
 
 fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError> {
@@ -303,6 +308,22 @@ fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError>
             ))
         }
     };
+    let mine = match params.reported_by.as_deref() {
+        None | Some("") => false,
+        Some("me") if kinds == [RecordKind::Event] => true,
+        Some("me") => {
+            return Err(ApiError::bad_request(
+                "filter_not_supported",
+                "reported_by filters events only: use /v1/events",
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "filter_invalid",
+                "reported_by takes only me (your own reports and visits)",
+            ))
+        }
+    };
     let from = time(params.from.as_deref(), "from")?;
     let to = time(params.to.as_deref(), "to")?;
     if (from.is_some() || to.is_some()) && kinds != [RecordKind::Event] {
@@ -322,6 +343,7 @@ fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError>
         from,
         to,
         overdue: None,
+        reported_by: None,
     };
     let fingerprint = {
         let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
@@ -330,6 +352,9 @@ fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError>
         // still fit the cursor.
         if overdue {
             text.push_str("\u{0}overdue");
+        }
+        if mine {
+            text.push_str("\u{0}mine");
         }
         hex::encode(&ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref()[..8])
     };
@@ -348,6 +373,7 @@ fn parse(params: SearchParams, kinds: &[RecordKind]) -> Result<Parsed, ApiError>
         },
         fingerprint,
         overdue,
+        mine,
     })
 }
 
@@ -430,6 +456,9 @@ async fn run(
             &deadlines,
             chrono::Utc::now(),
         ));
+    }
+    if parsed.mine {
+        parsed.request.filters.reported_by = Some(reader.principal.sub.clone());
     }
     let plan = reader.plan(state);
     let job_state = state.clone();

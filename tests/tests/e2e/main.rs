@@ -5,6 +5,7 @@
 
 mod audit_log;
 mod connectors;
+mod console;
 mod exchange;
 mod faults;
 mod key_rotation;

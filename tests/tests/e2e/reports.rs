@@ -805,3 +805,96 @@ async fn configured_deadlines_decide_when_an_event_is_overdue() {
         "a dispute is late after an hour; other types after a week"
     );
 }
+
+#[tokio::test]
+async fn my_events_lists_only_what_the_caller_recorded() {
+    let app = TestApp::spawn().await;
+    let s = street(&app).await;
+    let me = app.token("grid_worker", &[GRID], None);
+    let colleague = app
+        .signer
+        .sign(&broker::auth::TokenRequest {
+            sub: "gw-colleague".to_owned(),
+            name: Some("同事".to_owned()),
+            roles: vec!["grid_worker".to_owned()],
+            jurisdiction: vec![GRID.to_owned()],
+            dept: None,
+            ttl: Duration::from_secs(600),
+        })
+        .expect("a token");
+    let (status, mine) = post(
+        &app,
+        "/v1/reports",
+        &me,
+        &json!({"type":"dispute","title":"我上报的纠纷","grid":GRID,"parties":[s.zhang]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{mine}");
+    let (status, theirs) = post(
+        &app,
+        "/v1/reports",
+        &colleague,
+        &json!({"type":"dispute","title":"同事上报的纠纷","grid":GRID}),
+    )
+    .await;
+    assert_eq!(status, 201, "{theirs}");
+    // The index follows the store: wait until both events are searchable.
+    let started = Instant::now();
+    loop {
+        let (_, all) = app
+            .get("/v1/events?q=纠纷", &me, Some("routine_visit"))
+            .await;
+        if all["total"] == 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{all}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, page) = app
+        .get("/v1/events?reported_by=me", &me, Some("routine_visit"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        hit_ids(&page),
+        vec![mine["id"].as_str().unwrap_or_default().to_owned()]
+    );
+    let (_, page) = app
+        .get(
+            "/v1/events?reported_by=me",
+            &colleague,
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(
+        hit_ids(&page),
+        vec![theirs["id"].as_str().unwrap_or_default().to_owned()]
+    );
+    // Nobody asks for another's: only `me` is taken, and only on events.
+    let (status, body) = app
+        .get(
+            "/v1/events?reported_by=gw-colleague",
+            &me,
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("filter_invalid"))
+    );
+    let (status, body) = app
+        .get("/v1/residents?reported_by=me", &me, Some("routine_visit"))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("filter_not_supported"))
+    );
+    // It combines with the other event filters.
+    let (_, page) = app
+        .get(
+            "/v1/events?reported_by=me&status=reported",
+            &me,
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(page["total"], 1, "{page}");
+}

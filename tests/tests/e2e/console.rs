@@ -1,0 +1,760 @@
+//! The console in a real browser (Debian's chromium through chromedriver) and over plain
+//! HTTPS: a grid worker logs in, finds a resident by pinyin initials as they type, opens the
+//! profile, reports an event and sees it under "my events"; a compliance officer then finds
+//! that very access in the audit search. Every page a grid worker can reach is scanned for
+//! full ID numbers, and every URL too. Beside the use, the abuse: forms without or with a
+//! wrong CSRF token, cross-site posts, forged and ended sessions, another role's view,
+//! another grid's resident, an ID number in a URL; and the headers (CSP …) on every answer.
+//!
+//! `SAFEGRID_CONSOLE_SCREENSHOTS=<dir>` also writes the screenshots of `docs/console/`.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use e2e_tests::webdriver::Browser;
+use e2e_tests::{id, TestApp, GRID, OTHER_GRID, STREET};
+use reqwest::header::{HeaderMap, CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE};
+use serde_json::json;
+
+const ADDRESS: &str = "北京市朝阳区望京街道幸福里小区3号楼2单元501";
+
+struct Street {
+    zhang: String,
+    zhang_id: String,
+    wang: String,
+    ids: Vec<String>,
+    phones: Vec<String>,
+}
+
+async fn street(app: &TestApp) -> Street {
+    let zhang_id = id("11010519700101002");
+    let li_id = id("11010519800101001");
+    let wang_id = id("11010519650303004");
+    let body: String = [
+        json!({"kind":"resident","source_id":"GA-1","version":"1","id_number":zhang_id,
+            "name":"张三","phone":"13812345678","address":ADDRESS,"grid":GRID}),
+        json!({"kind":"resident","source_id":"GA-2","version":"1","id_number":li_id,
+            "name":"李四","phone":"13987654321","grid":GRID}),
+        json!({"kind":"resident","source_id":"GA-3","version":"1","id_number":wang_id,
+            "name":"王五","grid":OTHER_GRID}),
+    ]
+    .iter()
+    .map(|r| format!("{r}\n"))
+    .collect();
+    let receipt = app.ingest("gongan", body).await;
+    assert_eq!(receipt["accepted"], 3, "{receipt}");
+    // Civil affairs holds another phone for 张三: the profile shows the disagreement.
+    let receipt = app
+        .ingest(
+            "minzheng",
+            format!(
+                "{}\n",
+                json!({"kind":"resident","source_id":"MZ-1","version":"1","id_number":zhang_id,
+                    "name":"张三","phone":"13700001111","grid":GRID})
+            ),
+        )
+        .await;
+    assert_eq!(receipt["accepted"], 1, "{receipt}");
+    Street {
+        zhang: app.unified_id("resident", "gongan", "GA-1").await,
+        wang: app.unified_id("resident", "gongan", "GA-3").await,
+        ids: vec![zhang_id.clone(), li_id, wang_id],
+        zhang_id,
+        phones: vec![
+            "13812345678".to_owned(),
+            "13987654321".to_owned(),
+            "13700001111".to_owned(),
+        ],
+    }
+}
+
+/// Every valid 18-character ID number in `text`.
+fn id_numbers_in(text: &str) -> Vec<String> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i + 18 <= bytes.len() {
+        let window = &bytes[i..i + 18];
+        let digits17 = window[..17].iter().all(u8::is_ascii_digit);
+        let last = window[17];
+        if digits17 && (last.is_ascii_digit() || last == b'X' || last == b'x') {
+            let candidate = String::from_utf8_lossy(window).to_uppercase();
+            if model::id_number_check_digit(&candidate[..17])
+                .is_some_and(|c| candidate.ends_with(c))
+            {
+                found.push(candidate);
+            }
+        }
+        i += 1;
+    }
+    found
+}
+
+fn screenshots_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("SAFEGRID_CONSOLE_SCREENSHOTS").map(std::path::PathBuf::from)
+}
+
+async fn shot(browser: &Browser, name: &str) {
+    let png = browser.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    if let Some(dir) = screenshots_dir() {
+        std::fs::create_dir_all(&dir).expect("the screenshots directory");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("writing a screenshot");
+    }
+}
+
+/// Logs in with a token through the form and chooses a purpose.
+async fn login(browser: &Browser, app: &TestApp, token: &str, purpose: Option<&str>) {
+    browser.goto(&format!("{}/console/login", app.url)).await;
+    let field = browser.wait_for("#token").await;
+    browser.type_into(&field, token).await;
+    assert!(browser.cookie_names().await.iter().any(|c| c == "sg_login"));
+    let submit = browser.wait_for("form button[type=submit]").await;
+    browser.click(&submit).await;
+    browser.wait_for("form.logout").await;
+    if let Some(purpose) = purpose {
+        let option = browser
+            .wait_for(&format!("#purpose-select option[value=\"{purpose}\"]"))
+            .await;
+        browser.click(&option).await;
+        let ok = browser.wait_for("form.purpose button").await;
+        browser.click(&ok).await;
+        browser.wait_for_text("本次查询目的").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grid_worker_finds_reports_and_a_compliance_officer_sees_the_access() {
+    let app = TestApp::spawn().await;
+    let street = street(&app).await;
+    let worker_token = app.token("grid_worker", &[GRID], None);
+    let browser = Browser::start(false).await;
+
+    browser.goto(&format!("{}/console/login", app.url)).await;
+    browser.wait_for("#token").await;
+    shot(&browser, "login-desk").await;
+    login(&browser, &app, &worker_token, Some("routine_visit")).await;
+
+    // Search as they type: pinyin initials, no button pressed.
+    browser
+        .goto(&format!("{}/console/residents", app.url))
+        .await;
+    let q = browser.wait_for("#q").await;
+    browser.type_into(&q, "zs").await;
+    let link = browser
+        .wait_for(&format!(
+            "#results a[href=\"/console/residents/{}\"]",
+            street.zhang
+        ))
+        .await;
+    let results = browser.source().await;
+    assert!(results.contains("张"), "the hit shows the (masked) name");
+    assert!(
+        !results.contains(&format!("/console/residents/{}", street.wang)),
+        "a resident of another grid is not found"
+    );
+    shot(&browser, "search-desk").await;
+    browser.click(&link).await;
+
+    // The profile: sources, freshness, the disagreement, the watermark, the receipt.
+    let profile = browser.wait_for_text("本次查看已记入访问日志").await;
+    assert!(
+        profile.contains("来源部门") && profile.contains("公安"),
+        "sources shown"
+    );
+    assert!(profile.contains("不一致"), "the two phones disagree");
+    assert!(
+        profile.contains("测试grid_worker"),
+        "the watermark names the viewer"
+    );
+    assert!(
+        profile.contains("class=\"watermark\""),
+        "the watermark is on the page"
+    );
+    assert!(
+        !profile.contains(&street.zhang_id),
+        "no full ID number on the profile"
+    );
+    let receipt = browser.wait_for(".receipt").await;
+    let _ = receipt;
+    let request_id = profile
+        .split("请求编号 ")
+        .nth(1)
+        .and_then(|rest| rest.split('）').next())
+        .expect("the profile names its request id")
+        .to_owned();
+    assert_eq!(request_id.len(), 24, "{request_id}");
+    shot(&browser, "profile-desk").await;
+
+    // Report an event for this resident.
+    let report = browser
+        .wait_for("a[href^=\"/console/reports/new?party=\"]")
+        .await;
+    browser.click(&report).await;
+    let dispute = browser.wait_for("#type option[value=\"dispute\"]").await;
+    browser.click(&dispute).await;
+    let title = browser.wait_for("#title").await;
+    browser.type_into(&title, "楼道堆放杂物影响通行").await;
+    let description = browser.wait_for("#description").await;
+    browser
+        .type_into(
+            &description,
+            "三号楼二单元楼道内堆放纸箱，住户反映影响通行和消防。",
+        )
+        .await;
+    shot(&browser, "report-desk").await;
+    let submit = browser.wait_for("form.stack button.primary").await;
+    browser.click(&submit).await;
+    let mine = browser.wait_for_text("楼道堆放杂物影响通行").await;
+    assert!(browser.url().await.contains("/console/events/mine"));
+    assert!(mine.contains("已上报"), "the flash says it was reported");
+    assert!(mine.contains("上报"), "its state is 上报");
+    shot(&browser, "my-events-desk").await;
+
+    // A full ID number typed into the box is searched (a grid worker who sees ID numbers
+    // only masked finds nothing by one: the index query holds the view's rules); it never
+    // enters a URL and the results do not repeat it.
+    browser
+        .goto(&format!("{}/console/residents", app.url))
+        .await;
+    let q = browser.wait_for("#q").await;
+    browser.type_into(&q, &street.zhang_id).await;
+    let page = browser.wait_for_text("找到").await;
+    let in_results = page.split("id=\"results\"").nth(1).unwrap_or_default();
+    assert!(
+        id_numbers_in(in_results).is_empty(),
+        "results repeat no ID number"
+    );
+    assert!(!browser.url().await.contains(&street.zhang_id));
+
+    // Every page a grid worker can reach: no full ID number, none in a URL.
+    let mut seen = BTreeSet::new();
+    let mut queue = VecDeque::from([format!("{}/console/", app.url)]);
+    while let Some(url) = queue.pop_front() {
+        if !seen.insert(url.clone()) || seen.len() > 60 {
+            continue;
+        }
+        browser.goto(&url).await;
+        let source = browser.source().await;
+        let found = id_numbers_in(&source);
+        assert!(found.is_empty(), "{url} shows ID numbers {found:?}");
+        for id_number in &street.ids {
+            assert!(
+                !url.contains(id_number.as_str()),
+                "an ID number in a URL: {url}"
+            );
+        }
+        for link in browser.find_all("a[href^=\"/console/\"]").await {
+            if let Some(href) = browser.attribute(&link, "href").await {
+                let absolute = if href.starts_with('/') {
+                    format!("{}{href}", app.url)
+                } else {
+                    href
+                };
+                if !seen.contains(&absolute) {
+                    queue.push_back(absolute);
+                }
+            }
+        }
+    }
+    assert!(
+        seen.iter().any(|u| u.contains("/console/events/e_")),
+        "the crawl reached the reported event: {seen:?}"
+    );
+    for page in [
+        "/console/residents/r_",
+        "/console/events/mine",
+        "/console/reports/new",
+    ] {
+        assert!(
+            seen.iter().any(|u| u.contains(page)),
+            "the crawl reached {page}: {seen:?}"
+        );
+    }
+
+    // The compliance officer finds that very access.
+    let logout = browser.wait_for("form.logout button").await;
+    browser.click(&logout).await;
+    browser.wait_for("#token").await;
+    let officer = app.token("compliance_officer", &[STREET], None);
+    login(&browser, &app, &officer, None).await;
+    browser.goto(&format!("{}/console/audit", app.url)).await;
+    let actor = browser.wait_for("input[name=actor]").await;
+    browser.type_into(&actor, "test-grid_worker").await;
+    let resident = browser.wait_for("input[name=resident]").await;
+    browser.type_into(&resident, &street.zhang_id).await;
+    let action = browser.wait_for("input[name=action]").await;
+    browser.type_into(&action, "read_resident").await;
+    let search = browser.wait_for("form.filters button").await;
+    browser.click(&search).await;
+    let audit = browser.wait_for_text(&request_id).await;
+    assert!(
+        audit.contains("查看居民档案"),
+        "the access is listed as a profile read"
+    );
+    assert!(
+        !browser.url().await.contains(&street.zhang_id),
+        "the filter was POSTed"
+    );
+    assert!(
+        id_numbers_in(&audit).is_empty(),
+        "the audit page repeats no ID number"
+    );
+    shot(&browser, "audit-desk").await;
+    browser
+        .goto(&format!("{}/console/audit/verify", app.url))
+        .await;
+    let verify = browser.wait_for("form button.primary").await;
+    browser.click(&verify).await;
+    browser.wait_for_text("校验通过").await;
+    browser.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_on_a_phone_width_screen_and_in_large_text_mode() {
+    let app = TestApp::spawn().await;
+    let street = street(&app).await;
+    let browser = Browser::start(true).await;
+    let token = app.token("grid_worker", &[GRID], None);
+    login(&browser, &app, &token, Some("elderly_care")).await;
+    shot(&browser, "home-phone").await;
+    browser
+        .goto(&format!("{}/console/residents", app.url))
+        .await;
+    let q = browser.wait_for("#q").await;
+    browser.type_into(&q, "zhangsan").await;
+    browser
+        .wait_for(&format!(
+            "#results a[href=\"/console/residents/{}\"]",
+            street.zhang
+        ))
+        .await;
+    shot(&browser, "search-phone").await;
+    browser
+        .goto(&format!("{}/console/residents/{}", app.url, street.zhang))
+        .await;
+    browser.wait_for_text("本次查看已记入访问日志").await;
+    shot(&browser, "profile-phone").await;
+    // The large-text mode stays on for the device.
+    let large = browser.wait_for("form.prefs button").await;
+    browser.click(&large).await;
+    browser.wait_for("body.large").await;
+    browser
+        .goto(&format!("{}/console/events/mine", app.url))
+        .await;
+    browser.wait_for("body.large").await;
+    shot(&browser, "my-events-phone-large").await;
+    browser.quit().await;
+}
+
+/// A client that does not follow redirects, so cookies and `Location` can be read.
+fn raw_client(app: &TestApp) -> reqwest::Client {
+    broker::tls::install_crypto_provider();
+    let cert = app
+        .broker
+        .as_ref()
+        .and_then(|b| b.dev_certificate.clone())
+        .expect("the dev certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in broker::tls::load_certs(&cert).expect("the certificate") {
+        roots.add(c).expect("a root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client")
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<(String, String)> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| {
+            let value = v
+                .split(';')
+                .next()
+                .and_then(|p| p.split_once('='))
+                .map(|(_, v)| v.to_owned())
+                .unwrap_or_default();
+            (value, v.to_owned())
+        })
+}
+
+/// A urlencoded form body.
+fn form_body<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k.as_ref()), encode(v.as_ref())))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A signed-in session over plain HTTPS: (session cookie, CSRF token).
+async fn sign_in(app: &TestApp, client: &reqwest::Client, token: &str) -> (String, String) {
+    let page = client
+        .get(format!("{}/console/login", app.url))
+        .send()
+        .await
+        .expect("the login page");
+    let (login_cookie, _) = cookie(page.headers(), "sg_login").expect("the login binding cookie");
+    let response = client
+        .post(format!("{}/console/login", app.url))
+        .header("cookie", format!("sg_login={login_cookie}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[
+            ("token", token),
+            ("login_csrf", login_cookie.as_str()),
+        ]))
+        .send()
+        .await
+        .expect("the login");
+    assert_eq!(response.status(), 303);
+    let (session, set) = cookie(response.headers(), "sg_session").expect("a session cookie");
+    for part in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/console"] {
+        assert!(set.contains(part), "session cookie lacks {part}: {set}");
+    }
+    let home = client
+        .get(format!("{}/console/", app.url))
+        .header("cookie", format!("sg_session={session}"))
+        .send()
+        .await
+        .expect("the home page")
+        .text()
+        .await
+        .expect("HTML");
+    let csrf = home
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page carries a CSRF token")
+        .to_owned();
+    (session, csrf)
+}
+
+#[tokio::test]
+async fn every_console_answer_carries_the_security_headers() {
+    let app = TestApp::spawn().await;
+    let client = raw_client(&app);
+    let token = app.token("grid_worker", &[GRID], None);
+    let (session, _) = sign_in(&app, &client, &token).await;
+    for path in [
+        "/console/login",
+        "/console/",
+        "/console/residents",
+        "/console/events/mine",
+        "/console/nowhere",
+        "/console/assets/htmx-2.0.11.min.js",
+        "/console/assets/console.css",
+    ] {
+        let response = client
+            .get(format!("{}{path}", app.url))
+            .header("cookie", format!("sg_session={session}"))
+            .send()
+            .await
+            .expect("an answer");
+        let headers = response.headers();
+        let csp = headers
+            .get(CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("{path} has no CSP"));
+        assert!(csp.starts_with("default-src 'self'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe"), "{path}: {csp}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["referrer-policy"], "same-origin", "{path}");
+        if !path.contains("/assets/") {
+            assert_eq!(headers["cache-control"], "no-store", "{path}");
+        }
+    }
+    // No page needs inline script or style: CSP would block them.
+    let home = client
+        .get(format!("{}/console/", app.url))
+        .header("cookie", format!("sg_session={session}"))
+        .send()
+        .await
+        .expect("home")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(
+        !home.contains("<script>") && !home.contains("style=\""),
+        "{home}"
+    );
+}
+
+#[tokio::test]
+async fn forms_without_the_sessions_csrf_token_or_from_another_site_are_refused() {
+    let app = TestApp::spawn().await;
+    let street = street(&app).await;
+    let client = raw_client(&app);
+    let token = app.token("grid_worker", &[GRID], None);
+    let (session, csrf) = sign_in(&app, &client, &token).await;
+    let post = |path: &str, form: Vec<(&str, String)>, extra: Option<(&str, &str)>| {
+        let mut request = client
+            .post(format!("{}{path}", app.url))
+            .header("cookie", format!("sg_session={session}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&form));
+        if let Some((name, value)) = extra {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    // The right token works.
+    let ok = post(
+        "/console/purpose",
+        vec![("csrf", csrf.clone()), ("purpose", "routine_visit".into())],
+        None,
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(ok.status(), 303);
+    // No token, a wrong one, another session's.
+    let other = sign_in(&app, &client, &token).await.1;
+    for bad in [String::new(), "0".repeat(64), other] {
+        for (path, mut form) in [
+            (
+                "/console/purpose",
+                vec![("purpose", "emergency".to_owned())],
+            ),
+            ("/console/residents", vec![("q", "zs".to_owned())]),
+            (
+                "/console/reports",
+                vec![
+                    ("type", "dispute".to_owned()),
+                    ("grid", GRID.to_owned()),
+                    ("title", "伪造的上报".to_owned()),
+                ],
+            ),
+            ("/console/logout", vec![]),
+        ] {
+            form.push(("csrf", bad.clone()));
+            let response = post(path, form, None).await.expect("an answer");
+            assert_eq!(response.status(), 403, "{path} with csrf {bad:?}");
+            let body = response.text().await.unwrap_or_default();
+            assert!(body.contains("csrf_invalid"), "{body}");
+        }
+    }
+    // The right token from another site: refused before the token is looked at.
+    for (name, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+        ("origin", "https://evil.example"),
+        ("origin", "null"),
+    ] {
+        let response = post(
+            "/console/purpose",
+            vec![("csrf", csrf.clone()), ("purpose", "emergency".into())],
+            Some((name, value)),
+        )
+        .await
+        .expect("an answer");
+        assert_eq!(response.status(), 403, "{name}: {value}");
+    }
+    // A login form posted without the cookie its page set (login CSRF).
+    let response = client
+        .post(format!("{}/console/login", app.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[
+            ("token", token.as_str()),
+            ("login_csrf", "abc"),
+        ]))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), 403);
+    // Nothing was reported by the refused forms.
+    let (_, mine) = app
+        .get("/v1/events?reported_by=me", &token, Some("routine_visit"))
+        .await;
+    assert_eq!(mine["total"], 0, "{mine}");
+    let _ = street;
+}
+
+#[tokio::test]
+async fn sessions_roles_grids_and_urls_are_held_to_the_apis_rules() {
+    let app = TestApp::spawn().await;
+    let street = street(&app).await;
+    let client = raw_client(&app);
+    let get = |path: String, session: String| {
+        client
+            .get(format!("{}{path}", app.url))
+            .header("cookie", format!("sg_session={session}"))
+            .send()
+    };
+    // A forged session cookie, and none: the login page.
+    for forged in ["0".repeat(64), String::new()] {
+        let response = get("/console/".into(), forged).await.expect("an answer");
+        assert_eq!(response.status(), 303);
+        assert_eq!(response.headers()[LOCATION], "/console/login");
+    }
+    // A bad token is refused at login, with its reason and no session.
+    let login = client
+        .get(format!("{}/console/login", app.url))
+        .send()
+        .await
+        .expect("login");
+    let (binding, _) = cookie(login.headers(), "sg_login").expect("binding");
+    let refused = client
+        .post(format!("{}/console/login", app.url))
+        .header("cookie", format!("sg_login={binding}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[
+            ("token", "eyJhbGciOiJub25lIn0.e30."),
+            ("login_csrf", binding.as_str()),
+        ]))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(refused.status(), 401);
+    assert!(cookie(refused.headers(), "sg_session").is_none());
+
+    let worker = app.token("grid_worker", &[GRID], None);
+    let (session, csrf) = sign_in(&app, &client, &worker).await;
+    // Personal data needs a purpose first.
+    let page = get(
+        format!("/console/residents/{}", street.zhang),
+        session.clone(),
+    )
+    .await
+    .expect("an answer")
+    .text()
+    .await
+    .expect("HTML");
+    assert!(page.contains("请先在页面上方选择本次查询目的"), "{page}");
+    assert!(
+        !page.contains("张"),
+        "nothing of the resident before a purpose"
+    );
+    client
+        .post(format!("{}/console/purpose", app.url))
+        .header("cookie", format!("sg_session={session}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[
+            ("csrf", csrf.as_str()),
+            ("purpose", "routine_visit"),
+        ]))
+        .send()
+        .await
+        .expect("purpose");
+    // With a purpose, the profile, masked as the API masks it.
+    let own = get(
+        format!("/console/residents/{}", street.zhang),
+        session.clone(),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(own.status(), 200);
+    let own = own.text().await.expect("HTML");
+    assert!(own.contains("本次查看已记入访问日志"), "{own}");
+    assert!(id_numbers_in(&own).is_empty(), "{own}");
+    // Another grid's resident answers like a missing one.
+    let other = get(
+        format!("/console/residents/{}", street.wang),
+        session.clone(),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(other.status(), 404);
+    let other = other.text().await.expect("HTML");
+    assert!(!other.contains("王五") && !other.contains("王*"), "{other}");
+    // An ID number in a URL is not searched (and so not sent anywhere).
+    let page = get(
+        format!("/console/residents?q={}", street.zhang_id),
+        session.clone(),
+    )
+    .await
+    .expect("an answer")
+    .text()
+    .await
+    .expect("HTML");
+    assert!(page.contains("不要放在网址里"), "{page}");
+    assert!(!page.contains(&format!("/console/residents/{}", street.zhang)));
+    // A path that is not an id goes nowhere near the API.
+    let odd = get("/console/residents/..%2Fv1%2Fadmin".into(), session.clone())
+        .await
+        .expect("an answer");
+    assert_eq!(odd.status(), 404);
+    // Logout ends the session: the old cookie leads to the login page.
+    let out = client
+        .post(format!("{}/console/logout", app.url))
+        .header("cookie", format!("sg_session={session}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[("csrf", csrf.as_str())]))
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(out.status(), 303);
+    let after = get("/console/".into(), session).await.expect("an answer");
+    assert_eq!(after.status(), 303);
+
+    // A compliance officer may not read profiles: the API's refusal, in Chinese.
+    let officer = app.token("compliance_officer", &[STREET], None);
+    let (session, csrf) = sign_in(&app, &client, &officer).await;
+    client
+        .post(format!("{}/console/purpose", app.url))
+        .header("cookie", format!("sg_session={session}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[
+            ("csrf", csrf.as_str()),
+            ("purpose", "routine_visit"),
+        ]))
+        .send()
+        .await
+        .expect("purpose");
+    let refused = get(
+        format!("/console/residents/{}", street.zhang),
+        session.clone(),
+    )
+    .await
+    .expect("an answer");
+    let status = refused.status();
+    let text = refused.text().await.expect("HTML");
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("role_cannot_read"), "{text}");
+    assert!(!text.contains("张"), "{text}");
+    // A grid worker may not open the audit search.
+    let (session, _) = sign_in(&app, &client, &worker).await;
+    let audit = get("/console/audit".into(), session)
+        .await
+        .expect("an answer");
+    assert_eq!(audit.status(), 403);
+    // The audit log holds the console's reads like the API's, with the worker's purpose.
+    let (status, records) = app
+        .get(
+            "/v1/audit/records?actor=test-grid_worker&action=read_resident",
+            &officer,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{records}");
+    let records = records["records"].as_array().cloned().unwrap_or_default();
+    assert!(
+        records.iter().any(|r| r["purpose"] == "routine_visit"),
+        "{records:?}"
+    );
+    for phone in &street.phones {
+        assert!(!text.contains(phone.as_str()));
+    }
+}
