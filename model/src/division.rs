@@ -4,9 +4,17 @@
 //! community (12) and grid (15). Guarantees: a [`DivisionCode`] is 6, 9, 12 or 15 ASCII digits,
 //! so its level is known, and a code's ancestors are exactly its shorter prefixes of those
 //! lengths: [`DivisionCode::contains`] is a prefix test.
+//!
+//! Names, for display only: [`DivisionCode::district_name`] gives the province, prefecture
+//! and county names of a code's first six digits from the GB/T 2260 table embedded in the
+//! crate (`model/data/gb2260.tsv`, see its README for the source, version and licence), and
+//! [`DivisionCode::display_name`] adds the deeper levels' digits. Names never decide
+//! anything: scope and authorization use the digits alone.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -164,7 +172,83 @@ impl DivisionCode {
             .get(..level.digits())
             .map(|prefix| DivisionCode(prefix.to_owned()))
     }
+
+    /// The names of the division of the code's first six digits and of the divisions above
+    /// it, largest first and separated by a space — `浙江省 杭州市 西湖区` for `330106…`,
+    /// `北京市 东城区` for `110101…` (a direct-administered municipality has no prefecture
+    /// row), `湖北省 仙桃市` for `429004` (a county-level city under its province) — from the
+    /// embedded GB/T 2260 table. `None` when those six digits are not in the table (an
+    /// unknown code, a newer division than the table, or a statistics-only code). Placeholder
+    /// rows (`市辖区`, `县`, `省直辖县级行政区划`) are never shown.
+    pub fn district_name(&self) -> Option<String> {
+        let district = self.0.get(..6)?;
+        let names = &*DIVISION_NAMES;
+        let own = names.get(district)?;
+        let province = format!("{}0000", &district[..2]);
+        let prefecture = format!("{}00", &district[..4]);
+        let mut parts: Vec<&str> = Vec::with_capacity(3);
+        if district != province {
+            if let Some(name) = names.get(province.as_str()) {
+                parts.push(name);
+            }
+            if district != prefecture {
+                if let Some(name) = names.get(prefecture.as_str()) {
+                    parts.push(name);
+                }
+            }
+        }
+        parts.push(own);
+        Some(parts.join(" "))
+    }
+
+    /// [`Self::district_name`] followed by the digits of each deeper level with its name:
+    /// `浙江省 杭州市 西湖区 街道001 社区002 网格003` for `330106001002003`. `None` when the
+    /// district is not in the table.
+    pub fn display_name(&self) -> Option<String> {
+        let mut out = self.district_name()?;
+        let levels = [
+            (DivisionLevel::Street, "街道"),
+            (DivisionLevel::Community, "社区"),
+            (DivisionLevel::Grid, "网格"),
+        ];
+        for (level, label) in levels {
+            let end = level.digits();
+            if let Some(digits) = self.0.get(end - 3..end) {
+                out.push(' ');
+                out.push_str(label);
+                out.push_str(digits);
+            }
+        }
+        Some(out)
+    }
 }
+
+/// The embedded GB/T 2260 table: `code<TAB>name` lines after a `#` header.
+const GB2260: &str = include_str!("../data/gb2260.tsv");
+
+/// Names a table row may carry that stand for no division of their own.
+fn is_placeholder(name: &str) -> bool {
+    matches!(name, "市辖区" | "县") || name.ends_with("直辖县级行政区划")
+}
+
+/// One row of the table: a six-digit code and its name, or `None` for a comment, a blank
+/// line, a placeholder, or anything malformed (the tests check that every line of the
+/// shipped table is a row or a comment).
+fn parse_row(line: &str) -> Option<(&str, &str)> {
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let (code, name) = line.split_once('\t')?;
+    let well_formed = code.len() == 6
+        && code.bytes().all(|b| b.is_ascii_digit())
+        && !name.is_empty()
+        && !name.chars().any(char::is_whitespace);
+    (well_formed && !is_placeholder(name)).then_some((code, name))
+}
+
+/// Code -> name, parsed from [`GB2260`] once, at first use.
+static DIVISION_NAMES: LazyLock<HashMap<&'static str, &'static str>> =
+    LazyLock::new(|| GB2260.lines().filter_map(parse_row).collect());
 
 /// An ASCII or full-width digit as an ASCII digit.
 fn fold_digit(c: char) -> Option<char> {
@@ -281,6 +365,96 @@ mod tests {
         );
     }
 
+    #[test]
+    fn well_known_codes_have_their_names() {
+        let name = |c: &str| code(c).district_name();
+        assert_eq!(name("110101").as_deref(), Some("北京市 东城区"));
+        assert_eq!(name("110105001").as_deref(), Some("北京市 朝阳区"));
+        assert_eq!(name("330106").as_deref(), Some("浙江省 杭州市 西湖区"));
+        // County-level cities: under a prefecture, and directly under a province.
+        assert_eq!(name("330182").as_deref(), Some("浙江省 杭州市 建德市"));
+        assert_eq!(name("429004").as_deref(), Some("湖北省 仙桃市"));
+        // A prefecture without counties, a prefecture, a province.
+        assert_eq!(name("441900").as_deref(), Some("广东省 东莞市"));
+        assert_eq!(name("330100").as_deref(), Some("浙江省 杭州市"));
+        assert_eq!(name("330000").as_deref(), Some("浙江省"));
+        assert_eq!(name("500101").as_deref(), Some("重庆市 万州区"));
+        assert_eq!(
+            code("330106001002003").display_name().as_deref(),
+            Some("浙江省 杭州市 西湖区 街道001 社区002 网格003")
+        );
+        assert_eq!(
+            code("110105001").display_name().as_deref(),
+            Some("北京市 朝阳区 街道001")
+        );
+        assert_eq!(
+            code("110101").display_name().as_deref(),
+            Some("北京市 东城区")
+        );
+    }
+
+    #[test]
+    fn unknown_codes_have_no_name() {
+        for unknown in ["999999", "000000", "110100", "110199001", "130171001002003"] {
+            assert_eq!(code(unknown).district_name(), None, "{unknown}");
+            assert_eq!(code(unknown).display_name(), None, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn placeholder_rows_are_never_names() {
+        assert_eq!(parse_row("110100\t市辖区"), None);
+        assert_eq!(parse_row("500200\t县"), None);
+        assert_eq!(parse_row("429000\t省直辖县级行政区划"), None);
+        assert_eq!(parse_row("659000\t自治区直辖县级行政区划"), None);
+        assert_eq!(parse_row("330106\t西湖区"), Some(("330106", "西湖区")));
+        for malformed in [
+            "33010\t西湖区",
+            "3301066\t西湖区",
+            "33010a\t西湖区",
+            "330106\t",
+            "330106 西湖区",
+            "330106\t西 湖区",
+        ] {
+            assert_eq!(parse_row(malformed), None, "{malformed:?}");
+        }
+    }
+
+    /// Every line of the shipped table is a comment or a row, every code is given once, in
+    /// order, and every county or prefecture has its province.
+    #[test]
+    fn every_line_of_the_table_parses_and_codes_are_unique() {
+        let mut codes = Vec::new();
+        for (number, line) in GB2260.lines().enumerate() {
+            if line.starts_with('#') {
+                assert!(
+                    codes.is_empty(),
+                    "line {}: comments only at the top",
+                    number + 1
+                );
+                continue;
+            }
+            let (code, _) = parse_row(line)
+                .unwrap_or_else(|| panic!("line {} does not parse: {line:?}", number + 1));
+            codes.push(code);
+        }
+        assert!((3_000..4_000).contains(&codes.len()), "{}", codes.len());
+        let mut sorted = codes.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted, codes, "codes are unique and sorted");
+        assert_eq!(DIVISION_NAMES.len(), codes.len());
+        for code in &codes {
+            let province = format!("{}0000", &code[..2]);
+            assert!(DIVISION_NAMES.contains_key(province.as_str()), "{code}");
+        }
+        assert_eq!(
+            codes.iter().filter(|c| c.ends_with("0000")).count(),
+            34,
+            "31 provinces, Hong Kong, Macao and Taiwan"
+        );
+    }
+
     proptest! {
         #[test]
         fn arbitrary_strings_never_panic_and_round_trip(input in any::<String>()) {
@@ -300,6 +474,10 @@ mod tests {
                 current = ancestor.parent();
             }
             prop_assert_eq!(parsed.district().level(), DivisionLevel::District);
+            prop_assert_eq!(parsed.district_name(), parsed.district().district_name());
+            if let Some(name) = parsed.display_name() {
+                prop_assert!(name.starts_with(&parsed.district_name().unwrap_or_default()));
+            }
         }
     }
 }

@@ -75,8 +75,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         seed: options.seed,
         ..DemoConfig::default()
     });
+    // The street's district by name from the GB/T 2260 table (北京市 朝阳区), then the street.
+    let district = model::DivisionCode::parse(world.street_code())
+        .ok()
+        .and_then(|code| code.district_name())
+        .map(|name| format!("{name} "))
+        .unwrap_or_default();
     eprintln!(
-        "SafeGrid demo: {} residents of {} ({}), {} communities, {} grids",
+        "SafeGrid demo: {} residents of {district}{} ({}), {} communities, {} grids",
         options.residents,
         world.street_name(),
         world.street_code(),
@@ -87,10 +93,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         .step_by(BATCH_PERSONS)
         .map(|start| start..(start + BATCH_PERSONS).min(options.residents))
         .collect();
-    let progress = ProgressBar::new((chunks.len() * DEPARTMENTS.len()) as u64);
+    // On stderr only when it is a terminal (crate::progress); log lines go above it.
+    let progress = ProgressBar::with_draw_target(
+        Some((chunks.len() * DEPARTMENTS.len()) as u64),
+        crate::progress::draw_target(),
+    );
+    let drawn = crate::progress::register(&progress);
     progress.set_style(
         ProgressStyle::with_template(
-            "{spinner} publishing {msg:<9} [{bar:40}] {pos}/{len} batches, {elapsed}",
+            "{spinner} publishing {msg:<9} [{bar:40}] {pos}/{len} batches, {elapsed}, {eta} left",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
@@ -132,7 +143,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
             progress.inc(1);
         }
     }
-    progress.finish_and_clear();
+    drop(drawn);
     eprintln!(
         "published {} records in {} batches ({} rejected with reasons in their receipts) in {:.1}s",
         summary.accepted,

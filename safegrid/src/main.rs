@@ -1,8 +1,13 @@
 //! `safegrid`: the broker's command line (serve, demo, token, audit verify).
+//!
+//! The long commands (`reindex`, `keys reencrypt`, `keys reblind`, `backup`, `restore`,
+//! `connector run`, `demo`) draw a progress bar on stderr when it is a terminal, and nothing
+//! extra otherwise ([`progress`]).
 
 mod audit_cli;
 mod demo_run;
 mod ops_cli;
+mod progress;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -220,20 +225,19 @@ fn main() -> ExitCode {
 }
 
 /// Logs on stderr: the filter from `SAFEGRID_LOG`, else `RUST_LOG`, else `warn`; readable
-/// lines when stderr is a terminal, one JSON object a line otherwise (for a log collector).
+/// lines when stderr is a terminal (printed above a progress bar, if one is drawn), one JSON
+/// object a line otherwise (for a log collector).
 fn init_tracing() {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SAFEGRID_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = if std::io::stderr().is_terminal() {
-        builder.try_init()
+        builder.with_writer(progress::log_writer).try_init()
     } else {
-        builder.json().try_init()
+        builder.with_writer(std::io::stderr).json().try_init()
     };
 }
 
@@ -314,11 +318,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 sub,
                 name,
                 roles,
-                jurisdiction,
+                jurisdiction: jurisdiction.clone(),
                 dept,
                 ttl,
             })?;
             println!("{token}");
+            describe_jurisdiction(&jurisdiction);
             Ok(ExitCode::SUCCESS)
         }
         Command::Reindex {
@@ -326,7 +331,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             master_key,
         } => {
             let started = std::time::Instant::now();
-            let entities = search::reindex(&data_dir, master_key.as_deref())?;
+            let bar = progress::Bar::start("reindex", progress::Unit::Items("entities"));
+            let entities = search::reindex_with_progress(&data_dir, master_key.as_deref(), &bar)?;
+            drop(bar);
             println!(
                 "indexed {entities} entities into {} in {:.1}s",
                 data_dir.join("index").display(),
@@ -374,6 +381,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             checkpoint.as_deref(),
             request_id,
         )),
+    }
+}
+
+/// On a terminal, tells the operator on stderr which divisions a token covers, by name
+/// (`110105001: 北京市 朝阳区 街道001`); prints nothing when stderr is not a terminal, where
+/// the token alone is the output a script captures.
+fn describe_jurisdiction(codes: &[String]) {
+    use std::io::IsTerminal as _;
+    if codes.is_empty() || !std::io::stderr().is_terminal() {
+        return;
+    }
+    for code in codes {
+        let shown = match model::DivisionCode::parse(code) {
+            Ok(division) => division
+                .display_name()
+                .unwrap_or_else(|| "not in the GB/T 2260 table".to_owned()),
+            Err(err) => err.to_string(),
+        };
+        eprintln!("jurisdiction {code}: {shown}");
     }
 }
 
@@ -436,13 +462,15 @@ async fn run_connector(run: ConnectorRun) -> anyhow::Result<ExitCode> {
                 None => broker::client::https_client(&ca_cert)?,
             };
             let name = config.name();
+            let bar = progress::Bar::start(&name, progress::Unit::Items("changes"));
             let report = connectors::feed_sink::run_from_broker(
                 &config,
                 client,
                 &base_url,
                 &connectors::Secret::new(token),
                 &mut |page: &connectors::feed_sink::PageApplied| {
-                    eprintln!(
+                    bar.inc(page.changes as u64);
+                    bar.eprintln(&format!(
                         "{name}: page {}: {} changes, {} upserts, {} deletes, {} skipped, \
                          cursor {}",
                         page.page,
@@ -451,10 +479,12 @@ async fn run_connector(run: ConnectorRun) -> anyhow::Result<ExitCode> {
                         page.deletes,
                         page.skipped,
                         page.cursor
-                    );
+                    ));
                 },
             )
-            .await?;
+            .await;
+            drop(bar);
+            let report = report?;
             eprintln!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(ExitCode::SUCCESS);
         }
@@ -462,9 +492,18 @@ async fn run_connector(run: ConnectorRun) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
     let mut connector = connectors::build(&config, &state_dir)?;
+    let label = connector.name().to_owned();
     let report = if dry_run {
         let mut sink = connectors::NdjsonSink::new();
-        let report = connector.run(&mut sink).await?;
+        let bar = progress::Bar::start(&label, progress::Unit::Items("records"));
+        let report = connector
+            .run(&mut progress::CountingSink {
+                inner: &mut sink,
+                bar: &bar,
+            })
+            .await;
+        drop(bar);
+        let report = report?;
         print!("{}", sink.to_ndjson());
         for failure in &sink.failures {
             eprintln!("rejected: {failure}");
@@ -483,7 +522,15 @@ async fn run_connector(run: ConnectorRun) -> anyhow::Result<ExitCode> {
             base_url: base_url.trim_end_matches('/').to_owned(),
             token,
         };
-        connector.run(&mut sink).await?
+        let bar = progress::Bar::start(&label, progress::Unit::Items("records"));
+        let report = connector
+            .run(&mut progress::CountingSink {
+                inner: &mut sink,
+                bar: &bar,
+            })
+            .await;
+        drop(bar);
+        report?
     };
     eprintln!("{}", serde_json::to_string_pretty(&report)?);
     Ok(if report.rejected > 0 || report.mapping_failures > 0 {

@@ -3,7 +3,9 @@
 //!
 //! Guarantees: no command prints a key, a secret or a file's content; key and backup
 //! commands work on a data directory no broker is serving (redb opens a store exclusively),
-//! except re-encryption, which `serve` also resumes by itself.
+//! except re-encryption, which `serve` also resumes by itself. Re-encryption,
+//! re-computation, backup and restore draw a progress bar on a terminal
+//! ([`crate::progress`]), and print their result on stdout as before.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,6 +17,8 @@ use clap::Subcommand;
 use model::Department;
 
 use vault::store::Store;
+
+use crate::progress::{Bar, Unit};
 
 /// `safegrid certs …`: a certificate authority for department client certificates (trials).
 #[derive(Subcommand, Debug)]
@@ -219,13 +223,18 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
         } => {
             let (store, master) = open(&data_dir, master_key.as_deref())?;
             let ring = vault::keys::load_key_ring(&store, &master)?;
-            let report = engine::rotation::reencrypt(
+            let department = department(&code)?;
+            let bar = Bar::start(&format!("re-encrypting {code}"), Unit::Items("rows"));
+            let report = engine::rotation::reencrypt_with_progress(
                 &store,
                 &ring,
-                department(&code)?,
+                department,
                 limit,
                 &AtomicBool::new(false),
-            )?;
+                &bar,
+            );
+            drop(bar);
+            let report = report?;
             let p = &report.progress;
             println!(
                 "{code}: {} rows this run; {} rows, {} fields re-sealed to version {} in total; {}",
@@ -255,7 +264,16 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
         } => {
             let (store, master) = open(&data_dir, master_key.as_deref())?;
             let ring = vault::keys::load_key_ring(&store, &master)?;
-            let report = engine::rotation::reblind(&store, &ring, limit, &AtomicBool::new(false))?;
+            let bar = Bar::start("re-computing blind indexes", Unit::Items("rows"));
+            let report = engine::rotation::reblind_with_progress(
+                &store,
+                &ring,
+                limit,
+                &AtomicBool::new(false),
+                &bar,
+            );
+            drop(bar);
+            let report = report?;
             let p = &report.progress;
             println!(
                 "blind index: {} rows this run; {} rows visited, {} re-keyed to version {} in total; {}",
@@ -344,7 +362,10 @@ pub fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {
 }
 
 pub fn backup(data_dir: &Path, out: &Path) -> anyhow::Result<ExitCode> {
-    let manifest = vault::backup::backup_offline(data_dir, out)?;
+    let bar = Bar::start("backup", Unit::Bytes);
+    let manifest = vault::backup::backup_offline_with_progress(data_dir, out, &bar);
+    drop(bar);
+    let manifest = manifest?;
     println!(
         "backup written to {} ({} files); the master key is not in it",
         out.display(),
@@ -354,7 +375,11 @@ pub fn backup(data_dir: &Path, out: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let manifest = vault::backup::restore(from, data_dir)?;
+    // Every file is read twice: once to check its digest, once to copy it.
+    let bar = Bar::start("restore (check, then copy)", Unit::Bytes);
+    let manifest = vault::backup::restore_with_progress(from, data_dir, &bar);
+    drop(bar);
+    let manifest = manifest?;
     println!(
         "restored {} files from the backup of {} into {}; start the broker with the same master key",
         manifest.files.len(),

@@ -16,6 +16,9 @@
 //!   commit itself, so a restart resumes where the index is, never ahead of it.
 //! - **Rebuilt when needed.** A missing index, another [`schema::SCHEMA_VERSION`] or another
 //!   key is rebuilt from the store at open (`safegrid reindex` does the same offline).
+//! - **Reports progress.** [`reindex_with_progress`] and [`SearchIndex::rebuild_with_progress`]
+//!   tell a [`vault::progress::Progress`] how many entities there are and how many are
+//!   indexed; the broker's own rebuild reports nowhere.
 
 pub mod blind;
 pub mod directory;
@@ -44,6 +47,7 @@ use engine::resolve::{AuthorityOrder, ResolveError, Resolver};
 use policies::view::ViewPlan;
 use policies::Principal;
 use vault::crypto::KeyRing;
+use vault::progress::{Progress, Silent};
 use vault::store::{Store, StoreError};
 
 use blind::Blinder;
@@ -319,6 +323,18 @@ impl SearchIndex {
 
     /// Wipes the index and indexes every entity of the store once (offline rebuild).
     pub fn rebuild(&self, source: &Source) -> Result<usize, SearchError> {
+        self.rebuild_with_progress(source, &Silent)
+    }
+
+    /// [`Self::rebuild`], reporting entities to `progress`: the total is the number of
+    /// entities in the store's snapshot (set once they are listed), and each batch advances it
+    /// once indexed, so a rebuild that finishes advances by exactly the total.
+    pub fn rebuild_with_progress(
+        &self,
+        source: &Source,
+        progress: &dyn Progress,
+    ) -> Result<usize, SearchError> {
+        progress.stage("listing entities");
         let snapshot = source.store.read()?;
         let upto = snapshot.change_seq()?;
         let mut seen = HashSet::new();
@@ -337,6 +353,8 @@ impl SearchIndex {
             }
         }
         drop(seen);
+        progress.set_total(entities.len() as u64);
+        progress.stage("indexing");
         // A bigger writer and no merging while the documents stream in: the index is built in
         // a few large segments, merged once at the end, instead of merged over and over.
         self.swap_writer(REBUILD_WRITER_MEMORY)?;
@@ -362,6 +380,7 @@ impl SearchIndex {
                         let mut tokens = document::Tokens::new(&self.inner.blinder, TOKEN_MEMO);
                         for batch in part.chunks(1_000) {
                             self.index_entities(resolver, batch, false, &mut tokens)?;
+                            progress.advance(batch.len() as u64);
                         }
                         Ok(())
                     })
@@ -373,6 +392,9 @@ impl SearchIndex {
                 .collect()
         });
         let outcome = results.into_iter().collect::<Result<Vec<()>, _>>();
+        if outcome.is_ok() {
+            progress.stage("committing and merging segments");
+        }
         let outcome = outcome.and_then(|_| self.commit(upto)).and_then(|_| {
             self.with_writer(|w| {
                 let segments = w.index().searchable_segment_ids()?;
@@ -707,6 +729,16 @@ pub fn dir_size(dir: &Path) -> u64 {
 /// same data directory holds the index writer lock, and reindex then fails without changing
 /// anything. Uses the default authority order (as a broker without `[authority]` does).
 pub fn reindex(data_dir: &Path, master_key: Option<&Path>) -> anyhow::Result<usize> {
+    reindex_with_progress(data_dir, master_key, &Silent)
+}
+
+/// [`reindex`], reporting entities to `progress` as [`SearchIndex::rebuild_with_progress`]
+/// does (the store is opened exclusively, so the advances add up to the total).
+pub fn reindex_with_progress(
+    data_dir: &Path,
+    master_key: Option<&Path>,
+    progress: &dyn Progress,
+) -> anyhow::Result<usize> {
     use anyhow::Context;
     let master = vault::keys::load_master_key(data_dir, master_key, false)?;
     let store = Arc::new(Store::open(&data_dir.join("store.redb")).context("opening the store")?);
@@ -717,7 +749,7 @@ pub fn reindex(data_dir: &Path, master_key: Option<&Path>) -> anyhow::Result<usi
         keys,
         authority: AuthorityOrder::default(),
     };
-    let count = index.rebuild(&source)?;
+    let count = index.rebuild_with_progress(&source, progress)?;
     index.catch_up(&source)?;
     let writer = index.inner.writer.lock().ok().and_then(|mut w| w.take());
     if let Some(writer) = writer {
@@ -786,6 +818,42 @@ mod tests {
             .into_iter()
             .filter_map(|(_, e)| seen.insert(e.clone()).then_some(e))
             .collect()
+    }
+
+    /// `safegrid reindex` on a small generated street reports every entity: the total once
+    /// the entities are listed, then advances that add up to it and to what it returns.
+    #[test]
+    fn reindex_reports_a_total_and_advances_that_add_up_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let master_key = dir.path().join("data.master-key");
+        let expected = {
+            let master = MasterKey::load(Some(&master_key), true).unwrap();
+            let store = Arc::new(Store::open(&data.join("store.redb")).unwrap());
+            let keys = Arc::new(vault::keys::load_key_ring(&store, &master).unwrap());
+            let world = DemoWorld::new(DemoConfig {
+                residents: 150,
+                seed: 7,
+                bad_record_rate: 0.0,
+            });
+            let pipeline = Pipeline::new(store.clone(), keys);
+            for department in ["zhujian", "gongan", "minzheng", "wangge"] {
+                let body = world.ndjson(department, 0..150);
+                pipeline
+                    .ingest(Department::parse(department).unwrap(), body.as_bytes())
+                    .unwrap();
+            }
+            entities(&store).len() as u64
+        };
+        assert!(expected > 150);
+        let progress = vault::progress::Counting::new();
+        let count = reindex_with_progress(&data, Some(&master_key), &progress).unwrap();
+        assert_eq!(count as u64, expected);
+        assert_eq!(progress.totals(), vec![expected]);
+        assert_eq!(progress.advanced(), expected);
+        assert_eq!(progress.advanced_before_total(), 0);
+        assert!(progress.stages().iter().any(|s| s == "indexing"));
     }
 
     #[test]

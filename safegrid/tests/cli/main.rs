@@ -13,4 +13,5 @@ mod exchange_crash;
 mod keys_cli;
 mod log_scan;
 mod production_steps;
+mod progress_cli;
 mod upgrade;

