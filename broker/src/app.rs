@@ -271,6 +271,17 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         crate::sharing::SharingTracker::load(store.clone()).context("loading the sharing marks")?,
     );
     background.push(sharing.clone().spawn(shutdown_rx.clone()));
+    let console_oidc = crate::console::oidc::OidcClient::from_config(
+        &options.config.console,
+        options.config.auth.as_ref().map(|a| a.issuer.as_str()),
+        options
+            .config
+            .auth
+            .as_ref()
+            .and_then(|a| a.ca_file.as_deref()),
+    )
+    .await
+    .context("the console's login through the identity provider ([console])")?;
     let state = AppState(Arc::new(AppStateInner {
         metrics: Arc::new(crate::metrics::Metrics::default()),
         data_dir: data_dir.clone(),
@@ -302,6 +313,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         sharing,
         console: Arc::new(crate::console::Console::new(
             options.dev || options.config.console.token_login,
+            console_oidc,
         )),
     }));
     background.push(crate::api::deliveries::spawn(

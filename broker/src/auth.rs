@@ -13,10 +13,14 @@
 //! without `dept` are refused (401 with a message naming the claim).
 //!
 //! Keys come from the instance (dev mode), a JWKS file, or an identity provider over HTTPS
-//! (`jwks_url`, or its OpenID discovery document). Remote keys are fetched before the broker
-//! starts (no keys, no start), refreshed on a schedule, and refreshed at once (at most every
-//! [`UNKNOWN_KID_REFRESH_INTERVAL`]) when a token names a `kid` the broker does not hold; a
-//! failed refresh keeps the last good keys. A token whose `kid` is still unknown is refused.
+//! (`jwks_url`, or its OpenID discovery document). File and remote keys are read before the
+//! broker starts (no keys, no start), read again on a schedule (`jwks_refresh_seconds`), and
+//! at once (at most every [`UNKNOWN_KID_REFRESH_INTERVAL`]) when a token names a `kid` the
+//! broker does not hold; a failed read keeps the last good keys and logs a warning that
+//! names the file or URL and the kind of failure, never a key. A file is parsed again only
+//! when its content changed (by SHA-256), so a file replaced by one that is unreadable, not
+//! JSON or holds no usable key is warned about once and changes nothing until it changes
+//! again. A token whose `kid` is still unknown is refused.
 //!
 //! A verified token is remembered (by its SHA-256, with its `exp`) so that a client sending
 //! the same token again is not charged a signature verification per request; a remembered
@@ -112,7 +116,8 @@ pub const DEFAULT_JWKS_REFRESH_SECONDS: u64 = 300;
 pub const UNKNOWN_KID_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest wait for the identity provider (discovery document or keys).
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest discovery document or JWKS read (a provider is not trusted with our memory).
+/// Largest discovery document or JWKS read (a provider, or a file someone else may write,
+/// is not trusted with our memory).
 const PROVIDER_MAX_BYTES: usize = 1024 * 1024;
 /// Roles that read personal data and so must be bounded by a jurisdiction.
 const READER_ROLES: [&str; 5] = [
@@ -158,43 +163,158 @@ struct VerifyKey {
 /// The keys in force, swapped whole on a refresh, and where to refresh them from.
 struct KeyStore {
     current: ArcSwap<Vec<VerifyKey>>,
-    remote: Option<RemoteKeys>,
+    source: KeySource,
+    /// When a token with an unknown `kid` last caused a re-read.
+    last_unknown_kid_refresh: Mutex<Option<Instant>>,
+    /// Wakes the scheduled refresher early (when the caller cannot wait for a refetch).
+    wake: tokio::sync::Notify,
+}
+
+/// Where the keys come from.
+enum KeySource {
+    /// Fixed for the authenticator's life (dev mode: the instance's own key).
+    Fixed,
+    /// An identity provider's JWKS endpoint.
+    Provider(RemoteKeys),
+    /// A JWKS file, read again when its content changes.
+    File(FileKeys),
 }
 
 /// An identity provider's JWKS endpoint.
 struct RemoteKeys {
     client: reqwest::Client,
     jwks_url: String,
-    /// When a token with an unknown `kid` last caused a refetch.
-    last_unknown_kid_refresh: Mutex<Option<Instant>>,
-    /// Wakes the scheduled refresher early (when the caller cannot wait for a refetch).
-    wake: tokio::sync::Notify,
+}
+
+/// A JWKS file and what was last found there.
+struct FileKeys {
+    path: PathBuf,
+    /// Held while the file is read, parsed and its keys put in force, so two re-reads never
+    /// put older keys over newer ones.
+    seen: Mutex<FileSeen>,
+}
+
+/// What the last read of a JWKS file found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileSeen {
+    /// Content with this SHA-256 (its keys in force, or refused and warned about).
+    Content([u8; 32]),
+    /// No content (missing, unreadable, too large); warned about.
+    Unreadable,
+}
+
+/// Reads a JWKS file, at most [`PROVIDER_MAX_BYTES`].
+fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(PROVIDER_MAX_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() > PROVIDER_MAX_BYTES {
+        return Err("the file is larger than 1 MiB".into());
+    }
+    Ok(bytes)
+}
+
+/// The keys of a JWKS document. Why one is refused is said by kind and position only: a
+/// JSON error's own text may quote the document, which holds key material.
+fn parse_key_file(bytes: &[u8]) -> Result<Vec<VerifyKey>, String> {
+    let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| {
+        let kind = match e.classify() {
+            serde_json::error::Category::Io => "could not be read",
+            serde_json::error::Category::Syntax => "is not JSON",
+            serde_json::error::Category::Eof => "ends early (half written?)",
+            serde_json::error::Category::Data => "is JSON but not a JWKS ({\"keys\":[…]})",
+        };
+        format!("the file {kind} (line {}, column {})", e.line(), e.column())
+    })?;
+    keys_of(&set)
 }
 
 impl KeyStore {
-    /// Fetches the provider's keys and puts them in force; on failure the old keys stay.
-    async fn refresh(&self) -> Result<usize, AuthError> {
-        let Some(remote) = &self.remote else {
-            return Ok(self.current.load().len());
-        };
-        let set: JwkSet = fetch_json(&remote.client, &remote.jwks_url).await?;
-        let keys = keys_of(&set).map_err(|reason| AuthError::Provider {
-            url: remote.jwks_url.clone(),
-            reason,
-        })?;
-        let count = keys.len();
-        self.current.store(Arc::new(keys));
-        Ok(count)
+    fn new(keys: Vec<VerifyKey>, source: KeySource) -> KeyStore {
+        KeyStore {
+            current: ArcSwap::from_pointee(keys),
+            source,
+            last_unknown_kid_refresh: Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
+        }
     }
 
-    /// Refetches because a token named an unknown `kid`, unless one did so lately. Waits for
-    /// the keys on a multi-threaded runtime; elsewhere it only wakes the refresher.
-    fn refresh_for_unknown_kid(&self) -> bool {
-        let Some(remote) = &self.remote else {
-            return false;
+    /// Reads the keys again and puts them in force; on failure the old keys stay. `None`:
+    /// nothing to read (fixed keys), or a file whose content has not changed since.
+    async fn refresh(self: &Arc<Self>) -> Result<Option<usize>, AuthError> {
+        match &self.source {
+            KeySource::Fixed => Ok(None),
+            KeySource::File(file) => {
+                let store = Arc::clone(self);
+                let path = file.path.display().to_string();
+                tokio::task::spawn_blocking(move || store.reread_file())
+                    .await
+                    .map_err(|e| AuthError::KeyFile {
+                        path,
+                        reason: format!("the re-read did not finish: {e}"),
+                    })?
+            }
+            KeySource::Provider(remote) => {
+                let set: JwkSet = fetch_json(&remote.client, &remote.jwks_url).await?;
+                let keys = keys_of(&set).map_err(|reason| AuthError::Provider {
+                    url: remote.jwks_url.clone(),
+                    reason,
+                })?;
+                let count = keys.len();
+                self.current.store(Arc::new(keys));
+                Ok(Some(count))
+            }
+        }
+    }
+
+    /// Reads the JWKS file; when its content changed, parses it and puts its keys in force.
+    /// `Ok(None)`: unchanged since the last read, or the same failure as last time (already
+    /// warned about). A file that cannot be read or used is an error and the old keys stay.
+    fn reread_file(&self) -> Result<Option<usize>, AuthError> {
+        let KeySource::File(file) = &self.source else {
+            return Ok(None);
         };
+        let failed = |reason: String| AuthError::KeyFile {
+            path: file.path.display().to_string(),
+            reason,
+        };
+        let mut seen = file
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bytes = match read_key_file(&file.path) {
+            Ok(bytes) => bytes,
+            Err(_) if *seen == FileSeen::Unreadable => return Ok(None),
+            Err(reason) => {
+                *seen = FileSeen::Unreadable;
+                return Err(failed(reason));
+            }
+        };
+        let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+        let mut content = [0u8; 32];
+        content.copy_from_slice(digest.as_ref());
+        if *seen == FileSeen::Content(content) {
+            return Ok(None);
+        }
+        *seen = FileSeen::Content(content);
+        let keys = parse_key_file(&bytes).map_err(failed)?;
+        let count = keys.len();
+        self.current.store(Arc::new(keys));
+        Ok(Some(count))
+    }
+
+    /// Reads the keys again because a token named an unknown `kid`, unless one did so
+    /// lately. A file is read at once; a provider is waited for on a multi-threaded runtime,
+    /// elsewhere only the refresher is woken. True when new keys came in force.
+    fn refresh_for_unknown_kid(self: &Arc<Self>) -> bool {
+        if matches!(self.source, KeySource::Fixed) {
+            return false;
+        }
         {
-            let mut last = remote
+            let mut last = self
                 .last_unknown_kid_refresh
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -203,47 +323,75 @@ impl KeyStore {
             }
             *last = Some(Instant::now());
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                let outcome = tokio::task::block_in_place(|| handle.block_on(self.refresh()));
-                match outcome {
-                    Ok(count) => {
-                        tracing::info!(url = %remote.jwks_url, keys = count, "identity provider keys refreshed for an unknown kid");
-                        true
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "refreshing identity provider keys failed; the last good keys stay");
-                        false
+        match &self.source {
+            KeySource::Fixed => false,
+            KeySource::File(file) => match self.reread_file() {
+                Ok(Some(count)) => {
+                    tracing::info!(path = %file.path.display(), keys = count, "the JWKS file changed and was read again for an unknown kid");
+                    true
+                }
+                Ok(None) => false,
+                Err(err) => {
+                    tracing::warn!(error = %err, "re-reading the JWKS file failed; the last good keys stay");
+                    false
+                }
+            },
+            KeySource::Provider(remote) => match tokio::runtime::Handle::try_current() {
+                Ok(handle)
+                    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+                {
+                    let outcome = tokio::task::block_in_place(|| handle.block_on(self.refresh()));
+                    match outcome {
+                        Ok(count) => {
+                            tracing::info!(url = %remote.jwks_url, keys = count.unwrap_or(0), "identity provider keys refreshed for an unknown kid");
+                            true
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "refreshing identity provider keys failed; the last good keys stay");
+                            false
+                        }
                     }
                 }
-            }
-            _ => {
-                remote.wake.notify_one();
-                false
-            }
+                _ => {
+                    self.wake.notify_one();
+                    false
+                }
+            },
         }
     }
 }
 
-/// Refreshes `store` every `every` (or when woken) until the authenticator is dropped.
+/// Reads `store`'s keys again every `every` (or when woken) until the authenticator is
+/// dropped.
 async fn refresh_on_schedule(store: Weak<KeyStore>, every: Duration) {
     loop {
         {
             let Some(strong) = store.upgrade() else {
                 return;
             };
-            let Some(remote) = &strong.remote else { return };
+            if matches!(strong.source, KeySource::Fixed) {
+                return;
+            }
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
-                () = remote.wake.notified() => {}
+                () = strong.wake.notified() => {}
             }
         }
         let Some(strong) = store.upgrade() else {
             return;
         };
-        match strong.refresh().await {
-            Ok(count) => tracing::debug!(keys = count, "identity provider keys refreshed"),
-            Err(err) => {
+        match (&strong.source, strong.refresh().await) {
+            (_, Ok(None)) => {}
+            (KeySource::File(file), Ok(Some(count))) => {
+                tracing::info!(path = %file.path.display(), keys = count, "the JWKS file changed; its keys are in force");
+            }
+            (_, Ok(Some(count))) => {
+                tracing::debug!(keys = count, "identity provider keys refreshed")
+            }
+            (KeySource::File(_), Err(err)) => {
+                tracing::warn!(error = %err, "the changed JWKS file cannot be used; the last good keys stay")
+            }
+            (_, Err(err)) => {
                 tracing::warn!(error = %err, "refreshing identity provider keys failed; the last good keys stay")
             }
         }
@@ -299,7 +447,7 @@ pub fn check_provider_url(url: &str) -> Result<(), String> {
 
 /// The HTTPS client for the identity provider: the system's roots plus `ca_file`, no
 /// redirects, a timeout.
-fn provider_client(ca_file: Option<&Path>) -> Result<reqwest::Client, AuthError> {
+pub fn provider_client(ca_file: Option<&Path>) -> Result<reqwest::Client, AuthError> {
     let failed = |reason: String| AuthError::KeyFile {
         path: ca_file.map_or_else(|| "system roots".to_owned(), |p| p.display().to_string()),
         reason,
@@ -378,12 +526,15 @@ pub struct Authenticator {
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (jwks_url, jwks_file) = match &self.keys.source {
+            KeySource::Fixed => (None, None),
+            KeySource::Provider(remote) => (Some(remote.jwks_url.as_str()), None),
+            KeySource::File(file) => (None, Some(file.path.as_path())),
+        };
         f.debug_struct("Authenticator")
             .field("keys", &self.keys.current.load().len())
-            .field(
-                "jwks_url",
-                &self.keys.remote.as_ref().map(|r| r.jwks_url.as_str()),
-            )
+            .field("jwks_url", &jwks_url)
+            .field("jwks_file", &jwks_file)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("max_lifetime", &self.max_lifetime)
@@ -396,15 +547,12 @@ impl std::fmt::Debug for Authenticator {
 impl Authenticator {
     fn with_keys(
         keys: Vec<VerifyKey>,
-        remote: Option<RemoteKeys>,
+        source: KeySource,
         issuer: &str,
         audience: &str,
     ) -> Authenticator {
         Authenticator {
-            keys: Arc::new(KeyStore {
-                current: ArcSwap::from_pointee(keys),
-                remote,
-            }),
+            keys: Arc::new(KeyStore::new(keys, source)),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
@@ -421,7 +569,7 @@ impl Authenticator {
             key: DecodingKey::from_ed_der(public_key),
             algorithm: Algorithm::EdDSA,
         };
-        Authenticator::with_keys(vec![key], None, issuer, audience)
+        Authenticator::with_keys(vec![key], KeySource::Fixed, issuer, audience)
     }
 
     /// Refuses tokens valid for longer than `max` (from `iat`, or from now without `iat`).
@@ -442,9 +590,14 @@ impl Authenticator {
         self
     }
 
-    /// Trusts the keys of a JWKS file (production).
+    /// Trusts the keys of a JWKS file (production), read now (an error if it cannot be read
+    /// or holds no usable key) and again whenever its content changed: every `refresh` (when
+    /// called inside a Tokio runtime, which then runs the refresher) and when a token names an
+    /// unknown `kid` (at most every [`UNKNOWN_KID_REFRESH_INTERVAL`]). A changed file that
+    /// cannot be used keeps the last good keys.
     pub fn from_jwks_file(
         path: &Path,
+        refresh: Duration,
         issuer: &str,
         audience: &str,
     ) -> Result<Authenticator, AuthError> {
@@ -452,10 +605,23 @@ impl Authenticator {
             path: path.display().to_string(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| key_error(e.to_string()))?;
-        let set: JwkSet = serde_json::from_str(&text).map_err(|e| key_error(e.to_string()))?;
-        let keys = keys_of(&set).map_err(key_error)?;
-        Ok(Authenticator::with_keys(keys, None, issuer, audience))
+        let bytes = read_key_file(path).map_err(key_error)?;
+        let keys = parse_key_file(&bytes).map_err(key_error)?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+        let mut content = [0u8; 32];
+        content.copy_from_slice(digest.as_ref());
+        let source = KeySource::File(FileKeys {
+            path: path.to_path_buf(),
+            seen: Mutex::new(FileSeen::Content(content)),
+        });
+        let authenticator = Authenticator::with_keys(keys, source, issuer, audience);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(refresh_on_schedule(
+                Arc::downgrade(&authenticator.keys),
+                refresh.max(Duration::from_secs(1)),
+            ));
+        }
+        Ok(authenticator)
     }
 
     /// Trusts the keys an identity provider publishes at `jwks_url` (or, with `discovery`,
@@ -494,13 +660,9 @@ impl Authenticator {
             url: jwks_url.clone(),
             reason,
         })?;
-        let remote = RemoteKeys {
-            client,
-            jwks_url,
-            last_unknown_kid_refresh: Mutex::new(None),
-            wake: tokio::sync::Notify::new(),
-        };
-        let authenticator = Authenticator::with_keys(Vec::new(), Some(remote), issuer, audience);
+        let remote = RemoteKeys { client, jwks_url };
+        let authenticator =
+            Authenticator::with_keys(Vec::new(), KeySource::Provider(remote), issuer, audience);
         authenticator.keys.refresh().await?;
         tokio::spawn(refresh_on_schedule(
             Arc::downgrade(&authenticator.keys),
@@ -511,13 +673,16 @@ impl Authenticator {
 
     /// The authenticator an `[auth]` section describes.
     pub async fn from_section(auth: &AuthSection) -> Result<Authenticator, AuthError> {
+        let refresh = Duration::from_secs(auth.jwks_refresh_seconds);
         let authenticator = match &auth.jwks_file {
-            Some(file) => Authenticator::from_jwks_file(file, &auth.issuer, &auth.audience)?,
+            Some(file) => {
+                Authenticator::from_jwks_file(file, refresh, &auth.issuer, &auth.audience)?
+            }
             None => {
                 let source = ProviderKeys {
                     jwks_url: auth.jwks_url.clone(),
                     ca_file: auth.ca_file.clone(),
-                    refresh: Duration::from_secs(auth.jwks_refresh_seconds),
+                    refresh,
                 };
                 Authenticator::from_provider(&source, &auth.issuer, &auth.audience).await?
             }
@@ -568,7 +733,8 @@ impl Authenticator {
     }
 
     /// The full check: signature, algorithm, `exp`, `iss`, `aud`, claims. A `kid` the keys
-    /// do not name makes a remote key set refresh once (rate-limited) before the check.
+    /// do not name makes a file or remote key set read again once (rate-limited) before the
+    /// check.
     fn verify_signature(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
         if let Some(kid) = &header.kid {
@@ -921,6 +1087,166 @@ mod tests {
         let auth = auth.with_leeway(5);
         let expired_20s = sign_json(&key, &keycloak_claims(serde_json::json!(["safegrid"]), -20));
         assert!(auth.verify(&expired_20s).is_err(), "beyond a 5 s leeway");
+    }
+
+    /// An Ed25519 key with its `kid`: its JWK, and tokens it signs naming the `kid`.
+    struct FileKey {
+        kid: String,
+        pkcs8: Vec<u8>,
+        public: Vec<u8>,
+    }
+
+    impl FileKey {
+        fn new(kid: &str) -> FileKey {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+            let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+            FileKey {
+                kid: kid.to_owned(),
+                pkcs8: pkcs8.as_ref().to_vec(),
+                public: pair.public_key().as_ref().to_vec(),
+            }
+        }
+
+        fn jwk(&self) -> Value {
+            use base64::Engine as _;
+            serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": self.kid,
+                "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.public),
+            })
+        }
+
+        /// A token for `sub` (distinct subjects: none is answered from memory).
+        fn token(&self, sub: &str) -> String {
+            let now = jsonwebtoken::get_current_timestamp();
+            let claims = serde_json::json!({
+                "sub": sub, "iss": "https://idp", "aud": DEFAULT_AUDIENCE,
+                "exp": now + 300, "iat": now,
+                "roles": ["grid_worker"], "jurisdiction": ["110105001001"],
+            });
+            let header = Header {
+                kid: Some(self.kid.clone()),
+                ..Header::new(Algorithm::EdDSA)
+            };
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&self.pkcs8)).unwrap()
+        }
+    }
+
+    fn write_jwks(path: &Path, keys: &[&FileKey]) {
+        let set = serde_json::json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()});
+        // Replaced whole, as an operator (or a Kubernetes secret mount) does.
+        let next = path.with_extension("next");
+        std::fs::write(&next, set.to_string()).unwrap();
+        std::fs::rename(&next, path).unwrap();
+    }
+
+    /// Forgets the last unknown-`kid` re-read, as if 10 s had passed.
+    fn let_time_pass(auth: &Authenticator) {
+        *auth.keys.last_unknown_kid_refresh.lock().unwrap() = None;
+    }
+
+    #[test]
+    fn a_changed_jwks_file_is_read_again_on_an_unknown_kid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let (old, new, newer) = (
+            FileKey::new("2025-old"),
+            FileKey::new("2026-new"),
+            FileKey::new("2027"),
+        );
+        write_jwks(&path, &[&old]);
+        let auth = Authenticator::from_jwks_file(
+            &path,
+            Duration::from_secs(300),
+            "https://idp",
+            DEFAULT_AUDIENCE,
+        )
+        .unwrap();
+        assert_eq!(auth.verify(&old.token("a")).unwrap().sub, "a");
+        assert!(format!("{auth:?}").contains("jwks.json"));
+
+        write_jwks(&path, &[&new]);
+        assert_eq!(
+            auth.verify(&new.token("b")).unwrap().sub,
+            "b",
+            "the unknown kid made the file be read again"
+        );
+        assert!(
+            matches!(auth.verify(&old.token("c")), Err(AuthError::Invalid)),
+            "the key no longer in the file is no longer trusted"
+        );
+
+        // Unknown kids read the file at most every 10 s.
+        write_jwks(&path, &[&new, &newer]);
+        assert!(matches!(
+            auth.verify(&newer.token("d")),
+            Err(AuthError::Invalid)
+        ));
+        let_time_pass(&auth);
+        assert_eq!(auth.verify(&newer.token("e")).unwrap().sub, "e");
+        assert_eq!(auth.verify(&new.token("f")).unwrap().sub, "f");
+    }
+
+    #[test]
+    fn a_jwks_file_that_turns_bad_keeps_the_last_keys_and_is_warned_about_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let (key, next) = (FileKey::new("k1"), FileKey::new("k2"));
+        write_jwks(&path, &[&key]);
+        let auth = Authenticator::from_jwks_file(
+            &path,
+            Duration::from_secs(300),
+            "https://idp",
+            DEFAULT_AUDIENCE,
+        )
+        .unwrap();
+        assert!(matches!(auth.keys.reread_file(), Ok(None)), "unchanged");
+
+        let secret = "SECRET-KEY-MATERIAL-d-parameter";
+        for (i, garbage) in [
+            format!("{{\"keys\": [{{\"kty\": \"OKP\", \"x\": \"{secret}"),
+            format!("{{\"keys\": \"{secret}\"}}"),
+            format!("{{\"keys\": [{{\"kty\": \"{secret}\"}}]}}"),
+            "{\"keys\": []}".to_owned(),
+            "not json at all".to_owned(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            std::fs::write(&path, &garbage).unwrap();
+            let err = auth.keys.reread_file().unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("jwks.json"), "{text}");
+            assert!(!text.contains(secret), "key material in {text:?}");
+            assert!(
+                matches!(auth.keys.reread_file(), Ok(None)),
+                "the same bad content is not warned about again ({i})"
+            );
+            assert_eq!(
+                auth.verify(&key.token(&format!("bad-{i}"))).unwrap().sub,
+                format!("bad-{i}"),
+                "the last good keys stay"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(auth.keys.reread_file().is_err());
+        assert!(matches!(auth.keys.reread_file(), Ok(None)));
+        assert!(auth.verify(&key.token("gone")).is_ok());
+
+        write_jwks(&path, &[&next]);
+        assert!(matches!(auth.keys.reread_file(), Ok(Some(1))));
+        assert!(auth.verify(&next.token("next")).is_ok());
+        assert!(auth.verify(&key.token("retired")).is_err());
+
+        // A file unusable at start stops the start, without quoting it either.
+        std::fs::write(&path, format!("{{\"keys\": \"{secret}\"}}")).unwrap();
+        let err = Authenticator::from_jwks_file(
+            &path,
+            Duration::from_secs(300),
+            "https://idp",
+            DEFAULT_AUDIENCE,
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains(secret), "{err}");
     }
 
     #[test]

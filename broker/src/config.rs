@@ -107,6 +107,21 @@ pub struct ConsoleSection {
     /// on where staff get their tokens from the identity provider's own portal.
     #[serde(default)]
     pub token_login: bool,
+    /// Log in through the identity provider (OpenID Connect authorization code with PKCE):
+    /// this broker's client id there.
+    pub oidc_client_id: Option<String>,
+    /// The environment variable holding the client secret, for a confidential client (none
+    /// for a public client with PKCE only).
+    pub oidc_client_secret_env: Option<String>,
+    /// The broker's public URL of `/console/login/callback` (https), as registered at the
+    /// provider.
+    pub oidc_redirect_url: Option<String>,
+    /// The provider's endpoints; read from `<auth.issuer>/.well-known/openid-configuration`
+    /// when absent.
+    pub oidc_authorization_endpoint: Option<String>,
+    pub oidc_token_endpoint: Option<String>,
+    /// Scopes asked for (`openid`).
+    pub oidc_scope: Option<String>,
 }
 
 /// `[exchange]`: delivery hosts per department and the trust for their certificates.

@@ -17,8 +17,8 @@
 //!   (`query_invalid`, `resident_invalid`, `from_invalid`, `to_invalid`, `range_invalid`,
 //!   `decision_invalid`, `limit_invalid`, `cursor_invalid`, `seq_invalid`,
 //!   `tree_size_invalid`, `proof_target_invalid`, `threshold_invalid`,
-//!   `work_hours_invalid`, `defer_days_invalid`, `range_too_large`); a request id or
-//!   sequence number the log does not hold answers 404 `record_not_found`.
+//!   `work_hours_invalid`, `defer_days_invalid`, `range_too_large`, `format_invalid`); a
+//!   request id or sequence number the log does not hold answers 404 `record_not_found`.
 //!
 //! Paging (`/v1/audit/records`): records come oldest first (ascending `seq`); `next_cursor`
 //! is opaque and present only when another page exists. Pages never skip or repeat a record
@@ -31,6 +31,11 @@
 //! a checkpoint signed for this export whose tree covers every exported record
 //! (`seq < size`). Inclusion of any line is proven with
 //! `/v1/audit/proof/inclusion?seq=S&tree_size=SIZE` (or offline from the log directory).
+//!
+//! Workbooks (`format=xlsx`, see [`super::xlsx`]): the export and the resident report also
+//! answer an Excel workbook for reading, built from exactly the records (report entries) of
+//! the NDJSON (JSON) answer — the report's withheld accesses stay out of it the same way — and
+//! audited like it, with the outcome `format=xlsx`. The NDJSON stays the verifiable form.
 //!
 //! Resident report: shows, per access, the organisation (department, or the role for grid
 //! and street staff), roles, action, time, purpose, decision and which fields were shown in
@@ -65,6 +70,7 @@ use policies::Principal;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Authenticated;
 use super::routes::Routes;
+use super::xlsx::{self, Cell, Form, Sheet};
 use super::{AppState, RequestContext};
 
 /// Page size of `/v1/audit/records` when `limit` is absent.
@@ -297,6 +303,21 @@ impl AppState {
         result_count: usize,
         subject: Option<&ResidentSubject>,
     ) -> Result<(), ApiError> {
+        self.audit_compliance_as(officer, action, endpoint, result_count, subject, Form::Own)
+            .await
+    }
+
+    /// [`Self::audit_compliance`] of an answer in `form`: a workbook, which leaves the
+    /// system as a file, is recorded with the outcome `format=xlsx`.
+    async fn audit_compliance_as(
+        &self,
+        officer: &ComplianceOfficer,
+        action: &str,
+        endpoint: &str,
+        result_count: usize,
+        subject: Option<&ResidentSubject>,
+        form: Form,
+    ) -> Result<(), ApiError> {
         let mut record = self.audit_record(
             &officer.principal,
             &officer.context,
@@ -305,6 +326,9 @@ impl AppState {
             Decision::Allow,
         );
         record.result_count = result_count as u64;
+        if form == Form::Workbook {
+            record.outcome = "format=xlsx".to_owned();
+        }
         if let Some(subject) = subject {
             record.residents = vec![subject.reference.clone()];
             record.entities = vec![subject.entity.clone()];
@@ -684,8 +708,10 @@ struct ExportTrailer<'a> {
 /// Export a time range as NDJSON (canonical record lines, then the covering checkpoint) or,
 /// with `format=xlsx`, as a workbook for reading.
 #[utoipa::path(get, path = "/v1/audit/export", params(ExportParams),
-    responses((status = 200, content_type = "application/x-ndjson", body = String,
-            description = "one canonical record per line (leaf = SHA-256(0x00 || line)); last line {\"checkpoint\":{origin,size,root,note}} covering them all"),
+    responses((status = 200,
+            description = "NDJSON (default): one canonical record per line (leaf = SHA-256(0x00 || line)); last line {\"checkpoint\":{origin,size,root,note}} covering them all. With format=xlsx: a workbook (Content-Disposition: attachment), a row per record and the checkpoint on its own sheet",
+            content((String = "application/x-ndjson"),
+                (String = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"))),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn export(
@@ -694,16 +720,7 @@ pub async fn export(
     params: Result<Query<ExportParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let p = query(params)?;
-    let xlsx = match p.format.as_deref() {
-        None | Some("") | Some("ndjson") => false,
-        Some("xlsx") => true,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "format_invalid",
-                "format is ndjson (default) or xlsx",
-            ))
-        }
-    };
+    let form = xlsx::requested_form(p.format.as_deref(), "ndjson")?;
     let (from, to) = parse_range(p.from.as_deref(), p.to.as_deref())?;
     let cp = fresh_checkpoint(&state).await?;
     let query = AuditQuery {
@@ -733,33 +750,40 @@ pub async fn export(
         return Err(too_large());
     }
     let trailer = CheckpointBody::from(&cp);
-    let content_type = if xlsx {
-        body = blocking(move || {
-            export_workbook(&body, &trailer).map_err(|e| ApiError::internal("export_failed", &e))
-        })
-        .await?;
-        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-    } else {
-        let line = serde_json::to_vec(&ExportTrailer {
-            checkpoint: &trailer,
-        })
-        .map_err(|e| ApiError::internal("export_failed", &e))?;
-        body.extend_from_slice(&line);
-        body.push(b'\n');
-        "application/x-ndjson"
+    let body = match form {
+        Form::Workbook => xlsx::render(export_sheets(&body, &trailer)).await?,
+        Form::Own => {
+            let line = serde_json::to_vec(&ExportTrailer {
+                checkpoint: &trailer,
+            })
+            .map_err(|e| ApiError::internal("export_failed", &e))?;
+            body.extend_from_slice(&line);
+            body.push(b'\n');
+            body
+        }
     };
     state
-        .audit_compliance(&officer, "audit_export", "/v1/audit/export", count, None)
+        .audit_compliance_as(
+            &officer,
+            "audit_export",
+            "/v1/audit/export",
+            count,
+            None,
+            form,
+        )
         .await?;
-    let mut response = (StatusCode::OK, body).into_response();
+    let mut response = match form {
+        Form::Workbook => xlsx::attachment(body, "safegrid-audit-export.xlsx"),
+        Form::Own => {
+            let mut response = (StatusCode::OK, body).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            );
+            response
+        }
+    };
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if xlsx {
-        headers.insert(
-            header::CONTENT_DISPOSITION,
-            HeaderValue::from_static("attachment; filename=\"safegrid-audit-export.xlsx\""),
-        );
-    }
     headers.insert("x-audit-records", HeaderValue::from(count as u64));
     headers.insert("x-audit-checkpoint-size", HeaderValue::from(cp.size));
     Ok(response)
@@ -767,15 +791,7 @@ pub async fn export(
 
 /// The export as a workbook: one row per record (访问记录), the checkpoint that covers them
 /// on its own sheet (检查点). The NDJSON export stays the verifiable form.
-fn export_workbook(
-    lines: &[u8],
-    checkpoint: &CheckpointBody,
-) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
-    use rust_xlsxwriter::{Format, Workbook};
-    let mut workbook = Workbook::new();
-    let bold = Format::new().set_bold();
-    let sheet = workbook.add_worksheet();
-    sheet.set_name("访问记录")?;
+fn export_sheets(lines: &[u8], checkpoint: &CheckpointBody) -> Vec<Sheet> {
     let columns = [
         ("序号 seq", "seq"),
         ("时间 time", "time"),
@@ -796,55 +812,62 @@ fn export_workbook(
         ("紧急授权 break glass", "break_glass_reason"),
         ("请求 request", "request_id"),
     ];
-    for (col, (title, _)) in columns.iter().enumerate() {
-        sheet.write_string_with_format(0, col as u16, *title, &bold)?;
-    }
-    let mut row: u32 = 1;
-    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let Ok(record) = serde_json::from_slice::<serde_json::Value>(line) else {
-            continue;
-        };
-        for (col, (_, path)) in columns.iter().enumerate() {
-            let value = path
-                .split('.')
-                .try_fold(&record, |v, key| v.get(key))
-                .unwrap_or(&serde_json::Value::Null);
-            let col = col as u16;
-            match value {
-                serde_json::Value::Null => {}
-                serde_json::Value::Number(n) => {
-                    sheet.write_number(row, col, n.as_f64().unwrap_or_default())?;
-                }
-                serde_json::Value::String(text) => {
-                    sheet.write_string(row, col, text)?;
-                }
-                serde_json::Value::Array(items) => {
-                    let joined: Vec<String> = items
-                        .iter()
-                        .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
-                        .collect();
-                    sheet.write_string(row, col, joined.join(", "))?;
-                }
-                other => {
-                    sheet.write_string(row, col, other.to_string())?;
-                }
-            }
-        }
-        row += 1;
-    }
-    sheet.autofit();
-    let summary = workbook.add_worksheet();
-    summary.set_name("检查点")?;
+    let rows = lines
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .map(|record| {
+            columns
+                .iter()
+                .map(|(_, path)| {
+                    let value = path
+                        .split('.')
+                        .try_fold(&record, |v, key| v.get(key))
+                        .unwrap_or(&serde_json::Value::Null);
+                    match value {
+                        serde_json::Value::Null => Cell::Empty,
+                        serde_json::Value::Number(n) => {
+                            Cell::Number(n.as_f64().unwrap_or_default())
+                        }
+                        serde_json::Value::String(text) => Cell::Text(text.clone()),
+                        serde_json::Value::Array(items) => {
+                            let joined: Vec<String> = items
+                                .iter()
+                                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                                .collect();
+                            Cell::Text(joined.join(", "))
+                        }
+                        other => Cell::Text(other.to_string()),
+                    }
+                })
+                .collect()
+        })
+        .collect();
     let checkpoint = serde_json::to_value(checkpoint).unwrap_or_default();
-    for (i, key) in ["origin", "size", "root", "note"].into_iter().enumerate() {
-        summary.write_string_with_format(i as u32, 0, key, &bold)?;
-        let value = &checkpoint[key];
-        let text = value
-            .as_str()
-            .map_or_else(|| value.to_string(), str::to_owned);
-        summary.write_string(i as u32, 1, text)?;
-    }
-    workbook.save_to_buffer()
+    let pairs = ["origin", "size", "root", "note"]
+        .into_iter()
+        .map(|key| {
+            let value = &checkpoint[key];
+            let text = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
+            (key.to_owned(), Cell::Text(text))
+        })
+        .collect();
+    vec![
+        Sheet::Table {
+            name: "访问记录".to_owned(),
+            header: columns
+                .iter()
+                .map(|(title, _)| (*title).to_owned())
+                .collect(),
+            rows,
+        },
+        Sheet::Pairs {
+            name: "检查点".to_owned(),
+            pairs,
+        },
+    ]
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1064,6 +1087,9 @@ pub struct ReportParams {
     /// Days an access tagged with a case id stays withheld (default and most: the configured
     /// `audit.case_deferral_days`, 90 unless set).
     defer_days: Option<String>,
+    /// `json` (default) or `xlsx`: a workbook with Chinese headings, one row per access
+    /// (访问记录) and the summary (概况); withheld accesses are left out exactly as in JSON.
+    format: Option<String>,
 }
 
 /// One access to the resident's data, as the resident may see it.
@@ -1129,18 +1155,55 @@ fn organisation(record: &AuditRecord) -> String {
     }
 }
 
+fn decision_label(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Allow => "允许",
+        Decision::Masked => "允许（部分信息遮蔽）",
+        Decision::Deny => "拒绝",
+        Decision::BreakGlass => "紧急调阅",
+    }
+}
+
+/// The action in words a resident reads; an action without words shows its code.
+fn action_label(action: &str) -> &str {
+    match action {
+        "read_resident" => "查看居民档案",
+        "read_house" => "查看房屋档案",
+        "read_event" => "查看事件",
+        "read_organization" => "查看组织档案",
+        "lookup_by_source" => "按部门编号查找",
+        "search" => "检索",
+        "exchange_delivery" => "数据共享（推送）",
+        "exchange_feed" => "数据共享（拉取）",
+        "report_event" => "上报事件",
+        "record_visit" => "走访登记",
+        "transition_event" => "办理事件",
+        "split" => "拆分档案",
+        "decide_review" => "身份合并审核",
+        "audit_search" => "审计查询",
+        "audit_resident_report" => "生成访问报告",
+        "refused" => "被拒绝的请求",
+        other => other,
+    }
+}
+
 /// The resident access report: who looked at this resident's data, when and why.
 #[utoipa::path(get, path = "/v1/audit/residents/{resident}/report",
     params(("resident" = String, Path, description = "unified resident id (r_…) or ID number"), ReportParams),
-    responses((status = 200, body = ResidentReport), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200,
+            description = "JSON (default), or with format=xlsx a workbook (Content-Disposition: attachment): one row per access with Chinese headings, and the summary",
+            content((ResidentReport = "application/json"),
+                (String = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"))),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn resident_report(
     State(state): State<AppState>,
     officer: ComplianceOfficer,
     Path(resident): Path<String>,
     params: Result<Query<ReportParams>, QueryRejection>,
-) -> Result<Json<ResidentReport>, ApiError> {
+) -> Result<Response, ApiError> {
     let p = query(params)?;
+    let form = xlsx::requested_form(p.format.as_deref(), "json")?;
     let subject = resident_subject(&state, &resident)?;
     let defer_days = match p.defer_days.as_deref() {
         None => state.case_deferral_days,
@@ -1157,8 +1220,42 @@ pub async fn resident_report(
             }
         },
     };
+    let report = build_report(&state, subject.clone(), defer_days).await?;
+    let workbook = match form {
+        Form::Workbook => Some(xlsx::render(report_sheets(&report)).await?),
+        Form::Own => None,
+    };
+    state
+        .audit_compliance_as(
+            &officer,
+            "audit_resident_report",
+            "/v1/audit/residents/{resident}/report",
+            report.accesses.len(),
+            Some(&subject),
+            form,
+        )
+        .await?;
+    Ok(match workbook {
+        // Named by the day only: the resident's id or ID number never reaches the name.
+        Some(workbook) => xlsx::attachment(
+            workbook,
+            &format!(
+                "safegrid-resident-report-{}.xlsx",
+                report.generated_at.format("%Y%m%d")
+            ),
+        ),
+        None => Json(report).into_response(),
+    })
+}
+
+/// The report of `subject`: every access in the log but those withheld for an open case.
+async fn build_report(
+    state: &AppState,
+    subject: ResidentSubject,
+    defer_days: i64,
+) -> Result<ResidentReport, ApiError> {
     let records = scan_all(
-        &state,
+        state,
         AuditQuery {
             subject: Some(subject.clone()),
             ..AuditQuery::default()
@@ -1187,22 +1284,84 @@ pub async fn resident_report(
             fields_clear: record.fields_clear,
         });
     }
-    state
-        .audit_compliance(
-            &officer,
-            "audit_resident_report",
-            "/v1/audit/residents/{resident}/report",
-            accesses.len(),
-            Some(&subject),
-        )
-        .await?;
-    Ok(Json(ResidentReport {
+    Ok(ResidentReport {
         resident: subject.entity,
         generated_at: now,
         case_deferral_days: defer_days,
         deferred,
         accesses,
-    }))
+    })
+}
+
+/// The report as a workbook in Chinese: one row per access (访问记录) with exactly the facts
+/// of the JSON entry, times in China Standard Time; the summary (概况) beside it.
+fn report_sheets(report: &ResidentReport) -> Vec<Sheet> {
+    let header = [
+        "访问时间（北京时间）",
+        "单位",
+        "部门代码",
+        "角色",
+        "操作",
+        "用途",
+        "结果",
+        "明文显示的字段",
+    ];
+    let rows = report
+        .accesses
+        .iter()
+        .map(|entry| {
+            let roles: Vec<&str> = entry.roles.iter().map(|r| role_label(r)).collect();
+            vec![
+                Cell::Text(xlsx::china_time(entry.time)),
+                Cell::from(entry.organisation.as_str()),
+                Cell::from(entry.dept.clone()),
+                Cell::Text(roles.join("、")),
+                Cell::from(action_label(&entry.action)),
+                Cell::from(entry.purpose.clone()),
+                Cell::from(decision_label(entry.decision)),
+                Cell::Text(entry.fields_clear.join("、")),
+            ]
+        })
+        .collect();
+    let first = report.accesses.first().map(|e| xlsx::china_time(e.time));
+    let last = report.accesses.last().map(|e| xlsx::china_time(e.time));
+    let pairs = vec![
+        ("居民统一编号".to_owned(), Cell::from(report.resident.as_str())),
+        (
+            "报告生成时间（北京时间）".to_owned(),
+            Cell::Text(xlsx::china_time(report.generated_at)),
+        ),
+        (
+            "统计范围".to_owned(),
+            Cell::from("审计日志中该居民的全部访问记录"),
+        ),
+        ("最早访问时间（北京时间）".to_owned(), Cell::from(first)),
+        ("最近访问时间（北京时间）".to_owned(), Cell::from(last)),
+        ("列出的访问次数".to_owned(), Cell::from(report.accesses.len())),
+        ("暂缓列出的访问次数".to_owned(), Cell::from(report.deferred)),
+        (
+            "案件访问暂缓天数".to_owned(),
+            Cell::from(report.case_deferral_days),
+        ),
+        (
+            "说明".to_owned(),
+            Cell::Text(format!(
+                "有权办理案件的人员因案件查阅的记录，在查阅后 {} 天内暂缓列出，只计入暂缓次数；表中列出使用信息的单位和角色，不列工作人员个人。",
+                report.case_deferral_days
+            )),
+        ),
+    ];
+    vec![
+        Sheet::Table {
+            name: "访问记录".to_owned(),
+            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            rows,
+        },
+        Sheet::Pairs {
+            name: "概况".to_owned(),
+            pairs,
+        },
+    ]
 }
 
 #[cfg(test)]

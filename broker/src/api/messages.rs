@@ -12,8 +12,10 @@
 //! - Every error response leaves the router as `{"error":{"code","message"}}`, including the
 //!   rejections of axum's own extractors (a body that is not JSON, a malformed query string)
 //!   and a method a route does not serve.
-//! - Per-record rejections of ingest receipts (`rejected[].message`) are translated by their
-//!   code the same way.
+//! - Per-record rejections of ingest receipts (`rejected[].message`) and of the quarantine
+//!   list (`rejects[].message`, and the message column of its workbook) are translated by
+//!   their code the same way; every reason code the model, the engine, the broker and the
+//!   connectors give a rejected record has a Chinese message (the same test scans for them).
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
@@ -84,7 +86,8 @@ impl Language {
         }
     }
 
-    fn content_language(self) -> HeaderValue {
+    /// The `Content-Language` of an answer written in this language.
+    pub fn content_language(self) -> HeaderValue {
         match self {
             Language::English => HeaderValue::from_static("en"),
             Language::Chinese => HeaderValue::from_static("zh-CN"),
@@ -111,15 +114,27 @@ pub fn chinese(code: &str) -> Option<&'static str> {
         .map(|(_, message)| *message)
 }
 
+/// The message of a rejected record (in a receipt or in quarantine) in `language`: in
+/// Chinese the catalog's text for its `code`; otherwise, and for a code the catalog does not
+/// know (a department's own, filed through `POST /v1/ingest/{department}/rejects`), the
+/// stored `message`.
+pub fn rejection_message<'a>(code: &str, message: &'a str, language: Language) -> &'a str {
+    match language {
+        Language::Chinese => chinese(code).unwrap_or(message),
+        Language::English => message,
+    }
+}
+
 /// The middleware that writes error messages (and ingest receipts' per-record messages) in
 /// the language the request prefers, and gives a bare rejection of axum's extractors the
 /// API's error shape.
 pub async fn localize(request: Request, next: Next) -> Response {
     let language = Language::preferred(request.headers());
+    let method = request.method().clone();
     let receipt_route = request
         .extensions()
         .get::<MatchedPath>()
-        .is_some_and(|path| RECEIPT_ROUTES.contains(&path.as_str()));
+        .is_some_and(|path| RECEIPT_ROUTES.contains(&(method.as_str(), path.as_str())));
     let response = next.run(request).await;
     match response.extensions().get::<ErrorCode>().copied() {
         Some(code) => in_language(response, code.0, language),
@@ -140,10 +155,12 @@ pub async fn localize(request: Request, next: Next) -> Response {
     }
 }
 
-/// Routes whose answer is an ingest receipt with per-record rejections.
-const RECEIPT_ROUTES: &[&str] = &[
-    "/v1/ingest/{department}",
-    "/v1/ingest/{department}/batches/{batch_id}",
+/// Routes (method, template) whose answer is an ingest receipt with per-record rejections.
+/// The quarantine list (`GET …/rejects`) translates its own entries.
+const RECEIPT_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/ingest/{department}"),
+    ("GET", "/v1/ingest/{department}/batches/{batch_id}"),
+    ("POST", "/v1/ingest/{department}/rejects"),
 ];
 
 /// The most a receipt the layer rewrites may weigh (a receipt of 100,000 rejections).
@@ -300,11 +317,16 @@ pub const CATALOG: &[(&str, &str)] = &[
     ("break_glass_not_allowed", "您的角色不能使用紧急调阅（破窗）：如确有紧急需要，请联系有权限的人员。"),
     ("break_glass_reason_required", "紧急调阅（破窗）必须填写真实、具体的理由：请补充理由后重试。"),
     ("case_id_not_allowed", "您的角色不能使用案件编号（X-Case-Id）：请去掉该请求头，或由有权限的人员办理。"),
+    ("cell_error", "表格或数据库中有单元格无法读取（如 #N/A、#REF! 等错误值，或无法识别的取值）：请在源数据中更正该单元格后重新报送。"),
+    ("cell_precision_lost", "单元格中的数字超过 15 位，电子表格无法精确保存（身份证号码等会丢失末几位）：请把该列设为文本格式后重新导出。"),
     ("certificate_department_mismatch", "客户端证书所属部门与令牌中的部门不一致：请使用本部门的证书和令牌。"),
     ("certificate_department_unknown", "客户端证书未标明所属部门：请联系安全管理员为本部门签发证书。"),
     ("client_certificate_required", "报送数据需要本部门的客户端证书（双向 TLS）：请配置证书后重试。"),
     ("country_missing", "缺少国籍或地区：请填写国籍或地区代码。"),
     ("country_unknown", "国籍或地区代码无法识别：请使用标准的国家或地区代码。"),
+    ("csv_field_count", "该行的列数与表头不一致：请检查该行是否多了或少了逗号，内容中的逗号须加英文引号。"),
+    ("csv_no_header", "文件没有表头行：请在第一行写明各列名称后重新报送。"),
+    ("csv_syntax", "该行不是合法的 CSV 格式（如引号不配对）：请检查该行后重新报送。"),
     ("cursor_invalid", "翻页游标无效：请不带游标重新查询。"),
     ("cursor_mismatch", "翻页游标属于另一次查询：请使用相同的查询条件，或不带游标重新查询。"),
     ("date_format", "日期格式不正确：请使用 YYYY-MM-DD 格式。"),
@@ -337,9 +359,13 @@ pub const CATALOG: &[(&str, &str)] = &[
     ("field_too_long", "字段内容过长：请精简后重新提交。"),
     ("field_type", "字段的数据类型不正确：请按接口文档填写（如文字、数字）。"),
     ("field_unknown", "含有无法识别的字段：请删除或更正该字段（字段名见英文消息）。"),
+    ("file_encoding", "文件的文字编码无法识别：请另存为 UTF-8 或 GBK（GB18030）编码后重新报送。"),
+    ("file_not_regular", "该目录项不是普通文件（如链接、快捷方式或文件夹），未予读取：请把文件本身放入报送目录。"),
+    ("file_too_large", "文件超过允许的大小，未予读取：请拆分成较小的文件，或请管理员调整大小上限。"),
+    ("file_unreadable", "文件不是可读取的电子表格：请检查文件是否损坏，或另存为 .xlsx 格式后重新报送。"),
     ("filter_invalid", "筛选条件格式不正确：请使用小写英文字母和下划线组成的代码。"),
     ("filter_not_supported", "该筛选条件不适用于此查询：请改用事件或组织的查询接口。"),
-    ("format_invalid", "导出格式只能是 ndjson（默认）或 xlsx（Excel 表格）。"),
+    ("format_invalid", "格式参数（format）只能是默认格式（审计导出为 ndjson，其他接口为 json）或 xlsx（Excel 表格）：请去掉该参数或填写 xlsx。"),
     ("format_unknown", "格式参数无法识别：请按接口文档选择格式。"),
     ("from_invalid", "起始时间格式不正确：请使用 RFC 3339 格式，如 2026-11-01T08:00:00+08:00。"),
     ("gender_invalid", "性别填写不正确：请使用接口文档规定的性别代码。"),
@@ -424,6 +450,8 @@ pub const CATALOG: &[(&str, &str)] = &[
     ("search_failed", "检索未能完成：请稍后重试；如持续出现，请联系系统运维人员。"),
     ("search_index_building", "系统启动后正在建立检索索引：请稍后重试（按编号查看档案不受影响）。"),
     ("search_index_lagging", "检索索引落后于数据且未在更新：检索结果可能不全，请联系系统运维人员。"),
+    ("sheet_missing", "工作簿中没有配置所指的工作表：请核对工作表名称，或请管理员调整连接器配置。"),
+    ("sheet_no_header", "工作表在配置的位置没有表头行：请核对表头所在行，或请管理员调整连接器配置。"),
     ("shutting_down", "系统正在关闭：请稍后重试。"),
     ("sort_invalid", "排序方式不正确：请使用 relevance（事件还可使用 time）。"),
     ("state_unknown", "事件状态无法识别：请使用接口文档列出的状态。"),
@@ -515,13 +543,19 @@ mod tests {
             .to_path_buf()
     }
 
+    /// The Rust files under `dir`, without those that are only tests (`tests.rs`,
+    /// `*_tests.rs`: their literals are fixtures, not answers).
     fn rust_files(dir: &Path, into: &mut Vec<PathBuf>) {
         let entries = std::fs::read_dir(dir).unwrap_or_else(|err| panic!("{dir:?}: {err}"));
         for entry in entries {
             let path = entry.expect("a directory entry").path();
+            let test_only = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(|s| s == "tests" || s.ends_with("_tests"));
             if path.is_dir() {
                 rust_files(&path, into);
-            } else if path.extension().is_some_and(|e| e == "rs") {
+            } else if path.extension().is_some_and(|e| e == "rs") && !test_only {
                 into.push(path);
             }
         }
@@ -633,10 +667,33 @@ mod tests {
         c.is_ascii_alphanumeric() || c == '_'
     }
 
+    /// The `const NAME: &str = "snake_case";` constants of `texts`, by name.
+    fn string_constants(texts: &[(String, bool)]) -> Vec<(String, String)> {
+        let mut constants = Vec::new();
+        for (text, _) in texts {
+            for (at, _) in text.match_indices("const ") {
+                let line = text[at..].lines().next().unwrap_or("");
+                let name: String = line[6..]
+                    .chars()
+                    .take_while(|c| is_identifier(*c))
+                    .collect();
+                let Some(value) = line.split_once("&str = ").map(|(_, v)| v) else {
+                    continue;
+                };
+                if let Some(literal) = snake_literals(value).into_iter().next() {
+                    constants.push((name, literal));
+                }
+            }
+        }
+        constants
+    }
+
     /// Every code in `files`: (1) the code argument of a call to a function or closure with a
     /// `code: &'static str` parameter (and of `extra` functions, whose `code` is a `&str`),
-    /// `ApiError::new` and `RecordError::new` by name; (2) the value of a `code:` field; (3)
-    /// the arms of `let code = match` and of `fn code` in `impl ApiProblem` blocks.
+    /// `ApiError::new` and `RecordError::new` by name; (2) the value of a `code:` field, a
+    /// literal or a `&str` constant; (3) the arms of `let code = match` and of `fn code` in
+    /// `impl ApiProblem` blocks; (4) the code of an `Err(("code", message))` of a function
+    /// that fails with a `(&'static str, String)` (a connector's unreadable cell).
     fn codes_in(files: &[PathBuf], extra: &[(&str, usize)]) -> BTreeSet<String> {
         let model = workspace().join("model");
         let texts: Vec<(String, bool)> = files
@@ -646,6 +703,7 @@ mod tests {
                 (without_tests(&text).to_owned(), f.starts_with(&model))
             })
             .collect();
+        let constants = string_constants(&texts);
         // Functions and closures taking a code, and the position of that parameter.
         let mut takes_code: Vec<(String, usize)> =
             extra.iter().map(|(n, i)| ((*n).to_owned(), *i)).collect();
@@ -709,6 +767,26 @@ mod tests {
                 let rest = &text[at + 6..];
                 let end = rest.find('\n').unwrap_or(rest.len());
                 codes.extend(snake_literals(&rest[..end]));
+                let name: String = rest.chars().take_while(|c| is_identifier(*c)).collect();
+                codes.extend(
+                    constants
+                        .iter()
+                        .filter(|(constant, _)| *constant == name)
+                        .map(|(_, value)| value.clone()),
+                );
+            }
+            for (at, _) in text.match_indices("fn ") {
+                let signature = text[at..].split('{').next().unwrap_or("");
+                if !signature.contains("(&'static str, String)>") {
+                    continue;
+                }
+                let body = block(text, at);
+                for (err, _) in body.match_indices("Err((") {
+                    if let Some(literal) = body[err + 5..].trim_start().strip_prefix('"') {
+                        let end = literal.find('"').unwrap_or(0);
+                        codes.extend(snake_literals(&format!("\"{}\"", &literal[..end])));
+                    }
+                }
             }
             for (at, _) in text.match_indices("let code = match") {
                 codes.extend(arm_values(block(text, at)));
@@ -730,16 +808,98 @@ mod tests {
         codes
     }
 
-    /// Every code the broker can answer with: its API errors (broker) and the per-record
-    /// rejections of ingest receipts (model, engine, and push mappings of connectors).
+    /// Every code the broker can answer with: its API errors (broker) and the reason codes
+    /// of rejected records, in ingest receipts and in quarantine (model, engine, broker, and
+    /// every connector: mappings, file drops, SQL and REST pulls).
     fn every_code() -> BTreeSet<String> {
         let root = workspace();
         let mut files = Vec::new();
-        for dir in ["broker/src", "engine/src", "model/src"] {
+        for dir in ["broker/src", "engine/src", "model/src", "connectors/src"] {
             rust_files(&root.join(dir), &mut files);
         }
-        files.push(root.join("connectors/src/mapping.rs"));
-        codes_in(&files, &[("rejection", 0), ("fail", 1)])
+        codes_in(
+            &files,
+            &[
+                ("rejection", 0),
+                ("fail", 1),
+                ("broken", 2),
+                ("whole_file_failure", 1),
+            ],
+        )
+    }
+
+    /// The reason codes the connectors give a row or file they could not read or map, found
+    /// by grep over `connectors/src` (every `MappingError`, `FileError`, `Refusal` and
+    /// `CellError` they build, tests left out) besides the model's validation codes, which
+    /// the mapping passes on. The scanner must find each: a code cannot lose its Chinese
+    /// message by moving where the scanner does not look.
+    const CONNECTOR_REJECT_CODES: &[&str] = &[
+        // Mappings (connectors/src/mapping.rs).
+        "mapping_bad_date",
+        "mapping_bad_value",
+        "mapping_missing_column",
+        "mapping_missing_value",
+        "mapping_unknown_code",
+        // Files (connectors/src/file_drop): the whole file, a line, a cell.
+        "file_not_regular",
+        "file_too_large",
+        "file_encoding",
+        "file_unreadable",
+        "csv_no_header",
+        "csv_syntax",
+        "csv_field_count",
+        "sheet_missing",
+        "sheet_no_header",
+        "json_syntax",
+        "record_not_object",
+        "cell_error",
+        "cell_precision_lost",
+    ];
+
+    #[test]
+    fn the_scanner_finds_every_reject_code_of_the_connectors() {
+        let codes = every_code();
+        let unseen: Vec<&&str> = CONNECTOR_REJECT_CODES
+            .iter()
+            .filter(|code| !codes.contains(**code))
+            .collect();
+        assert!(unseen.is_empty(), "not found by the scanner: {unseen:?}");
+        // And each still exists: a renamed code must be renamed here too.
+        let mut files = Vec::new();
+        rust_files(&workspace().join("connectors/src"), &mut files);
+        let text: String = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+            .collect();
+        for code in CONNECTOR_REJECT_CODES {
+            assert!(text.contains(&format!("\"{code}\"")), "{code} is gone");
+        }
+        // Model validation codes reach quarantine through the mapping too.
+        for code in [
+            "id_number_checksum",
+            "uscc_check",
+            "phone_format",
+            "field_missing",
+        ] {
+            assert!(codes.contains(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_rejection_message_is_chinese_by_its_code_or_keeps_its_text() {
+        let english = "the check digit does not match";
+        assert_eq!(
+            rejection_message("id_number_checksum", english, Language::English),
+            english
+        );
+        assert_eq!(
+            rejection_message("id_number_checksum", english, Language::Chinese),
+            chinese("id_number_checksum").expect("in the catalog")
+        );
+        assert_eq!(
+            rejection_message("departments_own_code", "as filed", Language::Chinese),
+            "as filed"
+        );
     }
 
     #[test]

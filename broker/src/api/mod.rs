@@ -25,6 +25,7 @@ pub mod routes;
 pub mod search;
 pub mod stats;
 pub mod subscriptions;
+pub mod xlsx;
 
 use std::ops::Deref;
 use std::sync::Arc;

@@ -205,6 +205,33 @@ mod tests {
         }
     }
 
+    /// The routes that also answer a workbook say so: a `format` parameter naming `xlsx`,
+    /// and the spreadsheet type beside JSON (or NDJSON) in their 200 answer.
+    #[test]
+    fn the_workbook_routes_document_their_format_and_type() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+        for (path, own) in [
+            ("/v1/audit/export", "application/x-ndjson"),
+            ("/v1/audit/residents/{resident}/report", "application/json"),
+            ("/v1/ingest/{department}/rejects", "application/json"),
+        ] {
+            let get = &doc["paths"][path]["get"];
+            let format = get["parameters"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == "format"))
+                .unwrap_or_else(|| panic!("{path}: no format parameter"));
+            assert_eq!(format["in"], "query", "{path}");
+            let described = format["description"].as_str().unwrap_or_default();
+            assert!(described.contains("xlsx"), "{path}: {described}");
+            let content = &get["responses"]["200"]["content"];
+            assert!(content[own].is_object(), "{path}: {content}");
+            assert!(
+                content[super::super::xlsx::CONTENT_TYPE].is_object(),
+                "{path}: {content}"
+            );
+        }
+    }
+
     #[test]
     fn the_router_and_the_document_list_the_same_routes() {
         use std::collections::BTreeSet;

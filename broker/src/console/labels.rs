@@ -128,7 +128,8 @@ pub fn decision(code: &str) -> String {
     let label = match code {
         "allow" => "允许",
         "deny" => "拒绝",
-        "mask" | "allow_masked" => "脱敏后允许",
+        "mask" | "masked" | "allow_masked" => "脱敏",
+        "break_glass" => "紧急授权",
         _ => return code.to_owned(),
     };
     label.to_owned()
@@ -162,6 +163,18 @@ pub fn kind(code: &str) -> &'static str {
     }
 }
 
+/// A grid or other division code with its place names (GB/T 2260 for the district, the
+/// levels below by number), e.g. "北京市 朝阳区 街道001 社区001 网格003（110105001001003）".
+pub fn division(code: &str) -> String {
+    match model::DivisionCode::parse(code)
+        .ok()
+        .and_then(|c| c.display_name())
+    {
+        Some(name) => format!("{name}（{code}）"),
+        None => code.to_owned(),
+    }
+}
+
 /// A department's Chinese name, from its code.
 pub fn department(code: &str) -> String {
     code.parse::<model::Department>()
@@ -183,5 +196,7 @@ mod tests {
         }
         assert_eq!(field("unheard_of"), "unheard_of");
         assert_eq!(department("gongan"), "公安");
+        assert!(division("110105001001003").starts_with("北京市 朝阳区"));
+        assert_eq!(division("not a code"), "not a code");
     }
 }

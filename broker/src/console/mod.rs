@@ -20,6 +20,7 @@ mod compliance;
 mod department;
 pub mod labels;
 mod officer;
+pub mod oidc;
 pub mod session;
 mod worker;
 
@@ -48,12 +49,15 @@ pub struct Console {
     pub token_login: bool,
     /// The outcome of the last log verification run from the console.
     pub last_verification: Mutex<Option<compliance::Verification>>,
+    /// Login through the identity provider, when `[console] oidc_client_id` is set.
+    pub oidc: Option<oidc::OidcClient>,
 }
 
 impl Console {
-    pub fn new(token_login: bool) -> Console {
+    pub fn new(token_login: bool, oidc: Option<oidc::OidcClient>) -> Console {
         Console {
             token_login,
+            oidc,
             ..Console::default()
         }
     }
@@ -79,6 +83,8 @@ pub fn router(app: AppState, api: Router) -> Router {
         .route("/console", get(|| async { Redirect::to("/console/") }))
         .route("/console/", get(worker::home))
         .route("/console/login", get(login_page).post(login))
+        .route("/console/login/oidc", get(oidc_start))
+        .route("/console/login/callback", get(oidc_callback))
         .route("/console/logout", post(logout))
         .route("/console/purpose", post(choose_purpose))
         .route("/console/preferences", post(preferences))
@@ -318,6 +324,10 @@ impl Staff {
             csrf: self.session.csrf.clone(),
             purposes,
             purpose: self.session.purpose.as_deref().map(labels::purpose),
+            reads_personal_data: state.app.permissions.allows(
+                &principal.roles,
+                policies::authz::Permission::ReadPersonalData,
+            ),
             watermark: None,
             large: self.large,
             back: self.path.clone(),
@@ -365,6 +375,8 @@ pub struct Layout {
     pub purposes: Vec<Choice>,
     /// The chosen purpose's label.
     pub purpose: Option<String>,
+    /// Whether the viewer's roles read personal data (then the purpose picker is shown).
+    pub reads_personal_data: bool,
     pub watermark: Option<String>,
     pub large: bool,
     pub back: String,
@@ -458,6 +470,7 @@ pub fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
 struct LoginPage {
     login_csrf: String,
     token_login: bool,
+    oidc: bool,
     error: Option<String>,
     large: bool,
 }
@@ -476,6 +489,7 @@ fn login_form(
     let mut response = render(&LoginPage {
         login_csrf: login_csrf.clone(),
         token_login: state.app.console.token_login,
+        oidc: state.app.console.oidc.is_some(),
         error,
         large,
     });
@@ -542,6 +556,106 @@ async fn login(
             )
         }
     }
+}
+
+/// `GET /console/login/oidc`: off to the identity provider, the state bound to this browser.
+async fn oidc_start(State(state): State<ConsoleState>) -> Response {
+    let Some(oidc) = &state.app.console.oidc else {
+        return not_found().await;
+    };
+    let (url, login_state) = oidc.start();
+    let mut response = see_other(&url);
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "{}={login_state}; Path=/console/login; HttpOnly; Secure; SameSite=Lax; Max-Age={}",
+        oidc::STATE_COOKIE,
+        oidc::PENDING_TTL.as_secs()
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// `GET /console/login/callback?code=&state=`: the provider sends the browser back; the code
+/// is traded for a token (with the PKCE verifier), which must verify like any bearer token.
+async fn oidc_callback(
+    State(state): State<ConsoleState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(callback): axum::extract::Query<Callback>,
+) -> Response {
+    let Some(oidc) = &state.app.console.oidc else {
+        return not_found().await;
+    };
+    let large = large_mode(&headers);
+    if callback.error.is_some() {
+        // The provider's text is not repeated: it comes through the address bar.
+        return login_form(
+            &state,
+            large,
+            Some("统一身份认证未通过，请重新登录（oidc_denied）。".to_owned()),
+            StatusCode::UNAUTHORIZED,
+        );
+    }
+    let cookie_state = session::cookie_value(&headers, oidc::STATE_COOKIE);
+    let token = match oidc
+        .finish(&callback.state, cookie_state, &callback.code)
+        .await
+    {
+        Ok(token) => token,
+        Err(e) => {
+            tracing::info!(reason = e.code(), error = %e, "a console login through the identity provider failed");
+            return login_form(
+                &state,
+                large,
+                Some(format!(
+                    "统一身份认证登录未完成，请重新登录（{}）。",
+                    e.code()
+                )),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+    };
+    let principal = match state.app.authenticator.verify(&token) {
+        Ok(principal) => principal,
+        Err(e) => {
+            tracing::info!(
+                reason = e.code(),
+                "the identity provider's token was refused"
+            );
+            return login_form(
+                &state,
+                large,
+                Some(format!(
+                    "统一身份认证签发的令牌未通过校验（{}）。",
+                    e.code()
+                )),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+    };
+    let cookie = state.app.console.sessions.start(token, principal);
+    let mut response = see_other("/console/");
+    for value in [
+        session::session_cookie(&cookie, None),
+        format!(
+            "{}=; Path=/console/login; HttpOnly; Secure; SameSite=Lax; Max-Age=0",
+            oidc::STATE_COOKIE
+        ),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
 }
 
 /// A form that carries only its CSRF token (and where to go back to).

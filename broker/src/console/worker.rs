@@ -407,7 +407,7 @@ async fn profile(
         kind: kind.to_owned(),
         id,
         heading,
-        grid: show(&body["grid"]),
+        grid: labels::division(&show(&body["grid"])),
         fields,
         tags,
         related,
@@ -429,6 +429,7 @@ fn field_text(kind: &str, name: &str, value: &Value) -> String {
         "status" => labels::status(&text),
         "type" if kind == "event" => labels::event_type(&text),
         "occurred_at" | "reported_at" => local_time(&text),
+        "grid" => labels::division(&text),
         "routed_to" => value
             .as_array()
             .map(|d| {
@@ -487,7 +488,8 @@ fn related_lists(related: &Map<String, Value>) -> Vec<(String, Vec<(String, Stri
 struct ReportPage {
     layout: Layout,
     types: Vec<(String, String)>,
-    grids: Vec<String>,
+    /// The worker's grids: (code, name).
+    grids: Vec<(String, String)>,
     party: String,
     party_label: String,
     form: ReportForm,
@@ -565,6 +567,10 @@ fn report_render(
         .iter()
         .map(|g| g.as_str().to_owned())
         .filter(|g| g.len() == 15)
+        .map(|g| {
+            let name = labels::division(&g);
+            (g, name)
+        })
         .collect();
     let mut response = render(&ReportPage {
         layout,

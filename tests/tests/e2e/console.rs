@@ -758,3 +758,310 @@ async fn sessions_roles_grids_and_urls_are_held_to_the_apis_rules() {
         assert!(!text.contains(phone.as_str()));
     }
 }
+
+/// A small OpenID provider on loopback http (the broker allows http only there): discovery,
+/// JWKS, an authorization endpoint that consents at once, and a token endpoint that checks
+/// the PKCE verifier against the challenge, the redirect URI and the code's single use.
+mod provider {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{Query, State};
+    use axum::http::{header, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+    use axum::{Form, Json, Router};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    use serde_json::{json, Value};
+
+    pub const CLIENT_ID: &str = "safegrid-console";
+    pub const REDIRECT: &str = "https://broker.test/console/login/callback";
+
+    struct Grant {
+        challenge: String,
+        redirect_uri: String,
+    }
+
+    struct Inner {
+        issuer: String,
+        key: Ed25519KeyPair,
+        codes: Mutex<HashMap<String, Grant>>,
+        counter: Mutex<u64>,
+    }
+
+    #[derive(Clone)]
+    pub struct Provider(Arc<Inner>);
+
+    impl Provider {
+        pub async fn start() -> Provider {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("a loopback port");
+            let issuer = format!("http://{}", listener.local_addr().expect("an address"));
+            let pkcs8 =
+                Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("a key");
+            let provider = Provider(Arc::new(Inner {
+                issuer,
+                key: Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("a key"),
+                codes: Mutex::default(),
+                counter: Mutex::default(),
+            }));
+            let router = Router::new()
+                .route("/.well-known/openid-configuration", get(discovery))
+                .route("/jwks", get(jwks))
+                .route("/authorize", get(authorize))
+                .route("/token", post(token))
+                .with_state(provider.clone());
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, router).await;
+            });
+            provider
+        }
+
+        pub fn issuer(&self) -> &str {
+            &self.0.issuer
+        }
+
+        fn sign(&self, claims: &Value) -> String {
+            let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": "console-1"});
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            let signature = self.0.key.sign(input.as_bytes());
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
+        }
+    }
+
+    async fn discovery(State(p): State<Provider>) -> Json<Value> {
+        let issuer = &p.0.issuer;
+        Json(json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+        }))
+    }
+
+    async fn jwks(State(p): State<Provider>) -> Json<Value> {
+        Json(json!({"keys": [{
+            "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": "console-1",
+            "x": URL_SAFE_NO_PAD.encode(p.0.key.public_key().as_ref()),
+        }]}))
+    }
+
+    async fn authorize(
+        State(p): State<Provider>,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> Response {
+        let field = |k: &str| q.get(k).cloned().unwrap_or_default();
+        if field("client_id") != CLIENT_ID
+            || field("response_type") != "code"
+            || field("code_challenge_method") != "S256"
+            || field("code_challenge").len() != 43
+            || field("redirect_uri") != REDIRECT
+        {
+            return (StatusCode::BAD_REQUEST, "bad authorization request").into_response();
+        }
+        let code = {
+            let mut counter = p.0.counter.lock().expect("the lock");
+            *counter += 1;
+            format!("code-{}", *counter)
+        };
+        p.0.codes.lock().expect("the lock").insert(
+            code.clone(),
+            Grant {
+                challenge: field("code_challenge"),
+                redirect_uri: field("redirect_uri"),
+            },
+        );
+        let location = format!("{REDIRECT}?code={code}&state={}", field("state"));
+        (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
+    }
+
+    async fn token(State(p): State<Provider>, Form(f): Form<HashMap<String, String>>) -> Response {
+        let field = |k: &str| f.get(k).cloned().unwrap_or_default();
+        let grant = p.0.codes.lock().expect("the lock").remove(&field("code"));
+        let verifier_ok = |g: &Grant| {
+            let digest =
+                ring::digest::digest(&ring::digest::SHA256, field("code_verifier").as_bytes());
+            URL_SAFE_NO_PAD.encode(digest.as_ref()) == g.challenge
+        };
+        match grant {
+            Some(g)
+                if field("grant_type") == "authorization_code"
+                    && field("client_id") == CLIENT_ID
+                    && field("redirect_uri") == g.redirect_uri
+                    && verifier_ok(&g) =>
+            {
+                let now = chrono::Utc::now().timestamp();
+                let access = p.sign(&json!({
+                    "iss": p.0.issuer, "aud": "safegrid", "sub": "kc-gw-7",
+                    "name": "统一认证网格员", "roles": ["grid_worker"],
+                    "jurisdiction": [super::GRID], "iat": now, "exp": now + 600,
+                }));
+                Json(json!({"access_token": access, "token_type": "Bearer", "expires_in": 600}))
+                    .into_response()
+            }
+            _ => (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "invalid_grant"})),
+            )
+                .into_response(),
+        }
+    }
+}
+
+async fn provider_app(provider: &provider::Provider) -> TestApp {
+    let dir = tempfile::tempdir().expect("a directory");
+    let path = dir.path().join("safegrid.toml");
+    let text = format!(
+        "[auth]\ndiscovery = true\nissuer = \"{}\"\naudience = \"safegrid\"\n\n[console]\n\
+         oidc_client_id = \"{}\"\noidc_redirect_url = \"{}\"\n",
+        provider.issuer(),
+        provider::CLIENT_ID,
+        provider::REDIRECT
+    );
+    std::fs::write(&path, text).expect("the configuration");
+    let config = broker::config::Config::load(&path).expect("a valid configuration");
+    TestApp::spawn_with(config).await
+}
+
+/// Starts a login at the broker: (the provider's authorization URL, the state cookie).
+async fn start_login(app: &TestApp, client: &reqwest::Client) -> (String, String) {
+    let response = client
+        .get(format!("{}/console/login/oidc", app.url))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), 303);
+    let (state, set) = cookie(response.headers(), "sg_oidc").expect("the state cookie");
+    for part in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/console/login"] {
+        assert!(set.contains(part), "{set}");
+    }
+    let location = response.headers()[LOCATION]
+        .to_str()
+        .expect("a location")
+        .to_owned();
+    (location, state)
+}
+
+/// Follows the provider's consent: the query of the redirect back to the broker.
+async fn consent(client: &reqwest::Client, authorize: &str) -> String {
+    let response = client
+        .get(authorize)
+        .send()
+        .await
+        .expect("the provider answers");
+    assert_eq!(response.status(), 302, "{authorize}");
+    let back = response.headers()[LOCATION]
+        .to_str()
+        .expect("a location")
+        .to_owned();
+    back.strip_prefix(&format!("{}?", provider::REDIRECT))
+        .expect("back to the registered redirect URI")
+        .to_owned()
+}
+
+async fn callback(
+    app: &TestApp,
+    client: &reqwest::Client,
+    query: &str,
+    state_cookie: Option<&str>,
+) -> reqwest::Response {
+    let mut request = client.get(format!("{}/console/login/callback?{query}", app.url));
+    if let Some(state) = state_cookie {
+        request = request.header("cookie", format!("sg_oidc={state}"));
+    }
+    request.send().await.expect("an answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_log_in_through_the_identity_provider_with_pkce_and_stolen_codes_are_worthless() {
+    let provider = provider::Provider::start().await;
+    let app = provider_app(&provider).await;
+    let client = raw_client(&app);
+    let login = client
+        .get(format!("{}/console/login", app.url))
+        .send()
+        .await
+        .expect("the login page")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(login.contains("/console/login/oidc"), "{login}");
+
+    // The whole round: broker → provider → broker, a session for the provider's user.
+    let (authorize, state) = start_login(&app, &client).await;
+    assert!(authorize.starts_with(&format!("{}/authorize?", provider.issuer())));
+    assert!(authorize.contains("code_challenge_method=S256"));
+    let back = consent(&client, &authorize).await;
+    let done = callback(&app, &client, &back, Some(&state)).await;
+    assert_eq!(done.status(), 303);
+    let (session, _) = cookie(done.headers(), "sg_session").expect("a session");
+    let home = client
+        .get(format!("{}/console/", app.url))
+        .header("cookie", format!("sg_session={session}"))
+        .send()
+        .await
+        .expect("home")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(home.contains("统一认证网格员"), "{home}");
+
+    // The same callback again: the state is spent.
+    let again = callback(&app, &client, &back, Some(&state)).await;
+    assert_eq!(again.status(), 401);
+    assert!(again
+        .text()
+        .await
+        .unwrap_or_default()
+        .contains("oidc_state_invalid"));
+
+    // A callback without the browser's state cookie (a link someone else started).
+    let (authorize, _) = start_login(&app, &client).await;
+    let back = consent(&client, &authorize).await;
+    let refused = callback(&app, &client, &back, None).await;
+    assert_eq!(refused.status(), 401);
+    assert!(cookie(refused.headers(), "sg_session").is_none());
+
+    // A victim's code, stolen, replayed with the thief's own login: the thief's verifier does
+    // not match the victim's challenge, so the provider issues nothing.
+    let (victim_authorize, _victim_state) = start_login(&app, &client).await;
+    let victim_back = consent(&client, &victim_authorize).await;
+    let stolen_code = victim_back
+        .split('&')
+        .find_map(|p| p.strip_prefix("code="))
+        .expect("a code")
+        .to_owned();
+    let (_, thief_state) = start_login(&app, &client).await;
+    let replay = callback(
+        &app,
+        &client,
+        &format!("code={stolen_code}&state={thief_state}"),
+        Some(&thief_state),
+    )
+    .await;
+    assert_eq!(replay.status(), 401);
+    let text = replay.text().await.unwrap_or_default();
+    assert!(text.contains("oidc_token_failed"), "{text}");
+
+    // The provider says no: a fixed message, nothing of the provider's text repeated.
+    let denied = callback(
+        &app,
+        &client,
+        "error=access_denied&error_description=%3Cscript%3Ealert(1)%3C%2Fscript%3E&state=x",
+        Some("x"),
+    )
+    .await;
+    assert_eq!(denied.status(), 401);
+    let text = denied.text().await.unwrap_or_default();
+    assert!(
+        text.contains("oidc_denied") && !text.contains("<script>alert"),
+        "{text}"
+    );
+}

@@ -26,3 +26,4 @@ mod spine;
 mod text_paths;
 mod traditional_names;
 mod trust;
+mod xlsx_exports;

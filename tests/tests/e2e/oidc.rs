@@ -1,7 +1,8 @@
 //! Identity providers as they are: a small OpenID provider over HTTPS (axum behind
 //! tokio-rustls, a self-signed certificate the broker trusts through `auth.ca_file`) serves a
 //! discovery document and a JWKS; the test signs Keycloak-shaped EdDSA tokens with its own
-//! keys, rotates them, and takes the provider down.
+//! keys, rotates them, and takes the provider down. The same keys in a `jwks_file` are
+//! rotated by replacing the file, and survive a file replaced by garbage.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -200,24 +201,29 @@ impl Idp {
         self.state.jwks_requests.load(Ordering::SeqCst)
     }
 
-    /// A Keycloak-shaped access token: `aud` an array, roles under `realm_access.roles`,
-    /// the name in `preferred_username`; `sub` unique so no token is answered from memory.
+    /// A Keycloak-shaped access token of this provider (see [`claims`]).
     fn claims(&self, exp_offset: i64) -> Value {
-        static SERIAL: AtomicUsize = AtomicUsize::new(0);
-        let now = chrono::Utc::now().timestamp();
-        json!({
-            "iss": self.issuer,
-            "aud": ["account", AUDIENCE],
-            "azp": "safegrid-web",
-            "typ": "Bearer",
-            "sub": format!("kc-{}", SERIAL.fetch_add(1, Ordering::SeqCst)),
-            "exp": now + exp_offset,
-            "iat": now - 120,
-            "preferred_username": "网格员甲",
-            "realm_access": {"roles": ["offline_access", "uma_authorization", "grid_worker"]},
-            "jurisdiction": [GRID],
-        })
+        claims(&self.issuer, exp_offset)
     }
+}
+
+/// A Keycloak-shaped access token: `aud` an array, roles under `realm_access.roles`, the
+/// name in `preferred_username`; `sub` unique so no token is answered from memory.
+fn claims(issuer: &str, exp_offset: i64) -> Value {
+    static SERIAL: AtomicUsize = AtomicUsize::new(0);
+    let now = chrono::Utc::now().timestamp();
+    json!({
+        "iss": issuer,
+        "aud": ["account", AUDIENCE],
+        "azp": "safegrid-web",
+        "typ": "Bearer",
+        "sub": format!("kc-{}", SERIAL.fetch_add(1, Ordering::SeqCst)),
+        "exp": now + exp_offset,
+        "iat": now - 120,
+        "preferred_username": "网格员甲",
+        "realm_access": {"roles": ["offline_access", "uma_authorization", "grid_worker"]},
+        "jurisdiction": [GRID],
+    })
 }
 
 /// The `[auth]` section pointing at `idp`, plus `extra` lines, loaded as an operator would.
@@ -413,4 +419,125 @@ async fn an_expired_token_is_accepted_within_the_leeway_only() {
         "beyond the configured 20 s (within the default 30 s)"
     );
     assert_eq!(status(&app, &key.sign(&idp.claims(-3600))).await, 401);
+}
+
+// ---------------------------------------------------------------------------------------
+// A JWKS file
+
+/// The issuer of the tokens whose keys are in a file.
+const FILE_ISSUER: &str = "https://idp.example/realms/grid";
+
+/// Writes `keys` to `path` as a JWKS, replacing the file whole (written beside it, then
+/// renamed), as an operator or a mounted secret does.
+fn write_jwks(path: &std::path::Path, keys: &[&IdpKey]) {
+    let set = json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()});
+    replace_file(path, set.to_string().as_bytes());
+}
+
+fn replace_file(path: &std::path::Path, bytes: &[u8]) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, bytes).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
+/// The `[auth]` section reading its keys from `jwks`, plus `extra` lines.
+fn file_config(jwks: &std::path::Path, extra: &str) -> Config {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("safegrid.toml");
+    let text = format!(
+        "[auth]\njwks_file = \"{}\"\nissuer = \"{FILE_ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+         roles_claim = \"realm_access.roles\"\nname_claim = \"preferred_username\"\n{extra}\n",
+        jwks.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    Config::load(&path).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_jwks_file_is_taken_without_a_restart() {
+    let old = IdpKey::new("2025-file-old");
+    let new = IdpKey::new("2026-file-new");
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    write_jwks(&jwks, &[&old]);
+    // The schedule (300 s by default) does not run during the test: only the unknown kid
+    // makes the broker look at the file again.
+    let app = TestApp::spawn_with(file_config(&jwks, "")).await;
+    assert_eq!(
+        status(&app, &old.sign(&claims(FILE_ISSUER, 300))).await,
+        200
+    );
+    let early = new.sign(&claims(FILE_ISSUER, 300));
+
+    write_jwks(&jwks, &[&new]);
+    assert_eq!(
+        status(&app, &early).await,
+        200,
+        "the unknown kid made the broker read the replaced file"
+    );
+    assert_eq!(
+        status(&app, &old.sign(&claims(FILE_ISSUER, 300))).await,
+        401,
+        "the key no longer in the file is no longer trusted"
+    );
+    assert_eq!(
+        status(&app, &new.sign(&claims(FILE_ISSUER, 300))).await,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_jwks_file_keeps_the_last_keys_until_a_good_one_arrives() {
+    let key = IdpKey::new("file-k1");
+    let next = IdpKey::new("file-k2");
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    write_jwks(&jwks, &[&key]);
+    let app = TestApp::spawn_with(file_config(&jwks, "jwks_refresh_seconds = 1")).await;
+    assert_eq!(
+        status(&app, &key.sign(&claims(FILE_ISSUER, 300))).await,
+        200
+    );
+
+    // Half a file, a JSON that is no JWKS, no usable key, no file: each sits through at
+    // least two scheduled reads, and the last good key stays in force.
+    for garbage in [
+        Some(r#"{"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "#.to_owned()),
+        Some(r#"{"keys": "rotated"}"#.to_owned()),
+        Some(r#"{"keys": []}"#.to_owned()),
+        Some("\u{0}\u{1}binary".to_owned()),
+        None,
+    ] {
+        match &garbage {
+            Some(text) => replace_file(&jwks, text.as_bytes()),
+            None => std::fs::remove_file(&jwks).unwrap(),
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(
+            status(&app, &key.sign(&claims(FILE_ISSUER, 300))).await,
+            200,
+            "{garbage:?} keeps the last good keys"
+        );
+        assert_eq!(
+            status(&app, &next.sign(&claims(FILE_ISSUER, 300))).await,
+            401,
+            "{garbage:?}"
+        );
+    }
+
+    // A good file again: the schedule alone puts it in force (a token naming the known kid
+    // never makes the broker read the file).
+    write_jwks(&jwks, &[&next]);
+    let started = Instant::now();
+    while status(&app, &key.sign(&claims(FILE_ISSUER, 300))).await != 401 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the scheduled read never took the new file"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        status(&app, &next.sign(&claims(FILE_ISSUER, 300))).await,
+        200
+    );
 }
