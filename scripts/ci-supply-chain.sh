@@ -33,7 +33,11 @@ if [ -n "${SAFEGRID_ADVISORY_DBS:-}" ]; then
   echo "advisories: the carried-in database at $db, last commit $(git -C "$db" log -1 --format=%cI)"
   # cargo-deny reads the time of the last fetch; a carried-in clone has never fetched.
   [ -e "$db/.git/FETCH_HEAD" ] || touch "$db/.git/FETCH_HEAD"
-  "${deny[@]}" --offline --locked check --hide-inclusion-graph advisories
+  # The same configuration, its database path pointed at the copy.
+  config=$(mktemp)
+  trap 'rm -f "$config"' EXIT
+  sed "s|^\[advisories\]\$|[advisories]\ndb-path = \"$SAFEGRID_ADVISORY_DBS\"|" deny.toml >"$config"
+  "${deny[@]}" --offline --locked --config "$config" check --hide-inclusion-graph advisories
 elif timeout 20 git ls-remote --exit-code https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then
   "${deny[@]}" --locked check --hide-inclusion-graph advisories
 elif [ "${SAFEGRID_REQUIRE_ADVISORIES:-0}" = 1 ]; then
