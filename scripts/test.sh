@@ -13,7 +13,7 @@ chrome_script=tests/scripts/chromedriver.sh
 chrome_started=""
 cleanup() {
   if [ -n "$chrome_started" ]; then
-    bash "$chrome_script" stop >/dev/null 2>&1 || true
+    bash "$chrome_script" stop "$chrome_started" >/dev/null 2>&1 || true
   fi
   if [ -n "$pg_started" ]; then
     bash "$pg_script" stop "$pg_started" >/dev/null 2>&1 || true

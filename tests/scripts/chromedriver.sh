@@ -2,17 +2,18 @@
 # Debian's Chromium and ChromeDriver for the console's browser tests.
 #
 #   tests/scripts/chromedriver.sh start [PORT]   # prints the WebDriver URL on stdout
-#   tests/scripts/chromedriver.sh stop
+#   tests/scripts/chromedriver.sh stop [PORT]
 #
 # Installs the packages `chromium`, `chromium-driver` and a Chinese font
 # (`fonts-wqy-microhei`, for readable screenshots) with apt-get if they are not found.
-# chromedriver listens on 127.0.0.1 only; its pid and log live in
-# $SAFEGRID_CHROMEDRIVER_DIR (default /tmp/safegrid-ci-chromedriver).
+# chromedriver listens on 127.0.0.1 only, in a process group of its own (stop ends it and
+# the browsers it started); its pid and log live in $SAFEGRID_CHROMEDRIVER_DIR (default
+# /tmp/safegrid-ci-chromedriver-PORT, so runs on other ports are left alone).
 set -euo pipefail
 
 mode=${1:-start}
 port=${2:-9515}
-dir=${SAFEGRID_CHROMEDRIVER_DIR:-/tmp/safegrid-ci-chromedriver}
+dir=${SAFEGRID_CHROMEDRIVER_DIR:-/tmp/safegrid-ci-chromedriver-$port}
 log() { echo "chromedriver.sh: $*" >&2; }
 
 case "$mode" in
@@ -27,10 +28,7 @@ case "$mode" in
         || { $sudo_cmd apt-get update -q >&2 && $sudo_cmd apt-get install -y -q chromium chromium-driver fonts-wqy-microhei >&2; }
     fi
     mkdir -p "$dir"
-    if [[ -f "$dir/pid" ]] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
-      kill "$(cat "$dir/pid")" 2>/dev/null || true
-    fi
-    chromedriver --port="$port" --allowed-ips=127.0.0.1 >"$dir/log" 2>&1 &
+    setsid chromedriver --port="$port" --allowed-ips=127.0.0.1 >"$dir/log" 2>&1 &
     echo $! >"$dir/pid"
     for _ in $(seq 1 100); do
       if curl -fsS "http://127.0.0.1:$port/status" >/dev/null 2>&1; then
@@ -45,14 +43,13 @@ case "$mode" in
     ;;
   stop)
     if [[ -f "$dir/pid" ]]; then
-      kill "$(cat "$dir/pid")" 2>/dev/null || true
+      # The whole group: chromedriver and the browsers a failed test did not quit.
+      kill -- -"$(cat "$dir/pid")" 2>/dev/null || kill "$(cat "$dir/pid")" 2>/dev/null || true
       rm -f "$dir/pid"
     fi
-    # Browsers the tests left behind (a failed test does not quit its session).
-    pkill -f -- "--user-data-dir=/tmp/.tmp" 2>/dev/null || true
     ;;
   *)
-    log "usage: $0 start [PORT] | stop"
+    log "usage: $0 start [PORT] | stop [PORT]"
     exit 2
     ;;
 esac

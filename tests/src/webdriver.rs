@@ -10,6 +10,10 @@ use serde_json::{json, Value};
 /// The environment variable naming the chromedriver URL.
 pub const WEBDRIVER_ENV: &str = "SAFEGRID_TEST_WEBDRIVER";
 
+/// WebDriver's key codes.
+pub const TAB: &str = "\u{E004}";
+pub const ENTER: &str = "\u{E007}";
+
 /// The W3C key of an element reference.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -235,6 +239,28 @@ impl Browser {
         .await
         .as_str()
         .map(str::to_owned)
+    }
+
+    /// Types `keys` into whatever element has the focus (WebDriver key codes such as
+    /// [`TAB`] and [`ENTER`] included), as someone without a mouse would.
+    pub async fn keys(&self, keys: &str) {
+        let active = self
+            .command(reqwest::Method::GET, "/element/active", None)
+            .await;
+        let id = active[ELEMENT_KEY]
+            .as_str()
+            .expect("an element has the focus")
+            .to_owned();
+        self.type_into(&Element(id), keys).await;
+    }
+
+    /// The focused element's attribute `name`.
+    pub async fn focused_attribute(&self, name: &str) -> Option<String> {
+        let active = self
+            .command(reqwest::Method::GET, "/element/active", None)
+            .await;
+        let id = active[ELEMENT_KEY].as_str()?.to_owned();
+        self.attribute(&Element(id), name).await
     }
 
     /// The names of the cookies the browser holds for the current page.

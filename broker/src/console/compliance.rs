@@ -3,8 +3,7 @@
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Form;
 use serde::Deserialize;
 
@@ -503,14 +502,44 @@ pub async fn export(
     if !answer.ok() {
         return api_refusal(&staff, &state, "导出", &answer);
     }
-    let mut response = (StatusCode::OK, answer.bytes).into_response();
-    for name in [header::CONTENT_TYPE, header::CONTENT_DISPOSITION] {
-        if let Some(value) = answer.headers.get(&name) {
-            response.headers_mut().insert(name, value.clone());
-        }
+    super::download(answer)
+}
+
+/// `POST /console/audit/report.xlsx`: a resident's report as a workbook (the resident is
+/// POSTed: it may be an ID number).
+pub async fn report_xlsx(
+    State(state): State<ConsoleState>,
+    staff: Staff,
+    Form(form): Form<ReportForm>,
+) -> Response {
+    if let Some(refusal) = staff.csrf_refusal(&form.csrf) {
+        return refusal;
     }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    let resident = form.resident.trim().to_owned();
+    if resident.is_empty()
+        || !resident
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return report_render(
+            &state,
+            &staff,
+            String::new(),
+            Some("请输入居民的统一编号或公民身份号码。".to_owned()),
+        );
+    }
+    let answer = match staff
+        .get(
+            &state,
+            &format!("/v1/audit/residents/{resident}/report?format=xlsx"),
+        )
+        .await
+    {
+        Ok(answer) => answer,
+        Err(redirect) => return redirect,
+    };
+    if !answer.ok() {
+        return report_render(&state, &staff, String::new(), Some(answer.message()));
+    }
+    super::download(answer)
 }

@@ -18,12 +18,11 @@ use super::{
 fn department(staff: &Staff, state: &ConsoleState) -> Result<String, Box<Response>> {
     match staff.session.principal.dept {
         Some(dept) => Ok(dept.code().to_owned()),
-        None => Err(Box::new(super::worker::note(
-            state,
-            staff,
-            "部门",
-            "您的账号不属于任何部门。",
-        ))),
+        None => {
+            let mut page = super::worker::note(state, staff, "部门", "您的账号不属于任何部门。");
+            *page.status_mut() = axum::http::StatusCode::FORBIDDEN;
+            Err(Box::new(page))
+        }
     }
 }
 
@@ -78,8 +77,28 @@ pub async fn quarantine(State(state): State<ConsoleState>, staff: Staff) -> Resp
             rows,
             empty: "没有拒收的记录。".to_owned(),
         },
-        links: Vec::new(),
+        links: vec![("/console/quarantine.xlsx".to_owned(), "导出 Excel".to_owned())],
     })
+}
+
+/// `GET /console/quarantine.xlsx`: the same list as a workbook (reasons in Chinese, the
+/// records as sent left out).
+pub async fn quarantine_xlsx(State(state): State<ConsoleState>, staff: Staff) -> Response {
+    let dept = match department(&staff, &state) {
+        Ok(dept) => dept,
+        Err(page) => return *page,
+    };
+    let answer = match staff
+        .get(&state, &format!("/v1/ingest/{dept}/rejects?format=xlsx"))
+        .await
+    {
+        Ok(answer) => answer,
+        Err(redirect) => return redirect,
+    };
+    if !answer.ok() {
+        return api_refusal(&staff, &state, "拒收记录", &answer);
+    }
+    super::download(answer)
 }
 
 #[derive(Template)]

@@ -124,7 +124,9 @@ pub fn router(app: AppState, api: Router) -> Router {
             get(compliance::verify_page).post(compliance::verify),
         )
         .route("/console/audit/export", get(compliance::export))
+        .route("/console/audit/report.xlsx", post(compliance::report_xlsx))
         .route("/console/quarantine", get(department::quarantine))
+        .route("/console/quarantine.xlsx", get(department::quarantine_xlsx))
         .route(
             "/console/receipts",
             get(department::receipts_page).post(department::receipt),
@@ -903,6 +905,20 @@ impl FilterField {
             ..FilterField::text(name, label, value)
         }
     }
+}
+
+/// An API download (a workbook) passed on as it came: its type and file name, never cached.
+pub fn download(answer: Answer) -> Response {
+    let mut response = (StatusCode::OK, answer.bytes).into_response();
+    for name in [header::CONTENT_TYPE, header::CONTENT_DISPOSITION] {
+        if let Some(value) = answer.headers.get(&name) {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// A JSON value as one line of text.

@@ -346,6 +346,141 @@ async fn the_console_works_on_a_phone_width_screen_and_in_large_text_mode() {
     browser.quit().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grid_worker_without_a_mouse_finds_and_opens_a_profile() {
+    use e2e_tests::webdriver::{ENTER, TAB};
+    let app = TestApp::spawn().await;
+    let street = street(&app).await;
+    let browser = Browser::start(false).await;
+    let token = app.token("grid_worker", &[GRID], None);
+    login(&browser, &app, &token, Some("routine_visit")).await;
+    browser
+        .goto(&format!("{}/console/residents", app.url))
+        .await;
+    browser.wait_for("#q").await;
+    // The search box has the focus on arrival; Enter submits, Tab walks to the first hit.
+    assert_eq!(browser.focused_attribute("id").await.as_deref(), Some("q"));
+    browser.keys(&format!("zhangsan{ENTER}")).await;
+    let href = format!("/console/residents/{}", street.zhang);
+    browser
+        .wait_for(&format!("#results a[href=\"{href}\"]"))
+        .await;
+    let mut reached = false;
+    for _ in 0..30 {
+        browser.keys(TAB).await;
+        if browser.focused_attribute("href").await.as_deref() == Some(href.as_str()) {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "Tab reaches the hit");
+    browser.keys(ENTER).await;
+    browser.wait_for_text("本次查看已记入访问日志").await;
+    assert!(browser.url().await.ends_with(&href));
+    browser.quit().await;
+}
+
+#[tokio::test]
+async fn workbooks_download_through_the_console_and_never_by_an_id_number_in_a_url() {
+    let app = TestApp::spawn().await;
+    let street = street(&app).await;
+    // One record gongan sent with a wrong check digit.
+    let bad = format!("{}0", &street.zhang_id[..17]);
+    let bad = if bad == street.zhang_id {
+        format!("{}1", &street.zhang_id[..17])
+    } else {
+        bad
+    };
+    let receipt = app
+        .ingest(
+            "gongan",
+            format!(
+                "{}\n",
+                json!({"kind":"resident","source_id":"GA-9","version":"1","id_number":bad,
+                    "name":"赵六","grid":GRID})
+            ),
+        )
+        .await;
+    assert_eq!(
+        receipt["rejected"].as_array().map(Vec::len),
+        Some(1),
+        "{receipt}"
+    );
+    let client = raw_client(&app);
+    let publisher = app.publisher("gongan");
+    let (session, _) = sign_in(&app, &client, &publisher).await;
+    let page = client
+        .get(format!("{}/console/quarantine", app.url))
+        .header("cookie", format!("sg_session={session}"))
+        .send()
+        .await
+        .expect("the quarantine")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(
+        page.contains("GA-9") && page.contains("/console/quarantine.xlsx"),
+        "{page}"
+    );
+    assert!(
+        !page.contains(&bad),
+        "the record as sent stays off the page"
+    );
+    let book = client
+        .get(format!("{}/console/quarantine.xlsx", app.url))
+        .header("cookie", format!("sg_session={session}"))
+        .send()
+        .await
+        .expect("the workbook");
+    assert_eq!(book.status(), 200);
+    assert!(book.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .contains("spreadsheetml"));
+    assert!(book.bytes().await.expect("bytes").starts_with(b"PK"));
+
+    let officer = app.token("compliance_officer", &[STREET], None);
+    let (session, csrf) = sign_in(&app, &client, &officer).await;
+    let post = |form: Vec<(&'static str, String)>| {
+        client
+            .post(format!("{}/console/audit/report.xlsx", app.url))
+            .header("cookie", format!("sg_session={session}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&form))
+            .send()
+    };
+    let book = post(vec![
+        ("csrf", csrf.clone()),
+        ("resident", street.zhang_id.clone()),
+    ])
+    .await
+    .expect("the report");
+    assert_eq!(book.status(), 200);
+    let disposition = book.headers()["content-disposition"]
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!disposition.contains(&street.zhang_id), "{disposition}");
+    assert!(book.bytes().await.expect("bytes").starts_with(b"PK"));
+    let refused = post(vec![
+        ("csrf", String::new()),
+        ("resident", street.zhang_id.clone()),
+    ])
+    .await
+    .expect("an answer");
+    assert_eq!(refused.status(), 403);
+    // A grid worker gets the API's refusal, not a workbook.
+    let worker = app.token("grid_worker", &[GRID], None);
+    let (session, _) = sign_in(&app, &client, &worker).await;
+    let refused = client
+        .get(format!("{}/console/quarantine.xlsx", app.url))
+        .header("cookie", format!("sg_session={session}"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(refused.status(), 403);
+}
+
 /// A client that does not follow redirects, so cookies and `Location` can be read.
 fn raw_client(app: &TestApp) -> reqwest::Client {
     broker::tls::install_crypto_provider();
