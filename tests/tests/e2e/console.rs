@@ -118,7 +118,9 @@ async fn login(browser: &Browser, app: &TestApp, token: &str, purpose: Option<&s
         browser.click(&option).await;
         let ok = browser.wait_for("form.purpose button").await;
         browser.click(&ok).await;
-        browser.wait_for_text("本次查询目的").await;
+        // Only a page with a chosen purpose has this line (the home page without one asks
+        // for one in words that would match a text search).
+        browser.wait_for(".purpose-now").await;
     }
 }
 
@@ -204,6 +206,7 @@ async fn a_grid_worker_finds_reports_and_a_compliance_officer_sees_the_access() 
     shot(&browser, "report-desk").await;
     let submit = browser.wait_for("form.stack button.primary").await;
     browser.click(&submit).await;
+    browser.wait_for(".flash").await;
     let mine = browser.wait_for_text("楼道堆放杂物影响通行").await;
     assert!(browser.url().await.contains("/console/events/mine"));
     assert!(mine.contains("已上报"), "the flash says it was reported");

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The lookup against its ceiling (issue: "the lookup at half the speed of a static file"):
+# nginx serving the same masked profile JSON as a static file over TLS 1.3, and the broker
+# serving GET /v1/residents/{id} (JWT, plan, decrypt, mask, durable audit), one after the
+# other in the same run, driven by the same wrk settings (2 threads, CONNECTIONS connections,
+# SECONDS each, the same request script and headers). Prints both and the ratio.
+#
+#   bash scripts/load/ratio.sh [RESIDENTS=20000] [SECONDS=20] [CONNECTIONS=32] [ROUNDS=2]
+#
+# Needs wrk and nginx (Debian: apt-get install -y wrk nginx-light) and curl. Both servers use
+# the broker's dev certificate (ECDSA P-256) and TLS 1.3 only; nginx runs 2 workers (the
+# machine's cores), the broker its default runtime. Rounds alternate nginx, broker, so drift
+# in the machine's load shows in both.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+RESIDENTS=${1:-20000}
+SECONDS_RUN=${2:-20}
+CONNECTIONS=${3:-32}
+ROUNDS=${4:-2}
+PORT=${SAFEGRID_LOAD_PORT:-18443}
+NGINX_PORT=${SAFEGRID_NGINX_PORT:-18444}
+for tool in wrk nginx curl; do
+  command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install -y wrk nginx-light curl" >&2; exit 2; }
+done
+
+cargo build --release -p safegrid >&2
+BIN=${CARGO_TARGET_DIR:-target}/release/safegrid
+WORK=$(mktemp -d)
+DATA=$WORK/street
+cleanup() {
+  [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null
+  sleep 0.5
+  rm -rf "$WORK" "$WORK.master-key" "$DATA.master-key"
+}
+trap cleanup EXIT
+
+"$BIN" demo --residents "$RESIDENTS" --data-dir "$DATA" --listen 127.0.0.1:0 --no-serve >&2
+printf 'metrics_listen = "off"\n[limits]\nrate_per_second = 0\n' >"$WORK/bench.toml"
+SAFEGRID_LOG=warn "$BIN" serve --data-dir "$DATA" --dev --listen "127.0.0.1:$PORT" \
+  --config "$WORK/bench.toml" >"$WORK/serve.log" 2>&1 &
+SERVER=$!
+for _ in $(seq 1 300); do
+  curl -fks "https://127.0.0.1:$PORT/readyz" >/dev/null && break
+  sleep 0.2
+done
+TOKEN=$("$BIN" token --data-dir "$DATA" --sub load-test --role street_officer \
+  --jurisdiction 110105001 --ttl 2h)
+export SAFEGRID_TOKEN=$TOKEN SAFEGRID_IDS=$WORK/ids.txt
+N=$(( RESIDENTS < 2000 ? RESIDENTS : 2000 ))
+STEP=$(( RESIDENTS / N ))
+: >"$SAFEGRID_IDS"
+for i in $(seq 1 "$STEP" "$RESIDENTS" | head -n "$N"); do
+  printf -v source "GA-%08d" "$i"
+  id=$(curl -ks -H "Authorization: Bearer $TOKEN" -H "X-Purpose: routine_visit" \
+    "https://127.0.0.1:$PORT/v1/residents/by-source/gongan/$source" \
+    | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+  if [ -n "$id" ]; then echo "$id" >>"$SAFEGRID_IDS"; fi
+done
+
+# The static file: one masked profile exactly as the broker serves it.
+mkdir -p "$WORK/www"
+curl -fks -H "Authorization: Bearer $TOKEN" -H "X-Purpose: routine_visit" \
+  "https://127.0.0.1:$PORT/v1/residents/$(head -n 1 "$SAFEGRID_IDS")" >"$WORK/www/profile.json"
+cat >"$WORK/nginx.conf" <<CONF
+worker_processes 2;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$NGINX_PORT ssl;
+    ssl_certificate $DATA/dev/tls-cert.pem;
+    ssl_certificate_key $DATA/dev/tls-key.pem;
+    ssl_protocols TLSv1.3;
+    root $WORK/www;
+    default_type application/json;
+    location / { rewrite ^ /profile.json break; }
+  }
+}
+CONF
+nginx -c "$WORK/nginx.conf" -p "$WORK" -g "user $(id -un);" 2>&1 >&2
+sleep 0.5
+echo "profiles: $(wc -l <"$SAFEGRID_IDS") unified ids; static file $(wc -c <"$WORK/www/profile.json") bytes; $CONNECTIONS connections, ${SECONDS_RUN}s per run" >&2
+
+run() { # URL -> "req/s p99"
+  wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_RUN}s" -s scripts/load/profile.lua "$1" \
+    | awk '/req\/s/ {rps=$(NF-1)} /latency/ {p99=$9} /non-2xx/ {err=$NF} END {print rps, p99, err}'
+}
+wrk -t2 -c"$CONNECTIONS" -d5s -s scripts/load/profile.lua "https://127.0.0.1:$PORT" >/dev/null
+wrk -t2 -c"$CONNECTIONS" -d5s -s scripts/load/profile.lua "https://127.0.0.1:$NGINX_PORT" >/dev/null
+printf '%-6s %-8s %12s %10s %8s\n' round server "req/s" "p99 ms" errors
+best=""
+for round in $(seq 1 "$ROUNDS"); do
+  read -r nrps np99 nerr < <(run "https://127.0.0.1:$NGINX_PORT")
+  printf '%-6s %-8s %12s %10s %8s\n' "$round" nginx "$nrps" "$np99" "$nerr"
+  read -r brps bp99 berr < <(run "https://127.0.0.1:$PORT")
+  printf '%-6s %-8s %12s %10s %8s\n' "$round" broker "$brps" "$bp99" "$berr"
+  ratio=$(awk -v b="$brps" -v n="$nrps" 'BEGIN {printf "%.3f", b / n}')
+  echo "round $round: ratio broker/nginx $ratio, broker p99 $bp99 ms"
+done
+echo "server RSS: $(ps -o rss= -p "$SERVER" | awk '{printf "%.0f MiB", $1/1024}'); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
