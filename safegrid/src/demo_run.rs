@@ -188,6 +188,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         "  curl --cacert {} -H \"Authorization: Bearer $TOKEN\" -H 'X-Purpose: routine_visit' '{url}/v1/organizations?q=bld'",
         cert.display()
     );
+    println!("The console in a browser (Chinese; paste the token printed by the command above):");
+    println!("  {url}/console/");
     if options.serve {
         println!();
         println!("Press Ctrl-C to stop.");
