@@ -7,6 +7,8 @@
 #
 #   bash scripts/load/ratio.sh [RESIDENTS=20000] [SECONDS=20] [CONNECTIONS=32] [ROUNDS=2]
 #
+# SAFEGRID_PERF=<file>: one more broker run under `perf record` (software clock sampling: this
+# machine has no hardware counters), and the flat profile by symbol written to <file>.
 # Needs wrk and nginx (Debian: apt-get install -y wrk nginx-light) and curl. Both servers use
 # the broker's dev certificate (ECDSA P-256) and TLS 1.3 only; nginx runs 2 workers (the
 # machine's cores), the broker its default runtime. Rounds alternate nginx, broker, so drift
@@ -19,44 +21,21 @@ CONNECTIONS=${3:-32}
 ROUNDS=${4:-2}
 PORT=${SAFEGRID_LOAD_PORT:-18443}
 NGINX_PORT=${SAFEGRID_NGINX_PORT:-18444}
-for tool in wrk nginx curl; do
+for tool in wrk nginx; do
   command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install -y wrk nginx-light curl" >&2; exit 2; }
 done
 
-cargo build --release -p safegrid >&2
-BIN=${CARGO_TARGET_DIR:-target}/release/safegrid
-WORK=$(mktemp -d)
-DATA=$WORK/street
 cleanup() {
-  [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null
-  sleep 0.5
-  rm -rf "$WORK" "$WORK.master-key" "$DATA.master-key"
+  if [ -n "${WORK:-}" ] && [ -f "$WORK/nginx.pid" ]; then
+    kill "$(cat "$WORK/nginx.pid")" 2>/dev/null
+    sleep 0.5
+  fi
+  if declare -F street_cleanup >/dev/null; then street_cleanup; fi
 }
 trap cleanup EXIT
-
-"$BIN" demo --residents "$RESIDENTS" --data-dir "$DATA" --listen 127.0.0.1:0 --no-serve >&2
-printf 'metrics_listen = "off"\n[limits]\nrate_per_second = 0\n' >"$WORK/bench.toml"
-SAFEGRID_LOG=warn "$BIN" serve --data-dir "$DATA" --dev --listen "127.0.0.1:$PORT" \
-  --config "$WORK/bench.toml" >"$WORK/serve.log" 2>&1 &
-SERVER=$!
-for _ in $(seq 1 300); do
-  curl -fks "https://127.0.0.1:$PORT/readyz" >/dev/null && break
-  sleep 0.2
-done
-TOKEN=$("$BIN" token --data-dir "$DATA" --sub load-test --role street_officer \
-  --jurisdiction 110105001 --ttl 2h)
-export SAFEGRID_TOKEN=$TOKEN SAFEGRID_IDS=$WORK/ids.txt
-N=$(( RESIDENTS < 2000 ? RESIDENTS : 2000 ))
-STEP=$(( RESIDENTS / N ))
-: >"$SAFEGRID_IDS"
-for i in $(seq 1 "$STEP" "$RESIDENTS" | head -n "$N"); do
-  printf -v source "GA-%08d" "$i"
-  id=$(curl -ks -H "Authorization: Bearer $TOKEN" -H "X-Purpose: routine_visit" \
-    "https://127.0.0.1:$PORT/v1/residents/by-source/gongan/$source" \
-    | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
-  if [ -n "$id" ]; then echo "$id" >>"$SAFEGRID_IDS"; fi
-done
+# shellcheck source=street.sh
+source scripts/load/street.sh
+TOKEN=$SAFEGRID_TOKEN
 
 # The static file: one masked profile exactly as the broker serves it.
 mkdir -p "$WORK/www"
@@ -102,4 +81,14 @@ for round in $(seq 1 "$ROUNDS"); do
   ratio=$(awk -v b="$brps" -v n="$nrps" 'BEGIN {printf "%.3f", b / n}')
   echo "round $round: ratio broker/nginx $ratio, broker p99 $bp99 ms"
 done
+if [ -n "${SAFEGRID_PERF:-}" ]; then
+  command -v perf >/dev/null || { echo "perf is missing: apt-get install -y linux-perf" >&2; exit 2; }
+  perf record -q -e cpu-clock -F 499 -g -p "$SERVER" -o "$WORK/perf.data" -- sleep "$SECONDS_RUN" &
+  PERF=$!
+  run "https://127.0.0.1:$PORT" >/dev/null
+  wait "$PERF" || true
+  perf report -i "$WORK/perf.data" --stdio --no-children -g none --sort symbol --percent-limit 0.5 \
+    2>/dev/null | grep -v '^$' | grep -v '^#' | grep '%' >"$SAFEGRID_PERF" || true
+  echo "flat profile of the broker: $SAFEGRID_PERF" >&2
+fi
 echo "server RSS: $(ps -o rss= -p "$SERVER" | awk '{printf "%.0f MiB", $1/1024}'); load average: $(cut -d' ' -f1-3 /proc/loadavg)"

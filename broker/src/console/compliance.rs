@@ -273,32 +273,10 @@ pub async fn report(
     staff: Staff,
     Form(form): Form<ReportForm>,
 ) -> Response {
-    if let Some(refusal) = staff.csrf_refusal(&form.csrf) {
-        return refusal;
-    }
-    let resident = form.resident.trim().to_owned();
-    if resident.is_empty()
-        || !resident
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        return report_render(
-            &state,
-            &staff,
-            String::new(),
-            Some("请输入居民的统一编号或公民身份号码。".to_owned()),
-        );
-    }
-    let answer = match staff
-        .get(&state, &format!("/v1/audit/residents/{resident}/report"))
-        .await
-    {
+    let answer = match resident_report(&state, &staff, &form, "").await {
         Ok(answer) => answer,
-        Err(redirect) => return redirect,
+        Err(page) => return page,
     };
-    if !answer.ok() {
-        return report_render(&state, &staff, String::new(), Some(answer.message()));
-    }
     let body = answer.json();
     let rows = body["accesses"]
         .as_array()
@@ -512,34 +490,49 @@ pub async fn report_xlsx(
     staff: Staff,
     Form(form): Form<ReportForm>,
 ) -> Response {
-    if let Some(refusal) = staff.csrf_refusal(&form.csrf) {
-        return refusal;
+    match resident_report(&state, &staff, &form, "?format=xlsx").await {
+        Ok(answer) => super::download(answer),
+        Err(page) => page,
     }
-    let resident = form.resident.trim().to_owned();
+}
+
+/// The API's report on the form's resident (`query` picks the format), or the page to show
+/// instead: a refused form, an unusable resident, the API's refusal.
+async fn resident_report(
+    state: &ConsoleState,
+    staff: &Staff,
+    form: &ReportForm,
+    query: &str,
+) -> Result<super::call::Answer, Response> {
+    if let Some(refusal) = staff.csrf_refusal(&form.csrf) {
+        return Err(refusal);
+    }
+    let resident = form.resident.trim();
     if resident.is_empty()
         || !resident
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_')
     {
-        return report_render(
-            &state,
-            &staff,
+        return Err(report_render(
+            state,
+            staff,
             String::new(),
             Some("请输入居民的统一编号或公民身份号码。".to_owned()),
-        );
+        ));
     }
-    let answer = match staff
+    let answer = staff
         .get(
-            &state,
-            &format!("/v1/audit/residents/{resident}/report?format=xlsx"),
+            state,
+            &format!("/v1/audit/residents/{resident}/report{query}"),
         )
-        .await
-    {
-        Ok(answer) => answer,
-        Err(redirect) => return redirect,
-    };
+        .await?;
     if !answer.ok() {
-        return report_render(&state, &staff, String::new(), Some(answer.message()));
+        return Err(report_render(
+            state,
+            staff,
+            String::new(),
+            Some(answer.message()),
+        ));
     }
-    super::download(answer)
+    Ok(answer)
 }

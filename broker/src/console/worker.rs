@@ -619,19 +619,33 @@ pub async fn report(
     if !form.party.is_empty() {
         body["parties"] = json!([form.party]);
     }
-    let answer = match staff
-        .call(&state, Method::POST, "/v1/reports", Some(&body))
+    match record(&state, &staff, "/v1/reports", &body).await {
+        Ok(done) => done,
+        Err(Ok(answer)) => {
+            let status = answer.status;
+            report_render(&state, &staff, form, Some(answer.message()), status)
+        }
+        Err(Err(redirect)) => redirect,
+    }
+}
+
+/// POSTs a report or a visit; on success the way to "my events" (which waits for it), else
+/// the API's refusal or the login page.
+async fn record(
+    state: &ConsoleState,
+    staff: &Staff,
+    path: &str,
+    body: &Value,
+) -> Result<Response, Result<super::call::Answer, Response>> {
+    let answer = staff
+        .call(state, Method::POST, path, Some(body))
         .await
-    {
-        Ok(answer) => answer,
-        Err(redirect) => return redirect,
-    };
+        .map_err(Err)?;
     if answer.ok() {
         let id = answer.json()["id"].as_str().unwrap_or_default().to_owned();
-        see_other(&format!("/console/events/mine?reported={id}"))
+        Ok(see_other(&format!("/console/events/mine?reported={id}")))
     } else {
-        let status = answer.status;
-        report_render(&state, &staff, form, Some(answer.message()), status)
+        Err(Ok(answer))
     }
 }
 
@@ -661,18 +675,10 @@ pub async fn visit(
         "purpose": form.purpose,
         "note": form.note.trim(),
     });
-    let answer = match staff
-        .call(&state, Method::POST, "/v1/visits", Some(&body))
-        .await
-    {
-        Ok(answer) => answer,
-        Err(redirect) => return redirect,
-    };
-    if answer.ok() {
-        let id = answer.json()["id"].as_str().unwrap_or_default().to_owned();
-        see_other(&format!("/console/events/mine?reported={id}"))
-    } else {
-        api_refusal(&staff, &state, "记录走访", &answer)
+    match record(&state, &staff, "/v1/visits", &body).await {
+        Ok(done) => done,
+        Err(Ok(answer)) => api_refusal(&staff, &state, "记录走访", &answer),
+        Err(Err(redirect)) => redirect,
     }
 }
 

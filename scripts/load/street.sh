@@ -1,0 +1,44 @@
+# Sourced by the load scripts: builds the release binary, fills a data directory with the demo
+# street ($RESIDENTS residents), serves it on 127.0.0.1:$PORT (--dev: TLS 1.3, the instance's
+# Ed25519 JWT key; the per-principal rate limit and the metrics listener off), and writes the
+# unified ids of up to 2,000 gongan residents to $SAFEGRID_IDS. Sets BIN, WORK, DATA, SERVER,
+# SAFEGRID_TOKEN (a street officer's) and SAFEGRID_IDS; `street_cleanup` stops the server and
+# removes the directory (the caller adds it to its EXIT trap).
+set -euo pipefail
+command -v curl >/dev/null || { echo "curl is missing: apt-get install -y curl" >&2; exit 2; }
+
+cargo build --release -p safegrid >&2
+BIN=${CARGO_TARGET_DIR:-target}/release/safegrid
+WORK=$(mktemp -d)
+DATA=$WORK/street
+SERVER=""
+street_cleanup() {
+  if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null; fi
+  rm -rf "$WORK" "$WORK.master-key" "$DATA.master-key"
+}
+
+"$BIN" demo --residents "$RESIDENTS" --data-dir "$DATA" --listen 127.0.0.1:0 --no-serve >&2
+printf 'metrics_listen = "off"\n[limits]\nrate_per_second = 0\n' >"$WORK/bench.toml"
+SAFEGRID_LOG=warn "$BIN" serve --data-dir "$DATA" --dev --listen "127.0.0.1:$PORT" \
+  --config "$WORK/bench.toml" >"$WORK/serve.log" 2>&1 &
+SERVER=$!
+for _ in $(seq 1 300); do
+  curl -fks "https://127.0.0.1:$PORT/readyz" >/dev/null && break
+  sleep 0.2
+done
+SAFEGRID_TOKEN=$("$BIN" token --data-dir "$DATA" --sub load-test --role street_officer \
+  --jurisdiction 110105001 --ttl 2h)
+SAFEGRID_IDS=$WORK/ids.txt
+export SAFEGRID_TOKEN SAFEGRID_IDS
+
+# Unified ids of gongan residents (some generated records are deliberately bad: skip 404s).
+N=$(( RESIDENTS < 2000 ? RESIDENTS : 2000 ))
+STEP=$(( RESIDENTS / N ))
+: >"$SAFEGRID_IDS"
+for i in $(seq 1 "$STEP" "$RESIDENTS" | head -n "$N"); do
+  printf -v source "GA-%08d" "$i"
+  id=$(curl -ks -H "Authorization: Bearer $SAFEGRID_TOKEN" -H "X-Purpose: routine_visit" \
+    "https://127.0.0.1:$PORT/v1/residents/by-source/gongan/$source" \
+    | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+  if [ -n "$id" ]; then echo "$id" >>"$SAFEGRID_IDS"; fi
+done
