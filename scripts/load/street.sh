@@ -7,8 +7,13 @@
 set -euo pipefail
 command -v curl >/dev/null || { echo "curl is missing: apt-get install -y curl" >&2; exit 2; }
 
-cargo build --release -p safegrid >&2
-BIN=${CARGO_TARGET_DIR:-target}/release/safegrid
+# SAFEGRID_BIN=<binary>: measure that build (e.g. an older commit's, for an A/B run).
+if [ -n "${SAFEGRID_BIN:-}" ]; then
+  BIN=$SAFEGRID_BIN
+else
+  cargo build --release -p safegrid >&2
+  BIN=${CARGO_TARGET_DIR:-target}/release/safegrid
+fi
 WORK=$(mktemp -d)
 DATA=$WORK/street
 SERVER=""

@@ -817,12 +817,39 @@ async fn load_visible_profile(
     if id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Ok(None);
     }
-    let id = id.to_owned();
-    let plan = plan.clone();
-    with_resolver(state, move |resolver| {
-        resolver.profile_from(&id, &|d| plan.department_visible(d))
+    // One profile is a few B-tree reads against the store's page cache and a few field
+    // openings: microseconds, less than handing the work to the blocking pool and back
+    // (BENCHMARKS.md, "Against its ceiling"). It runs on the request's own worker.
+    with_resolver_inline(state, |resolver| {
+        resolver.profile_from(id, &|d| plan.department_visible(d))
     })
-    .await
+}
+
+/// [`with_resolver`] on the calling thread, for reads too short to be worth a thread hop; a
+/// panic inside becomes `task_failed` (500) like a failed blocking task, never a dropped
+/// connection.
+fn with_resolver_inline<T>(
+    state: &AppState,
+    read: impl FnOnce(&Resolver<'_>) -> Result<T, ResolveError>,
+) -> Result<T, ApiError> {
+    let run = || {
+        let vault = &state.vault;
+        let snapshot = vault.store.read()?;
+        let resolver = Resolver {
+            reader: &snapshot,
+            keys: &vault.keys,
+            authority: &vault.authority,
+        };
+        read(&resolver)
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(_) => Err(ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "task_failed",
+            "the request could not be completed; try again",
+        )),
+    }
 }
 
 /// Runs `read` on a blocking thread with a resolver over one store snapshot; a failure
