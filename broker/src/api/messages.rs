@@ -394,6 +394,7 @@ pub const CATALOG: &[(&str, &str)] = &[
     ("kind_unknown", "记录类型（kind）无法识别：请使用 resident、house、event 或 organization。"),
     ("kinds_invalid", "订阅的记录类型无效：请使用 resident、house、event 或 organization。"),
     ("limit_invalid", "每页条数超出允许范围：请按接口文档填写。"),
+    ("days_invalid", "天数应在 1 到 90 之间。"),
     ("mapping_bad_date", "按映射规则转换时日期无法识别：请核对该列的日期格式。"),
     ("mapping_bad_value", "按映射规则转换时取值无法识别：请核对该列的内容。"),
     ("mapping_missing_column", "数据中缺少映射规则要求的列：请补充该列，或请管理员调整映射规则。"),

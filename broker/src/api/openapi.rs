@@ -24,6 +24,7 @@ use utoipa::{Modify, OpenApi};
         super::compliance::search_records, super::compliance::checkpoint,
         super::compliance::inclusion_proof, super::compliance::consistency_proof,
         super::compliance::export, super::compliance::anomalies, super::compliance::resident_report,
+        super::compliance::my_records,
         // Exchange: subscriptions, deliveries and feeds.
         super::subscriptions::create, super::subscriptions::list, super::subscriptions::remove,
         super::subscriptions::deliveries, super::subscriptions::retry, super::subscriptions::feed,

@@ -118,6 +118,8 @@ pub fn action(code: &str) -> String {
         "audit_search" => "检索访问日志",
         "audit_export" => "导出访问日志",
         "resident_report" => "居民查询报告",
+        "audit_mine" => "查看我的查询记录",
+        "refused" => "被拒绝的请求",
         _ => return code.to_owned(),
     };
     label.to_owned()

@@ -98,6 +98,7 @@ pub fn router(app: AppState, api: Router) -> Router {
         .route("/console/houses/{id}", get(worker::house))
         .route("/console/organizations/{id}", get(worker::organization))
         .route("/console/events/mine", get(worker::my_events))
+        .route("/console/mine", get(worker::my_accesses))
         .route("/console/events/{id}", get(worker::event))
         .route(
             "/console/events/{id}/transitions",
@@ -415,6 +416,7 @@ fn nav(staff: &Staff, path: &str) -> Vec<Nav> {
         items.push(("/console/reviews", "待确认关联"));
         items.push(("/console/stats", "共享统计"));
     }
+    items.push(("/console/mine", "我的查询记录"));
     if staff.has_role("compliance_officer") {
         items.push(("/console/audit", "访问日志"));
         items.push(("/console/audit/anomalies", "异常"));

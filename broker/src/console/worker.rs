@@ -804,3 +804,66 @@ pub fn note(state: &ConsoleState, staff: &Staff, title: &str, text: &str) -> Res
         text: text.to_owned(),
     })
 }
+
+/// `GET /console/mine`: what the access log holds about this staff member's own reads and
+/// searches in the last 7 days, newest first, before a compliance officer asks.
+pub async fn my_accesses(State(state): State<ConsoleState>, staff: Staff) -> Response {
+    let answer = match staff.get(&state, "/v1/audit/mine?days=7&limit=200").await {
+        Ok(answer) => answer,
+        Err(redirect) => return redirect,
+    };
+    if !answer.ok() {
+        return api_refusal(&staff, &state, "我的查询记录", &answer);
+    }
+    let rows = answer.json()["records"]
+        .as_array()
+        .map(|records| {
+            records
+                .iter()
+                .map(|r| {
+                    let entity = r["entities"]
+                        .as_array()
+                        .and_then(|e| e.first())
+                        .map(show)
+                        .unwrap_or_default();
+                    let kind = match entity.split('_').next() {
+                        Some("r") => Some("residents"),
+                        Some("h") => Some("houses"),
+                        Some("e") => Some("events"),
+                        Some("o") => Some("organizations"),
+                        _ => None,
+                    };
+                    let object = match kind {
+                        Some(kind) if path_safe(&entity) => {
+                            Cell::link(entity.clone(), format!("/console/{kind}/{entity}"))
+                        }
+                        _ => Cell::text(entity),
+                    };
+                    vec![
+                        Cell::text(local_time(&show(&r["time"]))),
+                        Cell::text(labels::action(&show(&r["action"]))),
+                        Cell::text(labels::purpose(&show(&r["purpose"]))),
+                        Cell::text(labels::decision(&show(&r["decision"]))),
+                        Cell::text(show(&r["result_count"])),
+                        object,
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    render(&TablePage {
+        layout: staff.layout(&state, "我的查询记录"),
+        intro:
+            "最近 7 天您在本系统的每一次查看、搜索和上报，最新的在前。合规专员看到的就是这些记录。"
+                .to_owned(),
+        filters: None,
+        table: Table {
+            headers: ["时间", "操作", "目的", "决定", "结果数", "对象"]
+                .map(str::to_owned)
+                .to_vec(),
+            rows,
+            empty: "最近 7 天没有记录。".to_owned(),
+        },
+        links: Vec::new(),
+    })
+}

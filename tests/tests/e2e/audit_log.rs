@@ -785,3 +785,65 @@ async fn the_resident_report_shows_offices_not_people_and_defers_case_accesses()
         .all(|r| r["endpoint"] == "/v1/audit/residents/{resident}/report"));
     let _ = case.request_id;
 }
+
+#[tokio::test]
+async fn staff_read_their_own_accesses_and_nobody_elses() {
+    let app = TestApp::spawn().await;
+    let body = format!(
+        "{}\n",
+        json!({"kind":"resident","source_id":"GA-1","version":"1",
+            "id_number":id("11010519700101002"),"name":"张三","grid":GRID})
+    );
+    app.ingest("gongan", body).await;
+    let zhang = app.unified_id("resident", "gongan", "GA-1").await;
+    let me = app.token("grid_worker", &[GRID], None);
+    let (status, _) = app
+        .get(
+            &format!("/v1/residents/{zhang}"),
+            &me,
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Another grid worker's search is not in my list, nor is the street officer's lookup.
+    let colleague = app.token("community_officer", &[GRID], None);
+    let (status, _) = app
+        .get("/v1/residents?q=zs", &colleague, Some("routine_visit"))
+        .await;
+    assert_eq!(status, 200);
+    let (status, mine) = app.get("/v1/audit/mine", &me, None).await;
+    assert_eq!(status, 200, "{mine}");
+    let records = mine["records"].as_array().cloned().unwrap_or_default();
+    assert!(!records.is_empty(), "{mine}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["actor"]["sub"] == "test-grid_worker"),
+        "{mine}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["action"] == "read_resident" && r["entities"][0] == zhang.as_str()),
+        "{mine}"
+    );
+    // Newest first.
+    let seqs: Vec<u64> = records.iter().filter_map(|r| r["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "{seqs:?}");
+    // Each look at one's own list is itself in the log.
+    let (_, again) = app.get("/v1/audit/mine", &me, None).await;
+    assert_eq!(again["records"][0]["action"], "audit_mine", "{again}");
+    // Bounds, and no token.
+    for bad in [
+        "days=0",
+        "days=91",
+        "days=x",
+        "limit=0",
+        "actor=test-community_officer",
+    ] {
+        let (status, body) = app.get(&format!("/v1/audit/mine?{bad}"), &me, None).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, _) = app.get("/v1/audit/mine", "not-a-token", None).await;
+    assert_eq!(status, 401);
+}

@@ -834,6 +834,17 @@ async fn sessions_roles_grids_and_urls_are_held_to_the_apis_rules() {
         .await
         .expect("an answer");
     assert_eq!(odd.status(), 404);
+    // The worker's own access history lists that read.
+    let mine = get("/console/mine".into(), session.clone())
+        .await
+        .expect("an answer")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(
+        mine.contains("查看居民档案") && mine.contains(&street.zhang),
+        "{mine}"
+    );
     // Logout ends the session: the old cookie leads to the login page.
     let out = client
         .post(format!("{}/console/logout", app.url))
