@@ -1214,3 +1214,109 @@ async fn staff_log_in_through_the_identity_provider_with_pkce_and_stolen_codes_a
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn officers_move_events_on_the_console_as_far_as_the_api_lets_them() {
+    let app = TestApp::spawn().await;
+    let street = street(&app).await;
+    let client = raw_client(&app);
+    let worker = app.token("grid_worker", &[GRID], None);
+    let (session, csrf) = sign_in(&app, &client, &worker).await;
+    let post = |session: String, path: String, form: Vec<(&'static str, String)>| {
+        client
+            .post(format!("{}{path}", app.url))
+            .header("cookie", format!("sg_session={session}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&form))
+            .send()
+    };
+    let reported = post(
+        session.clone(),
+        "/console/reports".into(),
+        vec![
+            ("csrf", csrf.clone()),
+            ("type", "dispute".into()),
+            ("grid", GRID.into()),
+            ("title", "邻里噪音纠纷".into()),
+            ("party", street.zhang.clone()),
+        ],
+    )
+    .await
+    .expect("the report");
+    assert_eq!(reported.status(), 303);
+    let location = reported.headers()[LOCATION]
+        .to_str()
+        .expect("a location")
+        .to_owned();
+    let event = location
+        .split("reported=")
+        .nth(1)
+        .expect("the new event's id")
+        .to_owned();
+    assert!(event.starts_with("e_"), "{location}");
+    // A grid worker may not accept it: the API's refusal, on the page.
+    let refused = post(
+        session,
+        format!("/console/events/{event}/transitions"),
+        vec![("csrf", csrf), ("to", "accepted".into())],
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(refused.status(), 403);
+    assert!(refused
+        .text()
+        .await
+        .unwrap_or_default()
+        .contains("transition_not_allowed"));
+    // A community officer accepts it; its page then offers the next moves.
+    let officer = app.token("community_officer", &[GRID], None);
+    let (session, csrf) = sign_in(&app, &client, &officer).await;
+    post(
+        session.clone(),
+        "/console/purpose".into(),
+        vec![
+            ("csrf", csrf.clone()),
+            ("purpose", "dispute_mediation".into()),
+        ],
+    )
+    .await
+    .expect("purpose");
+    let moved = post(
+        session.clone(),
+        format!("/console/events/{event}/transitions"),
+        vec![
+            ("csrf", csrf.clone()),
+            ("to", "accepted".into()),
+            ("note", "已联系双方".into()),
+        ],
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(moved.status(), 303);
+    let page = client
+        .get(format!("{}/console/events/{event}", app.url))
+        .header("cookie", format!("sg_session={session}"))
+        .send()
+        .await
+        .expect("the event")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(
+        page.contains("受理") && page.contains("已联系双方"),
+        "{page}"
+    );
+    assert!(
+        page.contains("value=\"dispatched\""),
+        "the next move is offered: {page}"
+    );
+    // A skipped state is the API's refusal too.
+    let skipped = post(
+        session,
+        format!("/console/events/{event}/transitions"),
+        vec![("csrf", csrf), ("to", "closed".into())],
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(skipped.status(), 409);
+}
