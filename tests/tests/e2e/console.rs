@@ -1320,3 +1320,86 @@ async fn officers_move_events_on_the_console_as_far_as_the_api_lets_them() {
     .expect("an answer");
     assert_eq!(skipped.status(), 409);
 }
+
+#[tokio::test]
+async fn a_department_reads_its_batch_receipt_and_officers_the_sharing_chart() {
+    let app = TestApp::spawn().await;
+    let street = street(&app).await;
+    let receipt = app
+        .ingest(
+            "minzheng",
+            format!(
+                "{}\n",
+                json!({"kind":"resident","source_id":"MZ-2","version":"1",
+                    "id_number":street.ids[1],"name":"李四","grid":GRID})
+            ),
+        )
+        .await;
+    let batch = receipt["batch_id"].as_str().expect("a batch id").to_owned();
+    let client = raw_client(&app);
+    let (session, csrf) = sign_in(&app, &client, &app.publisher("minzheng")).await;
+    let lookup = |session: String, csrf: String, batch: String| {
+        client
+            .post(format!("{}/console/receipts", app.url))
+            .header("cookie", format!("sg_session={session}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&[("csrf", csrf), ("batch", batch)]))
+            .send()
+    };
+    let page = lookup(session.clone(), csrf.clone(), batch.clone())
+        .await
+        .expect("the receipt")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(page.contains("接收") && page.contains("新增"), "{page}");
+    // Another department's batch is not this department's to read.
+    let (other, other_csrf) = sign_in(&app, &client, &app.publisher("gongan")).await;
+    let page = lookup(other, other_csrf, batch.clone())
+        .await
+        .expect("an answer")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(page.contains("class=\"error\""), "{page}");
+    assert!(!page.contains("新增"), "{page}");
+    // Not an id: refused before the API.
+    let page = lookup(session, csrf, "../../v1/admin".into())
+        .await
+        .expect("an answer")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(page.contains("批次编号只含字母"), "{page}");
+
+    // The street officer's chart: one bar per department that published.
+    let officer = app.token("street_officer", &[STREET], None);
+    let (session, _) = sign_in(&app, &client, &officer).await;
+    let chart = client
+        .get(format!("{}/console/stats", app.url))
+        .header("cookie", format!("sg_session={session}"))
+        .send()
+        .await
+        .expect("the chart")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(
+        chart.contains("<svg") && chart.contains("公安") && chart.contains("民政"),
+        "{chart}"
+    );
+    assert_eq!(
+        chart.matches("fill=\"#1f5fa8\"").count(),
+        chart.matches("fill=\"#e3e8ee\"").count()
+    );
+    // A grid worker has no chart in the menu and the API refuses it.
+    let worker = app.token("grid_worker", &[GRID], None);
+    let (session, _) = sign_in(&app, &client, &worker).await;
+    let refused = client
+        .get(format!("{}/console/stats", app.url))
+        .header("cookie", format!("sg_session={session}"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(refused.status(), 403);
+}
