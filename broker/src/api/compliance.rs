@@ -378,6 +378,20 @@ pub struct RecordsPage {
     pub next_cursor: Option<String>,
 }
 
+/// A page size from `limit` (`default` when absent): 1 to [`MAX_PAGE`].
+fn page_limit(limit: Option<&str>, default: usize) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(l) => match parse_number::<usize>(l, "limit_invalid", "limit")? {
+            n @ 1..=MAX_PAGE => Ok(n),
+            _ => Err(ApiError::bad_request(
+                "limit_invalid",
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            )),
+        },
+    }
+}
+
 /// Parameters of `/v1/audit/mine`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -414,18 +428,7 @@ pub async fn my_records(
             }
         },
     };
-    let limit = match p.limit.as_deref() {
-        None => 100,
-        Some(l) => match parse_number::<usize>(l, "limit_invalid", "limit")? {
-            n @ 1..=MAX_PAGE => n,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "limit_invalid",
-                    format!("limit must be between 1 and {MAX_PAGE}"),
-                ))
-            }
-        },
-    };
+    let limit = page_limit(p.limit.as_deref(), 100)?;
     let query = AuditQuery {
         actor: Some(caller.principal.sub.clone()),
         from: Some(Utc::now() - Duration::days(days)),
@@ -465,18 +468,7 @@ pub async fn search_records(
 ) -> Result<Json<RecordsPage>, ApiError> {
     let p = query(params)?;
     let (from, to) = parse_range(p.from.as_deref(), p.to.as_deref())?;
-    let limit = match p.limit.as_deref() {
-        None => DEFAULT_PAGE,
-        Some(l) => match parse_number::<usize>(l, "limit_invalid", "limit")? {
-            n @ 1..=MAX_PAGE => n,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "limit_invalid",
-                    format!("limit must be between 1 and {MAX_PAGE}"),
-                ))
-            }
-        },
-    };
+    let limit = page_limit(p.limit.as_deref(), DEFAULT_PAGE)?;
     let subject = p
         .resident
         .as_deref()

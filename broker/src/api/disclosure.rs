@@ -832,16 +832,7 @@ fn with_resolver_inline<T>(
     state: &AppState,
     read: impl FnOnce(&Resolver<'_>) -> Result<T, ResolveError>,
 ) -> Result<T, ApiError> {
-    let run = || {
-        let vault = &state.vault;
-        let snapshot = vault.store.read()?;
-        let resolver = Resolver {
-            reader: &snapshot,
-            keys: &vault.keys,
-            authority: &vault.authority,
-        };
-        read(&resolver)
-    };
+    let run = || resolve_in_snapshot(state, read);
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(result) => result.map_err(ApiError::from),
         Err(_) => Err(ApiError::new(
@@ -860,18 +851,24 @@ async fn with_resolver<T: Send + 'static>(
     read: impl FnOnce(&Resolver<'_>) -> Result<T, ResolveError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let state = state.clone();
-    tokio::task::spawn_blocking(move || {
-        let vault = &state.vault;
-        let snapshot = vault.store.read()?;
-        let resolver = Resolver {
-            reader: &snapshot,
-            keys: &vault.keys,
-            authority: &vault.authority,
-        };
-        read(&resolver)
-    })
-    .await?
-    .map_err(ApiError::from)
+    tokio::task::spawn_blocking(move || resolve_in_snapshot(&state, read))
+        .await?
+        .map_err(ApiError::from)
+}
+
+/// `read` with a resolver over one store snapshot, on the calling thread.
+fn resolve_in_snapshot<T>(
+    state: &AppState,
+    read: impl FnOnce(&Resolver<'_>) -> Result<T, ResolveError>,
+) -> Result<T, ResolveError> {
+    let vault = &state.vault;
+    let snapshot = vault.store.read()?;
+    let resolver = Resolver {
+        reader: &snapshot,
+        keys: &vault.keys,
+        authority: &vault.authority,
+    };
+    read(&resolver)
 }
 
 /// Whether the entity's grid lies inside the principal's jurisdiction.

@@ -412,10 +412,7 @@ async fn workbooks_download_through_the_console_and_never_by_an_id_number_in_a_u
     let client = raw_client(&app);
     let publisher = app.publisher("gongan");
     let (session, _) = sign_in(&app, &client, &publisher).await;
-    let page = client
-        .get(format!("{}/console/quarantine", app.url))
-        .header("cookie", format!("sg_session={session}"))
-        .send()
+    let page = view(&client, &app, &session, "/console/quarantine")
         .await
         .expect("the quarantine")
         .text()
@@ -429,10 +426,7 @@ async fn workbooks_download_through_the_console_and_never_by_an_id_number_in_a_u
         !page.contains(&bad),
         "the record as sent stays off the page"
     );
-    let book = client
-        .get(format!("{}/console/quarantine.xlsx", app.url))
-        .header("cookie", format!("sg_session={session}"))
-        .send()
+    let book = view(&client, &app, &session, "/console/quarantine.xlsx")
         .await
         .expect("the workbook");
     assert_eq!(book.status(), 200);
@@ -475,10 +469,7 @@ async fn workbooks_download_through_the_console_and_never_by_an_id_number_in_a_u
     // A grid worker gets the API's refusal, not a workbook.
     let worker = app.token("grid_worker", &[GRID], None);
     let (session, _) = sign_in(&app, &client, &worker).await;
-    let refused = client
-        .get(format!("{}/console/quarantine.xlsx", app.url))
-        .header("cookie", format!("sg_session={session}"))
-        .send()
+    let refused = view(&client, &app, &session, "/console/quarantine.xlsx")
         .await
         .expect("an answer");
     assert_eq!(refused.status(), 403);
@@ -527,6 +518,37 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<(String, String)> {
         })
 }
 
+/// GET a console page as the session's staff member.
+async fn view(
+    client: &reqwest::Client,
+    app: &TestApp,
+    session: &str,
+    path: &str,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .get(format!("{}{path}", app.url))
+        .header("cookie", format!("sg_session={session}"))
+        .send()
+        .await
+}
+
+/// POST a console form as the session's staff member.
+async fn submit<K: AsRef<str>, V: AsRef<str>>(
+    client: &reqwest::Client,
+    app: &TestApp,
+    session: &str,
+    path: &str,
+    form: &[(K, V)],
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(format!("{}{path}", app.url))
+        .header("cookie", format!("sg_session={session}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(form))
+        .send()
+        .await
+}
+
 /// A urlencoded form body.
 fn form_body<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> String {
     pairs
@@ -572,10 +594,7 @@ async fn sign_in(app: &TestApp, client: &reqwest::Client, token: &str) -> (Strin
     for part in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/console"] {
         assert!(set.contains(part), "session cookie lacks {part}: {set}");
     }
-    let home = client
-        .get(format!("{}/console/", app.url))
-        .header("cookie", format!("sg_session={session}"))
-        .send()
+    let home = view(client, app, &session, "/console/")
         .await
         .expect("the home page")
         .text()
@@ -626,10 +645,7 @@ async fn every_console_answer_carries_the_security_headers() {
         }
     }
     // No page needs inline script or style: CSP would block them.
-    let home = client
-        .get(format!("{}/console/", app.url))
-        .header("cookie", format!("sg_session={session}"))
-        .send()
+    let home = view(&client, &app, &session, "/console/")
         .await
         .expect("home")
         .text()
@@ -785,17 +801,15 @@ async fn sessions_roles_grids_and_urls_are_held_to_the_apis_rules() {
         !page.contains("张"),
         "nothing of the resident before a purpose"
     );
-    client
-        .post(format!("{}/console/purpose", app.url))
-        .header("cookie", format!("sg_session={session}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(&[
-            ("csrf", csrf.as_str()),
-            ("purpose", "routine_visit"),
-        ]))
-        .send()
-        .await
-        .expect("purpose");
+    submit(
+        &client,
+        &app,
+        &session,
+        "/console/purpose",
+        &[("csrf", csrf.as_str()), ("purpose", "routine_visit")],
+    )
+    .await
+    .expect("purpose");
     // With a purpose, the profile, masked as the API masks it.
     let own = get(
         format!("/console/residents/{}", street.zhang),
@@ -846,14 +860,15 @@ async fn sessions_roles_grids_and_urls_are_held_to_the_apis_rules() {
         "{mine}"
     );
     // Logout ends the session: the old cookie leads to the login page.
-    let out = client
-        .post(format!("{}/console/logout", app.url))
-        .header("cookie", format!("sg_session={session}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(&[("csrf", csrf.as_str())]))
-        .send()
-        .await
-        .expect("logout");
+    let out = submit(
+        &client,
+        &app,
+        &session,
+        "/console/logout",
+        &[("csrf", csrf.as_str())],
+    )
+    .await
+    .expect("logout");
     assert_eq!(out.status(), 303);
     let after = get("/console/".into(), session).await.expect("an answer");
     assert_eq!(after.status(), 303);
@@ -861,17 +876,15 @@ async fn sessions_roles_grids_and_urls_are_held_to_the_apis_rules() {
     // A compliance officer may not read profiles: the API's refusal, in Chinese.
     let officer = app.token("compliance_officer", &[STREET], None);
     let (session, csrf) = sign_in(&app, &client, &officer).await;
-    client
-        .post(format!("{}/console/purpose", app.url))
-        .header("cookie", format!("sg_session={session}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(&[
-            ("csrf", csrf.as_str()),
-            ("purpose", "routine_visit"),
-        ]))
-        .send()
-        .await
-        .expect("purpose");
+    submit(
+        &client,
+        &app,
+        &session,
+        "/console/purpose",
+        &[("csrf", csrf.as_str()), ("purpose", "routine_visit")],
+    )
+    .await
+    .expect("purpose");
     let refused = get(
         format!("/console/residents/{}", street.zhang),
         session.clone(),
@@ -1151,10 +1164,7 @@ async fn staff_log_in_through_the_identity_provider_with_pkce_and_stolen_codes_a
     let done = callback(&app, &client, &back, Some(&state)).await;
     assert_eq!(done.status(), 303);
     let (session, _) = cookie(done.headers(), "sg_session").expect("a session");
-    let home = client
-        .get(format!("{}/console/", app.url))
-        .header("cookie", format!("sg_session={session}"))
-        .send()
+    let home = view(&client, &app, &session, "/console/")
         .await
         .expect("home")
         .text()
@@ -1293,10 +1303,7 @@ async fn officers_move_events_on_the_console_as_far_as_the_api_lets_them() {
     .await
     .expect("an answer");
     assert_eq!(moved.status(), 303);
-    let page = client
-        .get(format!("{}/console/events/{event}", app.url))
-        .header("cookie", format!("sg_session={session}"))
-        .send()
+    let page = view(&client, &app, &session, &format!("/console/events/{event}"))
         .await
         .expect("the event")
         .text()
@@ -1338,13 +1345,16 @@ async fn a_department_reads_its_batch_receipt_and_officers_the_sharing_chart() {
     let batch = receipt["batch_id"].as_str().expect("a batch id").to_owned();
     let client = raw_client(&app);
     let (session, csrf) = sign_in(&app, &client, &app.publisher("minzheng")).await;
-    let lookup = |session: String, csrf: String, batch: String| {
-        client
-            .post(format!("{}/console/receipts", app.url))
-            .header("cookie", format!("sg_session={session}"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form_body(&[("csrf", csrf), ("batch", batch)]))
-            .send()
+    let (client_ref, app_ref) = (&client, &app);
+    let lookup = move |session: String, csrf: String, batch: String| async move {
+        submit(
+            client_ref,
+            app_ref,
+            &session,
+            "/console/receipts",
+            &[("csrf", csrf), ("batch", batch)],
+        )
+        .await
     };
     let page = lookup(session.clone(), csrf.clone(), batch.clone())
         .await
@@ -1375,10 +1385,7 @@ async fn a_department_reads_its_batch_receipt_and_officers_the_sharing_chart() {
     // The street officer's chart: one bar per department that published.
     let officer = app.token("street_officer", &[STREET], None);
     let (session, _) = sign_in(&app, &client, &officer).await;
-    let chart = client
-        .get(format!("{}/console/stats", app.url))
-        .header("cookie", format!("sg_session={session}"))
-        .send()
+    let chart = view(&client, &app, &session, "/console/stats")
         .await
         .expect("the chart")
         .text()
@@ -1395,10 +1402,7 @@ async fn a_department_reads_its_batch_receipt_and_officers_the_sharing_chart() {
     // A grid worker has no chart in the menu and the API refuses it.
     let worker = app.token("grid_worker", &[GRID], None);
     let (session, _) = sign_in(&app, &client, &worker).await;
-    let refused = client
-        .get(format!("{}/console/stats", app.url))
-        .header("cookie", format!("sg_session={session}"))
-        .send()
+    let refused = view(&client, &app, &session, "/console/stats")
         .await
         .expect("an answer");
     assert_eq!(refused.status(), 403);
