@@ -157,6 +157,22 @@ pub fn path_safe(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// The console page of a unified id (`r_…` a resident, `h_…` a house, `e_…` an event,
+/// `o_…` an organization), if it is one.
+pub fn profile_path(id: &str) -> Option<String> {
+    if !path_safe(id) {
+        return None;
+    }
+    let kind = match id.split('_').next() {
+        Some("r") => "residents",
+        Some("h") => "houses",
+        Some("e") => "events",
+        Some("o") => "organizations",
+        _ => return None,
+    };
+    Some(format!("/console/{kind}/{id}"))
+}
+
 /// Whether a console path is plain: ASCII letters, digits, `/`, `_`, `-`, at most 200, no `..`.
 pub fn path_safe_path(path: &str) -> bool {
     path.len() <= 200
@@ -178,5 +194,15 @@ mod tests {
         assert!(!path_safe("../v1/admin"));
         assert!(!path_safe("r_1?x=1"));
         assert!(!path_safe(""));
+        assert_eq!(
+            profile_path("r_0a1b").as_deref(),
+            Some("/console/residents/r_0a1b")
+        );
+        assert_eq!(
+            profile_path("o_9").as_deref(),
+            Some("/console/organizations/o_9")
+        );
+        assert_eq!(profile_path("x_1"), None);
+        assert_eq!(profile_path("r_1/../admin"), None);
     }
 }

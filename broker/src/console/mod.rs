@@ -498,13 +498,13 @@ fn login_form(
         large,
     });
     *response.status_mut() = status;
-    if let Ok(value) = HeaderValue::from_str(&format!(
-        "{}={login_csrf}; Path=/console/login; HttpOnly; Secure; SameSite=Strict",
-        session::LOGIN_COOKIE
-    )) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-    response
+    with_cookies(
+        response,
+        &[format!(
+            "{}={login_csrf}; Path=/console/login; HttpOnly; Secure; SameSite=Strict",
+            session::LOGIN_COOKIE
+        )],
+    )
 }
 
 #[derive(Deserialize)]
@@ -543,12 +543,10 @@ async fn login(
     match state.app.authenticator.verify(&token) {
         Ok(principal) => {
             let cookie = state.app.console.sessions.start(token, principal);
-            let mut response = Redirect::to("/console/").into_response();
-            *response.status_mut() = StatusCode::SEE_OTHER;
-            if let Ok(value) = HeaderValue::from_str(&session::session_cookie(&cookie, None)) {
-                response.headers_mut().append(header::SET_COOKIE, value);
-            }
-            response
+            with_cookies(
+                see_other("/console/"),
+                &[session::session_cookie(&cookie, None)],
+            )
         }
         Err(e) => {
             tracing::info!(reason = e.code(), "a console login was refused");
@@ -568,15 +566,14 @@ async fn oidc_start(State(state): State<ConsoleState>) -> Response {
         return not_found().await;
     };
     let (url, login_state) = oidc.start();
-    let mut response = see_other(&url);
-    if let Ok(value) = HeaderValue::from_str(&format!(
-        "{}={login_state}; Path=/console/login; HttpOnly; Secure; SameSite=Lax; Max-Age={}",
-        oidc::STATE_COOKIE,
-        oidc::PENDING_TTL.as_secs()
-    )) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-    response
+    with_cookies(
+        see_other(&url),
+        &[format!(
+            "{}={login_state}; Path=/console/login; HttpOnly; Secure; SameSite=Lax; Max-Age={}",
+            oidc::STATE_COOKIE,
+            oidc::PENDING_TTL.as_secs()
+        )],
+    )
 }
 
 #[derive(Deserialize)]
@@ -647,19 +644,16 @@ async fn oidc_callback(
         }
     };
     let cookie = state.app.console.sessions.start(token, principal);
-    let mut response = see_other("/console/");
-    for value in [
-        session::session_cookie(&cookie, None),
-        format!(
-            "{}=; Path=/console/login; HttpOnly; Secure; SameSite=Lax; Max-Age=0",
-            oidc::STATE_COOKIE
-        ),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().append(header::SET_COOKIE, value);
-        }
-    }
-    response
+    with_cookies(
+        see_other("/console/"),
+        &[
+            session::session_cookie(&cookie, None),
+            format!(
+                "{}=; Path=/console/login; HttpOnly; Secure; SameSite=Lax; Max-Age=0",
+                oidc::STATE_COOKIE
+            ),
+        ],
+    )
 }
 
 /// A form that carries only its CSRF token (and where to go back to).
@@ -678,12 +672,10 @@ async fn logout(
         return refusal;
     }
     state.app.console.sessions.end(&staff.cookie);
-    let mut response = Redirect::to("/console/login").into_response();
-    *response.status_mut() = StatusCode::SEE_OTHER;
-    if let Ok(value) = HeaderValue::from_str(&session::session_cookie("", Some(0))) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-    response
+    with_cookies(
+        see_other("/console/login"),
+        &[session::session_cookie("", Some(0))],
+    )
 }
 
 #[derive(Deserialize)]
@@ -705,9 +697,18 @@ fn back_to(back: &str) -> String {
     }
 }
 
+/// `303 See Other` to `to` (axum's `Redirect::to`).
 fn see_other(to: &str) -> Response {
-    let mut response = Redirect::to(to).into_response();
-    *response.status_mut() = StatusCode::SEE_OTHER;
+    Redirect::to(to).into_response()
+}
+
+/// `response` with `Set-Cookie` headers (values made here, never from a request).
+fn with_cookies(mut response: Response, cookies: &[String]) -> Response {
+    for cookie in cookies {
+        if let Ok(value) = HeaderValue::from_str(cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
     response
 }
 
@@ -750,17 +751,15 @@ async fn preferences(staff: Staff, Form(form): Form<PreferencesForm>) -> Respons
         return refusal;
     }
     let on = form.large == "1";
-    let mut response = see_other(&back_to(&form.back));
-    let cookie = format!(
-        "{}={}; Path=/console; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
-        session::LARGE_COOKIE,
-        if on { "1" } else { "0" },
-        365 * 24 * 3600
-    );
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-    response
+    with_cookies(
+        see_other(&back_to(&form.back)),
+        &[format!(
+            "{}={}; Path=/console; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+            session::LARGE_COOKIE,
+            if on { "1" } else { "0" },
+            365 * 24 * 3600
+        )],
+    )
 }
 
 /// A page whose content is a note ("nothing here", a refusal from the API).
@@ -921,6 +920,19 @@ pub fn download(answer: Answer) -> Response {
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// The event types the policy routes (`routing.csv`), in its order.
+pub fn routed_types(state: &ConsoleState) -> Vec<String> {
+    state
+        .app
+        .permissions
+        .current()
+        .exchange
+        .routes()
+        .keys()
+        .cloned()
+        .collect()
 }
 
 /// A JSON value as one line of text.

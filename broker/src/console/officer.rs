@@ -70,16 +70,10 @@ pub async fn events(
             .map(|s| ((*s).to_owned(), labels::status(s))),
     );
     let mut types = vec![(String::new(), "全部".to_owned())];
-    types.extend(
-        state
-            .app
-            .permissions
-            .current()
-            .exchange
-            .routes()
-            .keys()
-            .map(|t| (t.clone(), labels::event_type(t))),
-    );
+    types.extend(super::routed_types(&state).into_iter().map(|t| {
+        let label = labels::event_type(&t);
+        (t, label)
+    }));
     let mut layout = staff.layout(&state, "事件办理");
     layout.watermark = Some(staff.watermark());
     render(&TablePage {
@@ -180,10 +174,9 @@ pub async fn reviews(State(state): State<ConsoleState>, staff: Staff) -> Respons
             labels::department(&show(&s["department"])),
             show(&s["source_id"])
         );
-        if path_safe(&entity) && entity.starts_with("r_") {
-            Cell::link(text, format!("/console/residents/{entity}"))
-        } else {
-            Cell::text(text)
+        match super::call::profile_path(&entity) {
+            Some(href) => Cell::link(text, href),
+            None => Cell::text(text),
         }
     };
     let rows = body["reviews"]

@@ -9,7 +9,7 @@ use axum::Form;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::call::{encode, path_safe};
+use super::call::{encode, path_safe, profile_path};
 use super::{
     api_refusal, labels, local_time, purpose_needed, render, see_other, show, Cell, ConsoleState,
     Layout, NotePage, Staff, Table, TablePage,
@@ -200,7 +200,7 @@ fn hit(item: &Value) -> Option<Hit> {
         })
         .collect();
     Some(Hit {
-        href: format!("/console/{kind}s/{id}"),
+        href: profile_path(id)?,
         kind: labels::kind(kind),
         title,
         lines,
@@ -321,44 +321,26 @@ async fn profile(
                     .collect()
             })
             .unwrap_or_default();
-        fields.push(FieldRow {
-            label: labels::field(name),
-            value,
-            source: labels::department(&source),
-            fresh: match (at.as_deref(), age_days) {
-                (Some(t), Some(days)) if days <= 0 => format!("{}（今天）", local_time(t)),
-                (Some(t), Some(days)) => format!("{}（{days}天前）", local_time(t)),
-                _ => String::new(),
+        fields.push((
+            field_rank(name),
+            FieldRow {
+                label: labels::field(name),
+                value,
+                source: labels::department(&source),
+                fresh: match (at.as_deref(), age_days) {
+                    (Some(t), Some(days)) if days <= 0 => format!("{}（今天）", local_time(t)),
+                    (Some(t), Some(days)) => format!("{}（{days}天前）", local_time(t)),
+                    _ => String::new(),
+                },
+                stale: age_days.is_some_and(|d| d > 365),
+                conflicts,
             },
-            stale: age_days.is_some_and(|d| d > 365),
-            conflicts,
-        });
+        ));
     }
-    // The order a worker reads a file in: who, how to reach, where, then the rest.
-    const ORDER: [&str; 14] = [
-        "name",
-        "title",
-        "type",
-        "status",
-        "gender",
-        "age",
-        "birth_date",
-        "id_number",
-        "phone",
-        "address",
-        "grid",
-        "occurred_at",
-        "description",
-        "uscc",
-    ];
-    let rank = |name: &str| ORDER.iter().position(|o| *o == name).unwrap_or(ORDER.len());
-    let mut keyed: Vec<(usize, FieldRow)> = fields
-        .into_iter()
-        .zip(fields_json.keys().filter(|k| k.as_str() != "history"))
-        .map(|(row, key)| (rank(key), row))
-        .collect();
-    keyed.sort_by_key(|(rank, _)| *rank);
-    let fields: Vec<FieldRow> = keyed.into_iter().map(|(_, row)| row).collect();
+    // The order a worker reads a file in: who, how to reach, where, then the rest (a stable
+    // sort keeps the API's order among the rest).
+    fields.sort_by_key(|(rank, _)| *rank);
+    let fields: Vec<FieldRow> = fields.into_iter().map(|(_, row)| row).collect();
     let heading = ["name", "title", "address"]
         .iter()
         .find_map(|k| fields_json.get(*k).map(|f| show(&f["value"])))
@@ -423,6 +405,27 @@ async fn profile(
     })
 }
 
+/// Where a field stands on a profile page: who, how to reach, where, then the rest.
+fn field_rank(name: &str) -> usize {
+    const ORDER: [&str; 14] = [
+        "name",
+        "title",
+        "type",
+        "status",
+        "gender",
+        "age",
+        "birth_date",
+        "id_number",
+        "phone",
+        "address",
+        "grid",
+        "occurred_at",
+        "description",
+        "uscc",
+    ];
+    ORDER.iter().position(|o| *o == name).unwrap_or(ORDER.len())
+}
+
 fn field_text(kind: &str, name: &str, value: &Value) -> String {
     let text = show(value);
     match name {
@@ -463,16 +466,9 @@ fn related_lists(related: &Map<String, Value>) -> Vec<(String, Vec<(String, Stri
                 .map(|refs| {
                     refs.iter()
                         .filter_map(|r| {
-                            let id = r["id"].as_str().filter(|id| path_safe(id))?;
-                            let kind = match id.split('_').next() {
-                                Some("r") => "residents",
-                                Some("h") => "houses",
-                                Some("e") => "events",
-                                Some("o") => "organizations",
-                                _ => return None,
-                            };
+                            let id = r["id"].as_str()?;
                             let label = r["label"].as_str().unwrap_or(id).to_owned();
-                            Some((format!("/console/{kind}/{id}"), label))
+                            Some((profile_path(id)?, label))
                         })
                         .collect()
                 })
@@ -543,15 +539,7 @@ fn report_render(
     error: Option<String>,
     status: StatusCode,
 ) -> Response {
-    let mut types: Vec<String> = state
-        .app
-        .permissions
-        .current()
-        .exchange
-        .routes()
-        .keys()
-        .cloned()
-        .collect();
+    let mut types = super::routed_types(state);
     for extra in ["dispute", "fire_hazard", "public_security", "road_damage"] {
         if !types.iter().any(|t| t == extra) {
             types.push(extra.to_owned());
@@ -701,7 +689,7 @@ pub async fn my_events(
     // event to be listed rather than show a list without it (at most about 3 s).
     let reported = Some(query.reported.as_str()).filter(|id| id.starts_with("e_") && path_safe(id));
     let mut tries = 0;
-    let answer = loop {
+    let body = loop {
         let answer = match staff
             .get(&state, "/v1/events?reported_by=me&sort=time&limit=100")
             .await
@@ -712,8 +700,9 @@ pub async fn my_events(
         if !answer.ok() {
             return api_refusal(&staff, &state, "我的事件", &answer);
         }
+        let body = answer.json();
         let listed = |id: &str| {
-            answer.json()["items"]
+            body["items"]
                 .as_array()
                 .is_some_and(|items| items.iter().any(|i| i["id"] == id))
         };
@@ -722,7 +711,7 @@ pub async fn my_events(
             Some(id) if !listed(id) && tries < 30 => {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
-            _ => break answer,
+            _ => break body,
         }
     };
     let mut layout = staff.layout(&state, "我的事件");
@@ -734,7 +723,7 @@ pub async fn my_events(
         layout,
         intro: "您上报的事件和走访记录，最新的在前；期限按事件类型计算。".to_owned(),
         filters: None,
-        table: events_table(&state, &answer.json()),
+        table: events_table(&state, &body),
         links: Vec::new(),
     })
 }
@@ -826,18 +815,9 @@ pub async fn my_accesses(State(state): State<ConsoleState>, staff: Staff) -> Res
                         .and_then(|e| e.first())
                         .map(show)
                         .unwrap_or_default();
-                    let kind = match entity.split('_').next() {
-                        Some("r") => Some("residents"),
-                        Some("h") => Some("houses"),
-                        Some("e") => Some("events"),
-                        Some("o") => Some("organizations"),
-                        _ => None,
-                    };
-                    let object = match kind {
-                        Some(kind) if path_safe(&entity) => {
-                            Cell::link(entity.clone(), format!("/console/{kind}/{entity}"))
-                        }
-                        _ => Cell::text(entity),
+                    let object = match profile_path(&entity) {
+                        Some(href) => Cell::link(entity, href),
+                        None => Cell::text(entity),
                     };
                     vec![
                         Cell::text(local_time(&show(&r["time"]))),
