@@ -114,6 +114,13 @@ enum Command {
         #[arg(long)]
         master_key: Option<PathBuf>,
     },
+    /// Rewrite the store file of a stopped broker without its free pages (after a first full
+    /// load, or a large deletion), offline.
+    Compact {
+        /// Data directory of the broker (store, audit log, dev material).
+        #[arg(long, env = "SAFEGRID_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Department connectors.
     Connector {
         #[command(subcommand)]
@@ -341,6 +348,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Compact { data_dir } => ops_cli::compact(&data_dir),
         Command::Connector {
             command:
                 ConnectorCommand::Run {

@@ -374,6 +374,29 @@ pub fn backup(data_dir: &Path, out: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn compact(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let path = data_dir.join("store.redb");
+    if !path.is_file() {
+        anyhow::bail!("no store at {}: is this a data directory?", path.display());
+    }
+    let started = std::time::Instant::now();
+    let done = vault::store::compact(&path).with_context(|| {
+        format!(
+            "compacting {} (stop the broker that uses it first)",
+            path.display()
+        )
+    })?;
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "compacted {}: {:.1} MiB -> {:.1} MiB in {:.1}s",
+        path.display(),
+        mib(done.bytes_before),
+        mib(done.bytes_after),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
     // Every file is read twice: once to check its digest, once to copy it.
     let bar = Bar::start("restore (check, then copy)", Unit::Bytes);

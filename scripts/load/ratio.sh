@@ -8,7 +8,8 @@
 #   bash scripts/load/ratio.sh [RESIDENTS=20000] [SECONDS=20] [CONNECTIONS=32] [ROUNDS=2]
 #
 # SAFEGRID_PERF=<file>: one more broker run under `perf record` (software clock sampling: this
-# machine has no hardware counters), and the flat profile by symbol written to <file>.
+# machine has no hardware counters), and the flat profile by symbol written to <file>, the
+# recorded data beside it as <file>.data.
 # Needs wrk and nginx (Debian: apt-get install -y wrk nginx-light) and curl. Both servers use
 # the broker's dev certificate (ECDSA P-256) and TLS 1.3 only; nginx runs 2 workers (the
 # machine's cores), the broker its default runtime. Rounds alternate nginx, broker, so drift
@@ -89,6 +90,7 @@ if [ -n "${SAFEGRID_PERF:-}" ]; then
   wait "$PERF" || true
   perf report -i "$WORK/perf.data" --stdio --no-children -g none --sort symbol --percent-limit 0.5 \
     2>/dev/null | grep -v '^$' | grep -v '^#' | grep '%' >"$SAFEGRID_PERF" || true
-  echo "flat profile of the broker: $SAFEGRID_PERF" >&2
+  cp "$WORK/perf.data" "$SAFEGRID_PERF.data"
+  echo "flat profile of the broker: $SAFEGRID_PERF (perf data: $SAFEGRID_PERF.data, e.g. perf report -i $SAFEGRID_PERF.data --children)" >&2
 fi
 echo "server RSS: $(ps -o rss= -p "$SERVER" | awk '{printf "%.0f MiB", $1/1024}'); load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -8,4 +8,5 @@ pub mod backup;
 pub mod crypto;
 pub mod keys;
 pub mod progress;
+pub mod row;
 pub mod store;

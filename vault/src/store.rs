@@ -24,15 +24,18 @@ use serde_json::Value;
 use model::record::Version;
 use model::{Department, RecordKind};
 
-/// Bumped when the on-disk layout changes incompatibly.
-pub const STORE_FORMAT_VERSION: u32 = 1;
+/// Bumped when the on-disk layout changes so that an older broker could not read it: 2 writes
+/// source rows in the binary encoding of [`crate::row`] (a store of format 1 is upgraded on
+/// open; its JSON rows stay readable and are rewritten as they change).
+pub const STORE_FORMAT_VERSION: u32 = 2;
 /// Page cache of the store unless configured (`store.cache_mb`). redb's own default, 1 GiB,
 /// was most of the broker's resident memory at 200,000 residents (peak 2.0 GB against 0.9 GB
 /// with 256 MiB, BENCHMARKS.md); leaf pages not cached here stay in the OS page cache.
 pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-/// row key (`department/kind/source_id`) -> [`StoredSource`] as JSON.
+/// row key (`department/kind/source_id`) -> [`StoredSource`] in the binary row encoding
+/// ([`crate::row`]; rows of format 1 are JSON and still read).
 const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("sources");
 /// link key (`entity:…`, `blind:…`, `house:…`, `party:…`) -> row keys.
 const LINKS: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("links");
@@ -73,7 +76,8 @@ impl_from_redb!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::CompactionError
 );
 
 /// One department's record, as stored: identity and non-personal fields in clear, personal
@@ -200,8 +204,9 @@ impl Store {
                         supported: STORE_FORMAT_VERSION,
                     })
                 }
-                Some(_) => {}
-                None => {
+                Some(found) if found == STORE_FORMAT_VERSION => {}
+                // Older formats upgrade in place: every difference is read as it is.
+                Some(_) | None => {
                     meta.insert(META_FORMAT, STORE_FORMAT_VERSION.to_be_bytes().as_slice())?;
                 }
             }
@@ -255,6 +260,34 @@ impl Store {
         let table = tx.open_table(META)?;
         Ok(table.get(key)?.map(|v| v.value().to_vec()))
     }
+}
+
+/// What [`compact`] did to a store file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// Rewrites the store file at `path` without its free and fragmented pages, for a stopped
+/// broker (the file is locked while one runs, and this fails then). Every transaction the
+/// store commits copies the pages it changes, so a file filled by many small batches holds
+/// more free pages than data (BENCHMARKS.md, "Store size"); nothing stored changes.
+pub fn compact(path: &Path) -> Result<Compaction, StoreError> {
+    let bytes_before = file_len(path)?;
+    let mut store = Store::open(path)?;
+    while store.db.compact()? {}
+    drop(store);
+    Ok(Compaction {
+        bytes_before,
+        bytes_after: file_len(path)?,
+    })
+}
+
+fn file_len(path: &Path) -> Result<u64, StoreError> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|err| StoreError::Database(redb::StorageError::Io(err).into()))
 }
 
 /// A write transaction.
@@ -319,10 +352,7 @@ impl StoreWriter {
         previous_links: &[String],
     ) -> Result<(), StoreError> {
         let row = source.key();
-        let bytes = serde_json::to_vec(source).map_err(|err| StoreError::Corrupt {
-            key: row.clone(),
-            reason: err.to_string(),
-        })?;
+        let bytes = crate::row::encode(source);
         {
             let mut table = self.tx.open_multimap_table(LINKS)?;
             for link in previous_links {
@@ -676,10 +706,7 @@ impl StoreReader {
 }
 
 fn decode_source(row: &str, bytes: &[u8]) -> Result<StoredSource, StoreError> {
-    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
-        key: row.to_owned(),
-        reason: err.to_string(),
-    })
+    crate::row::decode(row, bytes)
 }
 
 fn decode_u32(bytes: &[u8]) -> Result<u32, StoreError> {
@@ -831,5 +858,86 @@ mod tests {
             Store::open(&path),
             Err(StoreError::NewerFormat { .. })
         ));
+    }
+
+    #[test]
+    fn a_format_1_store_with_json_rows_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let old = source("GA-3", &["entity:r_GA-3"]);
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .write(|w| {
+                    w.put_meta(META_FORMAT, &1u32.to_be_bytes())?;
+                    let json = serde_json::to_vec(&old).unwrap();
+                    w.tx.open_table(SOURCES)?
+                        .insert(old.key().as_str(), json.as_slice())?;
+                    Ok::<_, StoreError>(())
+                })
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.meta(META_FORMAT).unwrap().unwrap(),
+            STORE_FORMAT_VERSION.to_be_bytes()
+        );
+        let read = store.read().unwrap().source(&old.key()).unwrap().unwrap();
+        assert_eq!(read.sealed, old.sealed);
+        assert_eq!(read.received_at, old.received_at);
+        store.write(|w| w.put_source(&read, Some(&old))).unwrap();
+        let raw = store
+            .read()
+            .unwrap()
+            .tx
+            .open_table(SOURCES)
+            .unwrap()
+            .get(old.key().as_str())
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec();
+        assert_eq!(raw[0], crate::row::MARKER);
+    }
+
+    #[test]
+    fn compaction_shrinks_a_churned_file_and_keeps_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            for batch in 0..200 {
+                store
+                    .write(|w| {
+                        for i in 0..20 {
+                            let id = format!("GA-{batch}-{i}");
+                            w.put_source(&source(&id, &[&format!("entity:r_{id}")]), None)?;
+                        }
+                        Ok::<_, StoreError>(())
+                    })
+                    .unwrap();
+            }
+        }
+        let done = compact(&path).unwrap();
+        assert!(
+            done.bytes_after < done.bytes_before,
+            "{done:?} did not shrink"
+        );
+        let store = Store::open(&path).unwrap();
+        let reader = store.read().unwrap();
+        assert_eq!(reader.source_count().unwrap(), 4000);
+        assert_eq!(
+            reader.linked_rows("entity:r_GA-199-19").unwrap(),
+            vec!["gongan/resident/GA-199-19"]
+        );
+        assert_eq!(reader.change_seq().unwrap(), 4000);
+    }
+
+    #[test]
+    fn compaction_refuses_a_store_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let _running = Store::open(&path).unwrap();
+        assert!(compact(&path).is_err());
     }
 }

@@ -6,6 +6,7 @@
 mod common;
 
 mod audit_verify;
+mod compact;
 mod crash;
 mod crash_review;
 mod crash_rotation;
