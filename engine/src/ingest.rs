@@ -987,6 +987,7 @@ impl Pipeline {
             source_id: meta.source_id.clone(),
             version: meta.version.clone(),
             deleted: meta.deleted,
+            identified: matches!(record, Record::Resident { body, .. } if !meta.deleted && body.id_number.is_some()),
             entity: resolved.entity,
             grid: record.grid().map(|g| g.as_str().to_owned()),
             received_at,
@@ -1457,10 +1458,7 @@ fn derive_grid(
     // Another department's record of the same person (by ID number) or organization (by
     // credit code; an organization without one is its own entity and finds only itself).
     let identified = match source.kind {
-        RecordKind::Resident => source
-            .links
-            .iter()
-            .any(|l| l.starts_with("blind:id_number:")),
+        RecordKind::Resident => source.identified,
         RecordKind::Organization => true,
         _ => false,
     };

@@ -56,7 +56,7 @@ fn entity_id(keys: &KeyRing, prefix: &str, domain: &str, value: &str) -> String 
     format!("{prefix}_{}", hex::encode(&hash[..10]))
 }
 
-/// Link key of the blind index of an ID number.
+/// Link key of the blind index of `normalised` in `domain`.
 pub fn blind_link(keys: &KeyRing, domain: &str, normalised: &str) -> String {
     blind_link_of(domain, &keys.blind_index(domain, normalised))
 }
@@ -65,10 +65,15 @@ fn blind_link_of(domain: &str, hash: &[u8; 32]) -> String {
     format!("blind:{domain}:{}", hex::encode(hash))
 }
 
-/// The links of a resident that the blind-index key computes: the blind indexes of its ID
-/// number, its phone and each identity document (`documents[]`, by the document's stable
-/// number) and its linkage blocking keys. A blind-index key rotation re-computes
-/// exactly these ([`crate::rotation::reblind`]); everything else about a row stays.
+/// The links of a resident that the blind-index key computes: the blind index of each
+/// identity document (`documents[]`, by the document's stable number) and its linkage
+/// blocking keys. A blind-index key rotation re-computes exactly these
+/// ([`crate::rotation::reblind`]); everything else about a row stays.
+///
+/// The ID number and the phone have no link: nothing looks a row up by them (a record
+/// with an ID number joins the entity its ID names, and search keeps its own blind
+/// terms), so such links cost a write per record and the space for nothing. Rows stored
+/// with them lose them when their keyed links are next re-computed.
 pub fn blind_keyed_links(
     keys: &KeyRing,
     department: Department,
@@ -76,12 +81,6 @@ pub fn blind_keyed_links(
     body: &ResidentRecord,
 ) -> Vec<String> {
     let mut links = Vec::new();
-    if let Some(id) = &body.id_number {
-        links.push(blind_link(keys, "id_number", id.as_str()));
-    }
-    if let Some(phone) = &body.phone {
-        links.push(blind_link(keys, "phone", &phone.digits()));
-    }
     for document in &body.documents {
         if let Some(key) = document.match_key() {
             links.push(blind_link(keys, "identity_document", &key));

@@ -895,11 +895,7 @@ pub fn resolution_counts(
         }
         counts.residents += 1;
         let row = source.key();
-        if source
-            .links
-            .iter()
-            .any(|l| l.starts_with("blind:id_number:"))
-        {
+        if source.identified {
             counts.with_id += 1;
         } else if source.entity == crate::keyed::source_entity_id(keys, &row) {
             counts.alone_without_id += 1;

@@ -611,6 +611,7 @@ mod tests {
                 source_id: format!("{department}-1"),
                 version: Version::parse(version).unwrap(),
                 deleted: false,
+                identified: true,
                 entity: "r_1".into(),
                 grid: None,
                 received_at: chrono::Utc::now(),

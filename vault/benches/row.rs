@@ -36,6 +36,7 @@ fn resident() -> StoredSource {
         source_id: "GA-00012345".to_owned(),
         version: Version::Time(DateTime::from_timestamp(1_790_000_000, 0).expect("time")),
         deleted: false,
+        identified: true,
         entity: "r_0123456789abcdef0123".to_owned(),
         grid: Some("110105001001003".to_owned()),
         received_at: Utc::now(),
@@ -45,8 +46,7 @@ fn resident() -> StoredSource {
         sealed,
         links: vec![
             "entity:r_0123456789abcdef0123".to_owned(),
-            format!("blind:id_number:{hex64}"),
-            format!("blind:phone:{hex64}"),
+            format!("blind:identity_document:{hex64}"),
             format!("block:{}", &hex64[..32]),
             format!("block:{}", &hex64[..32]),
             "occupant:h_0123456789abcdef0123".to_owned(),

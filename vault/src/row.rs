@@ -31,6 +31,9 @@ pub const MARKER: u8 = 0xB1;
 
 const DELETED: u8 = 1;
 const HAS_GRID: u8 = 2;
+const IDENTIFIED: u8 = 4;
+/// The link by which rows written before [`StoredSource::identified`] existed said so.
+const OLD_IDENTIFIED_LINK: &str = "blind:id_number:";
 
 /// The row's bytes.
 pub fn encode(source: &StoredSource) -> Vec<u8> {
@@ -44,6 +47,9 @@ pub fn encode(source: &StoredSource) -> Vec<u8> {
     }
     if source.grid.is_some() {
         flags |= HAS_GRID;
+    }
+    if source.identified {
+        flags |= IDENTIFIED;
     }
     out.push(flags);
     match &source.version {
@@ -88,7 +94,16 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<StoredSource, StoreError> {
         reason: reason.to_owned(),
     };
     match bytes.first() {
-        Some(b'{') => serde_json::from_slice(bytes).map_err(|err| corrupt(&err.to_string())),
+        Some(b'{') => {
+            let mut source: StoredSource =
+                serde_json::from_slice(bytes).map_err(|err| corrupt(&err.to_string()))?;
+            source.identified = source.identified
+                || source
+                    .links
+                    .iter()
+                    .any(|l| l.starts_with(OLD_IDENTIFIED_LINK));
+            Ok(source)
+        }
         Some(&MARKER) => {
             let (department, kind, source_id) =
                 split_key(key).ok_or_else(|| corrupt("row key is not department/kind/id"))?;
@@ -138,7 +153,7 @@ impl<'a> Reader<'a> {
         source_id: &str,
     ) -> Option<StoredSource> {
         let flags = self.byte()?;
-        if flags & !(DELETED | HAS_GRID) != 0 {
+        if flags & !(DELETED | HAS_GRID | IDENTIFIED) != 0 {
             return None;
         }
         let version = match self.byte()? {
@@ -180,6 +195,7 @@ impl<'a> Reader<'a> {
             source_id: source_id.to_owned(),
             version,
             deleted: flags & DELETED != 0,
+            identified: flags & IDENTIFIED != 0,
             entity,
             grid,
             received_at,
@@ -251,6 +267,7 @@ mod tests {
             source_id: "MZ/2026/0001".to_owned(),
             version,
             deleted,
+            identified: !deleted,
             entity: "r_0123456789abcdef0123".to_owned(),
             grid: grid.map(str::to_owned),
             received_at: DateTime::from_timestamp(1_790_000_000, 123_456_789).unwrap(),
@@ -301,6 +318,21 @@ mod tests {
         let source = sample(Version::Counter(3), Some("110105001001003"), false);
         let json = serde_json::to_vec(&source).unwrap();
         same(&decode(&source.key(), &json).unwrap(), &source);
+    }
+
+    #[test]
+    fn an_old_json_row_is_identified_by_its_id_number_link() {
+        let mut old = serde_json::to_value(sample(Version::Counter(3), None, false)).unwrap();
+        old.as_object_mut().unwrap().remove("identified");
+        let key = "minzheng/resident/MZ-1";
+        let plain = serde_json::to_vec(&old).unwrap();
+        assert!(!decode(key, &plain).unwrap().identified);
+        old["links"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(format!("{OLD_IDENTIFIED_LINK}{}", "ab".repeat(32))));
+        let linked = serde_json::to_vec(&old).unwrap();
+        assert!(decode(key, &linked).unwrap().identified);
     }
 
     #[test]

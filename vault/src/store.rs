@@ -89,6 +89,11 @@ pub struct StoredSource {
     pub source_id: String,
     pub version: Version,
     pub deleted: bool,
+    /// A resident record that carries an ID number (its entity is the ID's). Rows stored
+    /// before this flag existed say so by a `blind:id_number:` link instead (see
+    /// [`crate::row::decode`]).
+    #[serde(default)]
+    pub identified: bool,
     /// The unified entity this record is part of.
     pub entity: String,
     /// Grid code of the record (a division code, not personal).
@@ -792,6 +797,7 @@ mod tests {
             source_id: id.to_owned(),
             version: Version::Counter(1),
             deleted: false,
+            identified: true,
             entity: format!("r_{id}"),
             grid: Some("110105001001003".to_owned()),
             received_at: Utc::now(),
