@@ -37,7 +37,8 @@ pub enum ResolveError {
 /// Which department is trusted first for which field.
 #[derive(Debug, Clone)]
 pub struct AuthorityOrder {
-    per_field: HashMap<String, Vec<Department>>,
+    /// kind -> field -> order (two levels, so that a lookup allocates nothing).
+    per_field: HashMap<String, HashMap<String, Vec<Department>>>,
     default: Vec<Department>,
 }
 
@@ -56,7 +57,10 @@ impl Default for AuthorityOrder {
         let house = vec![
             Zhujian, Wangge, Gongan, Minzheng, Chengguan, Yingji, Weijian, Sifa,
         ];
-        let mut per_field = HashMap::new();
+        let mut order = AuthorityOrder {
+            per_field: HashMap::new(),
+            default: identity.clone(),
+        };
         for field in [
             "id_number",
             "name",
@@ -65,12 +69,12 @@ impl Default for AuthorityOrder {
             "ethnicity",
             "hukou_address",
         ] {
-            per_field.insert(format!("resident.{field}"), identity.clone());
+            order.set(&format!("resident.{field}"), identity.clone());
         }
         for field in ["address", "grid", "house_source_id"] {
-            per_field.insert(format!("resident.{field}"), residence.clone());
+            order.set(&format!("resident.{field}"), residence.clone());
         }
-        per_field.insert("resident.phone".to_owned(), contact.clone());
+        order.set("resident.phone", contact);
         // Organizations: the grid centre's inspections and the street's own registers first,
         // then the departments that license and inspect premises.
         let organization = vec![
@@ -85,29 +89,31 @@ impl Default for AuthorityOrder {
             "legal_rep_id_number",
             "phone",
         ] {
-            per_field.insert(format!("organization.{field}"), organization.clone());
+            order.set(&format!("organization.{field}"), organization.clone());
         }
         for field in ["address", "grid", "usage", "owner_id_number"] {
-            per_field.insert(format!("house.{field}"), house.clone());
+            order.set(&format!("house.{field}"), house.clone());
         }
-        AuthorityOrder {
-            per_field,
-            default: identity,
-        }
+        order
     }
 }
 
 impl AuthorityOrder {
     /// Overrides the order for one `kind.field` (e.g. `resident.phone`).
     pub fn set(&mut self, kind_field: &str, order: Vec<Department>) {
-        self.per_field.insert(kind_field.to_owned(), order);
+        let (kind, field) = kind_field.split_once('.').unwrap_or(("", kind_field));
+        self.per_field
+            .entry(kind.to_owned())
+            .or_default()
+            .insert(field.to_owned(), order);
     }
 
     /// Where `department` stands for `kind.field`: 0 is trusted first.
     pub(crate) fn rank(&self, kind: RecordKind, field: &str, department: Department) -> usize {
         let order = self
             .per_field
-            .get(&format!("{}.{field}", kind.as_str()))
+            .get(kind.as_str())
+            .and_then(|fields| fields.get(field))
             .unwrap_or(&self.default);
         order
             .iter()
@@ -602,6 +608,44 @@ pub fn scope_history(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_order_set_for_one_kind_and_field_changes_only_that() {
+        let mut order = AuthorityOrder::default();
+        assert_eq!(
+            order.rank(RecordKind::Resident, "phone", Department::Gongan),
+            0
+        );
+        order.set(
+            "resident.phone",
+            vec![Department::Minzheng, Department::Gongan],
+        );
+        assert_eq!(
+            order.rank(RecordKind::Resident, "phone", Department::Minzheng),
+            0
+        );
+        assert_eq!(
+            order.rank(RecordKind::Resident, "phone", Department::Gongan),
+            1
+        );
+        assert_eq!(
+            order.rank(RecordKind::Resident, "phone", Department::Sifa),
+            2
+        );
+        assert_eq!(
+            order.rank(RecordKind::Resident, "name", Department::Gongan),
+            0
+        );
+        assert_eq!(
+            order.rank(RecordKind::Organization, "phone", Department::Wangge),
+            0
+        );
+        // A field with no order of its own follows the default (identity) order.
+        assert_eq!(
+            order.rank(RecordKind::Event, "title", Department::Gongan),
+            0
+        );
+    }
 
     fn opened(department: Department, version: &str, fields: Value) -> OpenedSource {
         OpenedSource {

@@ -12,11 +12,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use redb::{
-    Database, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableMultimapTable,
-    ReadableTable, TableDefinition, WriteTransaction,
+    Database, MultimapTableDefinition, ReadOnlyMultimapTable, ReadOnlyTable, ReadTransaction,
+    ReadableDatabase, ReadableMultimapTable, ReadableTable, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -257,6 +258,8 @@ impl Store {
     pub fn read(&self) -> Result<StoreReader, StoreError> {
         Ok(StoreReader {
             tx: self.db.begin_read()?,
+            sources: OnceLock::new(),
+            links: OnceLock::new(),
         })
     }
 
@@ -521,6 +524,11 @@ impl StoreWriter {
 /// A consistent read snapshot.
 pub struct StoreReader {
     tx: ReadTransaction,
+    /// The two tables every profile reads, opened once per snapshot: opening a table looks
+    /// its root up in the transaction's table tree, a B-tree descent of its own, and a
+    /// profile reads them a dozen times.
+    sources: OnceLock<ReadOnlyTable<&'static str, &'static [u8]>>,
+    links: OnceLock<ReadOnlyMultimapTable<&'static str, &'static str>>,
 }
 
 impl std::fmt::Debug for StoreReader {
@@ -530,17 +538,31 @@ impl std::fmt::Debug for StoreReader {
 }
 
 impl StoreReader {
-    pub fn source(&self, row: &str) -> Result<Option<StoredSource>, StoreError> {
+    fn sources(&self) -> Result<&ReadOnlyTable<&'static str, &'static [u8]>, StoreError> {
+        if let Some(table) = self.sources.get() {
+            return Ok(table);
+        }
         let table = self.tx.open_table(SOURCES)?;
-        let value = table.get(row)?;
+        Ok(self.sources.get_or_init(|| table))
+    }
+
+    fn links(&self) -> Result<&ReadOnlyMultimapTable<&'static str, &'static str>, StoreError> {
+        if let Some(table) = self.links.get() {
+            return Ok(table);
+        }
+        let table = self.tx.open_multimap_table(LINKS)?;
+        Ok(self.links.get_or_init(|| table))
+    }
+
+    pub fn source(&self, row: &str) -> Result<Option<StoredSource>, StoreError> {
+        let value = self.sources()?.get(row)?;
         value.map(|v| decode_source(row, v.value())).transpose()
     }
 
     /// Row keys reachable by one link key, in key order.
     pub fn linked_rows(&self, link: &str) -> Result<Vec<String>, StoreError> {
-        let table = self.tx.open_multimap_table(LINKS)?;
         let mut rows = Vec::new();
-        for value in table.get(link)? {
+        for value in self.links()?.get(link)? {
             rows.push(value?.value().to_owned());
         }
         Ok(rows)
