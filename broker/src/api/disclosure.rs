@@ -359,9 +359,12 @@ pub async fn unified_id(
     // A caller who may not know that this department holds the record gets the same answer
     // as for a missing record.
     let plan = reader.plan(state);
-    let profile = match &entity {
+    // Only the kind and the grid decide the answer, which is an id: no field is opened.
+    let profile = match entity {
         Some(entity) if plan.department_visible(department) => {
-            load_visible_profile(state, entity, &plan).await?
+            with_resolver_inline(state, |resolver| {
+                resolver.summary_from(&entity, &|d| plan.department_visible(d), |_| &[])
+            })?
         }
         _ => None,
     };

@@ -419,6 +419,19 @@ async fn a_ciphertext_moved_to_another_row_fails_to_open() {
     assert_eq!(status, 500);
     assert_eq!(body["error"]["code"], "integrity_error");
     assert!(!body.to_string().contains("王五"));
+    // A lookup by source answers an id and opens no field, so the broken one does not stop it.
+    let (status, body) = app
+        .get(
+            "/v1/residents/by-source/gongan/GA-A",
+            &officer,
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(
+        (status, body["id"].as_str()),
+        (200, Some(a.as_str())),
+        "{body}"
+    );
 
     // The search index caught up past the broken row (the restart waited for `/readyz`): the
     // other resident is found, the broken one is left out and counted.
