@@ -63,8 +63,13 @@ const VERSION_FILE: &str = "safegrid-index-version";
 /// Memory the index writer may use before flushing a segment.
 const WRITER_MEMORY: usize = 192 * 1024 * 1024;
 /// Memory the writer of a full rebuild may use (split over its indexing threads): at 1M
-/// residents this is a few segments, merged once.
+/// residents this is a few segments, kept as they are ([`REBUILD_SEGMENTS_KEPT`]).
 const REBUILD_WRITER_MEMORY: usize = 1024 * 1024 * 1024;
+/// A rebuild that ends with at most this many segments keeps them: merging them into one ran
+/// on one thread for a third of a 1M rebuild (21.5 s of 61 s), while search over the two
+/// segments a 1M rebuild leaves answered with the same p95 and 6 % fewer queries a second
+/// (BENCHMARKS.md, "The 1M demo again"). More are merged once.
+const REBUILD_SEGMENTS_KEPT: usize = 8;
 /// Terms whose blind tokens one indexing thread remembers (about 100 bytes each).
 const TOKEN_MEMO: usize = 500_000;
 /// Kinds of caller whose learnt access is kept.
@@ -356,7 +361,7 @@ impl SearchIndex {
         progress.set_total(entities.len() as u64);
         progress.stage("indexing");
         // A bigger writer and no merging while the documents stream in: the index is built in
-        // a few large segments, merged once at the end, instead of merged over and over.
+        // a few large segments instead of merged over and over.
         self.swap_writer(REBUILD_WRITER_MEMORY)?;
         self.with_writer(|w| {
             w.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
@@ -393,12 +398,13 @@ impl SearchIndex {
         });
         let outcome = results.into_iter().collect::<Result<Vec<()>, _>>();
         if outcome.is_ok() {
-            progress.stage("committing and merging segments");
+            progress.stage("committing");
         }
         let outcome = outcome.and_then(|_| self.commit(upto)).and_then(|_| {
             self.with_writer(|w| {
                 let segments = w.index().searchable_segment_ids()?;
-                if segments.len() > 1 {
+                if segments.len() > REBUILD_SEGMENTS_KEPT {
+                    progress.stage("merging segments");
                     w.merge(&segments).wait()?;
                 }
                 Ok(())
