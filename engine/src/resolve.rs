@@ -620,31 +620,23 @@ mod tests {
             "resident.phone",
             vec![Department::Minzheng, Department::Gongan],
         );
-        assert_eq!(
-            order.rank(RecordKind::Resident, "phone", Department::Minzheng),
-            0
-        );
-        assert_eq!(
-            order.rank(RecordKind::Resident, "phone", Department::Gongan),
-            1
-        );
-        assert_eq!(
-            order.rank(RecordKind::Resident, "phone", Department::Sifa),
-            2
-        );
-        assert_eq!(
-            order.rank(RecordKind::Resident, "name", Department::Gongan),
-            0
-        );
-        assert_eq!(
-            order.rank(RecordKind::Organization, "phone", Department::Wangge),
-            0
-        );
-        // A field with no order of its own follows the default (identity) order.
-        assert_eq!(
-            order.rank(RecordKind::Event, "title", Department::Gongan),
-            0
-        );
+        // (kind, field, department, rank): a field with no order of its own (an event's
+        // title) follows the default (identity) order.
+        let expected = [
+            (RecordKind::Resident, "phone", Department::Minzheng, 0),
+            (RecordKind::Resident, "phone", Department::Gongan, 1),
+            (RecordKind::Resident, "phone", Department::Sifa, 2),
+            (RecordKind::Resident, "name", Department::Gongan, 0),
+            (RecordKind::Organization, "phone", Department::Wangge, 0),
+            (RecordKind::Event, "title", Department::Gongan, 0),
+        ];
+        for (kind, field, department, rank) in expected {
+            assert_eq!(
+                order.rank(kind, field, department),
+                rank,
+                "{kind} {field} {department}"
+            );
+        }
     }
 
     fn opened(department: Department, version: &str, fields: Value) -> OpenedSource {
