@@ -129,6 +129,29 @@ pub fn dev_token_signer(data_dir: &Path, master: &MasterKey) -> anyhow::Result<T
     Ok(signer)
 }
 
+/// The store the configuration names: the embedded file under the data directory, or the
+/// shared PostgreSQL database (the search index and the audit log stay under the data
+/// directory, one per broker).
+pub fn open_store(data_dir: &Path, config: &crate::config::StoreSection) -> anyhow::Result<Store> {
+    match config.postgres() {
+        Some(options) => {
+            let store = Store::connect(&options).with_context(|| {
+                format!(
+                    "connecting to the PostgreSQL store (schema {})",
+                    options.schema
+                )
+            })?;
+            tracing::info!(schema = %options.schema, "store: PostgreSQL");
+            Ok(store)
+        }
+        None => Store::open_with_cache(
+            &data_dir.join("store.redb"),
+            config.cache_mb.saturating_mul(1024 * 1024),
+        )
+        .context("opening the store"),
+    }
+}
+
 /// Opens everything and starts listening.
 pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     tls::install_crypto_provider();
@@ -137,13 +160,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
     let master =
         vault::keys::load_master_key(data_dir, options.master_key.as_deref(), options.dev)?;
-    let store = Arc::new(
-        Store::open_with_cache(
-            &data_dir.join("store.redb"),
-            options.config.store.cache_mb.saturating_mul(1024 * 1024),
-        )
-        .context("opening the store")?,
-    );
+    let store = Arc::new(open_store(data_dir, &options.config.store)?);
     let keys = Arc::new(load_key_ring(&store, &master).context("loading keys")?);
     // Index and query time segment with the same dictionary: it is fixed before the index
     // opens (and the index rebuilt if it was built with another).

@@ -526,7 +526,23 @@ impl Default for IngestSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
-    /// Memory for the store's page cache, in MiB (a ceiling, filled as pages are read).
+    /// `embedded` (the default: one file under the data directory, for one street on one
+    /// machine) or `postgres` (a PostgreSQL database that several brokers share).
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// The PostgreSQL database, `postgres://user:password@host:5432/database`, for
+    /// `backend = "postgres"`; better given as `SAFEGRID_STORE_URL` than written in the file.
+    /// Never logged or printed.
+    #[serde(default)]
+    pub url: Option<StoreUrl>,
+    /// The PostgreSQL schema holding the store's tables (created if missing).
+    #[serde(default = "default_store_schema")]
+    pub schema: String,
+    /// Most PostgreSQL connections this broker opens (each request that reads holds one).
+    #[serde(default = "default_store_max_connections")]
+    pub max_connections: u32,
+    /// Memory for the embedded store's page cache, in MiB (a ceiling, filled as pages are
+    /// read).
     #[serde(default = "default_store_cache_mb")]
     pub cache_mb: usize,
 }
@@ -534,8 +550,95 @@ pub struct StoreSection {
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
+            backend: StoreBackend::default(),
+            url: None,
+            schema: default_store_schema(),
+            max_connections: default_store_max_connections(),
             cache_mb: default_store_cache_mb(),
         }
+    }
+}
+
+impl StoreSection {
+    /// The PostgreSQL options, when the backend is `postgres` (validated: a URL is there).
+    pub fn postgres(&self) -> Option<vault::store::PostgresOptions> {
+        match (self.backend, &self.url) {
+            (StoreBackend::Postgres, Some(url)) => {
+                let mut options =
+                    vault::store::PostgresOptions::new(url.0.clone()).schema(self.schema.clone());
+                options.max_connections = self.max_connections;
+                Some(options)
+            }
+            _ => None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if !(16..=65_536).contains(&self.cache_mb) {
+            return Err(invalid("store.cache_mb", "must be 16 to 65536 (MiB)"));
+        }
+        if self.backend == StoreBackend::Postgres {
+            let Some(url) = &self.url else {
+                return Err(invalid(
+                    "store.url",
+                    "backend = \"postgres\" needs the database URL (store.url or SAFEGRID_STORE_URL)",
+                ));
+            };
+            if !["postgres://", "postgresql://"]
+                .iter()
+                .any(|scheme| url.0.starts_with(scheme))
+            {
+                return Err(invalid(
+                    "store.url",
+                    "must start with postgres:// or postgresql://",
+                ));
+            }
+        }
+        let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+        if self.schema.is_empty()
+            || self.schema.len() > 63
+            || self.schema.starts_with(|c: char| c.is_ascii_digit())
+            || !self.schema.chars().all(plain)
+        {
+            return Err(invalid(
+                "store.schema",
+                "a lower-case identifier: a-z, 0-9 and _, not starting with a digit, at most 63",
+            ));
+        }
+        if !(2..=1000).contains(&self.max_connections) {
+            return Err(invalid("store.max_connections", "must be 2 to 1000"));
+        }
+        Ok(())
+    }
+}
+
+/// Which engine holds the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Embedded,
+    Postgres,
+}
+
+/// A database URL, which may hold a password: never printed.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    pub fn new(url: impl Into<String>) -> StoreUrl {
+        StoreUrl(url.into())
+    }
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
     }
 }
 
@@ -595,6 +698,12 @@ fn default_audience() -> String {
 }
 fn default_max_body() -> usize {
     64 * 1024 * 1024
+}
+fn default_store_schema() -> String {
+    "safegrid".to_owned()
+}
+fn default_store_max_connections() -> u32 {
+    32
 }
 fn default_store_cache_mb() -> usize {
     vault::store::DEFAULT_CACHE_BYTES / (1024 * 1024)
@@ -692,9 +801,7 @@ impl Config {
         if self.ingest.max_body_bytes < 1024 {
             return Err(invalid("ingest.max_body_bytes", "must be at least 1024"));
         }
-        if !(16..=65_536).contains(&self.store.cache_mb) {
-            return Err(invalid("store.cache_mb", "must be 16 to 65536 (MiB)"));
-        }
+        self.store.validate()?;
         for key in self.authority.keys() {
             let valid = key.split_once('.').is_some_and(|(kind, field)| {
                 model::RecordKind::parse(kind).is_some() && !field.is_empty()

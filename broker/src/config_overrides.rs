@@ -47,6 +47,10 @@ pub const OVERRIDES: &[(&str, &str)] = &[
     ("SAFEGRID_AUTH_NAME_CLAIM", "auth.name_claim"),
     ("SAFEGRID_INGEST_MAX_BODY_BYTES", "ingest.max_body_bytes"),
     ("SAFEGRID_STORE_CACHE_MB", "store.cache_mb"),
+    ("SAFEGRID_STORE_BACKEND", "store.backend"),
+    ("SAFEGRID_STORE_URL", "store.url"),
+    ("SAFEGRID_STORE_SCHEMA", "store.schema"),
+    ("SAFEGRID_STORE_MAX_CONNECTIONS", "store.max_connections"),
     ("SAFEGRID_PURPOSES", "purposes"),
     ("SAFEGRID_POLICY_DIR", "policy_dir"),
     ("SAFEGRID_MAPPINGS_DIR", "mappings_dir"),
@@ -86,6 +90,7 @@ fn kind_of(key: &str) -> Kind {
     match key {
         "ingest.max_body_bytes"
         | "store.cache_mb"
+        | "store.max_connections"
         | "audit.checkpoint_seconds"
         | "break_glass_per_hour"
         | "mtls.reload_seconds"

@@ -57,7 +57,32 @@ impl TestApp {
         app
     }
 
-    async fn start_in(root: tempfile::TempDir, data_dir: PathBuf, mut config: Config) -> TestApp {
+    /// Starts a broker with its own data directory that shares another broker's master key
+    /// (`master_key`, as brokers on one PostgreSQL store do) and `config`.
+    pub async fn spawn_sharing(config: Config, master_key: &Path) -> TestApp {
+        let root = tempfile::tempdir().expect("temporary directory for the test broker");
+        let data_dir = root.path().join("data");
+        let app =
+            TestApp::start_with_key(root, data_dir, config, Some(master_key.to_owned())).await;
+        app.wait_ready().await;
+        app
+    }
+
+    /// Where dev mode keeps this broker's master key (beside the data directory).
+    pub fn master_key_path(&self) -> PathBuf {
+        vault::keys::default_master_key_path(&self.data_dir)
+    }
+
+    async fn start_in(root: tempfile::TempDir, data_dir: PathBuf, config: Config) -> TestApp {
+        TestApp::start_with_key(root, data_dir, config, None).await
+    }
+
+    async fn start_with_key(
+        root: tempfile::TempDir,
+        data_dir: PathBuf,
+        mut config: Config,
+        master_key: Option<PathBuf>,
+    ) -> TestApp {
         // Tests run many brokers at once: each takes its own metrics port.
         if config.metrics_listen == Config::default().metrics_listen {
             config.metrics_listen = "127.0.0.1:0".to_owned();
@@ -66,7 +91,7 @@ impl TestApp {
             data_dir: data_dir.clone(),
             listen: Some("127.0.0.1:0".parse().expect("literal address")),
             config,
-            master_key: None,
+            master_key: master_key.clone(),
             dev: true,
             insecure_http: false,
         })
@@ -77,7 +102,8 @@ impl TestApp {
             .clone()
             .expect("dev mode creates a certificate");
         let client = broker::client::https_client(&cert).expect("an HTTPS client");
-        let master = vault::keys::load_master_key(&data_dir, None, false).expect("the master key");
+        let master = vault::keys::load_master_key(&data_dir, master_key.as_deref(), false)
+            .expect("the master key");
         let signer = app::dev_token_signer(&data_dir, &master).expect("the dev token signer");
         TestApp {
             url: broker.url(),

@@ -122,11 +122,26 @@ impl<E: ApiProblem> From<E> for ApiError {
 }
 
 impl ApiProblem for vault::store::StoreError {
+    fn status(&self) -> StatusCode {
+        match self {
+            vault::store::StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
     fn code(&self) -> &'static str {
         match self {
             vault::store::StoreError::Corrupt { .. } => "integrity_error",
+            vault::store::StoreError::Unavailable(_) => "store_unavailable",
             _ => "store_error",
         }
+    }
+
+    fn client_message(&self) -> Option<String> {
+        matches!(self, vault::store::StoreError::Unavailable(_)).then(|| {
+            "the broker's database is unreachable or busy; nothing was done: retry shortly"
+                .to_owned()
+        })
     }
 }
 

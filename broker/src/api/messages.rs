@@ -458,7 +458,7 @@ pub const CATALOG: &[(&str, &str)] = &[
     ("state_unknown", "事件状态无法识别：请使用接口文档列出的状态。"),
     ("statistics_unreadable", "统计数据读取失败：请联系系统运维人员。"),
     ("store_error", "数据存储出现故障，本次未能办理：请稍后重试；如持续出现，请联系系统运维人员。"),
-    ("store_unavailable", "数据存储当前无法读取：请联系系统运维人员。"),
+    ("store_unavailable", "数据存储当前无法连接或繁忙，本次未办理：请稍后重试；如持续出现，请联系系统运维人员。"),
     ("task_failed", "后台任务未能完成：请稍后重试；如持续出现，请联系系统运维人员。"),
     ("threshold_invalid", "阈值不正确：阈值至少为 1。"),
     ("time_invalid", "时间格式不正确：请使用 RFC 3339 或 YYYY-MM-DD 格式。"),

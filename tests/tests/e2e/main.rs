@@ -17,6 +17,7 @@ mod minors;
 mod mtls;
 mod oidc;
 mod organizations;
+mod postgres_store;
 mod privacy;
 mod reports;
 mod resolution;

@@ -1,0 +1,226 @@
+//! Brokers on one PostgreSQL store (`[store] backend = "postgres"`): what one broker stores,
+//! another serves — profile, search, the change feed its index follows — under the same gate;
+//! a broker that stops costs the other nothing; and the database holds no personal value in
+//! plaintext.
+//!
+//! Needs the PostgreSQL of `SAFEGRID_TEST_PG_URL` (`bash scripts/test.sh` starts one) and its
+//! `psql` client to read the tables back; fails, never skips, without them.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use broker::config::{Config, StoreBackend, StoreUrl};
+use e2e_tests::{contains_bytes, hit_ids, id, TestApp, GRID, OTHER_GRID, STREET};
+use serde_json::{json, Value};
+
+const URL_ENV: &str = "SAFEGRID_TEST_PG_URL";
+
+fn pg_url() -> String {
+    match std::env::var(URL_ENV) {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => panic!(
+            "{URL_ENV} is not set: run `bash scripts/test.sh`, which starts a throwaway \
+             PostgreSQL (connectors/scripts/ci-postgres.sh) and sets it"
+        ),
+    }
+}
+
+fn psql(sql: &str) -> String {
+    let output = Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(pg_url())
+        .args(["-c", sql])
+        .output()
+        .expect("psql runs (the PostgreSQL client, installed with the server)");
+    assert!(
+        output.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("psql prints UTF-8")
+}
+
+fn config(schema: &str) -> Config {
+    let mut config = Config::default();
+    config.store.backend = StoreBackend::Postgres;
+    config.store.url = Some(StoreUrl::new(pg_url()));
+    config.store.schema = schema.to_owned();
+    config
+}
+
+fn schema(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("t_e2e_{test}_{}_{nanos}", std::process::id())
+}
+
+fn line(value: Value) -> String {
+    format!("{value}\n")
+}
+
+/// Searches on `app` until `id` is among the hits (its index follows the shared change feed).
+async fn search_until_found(app: &TestApp, token: &str, q: &str, id: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, body) = app
+            .get(
+                &format!("/v1/residents?q={q}"),
+                token,
+                Some("routine_visit"),
+            )
+            .await;
+        if status == 200 && hit_ids(&body).iter().any(|hit| hit == id) {
+            return body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{q} never found {id}: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_brokers_on_one_database_serve_what_either_stored() {
+    let schema = schema("two");
+    let mut first = TestApp::spawn_with(config(&schema)).await;
+    let id18 = id("11010519800101123");
+    let phone = "13698765432";
+    first
+        .ingest(
+            "gongan",
+            line(
+                json!({"kind":"resident","source_id":"GA-PG-1","version":"1",
+            "id_number":id18,"name":"欧阳明轩","birth_date":"1980-01-01","phone":phone,
+            "grid":GRID}),
+            ),
+        )
+        .await;
+    let resident = first.unified_id("resident", "gongan", "GA-PG-1").await;
+
+    // A second broker, started after the write: its own (empty) index is built from the
+    // database, and it opens the first broker's ciphertext with the shared master key.
+    let second = TestApp::spawn_sharing(config(&schema), &first.master_key_path()).await;
+    let worker = second.token("grid_worker", &[GRID], None);
+    let (status, profile) = second
+        .get(
+            &format!("/v1/residents/{resident}"),
+            &worker,
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(status, 200, "{profile}");
+    let shown = profile.to_string();
+    assert!(shown.contains("110105********123"), "masked ID: {profile}");
+    assert!(!shown.contains(&id18), "a grid worker sees the ID masked");
+    assert!(shown.contains("欧阳明轩"), "{profile}");
+    search_until_found(&second, &worker, "欧阳明轩", &resident).await;
+
+    // The gate is the same on the second broker: another grid's worker sees nothing.
+    let outsider = second.token("grid_worker", &[OTHER_GRID], None);
+    let (status, _) = second
+        .get(
+            &format!("/v1/residents/{resident}"),
+            &outsider,
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, body) = second
+        .get("/v1/residents?q=欧阳明轩", &outsider, Some("routine_visit"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(hit_ids(&body).is_empty(), "{body}");
+
+    // A write through the second broker reaches the first one's index.
+    second
+        .ingest(
+            "minzheng",
+            line(
+                json!({"kind":"resident","source_id":"MZ-PG-2","version":"1",
+            "id_number":id("11010519900202234"),"name":"司马长风","grid":GRID}),
+            ),
+        )
+        .await;
+    let other = second.unified_id("resident", "minzheng", "MZ-PG-2").await;
+    let first_worker = first.token("grid_worker", &[GRID], None);
+    search_until_found(&first, &first_worker, "司马长风", &other).await;
+
+    // The first broker stops; the second still reads and writes.
+    first.stop().await;
+    second
+        .ingest(
+            "gongan",
+            line(
+                json!({"kind":"resident","source_id":"GA-PG-3","version":"1",
+            "id_number":id("11010519700303345"),"name":"诸葛青云","grid":GRID}),
+            ),
+        )
+        .await;
+    let third = second.unified_id("resident", "gongan", "GA-PG-3").await;
+    search_until_found(&second, &worker, "诸葛青云", &third).await;
+    let officer = second.token("street_officer", &[STREET], None);
+    let (status, _) = second
+        .get(
+            &format!("/v1/residents/{resident}"),
+            &officer,
+            Some("routine_visit"),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // Nothing personal in plaintext anywhere in the database: every key, value and member
+    // of the schema's tables, read back as bytes.
+    let dump = psql(&format!(
+        "SET search_path = {schema}; \
+         SELECT encode(key, 'hex') || encode(value, 'hex') FROM meta \
+         UNION ALL SELECT encode(key, 'hex') || encode(value, 'hex') FROM sources \
+         UNION ALL SELECT encode(key, 'hex') || encode(value, 'hex') FROM receipts \
+         UNION ALL SELECT encode(key, 'hex') || encode(value, 'hex') FROM quarantine \
+         UNION ALL SELECT encode(key, 'hex') || encode(member, 'hex') FROM links \
+         UNION ALL SELECT encode(convert_to(entity, 'UTF8'), 'hex') FROM changes"
+    ));
+    let bytes: Vec<u8> = dump
+        .lines()
+        .flat_map(|row| hex::decode(row.trim()).expect("hex rows"))
+        .collect();
+    assert!(bytes.len() > 1000, "the tables hold the records");
+    for secret in [id18.as_str(), phone, "欧阳明轩", "司马长风", "5432"] {
+        assert!(
+            !contains_bytes(&bytes, secret.as_bytes()),
+            "{secret} is in the database in plaintext"
+        );
+    }
+}
+
+/// A broker pointed at a database it cannot reach does not start, and says which setting to
+/// fix without printing the password.
+#[tokio::test]
+async fn a_broker_without_its_database_refuses_to_start() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = Config::default();
+    config.store.backend = StoreBackend::Postgres;
+    config.store.url = Some(StoreUrl::new(format!(
+        "postgres://safegrid:pw-Secr3t@127.0.0.1:{port}/safegrid"
+    )));
+    config.metrics_listen = "127.0.0.1:0".to_owned();
+    let root = tempfile::tempdir().unwrap();
+    let started = broker::app::start(broker::app::ServeOptions {
+        data_dir: root.path().join("data"),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        config,
+        master_key: None,
+        dev: true,
+        insecure_http: false,
+    })
+    .await;
+    let err = format!("{:#}", started.expect_err("no database, no broker"));
+    assert!(err.contains("PostgreSQL store"), "{err}");
+    assert!(!err.contains("pw-Secr3t"), "{err}");
+}

@@ -1,0 +1,71 @@
+//! What a storage engine gives the store: named tables of byte values under string keys in
+//! byte order, two sets of members under a key, and the change sequence — read in a consistent
+//! snapshot, written in one atomic, durable transaction. Everything the store means by its
+//! rows (encoding, links, change numbers, quarantine) is built on this in `store/mod.rs`, once
+//! for both engines.
+
+use super::StoreError;
+
+/// Tables of byte values under string keys (named by [`super::ExportedEntry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Meta,
+    Sources,
+    Receipts,
+    Quarantine,
+}
+
+/// Sets of string members under string keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Members {
+    Links,
+    QuarantineBySource,
+}
+
+/// A consistent snapshot (or the view inside a write transaction, its own writes included).
+pub(crate) trait Snapshot: Send {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Members of `key`, in byte order.
+    fn members(&self, set: Members, key: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Entries whose key starts with `prefix` and sorts strictly after `after` (if given), at
+    /// most `limit`, in byte order of their keys; values empty unless `with_values`.
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        with_values: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Changes numbered after `after`, at most `limit`, in order.
+    fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError>;
+
+    fn len(&self, table: Table) -> Result<u64, StoreError>;
+}
+
+/// One write transaction: nothing of it is visible to others before [`Transaction::commit`]
+/// returns `Ok`, and after that it survives a crash. Dropped without a commit, it is rolled
+/// back.
+pub(crate) trait Transaction: Snapshot {
+    fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// Removes an entry; true if it existed.
+    fn remove(&mut self, table: Table, key: &str) -> Result<bool, StoreError>;
+
+    fn add_member(&mut self, set: Members, key: &str, member: &str) -> Result<(), StoreError>;
+
+    fn remove_member(&mut self, set: Members, key: &str, member: &str) -> Result<(), StoreError>;
+
+    fn put_change(&mut self, seq: u64, entity: &str) -> Result<(), StoreError>;
+
+    fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// A storage engine.
+pub(crate) trait Engine: Send + Sync {
+    fn begin_write(&self) -> Result<Box<dyn Transaction>, StoreError>;
+    fn begin_read(&self) -> Result<Box<dyn Snapshot + Sync>, StoreError>;
+}

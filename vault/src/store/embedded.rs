@@ -1,0 +1,311 @@
+//! The embedded engine: one redb file. A write transaction commits with
+//! `Durability::Immediate` (fsync), so a batch that returned `Ok` survives `kill -9` and power
+//! loss; writers take turns, readers never wait.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use redb::{
+    Database, MultimapTableDefinition, ReadOnlyMultimapTable, ReadOnlyTable, ReadTransaction,
+    ReadableDatabase, ReadableMultimapTable, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+
+use super::backend::{Engine, Members, Snapshot, Table, Transaction};
+use super::StoreError;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// row key (`department/kind/source_id`) -> the row in the binary encoding of [`crate::row`].
+const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("sources");
+/// batch id -> receipt JSON.
+const RECEIPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("receipts");
+/// `department/reject id` -> quarantine entry as JSON.
+const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine");
+/// link key (`entity:…`, `house:…`, `party:…`, …) -> row keys.
+const LINKS: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("links");
+/// `department/source_id` -> reject ids.
+const QUARANTINE_BY_SOURCE: MultimapTableDefinition<&str, &str> =
+    MultimapTableDefinition::new("quarantine_by_source");
+/// change sequence number -> unified entity id whose view changed.
+const CHANGES: TableDefinition<u64, &str> = TableDefinition::new("changes");
+
+fn table(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    match table {
+        Table::Meta => META,
+        Table::Sources => SOURCES,
+        Table::Receipts => RECEIPTS,
+        Table::Quarantine => QUARANTINE,
+    }
+}
+
+fn set(set: Members) -> MultimapTableDefinition<'static, &'static str, &'static str> {
+    match set {
+        Members::Links => LINKS,
+        Members::QuarantineBySource => QUARANTINE_BY_SOURCE,
+    }
+}
+
+macro_rules! impl_from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(err: $t) -> Self {
+                StoreError::Database(err.into())
+            }
+        }
+    )*};
+}
+impl_from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::CompactionError
+);
+
+pub(crate) struct Embedded {
+    db: Database,
+}
+
+impl Embedded {
+    /// Opens or creates the file and every table.
+    pub(crate) fn open(path: &Path, cache_bytes: usize) -> Result<Embedded, StoreError> {
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)?;
+        let tx = db.begin_write()?;
+        for definition in [META, SOURCES, RECEIPTS, QUARANTINE] {
+            tx.open_table(definition)?;
+        }
+        tx.open_multimap_table(LINKS)?;
+        tx.open_multimap_table(QUARANTINE_BY_SOURCE)?;
+        tx.open_table(CHANGES)?;
+        tx.commit()?;
+        Ok(Embedded { db })
+    }
+
+    /// Rewrites the file without its free pages; false once nothing more can be gained.
+    pub(crate) fn compact(&mut self) -> Result<bool, StoreError> {
+        Ok(self.db.compact()?)
+    }
+}
+
+impl Engine for Embedded {
+    fn begin_write(&self) -> Result<Box<dyn Transaction>, StoreError> {
+        Ok(Box::new(Writer(self.db.begin_write()?)))
+    }
+
+    fn begin_read(&self) -> Result<Box<dyn Snapshot + Sync>, StoreError> {
+        Ok(Box::new(Reader {
+            tx: self.db.begin_read()?,
+            sources: OnceLock::new(),
+            links: OnceLock::new(),
+        }))
+    }
+}
+
+/// A read snapshot.
+struct Reader {
+    tx: ReadTransaction,
+    /// The two tables every profile reads, opened once per snapshot: opening a table looks
+    /// its root up in the transaction's table tree, a B-tree descent of its own, and a
+    /// profile reads them a dozen times.
+    sources: OnceLock<ReadOnlyTable<&'static str, &'static [u8]>>,
+    links: OnceLock<ReadOnlyMultimapTable<&'static str, &'static str>>,
+}
+
+impl Reader {
+    fn sources(&self) -> Result<&ReadOnlyTable<&'static str, &'static [u8]>, StoreError> {
+        if let Some(table) = self.sources.get() {
+            return Ok(table);
+        }
+        let table = self.tx.open_table(SOURCES)?;
+        Ok(self.sources.get_or_init(|| table))
+    }
+
+    fn links(&self) -> Result<&ReadOnlyMultimapTable<&'static str, &'static str>, StoreError> {
+        if let Some(table) = self.links.get() {
+            return Ok(table);
+        }
+        let table = self.tx.open_multimap_table(LINKS)?;
+        Ok(self.links.get_or_init(|| table))
+    }
+}
+
+impl Snapshot for Reader {
+    fn get(&self, t: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if t == Table::Sources {
+            return Ok(self.sources()?.get(key)?.map(|v| v.value().to_vec()));
+        }
+        get(&self.tx.open_table(table(t))?, key)
+    }
+
+    fn members(&self, s: Members, key: &str) -> Result<Vec<String>, StoreError> {
+        if s == Members::Links {
+            return members(self.links()?, key);
+        }
+        members(&self.tx.open_multimap_table(set(s))?, key)
+    }
+
+    fn scan(
+        &self,
+        t: Table,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        with_values: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        scan(
+            &self.tx.open_table(table(t))?,
+            prefix,
+            after,
+            limit,
+            with_values,
+        )
+    }
+
+    fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+        changes_after(&self.tx.open_table(CHANGES)?, after, limit)
+    }
+
+    fn len(&self, t: Table) -> Result<u64, StoreError> {
+        Ok(self.tx.open_table(table(t))?.len()?)
+    }
+}
+
+/// A write transaction (redb aborts it when dropped uncommitted).
+struct Writer(WriteTransaction);
+
+impl Snapshot for Writer {
+    fn get(&self, t: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        get(&self.0.open_table(table(t))?, key)
+    }
+
+    fn members(&self, s: Members, key: &str) -> Result<Vec<String>, StoreError> {
+        members(&self.0.open_multimap_table(set(s))?, key)
+    }
+
+    fn scan(
+        &self,
+        t: Table,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        with_values: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        scan(
+            &self.0.open_table(table(t))?,
+            prefix,
+            after,
+            limit,
+            with_values,
+        )
+    }
+
+    fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+        changes_after(&self.0.open_table(CHANGES)?, after, limit)
+    }
+
+    fn len(&self, t: Table) -> Result<u64, StoreError> {
+        Ok(self.0.open_table(table(t))?.len()?)
+    }
+}
+
+impl Transaction for Writer {
+    fn put(&mut self, t: Table, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.0.open_table(table(t))?.insert(key, value)?;
+        Ok(())
+    }
+
+    fn remove(&mut self, t: Table, key: &str) -> Result<bool, StoreError> {
+        Ok(self.0.open_table(table(t))?.remove(key)?.is_some())
+    }
+
+    fn add_member(&mut self, s: Members, key: &str, member: &str) -> Result<(), StoreError> {
+        self.0.open_multimap_table(set(s))?.insert(key, member)?;
+        Ok(())
+    }
+
+    fn remove_member(&mut self, s: Members, key: &str, member: &str) -> Result<(), StoreError> {
+        self.0.open_multimap_table(set(s))?.remove(key, member)?;
+        Ok(())
+    }
+
+    fn put_change(&mut self, seq: u64, entity: &str) -> Result<(), StoreError> {
+        self.0.open_table(CHANGES)?.insert(seq, entity)?;
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.0.commit()?;
+        Ok(())
+    }
+}
+
+fn get(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(table.get(key)?.map(|v| v.value().to_vec()))
+}
+
+fn members(
+    table: &impl ReadableMultimapTable<&'static str, &'static str>,
+    key: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    for value in table.get(key)? {
+        out.push(value?.value().to_owned());
+    }
+    Ok(out)
+}
+
+fn scan(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+    with_values: bool,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let start = match after {
+        Some(after) if after > prefix => after,
+        _ => prefix,
+    };
+    let mut out = Vec::new();
+    for entry in table.range(start..)? {
+        if out.len() >= limit {
+            break;
+        }
+        let (key, value) = entry?;
+        let key = key.value();
+        if !key.starts_with(prefix) {
+            break;
+        }
+        if Some(key) == after {
+            continue;
+        }
+        let value = if with_values {
+            value.value().to_vec()
+        } else {
+            Vec::new()
+        };
+        out.push((key.to_owned(), value));
+    }
+    Ok(out)
+}
+
+fn changes_after(
+    table: &impl ReadableTable<u64, &'static str>,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, String)>, StoreError> {
+    let mut out = Vec::new();
+    let Some(first) = after.checked_add(1) else {
+        return Ok(out);
+    };
+    for entry in table.range(first..)?.take(limit) {
+        let (seq, entity) = entry?;
+        out.push((seq.value(), entity.value().to_owned()));
+    }
+    Ok(out)
+}

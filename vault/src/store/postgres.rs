@@ -1,0 +1,565 @@
+//! The PostgreSQL engine: the store's tables in one schema of a database that several brokers
+//! share.
+//!
+//! - A write transaction takes the schema's write lock (a transaction-level advisory lock)
+//!   before anything else, so writers take turns across brokers as they do in one process:
+//!   the change counter is read and advanced under it and committed with the changes, which
+//!   makes the change sequence gap-free and in commit order. The commit returns once the server
+//!   has made it durable (`synchronous_commit`, and on a replicated server the synchronous
+//!   standby's acknowledgement).
+//! - A snapshot is a `REPEATABLE READ, READ ONLY` transaction: one consistent view.
+//! - Keys are stored as `bytea`, so their order is byte order, whatever the database's
+//!   collation.
+//! - Only what the store is given reaches the server: sealed fields, blind indexes, row and
+//!   link keys, receipts and wrapped (never plain) data keys.
+//!
+//! The store's API is synchronous; statements run on a small runtime of the engine's own, and
+//! the calling thread waits for each (as it waits for the disk with the embedded engine).
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sqlx::pool::PoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgRow};
+use sqlx::{ConnectOptions, Postgres as Pg, Row};
+use tokio::runtime::{Handle, Runtime};
+
+use super::backend::{Engine, Members, Snapshot, Table, Transaction};
+use super::StoreError;
+
+/// Where and how to reach the PostgreSQL store.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    /// `postgres://user:password@host:5432/database` (never logged: it may hold a password).
+    pub url: String,
+    /// The schema holding the store's tables (created if missing): one per street, or one per
+    /// test.
+    pub schema: String,
+    /// Most connections this broker opens; each open snapshot or write holds one.
+    pub max_connections: u32,
+    /// How long a read or write waits for a free connection before failing with
+    /// [`StoreError::Unavailable`].
+    pub acquire_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("url", &"<redacted>")
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+impl PostgresOptions {
+    pub fn new(url: impl Into<String>) -> PostgresOptions {
+        PostgresOptions {
+            url: url.into(),
+            schema: "safegrid".to_owned(),
+            max_connections: 32,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn schema(mut self, schema: impl Into<String>) -> PostgresOptions {
+        self.schema = schema.into();
+        self
+    }
+}
+
+/// A schema name is written into DDL, so only plain lower-case identifiers are accepted.
+fn valid_schema(schema: &str) -> bool {
+    !schema.is_empty()
+        && schema.len() <= 63
+        && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn table_name(table: Table) -> &'static str {
+    match table {
+        Table::Meta => "meta",
+        Table::Sources => "sources",
+        Table::Receipts => "receipts",
+        Table::Quarantine => "quarantine",
+    }
+}
+
+fn set_name(set: Members) -> &'static str {
+    match set {
+        Members::Links => "links",
+        Members::QuarantineBySource => "quarantine_by_source",
+    }
+}
+
+const SCHEMA_DDL: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS meta (key bytea PRIMARY KEY, value bytea NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS sources (key bytea PRIMARY KEY, value bytea NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS receipts (key bytea PRIMARY KEY, value bytea NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS quarantine (key bytea PRIMARY KEY, value bytea NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS links (key bytea NOT NULL, member bytea NOT NULL, \
+     PRIMARY KEY (key, member))",
+    "CREATE TABLE IF NOT EXISTS quarantine_by_source (key bytea NOT NULL, member bytea NOT NULL, \
+     PRIMARY KEY (key, member))",
+    "CREATE TABLE IF NOT EXISTS changes (seq bigint PRIMARY KEY, entity text NOT NULL)",
+];
+
+/// The advisory lock every write transaction of one schema takes first.
+const WRITE_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(hashtext('safegrid.store.write.' || current_schema()))";
+
+type PgTransaction = sqlx::Transaction<'static, Pg>;
+
+pub(crate) struct Postgres {
+    /// Taken when the engine is dropped; sessions still open fail from then on.
+    runtime: Option<Runtime>,
+    handle: Handle,
+    pool: Option<sqlx::Pool<Pg>>,
+}
+
+impl Postgres {
+    pub(crate) fn connect(options: &PostgresOptions) -> Result<Postgres, StoreError> {
+        if !valid_schema(&options.schema) {
+            return Err(StoreError::Unavailable(format!(
+                "the store schema {:?} is not a plain lower-case identifier",
+                options.schema
+            )));
+        }
+        let scheme_ok = ["postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| options.url.starts_with(scheme));
+        let connect = scheme_ok
+            .then(|| PgConnectOptions::from_str(&options.url).ok())
+            .flatten()
+            .ok_or_else(|| {
+                StoreError::Unavailable(
+                    "the store URL is not a PostgreSQL URL (postgres://user:password@host/db)"
+                        .to_owned(),
+                )
+            })?
+            .options([("search_path", options.schema.as_str())])
+            .application_name("safegrid")
+            .disable_statement_logging();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("safegrid-store-pg")
+            .enable_all()
+            .build()
+            .map_err(|err| {
+                StoreError::Unavailable(format!("starting the store's runtime: {err}"))
+            })?;
+        let handle = runtime.handle().clone();
+        let pool_options = PoolOptions::<Pg>::new()
+            .max_connections(options.max_connections.max(2))
+            .acquire_timeout(options.acquire_timeout);
+        let schema = options.schema.clone();
+        let pool = run(&handle, async move {
+            let pool = pool_options.connect_with(connect).await?;
+            let mut tx = pool.begin().await?;
+            // One broker creates the schema at a time (CREATE … IF NOT EXISTS races otherwise).
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('safegrid.store.ddl'))")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .execute(&mut *tx)
+                .await?;
+            for statement in SCHEMA_DDL {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(pool)
+        })
+        .and_then(|pool| pool.map_err(pg_error));
+        let pool = match pool {
+            Ok(pool) => pool,
+            Err(err) => {
+                // Not dropped in place: the caller may be inside another runtime's task.
+                runtime.shutdown_background();
+                return Err(err);
+            }
+        };
+        Ok(Postgres {
+            runtime: Some(runtime),
+            handle,
+            pool: Some(pool),
+        })
+    }
+
+    fn pool(&self) -> Result<sqlx::Pool<Pg>, StoreError> {
+        self.pool
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("the store is closed".to_owned()))
+    }
+}
+
+impl Engine for Postgres {
+    fn begin_write(&self) -> Result<Box<dyn Transaction>, StoreError> {
+        let pool = self.pool()?;
+        let tx = run(&self.handle, async move {
+            let mut tx = pool.begin().await?;
+            sqlx::query(WRITE_LOCK).execute(&mut *tx).await?;
+            Ok::<_, sqlx::Error>(tx)
+        })?
+        .map_err(pg_error)?;
+        Ok(Box::new(Session::new(self.handle.clone(), tx)))
+    }
+
+    fn begin_read(&self) -> Result<Box<dyn Snapshot + Sync>, StoreError> {
+        let pool = self.pool()?;
+        let tx = run(&self.handle, async move {
+            pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .await
+        })?
+        .map_err(pg_error)?;
+        Ok(Box::new(Session::new(self.handle.clone(), tx)))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Not waiting for connections still in use (a reader may outlive the store): the
+        // server rolls back whatever was open when their connections go.
+        let _context = self.handle.enter();
+        drop(self.pool.take());
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Runs `future` on the engine's runtime and waits for it from any thread (a runtime's own
+/// `block_on` refuses to run inside another runtime's tasks).
+fn run<T: Send + 'static>(
+    handle: &Handle,
+    future: impl Future<Output = T> + Send + 'static,
+) -> Result<T, StoreError> {
+    let (done, wait) = std::sync::mpsc::sync_channel(1);
+    // Inside the runtime's context, so that a future dropped unfinished (the runtime shut
+    // down) can return its connection.
+    let _context = handle.enter();
+    handle.spawn(async move {
+        let _ = done.send(future.await);
+    });
+    wait.recv()
+        .map_err(|_| StoreError::Unavailable("a store statement was abandoned".to_owned()))
+}
+
+fn pg_error(err: sqlx::Error) -> StoreError {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(err.to_string())
+        }
+        other => StoreError::Postgres(other),
+    }
+}
+
+/// One transaction on one connection, moved to the runtime for each statement and back.
+struct Session {
+    handle: Handle,
+    tx: Mutex<Option<PgTransaction>>,
+}
+
+impl Session {
+    fn new(handle: Handle, tx: PgTransaction) -> Session {
+        Session {
+            handle,
+            tx: Mutex::new(Some(tx)),
+        }
+    }
+
+    /// Runs one statement (or a few) on the transaction.
+    fn call<T, F>(&self, statement: impl FnOnce(PgTransaction) -> F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = (PgTransaction, Result<T, sqlx::Error>)> + Send + 'static,
+    {
+        let mut slot = self
+            .tx
+            .lock()
+            .map_err(|_| StoreError::Unavailable("a store session was poisoned".to_owned()))?;
+        let tx = slot.take().ok_or_else(|| {
+            StoreError::Unavailable("a failed statement ended this store transaction".to_owned())
+        })?;
+        let (tx, result) = run(&self.handle, statement(tx))?;
+        *slot = Some(tx);
+        result.map_err(pg_error)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let tx = self.tx.get_mut().ok().and_then(Option::take);
+        if let Some(tx) = tx {
+            // Rolled back on the runtime: returning the connection to its pool needs it.
+            let _ = run(&self.handle, async move { tx.rollback().await });
+        }
+    }
+}
+
+fn text(bytes: Vec<u8>, what: &str) -> Result<String, sqlx::Error> {
+    String::from_utf8(bytes)
+        .map_err(|_| sqlx::Error::Decode(format!("a {what} is not UTF-8").into()))
+}
+
+/// The smallest byte string above every string that starts with `prefix`, if any.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Snapshot for Session {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let sql = format!("SELECT value FROM {} WHERE key = $1", table_name(table));
+        let key = key.as_bytes().to_vec();
+        self.call(move |mut tx| async move {
+            let row = sqlx::query(&sql)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .and_then(|row| row.map(|r: PgRow| r.try_get::<Vec<u8>, _>(0)).transpose());
+            (tx, row)
+        })
+    }
+
+    fn members(&self, set: Members, key: &str) -> Result<Vec<String>, StoreError> {
+        let sql = format!(
+            "SELECT member FROM {} WHERE key = $1 ORDER BY member",
+            set_name(set)
+        );
+        let key = key.as_bytes().to_vec();
+        self.call(move |mut tx| async move {
+            let rows = sqlx::query(&sql).bind(key).fetch_all(&mut *tx).await;
+            let members = rows.and_then(|rows| {
+                rows.into_iter()
+                    .map(|r| text(r.try_get(0)?, "member"))
+                    .collect::<Result<Vec<_>, _>>()
+            });
+            (tx, members)
+        })
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        with_values: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = prefix.as_bytes().to_vec();
+        let end = prefix_end(&prefix);
+        let start = match after {
+            Some(after) if after.as_bytes() >= prefix.as_slice() => after.as_bytes().to_vec(),
+            _ => prefix.clone(),
+        };
+        let from = if after.is_some_and(|a| a.as_bytes() == start.as_slice()) {
+            ">"
+        } else {
+            ">="
+        };
+        let sql = format!(
+            "SELECT key{} FROM {} WHERE key {from} $1{} ORDER BY key LIMIT $2",
+            if with_values { ", value" } else { "" },
+            table_name(table),
+            if end.is_some() { " AND key < $3" } else { "" },
+        );
+        let limit = clamp(limit as u64);
+        self.call(move |mut tx| async move {
+            let mut query = sqlx::query(&sql).bind(start).bind(limit);
+            if let Some(end) = end {
+                query = query.bind(end);
+            }
+            let rows = query.fetch_all(&mut *tx).await;
+            let entries = rows.and_then(|rows| {
+                rows.into_iter()
+                    .map(|r| {
+                        let key = text(r.try_get(0)?, "key")?;
+                        let value = if with_values {
+                            r.try_get(1)?
+                        } else {
+                            Vec::new()
+                        };
+                        Ok((key, value))
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+            });
+            (tx, entries)
+        })
+    }
+
+    fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+        let after = clamp(after);
+        let limit = clamp(limit as u64);
+        self.call(move |mut tx| async move {
+            let rows =
+                sqlx::query("SELECT seq, entity FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await;
+            let changes = rows.and_then(|rows| {
+                rows.into_iter()
+                    .map(|r| {
+                        let seq: i64 = r.try_get(0)?;
+                        let entity: String = r.try_get(1)?;
+                        Ok((u64::try_from(seq).unwrap_or(0), entity))
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+            });
+            (tx, changes)
+        })
+    }
+
+    fn len(&self, table: Table) -> Result<u64, StoreError> {
+        let sql = format!("SELECT count(*) FROM {}", table_name(table));
+        self.call(move |mut tx| async move {
+            let count = sqlx::query(&sql)
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(|r| r.try_get::<i64, _>(0));
+            (tx, count.map(|n| u64::try_from(n).unwrap_or(0)))
+        })
+    }
+}
+
+impl Transaction for Session {
+    fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {} (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            table_name(table)
+        );
+        let (key, value) = (key.as_bytes().to_vec(), value.to_vec());
+        self.call(move |mut tx| async move {
+            let done = sqlx::query(&sql)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await;
+            (tx, done.map(drop))
+        })
+    }
+
+    fn remove(&mut self, table: Table, key: &str) -> Result<bool, StoreError> {
+        let sql = format!("DELETE FROM {} WHERE key = $1", table_name(table));
+        let key = key.as_bytes().to_vec();
+        self.call(move |mut tx| async move {
+            let done = sqlx::query(&sql).bind(key).execute(&mut *tx).await;
+            (tx, done.map(|d| d.rows_affected() > 0))
+        })
+    }
+
+    fn add_member(&mut self, set: Members, key: &str, member: &str) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {} (key, member) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            set_name(set)
+        );
+        let (key, member) = (key.as_bytes().to_vec(), member.as_bytes().to_vec());
+        self.call(move |mut tx| async move {
+            let done = sqlx::query(&sql)
+                .bind(key)
+                .bind(member)
+                .execute(&mut *tx)
+                .await;
+            (tx, done.map(drop))
+        })
+    }
+
+    fn remove_member(&mut self, set: Members, key: &str, member: &str) -> Result<(), StoreError> {
+        let sql = format!(
+            "DELETE FROM {} WHERE key = $1 AND member = $2",
+            set_name(set)
+        );
+        let (key, member) = (key.as_bytes().to_vec(), member.as_bytes().to_vec());
+        self.call(move |mut tx| async move {
+            let done = sqlx::query(&sql)
+                .bind(key)
+                .bind(member)
+                .execute(&mut *tx)
+                .await;
+            (tx, done.map(drop))
+        })
+    }
+
+    fn put_change(&mut self, seq: u64, entity: &str) -> Result<(), StoreError> {
+        let seq = i64::try_from(seq).map_err(|_| StoreError::Corrupt {
+            key: "change_seq".to_owned(),
+            reason: "the change sequence passed 2^63".to_owned(),
+        })?;
+        let entity = entity.to_owned();
+        self.call(move |mut tx| async move {
+            let done = sqlx::query("INSERT INTO changes (seq, entity) VALUES ($1, $2)")
+                .bind(seq)
+                .bind(entity)
+                .execute(&mut *tx)
+                .await;
+            (tx, done.map(drop))
+        })
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        let mut session = *self;
+        let tx = session
+            .tx
+            .get_mut()
+            .ok()
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                StoreError::Unavailable(
+                    "a failed statement ended this store transaction".to_owned(),
+                )
+            })?;
+        run(&session.handle, async move { tx.commit().await })?.map_err(pg_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends_are_the_next_byte_string() {
+        assert_eq!(prefix_end(b"gongan/"), Some(b"gongan0".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+
+    #[test]
+    fn only_plain_schema_names_are_accepted() {
+        for good in ["safegrid", "street_110105001", "_t1"] {
+            assert!(valid_schema(good), "{good}");
+        }
+        for bad in [
+            "",
+            "Safegrid",
+            "a-b",
+            "a;drop schema x",
+            "1abc",
+            &"a".repeat(64),
+        ] {
+            assert!(!valid_schema(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn options_never_print_the_url() {
+        let options = PostgresOptions::new("postgres://u:secret@h/db");
+        assert!(!format!("{options:?}").contains("secret"));
+    }
+}
