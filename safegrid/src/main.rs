@@ -121,6 +121,25 @@ enum Command {
         #[arg(long, env = "SAFEGRID_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// Copy a stopped broker's embedded store into an empty PostgreSQL database (then serve
+    /// with `[store] backend = "postgres"`), and verify the copy: the same digest over every
+    /// entry, the same counts, and a sample of rows whose links resolve and whose sealed fields
+    /// open with the master key.
+    Migrate {
+        /// Data directory of the broker whose store is copied (store.redb).
+        #[arg(long, env = "SAFEGRID_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The PostgreSQL database, postgres://user:password@host/db; better given as
+        /// SAFEGRID_STORE_URL, which keeps the password off the command line.
+        #[arg(long, env = "SAFEGRID_STORE_URL", hide_env_values = true)]
+        to: String,
+        /// Schema for the store's tables (must be empty or absent).
+        #[arg(long, env = "SAFEGRID_STORE_SCHEMA", default_value = "safegrid")]
+        schema: String,
+        /// Master key file; default <DATA_DIR>.master-key. SAFEGRID_MASTER_KEY overrides.
+        #[arg(long)]
+        master_key: Option<PathBuf>,
+    },
     /// Department connectors.
     Connector {
         #[command(subcommand)]
@@ -349,6 +368,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Compact { data_dir } => ops_cli::compact(&data_dir),
+        Command::Migrate {
+            data_dir,
+            to,
+            schema,
+            master_key,
+        } => ops_cli::migrate(&data_dir, &to, &schema, master_key.as_deref()),
         Command::Connector {
             command:
                 ConnectorCommand::Run {

@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod crypto;
 pub mod keys;
+pub mod migrate;
 pub mod progress;
 pub mod row;
 pub mod store;

@@ -13,6 +13,7 @@ mod crash_rotation;
 mod exchange_crash;
 mod keys_cli;
 mod log_scan;
+mod migrate;
 mod production_steps;
 mod progress_cli;
 mod upgrade;

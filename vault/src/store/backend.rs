@@ -7,7 +7,7 @@
 use super::StoreError;
 
 /// Tables of byte values under string keys (named by [`super::ExportedEntry`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Table {
     Meta,
     Sources,
@@ -60,6 +60,31 @@ pub(crate) trait Transaction: Snapshot {
     fn remove_member(&mut self, set: Members, key: &str, member: &str) -> Result<(), StoreError>;
 
     fn put_change(&mut self, seq: u64, entity: &str) -> Result<(), StoreError>;
+
+    /// Many entries of one table at once (a bulk copy); an engine with round trips overrides
+    /// it with one statement.
+    fn put_many(&mut self, table: Table, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        for (key, value) in entries {
+            self.put(table, key, value)?;
+        }
+        Ok(())
+    }
+
+    /// Many members at once, as (key, member).
+    fn add_members(&mut self, set: Members, pairs: &[(String, String)]) -> Result<(), StoreError> {
+        for (key, member) in pairs {
+            self.add_member(set, key, member)?;
+        }
+        Ok(())
+    }
+
+    /// Many changes at once.
+    fn put_changes(&mut self, changes: &[(u64, String)]) -> Result<(), StoreError> {
+        for (seq, entity) in changes {
+            self.put_change(*seq, entity)?;
+        }
+        Ok(())
+    }
 
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }

@@ -670,7 +670,7 @@ impl StoreReader {
 }
 
 /// One entry of [`StoreReader::export`]. Link and quarantine-by-source members are not
-/// exported: they are rebuilt from the rows they index ([`StoreWriter::import`]).
+/// exported: they are rebuilt from the rows they index ([`StoreWriter::import_batch`]).
 #[derive(Debug)]
 pub enum ExportedEntry {
     Value {
@@ -685,39 +685,63 @@ pub enum ExportedEntry {
 }
 
 impl StoreWriter {
-    /// Writes one exported entry as it was, with the index entries a row or a quarantine
-    /// entry carries; for an empty store (`safegrid migrate`).
-    pub fn import(&mut self, entry: &ExportedEntry) -> Result<(), StoreError> {
-        match entry {
-            ExportedEntry::Value { table, key, value } => {
-                self.tx.put(*table, key, value)?;
-                match table {
-                    Table::Sources => {
-                        for link in decode_source(key, value)?.links {
-                            self.tx.add_member(Members::Links, &link, key)?;
+    /// Writes exported entries as they were, with the index entries each row or quarantine
+    /// entry carries, a table's worth of statements at a time; for an empty store
+    /// (`safegrid migrate`).
+    pub fn import_batch(&mut self, entries: &[ExportedEntry]) -> Result<(), StoreError> {
+        let mut values: BTreeMap<Table, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+        let mut links = Vec::new();
+        let mut by_source = Vec::new();
+        let mut changes = Vec::new();
+        for entry in entries {
+            match entry {
+                ExportedEntry::Value { table, key, value } => {
+                    match table {
+                        Table::Sources => {
+                            for link in decode_source(key, value)?.links {
+                                links.push((link, key.clone()));
+                            }
                         }
-                    }
-                    Table::Quarantine => {
-                        let entry: QuarantineEntry =
-                            serde_json::from_slice(value).map_err(|err| StoreError::Corrupt {
-                                key: key.clone(),
-                                reason: err.to_string(),
-                            })?;
-                        if let Some(source_id) = &entry.source_id {
-                            let by_source = format!("{}/{source_id}", entry.department.code());
-                            self.tx.add_member(
-                                Members::QuarantineBySource,
-                                &by_source,
-                                &entry.id,
-                            )?;
+                        Table::Quarantine => {
+                            let entry: QuarantineEntry =
+                                serde_json::from_slice(value).map_err(|err| {
+                                    StoreError::Corrupt {
+                                        key: key.clone(),
+                                        reason: err.to_string(),
+                                    }
+                                })?;
+                            if let Some(source_id) = &entry.source_id {
+                                by_source.push((
+                                    format!("{}/{source_id}", entry.department.code()),
+                                    entry.id.clone(),
+                                ));
+                            }
                         }
+                        Table::Meta | Table::Receipts => {}
                     }
-                    Table::Meta | Table::Receipts => {}
+                    values
+                        .entry(*table)
+                        .or_default()
+                        .push((key.clone(), value.clone()));
                 }
-                Ok(())
+                ExportedEntry::Change { seq, entity } => changes.push((*seq, entity.clone())),
             }
-            ExportedEntry::Change { seq, entity } => self.tx.put_change(*seq, entity),
         }
+        for (table, entries) in &values {
+            self.tx.put_many(*table, entries)?;
+        }
+        if !links.is_empty() {
+            self.tx.add_members(Members::Links, &links)?;
+        }
+        if !by_source.is_empty() {
+            self.tx
+                .add_members(Members::QuarantineBySource, &by_source)?;
+        }
+        if !changes.is_empty() {
+            self.tx.put_changes(&changes)?;
+            self.changed = true;
+        }
+        Ok(())
     }
 }
 
@@ -827,18 +851,19 @@ mod b64_map {
     }
 }
 
+/// The PostgreSQL server the tests of this crate use.
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
+pub(crate) mod test_postgres {
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::PostgresOptions;
 
     const PG_URL_ENV: &str = "SAFEGRID_TEST_PG_URL";
 
     /// The PostgreSQL server of `SAFEGRID_TEST_PG_URL` (`bash scripts/test.sh` starts one).
     /// Without it these tests fail and say so: a skipped test would pass unseen.
-    fn pg_url() -> String {
+    pub(crate) fn pg_url() -> String {
         match std::env::var(PG_URL_ENV) {
             Ok(url) if !url.trim().is_empty() => url,
             _ => panic!(
@@ -849,7 +874,7 @@ mod tests {
     }
 
     /// A schema of its own for each PostgreSQL store a test opens.
-    fn fresh_schema() -> String {
+    pub(crate) fn fresh_schema() -> String {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -861,6 +886,19 @@ mod tests {
             NEXT.fetch_add(1, Ordering::Relaxed)
         )
     }
+
+    pub(crate) fn options() -> PostgresOptions {
+        PostgresOptions::new(pg_url()).schema(fresh_schema())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::test_postgres::{fresh_schema, pg_url};
+    use super::*;
+
+    use std::sync::atomic::Ordering;
 
     fn pg_options(schema: &str) -> PostgresOptions {
         PostgresOptions::new(pg_url()).schema(schema)

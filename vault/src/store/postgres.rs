@@ -512,6 +512,63 @@ impl Transaction for Session {
         })
     }
 
+    fn put_many(&mut self, table: Table, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {} (key, value) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            table_name(table)
+        );
+        let keys: Vec<Vec<u8>> = entries.iter().map(|(k, _)| k.as_bytes().to_vec()).collect();
+        let values: Vec<Vec<u8>> = entries.iter().map(|(_, v)| v.clone()).collect();
+        self.call(move |mut tx| async move {
+            let done = sqlx::query(&sql)
+                .bind(keys)
+                .bind(values)
+                .execute(&mut *tx)
+                .await;
+            (tx, done.map(drop))
+        })
+    }
+
+    fn add_members(&mut self, set: Members, pairs: &[(String, String)]) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {} (key, member) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+             ON CONFLICT DO NOTHING",
+            set_name(set)
+        );
+        let keys: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| k.as_bytes().to_vec()).collect();
+        let members: Vec<Vec<u8>> = pairs.iter().map(|(_, m)| m.as_bytes().to_vec()).collect();
+        self.call(move |mut tx| async move {
+            let done = sqlx::query(&sql)
+                .bind(keys)
+                .bind(members)
+                .execute(&mut *tx)
+                .await;
+            (tx, done.map(drop))
+        })
+    }
+
+    fn put_changes(&mut self, changes: &[(u64, String)]) -> Result<(), StoreError> {
+        let mut seqs = Vec::with_capacity(changes.len());
+        for (seq, _) in changes {
+            seqs.push(i64::try_from(*seq).map_err(|_| StoreError::Corrupt {
+                key: "change_seq".to_owned(),
+                reason: "the change sequence passed 2^63".to_owned(),
+            })?);
+        }
+        let entities: Vec<String> = changes.iter().map(|(_, e)| e.clone()).collect();
+        self.call(move |mut tx| async move {
+            let done = sqlx::query(
+                "INSERT INTO changes (seq, entity) SELECT * FROM UNNEST($1::bigint[], $2::text[])",
+            )
+            .bind(seqs)
+            .bind(entities)
+            .execute(&mut *tx)
+            .await;
+            (tx, done.map(drop))
+        })
+    }
+
     fn commit(self: Box<Self>) -> Result<(), StoreError> {
         let mut session = *self;
         let tx = session
