@@ -343,5 +343,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("store.cache_mb"), "{err}");
+
+        // The PostgreSQL store: the URL from the environment, never printed; a backend
+        // without its URL, a URL of another database and an odd schema name are refused.
+        let url = "postgres://safegrid:pw-Secr3t@db.internal:5432/street";
+        let config = load_with(
+            None,
+            env(&[
+                ("SAFEGRID_STORE_BACKEND", "postgres"),
+                ("SAFEGRID_STORE_URL", url),
+                ("SAFEGRID_STORE_SCHEMA", "street_110105001"),
+            ]),
+        )
+        .unwrap();
+        let options = config.store.postgres().expect("postgres options");
+        assert_eq!(options.url, url);
+        assert_eq!(options.schema, "street_110105001");
+        assert!(!format!("{config:?}").contains("pw-Secr3t"));
+        let err = load_with(None, env(&[("SAFEGRID_STORE_BACKEND", "postgres")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store.url"), "{err}");
+        for (variable, value, key) in [
+            ("SAFEGRID_STORE_URL", "mysql://u:p@h/db", "store.url"),
+            ("SAFEGRID_STORE_SCHEMA", "Street; drop", "store.schema"),
+            (
+                "SAFEGRID_STORE_MAX_CONNECTIONS",
+                "1",
+                "store.max_connections",
+            ),
+        ] {
+            let mut vars = vec![("SAFEGRID_STORE_BACKEND", "postgres"), (variable, value)];
+            if variable != "SAFEGRID_STORE_URL" {
+                vars.push(("SAFEGRID_STORE_URL", url));
+            }
+            let err = load_with(None, env(&vars)).unwrap_err().to_string();
+            assert!(err.contains(key), "{variable}={value}: {err}");
+            assert!(!err.contains("pw-Secr3t"), "{err}");
+        }
+        assert!(Config::default().store.postgres().is_none());
     }
 }
