@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command (README): starts what the tests need (a throwaway
-# PostgreSQL and a throwaway MariaDB for the SQL connector), runs the whole workspace's tests,
+# PostgreSQL for the SQL connector and the PostgreSQL store, a throwaway MariaDB, ChromeDriver),
+# runs the whole workspace's tests, then the storage-facing ones again on the PostgreSQL store,
 # and stops them again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,3 +67,8 @@ if [ -f "$chrome_script" ] && [ -z "${SAFEGRID_TEST_WEBDRIVER:-}" ]; then
 fi
 
 cargo test --workspace "$@"
+# The storage-facing tests once more on the other engine: every store the engine, search and
+# broker unit tests and every end-to-end broker open is a fresh schema of the PostgreSQL above
+# (the vault's own tests already run on both engines).
+SAFEGRID_TEST_STORE=postgres cargo test -p engine -p search -p broker --lib "$@"
+SAFEGRID_TEST_STORE=postgres cargo test -p e2e-tests --test e2e "$@"

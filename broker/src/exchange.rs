@@ -774,7 +774,7 @@ mod tests {
     #[test]
     fn only_https_on_allowed_hosts_and_loopback_in_dev() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let store = Arc::new(vault::store::open_for_tests(&dir.path().join("s.redb")).unwrap());
         let keys = Arc::new(
             vault::keys::load_key_ring(&store, &vault::crypto::MasterKey::for_tests(3)).unwrap(),
         );

@@ -204,7 +204,7 @@ mod tests {
     #[test]
     fn a_record_counts_once_and_never_for_its_own_department() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let store = Arc::new(vault::store::open_for_tests(&dir.path().join("s.redb")).unwrap());
         let tracker = SharingTracker::load(store.clone()).unwrap();
         let gongan = source(Department::Gongan, "GA-1");
         let minzheng = source(Department::Minzheng, "MZ-1");

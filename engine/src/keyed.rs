@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn each_identity_document_is_blind_indexed_by_its_stable_number() {
         let dir = tempfile::tempdir().unwrap();
-        let store = vault::store::Store::open(&dir.path().join("s.redb")).unwrap();
+        let store = vault::store::open_for_tests(&dir.path().join("s.redb")).unwrap();
         let keys =
             vault::keys::load_key_ring(&store, &vault::crypto::MasterKey::for_tests(5)).unwrap();
         let links = |documents| {

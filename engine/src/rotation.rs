@@ -796,7 +796,7 @@ mod tests {
         use demo::generate::{DemoConfig, DemoWorld};
         use vault::progress::Counting;
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let store = Arc::new(vault::store::open_for_tests(&dir.path().join("s.redb")).unwrap());
         let master = MasterKey::for_tests(11);
         let keys = Arc::new(load_key_ring(&store, &master).unwrap());
         let world = DemoWorld::new(DemoConfig {
@@ -852,7 +852,7 @@ mod tests {
     #[test]
     fn master_rotation_rewraps_every_key() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let store = vault::store::open_for_tests(&dir.path().join("s.redb")).unwrap();
         let old = MasterKey::for_tests(1);
         let new = MasterKey::for_tests(2);
         rotate_data_key(&store, &old, Department::Gongan).unwrap();
@@ -876,7 +876,8 @@ mod tests {
     #[test]
     fn a_row_that_does_not_open_is_skipped_and_listed_and_the_pass_finishes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let store =
+            std::sync::Arc::new(vault::store::open_for_tests(&dir.path().join("s.redb")).unwrap());
         let master = MasterKey::for_tests(7);
         let keys = std::sync::Arc::new(load_key_ring(&store, &master).unwrap());
         let pipeline = crate::ingest::Pipeline::new(store.clone(), keys);
@@ -930,7 +931,8 @@ mod tests {
     #[test]
     fn rows_stored_before_the_address_links_get_them_and_nothing_else_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let store =
+            std::sync::Arc::new(vault::store::open_for_tests(&dir.path().join("s.redb")).unwrap());
         let keys = std::sync::Arc::new(load_key_ring(&store, &MasterKey::for_tests(8)).unwrap());
         assert!(!schedule_renormalisation(&store, &keys).unwrap());
         let pipeline = crate::ingest::Pipeline::new(store.clone(), keys.clone());
@@ -1002,7 +1004,8 @@ mod tests {
     #[test]
     fn keyed_links_of_an_older_normalisation_are_recomputed_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let store =
+            std::sync::Arc::new(vault::store::open_for_tests(&dir.path().join("s.redb")).unwrap());
         let master = MasterKey::for_tests(9);
         let keys = std::sync::Arc::new(load_key_ring(&store, &master).unwrap());
         assert!(

@@ -105,11 +105,15 @@ enum Command {
         #[arg(long)]
         master_key: Option<PathBuf>,
     },
-    /// Rebuild the search index (<DATA_DIR>/index) from the store, offline.
+    /// Rebuild the search index (<DATA_DIR>/index) from the store, offline: the embedded
+    /// store of the data directory, or the PostgreSQL store the configuration names.
     Reindex {
         /// Data directory of the broker (store, audit log, dev material).
         #[arg(long, env = "SAFEGRID_DATA_DIR")]
         data_dir: PathBuf,
+        /// Configuration file (TOML); only its [store] section is used here.
+        #[arg(long, env = "SAFEGRID_CONFIG")]
+        config: Option<PathBuf>,
         /// Master key file; default <DATA_DIR>.master-key. SAFEGRID_MASTER_KEY overrides.
         #[arg(long)]
         master_key: Option<PathBuf>,
@@ -354,11 +358,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Reindex {
             data_dir,
+            config,
             master_key,
         } => {
             let started = std::time::Instant::now();
+            let store = broker::config_overrides::load(config.as_deref())?.store;
             let bar = progress::Bar::start("reindex", progress::Unit::Items("entities"));
-            let entities = search::reindex_with_progress(&data_dir, master_key.as_deref(), &bar)?;
+            let entities = match store.postgres() {
+                Some(options) => {
+                    let store = vault::store::Store::connect(&options).with_context(|| {
+                        format!(
+                            "connecting to the PostgreSQL store (schema {})",
+                            options.schema
+                        )
+                    })?;
+                    search::reindex_store(
+                        std::sync::Arc::new(store),
+                        &data_dir,
+                        master_key.as_deref(),
+                        &bar,
+                    )
+                }
+                None => search::reindex_with_progress(&data_dir, master_key.as_deref(), &bar),
+            }?;
             drop(bar);
             println!(
                 "indexed {entities} entities into {} in {:.1}s",

@@ -746,8 +746,21 @@ pub fn reindex_with_progress(
     progress: &dyn Progress,
 ) -> anyhow::Result<usize> {
     use anyhow::Context;
-    let master = vault::keys::load_master_key(data_dir, master_key, false)?;
     let store = Arc::new(Store::open(&data_dir.join("store.redb")).context("opening the store")?);
+    reindex_store(store, data_dir, master_key, progress)
+}
+
+/// [`reindex_with_progress`] from a store already open (a PostgreSQL store, which brokers may
+/// be serving meanwhile: the rebuild reads one snapshot and then catches up with the changes
+/// after it).
+pub fn reindex_store(
+    store: Arc<Store>,
+    data_dir: &Path,
+    master_key: Option<&Path>,
+    progress: &dyn Progress,
+) -> anyhow::Result<usize> {
+    use anyhow::Context;
+    let master = vault::keys::load_master_key(data_dir, master_key, false)?;
     let keys = Arc::new(vault::keys::load_key_ring(&store, &master).context("loading keys")?);
     let index = SearchIndex::open(data_dir, &keys)?;
     let source = Source {
@@ -798,7 +811,7 @@ mod tests {
     fn street(residents: usize) -> (tempfile::TempDir, Arc<Store>, Arc<KeyRing>) {
         let dir = tempfile::tempdir().unwrap();
         let master = MasterKey::load(Some(&dir.path().join("master.key")), true).unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
+        let store = Arc::new(vault::store::open_for_tests(&dir.path().join("store.redb")).unwrap());
         let keys = Arc::new(vault::keys::load_key_ring(&store, &master).unwrap());
         let world = DemoWorld::new(DemoConfig {
             residents,
@@ -967,7 +980,7 @@ mod tests {
     async fn overdue_events_are_those_still_open_past_their_types_deadline() {
         let dir = tempfile::tempdir().unwrap();
         let master = MasterKey::load(Some(&dir.path().join("master.key")), true).unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
+        let store = Arc::new(vault::store::open_for_tests(&dir.path().join("store.redb")).unwrap());
         let keys = Arc::new(vault::keys::load_key_ring(&store, &master).unwrap());
         let pipeline = Pipeline::new(store.clone(), keys.clone());
         let now = chrono::Utc::now();

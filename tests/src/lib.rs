@@ -24,8 +24,56 @@ pub struct TestApp {
     pub client: Client,
     pub signer: TokenSigner,
     pub data_dir: PathBuf,
+    /// The store's settings, kept for a restart (the PostgreSQL schema of this broker).
+    pub store: broker::config::StoreSection,
     /// Keeps the temporary directory alive.
     pub root: tempfile::TempDir,
+}
+
+/// `SAFEGRID_TEST_STORE=postgres` runs every test broker on the PostgreSQL store of
+/// `SAFEGRID_TEST_PG_URL` (a fresh schema each) instead of the embedded file: the same suite,
+/// on the other engine (`bash scripts/test.sh` runs it both ways).
+pub const STORE_ENV: &str = "SAFEGRID_TEST_STORE";
+
+/// True when the suite runs on the PostgreSQL store.
+pub fn on_postgres() -> bool {
+    std::env::var(STORE_ENV).is_ok_and(|v| v == "postgres")
+}
+
+/// A fresh schema name for a test broker's PostgreSQL store.
+pub fn fresh_schema(label: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "t_{label}_{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The PostgreSQL server of `SAFEGRID_TEST_PG_URL`; panics (never skips) without it.
+pub fn pg_url() -> String {
+    match std::env::var("SAFEGRID_TEST_PG_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => panic!(
+            "SAFEGRID_TEST_PG_URL is not set: run `bash scripts/test.sh`, which starts a \
+             throwaway PostgreSQL (connectors/scripts/ci-postgres.sh) and sets it"
+        ),
+    }
+}
+
+/// A store section on the PostgreSQL test server, in a fresh schema.
+pub fn postgres_store() -> broker::config::StoreSection {
+    broker::config::StoreSection {
+        backend: broker::config::StoreBackend::Postgres,
+        url: Some(broker::config::StoreUrl::new(pg_url())),
+        schema: fresh_schema("e2e"),
+        ..broker::config::StoreSection::default()
+    }
 }
 
 /// The street all fixtures live in.
@@ -68,6 +116,16 @@ impl TestApp {
         app
     }
 
+    /// The store this broker uses, opened here: the embedded file (only once the broker has
+    /// stopped, since it holds the file) or its PostgreSQL schema.
+    pub fn open_store(&self) -> vault::store::Store {
+        match self.store.postgres() {
+            Some(options) => vault::store::Store::connect(&options).expect("the PostgreSQL store"),
+            None => vault::store::Store::open(&self.data_dir.join("store.redb"))
+                .expect("the embedded store (the broker stopped)"),
+        }
+    }
+
     /// Where dev mode keeps this broker's master key (beside the data directory).
     pub fn master_key_path(&self) -> PathBuf {
         vault::keys::default_master_key_path(&self.data_dir)
@@ -83,6 +141,10 @@ impl TestApp {
         mut config: Config,
         master_key: Option<PathBuf>,
     ) -> TestApp {
+        if on_postgres() && config.store.backend == broker::config::StoreBackend::Embedded {
+            config.store = postgres_store();
+        }
+        let store = config.store.clone();
         // Tests run many brokers at once: each takes its own metrics port.
         if config.metrics_listen == Config::default().metrics_listen {
             config.metrics_listen = "127.0.0.1:0".to_owned();
@@ -111,6 +173,7 @@ impl TestApp {
             client,
             signer,
             data_dir,
+            store,
             root,
         }
     }
@@ -126,7 +189,10 @@ impl TestApp {
     /// still being built.
     pub async fn restart_unready(mut self) -> TestApp {
         self.stop().await;
-        let config = Config::default();
+        let config = Config {
+            store: self.store.clone(),
+            ..Config::default()
+        };
         TestApp::start_in(self.root, self.data_dir, config).await
     }
 
@@ -226,6 +292,36 @@ impl TestApp {
         assert_eq!(status, 200, "by-source lookup failed: {body}");
         body["id"].as_str().expect("an id").to_owned()
     }
+}
+
+/// Every key, value and member in the tables of a PostgreSQL store's `schema`, read back as
+/// bytes with `psql`, to look for plaintext in what the database holds.
+pub fn postgres_bytes(schema: &str) -> Vec<u8> {
+    let sql = format!(
+        "SET search_path = {schema}; \
+         SELECT encode(key, 'hex') || encode(value, 'hex') FROM meta \
+         UNION ALL SELECT encode(key, 'hex') || encode(value, 'hex') FROM sources \
+         UNION ALL SELECT encode(key, 'hex') || encode(value, 'hex') FROM receipts \
+         UNION ALL SELECT encode(key, 'hex') || encode(value, 'hex') FROM quarantine \
+         UNION ALL SELECT encode(key, 'hex') || encode(member, 'hex') FROM links \
+         UNION ALL SELECT encode(key, 'hex') || encode(member, 'hex') FROM quarantine_by_source \
+         UNION ALL SELECT encode(convert_to(entity, 'UTF8'), 'hex') FROM changes"
+    );
+    let output = std::process::Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(pg_url())
+        .args(["-c", &sql])
+        .output()
+        .expect("psql runs (the PostgreSQL client, installed with the server)");
+    assert!(
+        output.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .flat_map(|row| hex::decode(row.trim()).expect("hex rows"))
+        .collect()
 }
 
 /// An 18-digit ID number: `first17` and its GB 11643 check digit.

@@ -166,6 +166,12 @@ pub fn snapshot_with_progress(
     out: &Path,
     progress: &dyn Progress,
 ) -> anyhow::Result<Manifest> {
+    if !store.is_embedded() {
+        bail!(
+            "the store is in PostgreSQL: back it up with the database's own tools \
+             (pg_basebackup and WAL archiving); a SafeGrid backup copies an embedded store"
+        );
+    }
     if out.exists() {
         bail!(
             "{} already exists; choose a new backup directory",

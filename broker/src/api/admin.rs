@@ -88,6 +88,14 @@ pub async fn backup(
             "set backup_dir in the configuration to take backups while serving",
         ));
     };
+    if !state.vault.store_is_embedded() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backup_store_external",
+            "the store is in PostgreSQL: back it up with pg_basebackup and WAL archiving \
+             (deploy/README.md); this broker's backup copies an embedded store",
+        ));
+    }
     let name = chrono::Utc::now()
         .format("safegrid-%Y%m%dT%H%M%S%.3fZ")
         .to_string();

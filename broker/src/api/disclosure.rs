@@ -82,6 +82,12 @@ impl Vault {
         engine::keyed::source_entity_id(&self.keys, row)
     }
 
+    /// The store is the embedded file, which a backup copies (a PostgreSQL store is backed up
+    /// by the database's own tools).
+    pub fn store_is_embedded(&self) -> bool {
+        self.store.is_embedded()
+    }
+
     /// A consistent backup of the store and the audit log under `target`.
     pub fn backup(
         &self,

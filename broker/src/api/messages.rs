@@ -309,6 +309,7 @@ pub const CATALOG: &[(&str, &str)] = &[
     ("audit_read_failed", "审计日志读取失败：请稍后重试；如持续出现，请联系系统运维人员。"),
     ("audit_unavailable", "审计日志当前无法写入，本次请求未予办理（不提供个人信息）：请待 /readyz 显示就绪后重试。"),
     ("backup_dir_not_configured", "未配置备份目录：请系统管理员在配置中设置备份目录后再执行备份。"),
+    ("backup_store_external", "数据存储在 PostgreSQL 数据库中：请用数据库自身的工具（pg_basebackup 与 WAL 归档）备份；本系统的备份只复制内嵌存储。"),
     ("backup_failed", "备份未能完成：请联系系统运维人员查看日志。"),
     ("batch_malformed", "批次无法解析：请求体应为 UTF-8 编码的 JSON 数组或每行一条记录的 NDJSON；请检查格式后重新报送（具体位置见英文消息）。"),
     ("body_invalid", "请求体格式不正确：请按接口文档（/docs）提交 JSON 请求体，并使用 Content-Type: application/json。"),

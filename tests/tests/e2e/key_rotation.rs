@@ -70,7 +70,7 @@ async fn interrupted_reencryption_resumes_and_every_record_still_opens() {
     let master = vault::keys::load_master_key(&app.data_dir, None, false).expect("master key");
     let fields_before;
     {
-        let store = Store::open(&app.data_dir.join("store.redb")).expect("store");
+        let store = app.open_store();
         let (v1, other) = versions(&store, 1);
         assert_eq!(other, 0);
         assert!(v1 >= RESIDENTS * 2, "id, name and phone are sealed");
@@ -139,7 +139,7 @@ async fn interrupted_reencryption_resumes_and_every_record_still_opens() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     app.stop().await;
 
-    let store = Store::open(&app.data_dir.join("store.redb")).expect("store");
+    let store = app.open_store();
     let ring = load_key_ring(&store, &master).expect("keys");
     // Finish whatever the background run did not (idempotent if it finished).
     let report = reencrypt(
@@ -242,7 +242,7 @@ async fn blind_index_rotation_resumes_keeps_lookups_working_and_retires_the_old_
     let master = vault::keys::load_master_key(&app.data_dir, None, false).expect("master key");
     let old_links;
     {
-        let store = Store::open(&app.data_dir.join("store.redb")).expect("store");
+        let store = app.open_store();
         let old_ring = load_key_ring(&store, &master).expect("keys");
         assert_eq!(old_ring.blind_version(), 1);
         old_links = keyed_links(&store);
@@ -313,7 +313,7 @@ async fn blind_index_rotation_resumes_keeps_lookups_working_and_retires_the_old_
     .await;
     app.stop().await;
 
-    let store = Store::open(&app.data_dir.join("store.redb")).expect("store");
+    let store = app.open_store();
     let ring = load_key_ring(&store, &master).expect("keys");
     // Finish whatever the background run did not (it re-keys nothing twice if it finished).
     let report = reblind(&store, &ring, None, &AtomicBool::new(false)).expect("finish");

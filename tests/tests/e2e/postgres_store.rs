@@ -6,54 +6,23 @@
 //! Needs the PostgreSQL of `SAFEGRID_TEST_PG_URL` (`bash scripts/test.sh` starts one) and its
 //! `psql` client to read the tables back; fails, never skips, without them.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use broker::config::{Config, StoreBackend, StoreUrl};
-use e2e_tests::{contains_bytes, hit_ids, id, TestApp, GRID, OTHER_GRID, STREET};
+use e2e_tests::{
+    contains_bytes, fresh_schema, hit_ids, id, postgres_bytes, postgres_store, TestApp, GRID,
+    OTHER_GRID, STREET,
+};
 use serde_json::{json, Value};
 
-const URL_ENV: &str = "SAFEGRID_TEST_PG_URL";
-
-fn pg_url() -> String {
-    match std::env::var(URL_ENV) {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => panic!(
-            "{URL_ENV} is not set: run `bash scripts/test.sh`, which starts a throwaway \
-             PostgreSQL (connectors/scripts/ci-postgres.sh) and sets it"
-        ),
-    }
-}
-
-fn psql(sql: &str) -> String {
-    let output = Command::new("psql")
-        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(pg_url())
-        .args(["-c", sql])
-        .output()
-        .expect("psql runs (the PostgreSQL client, installed with the server)");
-    assert!(
-        output.status.success(),
-        "psql failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("psql prints UTF-8")
-}
-
 fn config(schema: &str) -> Config {
-    let mut config = Config::default();
-    config.store.backend = StoreBackend::Postgres;
-    config.store.url = Some(StoreUrl::new(pg_url()));
-    config.store.schema = schema.to_owned();
-    config
-}
-
-fn schema(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("t_e2e_{test}_{}_{nanos}", std::process::id())
+    Config {
+        store: broker::config::StoreSection {
+            schema: schema.to_owned(),
+            ..postgres_store()
+        },
+        ..Config::default()
+    }
 }
 
 fn line(value: Value) -> String {
@@ -84,7 +53,7 @@ async fn search_until_found(app: &TestApp, token: &str, q: &str, id: &str) -> Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_brokers_on_one_database_serve_what_either_stored() {
-    let schema = schema("two");
+    let schema = fresh_schema("two");
     let mut first = TestApp::spawn_with(config(&schema)).await;
     let id18 = id("11010519800101123");
     let phone = "13698765432";
@@ -173,19 +142,7 @@ async fn two_brokers_on_one_database_serve_what_either_stored() {
 
     // Nothing personal in plaintext anywhere in the database: every key, value and member
     // of the schema's tables, read back as bytes.
-    let dump = psql(&format!(
-        "SET search_path = {schema}; \
-         SELECT encode(key, 'hex') || encode(value, 'hex') FROM meta \
-         UNION ALL SELECT encode(key, 'hex') || encode(value, 'hex') FROM sources \
-         UNION ALL SELECT encode(key, 'hex') || encode(value, 'hex') FROM receipts \
-         UNION ALL SELECT encode(key, 'hex') || encode(value, 'hex') FROM quarantine \
-         UNION ALL SELECT encode(key, 'hex') || encode(member, 'hex') FROM links \
-         UNION ALL SELECT encode(convert_to(entity, 'UTF8'), 'hex') FROM changes"
-    ));
-    let bytes: Vec<u8> = dump
-        .lines()
-        .flat_map(|row| hex::decode(row.trim()).expect("hex rows"))
-        .collect();
+    let bytes = postgres_bytes(&schema);
     assert!(bytes.len() > 1000, "the tables hold the records");
     for secret in [id18.as_str(), phone, "欧阳明轩", "司马长风", "5432"] {
         assert!(

@@ -517,7 +517,13 @@ async fn the_index_follows_updates_tombstones_restarts_and_reindex() {
     // An offline rebuild gives the same answers.
     let mut app = app;
     app.stop().await;
-    let count = search::reindex(&app.data_dir, None).expect("reindex");
+    let count = search::reindex_store(
+        std::sync::Arc::new(app.open_store()),
+        &app.data_dir,
+        None,
+        &vault::progress::Silent,
+    )
+    .expect("reindex");
     assert!(count >= 6, "{count}");
     let app = app.restart().await;
     for q in ["oynn", "张三", "3号楼2单元"] {

@@ -388,7 +388,7 @@ async fn a_ciphertext_moved_to_another_row_fails_to_open() {
     let mut app = app;
     app.stop().await;
     {
-        let store = vault::store::Store::open(&app.data_dir.join("store.redb")).expect("store");
+        let store = app.open_store();
         let reader = store.read().expect("read");
         let mut row_a = reader
             .source("gongan/resident/GA-A")
@@ -497,14 +497,21 @@ async fn no_plaintext_identifier_anywhere_under_the_data_directory() {
     }
     app.stop().await;
     let files = files_under(&app.data_dir);
-    assert!(files.iter().any(|f| f.ends_with("store.redb")));
-    let contents: Vec<(std::path::PathBuf, Vec<u8>)> = files
+    let mut contents: Vec<(std::path::PathBuf, Vec<u8>)> = files
         .into_iter()
         .map(|f| {
             let bytes = std::fs::read(&f).expect("readable");
             (f, bytes)
         })
         .collect();
+    // The store itself: the file, or every table of the PostgreSQL schema.
+    match app.store.postgres() {
+        Some(options) => contents.push((
+            std::path::PathBuf::from(format!("postgres schema {}", options.schema)),
+            e2e_tests::postgres_bytes(&options.schema),
+        )),
+        None => assert!(contents.iter().any(|(f, _)| f.ends_with("store.redb"))),
+    }
     let mut needles = Vec::new();
     for index in 0..300 {
         let person = world.person(index);
@@ -565,6 +572,15 @@ async fn the_system_administrator_backs_up_while_serving_and_the_backup_restores
         .send()
         .await
         .expect("sent");
+    if e2e_tests::on_postgres() {
+        // A database is backed up by its own tools; the broker says so instead of copying
+        // half of what it serves.
+        assert_eq!(response.status(), 409);
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "backup_store_external", "{body}");
+        assert!(!root.path().join("backups").exists());
+        return;
+    }
     assert_eq!(response.status(), 200);
     let done: Value = response.json().await.expect("json");
     let path = std::path::PathBuf::from(done["path"].as_str().expect("path"));

@@ -91,6 +91,9 @@ pub(crate) trait Transaction: Snapshot {
 
 /// A storage engine.
 pub(crate) trait Engine: Send + Sync {
+    /// `embedded` or `postgres`.
+    fn name(&self) -> &'static str;
+
     fn begin_write(&self) -> Result<Box<dyn Transaction>, StoreError>;
     fn begin_read(&self) -> Result<Box<dyn Snapshot + Sync>, StoreError>;
 }

@@ -91,6 +91,10 @@ impl Embedded {
 }
 
 impl Engine for Embedded {
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+
     fn begin_write(&self) -> Result<Box<dyn Transaction>, StoreError> {
         Ok(Box::new(Writer(self.db.begin_write()?)))
     }

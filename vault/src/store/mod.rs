@@ -241,6 +241,33 @@ impl Store {
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.read()?.snapshot.get(Table::Meta, key)
     }
+
+    /// The store is the embedded file (not a shared database): file backups and compaction
+    /// apply to it.
+    pub fn is_embedded(&self) -> bool {
+        self.engine.name() == "embedded"
+    }
+}
+
+/// For the tests of the crates above the vault (feature `testing`): the embedded store at
+/// `path`, or — with `SAFEGRID_TEST_STORE=postgres` — a schema of the PostgreSQL server of
+/// `SAFEGRID_TEST_PG_URL` named after `path`, so that a test reopening the same path reopens
+/// the same store. `bash scripts/test.sh` runs the storage-facing tests both ways.
+#[cfg(any(test, feature = "testing"))]
+pub fn open_for_tests(path: &Path) -> Result<Store, StoreError> {
+    if std::env::var("SAFEGRID_TEST_STORE").is_ok_and(|v| v == "postgres") {
+        let url = std::env::var("SAFEGRID_TEST_PG_URL").map_err(|_| {
+            StoreError::Unavailable(
+                "SAFEGRID_TEST_STORE=postgres needs SAFEGRID_TEST_PG_URL (bash scripts/test.sh)"
+                    .to_owned(),
+            )
+        })?;
+        let digest =
+            ring::digest::digest(&ring::digest::SHA256, path.as_os_str().as_encoded_bytes());
+        let schema = format!("t_path_{}", hex::encode(&digest.as_ref()[..12]));
+        return Store::connect(&PostgresOptions::new(url).schema(schema));
+    }
+    Store::open(path)
 }
 
 /// What [`compact`] did to a store file.

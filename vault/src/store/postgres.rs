@@ -198,6 +198,10 @@ impl Postgres {
 }
 
 impl Engine for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
     fn begin_write(&self) -> Result<Box<dyn Transaction>, StoreError> {
         let pool = self.pool()?;
         let tx = run(&self.handle, async move {
