@@ -167,6 +167,25 @@ pub struct Exchange {
     /// Bumped after every commit that appended to the change sequence (the store's
     /// observer), so idle workers wake at once instead of polling.
     commits: tokio::sync::watch::Sender<u64>,
+    /// This process among the brokers sharing a store: the holder named in delivery leases.
+    instance: String,
+}
+
+/// How long a broker's hold on one subscription's deliveries lasts unless renewed (renewed at
+/// half of it). A broker that dies is replaced by another after at most this long; one that
+/// stops cleanly hands over at once.
+pub const DELIVERY_LEASE: Duration = Duration::from_secs(15);
+
+/// Who delivers a subscription, in the store's meta table (`exchange/lease/<id>`).
+#[derive(Debug, Serialize, Deserialize)]
+struct Lease {
+    holder: String,
+    /// Unix milliseconds, by the holder's clock.
+    until_ms: i64,
+}
+
+fn lease_key(id: &str) -> String {
+    format!("exchange/lease/{id}")
 }
 
 impl Exchange {
@@ -192,6 +211,60 @@ impl Exchange {
             client,
             lock: Mutex::new(()),
             commits,
+            instance: hex::encode(rand::random::<[u8; 12]>()),
+        })
+    }
+
+    /// Takes or renews this broker's hold on delivering subscription `id`; false while another
+    /// broker sharing the store holds it. With the embedded store one process holds the file,
+    /// so the answer is always yes and nothing is written. A lease whose end lies more than
+    /// two leases ahead of this broker's clock (a holder with a clock far ahead) counts as
+    /// expired, so such a holder cannot keep a subscription for longer than that when it dies.
+    pub fn hold_lease(&self, id: &str) -> Result<bool, StoreError> {
+        if self.store.is_embedded() {
+            return Ok(true);
+        }
+        let key = lease_key(id);
+        let span = i64::try_from(DELIVERY_LEASE.as_millis()).unwrap_or(i64::MAX);
+        self.store.write(|w| {
+            let now = Utc::now().timestamp_millis();
+            let current: Option<Lease> = w
+                .meta(&key)?
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            let free = match &current {
+                None => true,
+                Some(lease) if lease.holder == self.instance => true,
+                Some(lease) => {
+                    lease.until_ms < now || lease.until_ms > now.saturating_add(2 * span)
+                }
+            };
+            if free {
+                let lease = Lease {
+                    holder: self.instance.clone(),
+                    until_ms: now.saturating_add(span),
+                };
+                w.put_meta(&key, &encode(&lease))?;
+            }
+            Ok(free)
+        })
+    }
+
+    /// Gives up this broker's hold on `id` (on shutdown), so another broker takes over at
+    /// once.
+    pub fn release_lease(&self, id: &str) -> Result<(), StoreError> {
+        if self.store.is_embedded() {
+            return Ok(());
+        }
+        let key = lease_key(id);
+        self.store.write(|w| {
+            let ours = w
+                .meta(&key)?
+                .and_then(|bytes| serde_json::from_slice::<Lease>(&bytes).ok())
+                .is_some_and(|lease| lease.holder == self.instance);
+            if ours {
+                w.delete_meta(&key)?;
+            }
+            Ok(())
         })
     }
 

@@ -13,6 +13,8 @@ use crate::exchange::{backoff, delivery_id, Attempt, DeliveryEntry, DeliveryStat
 
 /// How long an idle subscription waits for a commit's wake-up before looking anyway.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often a broker that does not hold a subscription's lease looks again.
+const LEASE_RETRY: Duration = Duration::from_secs(1);
 /// Changes read from the sequence at a time.
 const BATCH: usize = 64;
 
@@ -50,22 +52,69 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> tokio::tas
                 _ = shutdown.changed() => break,
             }
         }
-        for (_, task) in running {
-            task.abort();
+        // Workers stop at the shutdown signal and hand their leases over; one in the middle of
+        // a delivery gets a moment to finish it.
+        for (_, mut task) in running {
+            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
         }
     })
 }
 
-/// Delivers one subscription's changes, one at a time, until shutdown or deletion.
-async fn worker(state: AppState, id: String, mut shutdown: watch::Receiver<bool>) {
+/// Delivers one subscription's changes, one at a time, until shutdown or deletion — while
+/// this broker holds the subscription's lease (brokers sharing a PostgreSQL store deliver
+/// each subscription once, from whichever holds it).
+async fn worker(state: AppState, id: String, shutdown: watch::Receiver<bool>) {
+    deliver_while_held(&state, &id, shutdown).await;
+    let exchange = state.exchange.clone();
+    let released = tokio::task::spawn_blocking(move || exchange.release_lease(&id)).await;
+    if let Ok(Err(err)) = released {
+        tracing::warn!(error = %err, "a delivery lease was not released; it lapses by itself");
+    }
+}
+
+async fn deliver_while_held(state: &AppState, id: &str, mut shutdown: watch::Receiver<bool>) {
     let mut commits = state.exchange.commits();
+    let mut held_until: Option<std::time::Instant> = None;
     loop {
         if *shutdown.borrow() {
             return;
         }
+        let renew_at = held_until.map(|until| until - crate::exchange::DELIVERY_LEASE / 2);
+        if renew_at.is_none_or(|at| std::time::Instant::now() >= at) {
+            let asked = std::time::Instant::now();
+            let exchange = state.exchange.clone();
+            let owned = id.to_owned();
+            match tokio::task::spawn_blocking(move || exchange.hold_lease(&owned)).await {
+                Ok(Ok(true)) => held_until = Some(asked + crate::exchange::DELIVERY_LEASE),
+                Ok(Ok(false)) => {
+                    // Another broker delivers this subscription: look again later.
+                    held_until = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(LEASE_RETRY) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    continue;
+                }
+                Ok(Err(err)) => {
+                    tracing::error!(subscription = %id, error = %err, "delivery lease failed");
+                    held_until = None;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(err) => {
+                    tracing::error!(subscription = %id, error = %err, "delivery lease task failed");
+                    return;
+                }
+            }
+        }
         // Marked seen before the step: a commit during it wakes the next wait at once.
         commits.borrow_and_update();
-        let wait = match step(&state, &id).await {
+        let wait = match step(state, id).await {
             Ok(Some(wait)) => wait,
             Ok(None) => return,
             Err(err) => {

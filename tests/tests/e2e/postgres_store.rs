@@ -181,3 +181,81 @@ async fn a_broker_without_its_database_refuses_to_start() {
     assert!(err.contains("PostgreSQL store"), "{err}");
     assert!(!err.contains("pw-Secr3t"), "{err}");
 }
+
+/// Two brokers on one database, one subscription: each change reaches the receiver once (one
+/// broker holds the subscription's delivery lease), and when the broker delivering it stops,
+/// the other carries on from the stored cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_sharing_a_database_deliver_each_change_once() {
+    let receiver = e2e_tests::receiver::Receiver::start().await;
+    let schema = fresh_schema("deliver");
+    let with_receiver = || {
+        let mut config = config(&schema);
+        config.exchange.ca_file = Some(receiver.cert.clone());
+        config
+    };
+    let mut first = TestApp::spawn_with(with_receiver()).await;
+    let second = TestApp::spawn_sharing(with_receiver(), &first.master_key_path()).await;
+    let token = first.token("dept_subscriber", &[STREET], Some("sifa"));
+    let response = first
+        .client
+        .post(format!("{}/v1/subscriptions", first.url))
+        .bearer_auth(&token)
+        .json(
+            &json!({"kinds":["event"],"types":["dispute"],"grids":[STREET],
+            "purpose":"dispute_mediation","url":receiver.url("/hook")}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+
+    let dispute = |n: usize| {
+        line(
+            json!({"kind":"event","source_id":format!("WG-PG-{n}"),"version":1,
+            "type":"dispute","title":format!("楼道堆物纠纷{n}"),"grid":GRID}),
+        )
+    };
+    // Batches through both brokers at once: both workers wake to the same changes.
+    for round in 0..3 {
+        let batch = |from: usize| (from..from + 5).map(dispute).collect::<String>();
+        tokio::join!(
+            first.ingest("wangge", batch(round * 10)),
+            second.ingest("wangge", batch(round * 10 + 5)),
+        );
+    }
+    let seqs = |received: &[e2e_tests::receiver::Received]| -> Vec<u64> {
+        received
+            .iter()
+            .filter(|r| r.answered == 200)
+            .filter_map(|r| r.json()["seq"].as_u64())
+            .collect()
+    };
+    receiver
+        .wait_for(Duration::from_secs(20), "thirty disputes", |r| {
+            seqs(r).len() >= 30
+        })
+        .await;
+    // Both brokers had every chance to send them again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let delivered = seqs(&receiver.received());
+    let distinct: std::collections::BTreeSet<u64> = delivered.iter().copied().collect();
+    assert_eq!(delivered.len(), 30, "each change once: {delivered:?}");
+    assert_eq!(distinct.len(), 30);
+
+    // One broker stops (cleanly: a holder hands its lease over); the other delivers the rest.
+    first.stop().await;
+    for n in 30..32 {
+        second.ingest("wangge", dispute(n)).await;
+    }
+    receiver
+        .wait_for(Duration::from_secs(20), "32 disputes", |r| {
+            seqs(r).len() >= 32
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let delivered = seqs(&receiver.received());
+    let distinct: std::collections::BTreeSet<u64> = delivered.iter().copied().collect();
+    assert_eq!(delivered.len(), 32, "each change once: {delivered:?}");
+    assert_eq!(distinct.len(), 32);
+}
