@@ -844,6 +844,64 @@ mod tests {
         assert!(!is_subscription_id("sub_../../x"));
     }
 
+    /// Two brokers on one PostgreSQL store (`SAFEGRID_TEST_PG_URL`): one holds a
+    /// subscription's lease, the other waits; a release hands it over; a lease written by a
+    /// clock a day ahead does not keep it; an expired one does not either.
+    #[test]
+    fn one_broker_at_a_time_holds_a_subscriptions_lease() {
+        let url = std::env::var("SAFEGRID_TEST_PG_URL")
+            .expect("SAFEGRID_TEST_PG_URL: run `bash scripts/test.sh`, which starts PostgreSQL");
+        let schema = format!(
+            "t_lease_{}_{}",
+            std::process::id(),
+            Utc::now().timestamp_subsec_nanos()
+        );
+        let options = vault::store::PostgresOptions::new(url).schema(schema);
+        let broker = || {
+            let store = Arc::new(Store::connect(&options).unwrap());
+            let keys = Arc::new(
+                vault::keys::load_key_ring(&store, &vault::crypto::MasterKey::for_tests(3))
+                    .unwrap(),
+            );
+            Exchange::new(store, keys, ExchangeSection::default(), true).unwrap()
+        };
+        let (a, b) = (broker(), broker());
+        assert!(a.hold_lease("sub_x").unwrap());
+        assert!(a.hold_lease("sub_x").unwrap(), "the holder renews");
+        assert!(!b.hold_lease("sub_x").unwrap(), "another broker waits");
+        assert!(
+            b.hold_lease("sub_y").unwrap(),
+            "leases are per subscription"
+        );
+        a.release_lease("sub_x").unwrap();
+        assert!(
+            b.hold_lease("sub_x").unwrap(),
+            "a released lease is taken at once"
+        );
+        b.release_lease("sub_x").unwrap();
+
+        let plant = |until_ms: i64| {
+            let lease = Lease {
+                holder: "a-broker-elsewhere".to_owned(),
+                until_ms,
+            };
+            a.store
+                .write(|w| w.put_meta(&lease_key("sub_z"), &encode(&lease)))
+                .unwrap();
+        };
+        let now = Utc::now().timestamp_millis();
+        plant(now + 5_000);
+        assert!(!a.hold_lease("sub_z").unwrap(), "a live lease elsewhere");
+        plant(now - 1);
+        assert!(a.hold_lease("sub_z").unwrap(), "an expired lease");
+        plant(now + 24 * 3600 * 1000);
+        assert!(
+            b.hold_lease("sub_z").unwrap(),
+            "a lease from a clock a day ahead"
+        );
+        assert!(!a.hold_lease("sub_z").unwrap());
+    }
+
     #[test]
     fn only_https_on_allowed_hosts_and_loopback_in_dev() {
         let dir = tempfile::tempdir().unwrap();
