@@ -67,8 +67,9 @@ if [ -f "$chrome_script" ] && [ -z "${SAFEGRID_TEST_WEBDRIVER:-}" ]; then
 fi
 
 cargo test --workspace "$@"
-# The storage-facing tests once more on the other engine: every store the engine, search and
-# broker unit tests and every end-to-end broker open is a fresh schema of the PostgreSQL above
-# (the vault's own tests already run on both engines).
-SAFEGRID_TEST_STORE=postgres cargo test -p engine -p search -p broker --lib "$@"
-SAFEGRID_TEST_STORE=postgres cargo test -p e2e-tests --test e2e "$@"
+# The storage-facing tests once more on the other engine: every store the unit tests (engine,
+# search, broker) and every end-to-end broker open is a fresh schema of the PostgreSQL above
+# (the vault's own store tests run on both engines in each pass).
+# (`--workspace` in both, so that nothing is built again with other features.)
+SAFEGRID_TEST_STORE=postgres cargo test --workspace --lib "$@"
+SAFEGRID_TEST_STORE=postgres cargo test --workspace --test e2e "$@"
