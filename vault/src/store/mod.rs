@@ -1033,6 +1033,55 @@ mod tests {
         });
     }
 
+    /// Writes inside one transaction take effect in their order, whatever an engine batches:
+    /// the last value of a key wins, a link removed and added again is there, one added and
+    /// removed is not, and a read in the transaction sees them all — past the PostgreSQL
+    /// engine's batch limit too.
+    #[test]
+    fn writes_in_one_transaction_keep_their_order() {
+        on_both_engines(|engine, open| {
+            let store = open().unwrap();
+            store
+                .write(|w| {
+                    w.put_meta("k", b"1")?;
+                    w.put_meta("other", b"x")?;
+                    w.put_meta("k", b"2")?;
+                    let first = source("GA-O", &["entity:r_GA-O", "house:a"]);
+                    w.put_source(&first, None)?;
+                    let second = source("GA-O", &["entity:r_GA-O", "house:b"]);
+                    w.put_source(&second, Some(&first))?;
+                    let third = source("GA-O", &["entity:r_GA-O", "house:a"]);
+                    w.put_source(&third, Some(&second))?;
+                    assert_eq!(w.meta("k")?.unwrap(), b"2", "{engine}");
+                    assert_eq!(w.linked_rows("house:a")?, vec!["gongan/resident/GA-O"]);
+                    assert!(w.linked_rows("house:b")?.is_empty(), "{engine}");
+                    assert_eq!(w.change_seq()?, 3, "{engine}");
+                    for i in 0..5000 {
+                        w.put_meta(&format!("bulk/{i:05}"), &[1])?;
+                    }
+                    w.put_meta("k", b"3")
+                })
+                .unwrap();
+            let reader = store.read().unwrap();
+            assert_eq!(store.meta("k").unwrap().unwrap(), b"3", "{engine}");
+            assert_eq!(
+                reader.meta_with_prefix("bulk/").unwrap().len(),
+                5000,
+                "{engine}"
+            );
+            assert_eq!(
+                reader.linked_rows("house:a").unwrap(),
+                vec!["gongan/resident/GA-O"],
+                "{engine}"
+            );
+            assert!(
+                reader.linked_rows("house:b").unwrap().is_empty(),
+                "{engine}"
+            );
+            assert_eq!(reader.changes_after(0, 10).unwrap().len(), 3, "{engine}");
+        });
+    }
+
     #[test]
     fn a_snapshot_does_not_see_later_writes() {
         on_both_engines(|engine, open| {

@@ -263,41 +263,203 @@ fn pg_error(err: sqlx::Error) -> StoreError {
 }
 
 /// One transaction on one connection, moved to the runtime for each statement and back.
+/// One transaction on one connection, moved to the runtime for each round trip and back.
+///
+/// Writes wait in `pending` and go to the server together, consecutive writes of one kind as
+/// one statement, before the next read, before a commit, or once [`PENDING_LIMIT`] wait: a
+/// batch of records costs a few round trips per record instead of one per row and link.
+/// Reads always see the transaction's own writes.
 struct Session {
     handle: Handle,
-    tx: Mutex<Option<PgTransaction>>,
+    state: Mutex<SessionState>,
 }
+
+struct SessionState {
+    tx: Option<PgTransaction>,
+    pending: Vec<Pending>,
+}
+
+/// A write not yet sent.
+enum Pending {
+    Put(Table, Vec<u8>, Vec<u8>),
+    AddMember(Members, Vec<u8>, Vec<u8>),
+    RemoveMember(Members, Vec<u8>, Vec<u8>),
+    Change(i64, String),
+}
+
+/// Writes held back at most before they are sent.
+const PENDING_LIMIT: usize = 4096;
 
 impl Session {
     fn new(handle: Handle, tx: PgTransaction) -> Session {
         Session {
             handle,
-            tx: Mutex::new(Some(tx)),
+            state: Mutex::new(SessionState {
+                tx: Some(tx),
+                pending: Vec::new(),
+            }),
         }
     }
 
-    /// Runs one statement (or a few) on the transaction.
-    fn call<T, F>(&self, statement: impl FnOnce(PgTransaction) -> F) -> Result<T, StoreError>
+    /// Sends the pending writes, then runs `statement` (a read, or a write whose answer is
+    /// needed) on the transaction, in one round trip to the engine's runtime.
+    fn call<T, F>(
+        &self,
+        statement: impl FnOnce(PgTransaction) -> F + Send + 'static,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Future<Output = (PgTransaction, Result<T, sqlx::Error>)> + Send + 'static,
     {
-        let mut slot = self
-            .tx
+        let mut state = self
+            .state
             .lock()
             .map_err(|_| StoreError::Unavailable("a store session was poisoned".to_owned()))?;
-        let tx = slot.take().ok_or_else(|| {
+        let tx = state.tx.take().ok_or_else(|| {
             StoreError::Unavailable("a failed statement ended this store transaction".to_owned())
         })?;
-        let (tx, result) = run(&self.handle, statement(tx))?;
-        *slot = Some(tx);
+        let pending = std::mem::take(&mut state.pending);
+        let (tx, result) = run(&self.handle, async move {
+            let (tx, sent) = send_pending(tx, pending).await;
+            match sent {
+                Ok(()) => statement(tx).await,
+                Err(err) => (tx, Err(err)),
+            }
+        })?;
+        state.tx = Some(tx);
         result.map_err(pg_error)
     }
+
+    /// Holds a write back; sends them all once enough wait.
+    fn defer(&mut self, write: Pending) -> Result<(), StoreError> {
+        let full = {
+            let state = self
+                .state
+                .get_mut()
+                .map_err(|_| StoreError::Unavailable("a store session was poisoned".to_owned()))?;
+            state.pending.push(write);
+            state.pending.len() >= PENDING_LIMIT
+        };
+        if full {
+            self.call(|tx| async move { (tx, Ok(())) })?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends `pending` in order, each run of consecutive writes of one kind to one table as one
+/// statement.
+async fn send_pending(
+    mut tx: PgTransaction,
+    pending: Vec<Pending>,
+) -> (PgTransaction, Result<(), sqlx::Error>) {
+    let mut writes = pending.into_iter().peekable();
+    while let Some(first) = writes.next() {
+        let result = match first {
+            Pending::Put(table, key, value) => {
+                // The last value of a key wins, as it would one statement at a time.
+                let mut run: Vec<(Vec<u8>, Vec<u8>)> = vec![(key, value)];
+                while let Some(Pending::Put(t, _, _)) = writes.peek() {
+                    if *t != table {
+                        break;
+                    }
+                    if let Some(Pending::Put(_, key, value)) = writes.next() {
+                        run.push((key, value));
+                    }
+                }
+                let mut last = std::collections::HashMap::new();
+                for (i, (key, _)) in run.iter().enumerate() {
+                    last.insert(key.clone(), i);
+                }
+                let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = run
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, (key, _))| last.get(key) == Some(i))
+                    .map(|(_, pair)| pair)
+                    .unzip();
+                let sql = format!(
+                    "INSERT INTO {} (key, value) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    table_name(table)
+                );
+                sqlx::query(&sql)
+                    .bind(keys)
+                    .bind(values)
+                    .execute(&mut *tx)
+                    .await
+            }
+            Pending::AddMember(set, key, member) => {
+                let (mut keys, mut members) = (vec![key], vec![member]);
+                while let Some(Pending::AddMember(next, _, _)) = writes.peek() {
+                    if *next != set {
+                        break;
+                    }
+                    if let Some(Pending::AddMember(_, key, member)) = writes.next() {
+                        keys.push(key);
+                        members.push(member);
+                    }
+                }
+                let sql = format!(
+                    "INSERT INTO {} (key, member) \
+                     SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) ON CONFLICT DO NOTHING",
+                    set_name(set)
+                );
+                sqlx::query(&sql)
+                    .bind(keys)
+                    .bind(members)
+                    .execute(&mut *tx)
+                    .await
+            }
+            Pending::RemoveMember(set, key, member) => {
+                let (mut keys, mut members) = (vec![key], vec![member]);
+                while let Some(Pending::RemoveMember(next, _, _)) = writes.peek() {
+                    if *next != set {
+                        break;
+                    }
+                    if let Some(Pending::RemoveMember(_, key, member)) = writes.next() {
+                        keys.push(key);
+                        members.push(member);
+                    }
+                }
+                let sql = format!(
+                    "DELETE FROM {} WHERE (key, member) IN \
+                     (SELECT * FROM UNNEST($1::bytea[], $2::bytea[]))",
+                    set_name(set)
+                );
+                sqlx::query(&sql)
+                    .bind(keys)
+                    .bind(members)
+                    .execute(&mut *tx)
+                    .await
+            }
+            Pending::Change(seq, entity) => {
+                let (mut seqs, mut entities) = (vec![seq], vec![entity]);
+                while let Some(Pending::Change(..)) = writes.peek() {
+                    if let Some(Pending::Change(seq, entity)) = writes.next() {
+                        seqs.push(seq);
+                        entities.push(entity);
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO changes (seq, entity) \
+                     SELECT * FROM UNNEST($1::bigint[], $2::text[])",
+                )
+                .bind(seqs)
+                .bind(entities)
+                .execute(&mut *tx)
+                .await
+            }
+        };
+        if let Err(err) = result {
+            return (tx, Err(err));
+        }
+    }
+    (tx, Ok(()))
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let tx = self.tx.get_mut().ok().and_then(Option::take);
+        let tx = self.state.get_mut().ok().and_then(|state| state.tx.take());
         if let Some(tx) = tx {
             // Rolled back on the runtime: returning the connection to its pool needs it.
             let _ = run(&self.handle, async move { tx.rollback().await });
@@ -443,20 +605,7 @@ impl Snapshot for Session {
 
 impl Transaction for Session {
     fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO {} (key, value) VALUES ($1, $2) \
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            table_name(table)
-        );
-        let (key, value) = (key.as_bytes().to_vec(), value.to_vec());
-        self.call(move |mut tx| async move {
-            let done = sqlx::query(&sql)
-                .bind(key)
-                .bind(value)
-                .execute(&mut *tx)
-                .await;
-            (tx, done.map(drop))
-        })
+        self.defer(Pending::Put(table, key.as_bytes().to_vec(), value.to_vec()))
     }
 
     fn remove(&mut self, table: Table, key: &str) -> Result<bool, StoreError> {
@@ -469,35 +618,19 @@ impl Transaction for Session {
     }
 
     fn add_member(&mut self, set: Members, key: &str, member: &str) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO {} (key, member) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            set_name(set)
-        );
-        let (key, member) = (key.as_bytes().to_vec(), member.as_bytes().to_vec());
-        self.call(move |mut tx| async move {
-            let done = sqlx::query(&sql)
-                .bind(key)
-                .bind(member)
-                .execute(&mut *tx)
-                .await;
-            (tx, done.map(drop))
-        })
+        self.defer(Pending::AddMember(
+            set,
+            key.as_bytes().to_vec(),
+            member.as_bytes().to_vec(),
+        ))
     }
 
     fn remove_member(&mut self, set: Members, key: &str, member: &str) -> Result<(), StoreError> {
-        let sql = format!(
-            "DELETE FROM {} WHERE key = $1 AND member = $2",
-            set_name(set)
-        );
-        let (key, member) = (key.as_bytes().to_vec(), member.as_bytes().to_vec());
-        self.call(move |mut tx| async move {
-            let done = sqlx::query(&sql)
-                .bind(key)
-                .bind(member)
-                .execute(&mut *tx)
-                .await;
-            (tx, done.map(drop))
-        })
+        self.defer(Pending::RemoveMember(
+            set,
+            key.as_bytes().to_vec(),
+            member.as_bytes().to_vec(),
+        ))
     }
 
     fn put_change(&mut self, seq: u64, entity: &str) -> Result<(), StoreError> {
@@ -505,81 +638,18 @@ impl Transaction for Session {
             key: "change_seq".to_owned(),
             reason: "the change sequence passed 2^63".to_owned(),
         })?;
-        let entity = entity.to_owned();
-        self.call(move |mut tx| async move {
-            let done = sqlx::query("INSERT INTO changes (seq, entity) VALUES ($1, $2)")
-                .bind(seq)
-                .bind(entity)
-                .execute(&mut *tx)
-                .await;
-            (tx, done.map(drop))
-        })
-    }
-
-    fn put_many(&mut self, table: Table, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO {} (key, value) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            table_name(table)
-        );
-        let keys: Vec<Vec<u8>> = entries.iter().map(|(k, _)| k.as_bytes().to_vec()).collect();
-        let values: Vec<Vec<u8>> = entries.iter().map(|(_, v)| v.clone()).collect();
-        self.call(move |mut tx| async move {
-            let done = sqlx::query(&sql)
-                .bind(keys)
-                .bind(values)
-                .execute(&mut *tx)
-                .await;
-            (tx, done.map(drop))
-        })
-    }
-
-    fn add_members(&mut self, set: Members, pairs: &[(String, String)]) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO {} (key, member) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
-             ON CONFLICT DO NOTHING",
-            set_name(set)
-        );
-        let keys: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| k.as_bytes().to_vec()).collect();
-        let members: Vec<Vec<u8>> = pairs.iter().map(|(_, m)| m.as_bytes().to_vec()).collect();
-        self.call(move |mut tx| async move {
-            let done = sqlx::query(&sql)
-                .bind(keys)
-                .bind(members)
-                .execute(&mut *tx)
-                .await;
-            (tx, done.map(drop))
-        })
-    }
-
-    fn put_changes(&mut self, changes: &[(u64, String)]) -> Result<(), StoreError> {
-        let mut seqs = Vec::with_capacity(changes.len());
-        for (seq, _) in changes {
-            seqs.push(i64::try_from(*seq).map_err(|_| StoreError::Corrupt {
-                key: "change_seq".to_owned(),
-                reason: "the change sequence passed 2^63".to_owned(),
-            })?);
-        }
-        let entities: Vec<String> = changes.iter().map(|(_, e)| e.clone()).collect();
-        self.call(move |mut tx| async move {
-            let done = sqlx::query(
-                "INSERT INTO changes (seq, entity) SELECT * FROM UNNEST($1::bigint[], $2::text[])",
-            )
-            .bind(seqs)
-            .bind(entities)
-            .execute(&mut *tx)
-            .await;
-            (tx, done.map(drop))
-        })
+        self.defer(Pending::Change(seq, entity.to_owned()))
     }
 
     fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        // What is still held back goes first, in the same round trip as any read would.
+        self.call(|tx| async move { (tx, Ok(())) })?;
         let mut session = *self;
         let tx = session
-            .tx
+            .state
             .get_mut()
             .ok()
-            .and_then(Option::take)
+            .and_then(|state| state.tx.take())
             .ok_or_else(|| {
                 StoreError::Unavailable(
                     "a failed statement ended this store transaction".to_owned(),
