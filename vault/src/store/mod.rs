@@ -212,7 +212,11 @@ impl Store {
         f: impl FnOnce(&mut StoreWriter) -> Result<R, E>,
     ) -> Result<R, E> {
         let tx = self.engine.begin_write()?;
-        let mut writer = StoreWriter { tx, changed: false };
+        let mut writer = StoreWriter {
+            tx,
+            changed: false,
+            change_seq: None,
+        };
         let result = f(&mut writer)?;
         let changed = writer.changed;
         writer.tx.commit()?;
@@ -308,6 +312,9 @@ pub struct StoreWriter {
     tx: Box<dyn Transaction>,
     /// The transaction appended to the change sequence.
     changed: bool,
+    /// The change counter as this transaction left it, once read (a read per change would
+    /// cost a round trip each on PostgreSQL).
+    change_seq: Option<u64>,
 }
 
 impl std::fmt::Debug for StoreWriter {
@@ -382,7 +389,10 @@ impl StoreWriter {
 
     /// The highest change sequence number written so far (this transaction's included).
     pub fn change_seq(&self) -> Result<u64, StoreError> {
-        change_seq(self.tx.as_ref())
+        match self.change_seq {
+            Some(seq) => Ok(seq),
+            None => change_seq(self.tx.as_ref()),
+        }
     }
 
     fn append_change(&mut self, entity: &str) -> Result<(), StoreError> {
@@ -390,6 +400,7 @@ impl StoreWriter {
         self.tx
             .put(Table::Meta, META_CHANGE_SEQ, &next.to_be_bytes())?;
         self.tx.put_change(next, entity)?;
+        self.change_seq = Some(next);
         self.changed = true;
         Ok(())
     }
@@ -470,11 +481,17 @@ impl StoreWriter {
     }
 
     pub fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        if key == META_CHANGE_SEQ {
+            self.change_seq = None;
+        }
         self.tx.put(Table::Meta, key, value)
     }
 
     /// Removes a meta entry (a retired key); true if it existed.
     pub fn delete_meta(&mut self, key: &str) -> Result<bool, StoreError> {
+        if key == META_CHANGE_SEQ {
+            self.change_seq = None;
+        }
         self.tx.remove(Table::Meta, key)
     }
 
@@ -754,6 +771,8 @@ impl StoreWriter {
                 ExportedEntry::Change { seq, entity } => changes.push((*seq, entity.clone())),
             }
         }
+        // The source's change counter may be among them.
+        self.change_seq = None;
         for (table, entries) in &values {
             self.tx.put_many(*table, entries)?;
         }
