@@ -26,12 +26,12 @@ fn serve(data_dir: &Path) -> Server {
     serve_with(data_dir, &[])
 }
 
-fn signer(data_dir: &Path) -> TokenSigner {
+pub(crate) fn signer(data_dir: &Path) -> TokenSigner {
     let master = vault::keys::load_master_key(data_dir, None, false).expect("master key");
     broker::app::dev_token_signer(data_dir, &master).expect("token signer")
 }
 
-fn token(signer: &TokenSigner, role: &str, dept: Option<&str>) -> String {
+pub(crate) fn token(signer: &TokenSigner, role: &str, dept: Option<&str>) -> String {
     signer
         .sign(&TokenRequest {
             sub: format!("crash-{role}"),
@@ -55,7 +55,7 @@ fn id_number(n: usize) -> String {
     format!("{first17}{check}")
 }
 
-fn batch(sources: &[(String, usize)]) -> String {
+pub(crate) fn batch(sources: &[(String, usize)]) -> String {
     sources
         .iter()
         .map(|(source, n)| {
@@ -68,7 +68,7 @@ fn batch(sources: &[(String, usize)]) -> String {
         .collect()
 }
 
-async fn publish(
+pub(crate) async fn publish(
     client: &reqwest::Client,
     url: &str,
     token: &str,
@@ -85,7 +85,7 @@ async fn publish(
     response.json().await
 }
 
-async fn unified_id(
+pub(crate) async fn unified_id(
     client: &reqwest::Client,
     url: &str,
     token: &str,

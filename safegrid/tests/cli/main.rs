@@ -11,6 +11,7 @@ mod crash;
 mod crash_review;
 mod crash_rotation;
 mod exchange_crash;
+mod failover;
 mod keys_cli;
 mod log_scan;
 mod migrate;
