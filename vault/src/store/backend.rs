@@ -29,6 +29,24 @@ pub(crate) trait Snapshot: Send {
     /// Members of `key`, in byte order.
     fn members(&self, set: Members, key: &str) -> Result<Vec<String>, StoreError>;
 
+    /// The members of `key` with their values in `table` (`None` where a member has none), in
+    /// the members' order: a profile's rows in one read. An engine with round trips overrides
+    /// it with one statement.
+    fn members_with_values(
+        &self,
+        set: Members,
+        key: &str,
+        table: Table,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreError> {
+        self.members(set, key)?
+            .into_iter()
+            .map(|member| {
+                let value = self.get(table, &member)?;
+                Ok((member, value))
+            })
+            .collect()
+    }
+
     /// Entries whose key starts with `prefix` and sorts strictly after `after` (if given), at
     /// most `limit`, in byte order of their keys; values empty unless `with_values`.
     fn scan(

@@ -530,11 +530,15 @@ impl StoreReader {
         self.snapshot.members(Members::Links, link)
     }
 
-    /// Live (not deleted) source records reachable by one link key.
+    /// Live (not deleted) source records reachable by one link key, in row-key order.
     pub fn linked_sources(&self, link: &str) -> Result<Vec<StoredSource>, StoreError> {
         let mut sources = Vec::new();
-        for row in self.linked_rows(link)? {
-            if let Some(source) = self.source(&row)? {
+        for (row, bytes) in
+            self.snapshot
+                .members_with_values(Members::Links, link, Table::Sources)?
+        {
+            if let Some(bytes) = bytes {
+                let source = decode_source(&row, &bytes)?;
                 if !source.deleted {
                     sources.push(source);
                 }
@@ -1022,6 +1026,29 @@ mod tests {
             let stored = reader.source("gongan/resident/GA-1").unwrap().unwrap();
             assert_eq!(stored.sealed["name"], vec![9, 8, 7], "{engine}");
             assert_eq!(stored.links, second.links, "{engine}");
+            // A tombstone stays linked but is not a live source; rows come in key order.
+            let mut gone = source("GA-0", &["house:h1"]);
+            gone.deleted = true;
+            let other = source("GA-2", &["house:h1"]);
+            store
+                .write(|w| {
+                    w.put_source(&gone, None)?;
+                    w.put_source(&other, None)
+                })
+                .unwrap();
+            let reader = store.read().unwrap();
+            assert_eq!(reader.linked_rows("house:h1").unwrap().len(), 3, "{engine}");
+            let live: Vec<String> = reader
+                .linked_sources("house:h1")
+                .unwrap()
+                .iter()
+                .map(StoredSource::key)
+                .collect();
+            assert_eq!(
+                live,
+                ["gongan/resident/GA-1", "gongan/resident/GA-2"],
+                "{engine}"
+            );
         });
     }
 

@@ -519,6 +519,30 @@ impl Snapshot for Session {
         })
     }
 
+    fn members_with_values(
+        &self,
+        set: Members,
+        key: &str,
+        table: Table,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreError> {
+        let sql = format!(
+            "SELECT m.member, t.value FROM {} m LEFT JOIN {} t ON t.key = m.member \
+             WHERE m.key = $1 ORDER BY m.member",
+            set_name(set),
+            table_name(table)
+        );
+        let key = key.as_bytes().to_vec();
+        self.call(move |mut tx| async move {
+            let rows = sqlx::query(&sql).bind(key).fetch_all(&mut *tx).await;
+            let joined = rows.and_then(|rows| {
+                rows.into_iter()
+                    .map(|r| Ok((text(r.try_get(0)?, "member")?, r.try_get(1)?)))
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+            });
+            (tx, joined)
+        })
+    }
+
     fn scan(
         &self,
         table: Table,
