@@ -135,3 +135,24 @@ impl Server {
         assert!(exit.success(), "clean shutdown: {exit:?}");
     }
 }
+
+/// The PostgreSQL server of `SAFEGRID_TEST_PG_URL` (`bash scripts/test.sh` starts one); the
+/// tests that need it fail, never skip, without it.
+pub fn pg_url() -> String {
+    match std::env::var("SAFEGRID_TEST_PG_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => panic!(
+            "SAFEGRID_TEST_PG_URL is not set: run `bash scripts/test.sh`, which starts a \
+             throwaway PostgreSQL (connectors/scripts/ci-postgres.sh) and sets it"
+        ),
+    }
+}
+
+/// A schema of its own for a test's PostgreSQL store.
+pub fn fresh_schema(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("t_cli_{label}_{}_{nanos}", std::process::id())
+}

@@ -8,27 +8,13 @@ use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::serve_with;
+use crate::common::{fresh_schema, pg_url, serve_with};
 use crate::crash::{batch, publish, signer, token, unified_id};
-
-fn pg_url() -> String {
-    match std::env::var("SAFEGRID_TEST_PG_URL") {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => panic!(
-            "SAFEGRID_TEST_PG_URL is not set: run `bash scripts/test.sh`, which starts a \
-             throwaway PostgreSQL (connectors/scripts/ci-postgres.sh) and sets it"
-        ),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_killed_under_load_costs_no_acknowledged_batch() {
     let root = tempfile::tempdir().unwrap();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let schema = format!("t_cli_failover_{}_{nanos}", std::process::id());
+    let schema = fresh_schema("failover");
     let env: Vec<(&str, OsString)> = vec![
         ("SAFEGRID_STORE_BACKEND", "postgres".into()),
         ("SAFEGRID_STORE_URL", pg_url().into()),

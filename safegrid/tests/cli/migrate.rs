@@ -8,19 +8,7 @@ use std::ffi::OsStr;
 
 use serde_json::{json, Value};
 
-use crate::common::{self, demo, run, serve_with};
-
-const URL_ENV: &str = "SAFEGRID_TEST_PG_URL";
-
-fn pg_url() -> String {
-    match std::env::var(URL_ENV) {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => panic!(
-            "{URL_ENV} is not set: run `bash scripts/test.sh`, which starts a throwaway \
-             PostgreSQL (connectors/scripts/ci-postgres.sh) and sets it"
-        ),
-    }
-}
+use crate::common::{self, demo, fresh_schema, pg_url, run, serve_with};
 
 fn token(data: &str, role: &str, dept: Option<&str>) -> String {
     let mut args = vec![
@@ -68,45 +56,29 @@ async fn a_street_moves_to_postgres_and_is_served_from_it() {
     assert_eq!(receipt["accepted"], 1, "{receipt}");
 
     // A store in use is not copied: its file is locked.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let schema = format!("t_cli_migrate_{}_{nanos}", std::process::id());
-    let (ok, text) = run(&[
-        "migrate",
-        "--data-dir",
-        data,
-        "--to",
-        &pg_url(),
-        "--schema",
-        &schema,
-    ]);
+    let schema = fresh_schema("migrate");
+    let url = pg_url();
+    let migrate = || {
+        run(&[
+            "migrate",
+            "--data-dir",
+            data,
+            "--to",
+            &url,
+            "--schema",
+            &schema,
+        ])
+    };
+    let (ok, text) = migrate();
     assert!(!ok, "migrated a store in use: {text}");
     assert!(text.contains("stop the broker"), "{text}");
     server.stop();
 
-    let (ok, text) = run(&[
-        "migrate",
-        "--data-dir",
-        data,
-        "--to",
-        &pg_url(),
-        "--schema",
-        &schema,
-    ]);
+    let (ok, text) = migrate();
     assert!(ok, "{text}");
     assert!(text.contains("verified: digest"), "{text}");
     assert!(text.contains("sealed fields opened"), "{text}");
-    let (ok, text) = run(&[
-        "migrate",
-        "--data-dir",
-        data,
-        "--to",
-        &pg_url(),
-        "--schema",
-        &schema,
-    ]);
+    let (ok, text) = migrate();
     assert!(!ok && text.contains("not empty"), "a second run: {text}");
 
     // An unreachable database: refused, and the password is not repeated.
@@ -124,7 +96,6 @@ async fn a_street_moves_to_postgres_and_is_served_from_it() {
 
     // The file goes; the broker serves the street from the database.
     std::fs::remove_file(data_path.join("store.redb")).unwrap();
-    let url = pg_url();
     let env: [(&str, &OsStr); 3] = [
         ("SAFEGRID_STORE_BACKEND", OsStr::new("postgres")),
         ("SAFEGRID_STORE_URL", OsStr::new(&url)),
@@ -133,33 +104,19 @@ async fn a_street_moves_to_postgres_and_is_served_from_it() {
     let server = serve_with(&data_path, &env);
     common::wait_ready(&client, &server.url).await;
     let reader = token(data, "street_officer", None);
-    let found: Value = client
-        .get(format!(
-            "{}/v1/residents/by-source/minzheng/MZ-MIGRATE-1",
-            server.url
-        ))
-        .bearer_auth(&reader)
-        .header("X-Purpose", "routine_visit")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = |path: String| {
+        let request = client
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(&reader)
+            .header("X-Purpose", "routine_visit");
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let found = read("/v1/residents/by-source/minzheng/MZ-MIGRATE-1".to_owned()).await;
     let id = found["id"]
         .as_str()
         .expect("the resident is there")
         .to_owned();
-    let profile: Value = client
-        .get(format!("{}/v1/residents/{id}", server.url))
-        .bearer_auth(&reader)
-        .header("X-Purpose", "routine_visit")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let profile = read(format!("/v1/residents/{id}")).await;
     assert_eq!(profile["fields"]["name"]["value"], "慕容雪晴", "{profile}");
     assert!(
         !data_path.join("store.redb").exists(),

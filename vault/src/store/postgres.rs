@@ -282,8 +282,8 @@ struct SessionState {
 /// A write not yet sent.
 enum Pending {
     Put(Table, Vec<u8>, Vec<u8>),
-    AddMember(Members, Vec<u8>, Vec<u8>),
-    RemoveMember(Members, Vec<u8>, Vec<u8>),
+    /// A member added (`true`) or removed (`false`).
+    Member(Members, bool, Vec<u8>, Vec<u8>),
     Change(i64, String),
 }
 
@@ -388,44 +388,30 @@ async fn send_pending(
                     .execute(&mut *tx)
                     .await
             }
-            Pending::AddMember(set, key, member) => {
+            Pending::Member(set, adding, key, member) => {
                 let (mut keys, mut members) = (vec![key], vec![member]);
-                while let Some(Pending::AddMember(next, _, _)) = writes.peek() {
-                    if *next != set {
+                while let Some(Pending::Member(next, next_adding, _, _)) = writes.peek() {
+                    if *next != set || *next_adding != adding {
                         break;
                     }
-                    if let Some(Pending::AddMember(_, key, member)) = writes.next() {
+                    if let Some(Pending::Member(_, _, key, member)) = writes.next() {
                         keys.push(key);
                         members.push(member);
                     }
                 }
-                let sql = format!(
-                    "INSERT INTO {} (key, member) \
-                     SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) ON CONFLICT DO NOTHING",
-                    set_name(set)
-                );
-                sqlx::query(&sql)
-                    .bind(keys)
-                    .bind(members)
-                    .execute(&mut *tx)
-                    .await
-            }
-            Pending::RemoveMember(set, key, member) => {
-                let (mut keys, mut members) = (vec![key], vec![member]);
-                while let Some(Pending::RemoveMember(next, _, _)) = writes.peek() {
-                    if *next != set {
-                        break;
-                    }
-                    if let Some(Pending::RemoveMember(_, key, member)) = writes.next() {
-                        keys.push(key);
-                        members.push(member);
-                    }
-                }
-                let sql = format!(
-                    "DELETE FROM {} WHERE (key, member) IN \
-                     (SELECT * FROM UNNEST($1::bytea[], $2::bytea[]))",
-                    set_name(set)
-                );
+                let sql = if adding {
+                    format!(
+                        "INSERT INTO {} (key, member) \
+                         SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) ON CONFLICT DO NOTHING",
+                        set_name(set)
+                    )
+                } else {
+                    format!(
+                        "DELETE FROM {} WHERE (key, member) IN \
+                         (SELECT * FROM UNNEST($1::bytea[], $2::bytea[]))",
+                        set_name(set)
+                    )
+                };
                 sqlx::query(&sql)
                     .bind(keys)
                     .bind(members)
@@ -642,16 +628,18 @@ impl Transaction for Session {
     }
 
     fn add_member(&mut self, set: Members, key: &str, member: &str) -> Result<(), StoreError> {
-        self.defer(Pending::AddMember(
+        self.defer(Pending::Member(
             set,
+            true,
             key.as_bytes().to_vec(),
             member.as_bytes().to_vec(),
         ))
     }
 
     fn remove_member(&mut self, set: Members, key: &str, member: &str) -> Result<(), StoreError> {
-        self.defer(Pending::RemoveMember(
+        self.defer(Pending::Member(
             set,
+            false,
             key.as_bytes().to_vec(),
             member.as_bytes().to_vec(),
         ))
