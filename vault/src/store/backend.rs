@@ -6,6 +6,9 @@
 
 use super::StoreError;
 
+/// Members with their values in a table (`None` where a member has none).
+pub(crate) type MembersWithValues = Vec<(String, Option<Vec<u8>>)>;
+
 /// Tables of byte values under string keys (named by [`super::ExportedEntry`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Table {
@@ -37,7 +40,7 @@ pub(crate) trait Snapshot: Send {
         set: Members,
         key: &str,
         table: Table,
-    ) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreError> {
+    ) -> Result<MembersWithValues, StoreError> {
         self.members(set, key)?
             .into_iter()
             .map(|member| {

@@ -26,7 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgRow};
 use sqlx::{ConnectOptions, Postgres as Pg, Row};
 use tokio::runtime::{Handle, Runtime};
 
-use super::backend::{Engine, Members, Snapshot, Table, Transaction};
+use super::backend::{Engine, Members, MembersWithValues, Snapshot, Table, Transaction};
 use super::StoreError;
 
 /// Where and how to reach the PostgreSQL store.
@@ -510,7 +510,7 @@ impl Snapshot for Session {
         set: Members,
         key: &str,
         table: Table,
-    ) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreError> {
+    ) -> Result<MembersWithValues, StoreError> {
         let sql = format!(
             "SELECT m.member, t.value FROM {} m LEFT JOIN {} t ON t.key = m.member \
              WHERE m.key = $1 ORDER BY m.member",
