@@ -294,6 +294,23 @@ impl TestApp {
     }
 }
 
+/// Runs `sql` with `psql` on the PostgreSQL of [`pg_url`] and returns its unaligned output: one
+/// line per row, `|` between columns.
+pub fn psql(sql: &str) -> String {
+    let output = std::process::Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(pg_url())
+        .args(["-c", sql])
+        .output()
+        .expect("psql runs (the PostgreSQL client, installed with the server)");
+    assert!(
+        output.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("psql prints UTF-8")
+}
+
 /// Every key, value and member in the tables of a PostgreSQL store's `schema`, read back as
 /// bytes with `psql`, to look for plaintext in what the database holds.
 pub fn postgres_bytes(schema: &str) -> Vec<u8> {
@@ -307,18 +324,7 @@ pub fn postgres_bytes(schema: &str) -> Vec<u8> {
          UNION ALL SELECT encode(key, 'hex') || encode(member, 'hex') FROM quarantine_by_source \
          UNION ALL SELECT encode(convert_to(entity, 'UTF8'), 'hex') FROM changes"
     );
-    let output = std::process::Command::new("psql")
-        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(pg_url())
-        .args(["-c", &sql])
-        .output()
-        .expect("psql runs (the PostgreSQL client, installed with the server)");
-    assert!(
-        output.status.success(),
-        "psql failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
+    psql(&sql)
         .lines()
         .flat_map(|row| hex::decode(row.trim()).expect("hex rows"))
         .collect()

@@ -53,15 +53,6 @@ pub struct Migration {
     pub opened_fields: u64,
 }
 
-fn table_name(table: Table) -> &'static str {
-    match table {
-        Table::Meta => "meta",
-        Table::Sources => "sources",
-        Table::Receipts => "receipts",
-        Table::Quarantine => "quarantine",
-    }
-}
-
 /// Copies everything of `source` into the empty `target` and verifies it (see the module).
 pub fn migrate(
     source: &Store,
@@ -173,7 +164,7 @@ fn summarize(reader: &StoreReader) -> Result<(String, BTreeMap<&'static str, u64
                     digest.update(&(part.len() as u64).to_be_bytes());
                     digest.update(part);
                 }
-                table_name(*table)
+                table.name()
             }
             ExportedEntry::Change { seq, entity } => {
                 digest.update(&seq.to_be_bytes());

@@ -5,41 +5,13 @@
 //! Needs the PostgreSQL of `SAFEGRID_TEST_PG_URL` (`bash scripts/test.sh` starts one) and its
 //! `psql` client to look at the rows; fails, never skips, without them.
 
-use std::process::Command;
-
 use connectors::feed_sink::{run_from_broker, PageApplied, SinkReport};
 use connectors::{FeedSinkConfig, Secret};
-use e2e_tests::{TestApp, GRID, STREET};
+use e2e_tests::{psql, TestApp, GRID, STREET};
 use serde_json::{json, Value};
 
+/// The variable the sink's configuration names for its database URL.
 const URL_ENV: &str = "SAFEGRID_TEST_PG_URL";
-
-fn pg_url() -> String {
-    match std::env::var(URL_ENV) {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => panic!(
-            "{URL_ENV} is not set: run `bash scripts/test.sh`, which starts a throwaway \
-             PostgreSQL (connectors/scripts/ci-postgres.sh) and sets it"
-        ),
-    }
-}
-
-/// Runs `sql` with `psql` and returns its unaligned output: one line per row, `|` between
-/// columns.
-fn psql(sql: &str) -> String {
-    let output = Command::new("psql")
-        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(pg_url())
-        .args(["-c", sql])
-        .output()
-        .expect("psql runs (the PostgreSQL client, installed with the server)");
-    assert!(
-        output.status.success(),
-        "psql failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("psql prints UTF-8")
-}
 
 fn dispute(source_id: &str, version: u64, title: &str) -> String {
     json!({"kind": "event", "source_id": source_id, "version": version, "type": "dispute",

@@ -18,6 +18,18 @@ pub enum Table {
     Quarantine,
 }
 
+impl Table {
+    /// The table's name (a PostgreSQL table, a line of a migration report).
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "meta",
+            Table::Sources => "sources",
+            Table::Receipts => "receipts",
+            Table::Quarantine => "quarantine",
+        }
+    }
+}
+
 /// Sets of string members under string keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Members {

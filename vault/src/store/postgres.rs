@@ -81,15 +81,6 @@ fn valid_schema(schema: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-fn table_name(table: Table) -> &'static str {
-    match table {
-        Table::Meta => "meta",
-        Table::Sources => "sources",
-        Table::Receipts => "receipts",
-        Table::Quarantine => "quarantine",
-    }
-}
-
 fn set_name(set: Members) -> &'static str {
     match set {
         Members::Links => "links",
@@ -380,7 +371,7 @@ async fn send_pending(
                 let sql = format!(
                     "INSERT INTO {} (key, value) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
                      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    table_name(table)
+                    table.name()
                 );
                 sqlx::query(&sql)
                     .bind(keys)
@@ -476,7 +467,7 @@ fn clamp(n: u64) -> i64 {
 
 impl Snapshot for Session {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let sql = format!("SELECT value FROM {} WHERE key = $1", table_name(table));
+        let sql = format!("SELECT value FROM {} WHERE key = $1", table.name());
         let key = key.as_bytes().to_vec();
         self.call(move |mut tx| async move {
             let row = sqlx::query(&sql)
@@ -515,7 +506,7 @@ impl Snapshot for Session {
             "SELECT m.member, t.value FROM {} m LEFT JOIN {} t ON t.key = m.member \
              WHERE m.key = $1 ORDER BY m.member",
             set_name(set),
-            table_name(table)
+            table.name()
         );
         let key = key.as_bytes().to_vec();
         self.call(move |mut tx| async move {
@@ -551,7 +542,7 @@ impl Snapshot for Session {
         let sql = format!(
             "SELECT key{} FROM {} WHERE key {from} $1{} ORDER BY key LIMIT $2",
             if with_values { ", value" } else { "" },
-            table_name(table),
+            table.name(),
             if end.is_some() { " AND key < $3" } else { "" },
         );
         let limit = clamp(limit as u64);
@@ -602,7 +593,7 @@ impl Snapshot for Session {
     }
 
     fn len(&self, table: Table) -> Result<u64, StoreError> {
-        let sql = format!("SELECT count(*) FROM {}", table_name(table));
+        let sql = format!("SELECT count(*) FROM {}", table.name());
         self.call(move |mut tx| async move {
             let count = sqlx::query(&sql)
                 .fetch_one(&mut *tx)
@@ -619,7 +610,7 @@ impl Transaction for Session {
     }
 
     fn remove(&mut self, table: Table, key: &str) -> Result<bool, StoreError> {
-        let sql = format!("DELETE FROM {} WHERE key = $1", table_name(table));
+        let sql = format!("DELETE FROM {} WHERE key = $1", table.name());
         let key = key.as_bytes().to_vec();
         self.call(move |mut tx| async move {
             let done = sqlx::query(&sql).bind(key).execute(&mut *tx).await;
