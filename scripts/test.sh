@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command (README): starts what the tests need (a throwaway
-# PostgreSQL for the SQL connector and the PostgreSQL store, a throwaway MariaDB, ChromeDriver),
+# PostgreSQL for the SQL connector and the PostgreSQL store, with a synchronous streaming
+# standby, so that every commit of the PostgreSQL pass waits for the standby as in production;
+# a throwaway MariaDB; ChromeDriver),
 # runs the whole workspace's tests, then the storage-facing ones again on the PostgreSQL store,
 # and stops them again.
 set -euo pipefail
@@ -9,12 +11,17 @@ cd "$(dirname "$0")/.."
 pg_script=connectors/scripts/ci-postgres.sh
 mysql_script=connectors/scripts/ci-mariadb.sh
 pg_started=""
+standby_started=""
+standby_dir="${SAFEGRID_PG_DIR:-/tmp/safegrid-ci-pg}-standby"
 mysql_started=""
 chrome_script=tests/scripts/chromedriver.sh
 chrome_started=""
 cleanup() {
   if [ -n "$chrome_started" ]; then
     bash "$chrome_script" stop "$chrome_started" >/dev/null 2>&1 || true
+  fi
+  if [ -n "$standby_started" ]; then
+    SAFEGRID_PG_DIR="$standby_dir" bash "$pg_script" stop >/dev/null 2>&1 || true
   fi
   if [ -n "$pg_started" ]; then
     bash "$pg_script" stop "$pg_started" >/dev/null 2>&1 || true
@@ -37,6 +44,15 @@ if [ -f "$pg_script" ] && [ -z "${SAFEGRID_TEST_PG_URL:-}" ]; then
     echo "PostgreSQL for the SQL connector tests: $SAFEGRID_TEST_PG_URL"
   else
     echo "could not start PostgreSQL; the SQL connector tests need it" >&2
+    exit 1
+  fi
+  standby_port=$(free_port)
+  if url=$(SAFEGRID_PG_DIR="$standby_dir" bash "$pg_script" standby "$standby_port" "$port"); then
+    export SAFEGRID_TEST_PG_STANDBY_URL="$url"
+    standby_started="$standby_port"
+    echo "its synchronous standby: $SAFEGRID_TEST_PG_STANDBY_URL"
+  else
+    echo "could not start the PostgreSQL standby; the store's failover tests need it" >&2
     exit 1
   fi
 fi

@@ -156,6 +156,18 @@ impl ApiProblem for vault::crypto::CryptoError {
 }
 
 impl ApiProblem for engine::resolve::ResolveError {
+    fn status(&self) -> StatusCode {
+        match self {
+            engine::resolve::ResolveError::Store(err) => err.status(),
+            engine::resolve::ResolveError::Integrity { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+    fn client_message(&self) -> Option<String> {
+        match self {
+            engine::resolve::ResolveError::Store(err) => err.client_message(),
+            engine::resolve::ResolveError::Integrity { .. } => None,
+        }
+    }
     fn code(&self) -> &'static str {
         match self {
             engine::resolve::ResolveError::Store(err) => err.code(),
@@ -170,7 +182,8 @@ impl ApiProblem for engine::ingest::IngestError {
         match self {
             IngestError::Malformed(_) => StatusCode::BAD_REQUEST,
             IngestError::TooManyRecords(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::Store(_) | IngestError::Crypto(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            IngestError::Store(err) => err.status(),
+            IngestError::Crypto(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
     fn code(&self) -> &'static str {
@@ -186,7 +199,8 @@ impl ApiProblem for engine::ingest::IngestError {
         use engine::ingest::IngestError;
         match self {
             IngestError::Malformed(_) | IngestError::TooManyRecords(_) => Some(self.to_string()),
-            IngestError::Store(_) | IngestError::Crypto(_) => None,
+            IngestError::Store(err) => err.client_message(),
+            IngestError::Crypto(_) => None,
         }
     }
 }
@@ -196,6 +210,8 @@ impl ApiProblem for ::search::SearchError {
         use ::search::SearchError;
         match self {
             SearchError::NotReady | SearchError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            SearchError::Store(err) => err.status(),
+            SearchError::Resolve(err) => err.status(),
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -218,6 +234,8 @@ impl ApiProblem for ::search::SearchError {
                     .to_owned(),
             ),
             SearchError::Closed => Some("the broker is shutting down; try again".to_owned()),
+            SearchError::Store(err) => err.client_message(),
+            SearchError::Resolve(err) => err.client_message(),
             _ => None,
         }
     }
@@ -344,6 +362,23 @@ mod tests {
         );
         let too_many = engine::ingest::IngestError::TooManyRecords(200_000);
         assert_eq!(answer(too_many.into()).0, 413);
+
+        // A database that went away is 503 with the retry advice, however deep it surfaced.
+        let lost = || StoreError::Unavailable("pool timed out (secret host)".to_owned());
+        for answered in [
+            answer(lost().into()),
+            answer(engine::ingest::IngestError::Store(lost()).into()),
+            answer(engine::resolve::ResolveError::Store(lost()).into()),
+            answer(::search::SearchError::Store(lost()).into()),
+            answer(
+                ::search::SearchError::Resolve(engine::resolve::ResolveError::Store(lost())).into(),
+            ),
+        ] {
+            let (status, code, message) = answered;
+            assert_eq!((status, code), (503, "store_unavailable"));
+            assert!(message.contains("retry"), "{message}");
+            assert!(!message.contains("secret"), "{message}");
+        }
 
         let (status, code, _) = answer(audit::AuditError::Unavailable.into());
         assert_eq!((status, code), (503, "audit_unavailable"));

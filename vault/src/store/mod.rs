@@ -19,6 +19,7 @@
 mod backend;
 mod embedded;
 mod postgres;
+mod primary;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -940,6 +941,18 @@ pub(crate) mod test_postgres {
     pub(crate) fn options() -> PostgresOptions {
         PostgresOptions::new(pg_url()).schema(fresh_schema())
     }
+
+    /// The synchronous standby of that server (`SAFEGRID_TEST_PG_STANDBY_URL`, also started by
+    /// `scripts/test.sh`).
+    pub(crate) fn standby_url() -> String {
+        match std::env::var("SAFEGRID_TEST_PG_STANDBY_URL") {
+            Ok(url) if !url.trim().is_empty() => url,
+            _ => panic!(
+                "SAFEGRID_TEST_PG_STANDBY_URL is not set: run `bash scripts/test.sh`, which \
+                 starts a standby of the test PostgreSQL (ci-postgres.sh standby)"
+            ),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1405,6 +1418,40 @@ mod tests {
         }
         let err = Store::connect(&pg_options("x; drop schema public")).unwrap_err();
         assert!(err.to_string().contains("identifier"), "{err}");
+    }
+
+    /// A URL naming a standby and the primary, in either order: the store connects to the
+    /// primary; a URL naming only the standby never writes (it fails as unavailable).
+    #[test]
+    fn only_the_primary_is_used_whatever_the_hosts_order() {
+        let standby = test_postgres::standby_url();
+        let primary = pg_url();
+        let host = |url: &str| {
+            let rest = url.split_once("://").unwrap().1;
+            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+            authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, h)| h)
+                .to_owned()
+        };
+        let both = format!(
+            "postgres://postgres@{},{}/postgres",
+            host(&standby),
+            host(&primary)
+        );
+        let schema = fresh_schema();
+        let store = Store::connect(&PostgresOptions::new(both).schema(&schema)).unwrap();
+        store
+            .write(|w| w.put_source(&source("GA-HA-1", &["entity:r_ha"]), None))
+            .unwrap();
+        drop(store);
+        let on_primary = Store::connect(&pg_options(&schema)).unwrap();
+        assert_eq!(on_primary.read().unwrap().change_seq().unwrap(), 1);
+
+        let mut only_standby = PostgresOptions::new(standby).schema(fresh_schema());
+        only_standby.acquire_timeout = std::time::Duration::from_secs(2);
+        let err = Store::connect(&only_standby).unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     }
 
     /// The broker calls the store from its async handlers: no runtime-inside-runtime panic,

@@ -17,16 +17,19 @@
 //! the calling thread waits for each (as it waits for the disk with the embedded engine).
 
 use std::future::Future;
-use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::pool::PoolOptions;
-use sqlx::postgres::{PgConnectOptions, PgRow};
+use sqlx::postgres::PgRow;
 use sqlx::{ConnectOptions, Postgres as Pg, Row};
 use tokio::runtime::{Handle, Runtime};
 
 use super::backend::{Engine, Members, MembersWithValues, Snapshot, Table, Transaction};
+use super::primary::{
+    find_primary, host_options, is_primary, server_lost, split_hosts, standby_refused, Follower,
+    WAKE_AFTER,
+};
 use super::StoreError;
 
 /// Where and how to reach the PostgreSQL store.
@@ -111,6 +114,8 @@ pub(crate) struct Postgres {
     runtime: Option<Runtime>,
     handle: Handle,
     pool: Option<sqlx::Pool<Pg>>,
+    /// The URL's hosts and the watcher that keeps the pool on the primary.
+    follower: Arc<Follower>,
 }
 
 impl Postgres {
@@ -124,18 +129,24 @@ impl Postgres {
         let scheme_ok = ["postgres://", "postgresql://"]
             .iter()
             .any(|scheme| options.url.starts_with(scheme));
-        let connect = scheme_ok
-            .then(|| PgConnectOptions::from_str(&options.url).ok())
+        let hosts = scheme_ok
+            .then(|| split_hosts(&options.url).and_then(|urls| host_options(&urls)))
             .flatten()
             .ok_or_else(|| {
                 StoreError::Unavailable(
-                    "the store URL is not a PostgreSQL URL (postgres://user:password@host/db)"
+                    "the store URL is not a PostgreSQL URL \
+                     (postgres://user:password@host[:port][,host2[:port]…]/db)"
                         .to_owned(),
                 )
             })?
-            .options([("search_path", options.schema.as_str())])
-            .application_name("safegrid")
-            .disable_statement_logging();
+            .into_iter()
+            .map(|host| {
+                host.options([("search_path", options.schema.as_str())])
+                    .application_name("safegrid")
+                    .disable_statement_logging()
+            })
+            .collect();
+        let follower = Follower::new(hosts);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("safegrid-store-pg")
@@ -147,10 +158,26 @@ impl Postgres {
         let handle = runtime.handle().clone();
         let pool_options = PoolOptions::<Pg>::new()
             .max_connections(options.max_connections.max(2))
-            .acquire_timeout(options.acquire_timeout);
+            .acquire_timeout(options.acquire_timeout)
+            // Writes must reach the primary: a connection to a standby is refused, and the
+            // pool tries again (at the host the watcher has found by then).
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    match is_primary(connection).await? {
+                        true => Ok(()),
+                        false => Err(standby_refused()),
+                    }
+                })
+            });
         let schema = options.schema.clone();
+        let watcher = follower.clone();
         let pool = run(&handle, async move {
-            let pool = pool_options.connect_with(connect).await?;
+            // The first host that answers as a primary; if none does yet, the first host, which
+            // the pool tries until the acquire timeout (a server still starting).
+            let current = find_primary(&watcher.hosts).await.unwrap_or(0);
+            let pool = pool_options
+                .connect_with(watcher.hosts[current].clone())
+                .await?;
             let mut tx = pool.begin().await?;
             // One broker creates the schema at a time (CREATE … IF NOT EXISTS races otherwise).
             sqlx::query("SELECT pg_advisory_xact_lock(hashtext('safegrid.store.ddl'))")
@@ -163,6 +190,9 @@ impl Postgres {
                 sqlx::query(statement).execute(&mut *tx).await?;
             }
             tx.commit().await?;
+            if watcher.has_alternatives() {
+                tokio::spawn(watcher.watch(pool.clone(), current));
+            }
             Ok::<_, sqlx::Error>(pool)
         })
         .and_then(|pool| pool.map_err(pg_error));
@@ -178,6 +208,7 @@ impl Postgres {
             runtime: Some(runtime),
             handle,
             pool: Some(pool),
+            follower,
         })
     }
 
@@ -195,23 +226,26 @@ impl Engine for Postgres {
 
     fn begin_write(&self) -> Result<Box<dyn Transaction>, StoreError> {
         let pool = self.pool()?;
+        let follower = self.follower.clone();
         let tx = run(&self.handle, async move {
-            let mut tx = pool.begin().await?;
+            let mut tx = follower.begin(pool.begin()).await?;
             sqlx::query(WRITE_LOCK).execute(&mut *tx).await?;
             Ok::<_, sqlx::Error>(tx)
         })?
-        .map_err(pg_error)?;
-        Ok(Box::new(Session::new(self.handle.clone(), tx)))
+        .map_err(|err| self.follower.error(err))?;
+        Ok(Box::new(Session::new(self, tx)))
     }
 
     fn begin_read(&self) -> Result<Box<dyn Snapshot + Sync>, StoreError> {
         let pool = self.pool()?;
+        let follower = self.follower.clone();
         let tx = run(&self.handle, async move {
-            pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            follower
+                .begin(pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
                 .await
         })?
-        .map_err(pg_error)?;
-        Ok(Box::new(Session::new(self.handle.clone(), tx)))
+        .map_err(|err| self.follower.error(err))?;
+        Ok(Box::new(Session::new(self, tx)))
     }
 }
 
@@ -245,11 +279,36 @@ fn run<T: Send + 'static>(
 }
 
 fn pg_error(err: sqlx::Error) -> StoreError {
-    match err {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            StoreError::Unavailable(err.to_string())
+    if server_lost(&err) || matches!(err, sqlx::Error::PoolClosed) {
+        StoreError::Unavailable(err.to_string())
+    } else {
+        StoreError::Postgres(err)
+    }
+}
+
+impl Follower {
+    /// Begins a transaction; wakes the watcher if no connection comes soon (the primary may
+    /// be gone), and keeps waiting for the pool's own timeout.
+    async fn begin<F>(&self, begin: F) -> Result<PgTransaction, sqlx::Error>
+    where
+        F: Future<Output = Result<PgTransaction, sqlx::Error>>,
+    {
+        tokio::pin!(begin);
+        match tokio::time::timeout(WAKE_AFTER, &mut begin).await {
+            Ok(begun) => begun,
+            Err(_) => {
+                self.wake();
+                begin.await
+            }
         }
-        other => StoreError::Postgres(other),
+    }
+
+    /// The store error for `err`, waking the watcher first if the server may be gone.
+    fn error(&self, err: sqlx::Error) -> StoreError {
+        if server_lost(&err) {
+            self.wake();
+        }
+        pg_error(err)
     }
 }
 
@@ -262,6 +321,7 @@ fn pg_error(err: sqlx::Error) -> StoreError {
 /// Reads always see the transaction's own writes.
 struct Session {
     handle: Handle,
+    follower: Arc<Follower>,
     state: Mutex<SessionState>,
 }
 
@@ -282,9 +342,10 @@ enum Pending {
 const PENDING_LIMIT: usize = 4096;
 
 impl Session {
-    fn new(handle: Handle, tx: PgTransaction) -> Session {
+    fn new(engine: &Postgres, tx: PgTransaction) -> Session {
         Session {
-            handle,
+            handle: engine.handle.clone(),
+            follower: engine.follower.clone(),
             state: Mutex::new(SessionState {
                 tx: Some(tx),
                 pending: Vec::new(),
@@ -318,7 +379,7 @@ impl Session {
             }
         })?;
         state.tx = Some(tx);
-        result.map_err(pg_error)
+        result.map_err(|err| self.follower.error(err))
     }
 
     /// Holds a write back; sends them all once enough wait.
@@ -658,7 +719,8 @@ impl Transaction for Session {
                     "a failed statement ended this store transaction".to_owned(),
                 )
             })?;
-        run(&session.handle, async move { tx.commit().await })?.map_err(pg_error)
+        run(&session.handle, async move { tx.commit().await })?
+            .map_err(|err| session.follower.error(err))
     }
 }
 
