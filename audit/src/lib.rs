@@ -23,15 +23,18 @@ pub use anomaly::{detect_anomalies, Anomaly, AnomalyConfig, AnomalyKind, SCOPE_M
 pub use checkpoint::{CheckpointError, CheckpointSigner, PublicKey, SignedCheckpoint};
 pub use cut::{FieldLimits, ListCut, RecordCut, MIN_RECORD_BYTES};
 pub use log::{
-    AuditConfig, AuditError, AuditHealth, AuditLog, AuditQuery, ResidentSubject, SyncLatency,
-    SYNC_BUCKETS,
+    AuditConfig, AuditError, AuditHealth, AuditLog, AuditQuery, ResidentSubject, SharedLog,
+    SyncLatency, SYNC_BUCKETS,
 };
 pub use merkle::{hash_leaf, verify_consistency, verify_inclusion, Hash, MerkleTree, ProofError};
 pub use record::{Actor, AuditRecord, Decision, RecordDecodeError, RECORD_FORMAT_VERSION};
 pub use space::{FreeSpaceProbe, StatvfsFreeSpace};
 pub use verify::{
-    load_public_key, verify_log_dir, InclusionReport, VerifyError, VerifyOptions, VerifyReport,
+    checkpoint_notes, for_each_record, load_public_key, verify_log_dir, InclusionReport,
+    VerifyError, VerifyOptions, VerifyReport,
 };
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+use tests as tests_support;

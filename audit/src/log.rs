@@ -73,6 +73,10 @@ use crate::segment::{
 };
 use crate::space::{FreeSpaceProbe, StatvfsFreeSpace};
 
+mod shared;
+use shared::Replica;
+pub use shared::SharedLog;
+
 /// Tuning and identity of an audit log.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
@@ -109,6 +113,9 @@ pub struct AuditConfig {
     /// itself, so it recovers even when no appends arrive (a broker whose readiness check
     /// fails receives none).
     pub retry_interval: Duration,
+    /// With a shared log ([`AuditLog::open_shared`]): how often the replica copies what other
+    /// brokers appended.
+    pub pull_interval: Duration,
 }
 
 impl Default for AuditConfig {
@@ -126,6 +133,7 @@ impl Default for AuditConfig {
             free_space_check_interval: Duration::from_secs(1),
             free_space: Arc::new(StatvfsFreeSpace),
             retry_interval: Duration::from_secs(1),
+            pull_interval: Duration::from_millis(200),
         }
     }
 }
@@ -167,6 +175,12 @@ pub enum AuditError {
     /// No record with that sequence number.
     #[error("audit record {0} not found")]
     NotFound(u64),
+    /// The shared log (the database) could not be reached or refused the request.
+    #[error("the shared audit log is unavailable: {0}")]
+    Shared(String),
+    /// The shared log and this broker's replica disagree; nothing more is written.
+    #[error("the shared audit log and this broker's replica disagree: {0}")]
+    Diverged(String),
     /// A proof was requested for sizes or indices the log does not have.
     #[error(transparent)]
     Proof(#[from] ProofError),
@@ -338,17 +352,22 @@ pub enum AuditHealth {
     Recovering,
     /// [`AuditLog::close`] was called, or the writer stopped.
     Closed,
+    /// The shared log and this broker's replica disagree (an entry changed or missing, a
+    /// checkpoint that does not match, a database restored to an earlier time). Appends are
+    /// refused until an operator has looked and restarted the broker.
+    Diverged,
 }
 
 impl AuditHealth {
     /// A stable lower-case name, e.g. for a metric label: `healthy`, `low_disk_space`,
-    /// `recovering`, `closed`.
+    /// `recovering`, `closed`, `diverged`.
     pub fn as_str(self) -> &'static str {
         match self {
             AuditHealth::Healthy => "healthy",
             AuditHealth::LowDiskSpace => "low_disk_space",
             AuditHealth::Recovering => "recovering",
             AuditHealth::Closed => "closed",
+            AuditHealth::Diverged => "diverged",
         }
     }
 
@@ -356,6 +375,7 @@ impl AuditHealth {
         match v {
             0 => AuditHealth::Healthy,
             1 => AuditHealth::LowDiskSpace,
+            3 => AuditHealth::Diverged,
             _ => AuditHealth::Recovering,
         }
     }
@@ -365,6 +385,7 @@ impl AuditHealth {
             AuditHealth::Healthy => 0,
             AuditHealth::LowDiskSpace => 1,
             AuditHealth::Recovering | AuditHealth::Closed => 2,
+            AuditHealth::Diverged => 3,
         }
     }
 }
@@ -443,6 +464,29 @@ impl AuditLog {
         signer: CheckpointSigner,
         config: AuditConfig,
     ) -> Result<AuditLog, AuditError> {
+        AuditLog::open_with(dir, signer, config, None)
+    }
+
+    /// Opens the log in `dir` as this broker's replica of a log several brokers share (see
+    /// [`SharedLog`] and the `shared` module): checks that the replica is a prefix of the
+    /// shared log, copies the rest, then starts the writer. `holder` names this broker for the
+    /// signing lease. Appends are acknowledged once in the shared log and in the replica.
+    pub fn open_shared(
+        dir: &Path,
+        signer: CheckpointSigner,
+        config: AuditConfig,
+        log: Arc<dyn SharedLog>,
+        holder: String,
+    ) -> Result<AuditLog, AuditError> {
+        AuditLog::open_with(dir, signer, config, Some((log, holder)))
+    }
+
+    fn open_with(
+        dir: &Path,
+        signer: CheckpointSigner,
+        config: AuditConfig,
+        shared_log: Option<(Arc<dyn SharedLog>, String)>,
+    ) -> Result<AuditLog, AuditError> {
         validate_key_name(&config.origin)?;
         if config.max_batch == 0 {
             return Err(AuditError::Config("max_batch must be at least 1".into()));
@@ -485,7 +529,9 @@ impl AuditLog {
         let (tx, rx) = mpsc::channel();
         let max_record_bytes = config.max_record_bytes;
         let field_limits = config.field_limits;
-        let writer = Writer {
+        let replica = shared_log.map(|(log, holder)| Replica::new(log, holder, public_key.clone()));
+        let mut writer = Writer {
+            replica,
             dir: dir.to_path_buf(),
             origin: config.origin.clone(),
             signer,
@@ -514,6 +560,7 @@ impl AuditLog {
             last_batch: 0,
             config,
         };
+        writer.join_shared()?;
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
@@ -1074,6 +1121,8 @@ impl SpaceGuard {
 
 /// The single writer: owns the files, batches appends, signs checkpoints.
 struct Writer {
+    /// With a shared log: this log is its replica.
+    replica: Option<Replica>,
     dir: PathBuf,
     origin: String,
     signer: CheckpointSigner,
@@ -1113,7 +1162,14 @@ impl Drop for Writer {
 
 type Pending = (Box<AuditRecord>, Reply<u64>);
 
-/// A record of a batch, encoded and waiting for the write.
+/// A record encoded at its position, waiting for the local write.
+struct Ready {
+    seq: u64,
+    bytes: Vec<u8>,
+    request_id: String,
+}
+
+/// A record of a batch, framed in the batch buffer.
 struct Encoded {
     seq: u64,
     leaf: Hash,
@@ -1121,7 +1177,34 @@ struct Encoded {
     at: u64,
     len: u32,
     request_id: String,
-    reply: Reply<u64>,
+}
+
+/// Answers a batch's appends: positions from `first` on success, the same refusal to each
+/// otherwise.
+fn answer(replies: Vec<Reply<u64>>, first: u64, result: Result<(), AuditError>) {
+    match result {
+        Ok(()) => {
+            for (seq, reply) in (first..).zip(replies) {
+                let _ = reply.send(Ok(seq));
+            }
+        }
+        Err(AuditError::DiskFull {
+            free_bytes,
+            reserve_bytes,
+        }) => {
+            for reply in replies {
+                let _ = reply.send(Err(AuditError::DiskFull {
+                    free_bytes,
+                    reserve_bytes,
+                }));
+            }
+        }
+        Err(_) => {
+            for reply in replies {
+                let _ = reply.send(Err(AuditError::Unavailable));
+            }
+        }
+    }
 }
 
 /// Cuts `file` back to `len` bytes and makes that durable.
@@ -1146,6 +1229,9 @@ impl Writer {
             let mut wait = next_checkpoint.saturating_duration_since(now);
             if let Some(at) = self.next_retry {
                 wait = wait.min(at.saturating_duration_since(now));
+            }
+            if let Some(replica) = &self.replica {
+                wait = wait.min(replica.next_pull.saturating_duration_since(now));
             }
             let mut control = None;
             let mut disconnected = false;
@@ -1204,7 +1290,9 @@ impl Writer {
                     let _ = reply.send(self.checkpoint());
                 }
                 Some(Command::Close(reply)) => {
+                    self.pull();
                     let result = self.checkpoint().map(|_| ());
+                    self.leave();
                     self.shared.closed.store(true, Ordering::Release);
                     let _ = reply.send(result);
                     return;
@@ -1218,9 +1306,17 @@ impl Writer {
             if self.next_retry.is_some_and(|at| Instant::now() >= at) {
                 self.retry();
             }
+            if self
+                .replica
+                .as_ref()
+                .is_some_and(|r| Instant::now() >= r.next_pull)
+            {
+                self.pull();
+            }
             if Instant::now() >= next_checkpoint {
+                let signs = self.lead(self.config.checkpoint_interval);
                 let grew = self.last_checkpoint_size != Some(self.size) && self.size > 0;
-                if grew && self.health() == AuditHealth::Healthy {
+                if signs && grew && self.health() == AuditHealth::Healthy {
                     let _ = self.checkpoint();
                 }
                 next_checkpoint = Instant::now() + self.config.checkpoint_interval;
@@ -1233,7 +1329,9 @@ impl Writer {
     }
 
     fn health(&self) -> AuditHealth {
-        if self.low_space {
+        if let Some(health) = self.replica_health() {
+            health
+        } else if self.low_space {
             AuditHealth::LowDiskSpace
         } else if self.io_suspect {
             AuditHealth::Recovering
@@ -1378,45 +1476,69 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &mut Vec<Pending>) {
-        let mut buf = Vec::new();
-        let mut encoded = Vec::with_capacity(batch.len());
+        if self.replica.is_some() {
+            return self.commit_shared(batch);
+        }
+        let mut ready = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
         let mut seq = self.size;
         for (mut record, reply) in batch.drain(..) {
             record.v = RECORD_FORMAT_VERSION;
             record.seq = seq;
-            let bytes = match record.canonical_bytes() {
-                Ok(b) if b.len() <= self.config.max_record_bytes => b,
-                Ok(b) => {
-                    // `append` cut the record to fit; kept as a last line of defence.
-                    let _ = reply.send(Err(AuditError::RecordTooLarge {
-                        len: b.len(),
-                        max: self.config.max_record_bytes,
-                    }));
-                    continue;
+            match self.encode(&record) {
+                Ok(bytes) => {
+                    ready.push(Ready {
+                        seq,
+                        bytes,
+                        request_id: record.request_id,
+                    });
+                    replies.push(reply);
+                    seq += 1;
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(AuditError::Encode(e)));
-                    continue;
+                    let _ = reply.send(Err(e));
                 }
-            };
-            encoded.push(Encoded {
-                seq,
-                leaf: hash_leaf(&bytes),
-                at: buf.len() as u64,
-                len: bytes.len() as u32,
-                request_id: record.request_id,
-                reply,
-            });
-            encode_frame(&bytes, &mut buf);
-            seq += 1;
+            }
         }
-        if encoded.is_empty() {
+        if ready.is_empty() {
             return;
         }
-        let refuse = |encoded: Vec<Encoded>, error: &dyn Fn() -> AuditError| {
-            for e in encoded {
-                let _ = e.reply.send(Err(error()));
-            }
+        let first = self.size;
+        let written = self.write_local(ready);
+        answer(replies, first, written);
+    }
+
+    /// A record's canonical bytes, within the size limit.
+    fn encode(&self, record: &AuditRecord) -> Result<Vec<u8>, AuditError> {
+        let bytes = record.canonical_bytes()?;
+        if bytes.len() > self.config.max_record_bytes {
+            // `append` cut the record to fit; kept as a last line of defence.
+            return Err(AuditError::RecordTooLarge {
+                len: bytes.len(),
+                max: self.config.max_record_bytes,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Writes and syncs `ready` (consecutive records from `self.size`) to the current
+    /// segment, then advances the in-memory state. Nothing advances unless all of it is
+    /// durable.
+    fn write_local(&mut self, ready: Vec<Ready>) -> Result<(), AuditError> {
+        let mut buf = Vec::new();
+        let mut encoded = Vec::with_capacity(ready.len());
+        for r in ready {
+            encoded.push(Encoded {
+                seq: r.seq,
+                leaf: hash_leaf(&r.bytes),
+                at: buf.len() as u64,
+                len: r.bytes.len() as u32,
+                request_id: r.request_id,
+            });
+            encode_frame(&r.bytes, &mut buf);
+        }
+        let Some(last) = encoded.last().map(|e| e.seq) else {
+            return Ok(());
         };
 
         // 1. The free-space reserve: refuse the whole batch before writing anything.
@@ -1430,10 +1552,9 @@ impl Writer {
                 .space_refusals
                 .fetch_add(encoded.len() as u64, Ordering::Relaxed);
             self.publish();
-            let reserve = self.space.reserve;
-            return refuse(encoded, &|| AuditError::DiskFull {
+            return Err(AuditError::DiskFull {
                 free_bytes: free,
-                reserve_bytes: reserve,
+                reserve_bytes: self.space.reserve,
             });
         }
         self.low_space = false;
@@ -1441,12 +1562,12 @@ impl Writer {
         // 2. Nothing is written after the remains of a failed write.
         if let Err(e) = self.repair() {
             self.io_failure("truncate after a failed write", &e);
-            return refuse(encoded, &|| AuditError::Unavailable);
+            return Err(AuditError::Unavailable);
         }
         if self.segment_len >= self.config.segment_max_bytes && self.segment_records > 0 {
             if let Err(e) = self.roll_segment() {
                 self.io_failure("start new segment", &std::io::Error::other(e.to_string()));
-                return refuse(encoded, &|| AuditError::Unavailable);
+                return Err(AuditError::Unavailable);
             }
         }
 
@@ -1458,7 +1579,7 @@ impl Writer {
             if let Err(e) = self.repair() {
                 self.io_failure("truncate after a failed write", &e);
             }
-            return refuse(encoded, &|| AuditError::Unavailable);
+            return Err(AuditError::Unavailable);
         }
         self.shared.sync.observe(started.elapsed());
         self.space.wrote(buf.len() as u64);
@@ -1470,25 +1591,19 @@ impl Writer {
         let base = self.segment_len;
         self.segment_len += buf.len() as u64;
         self.segment_records += encoded.len() as u64;
-        self.size = seq;
-        let mut replies = Vec::with_capacity(encoded.len());
-        {
-            let mut state = self.shared.write();
-            for e in encoded {
-                state.tree.push(e.leaf);
-                state.locations.push(Location {
-                    segment,
-                    offset: base + e.at + 4,
-                    len: e.len,
-                });
-                state.request_ids.entry(e.request_id).or_insert(e.seq);
-                replies.push((e.seq, e.reply));
-            }
-            self.shared.size.store(self.size, Ordering::Release);
+        self.size = last + 1;
+        let mut state = self.shared.write();
+        for e in encoded {
+            state.tree.push(e.leaf);
+            state.locations.push(Location {
+                segment,
+                offset: base + e.at + 4,
+                len: e.len,
+            });
+            state.request_ids.entry(e.request_id).or_insert(e.seq);
         }
-        for (seq, reply) in replies {
-            let _ = reply.send(Ok(seq));
-        }
+        self.shared.size.store(self.size, Ordering::Release);
+        Ok(())
     }
 
     fn checkpoint(&mut self) -> Result<SignedCheckpoint, AuditError> {
@@ -1501,6 +1616,13 @@ impl Writer {
         let cp = self
             .signer
             .sign_checkpoint(&self.origin, self.size, &root)?;
+        self.keep_checkpoint(cp.clone())?;
+        self.share_checkpoint(&cp);
+        Ok(cp)
+    }
+
+    /// Appends a signed checkpoint to `checkpoints.log` and syncs it; it is then the latest.
+    fn keep_checkpoint(&mut self, cp: SignedCheckpoint) -> Result<(), AuditError> {
         let entry = format!("{}\n", cp.note);
         if let Err(e) = self.repair() {
             self.io_failure("truncate after a failed write", &e);
@@ -1519,8 +1641,8 @@ impl Writer {
             return Err(AuditError::Unavailable);
         }
         self.checkpoints_len += entry.len() as u64;
-        self.last_checkpoint_size = Some(self.size);
-        self.shared.write().latest_checkpoint = Some(cp.clone());
-        Ok(cp)
+        self.last_checkpoint_size = Some(cp.size);
+        self.shared.write().latest_checkpoint = Some(cp);
+        Ok(())
     }
 }

@@ -15,21 +15,21 @@ use crate::*;
 
 const ORIGIN: &str = "safegrid.test/audit";
 
-fn pkcs8() -> Vec<u8> {
+pub(crate) fn pkcs8() -> Vec<u8> {
     // A fixed key per test process keeps reopen tests simple.
     static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     KEY.get_or_init(CheckpointSigner::generate_pkcs8).clone()
 }
 
-fn signer() -> CheckpointSigner {
+pub(crate) fn signer() -> CheckpointSigner {
     CheckpointSigner::from_pkcs8(&pkcs8()).unwrap()
 }
 
-fn public_key() -> PublicKey {
+pub(crate) fn public_key() -> PublicKey {
     signer().public_key(ORIGIN).unwrap()
 }
 
-fn config() -> AuditConfig {
+pub(crate) fn config() -> AuditConfig {
     AuditConfig {
         origin: ORIGIN.into(),
         max_delay: Duration::from_millis(1),
@@ -38,7 +38,7 @@ fn config() -> AuditConfig {
     }
 }
 
-fn record(i: u64) -> AuditRecord {
+pub(crate) fn record(i: u64) -> AuditRecord {
     let mut r = AuditRecord::new(
         format!("req-{i}"),
         Actor {

@@ -125,21 +125,19 @@ fn malformed(file: &str, offset: usize, reason: impl Into<String>) -> VerifyErro
     }
 }
 
-/// Verifies the log in `dir` (see the module docs for what is checked).
-pub fn verify_log_dir(
+/// Calls `visit` with every record of the log in `dir` and its bytes as stored, in order,
+/// reading the segments strictly (headers, frames and their checks, each record at its
+/// position). Returns the number of segment files.
+pub fn for_each_record(
     dir: &Path,
-    public_key: &PublicKey,
-    opts: VerifyOptions,
-) -> Result<VerifyReport, VerifyError> {
+    mut visit: impl FnMut(&AuditRecord, &[u8]),
+) -> Result<usize, VerifyError> {
     let io = |what: &str, e: std::io::Error| VerifyError::KeyOrIo(format!("{what}: {e}"));
     let segments = list_segments(dir).map_err(|e| io(&format!("list {}", dir.display()), e))?;
     if segments.is_empty() {
         return Err(malformed(&dir.display().to_string(), 0, "no segment files"));
     }
-
-    // 1. Every segment, strictly.
-    let mut tree = MerkleTree::new();
-    let mut wanted_seq = None;
+    let mut next_seq = 0u64;
     for (pos, (index, path)) in segments.iter().enumerate() {
         let name = segment_name(*index);
         if *index as usize != pos {
@@ -154,11 +152,11 @@ pub fn verify_log_dir(
             };
             malformed(&name, 0, reason)
         })?;
-        if first_seq != tree.size() {
+        if first_seq != next_seq {
             return Err(malformed(
                 &name,
                 12,
-                format!("first seq {first_seq}, expected {}", tree.size()),
+                format!("first seq {first_seq}, expected {next_seq}"),
             ));
         }
         let mut off = HEADER_LEN;
@@ -170,24 +168,59 @@ pub fn verify_log_dir(
                 Frame::Ok { bytes, next } => {
                     let record = AuditRecord::from_canonical_bytes(bytes)
                         .map_err(|e| malformed(&name, off, e.to_string()))?;
-                    if record.seq != tree.size() {
+                    if record.seq != next_seq {
                         return Err(malformed(
                             &name,
                             off,
-                            format!("record seq {}, expected {}", record.seq, tree.size()),
+                            format!("record seq {}, expected {next_seq}", record.seq),
                         ));
                     }
-                    if wanted_seq.is_none()
-                        && opts.request_id.as_deref() == Some(record.request_id.as_str())
-                    {
-                        wanted_seq = Some(record.seq);
-                    }
-                    tree.push(hash_leaf(bytes));
+                    visit(&record, bytes);
+                    next_seq += 1;
                     off = next;
                 }
             }
         }
     }
+    Ok(segments.len())
+}
+
+/// The signed checkpoint notes of the log in `dir`, oldest first (unverified: see
+/// [`verify_log_dir`]).
+pub fn checkpoint_notes(dir: &Path) -> Result<Vec<String>, VerifyError> {
+    let path = dir.join(CHECKPOINTS_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map_err(|_| VerifyError::BadSignature(format!("{CHECKPOINTS_FILE} is not UTF-8")))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(VerifyError::KeyOrIo(format!(
+                "read {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let (entries, _) = split_checkpoints(&text);
+    Ok(entries.iter().map(|e| e.note.to_owned()).collect())
+}
+
+/// Verifies the log in `dir` (see the module docs for what is checked).
+pub fn verify_log_dir(
+    dir: &Path,
+    public_key: &PublicKey,
+    opts: VerifyOptions,
+) -> Result<VerifyReport, VerifyError> {
+    let io = |what: &str, e: std::io::Error| VerifyError::KeyOrIo(format!("{what}: {e}"));
+
+    // 1. Every segment, strictly.
+    let mut tree = MerkleTree::new();
+    let mut wanted_seq = None;
+    let segments = for_each_record(dir, |record, bytes| {
+        if wanted_seq.is_none() && opts.request_id.as_deref() == Some(record.request_id.as_str()) {
+            wanted_seq = Some(record.seq);
+        }
+        tree.push(hash_leaf(bytes));
+    })?;
     let records = tree.size();
 
     // 2. Every checkpoint: signature and root.
@@ -283,7 +316,7 @@ pub fn verify_log_dir(
 
     Ok(VerifyReport {
         records,
-        segments: segments.len(),
+        segments,
         checkpoints: entries.len(),
         unsigned_records: records - latest.as_ref().map_or(0, |c| c.size),
         latest_checkpoint: latest,

@@ -132,6 +132,37 @@ pub fn dev_token_signer(data_dir: &Path, master: &MasterKey) -> anyhow::Result<T
 /// The store the configuration names: the embedded file under the data directory, or the
 /// shared PostgreSQL database (the search index and the audit log stay under the data
 /// directory, one per broker).
+/// The PostgreSQL store's shared access log, as the audit log's system of record.
+struct StoreAuditLog(Arc<Store>);
+
+impl audit::SharedLog for StoreAuditLog {
+    fn append(&self, encode: &mut dyn FnMut(u64) -> Vec<Vec<u8>>) -> Result<u64, String> {
+        self.0.log_append(encode).map_err(|e| e.to_string())
+    }
+    fn read(&self, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, String> {
+        self.0.log_read(from, limit).map_err(|e| e.to_string())
+    }
+    fn size(&self) -> Result<u64, String> {
+        self.0.log_len().map_err(|e| e.to_string())
+    }
+    fn put_checkpoint(&self, size: u64, note: &str) -> Result<(), String> {
+        self.0
+            .log_put_checkpoint(size, note)
+            .map_err(|e| e.to_string())
+    }
+    fn checkpoints_after(&self, size: u64) -> Result<Vec<(u64, String)>, String> {
+        self.0
+            .log_checkpoints_after(size)
+            .map_err(|e| e.to_string())
+    }
+    fn lead(&self, holder: &str, seconds: u32) -> Result<bool, String> {
+        self.0.log_lead(holder, seconds).map_err(|e| e.to_string())
+    }
+    fn release(&self, holder: &str) -> Result<(), String> {
+        self.0.log_release(holder).map_err(|e| e.to_string())
+    }
+}
+
 pub fn open_store(data_dir: &Path, config: &crate::config::StoreSection) -> anyhow::Result<Store> {
     match config.postgres() {
         Some(options) => {
@@ -181,12 +212,27 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
         max_record_bytes: options.config.audit.max_record_bytes,
         ..AuditConfig::default()
     };
-    let audit = AuditLog::open(
-        &data_dir.join("audit"),
-        CheckpointSigner::from_pkcs8(&audit_pkcs8)?,
-        audit_config,
-    )
-    .context("opening the audit log")?;
+    let audit_signer = CheckpointSigner::from_pkcs8(&audit_pkcs8)?;
+    let audit = if store.has_shared_log() {
+        // Brokers on one PostgreSQL store share one access log there; this directory holds
+        // this broker's verified replica of it.
+        let holder = format!(
+            "{}/{}",
+            std::process::id(),
+            hex::encode(rand::random::<[u8; 8]>())
+        );
+        AuditLog::open_shared(
+            &data_dir.join("audit"),
+            audit_signer,
+            audit_config,
+            Arc::new(StoreAuditLog(store.clone())),
+            holder,
+        )
+        .context("opening the access log shared in the store's database")?
+    } else {
+        AuditLog::open(&data_dir.join("audit"), audit_signer, audit_config)
+            .context("opening the audit log")?
+    };
 
     let authenticator = match (&options.config.auth, options.dev) {
         (Some(auth), _) => Authenticator::from_section(auth)

@@ -431,10 +431,94 @@ pub fn migrate(
         "verified: digest {} on both sides, change sequence {}, {} sampled rows linked and {} sealed fields opened",
         done.digest, done.change_seq, done.sampled_rows, done.opened_fields
     );
+    match migrate_audit(&data_dir.join("audit"), &target).with_context(|| {
+        format!(
+            "copying the access log (the store is copied: drop schema {schema} before running \
+             migrate again)"
+        )
+    })? {
+        Some(copied) => println!("{copied}"),
+        None => println!("access log: none in {}", data_dir.display()),
+    }
     println!(
-        "next: serve with [store] backend = \"postgres\" (SAFEGRID_STORE_BACKEND=postgres, SAFEGRID_STORE_URL, SAFEGRID_STORE_SCHEMA={schema}) and the same master key; the search index is rebuilt from the database on first start, the audit log stays in the data directory"
+        "next: serve with [store] backend = \"postgres\" (SAFEGRID_STORE_BACKEND=postgres, SAFEGRID_STORE_URL, SAFEGRID_STORE_SCHEMA={schema}) and the same master key; the search index is rebuilt from the database on first start, and the access log is the database's, each broker's audit/ directory a replica of it"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Copies a stopped broker's access log in `dir` (verified first, with its own public key)
+/// into the schema's shared log, with its checkpoints, and recomputes the root from what the
+/// database then holds. `None` if there is no log.
+fn migrate_audit(dir: &Path, target: &Store) -> anyhow::Result<Option<String>> {
+    if !dir.join("checkpoint-public.key").is_file() {
+        return Ok(None);
+    }
+    let key = audit::load_public_key(&dir.join("checkpoint-public.key"))?;
+    let report = audit::verify_log_dir(dir, &key, audit::VerifyOptions::default())
+        .context("the access log does not verify; nothing of it was copied")?;
+    anyhow::ensure!(
+        target.log_len()? == 0,
+        "the schema already holds an access log"
+    );
+    const CHUNK: usize = 4096;
+    let mut chunk: Vec<Vec<u8>> = Vec::with_capacity(CHUNK);
+    let mut copied = 0u64;
+    let mut failed: Option<anyhow::Error> = None;
+    let flush = |chunk: &mut Vec<Vec<u8>>, copied: &mut u64| -> anyhow::Result<()> {
+        let n = chunk.len() as u64;
+        let first = target.log_append(&mut |_| std::mem::take(chunk))?;
+        anyhow::ensure!(
+            first == *copied,
+            "the shared log took entries at {first}, expected {copied}: another broker is writing"
+        );
+        *copied += n;
+        Ok(())
+    };
+    audit::for_each_record(dir, |_, bytes| {
+        if failed.is_some() {
+            return;
+        }
+        chunk.push(bytes.to_vec());
+        if chunk.len() == CHUNK {
+            if let Err(e) = flush(&mut chunk, &mut copied) {
+                failed = Some(e);
+            }
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if !chunk.is_empty() {
+        flush(&mut chunk, &mut copied)?;
+    }
+    let notes = audit::checkpoint_notes(dir)?;
+    for note in &notes {
+        let checkpoint = audit::SignedCheckpoint::open(note, &key)?;
+        target.log_put_checkpoint(checkpoint.size, note)?;
+    }
+    // Read back from the database: the same records, the same root.
+    let mut tree = audit::MerkleTree::new();
+    loop {
+        let entries = target.log_read(tree.size(), CHUNK)?;
+        if entries.is_empty() {
+            break;
+        }
+        for entry in entries {
+            tree.push(audit::hash_leaf(&entry));
+        }
+    }
+    anyhow::ensure!(
+        tree.size() == report.records && tree.root() == report.root,
+        "the access log read back from the database is not the one copied ({} of {} records)",
+        tree.size(),
+        report.records
+    );
+    Ok(Some(format!(
+        "access log: {} records and {} checkpoints copied; root {} recomputed from the database",
+        report.records,
+        notes.len(),
+        hex::encode(report.root)
+    )))
 }
 
 pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {

@@ -322,7 +322,9 @@ pub fn postgres_bytes(schema: &str) -> Vec<u8> {
          UNION ALL SELECT encode(key, 'hex') || encode(value, 'hex') FROM quarantine \
          UNION ALL SELECT encode(key, 'hex') || encode(member, 'hex') FROM links \
          UNION ALL SELECT encode(key, 'hex') || encode(member, 'hex') FROM quarantine_by_source \
-         UNION ALL SELECT encode(convert_to(entity, 'UTF8'), 'hex') FROM changes"
+         UNION ALL SELECT encode(convert_to(entity, 'UTF8'), 'hex') FROM changes \
+         UNION ALL SELECT encode(entry, 'hex') FROM audit_log \
+         UNION ALL SELECT encode(convert_to(note, 'UTF8'), 'hex') FROM audit_checkpoints"
     );
     psql(&sql)
         .lines()

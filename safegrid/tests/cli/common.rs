@@ -123,6 +123,16 @@ pub fn serve_with(data_dir: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) 
     }
 }
 
+/// A test that fails before [`Server::stop`] leaves no broker running behind it.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Server {
     /// SIGTERM: drain, final checkpoint, exit 0.
     pub fn stop(mut self) {

@@ -204,7 +204,8 @@ async fn kill_9_under_load_loses_no_acknowledged_read_or_batch() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let mut child = server.child;
+    let mut server = server;
+    let child = &mut server.child;
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     killed.store(true, Ordering::SeqCst);

@@ -120,7 +120,8 @@ async fn a_broker_killed_while_delivering_loses_no_change() {
             acknowledged(r).len() >= 10
         })
         .await;
-    let mut child = server.child;
+    let mut server = server;
+    let child = &mut server.child;
     let killed = Command::new("kill")
         .args(["-KILL", &child.id().to_string()])
         .status()

@@ -78,6 +78,16 @@ async fn a_street_moves_to_postgres_and_is_served_from_it() {
     assert!(ok, "{text}");
     assert!(text.contains("verified: digest"), "{text}");
     assert!(text.contains("sealed fields opened"), "{text}");
+    // The access log went with it: every record of the data directory's log, and its root
+    // recomputed from the database.
+    let copied: u64 = text
+        .split("access log: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no access log line: {text}"));
+    assert!(copied > 0, "{text}");
+    assert!(text.contains("recomputed from the database"), "{text}");
     let (ok, text) = migrate();
     assert!(!ok && text.contains("not empty"), "a second run: {text}");
 
@@ -123,4 +133,18 @@ async fn a_street_moves_to_postgres_and_is_served_from_it() {
         "the broker served from the database, not from a new file"
     );
     server.stop();
+    // Its audit directory is now a replica of the database's log: the migrated records, then
+    // this session's reads, one log that verifies offline.
+    let (ok, text) = run(&[
+        "audit",
+        "verify",
+        "--log-dir",
+        data_path.join("audit").to_str().unwrap(),
+        "--public-key",
+        data_path
+            .join("audit/checkpoint-public.key")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(ok, "{text}");
 }

@@ -152,6 +152,112 @@ async fn two_brokers_on_one_database_serve_what_either_stored() {
     }
 }
 
+/// One access log for all brokers: a read through the second broker is in the first one's
+/// compliance search and in the resident's "who looked at my data" report, at the position
+/// the second broker was given; each broker's replica verifies offline as a whole log.
+#[tokio::test]
+async fn brokers_sharing_a_database_keep_one_access_log() {
+    let schema = fresh_schema("audit");
+    let mut first = TestApp::spawn_with(config(&schema)).await;
+    first
+        .ingest(
+            "gongan",
+            line(
+                json!({"kind":"resident","source_id":"GA-AU-1","version":"1",
+                "id_number":id("11010519800101123"),"name":"欧阳明轩","grid":GRID}),
+            ),
+        )
+        .await;
+    let resident = first.unified_id("resident", "gongan", "GA-AU-1").await;
+    let mut second = TestApp::spawn_sharing(config(&schema), &first.master_key_path()).await;
+    let worker = second.token("grid_worker", &[GRID], None);
+    let read = second
+        .get_traced(
+            &format!("/v1/residents/{resident}"),
+            &worker,
+            Some("routine_visit"),
+            None,
+        )
+        .await;
+    assert_eq!(read.status, 200, "{}", read.body);
+
+    // The compliance officer asks the first broker, which never served that read.
+    let officer = first.compliance();
+    let mut found = None;
+    for _ in 0..100 {
+        let (status, body) = first
+            .get(
+                &format!("/v1/audit/records?resident={resident}"),
+                &officer,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        found = body["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["request_id"] == read.request_id.as_str())
+            .cloned();
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let found = found.expect("the second broker's read is in the first broker's log");
+    assert_eq!(found["actor"]["sub"], "test-grid_worker", "{found}");
+    let (status, report) = first
+        .get(
+            &format!("/v1/audit/residents/{resident}/report"),
+            &officer,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let accesses = report["accesses"].as_array().cloned().unwrap_or_default();
+    assert!(
+        accesses
+            .iter()
+            .any(|a| a["action"] == "read_resident" && a["roles"] == json!(["grid_worker"])),
+        "the resident's report lists the read made through the other broker: {report}"
+    );
+
+    // Both replicas hold the same log: each verifies offline with the shared key, and the
+    // later one's latest checkpoint covers the earlier one's records.
+    let dirs = [first.data_dir.join("audit"), second.data_dir.join("audit")];
+    first.stop().await;
+    second.stop().await;
+    let key = audit::load_public_key(&dirs[0].join("checkpoint-public.key")).unwrap();
+    let reports: Vec<audit::VerifyReport> = dirs
+        .iter()
+        .map(|dir| audit::verify_log_dir(dir, &key, audit::VerifyOptions::default()).unwrap())
+        .collect();
+    let (a, b) = (&reports[0], &reports[1]);
+    let seq = found["seq"].as_u64().expect("seq");
+    assert!(
+        seq < a.records.min(b.records),
+        "{seq}: {} / {}",
+        a.records,
+        b.records
+    );
+    // Each replica's signed log is a prefix of the other's (consistency proofs over the
+    // files): one log, not two.
+    let (shorter, longer) = if a.records <= b.records {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    let signed = reports[shorter]
+        .latest_checkpoint
+        .clone()
+        .expect("a checkpoint at stop");
+    let options = audit::VerifyOptions {
+        saved_checkpoint: Some(signed.note.clone()),
+        ..audit::VerifyOptions::default()
+    };
+    audit::verify_log_dir(&dirs[longer], &key, options).unwrap();
+}
+
 /// A broker pointed at a database it cannot reach does not start, and says which setting to
 /// fix without printing the password.
 #[tokio::test]

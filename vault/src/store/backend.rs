@@ -129,4 +129,39 @@ pub(crate) trait Engine: Send + Sync {
 
     fn begin_write(&self) -> Result<Box<dyn Transaction>, StoreError>;
     fn begin_read(&self) -> Result<Box<dyn Snapshot + Sync>, StoreError>;
+
+    /// The access log several brokers share, where the engine keeps one (PostgreSQL).
+    fn shared_log(&self) -> Option<&dyn SharedLogEngine> {
+        None
+    }
+}
+
+/// An append-only log of opaque entries at contiguous positions from 0, shared by every
+/// broker of a store, with the signed checkpoints over it and the lease of the one broker
+/// that signs them. Its own lock, not the store's write lock: an access is logged without
+/// waiting for a batch being stored.
+pub(crate) trait SharedLogEngine: Send + Sync {
+    /// Under the log head's lock: asks `encode` for the entries given the first free
+    /// position, stores them at the positions from there and commits. Returns that first
+    /// position.
+    fn append(&self, encode: &mut dyn FnMut(u64) -> Vec<Vec<u8>>) -> Result<u64, StoreError>;
+
+    /// Entries from position `from`, at most `limit`, in order.
+    fn read(&self, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// The number of entries.
+    fn len(&self) -> Result<u64, StoreError>;
+
+    /// Keeps a signed checkpoint (the first one kept for a size stays).
+    fn put_checkpoint(&self, size: u64, note: &str) -> Result<(), StoreError>;
+
+    /// Checkpoints over more than `size` entries, smallest first.
+    fn checkpoints_after(&self, size: u64) -> Result<Vec<(u64, String)>, StoreError>;
+
+    /// Takes or renews the signing lease for `holder` for `seconds`, by the database's
+    /// clock; `true` if `holder` has it now.
+    fn lead(&self, holder: &str, seconds: u32) -> Result<bool, StoreError>;
+
+    /// Gives the lease up, if `holder` has it.
+    fn release(&self, holder: &str) -> Result<(), StoreError>;
 }

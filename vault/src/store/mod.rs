@@ -252,6 +252,56 @@ impl Store {
     pub fn is_embedded(&self) -> bool {
         self.engine.name() == "embedded"
     }
+
+    /// Whether this store keeps an access log that several brokers share (PostgreSQL).
+    pub fn has_shared_log(&self) -> bool {
+        self.engine.shared_log().is_some()
+    }
+
+    fn log(&self) -> Result<&dyn backend::SharedLogEngine, StoreError> {
+        self.engine.shared_log().ok_or_else(|| {
+            StoreError::Unavailable("the embedded store keeps no shared access log".to_owned())
+        })
+    }
+
+    /// Shared access log: under the log head's lock, asks `encode` for the entries given the
+    /// first free position, stores them from there and commits. Returns that position.
+    pub fn log_append(
+        &self,
+        encode: &mut dyn FnMut(u64) -> Vec<Vec<u8>>,
+    ) -> Result<u64, StoreError> {
+        self.log()?.append(encode)
+    }
+
+    /// Shared access log: entries from position `from`, at most `limit`, in order.
+    pub fn log_read(&self, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.log()?.read(from, limit)
+    }
+
+    /// Shared access log: its number of entries.
+    pub fn log_len(&self) -> Result<u64, StoreError> {
+        self.log()?.len()
+    }
+
+    /// Shared access log: keeps a signed checkpoint note (the first for a size stays).
+    pub fn log_put_checkpoint(&self, size: u64, note: &str) -> Result<(), StoreError> {
+        self.log()?.put_checkpoint(size, note)
+    }
+
+    /// Shared access log: checkpoints over more than `size` entries, smallest first.
+    pub fn log_checkpoints_after(&self, size: u64) -> Result<Vec<(u64, String)>, StoreError> {
+        self.log()?.checkpoints_after(size)
+    }
+
+    /// Shared access log: takes or renews the checkpoint-signing lease for `holder`.
+    pub fn log_lead(&self, holder: &str, seconds: u32) -> Result<bool, StoreError> {
+        self.log()?.lead(holder, seconds)
+    }
+
+    /// Shared access log: gives the signing lease up, if `holder` has it.
+    pub fn log_release(&self, holder: &str) -> Result<(), StoreError> {
+        self.log()?.release(holder)
+    }
 }
 
 /// For the tests of the crates above the vault (feature `testing`): the embedded store at
@@ -1418,6 +1468,74 @@ mod tests {
         }
         let err = Store::connect(&pg_options("x; drop schema public")).unwrap_err();
         assert!(err.to_string().contains("identifier"), "{err}");
+    }
+
+    /// The shared access log on PostgreSQL: two brokers × two threads append at once; every
+    /// entry gets its own position, without gaps, and reads back where it was put; the signing
+    /// lease goes to one broker at a time and lapses by the database's clock.
+    #[test]
+    fn the_shared_access_log_hands_out_contiguous_positions_across_brokers() {
+        let schema = fresh_schema();
+        let brokers: Vec<std::sync::Arc<Store>> = (0..2)
+            .map(|_| std::sync::Arc::new(Store::connect(&pg_options(&schema)).unwrap()))
+            .collect();
+        assert!(brokers[0].has_shared_log());
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let store = brokers[t % 2].clone();
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    for b in 0..25 {
+                        let first = store
+                            .log_append(&mut |first| {
+                                (0..3)
+                                    .map(|i| format!("{t}/{b}/{i}@{}", first + i).into_bytes())
+                                    .collect()
+                            })
+                            .unwrap();
+                        got.push(first);
+                    }
+                    got
+                })
+            })
+            .collect();
+        let mut firsts: Vec<u64> = writers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        firsts.sort_unstable();
+        assert_eq!(firsts, (0..100).map(|b| b * 3).collect::<Vec<u64>>());
+        assert_eq!(brokers[1].log_len().unwrap(), 300);
+        let entries = brokers[1].log_read(0, 1000).unwrap();
+        assert_eq!(entries.len(), 300);
+        for (pos, entry) in entries.iter().enumerate() {
+            let text = String::from_utf8(entry.clone()).unwrap();
+            assert!(text.ends_with(&format!("@{pos}")), "{text} at {pos}");
+        }
+        assert_eq!(brokers[0].log_read(298, 10).unwrap().len(), 2);
+
+        brokers[0].log_put_checkpoint(100, "note-100").unwrap();
+        brokers[1].log_put_checkpoint(100, "another note").unwrap();
+        brokers[1].log_put_checkpoint(300, "note-300").unwrap();
+        assert_eq!(
+            brokers[1].log_checkpoints_after(50).unwrap(),
+            [(100, "note-100".to_owned()), (300, "note-300".to_owned())]
+        );
+        assert_eq!(brokers[0].log_checkpoints_after(100).unwrap().len(), 1);
+
+        assert!(brokers[0].log_lead("a", 1).unwrap());
+        assert!(brokers[0].log_lead("a", 1).unwrap(), "renewed");
+        assert!(!brokers[1].log_lead("b", 30).unwrap(), "held by a");
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        assert!(brokers[1].log_lead("b", 30).unwrap(), "a's lease lapsed");
+        assert!(!brokers[0].log_lead("a", 30).unwrap());
+        brokers[1].log_release("b").unwrap();
+        assert!(brokers[0].log_lead("a", 30).unwrap(), "released");
+
+        let dir = tempfile::tempdir().unwrap();
+        let embedded = Store::open(&dir.path().join("s.redb")).unwrap();
+        assert!(!embedded.has_shared_log());
+        assert!(embedded.log_len().is_err());
     }
 
     /// A URL naming a standby and the primary, in either order: the store connects to the

@@ -25,7 +25,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{ConnectOptions, Postgres as Pg, Row};
 use tokio::runtime::{Handle, Runtime};
 
-use super::backend::{Engine, Members, MembersWithValues, Snapshot, Table, Transaction};
+use super::backend::{
+    Engine, Members, MembersWithValues, SharedLogEngine, Snapshot, Table, Transaction,
+};
 use super::primary::{
     find_primary, host_options, is_primary, server_lost, split_hosts, standby_refused, Follower,
     WAKE_AFTER,
@@ -101,6 +103,14 @@ const SCHEMA_DDL: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS quarantine_by_source (key bytea NOT NULL, member bytea NOT NULL, \
      PRIMARY KEY (key, member))",
     "CREATE TABLE IF NOT EXISTS changes (seq bigint PRIMARY KEY, entity text NOT NULL)",
+    // The shared access log: entries at contiguous positions, the head row whose lock hands
+    // them out, the signed checkpoints, and the lease of the broker that signs them.
+    "CREATE TABLE IF NOT EXISTS audit_log (seq bigint PRIMARY KEY, entry bytea NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS audit_head (id boolean PRIMARY KEY CHECK (id), next bigint NOT NULL)",
+    "INSERT INTO audit_head (id, next) VALUES (true, 0) ON CONFLICT DO NOTHING",
+    "CREATE TABLE IF NOT EXISTS audit_checkpoints (size bigint PRIMARY KEY, note text NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS audit_lease (id boolean PRIMARY KEY CHECK (id), holder text NOT NULL, \
+     until timestamptz NOT NULL)",
 ];
 
 /// The advisory lock every write transaction of one schema takes first.
@@ -246,6 +256,161 @@ impl Engine for Postgres {
         })?
         .map_err(|err| self.follower.error(err))?;
         Ok(Box::new(Session::new(self, tx)))
+    }
+
+    fn shared_log(&self) -> Option<&dyn SharedLogEngine> {
+        Some(self)
+    }
+}
+
+fn log_corrupt(reason: String) -> StoreError {
+    StoreError::Corrupt {
+        key: "audit_log".to_owned(),
+        reason,
+    }
+}
+
+impl SharedLogEngine for Postgres {
+    fn append(&self, encode: &mut dyn FnMut(u64) -> Vec<Vec<u8>>) -> Result<u64, StoreError> {
+        let pool = self.pool()?;
+        let follower = self.follower.clone();
+        // The head row's lock is held from here to the commit: positions are handed out in
+        // commit order, without gaps, across brokers.
+        let (tx, next) = run(&self.handle, async move {
+            let mut tx = follower.begin(pool.begin()).await?;
+            let next: i64 = sqlx::query_scalar("SELECT next FROM audit_head WHERE id FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await?;
+            Ok::<_, sqlx::Error>((tx, next))
+        })?
+        .map_err(|err| self.follower.error(err))?;
+        let _context = self.handle.enter(); // a transaction dropped early rolls back here
+        let first = u64::try_from(next)
+            .map_err(|_| log_corrupt(format!("the log head is negative ({next})")))?;
+        let entries = encode(first);
+        let count = i64::try_from(entries.len()).unwrap_or(i64::MAX);
+        let seqs: Vec<i64> = (next..next.saturating_add(count)).collect();
+        run(&self.handle, async move {
+            let mut tx = tx;
+            sqlx::query(
+                "INSERT INTO audit_log (seq, entry) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::bytea[])",
+            )
+            .bind(seqs)
+            .bind(entries)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE audit_head SET next = next + $1 WHERE id")
+                .bind(count)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        })?
+        .map_err(|err| self.follower.error(err))?;
+        Ok(first)
+    }
+
+    fn read(&self, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let pool = self.pool()?;
+        let rows: Vec<(i64, Vec<u8>)> = run(&self.handle, async move {
+            sqlx::query_as("SELECT seq, entry FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2")
+                .bind(clamp(from))
+                .bind(clamp(limit as u64))
+                .fetch_all(&pool)
+                .await
+        })?
+        .map_err(|err| self.follower.error(err))?;
+        rows.into_iter()
+            .zip(from..)
+            .map(|((seq, entry), expected)| {
+                if u64::try_from(seq) == Ok(expected) {
+                    Ok(entry)
+                } else {
+                    Err(log_corrupt(format!(
+                        "position {expected} is missing (the next entry is at {seq})"
+                    )))
+                }
+            })
+            .collect()
+    }
+
+    fn len(&self) -> Result<u64, StoreError> {
+        let pool = self.pool()?;
+        let next: i64 = run(&self.handle, async move {
+            sqlx::query_scalar("SELECT next FROM audit_head WHERE id")
+                .fetch_one(&pool)
+                .await
+        })?
+        .map_err(|err| self.follower.error(err))?;
+        u64::try_from(next).map_err(|_| log_corrupt(format!("the log head is negative ({next})")))
+    }
+
+    fn put_checkpoint(&self, size: u64, note: &str) -> Result<(), StoreError> {
+        let pool = self.pool()?;
+        let note = note.to_owned();
+        run(&self.handle, async move {
+            sqlx::query(
+                "INSERT INTO audit_checkpoints (size, note) VALUES ($1, $2) \
+                 ON CONFLICT (size) DO NOTHING",
+            )
+            .bind(clamp(size))
+            .bind(note)
+            .execute(&pool)
+            .await
+        })?
+        .map_err(|err| self.follower.error(err))?;
+        Ok(())
+    }
+
+    fn checkpoints_after(&self, size: u64) -> Result<Vec<(u64, String)>, StoreError> {
+        let pool = self.pool()?;
+        let rows: Vec<(i64, String)> = run(&self.handle, async move {
+            sqlx::query_as(
+                "SELECT size, note FROM audit_checkpoints WHERE size > $1 ORDER BY size LIMIT 1000",
+            )
+            .bind(clamp(size))
+            .fetch_all(&pool)
+            .await
+        })?
+        .map_err(|err| self.follower.error(err))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(size, note)| Some((u64::try_from(size).ok()?, note)))
+            .collect())
+    }
+
+    fn lead(&self, holder: &str, seconds: u32) -> Result<bool, StoreError> {
+        let pool = self.pool()?;
+        let holder = holder.to_owned();
+        // By the database's clock: the brokers' clocks play no part.
+        let held: Option<String> = run(&self.handle, async move {
+            sqlx::query_scalar(
+                "INSERT INTO audit_lease (id, holder, until) \
+                 VALUES (true, $1, now() + make_interval(secs => $2)) \
+                 ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+                 WHERE audit_lease.holder = excluded.holder OR audit_lease.until < now() \
+                 RETURNING holder",
+            )
+            .bind(holder)
+            .bind(f64::from(seconds))
+            .fetch_optional(&pool)
+            .await
+        })?
+        .map_err(|err| self.follower.error(err))?;
+        Ok(held.is_some())
+    }
+
+    fn release(&self, holder: &str) -> Result<(), StoreError> {
+        let pool = self.pool()?;
+        let holder = holder.to_owned();
+        run(&self.handle, async move {
+            sqlx::query("DELETE FROM audit_lease WHERE holder = $1")
+                .bind(holder)
+                .execute(&pool)
+                .await
+        })?
+        .map_err(|err| self.follower.error(err))?;
+        Ok(())
     }
 }
 
