@@ -201,6 +201,7 @@ async fn the_primary_lost_and_its_synchronous_standby_promoted_costs_no_acknowle
         "the standby is synchronous before the test starts"
     );
     let root = tempfile::tempdir().unwrap();
+    let schema = fresh_schema("primary");
     let url = format!(
         "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres",
         primary.port, standby.port
@@ -208,7 +209,7 @@ async fn the_primary_lost_and_its_synchronous_standby_promoted_costs_no_acknowle
     let env: Vec<(&str, OsString)> = vec![
         ("SAFEGRID_STORE_BACKEND", "postgres".into()),
         ("SAFEGRID_STORE_URL", url.into()),
-        ("SAFEGRID_STORE_SCHEMA", fresh_schema("primary").into()),
+        ("SAFEGRID_STORE_SCHEMA", schema.clone().into()),
     ];
     let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
     let data = root.path().join("broker");
@@ -261,12 +262,26 @@ async fn the_primary_lost_and_its_synchronous_standby_promoted_costs_no_acknowle
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The primary dies once 50 records are acknowledged (however slow the machine), and the
+    // stream goes on until 50 more are acknowledged by the new primary.
+    let count = || acknowledged.lock().unwrap().len();
+    let wait_for = |n: usize, what: &'static str| {
+        let count = &count;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while count() < n {
+                assert!(Instant::now() < deadline, "{what}: {} records", count());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for(50, "before the kill").await;
     primary.run("kill");
     let killed = Instant::now();
+    let at_kill = count();
     standby.run("promote");
-    // Three more seconds of batches on the new primary, then stop.
-    *stop_at.lock().unwrap() = Some(Instant::now() + Duration::from_secs(3));
+    wait_for(at_kill + 60, "after the promotion").await;
+    *stop_at.lock().unwrap() = Some(Instant::now());
     stream.await.unwrap();
     let acknowledged = acknowledged.lock().unwrap().clone();
     let before = acknowledged.iter().filter(|(_, at)| *at < killed).count();
@@ -302,6 +317,28 @@ async fn the_primary_lost_and_its_synchronous_standby_promoted_costs_no_acknowle
         failed.lock().unwrap()
     );
 
+    // No audit entry lost either: the access log lives in the database too, and every
+    // acknowledged batch's entry is on the promoted standby; the broker's replica agrees with
+    // it (it would refuse appends if it held an entry the new primary lacks).
+    let batches = (acknowledged.len() / 10) as u64;
+    let logged: u64 = standby
+        .psql(&format!(
+            "SELECT count(*) FROM {schema}.audit_log \
+             WHERE convert_from(entry, 'UTF8') LIKE '%\"action\":\"ingest\"%'"
+        ))
+        .parse()
+        .unwrap();
+    assert!(
+        logged >= batches,
+        "{logged} ingest entries in the promoted log for {batches} acknowledged batches"
+    );
+    let ready = client
+        .get(format!("{}/readyz", broker.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "{:?}", ready.text().await);
+
     // A broker started now with the same URL, whose first host is dead, finds the new primary.
     let env_second = env.clone();
     let second_data = root.path().join("second");
@@ -322,4 +359,13 @@ async fn the_primary_lost_and_its_synchronous_standby_promoted_costs_no_acknowle
     );
     second.stop();
     broker.stop();
+    let (ok, text) = crate::common::run(&[
+        "audit",
+        "verify",
+        "--log-dir",
+        data.join("audit").to_str().unwrap(),
+        "--public-key",
+        data.join("audit/checkpoint-public.key").to_str().unwrap(),
+    ]);
+    assert!(ok, "the replica verifies after the failover: {text}");
 }
