@@ -17,12 +17,19 @@
 #   connectors/scripts/ci-postgres.sh stop
 #
 # The cluster lives in $SAFEGRID_PG_DIR (default /tmp/safegrid-ci-pg), listens on 127.0.0.1
-# only, trusts local connections and runs without fsync: test data only. PostgreSQL refuses
+# only, trusts local connections and runs without fsync: test data only
+# (SAFEGRID_PG_DURABLE=1: with fsync and full-page writes, and 1 GB of shared buffers, as the
+# benchmarks run it). PostgreSQL refuses
 # to run as root, so as root the server runs as the system user `safegrid-ci` (created if
 # needed). The binaries are installed with apt-get only if none are found.
 set -euo pipefail
 
 mode=${1:-start}
+if [[ "${SAFEGRID_PG_DURABLE:-}" == 1 ]]; then
+    server_opts="-c shared_buffers=1GB"
+else
+    server_opts="-c fsync=off -c full_page_writes=off"
+fi
 port=${2:-55432}
 base=${SAFEGRID_PG_DIR:-/tmp/safegrid-ci-pg}
 run_user=safegrid-ci
@@ -81,7 +88,7 @@ start)
         --encoding=UTF8 --no-locale >"$base/initdb.log" 2>&1 \
         || { cat "$base/initdb.log" >&2; exit 1; }
     as_owner "$pg_bin/pg_ctl" -D "$base/data" -l "$base/server.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $base -c fsync=off -c full_page_writes=off" \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $base $server_opts" \
         start >&2 || { cat "$base/server.log" >&2; exit 1; }
     for _ in $(seq 1 60); do
         if "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$port" -U postgres; then
@@ -114,7 +121,7 @@ standby)
         -d "host=127.0.0.1 port=$primary_port user=postgres application_name=$name" \
         >"$base/basebackup.log" 2>&1 || { cat "$base/basebackup.log" >&2; exit 1; }
     as_owner "$pg_bin/pg_ctl" -D "$base/data" -l "$base/server.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $base -c fsync=off -c full_page_writes=off" \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $base $server_opts" \
         start >&2 || { cat "$base/server.log" >&2; exit 1; }
     # Only now is the primary told to wait for it: set before the base backup, the standby
     # would inherit the setting and, once promoted, wait for a standby of its own forever.
