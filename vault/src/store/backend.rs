@@ -134,6 +134,10 @@ pub(crate) trait Engine: Send + Sync {
     fn shared_log(&self) -> Option<&dyn SharedLogEngine> {
         None
     }
+
+    /// Calls `wake` when another process commits changes to the same store (PostgreSQL:
+    /// LISTEN/NOTIFY). A wake-up only: followers still read from their cursors.
+    fn watch_remote_commits(&self, _wake: std::sync::Arc<dyn Fn() + Send + Sync>) {}
 }
 
 /// An append-only log of opaque entries at contiguous positions from 0, shared by every

@@ -159,7 +159,7 @@ impl QuarantineEntry {
 pub struct Store {
     engine: Box<dyn Engine>,
     /// Called after every committed transaction that appended to the change sequence.
-    observer: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    observer: OnceLock<std::sync::Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -229,12 +229,17 @@ impl Store {
         Ok(result)
     }
 
-    /// Sets the one observer told (after the commit, on the writing thread) of every
-    /// transaction this process committed that appended to the change sequence — to wake
-    /// followers instead of polling (another broker's commits on a shared database are seen by
-    /// polling). Returns false if one was set already. It must be quick and must not write.
+    /// Sets the one observer told of every transaction that appended to the change sequence:
+    /// this process's (after the commit, on the writing thread) and, on PostgreSQL, other
+    /// brokers' (on a notification, from the engine's runtime) — to wake followers instead of
+    /// polling. Returns false if one was set already. It must be quick and must not write.
     pub fn observe_commits(&self, observer: impl Fn() + Send + Sync + 'static) -> bool {
-        self.observer.set(Box::new(observer)).is_ok()
+        let observer: std::sync::Arc<dyn Fn() + Send + Sync> = std::sync::Arc::new(observer);
+        if self.observer.set(observer.clone()).is_err() {
+            return false;
+        }
+        self.engine.watch_remote_commits(observer);
+        true
     }
 
     pub fn read(&self) -> Result<StoreReader, StoreError> {
@@ -1536,6 +1541,45 @@ mod tests {
         let embedded = Store::open(&dir.path().join("s.redb")).unwrap();
         assert!(!embedded.has_shared_log());
         assert!(embedded.log_len().is_err());
+    }
+
+    /// Another broker's commit wakes this one's observer (LISTEN/NOTIFY), with no write here;
+    /// a commit to another schema does not.
+    #[test]
+    fn another_brokers_commit_wakes_the_observer() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let schema = fresh_schema();
+        let here = Store::connect(&pg_options(&schema)).unwrap();
+        let there = Store::connect(&pg_options(&schema)).unwrap();
+        let elsewhere = Store::connect(&pg_options(&fresh_schema())).unwrap();
+        let woken = std::sync::Arc::new(AtomicU64::new(0));
+        let counter = woken.clone();
+        assert!(here.observe_commits(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }));
+        let settle = |at_least: u64| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while woken.load(Ordering::SeqCst) < at_least {
+                assert!(std::time::Instant::now() < deadline, "not woken");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        settle(1); // once when the listener is subscribed
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let before = woken.load(Ordering::SeqCst);
+        elsewhere
+            .write(|w| w.put_source(&source("GA-N-0", &["entity:r_n0"]), None))
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert_eq!(
+            woken.load(Ordering::SeqCst),
+            before,
+            "another schema's commit"
+        );
+        there
+            .write(|w| w.put_source(&source("GA-N-1", &["entity:r_n1"]), None))
+            .unwrap();
+        settle(before + 1);
     }
 
     /// A URL naming a standby and the primary, in either order: the store connects to the

@@ -113,6 +113,9 @@ const SCHEMA_DDL: &[&str] = &[
      until timestamptz NOT NULL)",
 ];
 
+/// The channel a commit that appended changes notifies, with its schema as the payload.
+const CHANGES_CHANNEL: &str = "safegrid_changes";
+
 /// The advisory lock every write transaction of one schema takes first.
 const WRITE_LOCK: &str =
     "SELECT pg_advisory_xact_lock(hashtext('safegrid.store.write.' || current_schema()))";
@@ -124,6 +127,7 @@ pub(crate) struct Postgres {
     runtime: Option<Runtime>,
     handle: Handle,
     pool: Option<sqlx::Pool<Pg>>,
+    schema: String,
     /// The URL's hosts and the watcher that keeps the pool on the primary.
     follower: Arc<Follower>,
 }
@@ -218,6 +222,7 @@ impl Postgres {
             runtime: Some(runtime),
             handle,
             pool: Some(pool),
+            schema: options.schema.clone(),
             follower,
         })
     }
@@ -260,6 +265,30 @@ impl Engine for Postgres {
 
     fn shared_log(&self) -> Option<&dyn SharedLogEngine> {
         Some(self)
+    }
+
+    fn watch_remote_commits(&self, wake: Arc<dyn Fn() + Send + Sync>) {
+        let Ok(pool) = self.pool() else {
+            return;
+        };
+        let schema = self.schema.clone();
+        self.handle.spawn(async move {
+            // LISTEN only wakes: a notification lost while the connection is down costs a
+            // follower its poll interval, never a change (followers read from their cursor).
+            while !pool.is_closed() {
+                if let Ok(mut listener) = sqlx::postgres::PgListener::connect_with(&pool).await {
+                    if listener.listen(CHANGES_CHANNEL).await.is_ok() {
+                        wake();
+                        while let Ok(notification) = listener.recv().await {
+                            if notification.payload() == schema {
+                                wake();
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
     }
 }
 
@@ -493,6 +522,8 @@ struct Session {
 struct SessionState {
     tx: Option<PgTransaction>,
     pending: Vec<Pending>,
+    /// The transaction appends to the change sequence: its commit notifies the listeners.
+    changed: bool,
 }
 
 /// A write not yet sent.
@@ -514,6 +545,7 @@ impl Session {
             state: Mutex::new(SessionState {
                 tx: Some(tx),
                 pending: Vec::new(),
+                changed: false,
             }),
         }
     }
@@ -867,12 +899,29 @@ impl Transaction for Session {
             key: "change_seq".to_owned(),
             reason: "the change sequence passed 2^63".to_owned(),
         })?;
+        if let Ok(state) = self.state.get_mut() {
+            state.changed = true;
+        }
         self.defer(Pending::Change(seq, entity.to_owned()))
     }
 
     fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        // What is still held back goes first, in the same round trip as any read would.
-        self.call(|tx| async move { (tx, Ok(())) })?;
+        // What is still held back goes first, in the same round trip as any read would; with
+        // new changes, the notification the other brokers' listeners wake on (delivered at
+        // the commit, not before).
+        let changed = self.state.lock().is_ok_and(|state| state.changed);
+        self.call(move |mut tx| async move {
+            let notified = if changed {
+                sqlx::query("SELECT pg_notify($1, current_schema())")
+                    .bind(CHANGES_CHANNEL)
+                    .execute(&mut *tx)
+                    .await
+                    .map(|_| ())
+            } else {
+                Ok(())
+            };
+            (tx, notified)
+        })?;
         let mut session = *self;
         let tx = session
             .state
