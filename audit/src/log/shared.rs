@@ -91,6 +91,14 @@ impl Writer {
         };
         let log = Arc::clone(&replica.log);
         let shared_len = log.size().map_err(AuditError::Shared)?;
+        if shared_len == 0 && self.size > 0 {
+            return Err(AuditError::Diverged(format!(
+                "the shared log is empty and this data directory's log holds {} entries: \
+                 move it into the database with `safegrid migrate`, or move audit/ aside if \
+                 this broker joins a store whose log starts afresh",
+                self.size
+            )));
+        }
         if shared_len < self.size {
             return Err(AuditError::Diverged(format!(
                 "the shared log holds {shared_len} entries and this broker's replica {}: \

@@ -188,6 +188,12 @@ async fn a_changed_entry_or_a_database_restored_to_an_earlier_time_is_refused() 
     assert!(matches!(err, AuditError::Diverged(_)), "{err}");
     shared.entries.lock().unwrap()[7] = original;
 
+    // A data directory with a log of its own, on a store whose shared log is empty (the log
+    // was not migrated): refused, saying how to move it.
+    let empty = Arc::new(MemoryLog::default());
+    let err = open(a_dir.path(), &empty, "broker-a").unwrap_err();
+    assert!(err.to_string().contains("safegrid migrate"), "{err}");
+
     // The database restored to a time before the last entries the replica holds.
     shared.entries.lock().unwrap().truncate(15);
     let err = open(a_dir.path(), &shared, "broker-a").unwrap_err();
