@@ -431,6 +431,21 @@ impl Shared {
     fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Where record `seq` is: its segment file and its place in it.
+    fn locate(&self, seq: u64) -> Result<(Arc<File>, Location), AuditError> {
+        let state = self.read();
+        let loc = usize::try_from(seq)
+            .ok()
+            .and_then(|i| state.locations.get(i).copied())
+            .ok_or(AuditError::NotFound(seq))?;
+        let file = state
+            .segments
+            .get(loc.segment as usize)
+            .cloned()
+            .ok_or(AuditError::NotFound(seq))?;
+        Ok((file, loc))
+    }
 }
 
 type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
@@ -743,19 +758,7 @@ impl AuditLog {
 
     /// Reads record `seq` from disk (re-checking its frame hash). Blocking file I/O.
     pub fn read(&self, seq: u64) -> Result<AuditRecord, AuditError> {
-        let (file, loc) = {
-            let state = self.inner.shared.read();
-            let loc = usize::try_from(seq)
-                .ok()
-                .and_then(|i| state.locations.get(i).copied())
-                .ok_or(AuditError::NotFound(seq))?;
-            let file = state
-                .segments
-                .get(loc.segment as usize)
-                .cloned()
-                .ok_or(AuditError::NotFound(seq))?;
-            (file, loc)
-        };
+        let (file, loc) = self.inner.shared.locate(seq)?;
         read_at(&file, loc)
     }
 

@@ -71,8 +71,8 @@ as_owner() {
     fi
 }
 
-case "$mode" in
-start)
+# An empty cluster directory owned by the server's user (a server left running there stopped).
+fresh_dir() {
     if [[ $(id -u) -eq 0 ]] && ! id "$run_user" >/dev/null 2>&1; then
         useradd -r -M -d /nonexistent -s /usr/sbin/nologin "$run_user"
     fi
@@ -84,6 +84,11 @@ start)
     if [[ $(id -u) -eq 0 ]]; then
         chown "$run_user" "$base"
     fi
+}
+
+case "$mode" in
+start)
+    fresh_dir
     as_owner "$pg_bin/initdb" -D "$base/data" -U postgres --auth=trust \
         --encoding=UTF8 --no-locale >"$base/initdb.log" 2>&1 \
         || { cat "$base/initdb.log" >&2; exit 1; }
@@ -104,17 +109,7 @@ start)
 standby)
     primary_port=${3:?usage: $0 standby PORT PRIMARY_PORT}
     name=safegrid_standby
-    if [[ $(id -u) -eq 0 ]] && ! id "$run_user" >/dev/null 2>&1; then
-        useradd -r -M -d /nonexistent -s /usr/sbin/nologin "$run_user"
-    fi
-    if [[ -f "$base/data/postmaster.pid" ]]; then
-        as_owner "$pg_bin/pg_ctl" -D "$base/data" -m immediate stop >&2 || true
-    fi
-    rm -rf "$base"
-    mkdir -p "$base"
-    if [[ $(id -u) -eq 0 ]]; then
-        chown "$run_user" "$base"
-    fi
+    fresh_dir
     # -R writes standby.signal and primary_conninfo; the application name is what the
     # primary's synchronous_standby_names waits for.
     as_owner "$pg_bin/pg_basebackup" -D "$base/data" -R -X stream -c fast \

@@ -123,19 +123,7 @@ impl Writer {
 
     /// The bytes of local record `seq`.
     fn read_local(&self, seq: u64) -> Result<Vec<u8>, AuditError> {
-        let (file, loc) = {
-            let state = self.shared.read();
-            let loc = usize::try_from(seq)
-                .ok()
-                .and_then(|i| state.locations.get(i).copied())
-                .ok_or(AuditError::NotFound(seq))?;
-            let file = state
-                .segments
-                .get(loc.segment as usize)
-                .cloned()
-                .ok_or(AuditError::NotFound(seq))?;
-            (file, loc)
-        };
+        let (file, loc) = self.shared.locate(seq)?;
         super::read_bytes_at(&file, loc)
     }
 
