@@ -9,6 +9,9 @@
 #
 #   bash scripts/load/pg-brokers.sh [RESIDENTS=1000000] [SECONDS=20] [CONNECTIONS=32]
 #
+# SAFEGRID_BENCH_STORE=embedded: the same steps on the embedded store, for the figures beside
+# (one broker: the embedded store is not shared).
+#
 # SAFEGRID_BIN=<binary> measures that build. Needs wrk, nginx (apt-get install -y wrk
 # nginx-light), curl, python3 and the PostgreSQL of connectors/scripts/ci-postgres.sh.
 set -euo pipefail
@@ -42,19 +45,29 @@ cleanup() {
 }
 trap cleanup EXIT
 
-URL=$(SAFEGRID_PG_DURABLE=1 SAFEGRID_PG_DIR="$WORK/pg" bash connectors/scripts/ci-postgres.sh start "$PG_PORT")
-export SAFEGRID_STORE_BACKEND=postgres SAFEGRID_STORE_URL="$URL" SAFEGRID_STORE_SCHEMA=bench
-PSQL=("$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)/psql" -X -q -t -A -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres)
-echo "== conditions: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB, PostgreSQL $("${PSQL[@]}" -c 'SHOW server_version'), fsync $("${PSQL[@]}" -c 'SHOW fsync'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+SHARED=yes
+[ "${SAFEGRID_BENCH_STORE:-postgres}" = embedded ] && SHARED=""
+if [ -n "$SHARED" ]; then
+  URL=$(SAFEGRID_PG_DURABLE=1 SAFEGRID_PG_DIR="$WORK/pg" bash connectors/scripts/ci-postgres.sh start "$PG_PORT")
+  export SAFEGRID_STORE_BACKEND=postgres SAFEGRID_STORE_URL="$URL" SAFEGRID_STORE_SCHEMA=bench
+  PSQL=("$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)/psql" -X -q -t -A -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres)
+  echo "== conditions: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB, PostgreSQL $("${PSQL[@]}" -c 'SHOW server_version'), fsync $("${PSQL[@]}" -c 'SHOW fsync'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+else
+  echo "== conditions: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB, embedded store, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
 
 echo "== publish: safegrid demo --residents $RESIDENTS through broker A"
 /usr/bin/time -v "$BIN" demo --residents "$RESIDENTS" --data-dir "$WORK/a" --listen 127.0.0.1:0 \
   --no-serve >"$WORK/demo.out" 2>"$WORK/demo.err"
 grep -hE "^published" "$WORK/demo.out" "$WORK/demo.err"
 grep -E "Elapsed|Maximum resident" "$WORK/demo.err"
-records=$("${PSQL[@]}" -c "SELECT count(*) FROM bench.sources")
-bytes=$("${PSQL[@]}" -c "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'bench' AND c.relkind = 'r'")
-echo "store in PostgreSQL: $records source rows, $((bytes / 1048576)) MiB, $(awk -v b="$bytes" -v r="$records" 'BEGIN {printf "%.2f", b / r / 1024}') KB per source row"
+if [ -n "$SHARED" ]; then
+  records=$("${PSQL[@]}" -c "SELECT count(*) FROM bench.sources")
+  bytes=$("${PSQL[@]}" -c "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'bench' AND c.relkind = 'r'")
+  echo "store in PostgreSQL: $records source rows, $((bytes / 1048576)) MiB, $(awk -v b="$bytes" -v r="$records" 'BEGIN {printf "%.2f", b / r / 1024}') KB per source row"
+else
+  echo "store file: $(($(stat -c %s "$WORK/a/store.redb") / 1048576)) MiB (not compacted)"
+fi
 
 printf 'metrics_listen = "off"\n[limits]\nrate_per_second = 0\n' >"$WORK/bench.toml"
 serve() { # DATA PORT
@@ -70,26 +83,26 @@ serve "$WORK/a" "$PORT_A"
 PID_A=${PIDS[-1]}
 ready "$PORT_A"
 echo "== broker A (the demo's data directory): ready in $(awk -v s="$start_a" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}') s"
-cp "$WORK/a.master-key" "$WORK/b.master-key"
-start_b=$(date +%s.%N)
-serve "$WORK/b" "$PORT_B"
-PID_B=${PIDS[-1]}
-ready "$PORT_B"
-echo "== broker B, empty data directory: ready (index built from PostgreSQL) in $(awk -v s="$start_b" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}') s"
+if [ -n "$SHARED" ]; then
+  cp "$WORK/a.master-key" "$WORK/b.master-key"
+  start_b=$(date +%s.%N)
+  serve "$WORK/b" "$PORT_B"
+  PID_B=${PIDS[-1]}
+  ready "$PORT_B"
+  echo "== broker B, empty data directory: ready (index built from PostgreSQL) in $(awk -v s="$start_b" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}') s"
+  SIDES="A B"
+else
+  PID_B=$PID_A
+  SIDES="A"
+fi
 
 TOKEN_A=$("$BIN" token --data-dir "$WORK/a" --sub load-a --role street_officer --jurisdiction 110105001 --ttl 2h)
-TOKEN_B=$("$BIN" token --data-dir "$WORK/b" --sub load-b --role street_officer --jurisdiction 110105001 --ttl 2h)
+TOKEN_B=$TOKEN_A
+[ -n "$SHARED" ] && TOKEN_B=$("$BIN" token --data-dir "$WORK/b" --sub load-b --role street_officer --jurisdiction 110105001 --ttl 2h)
 IDS=$WORK/ids.txt
-N=$(( RESIDENTS < 2000 ? RESIDENTS : 2000 ))
-STEP=$(( RESIDENTS / N ))
-: >"$IDS"
-for i in $(seq 1 "$STEP" "$RESIDENTS" | head -n "$N"); do
-  printf -v source "GA-%08d" "$i"
-  id=$(curl -ks -H "Authorization: Bearer $TOKEN_A" -H "X-Purpose: routine_visit" \
-    "https://127.0.0.1:$PORT_A/v1/residents/by-source/gongan/$source" \
-    | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
-  if [ -n "$id" ]; then echo "$id" >>"$IDS"; fi
-done
+# shellcheck source=common.sh
+source scripts/load/common.sh
+collect_ids "$TOKEN_A" "$PORT_A" "$RESIDENTS" "$IDS"
 # Queries: the last 4 digits of ID numbers, as an officer reads them off a masked profile.
 QUERIES=$WORK/queries.txt
 head -n 300 "$IDS" | while read -r id; do
@@ -106,31 +119,9 @@ for line in sys.stdin:
 ' >"$QUERIES"
 echo "profiles: $(wc -l <"$IDS") unified ids; search queries: $(wc -l <"$QUERIES") distinct ID suffixes"
 
-mkdir -p "$WORK/www"
 curl -fks -H "Authorization: Bearer $TOKEN_A" -H "X-Purpose: routine_visit" \
-  "https://127.0.0.1:$PORT_A/v1/residents/$(head -n 1 "$IDS")" >"$WORK/www/profile.json"
-cat >"$WORK/nginx.conf" <<CONF
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$NGINX_PORT ssl;
-    ssl_certificate $WORK/a/dev/tls-cert.pem;
-    ssl_certificate_key $WORK/a/dev/tls-key.pem;
-    ssl_protocols TLSv1.3;
-    root $WORK/www;
-    default_type application/json;
-    location / { rewrite ^ /profile.json break; }
-  }
-}
-CONF
-nginx -c "$WORK/nginx.conf" -p "$WORK" -g "user $(id -un);" 2>&1 >&2
-sleep 0.5
+  "https://127.0.0.1:$PORT_A/v1/residents/$(head -n 1 "$IDS")" >"$WORK/profile.json"
+start_nginx "$WORK" "$WORK/a/dev/tls-cert.pem" "$WORK/a/dev/tls-key.pem" "$NGINX_PORT" "$WORK/profile.json"
 
 wrk_run() { # SCRIPT TOKEN URL CONNECTIONS -> "req/s p95 p99 errors"
   SAFEGRID_TOKEN=$2 SAFEGRID_IDS=$IDS SAFEGRID_QUERIES=$QUERIES \
@@ -140,17 +131,18 @@ wrk_run() { # SCRIPT TOKEN URL CONNECTIONS -> "req/s p95 p99 errors"
 echo "== lookup: GET /v1/residents/{id}, wrk -t2 -c$CONNECTIONS -d${SECONDS_RUN}s (warm-up 5 s each first)"
 SECONDS_SAVED=$SECONDS_RUN; SECONDS_RUN=5
 wrk_run profile.lua "$TOKEN_A" "https://127.0.0.1:$PORT_A" "$CONNECTIONS" >/dev/null
-wrk_run profile.lua "$TOKEN_B" "https://127.0.0.1:$PORT_B" "$CONNECTIONS" >/dev/null
+[ -n "$SHARED" ] && wrk_run profile.lua "$TOKEN_B" "https://127.0.0.1:$PORT_B" "$CONNECTIONS" >/dev/null
 SECONDS_RUN=$SECONDS_SAVED
 printf '%-22s %10s %8s %8s %7s\n' server "req/s" "p95 ms" "p99 ms" errors
 read -r n_rps n_p95 n_p99 n_err < <(wrk_run profile.lua "$TOKEN_A" "https://127.0.0.1:$NGINX_PORT" "$CONNECTIONS")
 printf '%-22s %10s %8s %8s %7s\n' nginx "$n_rps" "$n_p95" "$n_p99" "$n_err"
-for side in A B; do
+for side in $SIDES; do
   if [ "$side" = A ]; then t=$TOKEN_A; p=$PORT_A; else t=$TOKEN_B; p=$PORT_B; fi
   read -r rps p95 p99 err < <(wrk_run profile.lua "$t" "https://127.0.0.1:$p" "$CONNECTIONS")
   printf '%-22s %10s %8s %8s %7s  ratio %s\n' "broker $side" "$rps" "$p95" "$p99" "$err" \
     "$(awk -v b="$rps" -v n="$n_rps" 'BEGIN {printf "%.3f", b / n}')"
 done
+if [ -n "$SHARED" ]; then
 half=$(( CONNECTIONS / 2 ))
 wrk_run profile.lua "$TOKEN_A" "https://127.0.0.1:$PORT_A" "$half" >"$WORK/both-a" &
 both_a=$!
@@ -161,9 +153,10 @@ read -r b_rps b_p95 b_p99 b_err <"$WORK/both-b"
 sum=$(awk -v a="$a_rps" -v b="$b_rps" 'BEGIN {printf "%.0f", a + b}')
 printf '%-22s %10s %8s %8s %7s  ratio %s\n' "A + B at once" "$sum" "$a_p95/$b_p95" "$a_p99/$b_p99" "$((a_err + b_err))" \
   "$(awk -v b="$sum" -v n="$n_rps" 'BEGIN {printf "%.3f", b / n}')"
+fi
 
 echo "== search: GET /v1/residents?q=<ID last 4>, wrk -t2 -c$CONNECTIONS -d${SECONDS_RUN}s"
-for side in A B; do
+for side in $SIDES; do
   if [ "$side" = A ]; then t=$TOKEN_A; p=$PORT_A; else t=$TOKEN_B; p=$PORT_B; fi
   read -r rps p95 p99 err < <(wrk_run search.lua "$t" "https://127.0.0.1:$p" "$CONNECTIONS")
   printf '%-22s %10s req/s  p95 %s ms  p99 %s ms  errors %s\n' "broker $side" "$rps" "$p95" "$p99" "$err"

@@ -39,32 +39,10 @@ source scripts/load/street.sh
 TOKEN=$SAFEGRID_TOKEN
 
 # The static file: one masked profile exactly as the broker serves it.
-mkdir -p "$WORK/www"
 curl -fks -H "Authorization: Bearer $TOKEN" -H "X-Purpose: routine_visit" \
-  "https://127.0.0.1:$PORT/v1/residents/$(head -n 1 "$SAFEGRID_IDS")" >"$WORK/www/profile.json"
-cat >"$WORK/nginx.conf" <<CONF
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$NGINX_PORT ssl;
-    ssl_certificate $DATA/dev/tls-cert.pem;
-    ssl_certificate_key $DATA/dev/tls-key.pem;
-    ssl_protocols TLSv1.3;
-    root $WORK/www;
-    default_type application/json;
-    location / { rewrite ^ /profile.json break; }
-  }
-}
-CONF
-nginx -c "$WORK/nginx.conf" -p "$WORK" -g "user $(id -un);" 2>&1 >&2
-sleep 0.5
-echo "profiles: $(wc -l <"$SAFEGRID_IDS") unified ids; static file $(wc -c <"$WORK/www/profile.json") bytes; $CONNECTIONS connections, ${SECONDS_RUN}s per run" >&2
+  "https://127.0.0.1:$PORT/v1/residents/$(head -n 1 "$SAFEGRID_IDS")" >"$WORK/profile.json"
+start_nginx "$WORK" "$DATA/dev/tls-cert.pem" "$DATA/dev/tls-key.pem" "$NGINX_PORT" "$WORK/profile.json"
+echo "profiles: $(wc -l <"$SAFEGRID_IDS") unified ids; static file $(wc -c <"$WORK/profile.json") bytes; $CONNECTIONS connections, ${SECONDS_RUN}s per run" >&2
 
 run() { # URL -> "req/s p99"
   wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_RUN}s" -s scripts/load/profile.lua "$1" \

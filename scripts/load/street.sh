@@ -36,14 +36,6 @@ SAFEGRID_TOKEN=$("$BIN" token --data-dir "$DATA" --sub load-test --role street_o
 SAFEGRID_IDS=$WORK/ids.txt
 export SAFEGRID_TOKEN SAFEGRID_IDS
 
-# Unified ids of gongan residents (some generated records are deliberately bad: skip 404s).
-N=$(( RESIDENTS < 2000 ? RESIDENTS : 2000 ))
-STEP=$(( RESIDENTS / N ))
-: >"$SAFEGRID_IDS"
-for i in $(seq 1 "$STEP" "$RESIDENTS" | head -n "$N"); do
-  printf -v source "GA-%08d" "$i"
-  id=$(curl -ks -H "Authorization: Bearer $SAFEGRID_TOKEN" -H "X-Purpose: routine_visit" \
-    "https://127.0.0.1:$PORT/v1/residents/by-source/gongan/$source" \
-    | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
-  if [ -n "$id" ]; then echo "$id" >>"$SAFEGRID_IDS"; fi
-done
+# shellcheck source=common.sh
+source scripts/load/common.sh
+collect_ids "$SAFEGRID_TOKEN" "$PORT" "$RESIDENTS" "$SAFEGRID_IDS"
