@@ -30,15 +30,8 @@ async fn a_broker_killed_under_load_costs_no_acknowledged_batch() {
     let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
     let first_data = root.path().join("first");
     let mut first = serve_with(&first_data, &env);
-    // The second broker shares the first one's master key, as brokers on one store must (dev
-    // mode reads it beside the data directory).
     let second_data = root.path().join("second");
-    std::fs::copy(
-        vault::keys::default_master_key_path(&first_data),
-        vault::keys::default_master_key_path(&second_data),
-    )
-    .unwrap();
-    let second = serve_with(&second_data, &env);
+    let second = serve_sharing(&first_data, &second_data, &env);
 
     let first_client = broker::client::https_client(&first.cert).unwrap();
     let second_client = broker::client::https_client(&second.cert).unwrap();
@@ -110,6 +103,21 @@ async fn a_broker_killed_under_load_costs_no_acknowledged_batch() {
     }
     assert!(missing.is_empty(), "acknowledged but missing: {missing:?}");
     second.stop();
+}
+
+/// A second broker on the store of the broker in `first`: it shares that broker's master key,
+/// as brokers on one store must (dev mode reads it beside the data directory).
+fn serve_sharing(
+    first: &std::path::Path,
+    data: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> crate::common::Server {
+    std::fs::copy(
+        vault::keys::default_master_key_path(first),
+        vault::keys::default_master_key_path(data),
+    )
+    .unwrap();
+    serve_with(data, env)
 }
 
 /// One throwaway PostgreSQL server of `ci-postgres.sh`, stopped and removed when dropped.
@@ -340,14 +348,8 @@ async fn the_primary_lost_and_its_synchronous_standby_promoted_costs_no_acknowle
     assert_eq!(ready.status(), 200, "{:?}", ready.text().await);
 
     // A broker started now with the same URL, whose first host is dead, finds the new primary.
-    let env_second = env.clone();
     let second_data = root.path().join("second");
-    std::fs::copy(
-        vault::keys::default_master_key_path(&data),
-        vault::keys::default_master_key_path(&second_data),
-    )
-    .unwrap();
-    let second = serve_with(&second_data, &env_second);
+    let second = serve_sharing(&data, &second_data, &env);
     let second_client = broker::client::https_client(&second.cert).unwrap();
     let second_officer = token(&signer(&second_data), "street_officer", None);
     let (first_source, _) = &acknowledged[0];
