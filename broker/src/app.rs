@@ -255,12 +255,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningBroker> {
     permissions.watch(std::time::Duration::from_secs(1));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let names = Arc::new(search::directory::NameIndex::default());
-    let background = vec![names.follow(
-        store.clone(),
-        keys.clone(),
-        std::time::Duration::from_secs(30),
-        shutdown_rx.clone(),
-    )];
+    let background = vec![names.follow(store.clone(), keys.clone(), shutdown_rx.clone())];
     let mut authority = AuthorityOrder::default();
     for (key, order) in &options.config.authority {
         authority.set(key, order.clone());

@@ -12,59 +12,150 @@
 //! Digit runs are found by scanning characters, not by a regex word boundary: Rust's Unicode
 //! `\b` does not fire between a Chinese character and a digit (`身份证号110101…`).
 
+use std::collections::HashSet;
 use std::ops::Range;
-
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use std::sync::RwLock;
 
 use crate::mask::{mask_id_number, mask_name, mask_phone};
 
 /// Provincial abbreviations that start a licence plate.
 const PLATE_PROVINCES: &str = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼";
 
-/// Names the broker knows (for example every resident of a jurisdiction), searched all at once.
-#[derive(Debug, Clone)]
+/// Longest name, in characters, the directory keeps: a longer "name" is not a person's name
+/// (the longest transliterated names are about 20 characters) and would only make every
+/// scan try one more length.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Names the broker knows (for example every resident of a jurisdiction), found in a text
+/// leftmost-longest, as a single automaton over all of them would.
+///
+/// Guarantees: names are added in place ([`Self::insert`]) and a scan sees each name either
+/// entirely or not at all; the directory holds each name once (about 50 bytes per name, and
+/// nothing is rebuilt as names are added, so memory grows with the names and never doubles);
+/// a scan costs one lookup per character of the text whose first two characters start some
+/// name, plus one per distinct name length there.
+#[derive(Default)]
 pub struct NameDirectory {
-    automaton: Option<AhoCorasick>,
-    len: usize,
+    names: RwLock<Names>,
+}
+
+#[derive(Default)]
+struct Names {
+    set: HashSet<Box<str>>,
+    /// The first two characters of every name: most positions of a text are rejected here.
+    starts: HashSet<(char, char)>,
+    /// How many names there are of each length in characters (index = length).
+    lengths: Vec<usize>,
+}
+
+impl std::fmt::Debug for NameDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NameDirectory")
+            .field("len", &self.len())
+            .finish()
+    }
 }
 
 impl NameDirectory {
-    /// Builds the directory; names shorter than two characters are ignored.
+    /// The directory of `names`; names shorter than two characters or longer than
+    /// [`MAX_NAME_CHARS`] are ignored, as are surrounding spaces.
     pub fn new<I, S>(names: I) -> NameDirectory
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut patterns: Vec<String> = names
-            .into_iter()
-            .map(|n| n.as_ref().trim().to_owned())
-            .filter(|n| n.chars().count() >= 2)
-            .collect();
-        patterns.sort();
-        patterns.dedup();
-        let len = patterns.len();
-        let automaton = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .kind(Some(AhoCorasickKind::NoncontiguousNFA))
-            .build(&patterns)
-            .ok()
-            .filter(|_| len > 0);
-        NameDirectory { automaton, len }
+        let directory = NameDirectory::default();
+        directory.extend(names);
+        directory
+    }
+
+    /// Adds `name` (trimmed; see [`Self::new`] for what is ignored). Returns whether it was new.
+    pub fn insert(&self, name: &str) -> bool {
+        self.extend([name]) == 1
+    }
+
+    /// Adds `names` under one write lock; returns how many were new.
+    pub fn extend<I, S>(&self, names: I) -> usize
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut guard = match self.names.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut added = 0;
+        for name in names {
+            let name = name.as_ref().trim();
+            let mut chars = name.chars();
+            let (Some(first), Some(second)) = (chars.next(), chars.next()) else {
+                continue;
+            };
+            let count = 2 + chars.count();
+            if count > MAX_NAME_CHARS || guard.set.contains(name) {
+                continue;
+            }
+            guard.set.insert(name.into());
+            guard.starts.insert((first, second));
+            if guard.lengths.len() <= count {
+                guard.lengths.resize(count + 1, 0);
+            }
+            guard.lengths[count] += 1;
+            added += 1;
+        }
+        added
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        match self.names.read() {
+            Ok(guard) => guard.set.len(),
+            Err(poisoned) => poisoned.into_inner().set.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
-    fn spans(&self, text: &str) -> Vec<Range<usize>> {
-        match &self.automaton {
-            Some(ac) => ac.find_iter(text).map(|m| m.range()).collect(),
-            None => Vec::new(),
+    /// The byte ranges of the names in `text`: scanning from the left, at each position the
+    /// longest name that starts there; matches do not overlap.
+    pub fn spans(&self, text: &str) -> Vec<Range<usize>> {
+        let guard = match self.names.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let names = &*guard;
+        if names.set.is_empty() {
+            return Vec::new();
         }
+        // Byte offset of every character, and the end of the text.
+        let offsets: Vec<usize> = text
+            .char_indices()
+            .map(|(i, _)| i)
+            .chain(std::iter::once(text.len()))
+            .collect();
+        let chars: Vec<char> = text.chars().collect();
+        let mut spans = Vec::new();
+        let mut at = 0;
+        while at + 1 < chars.len() {
+            if !names.starts.contains(&(chars[at], chars[at + 1])) {
+                at += 1;
+                continue;
+            }
+            let longest = (chars.len() - at).min(names.lengths.len().saturating_sub(1));
+            let found = (2..=longest).rev().find(|&count| {
+                names.lengths[count] > 0
+                    && names.set.contains(&text[offsets[at]..offsets[at + count]])
+            });
+            match found {
+                Some(count) => {
+                    spans.push(offsets[at]..offsets[at + count]);
+                    at += count;
+                }
+                None => at += 1,
+            }
+        }
+        spans
     }
 }
 
@@ -309,7 +400,82 @@ mod tests {
         assert_eq!(out, "王**反映噪音");
     }
 
+    /// What one automaton over every name finds (the directory's implementation before it
+    /// was kept in place): the oracle the directory is checked against.
+    fn automaton_spans(names: &[String], text: &str) -> Vec<Range<usize>> {
+        let mut patterns: Vec<&str> = names
+            .iter()
+            .map(|n| n.trim())
+            .filter(|n| (2..=MAX_NAME_CHARS).contains(&n.chars().count()))
+            .collect();
+        patterns.sort_unstable();
+        patterns.dedup();
+        if patterns.is_empty() {
+            return Vec::new();
+        }
+        let automaton = aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&patterns)
+            .unwrap();
+        automaton.find_iter(text).map(|m| m.range()).collect()
+    }
+
+    #[test]
+    fn the_longest_name_at_the_leftmost_position_wins() {
+        let directory = NameDirectory::new(["王小", "王小明", "小明", "明亮", " 李四 ", "张", ""]);
+        assert_eq!(directory.len(), 5);
+        let text = "王小明亮和李四";
+        let spans = directory.spans(text);
+        let found: Vec<&str> = spans.iter().map(|r| &text[r.clone()]).collect();
+        assert_eq!(found, ["王小明", "李四"]);
+        assert!(directory.spans("张三").is_empty());
+    }
+
+    #[test]
+    fn a_name_added_later_is_found_at_once_and_counted_once() {
+        let directory = NameDirectory::default();
+        assert!(directory.spans("赵六到场").is_empty());
+        assert!(directory.insert("赵六"));
+        assert!(!directory.insert(" 赵六"));
+        assert_eq!(directory.extend(["赵六", "钱七", "x"]), 1);
+        assert_eq!(directory.len(), 2);
+        assert_eq!(directory.spans("赵六到场"), vec![Range { start: 0, end: 6 }]);
+        let long = "长".repeat(MAX_NAME_CHARS + 1);
+        assert!(!directory.insert(&long));
+    }
+
+    #[test]
+    fn readers_see_whole_names_while_names_are_added() {
+        let directory = std::sync::Arc::new(NameDirectory::default());
+        let writer = {
+            let directory = directory.clone();
+            std::thread::spawn(move || {
+                for i in 0..2_000u32 {
+                    directory.insert(&format!("名{i:04}"));
+                }
+            })
+        };
+        let text = "名1999与名0007";
+        while !writer.is_finished() {
+            for span in directory.spans(text) {
+                assert!(span == (0..7) || span == (10..17), "{span:?}");
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(directory.spans(text), [0..7, 10..17]);
+    }
+
     proptest! {
+        /// Names and texts over a small alphabet, so that names overlap, nest and repeat.
+        #[test]
+        fn finds_what_one_automaton_over_every_name_finds(
+            names in proptest::collection::vec("[王小明 ]{0,4}", 0..16),
+            text in "[王小明李 ]{0,40}",
+        ) {
+            let directory = NameDirectory::new(&names);
+            prop_assert_eq!(directory.spans(&text), automaton_spans(&names, &text));
+        }
+
         #[test]
         fn never_panics_and_never_leaks_an_embedded_id(prefix in "\\PC{0,20}", suffix in "\\PC{0,20}", n in 0u64..99_999_999_999_999_999) {
             let first17 = format!("{:017}", n % 100_000_000_000_000_000);

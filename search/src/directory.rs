@@ -2,12 +2,13 @@
 //! (a segmenter alone misses many names).
 //!
 //! Guarantees: the directory holds names only in memory; it follows the store's change
-//! sequence incrementally and is rebuilt at most once per refresh interval; a reader always
-//! gets a complete directory (the old one until the new one is ready).
+//! sequence incrementally, adding each resident's name in place as soon as the change is read
+//! (within about half a second of its commit), so a reader always finds every name read so
+//! far and nothing is ever rebuilt (at 1,000,000 residents the rebuilt automaton had doubled
+//! for a moment every 30 s: BENCHMARKS.md, "Memory").
 
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use policies::redact::NameDirectory;
 use serde_json::Value;
@@ -15,69 +16,51 @@ use serde_json::Value;
 use vault::crypto::{FieldContext, KeyRing};
 use vault::store::{Store, StoreError};
 
-#[derive(Debug)]
-pub struct NameIndex {
-    current: RwLock<Arc<NameDirectory>>,
-}
+/// Names added under one write lock: a reader waits at most for this many insertions.
+const NAMES_PER_LOCK: usize = 1_000;
 
-impl Default for NameIndex {
-    fn default() -> Self {
-        NameIndex {
-            current: RwLock::new(Arc::new(NameDirectory::new(Vec::<String>::new()))),
-        }
-    }
+#[derive(Debug, Default)]
+pub struct NameIndex {
+    directory: Arc<NameDirectory>,
 }
 
 impl NameIndex {
     pub fn current(&self) -> Arc<NameDirectory> {
-        match self.current.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Replaces the directory with one built from `names`.
-    fn install(&self, names: &HashSet<String>) -> usize {
-        let directory = NameDirectory::new(names.iter());
-        let len = directory.len();
-        match self.current.write() {
-            Ok(mut guard) => *guard = Arc::new(directory),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(directory),
-        }
-        len
+        self.directory.clone()
     }
 
     /// Keeps the directory fresh, until `shutdown` turns true: reads the store's change
-    /// sequence from where it left off, collects the names of changed residents (opening only
-    /// their name field), and rebuilds the automaton at most once per `every` when names were
-    /// added. Names are never removed: redacting a former resident's name is the safe side.
+    /// sequence from where it left off and adds the names of changed residents (opening only
+    /// their name field). Names are never removed: redacting a former resident's name is the
+    /// safe side.
     pub fn follow(
         self: &Arc<Self>,
         store: Arc<Store>,
         keys: Arc<KeyRing>,
-        every: Duration,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
-        let index = self.clone();
+        let directory = self.directory.clone();
         tokio::spawn(async move {
-            let mut names: HashSet<String> = HashSet::new();
             let mut seen = 0u64;
-            let mut dirty = false;
-            let mut last_build: Option<Instant> = None;
             loop {
-                let (store2, keys2) = (store.clone(), keys.clone());
-                let mut batch = std::mem::take(&mut names);
+                let (store2, keys2, directory2) = (store.clone(), keys.clone(), directory.clone());
                 let result = tokio::task::spawn_blocking(move || {
-                    let added = collect_names(&store2, &keys2, &mut seen, &mut batch);
-                    (added, seen, batch)
+                    let added = collect_names(&store2, &keys2, &mut seen, &directory2);
+                    (added, seen)
                 })
                 .await;
                 match result {
-                    Ok((added, new_seen, batch)) => {
-                        names = batch;
+                    Ok((added, new_seen)) => {
                         seen = new_seen;
                         match added {
-                            Ok(count) => dirty |= count > 0,
+                            Ok(0) => {}
+                            Ok(count) => {
+                                tracing::debug!(
+                                    added = count,
+                                    names = directory.len(),
+                                    "names added to the directory"
+                                )
+                            }
                             Err(err) => {
                                 tracing::error!(error = %err, "name directory update failed")
                             }
@@ -87,13 +70,6 @@ impl NameIndex {
                         tracing::error!(error = %err, "name directory task failed");
                         break;
                     }
-                }
-                let due = last_build.is_none_or(|t| t.elapsed() >= every);
-                if dirty && due {
-                    let count = index.install(&names);
-                    tracing::debug!(names = count, "name directory rebuilt");
-                    dirty = false;
-                    last_build = Some(Instant::now());
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -107,15 +83,17 @@ impl NameIndex {
     }
 }
 
-/// Adds the names of residents changed after `*seen` to `names`; advances `*seen`.
+/// Adds the names of residents changed after `*seen` to `directory`; advances `*seen`.
+/// Returns how many names were new.
 fn collect_names(
     store: &Store,
     keys: &KeyRing,
     seen: &mut u64,
-    names: &mut HashSet<String>,
+    directory: &NameDirectory,
 ) -> Result<usize, StoreError> {
     let reader = store.read()?;
     let mut added = 0;
+    let mut pending: Vec<String> = Vec::with_capacity(NAMES_PER_LOCK);
     loop {
         let changes = reader.changes_after(*seen, 10_000)?;
         let Some((last, _)) = changes.last() else {
@@ -139,13 +117,101 @@ fn collect_names(
                 // A field that fails to open is reported on read; here it adds no name.
                 if let Ok(plain) = keys.open(ctx, sealed) {
                     if let Ok(Value::String(name)) = serde_json::from_slice::<Value>(&plain) {
-                        if names.insert(name) {
-                            added += 1;
+                        pending.push(name);
+                        if pending.len() >= NAMES_PER_LOCK {
+                            added += directory.extend(pending.drain(..));
                         }
                     }
                 }
             }
         }
+        // Every name of these changes is in before `seen` moves past them.
+        added += directory.extend(pending.drain(..));
         *seen = last;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use engine::ingest::Pipeline;
+    use model::Department;
+    use vault::crypto::MasterKey;
+
+    fn store() -> (tempfile::TempDir, Arc<Store>, Arc<KeyRing>) {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::load(Some(&dir.path().join("master.key")), true).unwrap();
+        let store = Arc::new(vault::store::open_for_tests(&dir.path().join("store.redb")).unwrap());
+        let keys = Arc::new(vault::keys::load_key_ring(&store, &master).unwrap());
+        (dir, store, keys)
+    }
+
+    fn publish(store: &Arc<Store>, keys: &Arc<KeyRing>, residents: &[(&str, &str)]) {
+        let body: String = residents
+            .iter()
+            .map(|(id, name)| {
+                format!(
+                    "{{\"kind\":\"resident\",\"source_id\":\"{id}\",\"version\":\"1\",\
+                     \"name\":\"{name}\",\"grid\":\"110105001001001\"}}\n"
+                )
+            })
+            .collect();
+        let receipt = Pipeline::new(store.clone(), keys.clone())
+            .ingest(Department::Minzheng, body.as_bytes())
+            .unwrap();
+        assert_eq!(receipt.accepted, residents.len(), "{receipt:?}");
+    }
+
+    #[test]
+    fn names_are_added_as_their_changes_are_read_and_only_once() {
+        let (_dir, store, keys) = store();
+        publish(&store, &keys, &[("MZ-1", "赵六"), ("MZ-2", "钱七")]);
+        let directory = NameDirectory::default();
+        let mut seen = 0;
+        assert_eq!(
+            collect_names(&store, &keys, &mut seen, &directory).unwrap(),
+            2
+        );
+        assert_eq!(seen, store.read().unwrap().change_seq().unwrap());
+        assert_eq!(directory.spans("赵六与钱七").len(), 2);
+        // Nothing new: nothing added, the position stays.
+        assert_eq!(
+            collect_names(&store, &keys, &mut seen, &directory).unwrap(),
+            0
+        );
+        publish(&store, &keys, &[("MZ-3", "孙八"), ("MZ-4", "赵六")]);
+        assert_eq!(
+            collect_names(&store, &keys, &mut seen, &directory).unwrap(),
+            1
+        );
+        assert_eq!(directory.len(), 3);
+    }
+
+    #[test]
+    fn the_follower_adds_each_new_name_within_seconds_and_stops_on_shutdown() {
+        let (_dir, store, keys) = store();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let index = Arc::new(NameIndex::default());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = {
+            let _entered = runtime.enter();
+            index.follow(store.clone(), keys.clone(), stopped)
+        };
+        // The second name comes right after the first was found: a directory rebuilt at
+        // most every 30 s (as before) would miss it for half a minute.
+        for (id, name) in [("MZ-9", "周吴郑"), ("MZ-10", "冯陈褚")] {
+            publish(&store, &keys, &[(id, name)]);
+            let started = std::time::Instant::now();
+            while index.current().spans(&format!("{name}到场")).is_empty() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "{name}: not found in 5 s"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        stop.send(true).unwrap();
+        runtime.block_on(task).unwrap();
     }
 }
