@@ -24,6 +24,7 @@ pub mod blind;
 pub mod directory;
 pub mod document;
 pub mod filter;
+pub mod merge;
 pub mod query;
 pub mod schema;
 pub mod summary;
@@ -63,13 +64,24 @@ const VERSION_FILE: &str = "safegrid-index-version";
 /// Memory the index writer may use before flushing a segment.
 const WRITER_MEMORY: usize = 192 * 1024 * 1024;
 /// Memory the writer of a full rebuild may use (split over its indexing threads): at 1M
-/// residents this is a few segments, kept as they are ([`REBUILD_SEGMENTS_KEPT`]).
-const REBUILD_WRITER_MEMORY: usize = 1024 * 1024 * 1024;
+/// residents this is a few segments, kept as they are ([`REBUILD_SEGMENTS_KEPT`]). 1 GiB
+/// took the rebuild of 1M residents to 1.50 GiB resident, over the 1.5 GB the design allows
+/// (BENCHMARKS.md, "Memory").
+const REBUILD_WRITER_MEMORY: usize = 384 * 1024 * 1024;
 /// A rebuild that ends with at most this many segments keeps them: merging them into one ran
 /// on one thread for a third of a 1M rebuild (21.5 s of 61 s), while search over the two
 /// segments a 1M rebuild leaves answered with the same p95 and 6 % fewer queries a second
 /// (BENCHMARKS.md, "The 1M demo again"). More are merged once.
 const REBUILD_SEGMENTS_KEPT: usize = 8;
+/// The store's page cache for `safegrid reindex`: a rebuild reads each entity once, so the
+/// cache holds little but the B-tree's upper pages, and half the broker's default keeps the
+/// rebuild of 1M residents under 1.5 GB (BENCHMARKS.md, "Memory").
+const REINDEX_CACHE_BYTES: usize = 128 * 1024 * 1024;
+/// Merges that run at once. tantivy's default, 4, let three capped merges of a 1M load run
+/// side by side (with their memory) on a 2-core machine; merges are background work.
+const MERGE_THREADS: usize = 1;
+/// Least memory an indexing thread is given (tantivy's own minimum is 15 MB).
+const MIN_MEMORY_PER_THREAD: usize = 32 * 1024 * 1024;
 /// Terms whose blind tokens one indexing thread remembers (about 100 bytes each).
 const TOKEN_MEMO: usize = 500_000;
 /// Kinds of caller whose learnt access is kept.
@@ -418,8 +430,9 @@ impl SearchIndex {
         Ok(entities.len())
     }
 
-    /// Replaces the writer with one of `memory` bytes (and the default merge policy); the old
-    /// one finishes its merges and releases the directory lock first.
+    /// Replaces the writer with one of `memory` bytes (and the follower's merge policy,
+    /// [`merge::CappedMergePolicy`]); the old one finishes its merges and releases the
+    /// directory lock first.
     fn swap_writer(&self, memory: usize) -> Result<(), SearchError> {
         let mut guard = self.inner.writer.lock().map_err(|_| SearchError::Closed)?;
         let old = guard.take().ok_or(SearchError::Closed)?;
@@ -701,8 +714,20 @@ fn open_writer_with(
     // for a moment: retry briefly before failing.
     let mut attempts = 0;
     loop {
-        match index.writer(memory) {
-            Ok(writer) => return Ok(writer),
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8)
+            .min((memory / MIN_MEMORY_PER_THREAD).max(1));
+        let options = tantivy::indexer::IndexWriterOptions::builder()
+            .num_worker_threads(threads)
+            .memory_budget_per_thread(memory / threads)
+            .num_merge_threads(MERGE_THREADS)
+            .build();
+        match index.writer_with_options(options) {
+            Ok(writer) => {
+                writer.set_merge_policy(Box::new(merge::CappedMergePolicy::default()));
+                return Ok(writer);
+            }
             Err(tantivy::TantivyError::LockFailure(..)) if attempts < 50 => {
                 attempts += 1;
                 std::thread::sleep(Duration::from_millis(100));
@@ -746,7 +771,10 @@ pub fn reindex_with_progress(
     progress: &dyn Progress,
 ) -> anyhow::Result<usize> {
     use anyhow::Context;
-    let store = Arc::new(Store::open(&data_dir.join("store.redb")).context("opening the store")?);
+    let store = Arc::new(
+        Store::open_with_cache(&data_dir.join("store.redb"), REINDEX_CACHE_BYTES)
+            .context("opening the store")?,
+    );
     reindex_store(store, data_dir, master_key, progress)
 }
 
