@@ -114,7 +114,10 @@ impl RecordSink for PipelineSink {
 }
 
 /// Delivers batches to a remote broker over HTTPS, as the department's publisher: records to
-/// `POST /v1/ingest/{department}?format=unified`, failures to `POST …/rejects`.
+/// `POST /v1/ingest/{department}?format=unified`, failures to `POST …/rejects`; a batch the
+/// broker answers 429 or 503 is sent again after its `Retry-After`
+/// ([`crate::client::send_retrying`]; a batch sent twice is recorded once, as records are
+/// keyed by department, source id and version).
 #[derive(Debug)]
 pub struct HttpSink {
     pub client: reqwest::Client,
@@ -147,18 +150,18 @@ impl RecordSink for HttpSink {
             let sink_error = |e: String| ConnectorError::Sink(e);
             let mut receipt = SinkReceipt::default();
             if !body.is_empty() {
-                let response = self
-                    .client
-                    .post(format!(
-                        "{}/v1/ingest/{department}?format=unified",
-                        self.base_url
-                    ))
-                    .bearer_auth(&self.token)
-                    .header("content-type", "application/x-ndjson")
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| sink_error(e.to_string()))?;
+                let response = crate::client::send_retrying(
+                    self.client
+                        .post(format!(
+                            "{}/v1/ingest/{department}?format=unified",
+                            self.base_url
+                        ))
+                        .bearer_auth(&self.token)
+                        .header("content-type", "application/x-ndjson")
+                        .body(body),
+                )
+                .await
+                .map_err(|e| sink_error(e.to_string()))?;
                 let status = response.status();
                 let value: Value = response
                     .json()
@@ -175,14 +178,14 @@ impl RecordSink for HttpSink {
                 receipt.rejected = value["rejected"].as_array().map(Vec::len).unwrap_or(0);
             }
             if !failures.is_empty() {
-                let response = self
-                    .client
-                    .post(format!("{}/v1/ingest/{department}/rejects", self.base_url))
-                    .bearer_auth(&self.token)
-                    .json(&failures)
-                    .send()
-                    .await
-                    .map_err(|e| sink_error(e.to_string()))?;
+                let response = crate::client::send_retrying(
+                    self.client
+                        .post(format!("{}/v1/ingest/{department}/rejects", self.base_url))
+                        .bearer_auth(&self.token)
+                        .json(&failures),
+                )
+                .await
+                .map_err(|e| sink_error(e.to_string()))?;
                 if !response.status().is_success() {
                     return Err(sink_error(format!(
                         "filing rejects failed: {}",

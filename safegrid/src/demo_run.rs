@@ -124,12 +124,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         let mut pending = Vec::new();
         for range in &chunks {
             let body = world.ndjson(department, range.clone());
-            let request = client
-                .post(&endpoint)
-                .bearer_auth(&token)
-                .header("content-type", "application/x-ndjson")
-                .body(body)
-                .send();
+            // Sent again, after the broker's Retry-After, if it asks the publisher to slow
+            // down (a department with few records per batch outruns the rate limit).
+            let request = broker::client::send_retrying(
+                client
+                    .post(&endpoint)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/x-ndjson")
+                    .body(body),
+            );
             pending.push(tokio::spawn(request));
             if pending.len() >= 2 {
                 let receipt = finish(pending.remove(0)).await?;
