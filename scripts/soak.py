@@ -3,6 +3,7 @@
 sampled every minute.
 
 Usage: python3 scripts/soak.py [--minutes 30] [--residents 20000] [--bin target/release/safegrid]
+                               [--data-dir DIR]
 
 It builds nothing: build the release binary first (`cargo build --release -p safegrid`). It
 generates the demo street into a temporary directory, serves it on loopback, and then, at a
@@ -12,6 +13,10 @@ token (the per-principal rate limit stays on). Every minute it prints the server
 memory (VmRSS) and the counts so far; at the end a Markdown table for BENCHMARKS.md and the
 error count. Exit status 1 if any request failed (anything but 2xx, or a 404 for a lookup of
 a record the demo deliberately made bad).
+
+--data-dir DIR serves a data directory `safegrid demo --residents N --no-serve` already filled
+(for 1,000,000 residents, whose demo alone takes minutes): it is used as it is and kept (the
+soak's own records stay in it); --residents must say how many residents it was made with.
 
 Only loopback addresses are used; the load stops by itself.
 """
@@ -40,11 +45,12 @@ def free_port():
     return port
 
 
-def rss_mib(pid):
+def rss_mib(pid, field="VmRSS"):
+    """The server's resident memory (or its peak, field="VmHWM") in MiB, -1 if unknown."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         return -1.0
@@ -94,15 +100,19 @@ def main():
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--residents", type=int, default=20000)
     parser.add_argument("--bin", default="target/release/safegrid")
+    parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="safegrid-soak-")
-    data = os.path.join(work, "data")
-    subprocess.run(
-        [args.bin, "demo", "--residents", str(args.residents), "--data-dir", data,
-         "--listen", "127.0.0.1:0", "--no-serve"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    if args.data_dir:
+        data = os.path.abspath(args.data_dir)
+    else:
+        data = os.path.join(work, "data")
+        subprocess.run(
+            [args.bin, "demo", "--residents", str(args.residents), "--data-dir", data,
+             "--listen", "127.0.0.1:0", "--no-serve"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
     port = free_port()
     config = os.path.join(work, "soak.toml")
     with open(config, "w") as f:
@@ -124,7 +134,9 @@ def main():
 
     try:
         context = ssl.create_default_context(cafile=ca)
-        for _ in range(600):
+        serving = time.monotonic()
+        # A broker on a 1,000,000-resident directory may rebuild its search index first.
+        for _ in range(2400):
             try:
                 c = http.client.HTTPSConnection("localhost", port, context=context, timeout=5)
                 c.request("GET", "/readyz")
@@ -133,6 +145,8 @@ def main():
             except (OSError, http.client.HTTPException):
                 pass
             time.sleep(0.5)
+        print(f"ready after {time.monotonic() - serving:.1f} s; RSS {rss_mib(server.pid):.1f} MiB, "
+              f"peak so far {rss_mib(server.pid, 'VmHWM'):.1f} MiB", flush=True)
         reader = token("soak-reader", "street_officer", ["--jurisdiction", "110105001"])
         searcher = token("soak-search", "street_officer", ["--jurisdiction", "110105001"])
         publisher = token("soak-pub", "dept_publisher", ["--jurisdiction", "110105001", "--dept", "wangge"])
@@ -253,7 +267,8 @@ def main():
         print("|---:|---:|---:|---:|---:|---:|")
         for minute, rss, c in rows:
             print(f"| {minute} | {rss:.1f} | {c['lookup']} | {c['search']} | {c['ingest']} | {c['errors']} |")
-        print(f"\nerrors: {counts['errors']} {errors}")
+        print(f"\npeak RSS of the server (VmHWM, start-up included): {rss_mib(server.pid, 'VmHWM'):.1f} MiB")
+        print(f"errors: {counts['errors']} {errors}")
         return 1 if counts["errors"] or server.poll() is not None else 0
     finally:
         server.send_signal(signal.SIGTERM)
@@ -261,7 +276,7 @@ def main():
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             server.kill()
-        subprocess.run(["rm", "-rf", work], check=False)
+        subprocess.run(["rm", "-rf", work], check=False)  # not --data-dir: it is outside
 
 
 def urllib_quote(text):

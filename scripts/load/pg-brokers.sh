@@ -10,7 +10,11 @@
 #   bash scripts/load/pg-brokers.sh [RESIDENTS=1000000] [SECONDS=20] [CONNECTIONS=32]
 #
 # SAFEGRID_BENCH_STORE=embedded: the same steps on the embedded store, for the figures beside
-# (one broker: the embedded store is not shared).
+# (one broker: the embedded store is not shared). With it, SAFEGRID_BENCH_DATA=<dir> serves a
+# data directory a `safegrid demo --residents RESIDENTS --no-serve` already filled instead of
+# publishing again (used in place; the benchmark only reads, but a broker's start may rebuild
+# its search index). SAFEGRID_BENCH_SEARCH_CONNECTIONS="4 32" runs the search at each of
+# those connection counts (default: CONNECTIONS).
 #
 # SAFEGRID_BIN=<binary> measures that build. Needs wrk, nginx (apt-get install -y wrk
 # nginx-light), curl, python3 and the PostgreSQL of connectors/scripts/ci-postgres.sh.
@@ -47,6 +51,11 @@ trap cleanup EXIT
 
 SHARED=yes
 [ "${SAFEGRID_BENCH_STORE:-postgres}" = embedded ] && SHARED=""
+A_DIR=$WORK/a
+if [ -n "${SAFEGRID_BENCH_DATA:-}" ]; then
+  [ -z "$SHARED" ] || { echo "SAFEGRID_BENCH_DATA needs SAFEGRID_BENCH_STORE=embedded" >&2; exit 2; }
+  A_DIR=$(cd "$SAFEGRID_BENCH_DATA" && pwd)
+fi
 if [ -n "$SHARED" ]; then
   URL=$(SAFEGRID_PG_DURABLE=1 SAFEGRID_PG_DIR="$WORK/pg" bash connectors/scripts/ci-postgres.sh start "$PG_PORT")
   export SAFEGRID_STORE_BACKEND=postgres SAFEGRID_STORE_URL="$URL" SAFEGRID_STORE_SCHEMA=bench
@@ -56,17 +65,21 @@ else
   echo "== conditions: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB, embedded store, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 fi
 
-echo "== publish: safegrid demo --residents $RESIDENTS through broker A"
-/usr/bin/time -v "$BIN" demo --residents "$RESIDENTS" --data-dir "$WORK/a" --listen 127.0.0.1:0 \
-  --no-serve >"$WORK/demo.out" 2>"$WORK/demo.err"
-grep -hE "^published" "$WORK/demo.out" "$WORK/demo.err"
-grep -E "Elapsed|Maximum resident" "$WORK/demo.err"
+if [ -n "${SAFEGRID_BENCH_DATA:-}" ]; then
+  echo "== serving $A_DIR as it is (no publish)"
+else
+  echo "== publish: safegrid demo --residents $RESIDENTS through broker A"
+  /usr/bin/time -v "$BIN" demo --residents "$RESIDENTS" --data-dir "$A_DIR" --listen 127.0.0.1:0 \
+    --no-serve >"$WORK/demo.out" 2>"$WORK/demo.err"
+  grep -hE "^published" "$WORK/demo.out" "$WORK/demo.err"
+  grep -E "Elapsed|Maximum resident" "$WORK/demo.err"
+fi
 if [ -n "$SHARED" ]; then
   records=$("${PSQL[@]}" -c "SELECT count(*) FROM bench.sources")
   bytes=$("${PSQL[@]}" -c "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'bench' AND c.relkind = 'r'")
   echo "store in PostgreSQL: $records source rows, $((bytes / 1048576)) MiB, $(awk -v b="$bytes" -v r="$records" 'BEGIN {printf "%.2f", b / r / 1024}') KB per source row"
 else
-  echo "store file: $(($(stat -c %s "$WORK/a/store.redb") / 1048576)) MiB (not compacted)"
+  echo "store file: $(($(stat -c %s "$A_DIR/store.redb") / 1048576)) MiB"
 fi
 
 printf 'metrics_listen = "off"\n[limits]\nrate_per_second = 0\n' >"$WORK/bench.toml"
@@ -79,7 +92,7 @@ ready() { # PORT -> waits for /readyz
   until curl -fks "https://127.0.0.1:$1/readyz" >/dev/null; do sleep 0.5; done
 }
 start_a=$(date +%s.%N)
-serve "$WORK/a" "$PORT_A"
+serve "$A_DIR" "$PORT_A"
 PID_A=${PIDS[-1]}
 ready "$PORT_A"
 echo "== broker A (the demo's data directory): ready in $(awk -v s="$start_a" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}') s"
@@ -96,7 +109,7 @@ else
   SIDES="A"
 fi
 
-TOKEN_A=$("$BIN" token --data-dir "$WORK/a" --sub load-a --role street_officer --jurisdiction 110105001 --ttl 2h)
+TOKEN_A=$("$BIN" token --data-dir "$A_DIR" --sub load-a --role street_officer --jurisdiction 110105001 --ttl 2h)
 TOKEN_B=$TOKEN_A
 [ -n "$SHARED" ] && TOKEN_B=$("$BIN" token --data-dir "$WORK/b" --sub load-b --role street_officer --jurisdiction 110105001 --ttl 2h)
 IDS=$WORK/ids.txt
@@ -121,7 +134,7 @@ echo "profiles: $(wc -l <"$IDS") unified ids; search queries: $(wc -l <"$QUERIES
 
 curl -fks -H "Authorization: Bearer $TOKEN_A" -H "X-Purpose: routine_visit" \
   "https://127.0.0.1:$PORT_A/v1/residents/$(head -n 1 "$IDS")" >"$WORK/profile.json"
-start_nginx "$WORK" "$WORK/a/dev/tls-cert.pem" "$WORK/a/dev/tls-key.pem" "$NGINX_PORT" "$WORK/profile.json"
+start_nginx "$WORK" "$A_DIR/dev/tls-cert.pem" "$A_DIR/dev/tls-key.pem" "$NGINX_PORT" "$WORK/profile.json"
 
 wrk_run() { # SCRIPT TOKEN URL CONNECTIONS -> "req/s p95 p99 errors"
   SAFEGRID_TOKEN=$2 SAFEGRID_IDS=$IDS SAFEGRID_QUERIES=$QUERIES \
@@ -155,10 +168,12 @@ printf '%-22s %10s %8s %8s %7s  ratio %s\n' "A + B at once" "$sum" "$a_p95/$b_p9
   "$(awk -v b="$sum" -v n="$n_rps" 'BEGIN {printf "%.3f", b / n}')"
 fi
 
-echo "== search: GET /v1/residents?q=<ID last 4>, wrk -t2 -c$CONNECTIONS -d${SECONDS_RUN}s"
-for side in $SIDES; do
-  if [ "$side" = A ]; then t=$TOKEN_A; p=$PORT_A; else t=$TOKEN_B; p=$PORT_B; fi
-  read -r rps p95 p99 err < <(wrk_run search.lua "$t" "https://127.0.0.1:$p" "$CONNECTIONS")
-  printf '%-22s %10s req/s  p95 %s ms  p99 %s ms  errors %s\n' "broker $side" "$rps" "$p95" "$p99" "$err"
+for c in ${SAFEGRID_BENCH_SEARCH_CONNECTIONS:-$CONNECTIONS}; do
+  echo "== search: GET /v1/residents?q=<ID last 4>, wrk -t2 -c$c -d${SECONDS_RUN}s"
+  for side in $SIDES; do
+    if [ "$side" = A ]; then t=$TOKEN_A; p=$PORT_A; else t=$TOKEN_B; p=$PORT_B; fi
+    read -r rps p95 p99 err < <(wrk_run search.lua "$t" "https://127.0.0.1:$p" "$c")
+    printf '%-22s %10s req/s  p95 %s ms  p99 %s ms  errors %s\n' "broker $side" "$rps" "$p95" "$p99" "$err"
+  done
 done
 echo "== RSS: A $(ps -o rss= -p "$PID_A" | awk '{printf "%.0f MiB", $1/1024}'), B $(ps -o rss= -p "$PID_B" | awk '{printf "%.0f MiB", $1/1024}'); load average $(cut -d' ' -f1-3 /proc/loadavg)"

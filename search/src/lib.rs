@@ -64,9 +64,10 @@ const VERSION_FILE: &str = "safegrid-index-version";
 /// Memory the index writer may use before flushing a segment.
 const WRITER_MEMORY: usize = 192 * 1024 * 1024;
 /// Memory the writer of a full rebuild may use (split over its indexing threads): at 1M
-/// residents this is a few segments, kept as they are ([`REBUILD_SEGMENTS_KEPT`]). 1 GiB
-/// took the rebuild of 1M residents to 1.50 GiB resident, over the 1.5 GB the design allows
-/// (BENCHMARKS.md, "Memory").
+/// residents this is four segments, kept as they are ([`REBUILD_SEGMENTS_KEPT`]). With 1 GiB
+/// (and 640 MiB) both indexing threads flushed about 300 MB each at the final commit, at once:
+/// the rebuild of 1M residents peaked at 1.58 GB resident, over the 1.5 GB the design allows;
+/// 384 MiB took as long (BENCHMARKS.md, "Memory").
 const REBUILD_WRITER_MEMORY: usize = 384 * 1024 * 1024;
 /// A rebuild that ends with at most this many segments keeps them: merging them into one ran
 /// on one thread for a third of a 1M rebuild (21.5 s of 61 s), while search over the two
