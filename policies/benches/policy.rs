@@ -1,7 +1,7 @@
 //! The policy decision and masking of one full resident profile: building the caller's
 //! view plan from the compiled policy and applying it (masks, tags, attributes, redaction).
 //!
-//! Run: `cargo bench -p broker --bench policy`
+//! Run: `cargo bench -p policies --bench policy`
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -158,5 +158,58 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// The names of a large street: `n` distinct two- and three-character names drawn from
+/// common surname and given-name characters by a fixed linear congruential sequence (not the
+/// demo's generator).
+fn names(n: usize) -> Vec<String> {
+    let surnames: Vec<char> = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤".chars().collect();
+    let given: Vec<char> = "伟芳娜秀敏静丽强磊军洋勇艳杰娟涛明超兰霞平刚桂英华玉萍红建文辉力梅鑫宇浩凯佳欣怡晨阳雪琳晓东海波鹏飞云峰俊斌宁志国庆春秋燕玲丹亮成龙健新民".chars().collect();
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = |m: usize| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 33) as usize) % m
+    };
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < n {
+        let mut name = String::new();
+        name.push(surnames[next(surnames.len())]);
+        for _ in 0..1 + next(2) {
+            name.push(given[next(given.len())]);
+        }
+        seen.insert(name);
+    }
+    seen.into_iter().collect()
+}
+
+/// Finding the names in an event's text against a directory of 200,000 names: the directory
+/// (a hash lookup per candidate position) beside one automaton over the same names (what the
+/// directory was until 6 December). Run: `cargo bench -p policies --bench policy -- names`.
+fn directory_scan(c: &mut Criterion) {
+    let all = names(200_000);
+    let directory = NameDirectory::new(&all);
+    let automaton = aho_corasick::AhoCorasick::builder()
+        .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+        .kind(Some(aho_corasick::AhoCorasickKind::NoncontiguousNFA))
+        .build(&all)
+        .expect("an automaton");
+    let text = format!(
+        "{}与{}因楼道堆放杂物发生口角，网格员到场调解，双方同意三日内清理，{}表示会配合社区工作",
+        all[0], all[1], all[2]
+    );
+    c.bench_function("names/directory/200k", |b| {
+        b.iter(|| directory.spans(&text))
+    });
+    c.bench_function("names/automaton/200k", |b| {
+        b.iter(|| {
+            automaton
+                .find_iter(&text)
+                .map(|m| m.range())
+                .collect::<Vec<_>>()
+        })
+    });
+}
+
+criterion_group!(benches, bench, directory_scan);
 criterion_main!(benches);

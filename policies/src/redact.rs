@@ -439,7 +439,10 @@ mod tests {
         assert!(!directory.insert(" 赵六"));
         assert_eq!(directory.extend(["赵六", "钱七", "x"]), 1);
         assert_eq!(directory.len(), 2);
-        assert_eq!(directory.spans("赵六到场"), vec![Range { start: 0, end: 6 }]);
+        assert_eq!(
+            directory.spans("赵六到场"),
+            vec![Range { start: 0, end: 6 }]
+        );
         let long = "长".repeat(MAX_NAME_CHARS + 1);
         assert!(!directory.insert(&long));
     }
