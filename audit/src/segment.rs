@@ -10,9 +10,13 @@
 //!                        while the log recovers from a failed write (ignored by readers)
 //! ```
 //!
+//! The last segment of a running log ends in zeros after its last frame: the writer keeps
+//! them written ahead (`log::WRITE_AHEAD_BYTES`) so that an append changes no file size.
+//!
 //! Guarantees: every byte of a segment is covered by a check (magic, version, first seq,
-//! length consistency, frame hash), so a reader detects any changed, missing or extra byte;
-//! the frame hash is what lets recovery tell a torn final write from a complete frame.
+//! length consistency, frame hash) or, after the last frame of the last segment only, must be
+//! zero, so a reader detects any changed, missing or extra byte; the frame hash is what lets
+//! recovery tell a torn final write from a complete frame.
 
 use std::path::{Path, PathBuf};
 

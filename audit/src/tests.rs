@@ -268,7 +268,10 @@ async fn crashed_copy(n_checkpointed: u64, n_more: u64) -> (tempfile::TempDir, P
 async fn torn_tail_mid_record_is_truncated_to_last_complete_record() {
     let (_tmp, crashed) = crashed_copy(10, 5).await;
     let seg = only_segment(&crashed);
-    let full = std::fs::read(&seg).unwrap();
+    let written = std::fs::read(&seg).unwrap();
+    // The copy of a running log ends in the zeros its writer keeps ahead.
+    let full = written[..records_end(&written)].to_vec();
+    assert!(written.len() > full.len() && written[full.len()..].iter().all(|&b| b == 0));
     let frame_start = {
         // Find where the last frame (seq 14) starts by walking frames.
         let mut off = HEADER_LEN;
@@ -322,7 +325,8 @@ async fn torn_tail_mid_record_is_truncated_to_last_complete_record() {
 async fn damage_before_the_tail_or_below_a_checkpoint_is_an_error() {
     let (_tmp, crashed) = crashed_copy(10, 0).await;
     let seg = only_segment(&crashed);
-    let full = std::fs::read(&seg).unwrap();
+    let written = std::fs::read(&seg).unwrap();
+    let full = written[..records_end(&written)].to_vec();
 
     // A flipped byte in the middle: Corrupt, not silently dropped.
     let mut bad = full.clone();
@@ -705,8 +709,23 @@ impl FreeSpaceProbe for FakeDisk {
 
 const MIB: u64 = 1024 * 1024;
 
+/// Length of the only segment's records: where its frames end, before the zeros a running
+/// writer keeps written ahead.
 fn segment_len(dir: &Path) -> u64 {
-    std::fs::metadata(only_segment(dir)).unwrap().len()
+    records_end(&std::fs::read(only_segment(dir)).unwrap()) as u64
+}
+
+/// Where the frames of a segment's bytes end (at a zero length, or the end).
+fn records_end(bytes: &[u8]) -> usize {
+    let mut off = HEADER_LEN;
+    while let Some(len) = bytes.get(off..off + 4) {
+        let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        off += len + 8;
+    }
+    off.min(bytes.len())
 }
 
 /// Opens a copy of `dir` (never a second writer on the live one) and returns its size.
@@ -1124,7 +1143,9 @@ async fn a_really_full_file_system_is_refused_then_recovered() {
     fill(&mount, &filler, 0);
     let mut next = 3;
     let mut failed_at_len = None;
-    for _ in 0..200 {
+    // The first appends go into the zeros the writer wrote ahead (1 MiB) before the disk
+    // filled: the write that needs new space fails.
+    for _ in 0..10_000 {
         let len = segment_len(&dir);
         let mut r = record(next);
         r.outcome = "x".repeat(200);
@@ -1150,4 +1171,124 @@ async fn a_really_full_file_system_is_refused_then_recovered() {
     drop(log);
     let report = verify(&dir, VerifyOptions::default()).unwrap();
     assert_eq!(report.records, next + 1);
+}
+
+#[tokio::test]
+async fn appends_go_into_zeros_written_ahead_and_a_clean_stop_cuts_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = filled_log(tmp.path(), 1, config()).await;
+    let seg = only_segment(tmp.path());
+    let file_len = std::fs::metadata(&seg).unwrap().len();
+    assert!(file_len >= segment_len(tmp.path()) + crate::log::WRITE_AHEAD_BYTES);
+    for i in 1..40 {
+        assert_eq!(log.append(record(i)).await.unwrap(), i);
+    }
+    // The file did not grow: the records went into the zeros (no size change to sync).
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), file_len);
+    let records = segment_len(tmp.path());
+    log.close().await.unwrap();
+    drop(log);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), records);
+    assert_eq!(
+        verify(tmp.path(), VerifyOptions::default())
+            .unwrap()
+            .records,
+        40
+    );
+}
+
+#[tokio::test]
+async fn a_crashed_log_with_zeros_ahead_verifies_and_recovers_every_record() {
+    let (_tmp, crashed) = crashed_copy(10, 5).await;
+    let seg = only_segment(&crashed);
+    let written = std::fs::read(&seg).unwrap();
+    let records = records_end(&written);
+    assert!(written.len() > records);
+    // The offline verifier accepts the zeros after the last record of the last segment.
+    assert_eq!(
+        verify(&crashed, VerifyOptions::default()).unwrap().records,
+        15
+    );
+    let log = AuditLog::open(&crashed, signer(), config()).unwrap();
+    assert_eq!(log.size(), 15);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len() as usize, records);
+    assert_eq!(log.append(record(15)).await.unwrap(), 15);
+    log.close().await.unwrap();
+    assert_eq!(
+        verify(&crashed, VerifyOptions::default()).unwrap().records,
+        16
+    );
+}
+
+#[tokio::test]
+async fn a_torn_batch_before_the_zeros_is_cut_and_anything_else_there_is_damage() {
+    let (tmp, crashed) = crashed_copy(10, 5).await;
+    let seg = only_segment(&crashed);
+    let written = std::fs::read(&seg).unwrap();
+    let records = records_end(&written);
+
+    // A batch whose write stopped half way, inside the zeros: never acknowledged, cut.
+    let mut frame = Vec::new();
+    crate::segment::encode_frame(br#"{"seq":15}"#, &mut frame);
+    let case = tmp.path().join("torn");
+    copy_dir(&crashed, &case);
+    let mut torn = written.clone();
+    torn[records..records + frame.len() / 2].copy_from_slice(&frame[..frame.len() / 2]);
+    std::fs::write(only_segment(&case), &torn).unwrap();
+    let log = AuditLog::open(&case, signer(), config()).unwrap();
+    assert_eq!(log.size(), 15);
+    assert_eq!(
+        std::fs::metadata(only_segment(&case)).unwrap().len() as usize,
+        records
+    );
+    drop(log);
+
+    // One byte changed far into the zeros: not a torn write, refused by both readers.
+    let case = tmp.path().join("stray");
+    copy_dir(&crashed, &case);
+    let mut stray = written.clone();
+    let at = written.len() - 100;
+    stray[at] = 1;
+    std::fs::write(only_segment(&case), &stray).unwrap();
+    assert!(matches!(
+        verify(&case, VerifyOptions::default()),
+        Err(VerifyError::Malformed { .. })
+    ));
+    assert!(matches!(
+        AuditLog::open(&case, signer(), config()),
+        Err(AuditError::Corrupt { .. })
+    ));
+
+    // Zeros after the records of a segment that is not the last: damage too.
+    let multi = tmp.path().join("multi");
+    let cfg = AuditConfig {
+        segment_max_bytes: 2_000,
+        ..config()
+    };
+    let log = filled_log(&multi, 12, cfg.clone()).await;
+    // While it runs, only the last segment has zeros after its records.
+    let segments = list_segments(&multi).unwrap();
+    assert!(segments.len() >= 2, "{segments:?}");
+    for (_, path) in &segments[..segments.len() - 1] {
+        let bytes = std::fs::read(path).unwrap();
+        assert_eq!(records_end(&bytes), bytes.len(), "{}", path.display());
+    }
+    log.close().await.unwrap();
+    drop(log);
+    assert_eq!(
+        verify(&multi, VerifyOptions::default()).unwrap().records,
+        12
+    );
+    let first = &segments[0].1;
+    let mut bytes = std::fs::read(first).unwrap();
+    bytes.extend_from_slice(&[0u8; 64]);
+    std::fs::write(first, &bytes).unwrap();
+    assert!(matches!(
+        verify(&multi, VerifyOptions::default()),
+        Err(VerifyError::Malformed { .. })
+    ));
+    assert!(matches!(
+        AuditLog::open(&multi, signer(), cfg),
+        Err(AuditError::Corrupt { .. })
+    ));
 }

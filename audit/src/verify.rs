@@ -160,7 +160,13 @@ pub fn for_each_record(
             ));
         }
         let mut off = HEADER_LEN;
+        let last = pos + 1 == segments.len();
         loop {
+            if last && off < buf.len() && crate::log::is_zero(&buf[off..]) {
+                // The zeros a running writer keeps written ahead of its last record: nothing
+                // else may follow the last record, and nothing may follow in other segments.
+                break;
+            }
             match read_frame(&buf, off) {
                 Frame::End => break,
                 Frame::Torn => return Err(malformed(&name, off, "incomplete frame")),

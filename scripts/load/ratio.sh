@@ -3,7 +3,9 @@
 # nginx serving the same masked profile JSON as a static file over TLS 1.3, and the broker
 # serving GET /v1/residents/{id} (JWT, plan, decrypt, mask, durable audit), one after the
 # other in the same run, driven by the same wrk settings (2 threads, CONNECTIONS connections,
-# SECONDS each, the same request script and headers). Prints both and the ratio.
+# SECONDS each, the same request script and headers). Prints both, the ratio, and the
+# broker's CPU time per lookup (its user + system ticks over the run, the steadier measure
+# on a shared machine).
 #
 #   bash scripts/load/ratio.sh [RESIDENTS=20000] [SECONDS=20] [CONNECTIONS=32] [ROUNDS=2]
 #
@@ -48,6 +50,9 @@ run() { # URL -> "req/s p99"
   wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_RUN}s" -s scripts/load/profile.lua "$1" \
     | awk '/req\/s/ {rps=$(NF-1)} /latency/ {p99=$9} /non-2xx/ {err=$NF} END {print rps, p99, err}'
 }
+cpu_ticks() { # PID -> user + system clock ticks of the process so far
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
 wrk -t2 -c"$CONNECTIONS" -d5s -s scripts/load/profile.lua "https://127.0.0.1:$PORT" >/dev/null
 wrk -t2 -c"$CONNECTIONS" -d5s -s scripts/load/profile.lua "https://127.0.0.1:$NGINX_PORT" >/dev/null
 printf '%-6s %-8s %12s %10s %8s\n' round server "req/s" "p99 ms" errors
@@ -55,10 +60,14 @@ best=""
 for round in $(seq 1 "$ROUNDS"); do
   read -r nrps np99 nerr < <(run "https://127.0.0.1:$NGINX_PORT")
   printf '%-6s %-8s %12s %10s %8s\n' "$round" nginx "$nrps" "$np99" "$nerr"
+  before=$(cpu_ticks "$SERVER")
   read -r brps bp99 berr < <(run "https://127.0.0.1:$PORT")
+  after=$(cpu_ticks "$SERVER")
   printf '%-6s %-8s %12s %10s %8s\n' "$round" broker "$brps" "$bp99" "$berr"
   ratio=$(awk -v b="$brps" -v n="$nrps" 'BEGIN {printf "%.3f", b / n}')
-  echo "round $round: ratio broker/nginx $ratio, broker p99 $bp99 ms"
+  per_lookup=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v r="$brps" -v s="$SECONDS_RUN" \
+    'BEGIN {printf "%.1f", t / hz / (r * s) * 1e6}')
+  echo "round $round: ratio broker/nginx $ratio, broker p99 $bp99 ms, broker CPU $per_lookup µs per lookup"
 done
 if [ -n "${SAFEGRID_PERF:-}" ]; then
   command -v perf >/dev/null || { echo "perf is missing: apt-get install -y linux-perf" >&2; exit 2; }
