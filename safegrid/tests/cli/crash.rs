@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -226,7 +225,8 @@ async fn kill_9_under_load_loses_no_acknowledged_read_or_batch() {
     );
     assert!(!acked_batches.is_empty(), "load published");
 
-    // A write torn by the crash: a frame header promising more bytes than follow.
+    // A write torn by the crash, where the writer writes (after the last complete frame, over
+    // the zeros it keeps written ahead): a frame header promising more bytes than follow.
     let log_dir = data.join("audit");
     let last_segment = std::fs::read_dir(&log_dir)
         .unwrap()
@@ -237,12 +237,22 @@ async fn kill_9_under_load_loses_no_acknowledged_read_or_batch() {
         })
         .max()
         .expect("a segment");
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
+    let bytes = std::fs::read(&last_segment).unwrap();
+    let mut end = 20; // the segment header
+    while let Some(len) = bytes.get(end..end + 4) {
+        let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
+        if len == 0 || end + 8 + len > bytes.len() {
+            break;
+        }
+        end += 8 + len;
+    }
+    let mut torn = 300u32.to_le_bytes().to_vec();
+    torn.extend_from_slice(&[b'{'; 100]);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
         .open(&last_segment)
         .unwrap();
-    file.write_all(&300u32.to_le_bytes()).unwrap();
-    file.write_all(&[b'{'; 100]).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &torn, end as u64).unwrap();
     drop(file);
     assert_eq!(
         verify(&log_dir, &[]),
