@@ -118,8 +118,9 @@ enum Command {
         #[arg(long)]
         master_key: Option<PathBuf>,
     },
-    /// Rewrite the store file of a stopped broker without its free pages (after a first full
-    /// load, or a large deletion), offline.
+    /// Rewrite the store file of a stopped broker without its free and half-empty pages (after
+    /// a first full load, or a large deletion), offline: a verified copy beside it replaces
+    /// it, so it needs free disk space of about the compacted size.
     Compact {
         /// Data directory of the broker (store, audit log, dev material).
         #[arg(long, env = "SAFEGRID_DATA_DIR")]

@@ -380,7 +380,10 @@ pub fn compact(data_dir: &Path) -> anyhow::Result<ExitCode> {
         anyhow::bail!("no store at {}: is this a data directory?", path.display());
     }
     let started = std::time::Instant::now();
-    let done = vault::store::compact(&path).with_context(|| {
+    let bar = Bar::start("compact", Unit::Items("rows"));
+    let done = vault::store::compact_with_progress(&path, &bar);
+    drop(bar);
+    let done = done.with_context(|| {
         format!(
             "compacting {} (stop the broker that uses it first)",
             path.display()

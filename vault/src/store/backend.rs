@@ -130,6 +130,11 @@ pub(crate) trait Engine: Send + Sync {
     fn begin_write(&self) -> Result<Box<dyn Transaction>, StoreError>;
     fn begin_read(&self) -> Result<Box<dyn Snapshot + Sync>, StoreError>;
 
+    /// The embedded engine, for what only it does (compaction).
+    fn as_embedded(&self) -> Option<&super::embedded::Embedded> {
+        None
+    }
+
     /// The access log several brokers share, where the engine keeps one (PostgreSQL).
     fn shared_log(&self) -> Option<&dyn SharedLogEngine> {
         None

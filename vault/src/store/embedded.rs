@@ -55,6 +55,7 @@ macro_rules! impl_from_redb {
     )*};
 }
 impl_from_redb!(
+    redb::SetDurabilityError,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
@@ -88,6 +89,132 @@ impl Embedded {
     pub(crate) fn compact(&mut self) -> Result<bool, StoreError> {
         Ok(self.db.compact()?)
     }
+
+    /// Copies every entry of every table, in key order, into the empty `target`, `chunk`
+    /// entries per transaction (so that B-tree leaves are filled from left to right and come
+    /// out full), passing each source row through `row` (row key, stored bytes -> bytes to
+    /// store) and reporting each to `progress`. Only the last transaction is made durable;
+    /// the caller checks the copy before using it. Returns the link entries copied.
+    pub(crate) fn copy_into(
+        &self,
+        target: &Embedded,
+        chunk: usize,
+        row: &RowRewrite<'_>,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<u64, StoreError> {
+        let read = self.db.begin_read()?;
+        let mut out = ChunkedWriter::new(target, chunk)?;
+        for (definition, is_sources) in [
+            (META, false),
+            (SOURCES, true),
+            (RECEIPTS, false),
+            (QUARANTINE, false),
+        ] {
+            for entry in read.open_table(definition)?.iter()? {
+                let (key, value) = entry?;
+                let (key, value) = (key.value(), value.value());
+                if is_sources {
+                    progress.advance(1);
+                    let value = row(key, value)?;
+                    out.tx()?
+                        .open_table(definition)?
+                        .insert(key, value.as_slice())?;
+                } else {
+                    out.tx()?.open_table(definition)?.insert(key, value)?;
+                }
+            }
+        }
+        for entry in read.open_table(CHANGES)?.iter()? {
+            let (seq, entity) = entry?;
+            out.tx()?
+                .open_table(CHANGES)?
+                .insert(seq.value(), entity.value())?;
+        }
+        let mut links = 0;
+        for (definition, is_links) in [(LINKS, true), (QUARANTINE_BY_SOURCE, false)] {
+            for entry in read.open_multimap_table(definition)?.iter()? {
+                let (key, members) = entry?;
+                for member in members {
+                    if is_links {
+                        links += 1;
+                    }
+                    out.tx()?
+                        .open_multimap_table(definition)?
+                        .insert(key.value(), member?.value())?;
+                }
+            }
+        }
+        out.finish()?;
+        Ok(links)
+    }
+
+    /// SHA-256 over every (link, row) entry in order, and their number.
+    pub(crate) fn links_digest(&self) -> Result<(Vec<u8>, u64), StoreError> {
+        let read = self.db.begin_read()?;
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut count = 0u64;
+        for entry in read.open_multimap_table(LINKS)?.iter()? {
+            let (key, members) = entry?;
+            for member in members {
+                for part in [key.value(), member?.value()] {
+                    digest.update(&(part.len() as u64).to_be_bytes());
+                    digest.update(part.as_bytes());
+                }
+                count += 1;
+            }
+        }
+        Ok((digest.finish().as_ref().to_vec(), count))
+    }
+}
+
+/// What [`Embedded::copy_into`] does to each source row: (row key, stored bytes) -> the bytes
+/// to store.
+pub(crate) type RowRewrite<'a> = dyn Fn(&str, &[u8]) -> Result<Vec<u8>, StoreError> + 'a;
+
+/// Write transactions of at most `chunk` entries each, one after another; all but the last
+/// commit without an fsync.
+struct ChunkedWriter<'a> {
+    db: &'a Database,
+    chunk: usize,
+    tx: Option<WriteTransaction>,
+    written: usize,
+}
+
+impl<'a> ChunkedWriter<'a> {
+    fn new(target: &'a Embedded, chunk: usize) -> Result<Self, StoreError> {
+        Ok(ChunkedWriter {
+            db: &target.db,
+            chunk: chunk.max(1),
+            tx: None,
+            written: 0,
+        })
+    }
+
+    /// The transaction the next entry goes into.
+    fn tx(&mut self) -> Result<&WriteTransaction, StoreError> {
+        if self.written >= self.chunk {
+            if let Some(mut tx) = self.tx.take() {
+                tx.set_durability(redb::Durability::None)?;
+                tx.commit()?;
+            }
+            self.written = 0;
+        }
+        self.written += 1;
+        let tx = match self.tx.take() {
+            Some(tx) => tx,
+            None => self.db.begin_write()?,
+        };
+        Ok(self.tx.insert(tx))
+    }
+
+    fn finish(mut self) -> Result<(), StoreError> {
+        let tx = match self.tx.take() {
+            Some(tx) => tx,
+            None => self.db.begin_write()?,
+        };
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 impl Engine for Embedded {
@@ -105,6 +232,10 @@ impl Engine for Embedded {
             sources: OnceLock::new(),
             links: OnceLock::new(),
         }))
+    }
+
+    fn as_embedded(&self) -> Option<&Embedded> {
+        Some(self)
     }
 }
 

@@ -17,6 +17,7 @@
 //!   else reaches PostgreSQL: keys (the master key) stay with the brokers.
 
 mod backend;
+mod compact;
 mod embedded;
 mod postgres;
 mod primary;
@@ -34,14 +35,16 @@ use model::{Department, RecordKind};
 
 pub use backend::Table;
 use backend::{Engine, Members, Snapshot, Transaction};
+pub use compact::{compact, compact_with_progress, Compaction};
 use embedded::Embedded;
 use postgres::Postgres;
 pub use postgres::PostgresOptions;
 
 /// Bumped when the on-disk layout changes so that an older broker could not read it: 2 writes
-/// source rows in the binary encoding of [`crate::row`] (a store of format 1 is upgraded on
-/// open; its JSON rows stay readable and are rewritten as they change).
-pub const STORE_FORMAT_VERSION: u32 = 2;
+/// source rows in the binary encoding of [`crate::row`], 3 in its second, shorter layout (a
+/// store of an older format is upgraded on open; its rows stay readable and are rewritten as
+/// they change, or all at once by [`compact`]).
+pub const STORE_FORMAT_VERSION: u32 = 3;
 /// Page cache of the store unless configured (`store.cache_mb`). redb's own default, 1 GiB,
 /// was most of the broker's resident memory at 200,000 residents (peak 2.0 GB against 0.9 GB
 /// with 256 MiB, BENCHMARKS.md); leaf pages not cached here stay in the OS page cache.
@@ -328,36 +331,6 @@ pub fn open_for_tests(path: &Path) -> Result<Store, StoreError> {
         return Store::connect(&PostgresOptions::new(url).schema(schema));
     }
     Store::open(path)
-}
-
-/// What [`compact`] did to a store file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Compaction {
-    pub bytes_before: u64,
-    pub bytes_after: u64,
-}
-
-/// Rewrites the embedded store file at `path` without its free and fragmented pages, for a
-/// stopped broker (the file is locked while one runs, and this fails then). Every transaction
-/// the store commits copies the pages it changes, so a file filled by many small batches holds
-/// more free pages than data (BENCHMARKS.md, "Store size"); nothing stored changes.
-pub fn compact(path: &Path) -> Result<Compaction, StoreError> {
-    let bytes_before = file_len(path)?;
-    // Through `Store` first, so a newer format is refused before anything is rewritten.
-    drop(Store::open(path)?);
-    let mut engine = Embedded::open(path, DEFAULT_CACHE_BYTES)?;
-    while engine.compact()? {}
-    drop(engine);
-    Ok(Compaction {
-        bytes_before,
-        bytes_after: file_len(path)?,
-    })
-}
-
-fn file_len(path: &Path) -> Result<u64, StoreError> {
-    std::fs::metadata(path)
-        .map(|m| m.len())
-        .map_err(|err| StoreError::Database(redb::StorageError::Io(err).into()))
 }
 
 /// Entries read per round trip by the walks over a whole table.
@@ -1682,6 +1655,155 @@ mod tests {
             vec!["gongan/resident/GA-199-19"]
         );
         assert_eq!(reader.change_seq().unwrap(), 4000);
+    }
+
+    /// A file filled the way a broker fills it: many small batches, rows rewritten, one
+    /// JSON row of format 1, a tombstone, receipts, quarantine entries.
+    fn churned(path: &Path) {
+        let store = Store::open(path).unwrap();
+        for batch in 0..150 {
+            store
+                .write(|w| {
+                    for i in 0..20 {
+                        let id = format!("GA-{:03}-{i}", batch % 100);
+                        let previous = w.source(&StoredSource::row_key(
+                            Department::Gongan,
+                            RecordKind::Resident,
+                            &id,
+                        ))?;
+                        let mut row = source(
+                            &id,
+                            &[
+                                &format!("entity:r_{id}"),
+                                &format!("block:{:032x}", (batch % 100) * 20 + i),
+                            ],
+                        );
+                        row.deleted = batch == 120 && i == 0;
+                        w.put_source(&row, previous.as_ref())?;
+                    }
+                    w.put_receipt(&format!("b{batch}"), b"{}")?;
+                    w.put_quarantine(&quarantined(&format!("q{batch}"), &format!("S-{batch}")))
+                })
+                .unwrap();
+        }
+        let old = source("GA-JSON", &["entity:r_GA-JSON"]);
+        store
+            .write(|w| {
+                w.tx.add_member(Members::Links, "entity:r_GA-JSON", &old.key())?;
+                w.tx.put(
+                    Table::Sources,
+                    &old.key(),
+                    &serde_json::to_vec(&old).unwrap(),
+                )
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn compaction_rewrites_the_file_with_full_pages_and_the_same_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, redbs) = (dir.path().join("a.redb"), dir.path().join("b.redb"));
+        churned(&ours);
+        churned(&redbs);
+        let before = {
+            let store = Store::open(&ours).unwrap();
+            let reader = store.read().unwrap();
+            let digest = crate::migrate::summarize(&reader, true).unwrap();
+            let rows: Vec<_> = reader
+                .source_keys_after("", None, 10_000)
+                .unwrap()
+                .into_iter()
+                .map(|key| {
+                    let row = reader.source(&key).unwrap().unwrap();
+                    let linked: Vec<Vec<String>> = row
+                        .links
+                        .iter()
+                        .map(|l| reader.linked_rows(l).unwrap())
+                        .collect();
+                    (serde_json::to_value(&row).unwrap(), linked)
+                })
+                .collect();
+            (digest, rows, reader.change_seq().unwrap())
+        };
+        let done = compact(&ours).unwrap();
+        assert!(done.bytes_after < done.bytes_before, "{done:?}");
+        // redb's own compaction, in place, of the same file.
+        {
+            let mut engine = Embedded::open(&redbs, DEFAULT_CACHE_BYTES).unwrap();
+            while engine.compact().unwrap() {}
+        }
+        let in_place = std::fs::metadata(&redbs).unwrap().len();
+        assert!(
+            done.bytes_after < in_place,
+            "rewritten {} B, compacted in place {in_place} B",
+            done.bytes_after
+        );
+        assert!(!dir.path().join("a.redb.compacting").exists());
+
+        let store = Store::open(&ours).unwrap();
+        let reader = store.read().unwrap();
+        assert_eq!(crate::migrate::summarize(&reader, true).unwrap(), before.0);
+        for (row, linked) in &before.1 {
+            let key = StoredSource::row_key(
+                Department::Gongan,
+                RecordKind::Resident,
+                row["source_id"].as_str().unwrap(),
+            );
+            let now = reader.source(&key).unwrap().unwrap();
+            assert_eq!(&serde_json::to_value(&now).unwrap(), row);
+            let now_linked: Vec<Vec<String>> = now
+                .links
+                .iter()
+                .map(|l| reader.linked_rows(l).unwrap())
+                .collect();
+            assert_eq!(&now_linked, linked);
+            // Every row, the old JSON one included, is in today's layout.
+            let raw = reader.snapshot.get(Table::Sources, &key).unwrap().unwrap();
+            assert_eq!(raw[0], crate::row::MARKER);
+        }
+        assert_eq!(reader.change_seq().unwrap(), before.2);
+        assert_eq!(
+            reader.changes_after(0, 100_000).unwrap().len() as u64,
+            before.2
+        );
+        // The quarantine-by-source index was rebuilt: a good version closes its entry.
+        assert_eq!(
+            store
+                .write(|w| w.resolve_quarantine(Department::Gongan, "S-7", "reingested"))
+                .unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_failed_compaction_leaves_the_store_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        churned(&path);
+        let content = |path: &Path| {
+            let store = Store::open(path).unwrap();
+            let reader = store.read().unwrap();
+            crate::migrate::summarize(&reader, false).unwrap()
+        };
+        let before = content(&path);
+        // Where the copy would go is a directory that cannot be removed as a file.
+        std::fs::create_dir(dir.path().join("s.redb.compacting")).unwrap();
+        assert!(compact(&path).is_err());
+        // Not a row rewritten: the stored bytes digest the same.
+        assert!(content(&path) == before);
+        // A stale copy left by a crash is replaced, not read.
+        std::fs::remove_dir(dir.path().join("s.redb.compacting")).unwrap();
+        std::fs::write(dir.path().join("s.redb.compacting"), b"torn copy").unwrap();
+        compact(&path).unwrap();
+        assert_eq!(
+            Store::open(&path)
+                .unwrap()
+                .read()
+                .unwrap()
+                .source_count()
+                .unwrap(),
+            2001
+        );
     }
 
     #[test]
