@@ -117,6 +117,11 @@ def main():
     config = os.path.join(work, "soak.toml")
     with open(config, "w") as f:
         f.write('metrics_listen = "off"\n')
+        # The demo street's own place words, as `safegrid demo` serves with them: without
+        # them the index (built with them) would be rebuilt at start.
+        dictionary = os.path.join(data, "dev", "user-dictionary.txt")
+        if os.path.exists(dictionary):
+            f.write(f'user_dictionary = "{dictionary}"\n')
     server = subprocess.Popen(
         [args.bin, "serve", "--dev", "--data-dir", data, "--listen", f"127.0.0.1:{port}",
          "--config", config],

@@ -1492,19 +1492,24 @@ fn derive_grid(
             if row == own {
                 continue;
             }
-            let Some(other) = writer.source(&row)?.filter(|s| !s.deleted) else {
-                continue;
-            };
-            let Some(grid) = other.grid.clone() else {
-                continue;
-            };
-            let rank = match (other.department, other.kind) {
-                (Department::Gongan, _) => 0,
-                (_, RecordKind::House) => 1,
+            // The rank comes from the row key (department/kind/source id), so rows that
+            // cannot beat the best found are not read at all.
+            let mut parts = row.splitn(3, '/');
+            let (department, kind) = (parts.next(), parts.next());
+            let rank = match (department, kind) {
+                (Some(d), _) if d == Department::Gongan.code() => 0,
+                (_, Some(k)) if k == RecordKind::House.as_str() => 1,
                 _ => 2,
             };
-            if best.as_ref().is_none_or(|(r, _)| rank < *r) {
-                best = Some((rank, grid));
+            if best.as_ref().is_some_and(|(r, _)| rank >= *r) {
+                continue;
+            }
+            let Some((false, Some(grid))) = writer.source_grid(&row)? else {
+                continue;
+            };
+            best = Some((rank, grid));
+            if rank == 0 {
+                break;
             }
         }
         if let Some((_, grid)) = best {
@@ -1798,6 +1803,78 @@ mod tests {
             .map(|r| (r.line, r.code.as_str()))
             .collect();
         assert_eq!(codes, vec![(2, "json_syntax"), (3, "id_number_checksum")]);
+    }
+
+    /// The grid of a record that states none comes from the building's rows in a fixed
+    /// order: a household-register (gongan) record's, else a house's, else any other's; a
+    /// deleted row or one without a grid gives none.
+    #[test]
+    fn a_derived_grid_prefers_the_register_then_the_house_and_skips_deleted_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let (register, house, other) = ("110105001001003", "110105001002004", "110105001003005");
+        let at = |n: u32| format!("北京市某区青松园{n}号楼");
+        let stored_grid = |department: Department, source_id: &str| {
+            let row = StoredSource::row_key(department, RecordKind::Resident, source_id);
+            p.store.read().unwrap().source(&row).unwrap().unwrap().grid
+        };
+        for n in [1, 2, 3] {
+            // Listed in the order that sorts last first: chengguan < gongan < zhujian.
+            let events = format!(
+                r#"{{"kind":"resident","source_id":"CG-{n}","version":"1","name":"甲","address":"{}1单元1","grid":"{other}"}}"#,
+                at(n)
+            );
+            p.ingest(Department::Chengguan, events.as_bytes()).unwrap();
+            if n != 3 {
+                let houses = format!(
+                    r#"{{"kind":"house","source_id":"ZJ-{n}","version":"1","address":"{}","grid":"{house}"}}"#,
+                    at(n)
+                );
+                p.ingest(Department::Zhujian, houses.as_bytes()).unwrap();
+            }
+            if n == 1 {
+                let registered = format!(
+                    r#"{{"kind":"resident","source_id":"GA-{n}","version":"1","name":"乙","address":"{}1单元2","grid":"{register}"}}"#,
+                    at(n)
+                );
+                p.ingest(Department::Gongan, registered.as_bytes()).unwrap();
+            }
+        }
+        // A deleted register row at building 2 does not count.
+        p.ingest(
+            Department::Gongan,
+            format!(
+                r#"{{"kind":"resident","source_id":"GA-2","version":"1","name":"丙","address":"{}1单元3","grid":"{register}"}}"#,
+                at(2)
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        p.ingest(
+            Department::Gongan,
+            br#"{"kind":"resident","source_id":"GA-2","version":"2","deleted":true}"#,
+        )
+        .unwrap();
+        for n in [1, 2, 3] {
+            let body = format!(
+                r#"{{"kind":"resident","source_id":"MZ-{n}","version":"1","name":"丁","address":"{}2单元1"}}"#,
+                at(n)
+            );
+            let receipt = p.ingest(Department::Minzheng, body.as_bytes()).unwrap();
+            assert_eq!(receipt.accepted, 1, "{receipt:?}");
+        }
+        assert_eq!(
+            stored_grid(Department::Minzheng, "MZ-1").as_deref(),
+            Some(register)
+        );
+        assert_eq!(
+            stored_grid(Department::Minzheng, "MZ-2").as_deref(),
+            Some(house)
+        );
+        assert_eq!(
+            stored_grid(Department::Minzheng, "MZ-3").as_deref(),
+            Some(other)
+        );
     }
 
     #[test]

@@ -197,6 +197,26 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<StoredSource, StoreError> {
     }
 }
 
+/// Whether the row stored under `key` is deleted, and its grid: read from the head of the
+/// row without decoding the rest (a JSON row is decoded whole). The same errors as [`decode`]
+/// for a head that does not parse; the rest of the row is not checked.
+pub fn decode_head(key: &str, bytes: &[u8]) -> Result<(bool, Option<String>), StoreError> {
+    let corrupt = || StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: "binary row is truncated or malformed".to_owned(),
+    };
+    match bytes.first() {
+        Some(&marker @ (MARKER | MARKER_V1)) => {
+            let mut reader = Reader {
+                bytes: &bytes[1..],
+                compact: marker == MARKER,
+            };
+            reader.head().ok_or_else(corrupt)
+        }
+        _ => decode(key, bytes).map(|source| (source.deleted, source.grid)),
+    }
+}
+
 fn split_key(key: &str) -> Option<(Department, RecordKind, &str)> {
     let mut parts = key.splitn(3, '/');
     let department = Department::parse(parts.next()?).ok()?;
@@ -325,6 +345,30 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// Flags, version, entity and grid: (deleted, grid).
+    fn head(&mut self) -> Option<(bool, Option<String>)> {
+        let flags = self.byte()?;
+        if flags & !(DELETED | HAS_GRID | IDENTIFIED) != 0 {
+            return None;
+        }
+        match self.byte()? {
+            0 => {
+                self.varint()?;
+            }
+            1 => {
+                self.time()?;
+            }
+            _ => return None,
+        }
+        self.id()?;
+        let grid = if flags & HAS_GRID != 0 {
+            Some(self.string()?)
+        } else {
+            None
+        };
+        Some((flags & DELETED != 0, grid))
+    }
+
     fn source(
         &mut self,
         department: Department,
@@ -809,6 +853,24 @@ mod tests {
                 serde_json::to_value(&back).unwrap(),
                 serde_json::to_value(&source).unwrap()
             );
+        }
+    }
+
+    #[test]
+    fn the_head_says_what_the_whole_row_says() {
+        for (grid, deleted) in [(Some("110105001001003"), false), (None, true)] {
+            let source = sample(Version::Counter(3), grid, deleted);
+            let expected = (deleted, grid.map(str::to_owned));
+            for bytes in [
+                encode(&source),
+                encode_v1(&source),
+                serde_json::to_vec(&source).unwrap(),
+            ] {
+                assert_eq!(decode_head(&source.key(), &bytes).unwrap(), expected);
+            }
+            let bytes = encode(&source);
+            assert!(decode_head(&source.key(), &bytes[..4]).is_err());
+            assert!(decode_head(&source.key(), &[]).is_err());
         }
     }
 

@@ -111,6 +111,24 @@ pub(crate) trait Transaction: Snapshot {
         Ok(())
     }
 
+    /// `member` out of the sets of the keys `removed` and into those of `added` (one row's
+    /// links changing); an engine that pays for opening a table per call overrides it.
+    fn swap_member(
+        &mut self,
+        set: Members,
+        member: &str,
+        removed: &[&str],
+        added: &[&str],
+    ) -> Result<(), StoreError> {
+        for key in removed {
+            self.remove_member(set, key, member)?;
+        }
+        for key in added {
+            self.add_member(set, key, member)?;
+        }
+        Ok(())
+    }
+
     /// Many changes at once.
     fn put_changes(&mut self, changes: &[(u64, String)]) -> Result<(), StoreError> {
         for (seq, entity) in changes {

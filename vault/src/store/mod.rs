@@ -220,9 +220,15 @@ impl Store {
             tx,
             changed: false,
             change_seq: None,
+            change_seq_unsaved: false,
         };
         let result = f(&mut writer)?;
         let changed = writer.changed;
+        if let (true, Some(seq)) = (writer.change_seq_unsaved, writer.change_seq) {
+            writer
+                .tx
+                .put(Table::Meta, META_CHANGE_SEQ, &seq.to_be_bytes())?;
+        }
         writer.tx.commit()?;
         if changed {
             if let Some(observer) = self.observer.get() {
@@ -344,6 +350,9 @@ pub struct StoreWriter {
     /// The change counter as this transaction left it, once read (a read per change would
     /// cost a round trip each on PostgreSQL).
     change_seq: Option<u64>,
+    /// Changes were appended since the counter was last stored: it is stored once, before
+    /// the commit, not once per change.
+    change_seq_unsaved: bool,
 }
 
 impl std::fmt::Debug for StoreWriter {
@@ -357,6 +366,15 @@ impl StoreWriter {
         self.tx
             .get(Table::Sources, row)?
             .map(|bytes| decode_source(row, &bytes))
+            .transpose()
+    }
+
+    /// Whether the row `row` is deleted, and its grid, without decoding the rest of it;
+    /// `None` if there is no such row.
+    pub fn source_grid(&self, row: &str) -> Result<Option<(bool, Option<String>)>, StoreError> {
+        self.tx
+            .get(Table::Sources, row)?
+            .map(|bytes| crate::row::decode_head(row, &bytes))
             .transpose()
     }
 
@@ -402,16 +420,19 @@ impl StoreWriter {
         previous_links: &[String],
     ) -> Result<(), StoreError> {
         let row = source.key();
-        for link in previous_links {
-            if !source.links.contains(link) {
-                self.tx.remove_member(Members::Links, link, &row)?;
-            }
-        }
-        for link in &source.links {
-            if !previous_links.contains(link) {
-                self.tx.add_member(Members::Links, link, &row)?;
-            }
-        }
+        let removed: Vec<&str> = previous_links
+            .iter()
+            .filter(|link| !source.links.contains(link))
+            .map(String::as_str)
+            .collect();
+        let added: Vec<&str> = source
+            .links
+            .iter()
+            .filter(|link| !previous_links.contains(link))
+            .map(String::as_str)
+            .collect();
+        self.tx
+            .swap_member(Members::Links, &row, &removed, &added)?;
         self.tx
             .put(Table::Sources, &row, &crate::row::encode(source))
     }
@@ -426,10 +447,9 @@ impl StoreWriter {
 
     fn append_change(&mut self, entity: &str) -> Result<(), StoreError> {
         let next = self.change_seq()? + 1;
-        self.tx
-            .put(Table::Meta, META_CHANGE_SEQ, &next.to_be_bytes())?;
         self.tx.put_change(next, entity)?;
         self.change_seq = Some(next);
+        self.change_seq_unsaved = true;
         self.changed = true;
         Ok(())
     }
@@ -506,12 +526,17 @@ impl StoreWriter {
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let (true, Some(seq), META_CHANGE_SEQ) = (self.change_seq_unsaved, self.change_seq, key)
+        {
+            return Ok(Some(seq.to_be_bytes().to_vec()));
+        }
         self.tx.get(Table::Meta, key)
     }
 
     pub fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         if key == META_CHANGE_SEQ {
             self.change_seq = None;
+            self.change_seq_unsaved = false;
         }
         self.tx.put(Table::Meta, key, value)
     }
@@ -520,6 +545,7 @@ impl StoreWriter {
     pub fn delete_meta(&mut self, key: &str) -> Result<bool, StoreError> {
         if key == META_CHANGE_SEQ {
             self.change_seq = None;
+            self.change_seq_unsaved = false;
         }
         self.tx.remove(Table::Meta, key)
     }
@@ -806,6 +832,7 @@ impl StoreWriter {
         }
         // The source's change counter may be among them.
         self.change_seq = None;
+        self.change_seq_unsaved = false;
         for (table, entries) in &values {
             self.tx.put_many(*table, entries)?;
         }
@@ -1655,6 +1682,51 @@ mod tests {
             vec!["gongan/resident/GA-199-19"]
         );
         assert_eq!(reader.change_seq().unwrap(), 4000);
+    }
+
+    #[test]
+    fn the_change_counter_is_stored_once_per_transaction_and_read_back_current() {
+        on_both_engines(|engine, open| {
+            let store = open().unwrap();
+            store
+                .write(|w| {
+                    for i in 0..5 {
+                        let id = format!("GA-{i}");
+                        w.put_source(&source(&id, &[&format!("entity:r_{id}")]), None)?;
+                        assert_eq!(w.change_seq()?, i + 1, "{engine}");
+                        assert_eq!(
+                            w.meta(META_CHANGE_SEQ)?,
+                            Some((i + 1).to_be_bytes().to_vec()),
+                            "{engine}"
+                        );
+                    }
+                    Ok::<_, StoreError>(())
+                })
+                .unwrap();
+            assert_eq!(store.read().unwrap().change_seq().unwrap(), 5, "{engine}");
+            // A transaction that fails stores neither its changes nor their count.
+            let failed: Result<(), StoreError> = store.write(|w| {
+                w.put_source(&source("GA-9", &["entity:r_GA-9"]), None)?;
+                Err(StoreError::Unavailable("stop".to_owned()))
+            });
+            assert!(failed.is_err());
+            assert_eq!(store.read().unwrap().change_seq().unwrap(), 5, "{engine}");
+            // A counter written explicitly after changes (an import) is the one kept.
+            store
+                .write(|w| {
+                    w.put_source(&source("GA-7", &["entity:r_GA-7"]), None)?;
+                    w.put_meta(META_CHANGE_SEQ, &40u64.to_be_bytes())
+                })
+                .unwrap();
+            let reader = store.read().unwrap();
+            assert_eq!(reader.change_seq().unwrap(), 40, "{engine}");
+            assert_eq!(reader.changes_after(0, 100).unwrap().len(), 6, "{engine}");
+            drop(reader);
+            store
+                .write(|w| w.put_source(&source("GA-8", &["entity:r_GA-8"]), None))
+                .unwrap();
+            assert_eq!(store.read().unwrap().change_seq().unwrap(), 41, "{engine}");
+        });
     }
 
     /// A file filled the way a broker fills it: many small batches, rows rewritten, one
