@@ -1375,7 +1375,9 @@ fn building_link(keys: &KeyRing, parts: &chinese_text::address::AddressParts) ->
 
 /// The keyed link of the compound (小区) or community of a standard address (`addrc:`), which
 /// only an officer's whole-compound assignment uses: buildings of one compound may lie in
-/// different grids, so a compound never lends one building's grid to another.
+/// different grids, so a compound never lends one building's grid to another. It stays in
+/// the row only (`vault::store::ROW_ONLY_LINK_PREFIXES`): nothing looks it up in the link
+/// table.
 fn compound_link(keys: &KeyRing, address: &str) -> Option<String> {
     compound_link_of(keys, &chinese_text::address::parse(address))
 }

@@ -134,6 +134,10 @@ impl Embedded {
         for (definition, is_links) in [(LINKS, true), (QUARANTINE_BY_SOURCE, false)] {
             for entry in read.open_multimap_table(definition)?.iter()? {
                 let (key, members) = entry?;
+                // An entry an older broker made for a row-only link is left behind.
+                if is_links && !super::is_indexed_link(key.value()) {
+                    continue;
+                }
                 for member in members {
                     if is_links {
                         links += 1;
@@ -148,13 +152,17 @@ impl Embedded {
         Ok(links)
     }
 
-    /// SHA-256 over every (link, row) entry in order, and their number.
+    /// SHA-256 over every (link, row) entry in order, and their number; entries of row-only
+    /// links (which an older broker made) are left out.
     pub(crate) fn links_digest(&self) -> Result<(Vec<u8>, u64), StoreError> {
         let read = self.db.begin_read()?;
         let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
         let mut count = 0u64;
         for entry in read.open_multimap_table(LINKS)?.iter()? {
             let (key, members) = entry?;
+            if !super::is_indexed_link(key.value()) {
+                continue;
+            }
             for member in members {
                 for part in [key.value(), member?.value()] {
                     digest.update(&(part.len() as u64).to_be_bytes());

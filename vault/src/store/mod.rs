@@ -11,7 +11,8 @@
 //! - The change sequence is gap-free and in commit order: a follower that read up to `n` never
 //!   later finds a change numbered `n` or below that it did not see.
 //! - Link entries are always exactly those of the current version of each source record:
-//!   [`StoreWriter::put_source`] swaps the old record's links in the same transaction.
+//!   [`StoreWriter::put_source`] swaps the old record's links in the same transaction. Links
+//!   of [`ROW_ONLY_LINK_PREFIXES`] stay in the row and get no entry.
 //! - The store carries a format version and refuses to open a newer one.
 //! - Personal fields reach this module only sealed; nothing here sees plaintext, and nothing
 //!   else reaches PostgreSQL: keys (the master key) stay with the brokers.
@@ -119,6 +120,17 @@ impl StoredSource {
         self.links.push(format!("entity:{entity}"));
         self.entity = entity.to_owned();
     }
+}
+
+/// Prefixes of links a row carries for its own reading that are never looked up in the link
+/// table, so they get no entry there (each entry costs an insert per record and space):
+/// `addrc:`, the compound of a standard address, which only an officer's whole-compound
+/// grid assignment uses, found from the row's own copy of the link.
+pub const ROW_ONLY_LINK_PREFIXES: &[&str] = &["addrc:"];
+
+/// Whether `link` gets an entry in the link table (see [`ROW_ONLY_LINK_PREFIXES`]).
+pub fn is_indexed_link(link: &str) -> bool {
+    !ROW_ONLY_LINK_PREFIXES.iter().any(|p| link.starts_with(p))
 }
 
 /// A record a department sent that was not stored, kept with its reason so the department
@@ -420,15 +432,17 @@ impl StoreWriter {
         previous_links: &[String],
     ) -> Result<(), StoreError> {
         let row = source.key();
+        // A row-only link of the previous version is removed too: a store written before
+        // such links stayed out of the table may still hold its entry.
         let removed: Vec<&str> = previous_links
             .iter()
-            .filter(|link| !source.links.contains(link))
+            .filter(|link| !is_indexed_link(link) || !source.links.contains(link))
             .map(String::as_str)
             .collect();
         let added: Vec<&str> = source
             .links
             .iter()
-            .filter(|link| !previous_links.contains(link))
+            .filter(|link| is_indexed_link(link) && !previous_links.contains(link))
             .map(String::as_str)
             .collect();
         self.tx
@@ -802,7 +816,9 @@ impl StoreWriter {
                     match table {
                         Table::Sources => {
                             for link in decode_source(key, value)?.links {
-                                links.push((link, key.clone()));
+                                if is_indexed_link(&link) {
+                                    links.push((link, key.clone()));
+                                }
                             }
                         }
                         Table::Quarantine => {
@@ -1682,6 +1698,82 @@ mod tests {
             vec!["gongan/resident/GA-199-19"]
         );
         assert_eq!(reader.change_seq().unwrap(), 4000);
+    }
+
+    #[test]
+    fn a_row_only_link_stays_in_the_row_and_an_old_entry_of_it_goes() {
+        on_both_engines(|engine, open| {
+            let store = open().unwrap();
+            let compound = format!("addrc:{}", "ab".repeat(16));
+            let building = format!("addr:{}", "cd".repeat(16));
+            let row = source("GA-C1", &["entity:r_GA-C1", &compound, &building]);
+            store.write(|w| w.put_source(&row, None)).unwrap();
+            let reader = store.read().unwrap();
+            let stored = reader.source(&row.key()).unwrap().unwrap();
+            assert!(stored.links.contains(&compound), "{engine}");
+            assert!(
+                reader.linked_rows(&compound).unwrap().is_empty(),
+                "{engine}"
+            );
+            assert_eq!(
+                reader.linked_rows(&building).unwrap(),
+                vec![row.key()],
+                "{engine}"
+            );
+            drop(reader);
+            // An entry an older broker made for it is removed when the row is written again.
+            store
+                .write(|w| w.tx.add_member(Members::Links, &compound, &row.key()))
+                .unwrap();
+            let mut newer = row.clone();
+            newer.version = Version::Counter(2);
+            store.write(|w| w.put_source(&newer, Some(&row))).unwrap();
+            let reader = store.read().unwrap();
+            assert!(
+                reader.linked_rows(&compound).unwrap().is_empty(),
+                "{engine}"
+            );
+            assert_eq!(
+                reader.linked_rows(&building).unwrap(),
+                vec![row.key()],
+                "{engine}"
+            );
+        });
+    }
+
+    #[test]
+    fn compaction_leaves_an_old_row_only_entry_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let compound = format!("addrc:{}", "ab".repeat(16));
+        let row = source("GA-C2", &["entity:r_GA-C2", &compound]);
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .write(|w| {
+                    w.put_source(&row, None)?;
+                    w.tx.add_member(Members::Links, &compound, &row.key())
+                })
+                .unwrap();
+            assert_eq!(
+                store.read().unwrap().linked_rows(&compound).unwrap().len(),
+                1
+            );
+        }
+        compact(&path).unwrap();
+        let store = Store::open(&path).unwrap();
+        let reader = store.read().unwrap();
+        assert!(reader.linked_rows(&compound).unwrap().is_empty());
+        assert_eq!(
+            reader.linked_rows("entity:r_GA-C2").unwrap(),
+            vec![row.key()]
+        );
+        assert!(reader
+            .source(&row.key())
+            .unwrap()
+            .unwrap()
+            .links
+            .contains(&compound));
     }
 
     #[test]
