@@ -895,8 +895,25 @@ impl Pipeline {
                 ));
             }
         }
+        // A live resident's linkage features, built once: its blocking keys are among its
+        // links, and linkage reads the same record.
+        let link_record = match record {
+            Record::Resident { meta, body } if !meta.deleted => {
+                let row = StoredSource::row_key(department, RecordKind::Resident, &meta.source_id);
+                Some(crate::linkage::LinkRecord::from_resident(
+                    department, &row, body,
+                ))
+            }
+            _ => None,
+        };
         let source = self
-            .seal_record(department, batch_id, received_at, record)
+            .seal_record(
+                department,
+                batch_id,
+                received_at,
+                record,
+                link_record.as_ref(),
+            )
             .map_err(|_| {
                 rejection(
                     "internal_error",
@@ -905,10 +922,8 @@ impl Pipeline {
                     None,
                 )
             })?;
-        let (link, pull) = match record {
-            Record::Resident { meta, body } if !meta.deleted => {
-                let record =
-                    crate::linkage::LinkRecord::from_resident(department, &source.key(), body);
+        let (link, pull) = match (record, link_record) {
+            (Record::Resident { body, .. }, Some(record)) => {
                 if body.id_number.is_none() {
                     (Some(record), None)
                 } else {
@@ -944,18 +959,20 @@ impl Pipeline {
         })
     }
 
-    /// Resolves the record's entity and links and seals its personal fields.
+    /// Resolves the record's entity and links and seals its personal fields; `linkage` is
+    /// the record's linkage features when the caller built them already.
     fn seal_record(
         &self,
         department: Department,
         batch_id: &str,
         received_at: DateTime<Utc>,
         record: &Record,
+        linkage: Option<&crate::linkage::LinkRecord>,
     ) -> Result<StoredSource, CryptoError> {
         let meta = record.meta();
         let kind = record.kind();
         let row = StoredSource::row_key(department, kind, &meta.source_id);
-        let resolved = self.resolve(department, &row, record);
+        let resolved = self.resolve(department, &row, record, linkage);
         let digest = self
             .keys
             .entity_hash("digest", &serde_json::to_string(record).unwrap_or_default())
@@ -1005,9 +1022,15 @@ impl Pipeline {
 
     /// Deterministic resolution: residents merge on the normalised ID number, houses on their
     /// source id, events stay per source record and link to their parties and house.
-    fn resolve(&self, department: Department, row: &str, record: &Record) -> Resolved {
+    fn resolve(
+        &self,
+        department: Department,
+        row: &str,
+        record: &Record,
+        linkage: Option<&crate::linkage::LinkRecord>,
+    ) -> Resolved {
         let keys = &self.keys;
-        let mut resolved = self.resolve_identity(department, row, record);
+        let mut resolved = self.resolve_identity(department, row, record, linkage);
         if let Some(address) = record.address() {
             resolved
                 .links
@@ -1017,7 +1040,13 @@ impl Pipeline {
     }
 
     /// [`Self::resolve`] without the standard-address links.
-    fn resolve_identity(&self, department: Department, row: &str, record: &Record) -> Resolved {
+    fn resolve_identity(
+        &self,
+        department: Department,
+        row: &str,
+        record: &Record,
+        linkage: Option<&crate::linkage::LinkRecord>,
+    ) -> Resolved {
         let keys = &self.keys;
         match record {
             Record::Resident { body, .. } => {
@@ -1029,7 +1058,10 @@ impl Pipeline {
                 if let Some(house) = &body.house_source_id {
                     links.push(format!("occupant:{}", house_entity_id(keys, house)));
                 }
-                links.extend(blind_keyed_links(keys, department, row, body));
+                links.extend(match linkage {
+                    Some(features) => crate::keyed::blind_keyed_links_of(keys, body, features),
+                    None => blind_keyed_links(keys, department, row, body),
+                });
                 Resolved { entity, links }
             }
             Record::House { meta, body } => {

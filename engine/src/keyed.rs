@@ -80,13 +80,31 @@ pub fn blind_keyed_links(
     row: &str,
     body: &ResidentRecord,
 ) -> Vec<String> {
+    blind_keyed_links_of(
+        keys,
+        body,
+        &LinkRecord::from_resident(department, row, body),
+    )
+}
+
+/// [`blind_keyed_links`] of a resident whose linkage features (`record`, built from `body`)
+/// the caller has already.
+pub fn blind_keyed_links_of(
+    keys: &KeyRing,
+    body: &ResidentRecord,
+    record: &LinkRecord,
+) -> Vec<String> {
     let mut links = Vec::new();
     for document in &body.documents {
         if let Some(key) = document.match_key() {
             links.push(blind_link(keys, "identity_document", &key));
         }
     }
-    links.extend(block_links(keys, department, row, body));
+    links.extend(
+        blocking_keys(record)
+            .into_iter()
+            .map(|key| block_link(&keys.blind_index(BLOCK_DOMAIN, &key))),
+    );
     links
 }
 
