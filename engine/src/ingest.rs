@@ -895,13 +895,17 @@ impl Pipeline {
                 ));
             }
         }
-        // A live resident's linkage features, built once: its blocking keys are among its
-        // links, and linkage reads the same record.
+        // The address read once, and a live resident's linkage features built once: its
+        // standard-address links, its blocking keys and linkage all read them.
+        let address = record.address().map(chinese_text::address::parse);
         let link_record = match record {
             Record::Resident { meta, body } if !meta.deleted => {
                 let row = StoredSource::row_key(department, RecordKind::Resident, &meta.source_id);
-                Some(crate::linkage::LinkRecord::from_resident(
-                    department, &row, body,
+                Some(crate::linkage::LinkRecord::from_resident_parsed(
+                    department,
+                    &row,
+                    body,
+                    address.as_ref(),
                 ))
             }
             _ => None,
@@ -913,6 +917,7 @@ impl Pipeline {
                 received_at,
                 record,
                 link_record.as_ref(),
+                address.as_ref(),
             )
             .map_err(|_| {
                 rejection(
@@ -960,7 +965,8 @@ impl Pipeline {
     }
 
     /// Resolves the record's entity and links and seals its personal fields; `linkage` is
-    /// the record's linkage features when the caller built them already.
+    /// the record's linkage features when the caller built them already, `address` its
+    /// address as `chinese_text::address::parse` read it.
     fn seal_record(
         &self,
         department: Department,
@@ -968,11 +974,12 @@ impl Pipeline {
         received_at: DateTime<Utc>,
         record: &Record,
         linkage: Option<&crate::linkage::LinkRecord>,
+        address: Option<&chinese_text::address::AddressParts>,
     ) -> Result<StoredSource, CryptoError> {
         let meta = record.meta();
         let kind = record.kind();
         let row = StoredSource::row_key(department, kind, &meta.source_id);
-        let resolved = self.resolve(department, &row, record, linkage);
+        let resolved = self.resolve(department, &row, record, linkage, address);
         let digest = self
             .keys
             .entity_hash("digest", &serde_json::to_string(record).unwrap_or_default())
@@ -1028,13 +1035,14 @@ impl Pipeline {
         row: &str,
         record: &Record,
         linkage: Option<&crate::linkage::LinkRecord>,
+        address: Option<&chinese_text::address::AddressParts>,
     ) -> Resolved {
         let keys = &self.keys;
         let mut resolved = self.resolve_identity(department, row, record, linkage);
-        if let Some(address) = record.address() {
+        if let Some(address) = address {
             resolved
                 .links
-                .extend(standard_address_links(keys, record.kind(), address));
+                .extend(standard_address_links_of(keys, record.kind(), address));
         }
         resolved
     }
@@ -1433,27 +1441,33 @@ fn premises_link(keys: &KeyRing, parts: &chinese_text::address::AddressParts) ->
     Some(format!("addrp:{}", hex::encode(&hash[..16])))
 }
 
-/// The building and compound links of an address (as many as it names).
-fn address_links(keys: &KeyRing, address: &str) -> Vec<String> {
-    let parts = chinese_text::address::parse(address);
-    building_link(keys, &parts)
-        .into_iter()
-        .chain(compound_link_of(keys, &parts))
-        .collect()
-}
-
 /// The links a record of `kind` at `address` carries for its standard address: building and
-/// compound, and for the kinds that occupy premises (houses and organizations) the premises.
-/// Exactly what ingest computes, so a pass that re-computes them after an upgrade agrees.
+/// compound (as many as it names), and for the kinds that occupy premises (houses and
+/// organizations) the premises. Exactly what ingest computes, so a pass that re-computes them
+/// after an upgrade agrees.
 pub(crate) fn standard_address_links(
     keys: &KeyRing,
     kind: RecordKind,
     address: &str,
 ) -> Vec<String> {
-    match kind {
-        RecordKind::House | RecordKind::Organization => premises_links(keys, address),
-        RecordKind::Resident | RecordKind::Event => address_links(keys, address),
-    }
+    standard_address_links_of(keys, kind, &chinese_text::address::parse(address))
+}
+
+/// [`standard_address_links`] of an address `chinese_text::address::parse` has read.
+fn standard_address_links_of(
+    keys: &KeyRing,
+    kind: RecordKind,
+    parts: &chinese_text::address::AddressParts,
+) -> Vec<String> {
+    let premises = match kind {
+        RecordKind::House | RecordKind::Organization => premises_link(keys, parts),
+        RecordKind::Resident | RecordKind::Event => None,
+    };
+    building_link(keys, parts)
+        .into_iter()
+        .chain(compound_link_of(keys, parts))
+        .chain(premises)
+        .collect()
 }
 
 /// Whether `link` is one of [`standard_address_links`].
@@ -1461,17 +1475,6 @@ pub(crate) fn is_standard_address_link(link: &str) -> bool {
     ["addr:", "addrc:", "addrp:"]
         .iter()
         .any(|prefix| link.starts_with(prefix))
-}
-
-/// [`address_links`] and the premises link, for the kinds that occupy premises (houses and
-/// organizations).
-fn premises_links(keys: &KeyRing, address: &str) -> Vec<String> {
-    let parts = chinese_text::address::parse(address);
-    building_link(keys, &parts)
-        .into_iter()
-        .chain(compound_link_of(keys, &parts))
-        .chain(premises_link(keys, &parts))
-        .collect()
 }
 
 /// Meta key of an officer's assignment of a building (`addr:` link) or a whole compound

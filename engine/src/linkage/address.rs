@@ -22,7 +22,11 @@ pub struct AddressParts {
 impl AddressParts {
     /// Reads an address leniently with `chinese_text::address::parse`.
     pub fn parse(address: &str) -> AddressParts {
-        let parts = chinese_text::address::parse(address);
+        AddressParts::of(&chinese_text::address::parse(address))
+    }
+
+    /// The parts of an address `chinese_text::address::parse` has read already.
+    pub fn of(parts: &chinese_text::address::AddressParts) -> AddressParts {
         AddressParts {
             compound: parts.compound_name().map(str::to_owned),
             building: parts.building_no(),

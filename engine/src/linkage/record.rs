@@ -96,7 +96,7 @@ impl LinkRecord {
             birth_date,
             gender,
             phone,
-            input.address,
+            input.address.map(AddressParts::parse).unwrap_or_default(),
             grid,
         )
     }
@@ -106,6 +106,18 @@ impl LinkRecord {
         department: Department,
         row_key: &str,
         record: &ResidentRecord,
+    ) -> LinkRecord {
+        let address = record.address.as_deref().map(chinese_text::address::parse);
+        Self::from_resident_parsed(department, row_key, record, address.as_ref())
+    }
+
+    /// [`Self::from_resident`] with the record's address already read by
+    /// `chinese_text::address::parse` (`None`: it has none).
+    pub fn from_resident_parsed(
+        department: Department,
+        row_key: &str,
+        record: &ResidentRecord,
+        address: Option<&chinese_text::address::AddressParts>,
     ) -> LinkRecord {
         let birth_date = record
             .birth_date
@@ -122,7 +134,7 @@ impl LinkRecord {
             birth_date,
             gender,
             record.phone.as_ref().map(Phone::digits),
-            record.address.as_deref(),
+            address.map(AddressParts::of).unwrap_or_default(),
             record.grid.as_ref().map(|g| g.as_str().to_owned()),
         )
     }
@@ -137,7 +149,7 @@ impl LinkRecord {
         birth_date: Option<NaiveDate>,
         gender: Option<Gender>,
         phone: Option<String>,
-        address: Option<&str>,
+        address: AddressParts,
         grid: Option<String>,
     ) -> LinkRecord {
         let name = name.map(fold_name).filter(|n| !n.is_empty());
@@ -154,7 +166,6 @@ impl LinkRecord {
             .filter_map(CharReadings::primary)
             .map(Syllable::fuzzy)
             .collect();
-        let address = address.map(AddressParts::parse).unwrap_or_default();
         let compound_hash = address.compound.as_deref().map_or(0, stable_hash);
         LinkRecord {
             department,
