@@ -23,6 +23,11 @@ use vault::store::Store;
 
 const BATCH: usize = 5_000;
 
+/// The `safegrid` binary's allocator: the pipeline allocates per field and per link, and
+/// glibc's costs about a quarter of its instructions (BENCHMARKS.md, "Ingest and the demo").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let mut residents = 20_000usize;
     let mut link_latency = 0usize;
