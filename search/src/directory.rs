@@ -83,6 +83,9 @@ impl NameIndex {
     }
 }
 
+/// Changes read under one store snapshot.
+const CHANGES_PER_SNAPSHOT: usize = 2_000;
+
 /// Adds the names of residents changed after `*seen` to `directory`; advances `*seen`.
 /// Returns how many names were new.
 fn collect_names(
@@ -91,11 +94,13 @@ fn collect_names(
     seen: &mut u64,
     directory: &NameDirectory,
 ) -> Result<usize, StoreError> {
-    let reader = store.read()?;
     let mut added = 0;
     let mut pending: Vec<String> = Vec::with_capacity(NAMES_PER_LOCK);
     loop {
-        let changes = reader.changes_after(*seen, 10_000)?;
+        // A snapshot per chunk, not per pass: the store cannot reuse pages that a snapshot
+        // still sees, and a long one during a load grows its file (BENCHMARKS.md).
+        let reader = store.read()?;
+        let changes = reader.changes_after(*seen, CHANGES_PER_SNAPSHOT)?;
         let Some((last, _)) = changes.last() else {
             return Ok(added);
         };

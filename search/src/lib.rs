@@ -59,6 +59,8 @@ use schema::{build_schema, IndexFields, SCHEMA_VERSION};
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 /// Changes read from the store per follower pass.
 const CHANGES_PER_PASS: usize = 20_000;
+/// Entities indexed under one store snapshot within a pass.
+const ENTITIES_PER_SNAPSHOT: usize = 2_000;
 /// File in the index directory naming the schema version and key fingerprint.
 const VERSION_FILE: &str = "safegrid-index-version";
 /// Memory the index writer may use before flushing a segment.
@@ -310,9 +312,8 @@ impl SearchIndex {
     pub fn catch_up(&self, source: &Source) -> Result<usize, SearchError> {
         let mut total = 0;
         loop {
-            let snapshot = source.store.read()?;
             let from = self.indexed_seq();
-            let changes = snapshot.changes_after(from, CHANGES_PER_PASS)?;
+            let changes = source.store.read()?.changes_after(from, CHANGES_PER_PASS)?;
             let Some(last) = changes.last().map(|(seq, _)| *seq) else {
                 if !self.inner.ready.swap(true, Ordering::AcqRel) {
                     tracing::info!(
@@ -327,13 +328,20 @@ impl SearchIndex {
                 .into_iter()
                 .filter_map(|(_, e)| seen.insert(e.clone()).then_some(e))
                 .collect();
-            let resolver = Resolver {
-                reader: &snapshot,
-                keys: &source.keys,
-                authority: &source.authority,
-            };
             let mut tokens = document::Tokens::new(&self.inner.blinder, TOKEN_MEMO);
-            self.index_entities(&resolver, &entities, true, &mut tokens)?;
+            // A snapshot per chunk of entities, dropped before the commit: the store cannot
+            // reuse pages that a snapshot still sees, and one held over a whole pass during a
+            // load grows its file (BENCHMARKS.md). Each snapshot is at least as new as the
+            // changes it indexes (all read before it was taken).
+            for chunk in entities.chunks(ENTITIES_PER_SNAPSHOT) {
+                let snapshot = source.store.read()?;
+                let resolver = Resolver {
+                    reader: &snapshot,
+                    keys: &source.keys,
+                    authority: &source.authority,
+                };
+                self.index_entities(&resolver, chunk, true, &mut tokens)?;
+            }
             self.commit(last)?;
             total += entities.len();
         }
