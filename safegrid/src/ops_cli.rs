@@ -385,7 +385,7 @@ pub fn compact(data_dir: &Path) -> anyhow::Result<ExitCode> {
     drop(bar);
     let done = done.with_context(|| {
         format!(
-            "compacting {} (stop the broker that uses it first)",
+            "compacting {} (stop the broker that uses it first; the disk needs free space for              a copy of about the compacted size; the store is left as it was)",
             path.display()
         )
     })?;
