@@ -119,27 +119,7 @@ pub fn encode(source: &StoredSource) -> Vec<u8> {
     let links_len: usize = source.links.len() * 18;
     let mut out = Writer(Vec::with_capacity(96 + sealed_len + links_len));
     out.0.push(MARKER);
-    let mut flags = 0;
-    if source.deleted {
-        flags |= DELETED;
-    }
-    if source.grid.is_some() {
-        flags |= HAS_GRID;
-    }
-    if source.identified {
-        flags |= IDENTIFIED;
-    }
-    out.0.push(flags);
-    match &source.version {
-        Version::Counter(n) => {
-            out.0.push(0);
-            out.varint(*n);
-        }
-        Version::Time(t) => {
-            out.0.push(1);
-            out.time(t);
-        }
-    }
+    out.flags_and_version(source);
     out.id(&source.entity);
     if let Some(grid) = &source.grid {
         out.bytes(grid.as_bytes());
@@ -228,6 +208,31 @@ fn split_key(key: &str) -> Option<(Department, RecordKind, &str)> {
 struct Writer(Vec<u8>);
 
 impl Writer {
+    /// The flags byte and the version, the same in both layouts.
+    fn flags_and_version(&mut self, source: &StoredSource) {
+        let mut flags = 0;
+        if source.deleted {
+            flags |= DELETED;
+        }
+        if source.grid.is_some() {
+            flags |= HAS_GRID;
+        }
+        if source.identified {
+            flags |= IDENTIFIED;
+        }
+        self.0.push(flags);
+        match &source.version {
+            Version::Counter(n) => {
+                self.0.push(0);
+                self.varint(*n);
+            }
+            Version::Time(t) => {
+                self.0.push(1);
+                self.time(t);
+            }
+        }
+    }
+
     fn varint(&mut self, mut n: u64) {
         while n >= 0x80 {
             self.0.push((n as u8) | 0x80);
@@ -690,27 +695,7 @@ mod tests {
     /// The first binary layout, as the writer of the previous version spelled it.
     fn encode_v1(source: &StoredSource) -> Vec<u8> {
         let mut out = Writer(vec![MARKER_V1]);
-        let mut flags = 0;
-        if source.deleted {
-            flags |= DELETED;
-        }
-        if source.grid.is_some() {
-            flags |= HAS_GRID;
-        }
-        if source.identified {
-            flags |= IDENTIFIED;
-        }
-        out.0.push(flags);
-        match &source.version {
-            Version::Counter(n) => {
-                out.0.push(0);
-                out.varint(*n);
-            }
-            Version::Time(t) => {
-                out.0.push(1);
-                out.time(t);
-            }
-        }
+        out.flags_and_version(source);
         out.bytes(source.entity.as_bytes());
         if let Some(grid) = &source.grid {
             out.bytes(grid.as_bytes());
