@@ -131,20 +131,6 @@ pub fn is_blind_keyed_link(link: &str) -> bool {
     link.starts_with("blind:") || link.starts_with("block:")
 }
 
-/// The keyed `block:` links of a resident record.
-pub fn block_links(
-    keys: &KeyRing,
-    department: Department,
-    row: &str,
-    body: &ResidentRecord,
-) -> Vec<String> {
-    let record = LinkRecord::from_resident(department, row, body);
-    blocking_keys(&record)
-        .into_iter()
-        .map(|key| block_link(&keys.blind_index(BLOCK_DOMAIN, &key)))
-        .collect()
-}
-
 /// The `block:` links to look candidates up by: the record's blocking keys under the current
 /// blind-index key and, while a rotation is re-computing stored links, under the older ones.
 pub fn block_lookup_links(keys: &KeyRing, record: &LinkRecord) -> Vec<String> {

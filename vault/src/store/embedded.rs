@@ -91,65 +91,90 @@ impl Embedded {
     }
 
     /// Copies every entry of every table, in key order, into the empty `target`, `chunk`
-    /// entries per transaction (so that B-tree leaves are filled from left to right and come
-    /// out full), passing each source row through `row` (row key, stored bytes -> bytes to
-    /// store) and reporting each to `progress`. Only the last transaction is made durable;
-    /// the caller checks the copy before using it. Returns the link entries copied.
+    /// entries per transaction with each table opened once per transaction (so that B-tree
+    /// leaves are filled from left to right and come out full), passing each source row
+    /// through `row` (row key, stored bytes -> bytes to store) and reporting each to
+    /// `progress`; entries an older broker made for row-only links are left behind. Only the
+    /// last transaction is made durable; the caller checks the copy before using it.
     pub(crate) fn copy_into(
         &self,
         target: &Embedded,
         chunk: usize,
         row: &RowRewrite<'_>,
         progress: &dyn crate::progress::Progress,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<(), StoreError> {
+        let chunk = chunk.max(1);
         let read = self.db.begin_read()?;
-        let mut out = ChunkedWriter::new(target, chunk)?;
         for (definition, is_sources) in [
             (META, false),
             (SOURCES, true),
             (RECEIPTS, false),
             (QUARANTINE, false),
         ] {
-            for entry in read.open_table(definition)?.iter()? {
-                let (key, value) = entry?;
-                let (key, value) = (key.value(), value.value());
-                if is_sources {
-                    progress.advance(1);
-                    let value = row(key, value)?;
-                    out.tx()?
-                        .open_table(definition)?
-                        .insert(key, value.as_slice())?;
-                } else {
-                    out.tx()?.open_table(definition)?.insert(key, value)?;
-                }
-            }
-        }
-        for entry in read.open_table(CHANGES)?.iter()? {
-            let (seq, entity) = entry?;
-            out.tx()?
-                .open_table(CHANGES)?
-                .insert(seq.value(), entity.value())?;
-        }
-        let mut links = 0;
-        for (definition, is_links) in [(LINKS, true), (QUARANTINE_BY_SOURCE, false)] {
-            for entry in read.open_multimap_table(definition)?.iter()? {
-                let (key, members) = entry?;
-                // An entry an older broker made for a row-only link is left behind.
-                if is_links && !super::is_indexed_link(key.value()) {
-                    continue;
-                }
-                for member in members {
-                    if is_links {
-                        links += 1;
+            let source = read.open_table(definition)?;
+            let mut entries = source.iter()?;
+            in_chunks(&target.db, |tx| {
+                let mut table = tx.open_table(definition)?;
+                for _ in 0..chunk {
+                    let Some(entry) = entries.next() else {
+                        return Ok(false);
+                    };
+                    let (key, value) = entry?;
+                    let (key, value) = (key.value(), value.value());
+                    if is_sources {
+                        progress.advance(1);
+                        table.insert(key, row(key, value)?.as_slice())?;
+                    } else {
+                        table.insert(key, value)?;
                     }
-                    out.tx()?
-                        .open_multimap_table(definition)?
-                        .insert(key.value(), member?.value())?;
                 }
-            }
+                Ok(true)
+            })?;
         }
-        out.finish()?;
-        Ok(links)
+        let source = read.open_table(CHANGES)?;
+        let mut entries = source.iter()?;
+        in_chunks(&target.db, |tx| {
+            let mut table = tx.open_table(CHANGES)?;
+            for _ in 0..chunk {
+                let Some(entry) = entries.next() else {
+                    return Ok(false);
+                };
+                let (seq, entity) = entry?;
+                table.insert(seq.value(), entity.value())?;
+            }
+            Ok(true)
+        })?;
+        for (definition, is_links) in [(LINKS, true), (QUARANTINE_BY_SOURCE, false)] {
+            let source = read.open_multimap_table(definition)?;
+            let mut keys = source.iter()?;
+            // The key being copied and its members not copied yet (a key's members may
+            // span transactions).
+            let mut current: Option<(String, redb::MultimapValue<'_, &'static str>)> = None;
+            in_chunks(&target.db, |tx| {
+                let mut table = tx.open_multimap_table(definition)?;
+                let mut copied = 0;
+                while copied < chunk {
+                    if let Some((key, members)) = current.as_mut() {
+                        if let Some(member) = members.next() {
+                            table.insert(key.as_str(), member?.value())?;
+                            copied += 1;
+                            continue;
+                        }
+                    }
+                    let Some(entry) = keys.next() else {
+                        return Ok(false);
+                    };
+                    let (key, members) = entry?;
+                    let key = key.value();
+                    current = (!is_links || super::is_indexed_link(key))
+                        .then(|| (key.to_owned(), members));
+                }
+                Ok(true)
+            })?;
+        }
+        // What the transactions without an fsync wrote becomes durable with this one.
+        target.db.begin_write()?.commit()?;
+        Ok(())
     }
 
     /// SHA-256 over every (link, row) entry in order, and their number; entries of row-only
@@ -179,49 +204,20 @@ impl Embedded {
 /// to store.
 pub(crate) type RowRewrite<'a> = dyn Fn(&str, &[u8]) -> Result<Vec<u8>, StoreError> + 'a;
 
-/// Write transactions of at most `chunk` entries each, one after another; all but the last
-/// commit without an fsync.
-struct ChunkedWriter<'a> {
-    db: &'a Database,
-    chunk: usize,
-    tx: Option<WriteTransaction>,
-    written: usize,
-}
-
-impl<'a> ChunkedWriter<'a> {
-    fn new(target: &'a Embedded, chunk: usize) -> Result<Self, StoreError> {
-        Ok(ChunkedWriter {
-            db: &target.db,
-            chunk: chunk.max(1),
-            tx: None,
-            written: 0,
-        })
-    }
-
-    /// The transaction the next entry goes into.
-    fn tx(&mut self) -> Result<&WriteTransaction, StoreError> {
-        if self.written >= self.chunk {
-            if let Some(mut tx) = self.tx.take() {
-                tx.set_durability(redb::Durability::None)?;
-                tx.commit()?;
-            }
-            self.written = 0;
-        }
-        self.written += 1;
-        let tx = match self.tx.take() {
-            Some(tx) => tx,
-            None => self.db.begin_write()?,
-        };
-        Ok(self.tx.insert(tx))
-    }
-
-    fn finish(mut self) -> Result<(), StoreError> {
-        let tx = match self.tx.take() {
-            Some(tx) => tx,
-            None => self.db.begin_write()?,
-        };
+/// Runs `fill` in one write transaction after another, each committed without an fsync,
+/// until it returns false (the source is exhausted).
+fn in_chunks(
+    db: &Database,
+    mut fill: impl FnMut(&WriteTransaction) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    loop {
+        let mut tx = db.begin_write()?;
+        tx.set_durability(redb::Durability::None)?;
+        let more = fill(&tx)?;
         tx.commit()?;
-        Ok(())
+        if !more {
+            return Ok(());
+        }
     }
 }
 

@@ -1934,6 +1934,53 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_in_tiny_chunks_is_the_same_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        churned(&path);
+        // One link key whose members span many chunks.
+        let store = Store::open(&path).unwrap();
+        store
+            .write(|w| {
+                for i in 0..25 {
+                    let id = format!("GA-B{i:02}");
+                    let links = [format!("entity:r_{id}"), "addr:shared".to_owned()];
+                    let links: Vec<&str> = links.iter().map(String::as_str).collect();
+                    w.put_source(&source(&id, &links), None)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let original = store.engine.as_embedded().unwrap();
+        let copy = Embedded::open(&dir.path().join("copy.redb"), DEFAULT_CACHE_BYTES).unwrap();
+        original
+            .copy_into(
+                &copy,
+                3,
+                &|_, value| Ok(value.to_vec()),
+                &crate::progress::Silent,
+            )
+            .unwrap();
+        assert_eq!(
+            copy.links_digest().unwrap(),
+            original.links_digest().unwrap()
+        );
+        drop(copy);
+        let copied = Store::open(&dir.path().join("copy.redb")).unwrap();
+        let summary = |s: &Store| crate::migrate::summarize(&s.read().unwrap(), false).unwrap();
+        assert!(summary(&copied) == summary(&store));
+        assert_eq!(
+            copied
+                .read()
+                .unwrap()
+                .linked_rows("addr:shared")
+                .unwrap()
+                .len(),
+            25
+        );
+    }
+
+    #[test]
     fn a_failed_compaction_leaves_the_store_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
